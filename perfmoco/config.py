@@ -1,0 +1,220 @@
+"""Pipeline settings: frozen dataclasses loaded from ``config/perfmoco.yaml``.
+
+One :class:`Config` holds one section per stage.  It is built from the
+packaged defaults, then a YAML file, then flat ``section.key=value``
+overrides (from the CLI, a Gadgetron chain's ``<configuration>`` or a
+client's JSON settings).  Unknown keys and values of the wrong type are
+refused with a :class:`ConfigError` that names them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "MocoConfig",
+    "MrdConfig",
+    "QuantConfig",
+    "ServerConfig",
+    "load_config",
+]
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "data" / "perfmoco.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MrdConfig:
+    """How MRD images are sorted into a study and how outputs are tagged."""
+
+    #: ``image_series_index`` of the low-resolution AIF slice; -1 = detect
+    #: (an ``encoding`` meta value of 1, else the smaller matrix).
+    aif_series_index: int = -1
+    #: Output series indices (each output kind needs its own: MRD HDF5).
+    moco_series_index: int = 100
+    moco_pd_series_index: int = 101
+    moco_aif_series_index: int = 102
+    map_series_index: int = 110
+    #: Seconds per tick of ``acquisition_time_stamp`` (2.5 ms on most scanners).
+    time_stamp_tick_s: float = 0.0025
+    #: Fewest dynamics per slice to process a study.
+    min_dynamics: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class MocoConfig:
+    """Deep-learning motion correction."""
+
+    #: Folder with the step checkpoints; empty = the weights shipped in the package.
+    weights_dir: str = ""
+    #: ``cpu``, ``cuda`` or ``auto``.
+    device: str = "auto"
+    affine_crop: int = 128
+    nonrigid_crop: int = 96
+    #: Reference frame counted back from the end of the series (paper: 10).
+    reference_from_end: int = 10
+    #: Number of principal components of the synthetic reference series.
+    pca_components: int = 4
+    #: A frame is QC-flagged when its residual misalignment score exceeds this.
+    qc_threshold: float = 0.35
+    #: Torch intra-op threads; 0 = torch's default.
+    threads: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantConfig:
+    """Signal model and Fermi quantification (3T defaults)."""
+
+    t1_blood_s: float = 1.932
+    t1_myocardium_s: float = 1.471
+    #: Gd relaxivity, l/(mmol s) at 3T.
+    relaxivity: float = 4.5
+    #: Defaults when the headers carry no saturation time.
+    saturation_time_highres_s: float = 0.100
+    saturation_time_aif_s: float = 0.025
+    hematocrit: float = 0.45
+    #: Myocardial tissue density, g/ml (converts flow per ml to per g).
+    tissue_density: float = 1.05
+    #: Number of frames before bolus arrival used as baseline (0 = automatic).
+    baseline_frames: int = 0
+    exclude_qc_frames: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    """The standalone MRD streaming server."""
+
+    host: str = "127.0.0.1"
+    port: int = 9002
+    #: Largest declared message length accepted before allocating, bytes.
+    max_message_bytes: int = 64 * 1024 * 1024
+    #: Largest study accepted per connection, bytes of pixels.
+    max_study_bytes: int = 2 * 1024 * 1024 * 1024
+    #: Studies processed at once; further connections wait.
+    workers: int = 2
+    #: Seconds a connection may stay silent before it is closed.
+    idle_timeout_s: float = 300.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """All perfmoco settings."""
+
+    mrd: MrdConfig = MrdConfig()
+    moco: MocoConfig = MocoConfig()
+    quant: QuantConfig = QuantConfig()
+    server: ServerConfig = ServerConfig()
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
+        """Copy with ``{"section.key": value}`` overrides applied and checked."""
+        nested: dict[str, dict[str, Any]] = {}
+        for dotted, value in overrides.items():
+            section, _, key = str(dotted).partition(".")
+            if not key:
+                raise ConfigError(f"override {dotted!r} must look like 'section.key'")
+            nested.setdefault(section, {})[key] = value
+        return _merge(self, nested)
+
+
+def _coerce(name: str, value: Any, typ: Any) -> Any:
+    """Convert strings (from XML / CLI) and check the type of ``value``."""
+    if isinstance(typ, str):  # postponed annotations
+        typ = {"int": int, "float": float, "bool": bool, "str": str}.get(typ, typ)
+    if typ is bool:
+        if isinstance(value, str):
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if typ in (int, float):
+        try:
+            out = typ(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number, got {value!r}") from None
+        if typ is int and isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        return out
+    if typ is str:
+        return str(value)
+    if isinstance(typ, types.UnionType) or typing.get_origin(typ) is typing.Union:
+        return value
+    return value
+
+
+def _merge(base: Config, data: Mapping[str, Any]) -> Config:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"configuration must be a mapping of sections, got {type(data).__name__}")
+    sections = {f.name: f for f in dataclasses.fields(base)}
+    changes = {}
+    for section, values in data.items():
+        if section not in sections:
+            raise ConfigError(
+                f"unknown configuration section {section!r}; known: {sorted(sections)}"
+            )
+        current = getattr(base, section)
+        if values is None:
+            continue
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"section {section!r} must be a mapping, got {values!r}")
+        hints = typing.get_type_hints(type(current))
+        fields = {f.name for f in dataclasses.fields(current)}
+        upd = {}
+        for key, value in values.items():
+            if key not in fields:
+                raise ConfigError(
+                    f"unknown setting {section}.{key}; known: {sorted(fields)}"
+                )
+            upd[key] = _coerce(f"{section}.{key}", value, hints[key])
+        changes[section] = dataclasses.replace(current, **upd)
+    return dataclasses.replace(base, **changes)
+
+
+def load_config(
+    path: str | Path | None = None, *, overrides: Mapping[str, Any] | None = None
+) -> Config:
+    """Load settings: packaged defaults, then ``path``, then ``overrides``.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A YAML file with any subset of the sections of :class:`Config`.
+    overrides : mapping, keyword-only, optional
+        Flat ``{"section.key": value}`` settings applied last.
+
+    Raises
+    ------
+    ConfigError
+        When the file is missing or malformed, or a key or value is unknown.
+    """
+    cfg = Config()
+    for p in (DEFAULT_CONFIG_PATH, path):
+        if p is None:
+            continue
+        p = Path(p)
+        if not p.is_file():
+            raise ConfigError(f"configuration file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML ({exc})") from None
+        cfg = _merge(cfg, data)
+    if overrides:
+        cfg = cfg.with_overrides(overrides)
+    return cfg

@@ -1,0 +1,237 @@
+"""The in-memory study model: plain numpy, no I/O.
+
+A :class:`PerfusionStudy` holds one dual-sequence stress perfusion study as
+:class:`SliceSeries` objects, one per slice: the high-resolution short-axis
+slices and the low-resolution AIF slice.  Every stage of perfmoco (motion
+correction, quantification, reports) works on these objects; only
+``perfmoco.io`` converts them to and from MRD / NIfTI / npy.
+
+Conventions (see DESIGN.md): images are ``(T, Y, X)`` float32, times are in
+seconds, pixel spacing in mm as ``(dy, dx)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "MIN_DYNAMICS",
+    "PerfusionStudy",
+    "SliceGeometry",
+    "SliceRole",
+    "SliceSeries",
+    "StudyError",
+]
+
+#: Fewest dynamics a slice series must have to be corrected / quantified.
+MIN_DYNAMICS = 10
+
+
+class StudyError(ValueError):
+    """Input data that cannot form a valid perfusion study.
+
+    The message always names the slice and the offending value, so the CLI,
+    the server and the gadgets can show it to a user as it is.
+    """
+
+
+class SliceRole(str, enum.Enum):
+    """What a slice series is used for."""
+
+    HIGHRES = "highres"  #: high-resolution short-axis slice (tissue curves)
+    AIF = "aif"  #: low-resolution, short-saturation-time slice (arterial input)
+
+
+@dataclasses.dataclass(frozen=True)
+class SliceGeometry:
+    """Patient-space geometry of a slice, as in the MRD image header.
+
+    Attributes
+    ----------
+    position : tuple of 3 float
+        Centre of the slice in patient coordinates, mm.
+    read_dir, phase_dir, slice_dir : tuple of 3 float
+        Unit vectors of the x (read), y (phase) and slice axes.
+    field_of_view_mm : tuple of 3 float
+        Field of view (x, y, slice thickness) in mm.
+    """
+
+    position: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    read_dir: tuple[float, float, float] = (1.0, 0.0, 0.0)
+    phase_dir: tuple[float, float, float] = (0.0, 1.0, 0.0)
+    slice_dir: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    field_of_view_mm: tuple[float, float, float] = (360.0, 360.0, 8.0)
+
+
+@dataclasses.dataclass
+class SliceSeries:
+    """One slice of a perfusion study over time.
+
+    Attributes
+    ----------
+    images : ndarray, shape (T, Y, X), float32
+        Saturation-prepared dynamics, one per heartbeat, in acquisition order.
+    times_s : ndarray, shape (T,), float64
+        Acquisition time of each dynamic in seconds (any origin, increasing).
+    pixel_spacing_mm : tuple of 2 float
+        Pixel size ``(dy, dx)`` in mm.
+    role : SliceRole
+        High-resolution tissue slice or low-resolution AIF slice.
+    slice_index : int
+        MRD ``slice`` index of the series (0 = first acquired).
+    pd_images : ndarray, shape (P, Y, X), float32
+        Proton-density weighted frames (no saturation), possibly ``P = 0``.
+    pd_times_s : ndarray, shape (P,), float64
+        Acquisition times of the PD frames, s.
+    saturation_time_s : float or None
+        Saturation (recovery) time TS of the dynamics, s, when known.
+    geometry : SliceGeometry or None
+        Patient-space geometry, when known.
+    source : Any
+        Opaque per-frame MRD provenance kept by ``perfmoco.io.mrd`` so that
+        results can be written back with the scanner's own headers
+        (``None`` for series that came from npy / NIfTI / the phantom).
+    """
+
+    images: np.ndarray
+    times_s: np.ndarray
+    pixel_spacing_mm: tuple[float, float] = (1.0, 1.0)
+    role: SliceRole = SliceRole.HIGHRES
+    slice_index: int = 0
+    pd_images: np.ndarray = dataclasses.field(
+        default_factory=lambda: np.zeros((0, 1, 1), np.float32)
+    )
+    pd_times_s: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    saturation_time_s: float | None = None
+    geometry: SliceGeometry | None = None
+    source: Any = None
+
+    def __post_init__(self) -> None:
+        self.images = np.asarray(self.images, dtype=np.float32)
+        self.times_s = np.asarray(self.times_s, dtype=np.float64)
+        self.pd_images = np.asarray(self.pd_images, dtype=np.float32)
+        self.pd_times_s = np.asarray(self.pd_times_s, dtype=np.float64)
+        if self.pd_images.shape[0] == 0 and self.images.ndim == 3:
+            self.pd_images = np.zeros((0, *self.images.shape[1:]), np.float32)
+        self.role = SliceRole(self.role)
+        self.pixel_spacing_mm = (float(self.pixel_spacing_mm[0]), float(self.pixel_spacing_mm[1]))
+
+    @property
+    def name(self) -> str:
+        """Human-readable name used in messages, e.g. ``'slice 2 (highres)'``."""
+        return f"slice {self.slice_index} ({self.role.value})"
+
+    @property
+    def n_dynamics(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """In-plane matrix ``(Y, X)``."""
+        return (int(self.images.shape[1]), int(self.images.shape[2]))
+
+    def replace(self, **changes: Any) -> SliceSeries:
+        """Copy with some fields replaced (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    def validate(self, *, min_dynamics: int = MIN_DYNAMICS) -> None:
+        """Check the series can be processed; raise :class:`StudyError` if not.
+
+        Parameters
+        ----------
+        min_dynamics : int, keyword-only
+            Fewest dynamics accepted.
+        """
+        im = self.images
+        if im.ndim != 3:
+            raise StudyError(f"{self.name}: images must be (T, Y, X), got shape {im.shape}")
+        if im.shape[0] < min_dynamics:
+            raise StudyError(
+                f"{self.name}: {im.shape[0]} dynamics, at least {min_dynamics} are needed"
+            )
+        if min(im.shape[1:]) < 16:
+            raise StudyError(f"{self.name}: matrix {im.shape[1:]} is too small (min 16x16)")
+        bad = ~np.isfinite(im)
+        if bad.any():
+            frames = np.flatnonzero(bad.any(axis=(1, 2)))
+            raise StudyError(
+                f"{self.name}: non-finite pixels (NaN/Inf) in dynamics {frames[:10].tolist()}"
+            )
+        if self.pd_images.size and self.pd_images.shape[1:] != im.shape[1:]:
+            raise StudyError(
+                f"{self.name}: PD frames are {self.pd_images.shape[1:]}, "
+                f"dynamics are {im.shape[1:]}"
+            )
+        if self.pd_images.size and not np.isfinite(self.pd_images).all():
+            raise StudyError(f"{self.name}: non-finite pixels (NaN/Inf) in the PD frames")
+        t = self.times_s
+        if t.shape != (im.shape[0],):
+            raise StudyError(
+                f"{self.name}: {t.shape[0] if t.ndim else 0} time stamps for {im.shape[0]} dynamics"
+            )
+        if not np.isfinite(t).all():
+            raise StudyError(f"{self.name}: missing or non-finite acquisition times")
+        dt = np.diff(t)
+        if (dt <= 0).any():
+            i = int(np.flatnonzero(dt <= 0)[0])
+            raise StudyError(
+                f"{self.name}: acquisition times do not increase (dynamic {i + 1}: "
+                f"{t[i + 1]:.3f} s after {t[i]:.3f} s); timing is missing or corrupt"
+            )
+        if not all(s > 0 and np.isfinite(s) for s in self.pixel_spacing_mm):
+            raise StudyError(f"{self.name}: invalid pixel spacing {self.pixel_spacing_mm} mm")
+
+
+@dataclasses.dataclass
+class PerfusionStudy:
+    """A dual-sequence perfusion study: high-resolution slices + AIF slice.
+
+    Attributes
+    ----------
+    slices : list of SliceSeries
+        High-resolution slices (basal to apical, by ``slice_index``) and at
+        most one AIF slice.
+    mrd_header : str or None
+        The MRD XML header the study arrived with (used to write results).
+    study_id : str
+        Free-text identifier used in logs and reports.
+    """
+
+    slices: list[SliceSeries]
+    mrd_header: str | None = None
+    study_id: str = "study"
+
+    @property
+    def highres(self) -> list[SliceSeries]:
+        """High-resolution slices ordered by ``slice_index``."""
+        return sorted(
+            (s for s in self.slices if s.role is SliceRole.HIGHRES), key=lambda s: s.slice_index
+        )
+
+    @property
+    def aif(self) -> SliceSeries | None:
+        """The low-resolution AIF slice, or ``None`` when the study has none."""
+        found = [s for s in self.slices if s.role is SliceRole.AIF]
+        return found[0] if found else None
+
+    def validate(self, *, min_dynamics: int = MIN_DYNAMICS, require_aif: bool = False) -> None:
+        """Validate every slice; raise :class:`StudyError` naming the first problem."""
+        if not self.slices:
+            raise StudyError("the study has no image series")
+        if len([s for s in self.slices if s.role is SliceRole.AIF]) > 1:
+            raise StudyError("the study has more than one AIF slice")
+        if not self.highres:
+            raise StudyError("the study has no high-resolution slice")
+        if require_aif and self.aif is None:
+            raise StudyError("the study has no low-resolution AIF slice (needed for MBF)")
+        for s in self.slices:
+            s.validate(min_dynamics=min_dynamics)
+
+    def replace_slices(self, slices: Sequence[SliceSeries]) -> PerfusionStudy:
+        """Copy of the study with other slice series (same header and id)."""
+        return dataclasses.replace(self, slices=list(slices))
