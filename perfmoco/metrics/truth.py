@@ -1,0 +1,204 @@
+"""Ground-truth metrics: what the phantom knows and the paper could not measure."""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+
+from perfmoco.metrics._common import _as_series, compose_displacement, dice, warp_series
+
+__all__ = [
+    "MbfError",
+    "dice_all_dynamics",
+    "displacement_error_mm",
+    "lv_centroid_residual_mm",
+    "mbf_error",
+]
+
+
+def dice_all_dynamics(true_masks, displacement=None, *, reference_mask=None) -> float:
+    """Mean Dice over all dynamics of the true masks moved by the correction.
+
+    Parameters
+    ----------
+    true_masks : ndarray, shape (T, Y, X), bool
+        True myocardium of each (uncorrected) dynamic.
+    displacement : ndarray, shape (T, 2, Y, X), pixels, optional
+        Correction field (pull-back); the masks are warped linearly and
+        thresholded at 0.5.  ``None`` = no correction.
+    reference_mask : ndarray, shape (Y, X), bool, keyword-only, optional
+        Mask every warped frame is compared with (e.g. the warped true mask
+        of the reference dynamic).  ``None``: the mean over all pairs of
+        dynamics, which needs no reference.
+
+    Returns
+    -------
+    float
+        Mean Dice, 0..1.
+    """
+    m = _as_series(true_masks, "true_masks").astype(bool)
+    if displacement is not None:
+        m = warp_series(m, displacement) >= 0.5
+    if reference_mask is not None:
+        ref = np.asarray(reference_mask, dtype=bool)
+        return float(np.mean([dice(f, ref) for f in m]))
+    flat = m.reshape(m.shape[0], -1).astype(np.float64)
+    inter = flat @ flat.T  # (T, T) overlap counts
+    size = flat.sum(axis=1)
+    denom = size[:, None] + size[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = np.where(denom > 0, 2.0 * inter / denom, 1.0)
+    iu = np.triu_indices(m.shape[0], k=1)
+    return float(d[iu].mean())
+
+
+def lv_centroid_residual_mm(
+    true_masks,
+    displacement=None,
+    *,
+    spacing_mm: tuple[float, float],
+    reference_index: int | None = None,
+) -> np.ndarray:
+    """Distance of each corrected dynamic's LV centroid from the reference, in mm.
+
+    The centroid of the true myocardium (a ring around the LV, so its
+    centroid is the LV centre) is computed on each mask after warping it
+    with the correction.
+
+    Parameters
+    ----------
+    true_masks : ndarray, shape (T, Y, X), bool
+        True myocardium of each (uncorrected) dynamic.
+    displacement : ndarray, shape (T, 2, Y, X), pixels, optional
+        Correction field; ``None`` = no correction.
+    spacing_mm : tuple of 2 float, keyword-only
+        Pixel size ``(dy, dx)`` in mm.
+    reference_index : int, keyword-only, optional
+        Residuals are measured from this dynamic's centroid; ``None``: from
+        the median centroid over all dynamics.
+
+    Returns
+    -------
+    ndarray, shape (T,), float64, mm
+        NaN for dynamics whose warped mask is empty.
+    """
+    m = _as_series(true_masks, "true_masks").astype(np.float64)
+    if displacement is not None:
+        m = warp_series(m, displacement)
+    yy, xx = np.mgrid[0 : m.shape[1], 0 : m.shape[2]]
+    w = m.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cy = (m * yy).sum(axis=(1, 2)) / w
+        cx = (m * xx).sum(axis=(1, 2)) / w
+    if reference_index is None:
+        ry, rx = np.nanmedian(cy), np.nanmedian(cx)
+    else:
+        if not 0 <= reference_index < m.shape[0]:
+            raise ValueError(
+                f"reference_index must be in 0..{m.shape[0] - 1}, got {reference_index}"
+            )
+        ry, rx = cy[reference_index], cx[reference_index]
+    dy, dx = (float(s) for s in spacing_mm)
+    return np.hypot((cy - ry) * dy, (cx - rx) * dx)
+
+
+def displacement_error_mm(
+    estimated,
+    true,
+    mask,
+    *,
+    spacing_mm: tuple[float, float],
+    reference_index: int | None = None,
+) -> float:
+    """Mean residual displacement in the myocardium after correction, in mm.
+
+    The corrected series is ``motion_free o (id + r)`` with ``r`` from
+    :func:`compose_displacement`.  A correction aligns every dynamic to a
+    common position, not necessarily the motion-free one, so the error of
+    dynamic ``t`` at pixel ``p`` is ``|r_t(p) - r_ref(p)|`` where ``r_ref``
+    is the composed field of the reference dynamic (or, with
+    ``reference_index=None``, the pixel-wise mean of ``r`` over dynamics).
+
+    Parameters
+    ----------
+    estimated : ndarray, shape (T, 2, Y, X), pixels
+        Correction field (pull-back, DESIGN.md convention).
+    true : ndarray, shape (T, 2, Y, X), pixels
+        True motion field: ``original[t](p) = motion_free[t](p + true[t](p))``.
+    mask : ndarray, shape (Y, X), bool
+        Pixels (in the corrected frame) averaged over, e.g. the myocardium.
+    spacing_mm : tuple of 2 float, keyword-only
+        Pixel size ``(dy, dx)`` in mm.
+    reference_index : int, keyword-only, optional
+
+    Returns
+    -------
+    float
+        Mean Euclidean error over mask pixels and dynamics, mm.
+    """
+    r = compose_displacement(estimated, true)
+    m = _as_series(mask, "mask", ndim=2).astype(bool)
+    if m.shape != r.shape[2:]:
+        raise ValueError(f"mask is {m.shape}, displacements are {r.shape[2:]}")
+    if not m.any():
+        warnings.warn("displacement_error_mm: empty mask; returning NaN", stacklevel=2)
+        return float("nan")
+    if reference_index is None:
+        ref = r.mean(axis=0)
+    else:
+        if not 0 <= reference_index < r.shape[0]:
+            raise ValueError(
+                f"reference_index must be in 0..{r.shape[0] - 1}, got {reference_index}"
+            )
+        ref = r[reference_index]
+    err = r - ref[None]
+    dy, dx = (float(s) for s in spacing_mm)
+    mag = np.hypot(err[:, 0] * dy, err[:, 1] * dx)  # (T, Y, X) mm
+    return float(mag[:, m].mean())
+
+
+class MbfError(NamedTuple):
+    """Pixel-wise MBF error against the true map, ml/min/g."""
+
+    mean_abs: float  #: mean |estimated - true|
+    bias: float  #: mean (estimated - true)
+    rmse: float  #: root mean square error
+    n_pixels: int  #: finite pixels compared
+
+
+def mbf_error(mbf_map, true_mbf, mask) -> MbfError:
+    """Compare an MBF map with the true map on the same grid.
+
+    Parameters
+    ----------
+    mbf_map : ndarray, shape (Y, X), float, ml/min/g
+        Estimated MBF; NaN pixels are left out.
+    true_mbf : ndarray, shape (Y, X), float, ml/min/g
+        True MBF moved into the frame of ``mbf_map`` (the caller aligns them,
+        e.g. with the composed field of the reference dynamic).
+    mask : ndarray, shape (Y, X), bool
+        Pixels compared (e.g. the true myocardium in that frame).
+
+    Returns
+    -------
+    MbfError
+        NaNs (with a warning) when no pixel can be compared.
+    """
+    est = _as_series(mbf_map, "mbf_map", ndim=2).astype(np.float64)
+    tru = _as_series(true_mbf, "true_mbf", ndim=2).astype(np.float64)
+    m = _as_series(mask, "mask", ndim=2).astype(bool)
+    if not est.shape == tru.shape == m.shape:
+        raise ValueError(
+            f"shapes differ: mbf_map {est.shape}, true_mbf {tru.shape}, mask {m.shape}"
+        )
+    sel = m & np.isfinite(est) & np.isfinite(tru)
+    if not sel.any():
+        warnings.warn("mbf_error: no finite pixel to compare; returning NaN", stacklevel=2)
+        return MbfError(float("nan"), float("nan"), float("nan"), 0)
+    diff = est[sel] - tru[sel]
+    return MbfError(
+        float(np.abs(diff).mean()), float(diff.mean()), float(np.sqrt((diff**2).mean())),
+        int(sel.sum()),
+    )
