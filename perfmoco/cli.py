@@ -1,0 +1,273 @@
+"""``perfmoco`` command line.  Nothing imports this module.
+
+Every subcommand turns bad input into one clear line on stderr and exit
+status 2 (never a traceback); ``--verbose`` shows the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from perfmoco import __version__
+from perfmoco.config import ConfigError, load_config
+from perfmoco.study import StudyError
+
+log = logging.getLogger("perfmoco")
+
+
+class UsageError(Exception):
+    """A problem with the command line or its files, reported as one line."""
+
+
+def _config(args):
+    overrides = {}
+    for item in getattr(args, "set", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--set expects section.key=value, got {item!r}")
+        overrides[key.strip()] = value.strip()
+    return load_config(getattr(args, "config", None), overrides=overrides)
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML settings (see config/perfmoco.yaml)")
+    p.add_argument(
+        "--set", action="append", metavar="SECTION.KEY=VALUE", help="override one setting"
+    )
+
+
+def cmd_phantom(args) -> int:
+    from perfmoco.phantom import generate_phantom, write_phantom
+
+    t0 = time.perf_counter()
+    ph = generate_phantom(
+        seed=args.seed, n_dynamics=args.dynamics, motion=args.motion, vendor=args.vendor
+    )
+    write_phantom(ph, args.out)
+    study = ph.study
+    print(
+        f"wrote {args.out} and {Path(args.out).with_suffix('.truth.npz')}: "
+        f"{len(study.highres)} high-res slices + {'1 AIF slice' if study.aif else 'no AIF slice'}, "
+        f"{study.highres[0].n_dynamics} dynamics, {study.highres[0].pd_images.shape[0]} PD frames "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
+    return 0
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr, leave=False)
+
+    def step(msg: str) -> None:
+        bar.set_postfix_str(msg[:40])
+        bar.update(1)
+
+    return bar, step
+
+
+def cmd_correct(args) -> int:
+    import numpy as np
+
+    from perfmoco.io.files import read_study, write_series, write_study
+    from perfmoco.pipeline import process_study
+
+    config = _config(args)
+    study = read_study(args.input, config=config.mrd, pixel_spacing_mm=args.pixel_spacing)
+    bar, step = _progress(len(study.slices), f"correcting ({args.method})")
+    result = process_study(study, config=config, method=args.method, quantify=False, progress=step)
+    bar.close()
+    if any(m is None for m in result.moco):
+        raise UsageError("; ".join(result.messages) or "motion correction failed")
+    out = Path(args.output)
+    if len(study.slices) == 1 and out.suffix.lower() not in (".h5", ".mrd"):
+        write_series(out, result.moco[0].corrected, pixel_spacing_mm=study.slices[0].pixel_spacing_mm)
+        if args.displacement:
+            np.save(args.displacement, result.moco[0].displacement.astype(np.float32))
+    else:
+        write_study(result.corrected_study(), out)
+        if args.displacement:
+            np.savez_compressed(
+                args.displacement,
+                **{s.name: m.displacement for s, m in zip(study.slices, result.moco)},
+            )
+    print(result.summary_text())
+    print(f"wrote {out}" + (f" and {args.displacement}" if args.displacement else ""))
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from perfmoco.replay import replay
+
+    config = _config(args)
+    summary = replay(
+        args.input, args.output, server=args.server, config_name=args.config_name,
+        config=config, method=args.method,
+    )
+    print(summary)
+    return 0
+
+
+def cmd_quantify(args) -> int:
+    import numpy as np
+
+    from perfmoco.quant import quantify_curves
+
+    def load(p):
+        try:
+            return np.load(p, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{p}: cannot read ({exc})") from None
+
+    mask = load(args.mask).astype(bool) if args.mask else None
+    mbf = quantify_curves(
+        load(args.gd), load(args.aif), dt_s=args.dt, mask=mask, hematocrit=args.hematocrit
+    )
+    np.save(args.output, mbf.astype(np.float32))
+    vals = mbf[np.isfinite(mbf) & (mbf > 0)]
+    med = float(np.median(vals)) if vals.size else float("nan")
+    print(f"wrote {args.output}: {vals.size} pixels fitted, median MBF {med:.2f} ml/min/g")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from perfmoco.moco.train import train_main
+
+    train_main(args.config, out_dir=args.out, resume=args.resume, max_steps=args.max_steps)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from perfmoco.server import serve
+
+    config = _config(args)
+    serve(host=args.host or config.server.host, port=args.port or config.server.port, config=config)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from perfmoco.evaluate import evaluate
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    res = evaluate(
+        n_studies=args.studies, seed=args.seed, methods=methods, out_dir=args.out,
+        workers=args.workers,
+    )
+    print(res.table_text() if hasattr(res, "table_text") else res)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from perfmoco.demo import run_demo
+
+    run_demo(Path(args.out), config=_config(args), method=args.method, seed=args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    p = argparse.ArgumentParser(
+        prog="perfmoco",
+        description="Motion correction and MBF mapping for free-breathing stress perfusion CMR.",
+    )
+    p.add_argument("--version", action="version", version=f"perfmoco {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="show the log on stderr")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="phantom study -> correction -> MBF maps, with a summary")
+    d.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    d.add_argument("--method", default="dl", choices=["none", "dl", "iterative"])
+    d.add_argument("--seed", type=int, default=2024, help="phantom seed")
+    _add_config_args(d)
+    d.set_defaults(func=cmd_demo)
+
+    ph = sub.add_parser("phantom", help="write a synthetic dual-sequence study + its truth")
+    ph.add_argument("out", help="output MRD file (.h5); truth goes to OUT.truth.npz")
+    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--dynamics", type=int, default=None, help="dynamics (default 60-75)")
+    ph.add_argument("--motion", default="breathing",
+                    choices=["none", "breathing", "breathing+gasp", "mistrigger"])
+    ph.add_argument("--vendor", default="a", choices=["a", "b"])
+    ph.set_defaults(func=cmd_phantom)
+
+    c = sub.add_parser("correct", help="motion-correct a series (.npy, NIfTI) or a study (.h5)")
+    c.add_argument("input", help="(T, Y, X) .npy, NIfTI (X, Y, T) or MRD .h5")
+    c.add_argument("-o", "--output", required=True, help="corrected output (same kinds)")
+    c.add_argument("--displacement", help="also write the displacement (.npy / .npz), pixels")
+    c.add_argument("--method", default="dl", choices=["none", "dl", "iterative"])
+    c.add_argument("--pixel-spacing", type=float, default=None, metavar="MM",
+                   help="pixel size in mm for files that do not carry it (npy)")
+    _add_config_args(c)
+    c.set_defaults(func=cmd_correct)
+
+    r = sub.add_parser("replay", help="run an MRD file through the pipeline (or a server)")
+    r.add_argument("input", help="MRD .h5 with reconstructed images")
+    r.add_argument("-o", "--output", required=True, help="MRD .h5 to write the results to")
+    r.add_argument("--server", help="HOST:PORT of a running MRD server (default: in-process)")
+    r.add_argument("--config-name", default="perfmoco", help="config name sent to the server")
+    r.add_argument("--method", default="dl", choices=["none", "dl", "iterative"])
+    _add_config_args(r)
+    r.set_defaults(func=cmd_replay)
+
+    q = sub.add_parser("quantify", help="Fermi MBF map from [Gd] curves (research use)")
+    q.add_argument("--gd", required=True, help="tissue [Gd] (T, Y, X) .npy, mmol/l")
+    q.add_argument("--aif", required=True, help="AIF [Gd] (T,) .npy, mmol/l")
+    q.add_argument("--dt", type=float, required=True, help="time step of the curves, s")
+    q.add_argument("--mask", help="(Y, X) .npy of pixels to fit (default: all)")
+    q.add_argument("--hematocrit", type=float, default=None)
+    q.add_argument("-o", "--output", required=True, help="MBF map .npy, ml/min/g")
+    q.set_defaults(func=cmd_quantify)
+
+    t = sub.add_parser("train", help="train one motion-correction stage")
+    t.add_argument("--config", required=True, type=Path, help="config/train/<stage>.yaml")
+    t.add_argument("--out", type=Path, default=None, help="run folder (default from config)")
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    t.add_argument("--max-steps", type=int, default=None)
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("serve", help="standalone MRD streaming server")
+    s.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=None, help="port (default 9002)")
+    _add_config_args(s)
+    s.set_defaults(func=cmd_serve)
+
+    e = sub.add_parser("evaluate", help="the paper's comparison on a phantom cohort")
+    e.add_argument("--studies", type=int, default=5)
+    e.add_argument("--seed", type=int, default=1000)
+    e.add_argument("--methods", default="none,dl", help="comma list of none,dl,iterative")
+    e.add_argument("--out", type=Path, default=Path("out/evaluate"))
+    e.add_argument("--workers", type=int, default=None)
+    e.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``perfmoco`` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, StudyError, ConfigError, ValueError, OSError) as exc:
+        if args.verbose:
+            log.exception("details")
+        print(f"perfmoco {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        print(f"perfmoco {args.command}: error: a required part is not installed ({exc})",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"perfmoco {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

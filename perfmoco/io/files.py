@@ -1,0 +1,208 @@
+"""Readers and writers: MRD HDF5 studies, NIfTI and ``.npy`` series.
+
+MRD HDF5 files keep one ``image_N`` group per ``image_series_index`` (one
+matrix size per group), as the MRD client tools write them.  NIfTI and npy
+hold one bare slice series ``(T, Y, X)`` for offline research use.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import ismrmrd
+import numpy as np
+
+from perfmoco.config import MrdConfig
+from perfmoco.io.mrd import group_by_series, images_to_study, study_header, study_to_images
+from perfmoco.io.mrd_header import strip_nul
+from perfmoco.study import PerfusionStudy, SliceSeries, StudyError
+
+__all__ = [
+    "SERIES_SUFFIXES",
+    "read_mrd_images",
+    "read_series",
+    "read_study",
+    "write_mrd_images",
+    "write_series",
+    "write_study",
+]
+
+log = logging.getLogger(__name__)
+
+SERIES_SUFFIXES = (".npy", ".nii", ".nii.gz")
+MRD_SUFFIXES = (".h5", ".hdf5", ".mrd")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def _groups(path: Path) -> list[str]:
+    try:
+        with h5py.File(path, "r") as f:
+            return [k for k in f if isinstance(f[k], h5py.Group)]
+    except OSError as exc:
+        raise StudyError(f"{path}: not a readable HDF5 file ({exc})") from None
+
+
+def read_mrd_images(
+    path: str | Path, *, group: str | None = None
+) -> tuple[str | None, list[ismrmrd.Image]]:
+    """Every image of an MRD HDF5 file, with its XML header.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.h5`` file.
+    group : str, keyword-only, optional
+        The dataset group; default ``dataset`` or the file's only group.
+
+    Returns
+    -------
+    header : str or None
+        The MRD XML header, ``None`` if the file has none.
+    images : list of ismrmrd.Image
+        All images of all ``image_*`` groups, in file order.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(f"{path}: no such file")
+    groups = _groups(path)
+    if group is None:
+        group = "dataset" if "dataset" in groups else (groups[0] if len(groups) == 1 else None)
+        if group is None:
+            raise StudyError(f"{path}: several groups {groups}; say which one to read")
+    if group not in groups:
+        raise StudyError(f"{path}: no group {group!r} (groups: {groups})")
+    with ismrmrd.Dataset(str(path), group, create_if_needed=False) as dset:
+        try:
+            header = strip_nul(dset.read_xml_header())
+        except (KeyError, LookupError):
+            header = None
+        images = []
+        for name in sorted(n for n in dset.list() if n.startswith("image")):
+            for i in range(dset.number_of_images(name)):
+                images.append(dset.read_image(name, i))
+    if not images:
+        raise StudyError(f"{path}: the file holds no images (group {group!r})")
+    return header, images
+
+
+def write_mrd_images(
+    path: str | Path, header: str | None, images: Sequence[ismrmrd.Image], *, group: str = "dataset"
+) -> None:
+    """Write images to an MRD HDF5 file, one ``image_N`` group per series index.
+
+    An existing file is replaced, so a re-run never mixes old and new results.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.unlink(missing_ok=True)
+    with ismrmrd.Dataset(str(tmp), group, create_if_needed=True) as dset:
+        if header:
+            dset.write_xml_header(header)
+        for index, imgs in group_by_series(images).items():
+            for img in imgs:
+                dset.append_image(f"image_{index}", img)
+    tmp.replace(path)
+
+
+def write_study(study: PerfusionStudy, path: str | Path) -> None:
+    """Write a study's original frames (PD, dynamics, AIF) as MRD HDF5."""
+    write_mrd_images(path, study_header(study), study_to_images(study))
+
+
+def read_series(
+    path: str | Path, *, pixel_spacing_mm: float | None = None, frame_interval_s: float = 1.0
+) -> SliceSeries:
+    """A bare slice series from ``.npy`` ``(T, Y, X)`` or NIfTI ``(X, Y[, 1], T)``.
+
+    Such files have no PD frames or acquisition times: dynamics are assumed
+    ``frame_interval_s`` apart.  NIfTI spacing comes from the header unless
+    ``pixel_spacing_mm`` is given; npy spacing defaults to 1 mm with a warning.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(f"{path}: no such file")
+    suffix = _suffix(path)
+    if suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise StudyError(f"{path}: not a readable .npy array ({exc})") from None
+        spacing = (pixel_spacing_mm or 1.0,) * 2
+        if pixel_spacing_mm is None:
+            log.warning("%s: no pixel spacing given; assuming 1 mm (use --pixel-spacing)", path)
+    elif suffix in (".nii", ".nii.gz"):
+        import nibabel as nib
+
+        try:
+            img = nib.load(str(path))
+            vol = np.asarray(img.dataobj)
+        except Exception as exc:  # nibabel raises many error types for bad files
+            raise StudyError(f"{path}: not a readable NIfTI file ({exc})") from None
+        zooms = img.header.get_zooms()
+        if vol.ndim == 4 and vol.shape[2] == 1:
+            vol = vol[:, :, 0, :]
+        if vol.ndim != 3:
+            raise StudyError(f"{path}: expected a (X, Y, T) series, got shape {vol.shape}")
+        arr = vol.transpose(2, 1, 0)  # NIfTI (x, y, t) -> ours (T, Y, X)
+        dx, dy = float(zooms[0]), float(zooms[1])
+        spacing = (pixel_spacing_mm,) * 2 if pixel_spacing_mm else (dy, dx)
+    else:
+        raise StudyError(f"{path}: unknown series format {suffix!r} (use .npy, .nii, .nii.gz)")
+    if arr.ndim != 3:
+        raise StudyError(f"{path}: expected a (T, Y, X) series, got shape {arr.shape}")
+    if np.iscomplexobj(arr):
+        arr = np.abs(arr)
+    if not np.issubdtype(arr.dtype, np.number):
+        raise StudyError(f"{path}: pixels must be numbers, got dtype {arr.dtype}")
+    times = np.arange(arr.shape[0]) * frame_interval_s
+    return SliceSeries(images=arr, times_s=times, pixel_spacing_mm=spacing)
+
+
+def write_series(path: str | Path, images: np.ndarray, *, pixel_spacing_mm=(1.0, 1.0)) -> None:
+    """Write a ``(T, Y, X)`` (or ``(T, 2, Y, X)`` for ``.npy``) array as npy or NIfTI."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = _suffix(path)
+    images = np.asarray(images, dtype=np.float32)
+    if suffix == ".npy":
+        np.save(path, images)
+    elif suffix in (".nii", ".nii.gz"):
+        import nibabel as nib
+
+        if images.ndim != 3:
+            raise StudyError(f"{path}: NIfTI output needs a (T, Y, X) array, got {images.shape}")
+        dy, dx = pixel_spacing_mm
+        vol = images.transpose(2, 1, 0)  # ours (T, Y, X) -> NIfTI (x, y, t)
+        nib.save(nib.Nifti1Image(vol, np.diag([dx, dy, 1.0, 1.0])), str(path))
+    else:
+        raise StudyError(f"{path}: unknown output format {suffix!r} (use .npy, .nii, .nii.gz)")
+
+
+def read_study(
+    path: str | Path,
+    *,
+    config: MrdConfig | None = None,
+    pixel_spacing_mm: float | None = None,
+) -> PerfusionStudy:
+    """A study from an MRD file, or a one-slice study from a bare npy / NIfTI series."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix in MRD_SUFFIXES:
+        header, images = read_mrd_images(path)
+        study = images_to_study(images, header, config=config, study_id=path.stem)
+        if pixel_spacing_mm:
+            for s in study.slices:
+                s.pixel_spacing_mm = (pixel_spacing_mm, pixel_spacing_mm)
+        return study
+    series = read_series(path, pixel_spacing_mm=pixel_spacing_mm)
+    study = PerfusionStudy(slices=[series], study_id=path.name.split(".")[0])
+    study.validate(min_dynamics=(config or MrdConfig()).min_dynamics)
+    return study

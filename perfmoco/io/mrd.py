@@ -1,0 +1,394 @@
+"""MRD images <-> :class:`~perfmoco.study.PerfusionStudy`.
+
+The only module that knows MRD's ``[cha, z, y, x]`` pixel layout and reads
+image meta (which ismrmrd-python returns as strings).  Images may arrive in
+any order and with slices interleaved in any way: they are grouped by
+(role, slice) and sorted by repetition, then acquisition time.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+import ismrmrd
+import numpy as np
+
+from perfmoco.config import MrdConfig
+from perfmoco.io.mrd_header import (
+    build_header,
+    header_saturation_times_s,
+    parse_header,
+    strip_nul,
+)
+from perfmoco.study import PerfusionStudy, SliceGeometry, SliceRole, SliceSeries, StudyError
+
+__all__ = [
+    "FrameInfo",
+    "MrdSource",
+    "images_to_study",
+    "make_image",
+    "meta_roles",
+    "series_to_images",
+    "study_to_images",
+]
+
+log = logging.getLogger(__name__)
+
+#: Leading frames brighter than this multiple of the median of the following
+#: frames are taken as PD frames when no ``GADGETRON_DataRole=PD`` tag is set.
+PD_BRIGHTNESS_RATIO = 2.5
+MAX_PD_FRAMES = 5
+_OUR_ROLES = ("PD", "AIF", "Image", "MOCO")
+
+
+@dataclasses.dataclass
+class FrameInfo:
+    """Provenance of one received image: its header and parsed meta."""
+
+    header: ismrmrd.ImageHeader
+    meta: dict[str, str | list[str]]
+
+
+@dataclasses.dataclass
+class MrdSource:
+    """What :func:`images_to_study` keeps to write results with the scanner's headers."""
+
+    frames: list[FrameInfo]
+    pd_frames: list[FrameInfo]
+
+
+def meta_roles(meta: dict) -> list[str]:
+    """The ``GADGETRON_DataRole`` values of an image's meta, as a list of strings."""
+    value = meta.get("GADGETRON_DataRole", [])
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def _meta_float(meta: dict, key: str) -> float | None:
+    value = meta.get(key)
+    if isinstance(value, list):
+        value = value[0] if value else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _pixels(image: ismrmrd.Image, index: int) -> np.ndarray:
+    """The (Y, X) float32 pixels of a single-channel 2-D image."""
+    data = np.asarray(image.data)  # MRD layout: [cha, z, y, x]
+    if data.ndim != 4 or data.shape[0] != 1 or data.shape[1] != 1:
+        raise StudyError(
+            f"image {index}: expected one channel and one partition, got [cha, z, y, x] = "
+            f"{list(data.shape)}; send coil-combined 2-D images"
+        )
+    pix = data[0, 0]
+    if np.iscomplexobj(pix):
+        pix = np.abs(pix)
+    return pix.astype(np.float32, copy=False)
+
+
+def _is_aif(info: FrameInfo, config: MrdConfig) -> bool | None:
+    """True/False when the image says whether it is the AIF slice, None if unknown."""
+    if config.aif_series_index >= 0:
+        return int(info.header.image_series_index) == config.aif_series_index
+    if "AIF" in meta_roles(info.meta):
+        return True
+    enc = _meta_float(info.meta, "encoding")
+    if enc is not None:
+        return enc > 0
+    return None
+
+
+def _split_pd(frames: list[tuple[FrameInfo, np.ndarray]]) -> int:
+    """Number of untagged leading PD frames, detected by their brightness."""
+    if len(frames) < 8:
+        return 0
+    means = np.array([float(np.mean(p)) for _, p in frames])
+    rest = np.median(means[MAX_PD_FRAMES : MAX_PD_FRAMES + 10])
+    n = 0
+    while n < MAX_PD_FRAMES and rest > 0 and means[n] > PD_BRIGHTNESS_RATIO * rest:
+        n += 1
+    return n
+
+
+def images_to_study(
+    images: Iterable[ismrmrd.Image],
+    header: str | bytes | None = None,
+    *,
+    config: MrdConfig | None = None,
+    study_id: str = "study",
+) -> PerfusionStudy:
+    """Sort received MRD images into a validated perfusion study.
+
+    Parameters
+    ----------
+    images : iterable of ismrmrd.Image
+        Reconstructed 2-D magnitude (or complex) frames in any order.
+    header : str or bytes, optional
+        The MRD XML header of the session; used for saturation times.
+    config : MrdConfig, keyword-only
+        How the AIF slice is recognised and how time stamps are scaled.
+    study_id : str, keyword-only
+        Identifier kept on the study (logs, reports).
+
+    Returns
+    -------
+    PerfusionStudy
+        One :class:`SliceSeries` per high-resolution slice plus the AIF slice.
+
+    Raises
+    ------
+    StudyError
+        For images that cannot form a study: mixed matrix sizes within a
+        slice, duplicate repetitions, too few dynamics, non-finite pixels,
+        missing timing, a header that is not MRD XML.
+    """
+    config = config or MrdConfig()
+    hdr = parse_header(header)
+    ts_by_encoding = header_saturation_times_s(hdr)
+    received = []
+    for i, img in enumerate(images):
+        info = FrameInfo(copy.deepcopy(img.getHead()), dict(img.meta))
+        received.append((info, _pixels(img, i)))
+    if not received:
+        raise StudyError("no images were received")
+
+    aif_flags = [_is_aif(info, config) for info, _ in received]
+    if not any(f is True for f in aif_flags) and config.aif_series_index < 0:
+        aif_flags = _aif_by_matrix(received)
+    groups: dict[tuple[bool, int], list[tuple[FrameInfo, np.ndarray]]] = defaultdict(list)
+    for (info, pix), is_aif in zip(received, aif_flags):
+        groups[(bool(is_aif), int(info.header.slice))].append((info, pix))
+    if sum(1 for is_aif, _ in groups if is_aif) > 1:
+        slices = sorted(s for a, s in groups if a)
+        raise StudyError(f"AIF images arrived for several slices {slices}; expected one")
+
+    slices = [
+        _make_series(frames, is_aif, sl, config, ts_by_encoding)
+        for (is_aif, sl), frames in sorted(groups.items())
+    ]
+    study = PerfusionStudy(slices=slices, mrd_header=strip_nul(header), study_id=study_id)
+    study.validate(min_dynamics=config.min_dynamics)
+    return study
+
+
+def _aif_by_matrix(received: list[tuple[FrameInfo, np.ndarray]]) -> list[bool | None]:
+    """Without tags: the series whose matrix is smaller than the others is the AIF."""
+    sizes = {}
+    for info, pix in received:
+        sizes.setdefault(int(info.header.image_series_index), set()).add(pix.size)
+    if len(sizes) < 2:
+        return [False] * len(received)
+    largest = max(max(v) for v in sizes.values())
+    small = [s for s, v in sizes.items() if max(v) < largest]
+    if len(small) != 1:
+        return [False] * len(received)
+    return [int(info.header.image_series_index) == small[0] for info, _ in received]
+
+
+def _make_series(frames, is_aif, sl, config, ts_by_encoding) -> SliceSeries:
+    role = SliceRole.AIF if is_aif else SliceRole.HIGHRES
+    name = f"slice {sl} ({role.value})"
+    shapes = sorted({p.shape for _, p in frames})
+    if len(shapes) > 1:
+        raise StudyError(f"{name}: images of different matrix sizes {shapes} in one slice")
+    tick = config.time_stamp_tick_s
+    frames = sorted(
+        frames,
+        key=lambda f: (int(f[0].header.repetition), int(f[0].header.acquisition_time_stamp)),
+    )
+    tagged = [f for f in frames if "PD" in meta_roles(f[0].meta)]
+    dyn = [f for f in frames if "PD" not in meta_roles(f[0].meta)]
+    if not tagged:
+        n_pd = _split_pd(dyn)
+        tagged, dyn = dyn[:n_pd], dyn[n_pd:]
+        if n_pd:
+            log.info("%s: %d untagged leading PD frames detected by brightness", name, n_pd)
+    reps = [int(f[0].header.repetition) for f in dyn]
+    stamps = {int(f[0].header.acquisition_time_stamp) for f in dyn}
+    if len(set(reps)) != len(reps) and len(stamps) != len(dyn):
+        dup = sorted({r for r in reps if reps.count(r) > 1})[:5]
+        raise StudyError(f"{name}: repetitions {dup} arrived more than once")
+    h0 = frames[0][0].header
+    fov = [float(v) for v in h0.field_of_view]
+    mat = [int(v) for v in h0.matrix_size]
+    spacing = (fov[1] / mat[1], fov[0] / mat[0]) if min(fov[:2]) > 0 else (1.0, 1.0)
+    ts = _meta_float(frames[0][0].meta, "SaturationTime_ms")
+    if ts is not None:
+        ts_s: float | None = ts / 1000.0
+    else:
+        enc = 1 if is_aif else 0
+        ts_s = ts_by_encoding[enc] if enc < len(ts_by_encoding) else None
+    geometry = SliceGeometry(
+        position=tuple(float(v) for v in h0.position),
+        read_dir=tuple(float(v) for v in h0.read_dir),
+        phase_dir=tuple(float(v) for v in h0.phase_dir),
+        slice_dir=tuple(float(v) for v in h0.slice_dir),
+        field_of_view_mm=tuple(fov),
+    )
+
+    def stack(items):
+        if not items:
+            return np.zeros((0, *shapes[0]), np.float32), np.zeros(0)
+        return (
+            np.stack([p for _, p in items]),
+            np.array([int(i.header.acquisition_time_stamp) * tick for i, _ in items]),
+        )
+
+    images, times = stack(dyn)
+    pd, pd_times = stack(tagged)
+    return SliceSeries(
+        images=images,
+        times_s=times,
+        pixel_spacing_mm=spacing,
+        role=role,
+        slice_index=sl,
+        pd_images=pd,
+        pd_times_s=pd_times,
+        saturation_time_s=ts_s,
+        geometry=geometry,
+        source=MrdSource([i for i, _ in dyn], [i for i, _ in tagged]),
+    )
+
+
+def make_image(
+    pixels: np.ndarray,
+    *,
+    template: ismrmrd.ImageHeader | None = None,
+    meta: dict | None = None,
+    **fields,
+) -> ismrmrd.Image:
+    """One float32 MRD image from ``(Y, X)`` pixels, a header template and meta.
+
+    ``fields`` set header attributes (e.g. ``image_series_index=100``);
+    ``matrix_size`` and ``data_type`` always follow the pixels.
+    """
+    pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+    img = ismrmrd.Image.from_array(pixels[None, None], transpose=False)  # [cha, z, y, x]
+    head = img.getHead()
+    if template is not None:
+        for name, _ in ismrmrd.ImageHeader._fields_:
+            if name not in ("data_type", "matrix_size", "channels", "attribute_string_len"):
+                setattr(head, name, getattr(template, name))
+    head.matrix_size[0], head.matrix_size[1], head.matrix_size[2] = (
+        pixels.shape[1], pixels.shape[0], 1
+    )
+    head.image_type = ismrmrd.IMTYPE_MAGNITUDE
+    for name, value in fields.items():
+        if name in ("position", "read_dir", "phase_dir", "slice_dir", "field_of_view"):
+            for k, v in enumerate(value):
+                getattr(head, name)[k] = v
+        else:
+            setattr(head, name, value)
+    img.setHead(head)
+    if meta:
+        m = ismrmrd.Meta()
+        for k, v in meta.items():
+            m[k] = v if isinstance(v, list) else str(v)
+        img.attribute_string = m.serialize()
+    return img
+
+
+def _fresh_header(series: SliceSeries, time_s: float, tick_s: float) -> dict:
+    g = series.geometry or SliceGeometry()
+    dy, dx = series.pixel_spacing_mm
+    fov = (series.shape[1] * dx, series.shape[0] * dy, g.field_of_view_mm[2])
+    return dict(
+        version=1,
+        slice=series.slice_index,
+        position=g.position,
+        read_dir=g.read_dir,
+        phase_dir=g.phase_dir,
+        slice_dir=g.slice_dir,
+        field_of_view=fov,
+        acquisition_time_stamp=int(round(time_s / tick_s)),
+    )
+
+
+def series_to_images(
+    series: SliceSeries,
+    *,
+    images: np.ndarray | None = None,
+    pd_images: np.ndarray | None = None,
+    series_index: int,
+    pd_series_index: int | None = None,
+    role: str = "Image",
+    extra_meta: dict | None = None,
+    tick_s: float = 0.0025,
+) -> list[ismrmrd.Image]:
+    """MRD images of a slice series: PD frames (tagged ``PD``) then dynamics.
+
+    ``images`` / ``pd_images`` replace the pixels (e.g. motion-corrected ones)
+    while headers come from the received frames (``series.source``) or, for
+    series without MRD provenance, from the series' geometry and times.
+    """
+    images = series.images if images is None else images
+    pd_images = series.pd_images if pd_images is None else pd_images
+    src = series.source if isinstance(series.source, MrdSource) else None
+    out = []
+    kinds = [("PD", pd_images, series.pd_times_s, src.pd_frames if src else None)]
+    kinds.append((role, images, series.times_s, src.frames if src else None))
+    rep = 0
+    for kind, stack, times, infos in kinds:
+        for t in range(stack.shape[0]):
+            meta = dict(infos[t].meta) if infos else {}
+            # Keep the sender's other roles; ours describe what these pixels are now.
+            roles = [r for r in meta_roles(meta) if r not in _OUR_ROLES] + [kind]
+            if series.role is SliceRole.AIF:
+                roles.append("AIF")
+            meta["GADGETRON_DataRole"] = roles
+            if series.saturation_time_s and kind != "PD":
+                meta.setdefault("SaturationTime_ms", f"{1000 * series.saturation_time_s:g}")
+            meta.update(extra_meta or {})
+            fields = {} if infos else _fresh_header(series, float(times[t]), tick_s)
+            idx = series_index if kind != "PD" or pd_series_index is None else pd_series_index
+            fields.update(image_series_index=idx, image_index=rep + 1)
+            if not infos:
+                fields["repetition"] = rep
+            template = infos[t].header if infos else None
+            out.append(make_image(stack[t], template=template, meta=meta, **fields))
+            rep += 1
+    return out
+
+
+def study_to_images(
+    study: PerfusionStudy, *, config: MrdConfig | None = None
+) -> list[ismrmrd.Image]:
+    """The study's original frames as MRD images, as a scanner would send them.
+
+    High-resolution slices share series 1 (PD frames tagged ``PD``), the AIF
+    slice is series 2 tagged ``AIF`` (its matrix differs: MRD HDF5 needs one
+    matrix size per series).  Received series keep their own indices.
+    """
+    config = config or MrdConfig()
+    out: list[ismrmrd.Image] = []
+    for s in sorted(study.slices, key=lambda s: (s.role is SliceRole.AIF, s.slice_index)):
+        src = s.source if isinstance(s.source, MrdSource) else None
+        idx = int(src.frames[0].header.image_series_index) if src and src.frames else (
+            2 if s.role is SliceRole.AIF else 1
+        )
+        out.extend(series_to_images(s, series_index=idx, tick_s=config.time_stamp_tick_s))
+    return out
+
+
+def study_header(study: PerfusionStudy) -> str:
+    """The study's MRD header, built from the study when it arrived without one."""
+    return study.mrd_header or build_header(study)
+
+
+def sort_key(image: ismrmrd.Image) -> tuple[int, int, int]:
+    """Order of images within an output series (series, slice, repetition)."""
+    h = image.getHead()
+    return (int(h.image_series_index), int(h.slice), int(h.image_index))
+
+
+def group_by_series(images: Sequence[ismrmrd.Image]) -> dict[int, list[ismrmrd.Image]]:
+    """Images grouped by ``image_series_index`` (one MRD HDF5 group each)."""
+    groups: dict[int, list[ismrmrd.Image]] = defaultdict(list)
+    for img in sorted(images, key=sort_key):
+        groups[int(img.getHead().image_series_index)].append(img)
+    return dict(groups)

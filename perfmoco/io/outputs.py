@@ -1,0 +1,108 @@
+"""A :class:`~perfmoco.pipeline.StudyResult` as MRD images to send back.
+
+Originals first (as received), then the corrected series (``MOCO``), then one
+MBF map per high-resolution slice (``Flow_Map``).  Each output kind has its
+own series index (``MrdConfig``) because MRD HDF5 needs one matrix size per
+series.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import ismrmrd
+import numpy as np
+
+from perfmoco.config import MrdConfig
+from perfmoco.io.mrd import MrdSource, make_image, series_to_images, study_to_images
+from perfmoco.study import SliceRole
+
+if TYPE_CHECKING:
+    from perfmoco.pipeline import StudyResult
+
+__all__ = ["MBF_SCALE", "result_to_images"]
+
+#: Map pixels are MBF x 100 (float32), as Gadgetron's perfusion maps are scaled.
+MBF_SCALE = 100.0
+
+
+def _history(meta: dict, step: str) -> list[str]:
+    old = meta.get("GADGETRON_ImageProcessingHistory", [])
+    return ([old] if isinstance(old, str) else list(old)) + [step]
+
+
+def result_to_images(result: StudyResult, *, config: MrdConfig) -> list[ismrmrd.Image]:
+    """Originals, corrected series and MBF maps of one study as MRD images."""
+    out = study_to_images(result.study, config=config)
+    for s, m in zip(result.study.slices, result.moco):
+        if m is None:
+            continue
+        aif = s.role is SliceRole.AIF
+        index = config.moco_aif_series_index if aif else config.moco_series_index
+        out.extend(
+            series_to_images(
+                s,
+                images=m.corrected,
+                pd_images=m.pd_corrected if m.pd_corrected.shape[0] else s.pd_images,
+                series_index=index,
+                pd_series_index=index if aif else config.moco_pd_series_index,
+                role="MOCO",
+                extra_meta={
+                    "GADGETRON_ImageProcessingHistory": ["PERFMOCO", f"MOCO_{result.method.value}"],
+                    "GADGETRON_SeqDescription": f"_MOCO_{result.method.value.upper()}",
+                    "GADGETRON_ImageComment": "MOCO",
+                },
+                tick_s=config.time_stamp_tick_s,
+            )
+        )
+    quant = result.quant
+    if quant is not None:
+        out.extend(_map_images(result, config))
+    return out
+
+
+def _map_images(result: StudyResult, config: MrdConfig) -> list[ismrmrd.Image]:
+    quant = result.quant
+    table = [
+        f"slice {r['slice']} seg {r['segment']}: mean {r['mean']:.2f} ml/min/g"
+        for r in getattr(quant, "segments", [])
+    ]
+    out = []
+    for n, s in enumerate(result.study.highres):
+        mbf = quant.mbf_maps.get(s.slice_index)
+        if mbf is None:
+            continue
+        src = s.source if isinstance(s.source, MrdSource) else None
+        template = src.frames[-1].header if src and src.frames else None
+        meta = dict(src.frames[-1].meta) if src and src.frames else {}
+        meta.update(
+            GADGETRON_DataRole="Flow_Map",
+            GADGETRON_ImageComment=["MBF", "ml/min/g", f"x{MBF_SCALE:g}"],
+            GADGETRON_SeqDescription="_Flow_Map",
+            GADGETRON_ImageProcessingHistory=_history(meta, "PERFMOCO_FLOW_MAP"),
+            GADGETRON_ScaleRatio=f"{MBF_SCALE:g}",
+            GADGETRON_WindowCenter=f"{2.0 * MBF_SCALE:g}",
+            GADGETRON_WindowWidth=f"{4.0 * MBF_SCALE:g}",
+            GADGETRON_ColorMap="Perfusion.pal",
+            perfmoco_Unit="ml/min/g",
+        )
+        if table:
+            meta["perfmoco_Segments"] = [
+                t for t in table if t.startswith(f"slice {s.slice_index} ")
+            ]
+        pixels = np.nan_to_num(np.asarray(mbf, np.float32)) * MBF_SCALE
+        fields = {"image_series_index": config.map_series_index, "image_index": n + 1}
+        if template is None:
+            g = s.geometry
+            dy, dx = s.pixel_spacing_mm
+            fields.update(slice=s.slice_index)
+            if g is not None:
+                fields.update(
+                    position=g.position,
+                    read_dir=g.read_dir,
+                    phase_dir=g.phase_dir,
+                    slice_dir=g.slice_dir,
+                    field_of_view=(s.shape[1] * dx, s.shape[0] * dy, g.field_of_view_mm[2]),
+                )
+        out.append(make_image(pixels, template=template, meta=meta, **fields))
+    return out

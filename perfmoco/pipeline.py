@@ -1,0 +1,202 @@
+"""One study through the whole product: validate, correct every slice, quantify.
+
+:func:`process_study` is what the CLI, the MRD server, the Gadgetron gadget
+and the batch runner call.  It never raises for problems with the data or a
+stage: each problem is recorded in :attr:`StudyResult.messages` and the
+originals always stay in the result, so no image is ever lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from perfmoco.config import Config
+from perfmoco.moco.result import MocoResult
+from perfmoco.study import PerfusionStudy, SliceRole, StudyError
+
+__all__ = ["Method", "StudyResult", "process_study"]
+
+log = logging.getLogger(__name__)
+
+
+class Method(str, enum.Enum):
+    """Motion-correction methods."""
+
+    NONE = "none"
+    DL = "dl"
+    ITERATIVE = "iterative"
+
+
+@dataclasses.dataclass
+class StudyResult:
+    """Everything one study produced.
+
+    Attributes
+    ----------
+    study : PerfusionStudy
+        The study as received (originals, never modified).
+    moco : list of MocoResult or None
+        Per entry of ``study.slices``: the correction, ``None`` where it failed
+        or was not run.
+    quant : Any
+        ``perfmoco.quant.QuantResult`` or ``None`` when not run or failed.
+    method : Method
+    messages : list of str
+        Problems met on the way, for the user (log, TEXT messages, report).
+    timings_s : dict of str to float
+        Wall time per stage, s.
+    """
+
+    study: PerfusionStudy
+    moco: list[MocoResult | None]
+    quant: Any = None
+    method: Method = Method.DL
+    messages: list[str] = dataclasses.field(default_factory=list)
+    timings_s: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when every stage that was asked for ran without a problem."""
+        return not self.messages
+
+    def corrected_study(self) -> PerfusionStudy:
+        """The study with each slice's dynamics and PD frames replaced by the corrected ones."""
+        slices = []
+        for s, m in zip(self.study.slices, self.moco):
+            if m is None:
+                slices.append(s)
+            else:
+                pd = m.pd_corrected if m.pd_corrected.shape[0] else s.pd_images
+                slices.append(s.replace(images=m.corrected, pd_images=pd))
+        return self.study.replace_slices(slices)
+
+    def qc_flags(self) -> dict[int, np.ndarray]:
+        """QC-flagged dynamics per high-resolution ``slice_index``."""
+        return {
+            s.slice_index: m.qc
+            for s, m in zip(self.study.slices, self.moco)
+            if m is not None and s.role is SliceRole.HIGHRES
+        }
+
+    def summary_text(self) -> str:
+        """A short plain-text summary: what ran, how long, problems, MBF segments."""
+        lines = [f"perfmoco: study {self.study.study_id}, method {self.method.value}"]
+        for s, m in zip(self.study.slices, self.moco):
+            state = "not corrected" if m is None else f"corrected, {int(m.qc.sum())} QC-flagged"
+            lines.append(f"  {s.name}: {s.n_dynamics} dynamics, {state}")
+        if self.quant is not None and hasattr(self.quant, "summary_text"):
+            lines.append(self.quant.summary_text())
+        for k, v in self.timings_s.items():
+            lines.append(f"  time {k}: {v:.2f} s")
+        lines.extend(f"  problem: {msg}" for msg in self.messages)
+        return "\n".join(lines)
+
+    def to_images(self, config: Config | None = None) -> list:
+        """All images to send back: originals, corrected series, MBF maps (ismrmrd.Image)."""
+        from perfmoco.io.outputs import result_to_images
+
+        return result_to_images(self, config=(config or Config()).mrd)
+
+
+def _load_corrector(config: Config):
+    from perfmoco.moco.pipeline import MotionCorrector
+
+    weights = config.moco.weights_dir or None
+    return MotionCorrector.load(weights, device=config.moco.device, config=config.moco)
+
+
+def _correct(study: PerfusionStudy, method: Method, config: Config, result: StudyResult, step):
+    if method is Method.NONE:
+        from perfmoco.moco.pipeline import correct_series
+
+        return [correct_series(s, method="none", config=config.moco) for s in study.slices]
+    if method is Method.ITERATIVE:
+        from perfmoco.moco.iterative import correct_iterative as run
+    else:
+        corrector = _load_corrector(config)
+        run = corrector.correct
+    out: list[MocoResult | None] = []
+    for s in study.slices:
+        try:
+            out.append(run(s))
+        except (StudyError, ValueError, RuntimeError) as exc:
+            result.messages.append(f"{s.name}: motion correction failed ({exc}); originals kept")
+            log.warning("%s: motion correction failed: %s", s.name, exc)
+            out.append(None)
+        step(f"corrected {s.name}")
+    return out
+
+
+def process_study(
+    study: PerfusionStudy,
+    *,
+    config: Config | None = None,
+    method: Method | str = Method.DL,
+    quantify: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> StudyResult:
+    """Correct and quantify one study; never lose the originals.
+
+    Parameters
+    ----------
+    study : PerfusionStudy
+        The received study.
+    config : Config, keyword-only
+        All settings (default: the packaged defaults).
+    method : {'dl', 'iterative', 'none'}, keyword-only
+        Motion-correction method.
+    quantify : bool, keyword-only
+        Also compute MBF maps (needs an AIF slice).
+    progress : callable, keyword-only, optional
+        Called with a short text after each step.
+
+    Returns
+    -------
+    StudyResult
+        Always returned; problems are in ``messages``.
+    """
+    config = config or Config()
+    method = Method(method)
+    step = progress or (lambda _msg: None)
+    result = StudyResult(study=study, moco=[None] * len(study.slices), method=method)
+    try:
+        study.validate(min_dynamics=config.mrd.min_dynamics)
+    except StudyError as exc:
+        result.messages.append(f"study not processed: {exc}; originals passed through")
+        return result
+
+    t0 = time.perf_counter()
+    try:
+        result.moco = _correct(study, method, config, result, step)
+    except Exception as exc:  # a failing model load must not lose the study
+        log.exception("motion correction failed")
+        result.messages.append(f"motion correction failed ({exc}); originals kept")
+    result.timings_s["motion correction"] = time.perf_counter() - t0
+
+    if quantify:
+        t0 = time.perf_counter()
+        if study.aif is None:
+            result.messages.append("no AIF slice in the study: MBF maps not computed")
+        else:
+            try:
+                from perfmoco.quant import quantify_study
+
+                result.quant = quantify_study(
+                    result.corrected_study(),
+                    config=config.quant,
+                    qc=result.qc_flags() if config.quant.exclude_qc_frames else None,
+                )
+                result.messages.extend(getattr(result.quant, "warnings", []) or [])
+                step("quantified MBF")
+            except Exception as exc:  # quantification must not lose the corrected images
+                log.exception("quantification failed")
+                result.messages.append(f"MBF quantification failed ({exc})")
+        result.timings_s["quantification"] = time.perf_counter() - t0
+    return result
