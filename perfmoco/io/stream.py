@@ -318,7 +318,9 @@ class MessageWriter:
     def config_file(self, name: str) -> None:
         """CONFIG_FILE: the name of a configuration the server knows (< 1024 bytes)."""
         if len(name.encode("utf-8")) >= CONFIG_FILE_BYTES:
-            raise ValueError(f"config name must be < {CONFIG_FILE_BYTES} bytes, got {name[:40]!r}...")
+            raise ValueError(
+                f"config name must be < {CONFIG_FILE_BYTES} bytes, got {name[:40]!r}..."
+            )
         self._ser.serialize(ConfigFile(name))
 
     def config_text(self, text: str) -> None:
