@@ -85,7 +85,8 @@ def cmd_correct(args) -> int:
         raise UsageError("; ".join(result.messages) or "motion correction failed")
     out = Path(args.output)
     if len(study.slices) == 1 and out.suffix.lower() not in (".h5", ".mrd"):
-        write_series(out, result.moco[0].corrected, pixel_spacing_mm=study.slices[0].pixel_spacing_mm)
+        spacing = study.slices[0].pixel_spacing_mm
+        write_series(out, result.moco[0].corrected, pixel_spacing_mm=spacing)
         if args.displacement:
             np.save(args.displacement, result.moco[0].displacement.astype(np.float32))
     else:

@@ -72,6 +72,8 @@ def read_mrd_images(
     if not path.is_file():
         raise StudyError(f"{path}: no such file")
     groups = _groups(path)
+    if not groups:
+        raise StudyError(f"{path}: the file holds no MRD dataset (no groups)")
     if group is None:
         group = "dataset" if "dataset" in groups else (groups[0] if len(groups) == 1 else None)
         if group is None:

@@ -1,0 +1,45 @@
+"""Shared fixtures: small hand-made studies (fast) for I/O and pipeline tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perfmoco.study import PerfusionStudy, SliceGeometry, SliceRole, SliceSeries
+
+
+def make_series(
+    slice_index: int,
+    role: SliceRole = SliceRole.HIGHRES,
+    shape: tuple[int, int] = (32, 40),
+    n_dynamics: int = 12,
+    n_pd: int = 2,
+    seed: int = 0,
+) -> SliceSeries:
+    rng = np.random.default_rng(seed + slice_index)
+    t0 = 36000.0 + slice_index * 0.15
+    return SliceSeries(
+        images=(rng.random((n_dynamics, *shape)) * 100 + 10).astype(np.float32),
+        times_s=t0 + 2.0 + np.arange(n_dynamics) * 0.61,
+        pixel_spacing_mm=(2.0, 2.5),
+        role=role,
+        slice_index=slice_index,
+        pd_images=(rng.random((n_pd, *shape)) * 1000 + 2000).astype(np.float32),
+        pd_times_s=t0 + np.arange(n_pd) * 0.61,
+        saturation_time_s=0.1 if role is SliceRole.HIGHRES else 0.025,
+        geometry=SliceGeometry(
+            position=(1.5, -20.0, 10.0 * slice_index),
+            read_dir=(0.8, 0.6, 0.0),
+            phase_dir=(-0.6, 0.8, 0.0),
+            slice_dir=(0.0, 0.0, 1.0),
+            field_of_view_mm=(shape[1] * 2.5, shape[0] * 2.0, 8.0),
+        ),
+    )
+
+
+@pytest.fixture
+def small_study() -> PerfusionStudy:
+    """Three high-res slices and a half-resolution AIF slice, 12 dynamics, 2 PD frames."""
+    slices = [make_series(k) for k in range(3)]
+    slices.append(make_series(3, SliceRole.AIF, shape=(16, 20)))
+    return PerfusionStudy(slices=slices, study_id="small")

@@ -1,0 +1,191 @@
+"""MRD round trips, out-of-order input and bad input for perfmoco.io."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perfmoco.config import MrdConfig
+from perfmoco.io.files import read_mrd_images, read_study, write_mrd_images, write_study
+from perfmoco.io.mrd import images_to_study, make_image, meta_roles, study_to_images
+from perfmoco.io.mrd_header import build_header, parse_header
+from perfmoco.study import SliceRole, StudyError
+
+
+def _by_key(study):
+    return {(s.role, s.slice_index): s for s in study.slices}
+
+
+def _assert_same_study(a, b):
+    ka, kb = _by_key(a), _by_key(b)
+    assert ka.keys() == kb.keys()
+    for key, s in ka.items():
+        r = kb[key]
+        np.testing.assert_array_equal(s.images, r.images)
+        np.testing.assert_array_equal(s.pd_images, r.pd_images)
+        np.testing.assert_allclose(s.times_s, r.times_s, atol=0.0025)
+        np.testing.assert_allclose(s.pd_times_s, r.pd_times_s, atol=0.0025)
+        np.testing.assert_allclose(s.pixel_spacing_mm, r.pixel_spacing_mm, rtol=1e-6)
+        assert r.saturation_time_s == pytest.approx(s.saturation_time_s)
+        np.testing.assert_allclose(s.geometry.position, r.geometry.position, rtol=1e-6)
+        np.testing.assert_allclose(s.geometry.read_dir, r.geometry.read_dir, rtol=1e-6)
+        np.testing.assert_allclose(s.geometry.phase_dir, r.geometry.phase_dir, rtol=1e-6)
+
+
+def test_file_round_trip_keeps_pixels_timing_geometry(small_study, tmp_path):
+    path = tmp_path / "study.h5"
+    write_study(small_study, path)
+    back = read_study(path)
+    _assert_same_study(small_study, back)
+    assert back.aif is not None and back.aif.shape == (16, 20)
+    hdr = parse_header(back.mrd_header)
+    assert len(hdr.encoding) == 2
+    assert hdr.encoding[0].encodedSpace.matrixSize.x == 40
+    assert hdr.encoding[1].encodedSpace.matrixSize.y == 16
+    assert hdr.sequenceParameters.TI == pytest.approx([100.0, 25.0])
+
+
+def test_images_carry_tags_and_series(small_study):
+    images = study_to_images(small_study)
+    assert len(images) == 4 * 14
+    pd = [i for i in images if "PD" in meta_roles(i.meta)]
+    aif = [i for i in images if "AIF" in meta_roles(i.meta)]
+    assert len(pd) == 4 * 2 and len(aif) == 14
+    assert {i.getHead().image_series_index for i in aif} == {2}
+    for img in images:
+        assert img.data.dtype == np.float32
+        h = img.getHead()
+        assert h.matrix_size[2] == 1 and h.channels == 1
+    # time stamps in 2.5 ms ticks, as scanners set them
+    first = images[0].getHead()
+    assert first.acquisition_time_stamp == round(small_study.slices[0].pd_times_s[0] / 0.0025)
+
+
+def test_shuffled_interleaved_input_gives_the_same_study(small_study):
+    header = build_header(small_study)
+    images = study_to_images(small_study)
+    rng = np.random.default_rng(3)
+    order = rng.permutation(len(images))
+    back = images_to_study([images[i] for i in order], header)
+    _assert_same_study(small_study, back)
+
+
+def test_whole_groups_one_after_another_like_the_mrd_client(small_study, tmp_path):
+    # The MRD client sends every image_* group whole, in alphabetical order.
+    path = tmp_path / "s.h5"
+    write_study(small_study, path)
+    header, images = read_mrd_images(path)
+    reordered = sorted(images, key=lambda i: (-i.getHead().image_series_index, i.getHead().slice))
+    _assert_same_study(small_study, images_to_study(reordered, header))
+
+
+def test_untagged_pd_frames_are_found_by_brightness(small_study):
+    images = study_to_images(small_study)
+    for img in images:
+        m = img.meta
+        m["GADGETRON_DataRole"] = [r for r in meta_roles(m) if r != "PD"] or "Image"
+        img.attribute_string = m.serialize()
+    back = images_to_study(images, build_header(small_study))
+    _assert_same_study(small_study, back)
+
+
+def test_aif_found_by_matrix_when_untagged(small_study):
+    images = study_to_images(small_study)
+    for img in images:
+        m = img.meta
+        m["GADGETRON_DataRole"] = [r for r in meta_roles(m) if r != "AIF"] or "Image"
+        img.attribute_string = m.serialize()
+    back = images_to_study(images, None)
+    assert back.aif is not None and back.aif.slice_index == 3
+    assert len(back.highres) == 3
+
+
+def test_aif_by_configured_series_index(small_study):
+    images = study_to_images(small_study)
+    for img in images:  # no tags: only the configured series index can tell
+        m = img.meta
+        m["GADGETRON_DataRole"] = [r for r in meta_roles(m) if r != "AIF"] or "Image"
+        img.attribute_string = m.serialize()
+    back = images_to_study(images, None, config=MrdConfig(aif_series_index=2))
+    assert back.aif is not None and back.aif.role is SliceRole.AIF
+    assert back.aif.shape == (16, 20)
+    back = images_to_study(images, None, config=MrdConfig(aif_series_index=7))
+    assert back.aif is None and len(back.slices) == 4
+
+
+def test_results_keep_source_headers(small_study, tmp_path):
+    path = tmp_path / "s.h5"
+    write_study(small_study, path)
+    back = read_study(path)
+    out = study_to_images(back)
+    header, images = read_mrd_images(path)
+    assert len(out) == len(images)
+    src = {(i.getHead().slice, i.getHead().acquisition_time_stamp) for i in images}
+    assert {(i.getHead().slice, i.getHead().acquisition_time_stamp) for i in out} == src
+
+
+def _images(study):
+    return study_to_images(study)
+
+
+def test_mismatched_matrix_within_a_slice_is_refused(small_study):
+    images = _images(small_study)
+    odd = make_image(np.ones((30, 40), np.float32), template=images[5].getHead())
+    with pytest.raises(StudyError, match=r"slice 0 \(highres\): images of different matrix"):
+        images_to_study(images[:5] + [odd] + images[6:])
+
+
+def test_too_few_dynamics_is_refused(small_study):
+    for s in small_study.slices:
+        s.images, s.times_s = s.images[:6], s.times_s[:6]
+    with pytest.raises(StudyError, match="6 dynamics, at least 10"):
+        images_to_study(_images(small_study))
+
+
+def test_non_finite_pixels_are_refused(small_study):
+    small_study.slices[1].images[4, 3, 3] = np.nan
+    with pytest.raises(StudyError, match=r"slice 1 .*non-finite pixels .*\[4\]"):
+        images_to_study(_images(small_study))
+
+
+def test_missing_timing_is_refused(small_study):
+    images = _images(small_study)
+    for img in images:
+        h = img.getHead()
+        h.acquisition_time_stamp = 0
+        img.setHead(h)
+    with pytest.raises(StudyError, match="timing is missing"):
+        images_to_study(images)
+
+
+def test_not_mrd_header_is_refused(small_study):
+    with pytest.raises(StudyError, match="not MRD XML"):
+        images_to_study(_images(small_study), "<html>hello</html>")
+
+
+def test_header_with_trailing_nul_is_accepted(small_study):
+    header = build_header(small_study) + "\x00"
+    assert images_to_study(_images(small_study), header.encode()).mrd_header.endswith(">")
+
+
+def test_multichannel_image_is_refused():
+    import ismrmrd
+
+    img = ismrmrd.Image.from_array(np.ones((2, 1, 8, 8), np.float32), transpose=False)
+    with pytest.raises(StudyError, match="one channel"):
+        images_to_study([img])
+
+
+def test_no_images_and_bad_files(tmp_path):
+    with pytest.raises(StudyError, match="no images"):
+        images_to_study([])
+    with pytest.raises(StudyError, match="no such file"):
+        read_study(tmp_path / "missing.h5")
+    bad = tmp_path / "bad.h5"
+    bad.write_text("not hdf5")
+    with pytest.raises(StudyError, match="not a readable HDF5"):
+        read_study(bad)
+    empty = tmp_path / "empty.h5"
+    write_mrd_images(empty, None, [])
+    with pytest.raises(StudyError, match="no MRD dataset"):
+        read_study(empty)
