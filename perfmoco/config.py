@@ -106,6 +106,9 @@ class ServerConfig:
     workers: int = 2
     #: Seconds a connection may stay silent before it is closed.
     idle_timeout_s: float = 300.0
+    #: Motion-correction method of the streaming entry points (server, replay,
+    #: gadget): ``dl``, ``iterative`` or ``none``.
+    method: str = "dl"
 
 
 @dataclasses.dataclass(frozen=True)
