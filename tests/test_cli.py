@@ -1,0 +1,62 @@
+"""The command line: help for every command, clear one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from perfmoco.cli import build_parser, main
+
+COMMANDS = ["demo", "phantom", "correct", "replay", "quantify", "train", "serve", "evaluate"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert "usage: perfmoco" in capsys.readouterr().out
+
+
+def test_parser_lists_all_commands():
+    text = build_parser().format_help()
+    for command in COMMANDS:
+        assert command in text
+
+
+def _err(capsys):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_correct_missing_file_is_one_clear_line(tmp_path, capsys):
+    rc = main(["correct", str(tmp_path / "nope.npy"), "-o", str(tmp_path / "o.npy")])
+    assert rc == 2
+    assert "no such file" in _err(capsys)
+
+
+def test_correct_too_short_series(tmp_path, capsys):
+    np.save(tmp_path / "s.npy", np.ones((5, 32, 32), np.float32))
+    rc = main(["correct", str(tmp_path / "s.npy"), "-o", str(tmp_path / "o.npy"),
+               "--method", "none", "--pixel-spacing", "2"])
+    assert rc == 2
+    assert "5 dynamics, at least 10" in _err(capsys)
+
+
+def test_bad_setting_is_named(tmp_path, capsys):
+    np.save(tmp_path / "s.npy", np.ones((12, 32, 32), np.float32))
+    rc = main(["correct", str(tmp_path / "s.npy"), "-o", str(tmp_path / "o.npy"),
+               "--set", "moco.colour=blue"])
+    assert rc == 2
+    assert "unknown setting moco.colour" in _err(capsys)
+
+
+def test_console_script_runs(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "perfmoco.cli", "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stdout.startswith("perfmoco ")
