@@ -22,6 +22,8 @@ from perfmoco.study import StudyError
 __all__ = [
     "BloodPools",
     "find_blood_pools",
+    "rv_insertion_points",
+    "segment_myocardium",
 ]
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 LV_AREA_MM2 = (60.0, 7000.0)
 #: Plausible area of the RV blood pool, mm^2.
 RV_AREA_MM2 = (30.0, 9000.0)
+#: Limits of the LV wall thickness, mm.
+MYO_THICKNESS_MM = (3.0, 18.0)
 #: Peak enhancement of the blood must exceed this many noise SDs.
 MIN_CNR = 8.0
 
@@ -86,11 +90,6 @@ def _enhancement(im: np.ndarray, sp: tuple[float, float]):
     return e, n_base, noise
 
 
-def _components(mask: np.ndarray):
-    lab, n = ndimage.label(mask)
-    return lab, n
-
-
 def _shape_stats(region: np.ndarray, px_area: float):
     """Area (mm^2), fill (area / moment-ellipse area) and elongation of a region."""
     yy, xx = np.nonzero(region)
@@ -131,7 +130,7 @@ def _otsu_1d(values: np.ndarray) -> float:
 def _segment_pool(frame, seed, level, *, px_area, area_range, spx):
     """Bright connected region of ``frame`` that best overlaps ``seed``."""
     for frac in (0.5, 0.6, 0.7):
-        lab, n = _components(frame > frac * level)
+        lab, n = ndimage.label(frame > frac * level)
         if n == 0:
             continue
         overlap = ndimage.sum_labels(seed, lab, index=np.arange(1, n + 1))
@@ -141,7 +140,7 @@ def _segment_pool(frame, seed, level, *, px_area, area_range, spx):
         region = ndimage.binary_fill_holes(lab == k)
         r = max(1, int(round(2.0 / spx)))
         opened = ndimage.binary_opening(region, structure=_disk(r))
-        lab2, n2 = _components(opened)
+        lab2, n2 = ndimage.label(opened)
         if n2:
             ov2 = ndimage.sum_labels(seed, lab2, index=np.arange(1, n2 + 1))
             if ov2.max() > 0:
@@ -184,8 +183,7 @@ def find_blood_pools(images, *, times_s=None, spacing_mm) -> BloodPools:
     sp = _spacing(spacing_mm)
     if times_s is not None and np.shape(times_s) != (im.shape[0],):
         raise ValueError(f"times_s must have shape ({im.shape[0]},), got {np.shape(times_s)}")
-    px_area = sp[0] * sp[1]
-    spx = float(np.sqrt(px_area))
+    px_area, spx = sp[0] * sp[1], float(np.sqrt(sp[0] * sp[1]))
     e, n_base, noise = _enhancement(im, sp)
     peak = e.max(axis=0)
     top = float(np.percentile(peak, 99.5))
@@ -206,7 +204,7 @@ def find_blood_pools(images, *, times_s=None, spacing_mm) -> BloodPools:
     if sep < 1.0:  # no two arrival groups: treat everything as one (LV-like) group
         early = np.zeros_like(cand)
         late = cand
-    lab, n = _components(late)
+    lab, n = ndimage.label(late)
     best, best_score = 0, 0.0
     early_dist = ndimage.distance_transform_edt(~early, sampling=sp) if early.any() else None
     for k in range(1, n + 1):
@@ -229,12 +227,10 @@ def find_blood_pools(images, *, times_s=None, spacing_mm) -> BloodPools:
     lv = _segment_pool(frame, seed, level, px_area=px_area, area_range=LV_AREA_MM2, spx=spx)
     if lv is None:
         raise StudyError(f"no LV blood pool found at the peak-LV dynamic {peak_lv}")
-    yy, xx = np.nonzero(lv)
-    centre = (float(yy.mean()), float(xx.mean()))
-    rv = np.zeros_like(lv)
-    peak_rv = peak_lv
+    centre = tuple(float(c) for c in np.argwhere(lv).mean(axis=0))
+    rv, peak_rv = np.zeros_like(lv), peak_lv
     if early.any():
-        lab_e, n_e = _components(early)
+        lab_e, n_e = ndimage.label(early)
         dist_lv = ndimage.distance_transform_edt(~seed, sampling=sp)
         near = [
             k
@@ -256,3 +252,149 @@ def find_blood_pools(images, *, times_s=None, spacing_mm) -> BloodPools:
         log.info("no RV blood pool found; rv_mask is empty")
     return BloodPools(lv_mask=lv, rv_mask=rv, lv_centre=centre, peak_lv_index=peak_lv,
                       peak_rv_index=peak_rv)
+
+
+def _circular_median(values: np.ndarray, width: int) -> np.ndarray:
+    return ndimage.median_filter(values, size=max(1, width), mode="wrap")
+
+
+def segment_myocardium(images, pools: BloodPools, *, spacing_mm, n_angles: int = 180):
+    """LV myocardium as a ring around the LV blood pool, from its enhancement.
+
+    Along rays from the LV centre the endocardium is the edge of
+    ``pools.lv_mask``; the epicardium is where the early post-peak
+    enhancement drops below half of the wall's own enhancement (lung, fat,
+    chest wall), where another blood pool (RV) starts, or at the thickness
+    limits :data:`MYO_THICKNESS_MM`.  Both radii are smoothed around the
+    circle, so a perfusion defect (weakly enhancing wall) keeps its thickness.
+
+    Parameters
+    ----------
+    images : ndarray, shape (T, Y, X), float
+        Motion-corrected dynamics of one slice (no PD frames), any scale.
+    pools : BloodPools
+        Result of :func:`find_blood_pools` on the same series.
+    spacing_mm : float or tuple of 2 float, keyword-only
+        Pixel spacing ``(dy, dx)`` in mm.
+    n_angles : int, keyword-only
+        Number of rays.
+
+    Returns
+    -------
+    ndarray, shape (Y, X), bool
+        Myocardium mask (LV and RV blood pools excluded).
+    """
+    im = _check_series(images)
+    sp = _spacing(spacing_mm)
+    if pools.lv_mask.shape != im.shape[1:]:
+        raise ValueError(f"pools are {pools.lv_mask.shape}, images are {im.shape[1:]}")
+    e, _, _ = _enhancement(im, sp)
+    t0 = pools.peak_lv_index
+    win = e[min(t0 + 2, im.shape[0] - 1) : min(t0 + 8, im.shape[0])].mean(axis=0)
+    blood = e[t0]
+    blood_level = float(np.median(blood[pools.lv_mask]))
+    cy, cx = pools.lv_centre
+    step = 0.5 * min(sp)
+    dist_lv = ndimage.distance_transform_edt(~pools.lv_mask, sampling=sp)
+    r_lv = float(np.sqrt(pools.lv_mask.sum() * sp[0] * sp[1] / np.pi))
+    r_max = 2.0 * r_lv + 2 * MYO_THICKNESS_MM[1]
+    radii = np.arange(0.0, r_max, step)
+    phi = np.linspace(0.0, 2 * np.pi, n_angles, endpoint=False)
+    # ray sample points in pixels; phi is counter-clockwise on screen (y down)
+    py = cy - np.sin(phi)[:, None] * radii[None] / sp[0]
+    px = cx + np.cos(phi)[:, None] * radii[None] / sp[1]
+    coords = np.stack([py, px])
+    inside_lv = ndimage.map_coordinates(pools.lv_mask.astype(np.float32), coords, order=1) > 0.5
+    rv_near = ndimage.map_coordinates((pools.rv_mask).astype(np.float32), coords, order=1) > 0.25
+    m = ndimage.map_coordinates(win, coords, order=1, mode="nearest")
+    b = ndimage.map_coordinates(blood, coords, order=1, mode="nearest")
+    dl = ndimage.map_coordinates(dist_lv, coords, order=1, mode="nearest")
+    # endocardium: last sample inside the LV pool along the ray
+    idx = np.arange(radii.size)
+    r_endo = radii[np.max(np.where(inside_lv, idx, 0), axis=1)] + 0.5 * step
+    (lo, hi), r_endo = MYO_THICKNESS_MM, _circular_median(r_endo, n_angles // 12)
+    rel = radii[None] - r_endo[:, None]
+    ref_zone = (rel > 1.0) & (rel < 4.5) & (dl > 0.5)
+    ref = np.nan_to_num(np.nanmedian(np.where(ref_zone, m, np.nan), axis=1))
+    glob = float(np.median(ref[ref > 0])) if (ref > 0).any() else 0.0
+    ref = np.maximum(ref, 0.3 * glob)
+    stop = (rel > lo) & ((m < 0.5 * ref[:, None]) | rv_near | (b > 0.6 * blood_level))
+    stop |= rel >= hi
+    first = np.argmax(stop, axis=1)
+    thick = np.clip(radii[first] - r_endo, lo, hi)
+    thick = ndimage.uniform_filter1d(_circular_median(thick, n_angles // 8), 5, mode="wrap")
+    r_epi = r_endo + thick
+    # rasterise: pixel inside the ring if r_endo(phi) < rho <= r_epi(phi)
+    yy, xx = np.mgrid[0 : im.shape[1], 0 : im.shape[2]]
+    dy, dx = (yy - cy) * sp[0], (xx - cx) * sp[1]
+    rho = np.hypot(dy, dx)
+    ang = np.mod(np.arctan2(-dy, dx), 2 * np.pi) / (2 * np.pi) * n_angles
+    ring_in = np.interp(ang, np.arange(n_angles + 1), np.append(r_endo, r_endo[0]))
+    ring_out = np.interp(ang, np.arange(n_angles + 1), np.append(r_epi, r_epi[0]))
+    myo = (rho > ring_in) & (rho <= ring_out) & ~pools.lv_mask & ~pools.rv_mask
+    lab, n = ndimage.label(myo)
+    if n > 1:  # keep the ring, drop specks cut off by the RV
+        sizes = ndimage.sum_labels(myo, lab, index=np.arange(1, n + 1))
+        myo = lab == (int(np.argmax(sizes)) + 1)
+    return myo
+
+
+def rv_insertion_points(myo_mask, rv_mask, lv_centre) -> np.ndarray:
+    """Anterior and inferior RV insertion points on the LV epicardium.
+
+    The arc of myocardium that borders the RV blood pool (the septum) is
+    found around the LV centre; its two ends are the insertion points.
+    Orientation: the series is assumed to be displayed as scanners show a
+    short-axis view (not mirrored), so that going counter-clockwise *on
+    screen* (y axis pointing down) from the anterior insertion point runs
+    along the septum to the inferior one.  Any in-plane rotation is fine.
+
+    Parameters
+    ----------
+    myo_mask, rv_mask : ndarray, shape (Y, X), bool
+        LV myocardium and RV blood pool.
+    lv_centre : tuple of 2 float
+        ``(y, x)`` of the LV centre, pixels.
+
+    Returns
+    -------
+    ndarray, shape (2, 2), float64, pixels
+        ``[[y_ant, x_ant], [y_inf, x_inf]]``.
+
+    Raises
+    ------
+    perfmoco.study.StudyError
+        When the RV does not border the myocardium (no RV found).
+    """
+    myo = np.asarray(myo_mask, bool)
+    rv = np.asarray(rv_mask, bool)
+    if myo.shape != rv.shape or myo.ndim != 2:
+        raise ValueError(f"myo_mask {myo.shape} and rv_mask {rv.shape} must be equal 2-D shapes")
+    if not myo.any() or not rv.any():
+        raise StudyError("no RV insertion points: empty myocardium or RV mask")
+    cy, cx = float(lv_centre[0]), float(lv_centre[1])
+    d_rv = ndimage.distance_transform_edt(~rv)
+    contact = myo & (d_rv <= 3.0)
+    if contact.sum() < 3:
+        raise StudyError("no RV insertion points: the RV does not border the myocardium")
+    yy, xx = np.nonzero(contact)
+    deg = np.mod(np.degrees(np.arctan2(-(yy - cy), xx - cx)), 360.0)
+    hist = np.bincount(deg.astype(int) % 360, minlength=360) > 0
+    hist = ndimage.binary_closing(np.tile(hist, 3), structure=np.ones(15))[360:720]
+    if hist.all():
+        raise StudyError("no RV insertion points: the RV surrounds the myocardium")
+    # largest circular run of covered degrees, unrolled to start at an uncovered one
+    start = int(np.argmin(hist))
+    lab, n = ndimage.label(np.roll(hist, -start))
+    k = int(np.argmax(np.bincount(lab.ravel())[1:])) + 1
+    run = np.flatnonzero(lab == k)
+    a0, a1 = float(run[0] + start), float(run[-1] + start) + 1.0  # anterior = CCW start
+    myy, mxx = np.nonzero(myo)
+    mang = np.mod(np.degrees(np.arctan2(-(myy - cy), mxx - cx)), 360.0)
+    mrad = np.hypot(myy - cy, mxx - cx)
+    pts = []
+    for a in (a0, a1):
+        near = np.abs((mang - a + 180.0) % 360.0 - 180.0) < 6.0
+        r = float(np.percentile(mrad[near], 90)) if near.any() else float(np.median(mrad))
+        pts.append([cy - r * np.sin(np.radians(a)), cx + r * np.cos(np.radians(a))])
+    return np.asarray(pts, dtype=np.float64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from perfmoco.anatomy import find_blood_pools
+from perfmoco.anatomy import find_blood_pools, rv_insertion_points, segment_myocardium
 from perfmoco.study import StudyError
 
 
@@ -89,3 +89,20 @@ def test_find_blood_pools_bad_input():
         find_blood_pools(bad, spacing_mm=2.0)
     with pytest.raises(ValueError, match="spacing"):
         find_blood_pools(np.zeros((20, 32, 32)), spacing_mm=-1.0)
+
+
+@pytest.mark.parametrize("angle", [0.0, 70.0, -150.0])
+def test_segment_myocardium_and_insertion(angle):
+    imgs, truth = synthetic_series(2, angle_deg=angle, noise=4.0)
+    pools = find_blood_pools(imgs, spacing_mm=2.0)
+    myo = segment_myocardium(imgs, pools, spacing_mm=2.0)
+    assert _dice(myo, truth["myo"]) > 0.8
+    pts = rv_insertion_points(myo, pools.rv_mask, pools.lv_centre)
+    assert pts.shape == (2, 2)
+    cy, cx = pools.lv_centre
+    # heart frame: RV to the left (u < 0); insertion angles about 180 -/+ 36 deg
+    # rotated by `angle`; anterior one is above the RV (v < 0 in heart frame).
+    phi = np.degrees(np.arctan2(-(pts[:, 0] - cy), pts[:, 1] - cx))
+    expect = np.array([180.0 - 36.0, 180.0 + 36.0]) + angle  # RV circle meets r = 36 mm
+    err = (phi - expect + 180.0) % 360.0 - 180.0
+    assert np.all(np.abs(err) < 10.0), (phi, expect)
