@@ -67,8 +67,11 @@ class MocoConfig:
     reference_from_end: int = 10
     #: Number of principal components of the synthetic reference series.
     pca_components: int = 4
-    #: A frame is QC-flagged when its residual misalignment score exceeds this.
+    #: A frame is QC-flagged when its residual misalignment (1 - NCC to the PCA
+    #: reference of the corrected series, over the LV crop) exceeds this ...
     qc_threshold: float = 0.35
+    #: ... or lies this many robust SDs (1.4826 MAD) above the series median.
+    qc_robust_z: float = 6.0
     #: Torch intra-op threads; 0 = torch's default.
     threads: int = 0
 

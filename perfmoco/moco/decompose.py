@@ -1,0 +1,141 @@
+"""Low-rank decompositions of a series: PCA references and RPCA (training only).
+
+A series ``(T, H, W)`` is treated as the matrix ``(T, H*W)`` (one row per
+frame).  Both decompositions are vectorised torch code (one SVD / eigh per
+iteration), they run on the tensor's device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["pca_reference", "rpca", "rpca_lowrank_cached"]
+
+log = logging.getLogger(__name__)
+
+
+def pca_reference(images: torch.Tensor, *, components: int = 4) -> torch.Tensor:
+    """Synthetic motion-reduced reference series from the leading temporal PCs.
+
+    The temporal mean plus the projection on the ``components`` leading
+    principal components keeps the contrast dynamics (bolus passage) and
+    drops most of the breathing motion, which is spread over many small
+    components (Scannell et al. 2019).
+
+    Parameters
+    ----------
+    images : Tensor, shape (T, H, W), float
+        A (partly) aligned series.
+    components : int, keyword-only
+        Principal components kept (``1 <= components < T``).
+
+    Returns
+    -------
+    Tensor, shape (T, H, W), float32
+    """
+    t = images.shape[0]
+    if not 1 <= components < t:
+        raise ValueError(f"components must be in [1, {t - 1}], got {components}")
+    x = images.reshape(t, -1).double()
+    mean = x.mean(0, keepdim=True)
+    xc = x - mean
+    gram = xc @ xc.T  # (T, T): cheaper than an SVD of (T, N)
+    _, vecs = torch.linalg.eigh(gram)
+    u = vecs[:, -components:]  # leading eigenvectors (ascending order)
+    rec = mean + u @ (u.T @ xc)
+    return rec.reshape(images.shape).float()
+
+
+def rpca(
+    images: torch.Tensor,
+    *,
+    lam: float | None = None,
+    tol: float = 1e-6,
+    max_iter: int = 200,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Robust PCA by the inexact augmented Lagrange multiplier method.
+
+    Solves ``min ||L||_* + lam ||S||_1  s.t.  M = L + S`` (Lin, Chen & Ma 2010)
+    with ``M`` the ``(H*W, T)`` Casorati matrix of the series.
+
+    Parameters
+    ----------
+    images : Tensor, shape (T, H, W), float
+    lam : float, keyword-only, optional
+        Sparsity weight; default ``1 / sqrt(max(H*W, T))``.
+    tol : float, keyword-only
+        Stop when ``||M - L - S||_F / ||M||_F < tol``.
+    max_iter : int, keyword-only
+
+    Returns
+    -------
+    lowrank, sparse : Tensor, shape (T, H, W), float32
+    """
+    t = images.shape[0]
+    m = images.reshape(t, -1).T.double()  # (N, T): one column per frame
+    n_pix = m.shape[0]
+    if lam is None:
+        lam = 1.0 / float(np.sqrt(max(n_pix, t)))
+    norm_fro = torch.linalg.norm(m)
+    if norm_fro == 0:
+        z = torch.zeros_like(images, dtype=torch.float32)
+        return z, z.clone()
+    norm_two = torch.linalg.matrix_norm(m, ord=2)
+    norm_inf = m.abs().max() / lam
+    y = m / max(float(norm_two), float(norm_inf))
+    mu = 1.25 / float(norm_two)
+    mu_bar = mu * 1e7
+    rho = 1.5
+    s = torch.zeros_like(m)
+    low = torch.zeros_like(m)
+    for n_iter in range(1, max_iter + 1):  # noqa: B007 (logged below)
+        u, sig, vh = torch.linalg.svd(m - s + y / mu, full_matrices=False)
+        sig = (sig - 1.0 / mu).clamp_min(0.0)
+        r = int((sig > 0).sum())
+        low = (u[:, :r] * sig[:r]) @ vh[:r]
+        tmp = m - low + y / mu
+        s = torch.sign(tmp) * (tmp.abs() - lam / mu).clamp_min(0.0)
+        z = m - low - s
+        y = y + mu * z
+        mu = min(mu * rho, mu_bar)
+        err = float(torch.linalg.norm(z) / norm_fro)
+        if err < tol:
+            break
+    log.debug("rpca: %d iterations, residual %.2e, rank %d", n_iter, err, r)
+    shape = images.shape
+    return low.T.reshape(shape).float(), s.T.reshape(shape).float()
+
+
+def rpca_lowrank_cached(
+    images: torch.Tensor, *, cache_dir: str | Path | None = None, **kwargs
+) -> torch.Tensor:
+    """Low-rank RPCA frames, cached on disk by the content of ``images``.
+
+    Parameters
+    ----------
+    images : Tensor, shape (T, H, W), float
+    cache_dir : str or Path, keyword-only, optional
+        Folder of ``.npy`` caches; ``None`` computes without caching.
+    **kwargs
+        Passed to :func:`rpca`.
+
+    Returns
+    -------
+    Tensor, shape (T, H, W), float32, on the device of ``images``
+    """
+    if cache_dir is None:
+        return rpca(images, **kwargs)[0]
+    arr = images.detach().cpu().numpy().astype(np.float32)
+    key = hashlib.sha1(arr.tobytes() + repr(sorted(kwargs.items())).encode()).hexdigest()[:20]
+    path = Path(cache_dir) / f"rpca_{key}.npy"
+    if path.is_file():
+        return torch.from_numpy(np.load(path)).to(images.device)
+    low = rpca(images, **kwargs)[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, low.cpu().numpy())
+    return low

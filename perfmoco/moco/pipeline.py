@@ -1,0 +1,439 @@
+"""The three-step deep-learning motion correction of one slice series.
+
+Step 1: GlobalNet affine, every frame to the reference frame (``T - 10``).
+Step 2: GlobalNet affine, every frame to the matching frame of a PCA
+synthetic reference series of the step-1 result.  Step 3: LocalNet dense,
+every frame to a PCA reference of the step-2 result.  The crops are always
+resampled from the ORIGINAL frames with the transform found so far; the
+three results are composed into one full-FOV pull-back displacement per
+frame and the originals are resampled once (:func:`correct_series`).
+
+Crops are taken at a fixed physical pixel size (the checkpoint's
+``crop_spacing_mm``, 1.8 mm for the shipped weights) so that series of any
+matrix and spacing (1.5-3 mm, or the ~4 mm AIF slice) reach the networks at
+the size they were trained on; the LV is found by its blood-pool signature
+and the crop is zero-padded where it leaves the FOV.
+
+PD frames are corrected with the same models: step 1 registers them to the
+reference frame, steps 2-3 to the first frame of the synthetic reference
+series (the start of the series).
+
+Failure policy: :func:`correct_series` never returns wrong-sized or lost
+images.  Bad input (fewer than 10 dynamics, NaN/Inf, a blank frame) and any
+failure inside the deep-learning correction raise
+:class:`perfmoco.study.StudyError` with a message naming the slice; the
+caller passes the original frames through (``method="none"``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from perfmoco.config import MocoConfig
+from perfmoco.moco import networks
+from perfmoco.moco.decompose import pca_reference
+from perfmoco.moco.preprocess import (
+    histogram_equalise,
+    locate_lv,
+    robust_range,
+    scale_to_unit,
+)
+from perfmoco.moco.result import MocoResult
+from perfmoco.moco.transforms import (
+    CropGeometry,
+    affine_crop_to_full,
+    compose_affine,
+    dense_crop_to_full,
+    identity_grid,
+    sample,
+)
+from perfmoco.study import MIN_DYNAMICS, SliceSeries, StudyError
+
+__all__ = ["MotionCorrector", "check_series", "correct_series", "identity_result"]
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+_DEFAULT_CONFIG = MocoConfig()
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
+    return torch.device(name)
+
+
+def check_series(series: SliceSeries) -> None:
+    """Refuse series the correction cannot handle, with a clear message.
+
+    Raises
+    ------
+    StudyError
+        Fewer than 10 dynamics, wrong shape, non-finite pixels, or a blank
+        (constant) frame among the dynamics or PD frames.
+    """
+    im = np.asarray(series.images)
+    if im.ndim != 3:
+        raise StudyError(f"{series.name}: images must be (T, Y, X), got shape {im.shape}")
+    if im.shape[0] < MIN_DYNAMICS:
+        raise StudyError(
+            f"{series.name}: {im.shape[0]} dynamics, motion correction needs at least "
+            f"{MIN_DYNAMICS}"
+        )
+    if min(im.shape[1:]) < 16:
+        raise StudyError(f"{series.name}: matrix {im.shape[1:]} is too small (min 16x16)")
+    bad = ~np.isfinite(im).all(axis=(1, 2))
+    if bad.any():
+        raise StudyError(
+            f"{series.name}: non-finite pixels (NaN/Inf) in dynamics "
+            f"{np.flatnonzero(bad)[:10].tolist()}"
+        )
+    flat = im.max(axis=(1, 2)) <= im.min(axis=(1, 2))
+    if flat.any():
+        raise StudyError(
+            f"{series.name}: blank (constant) frames at dynamics "
+            f"{np.flatnonzero(flat)[:10].tolist()}"
+        )
+    pd = np.asarray(series.pd_images)
+    if pd.size:
+        if pd.shape[1:] != im.shape[1:]:
+            raise StudyError(
+                f"{series.name}: PD frames are {pd.shape[1:]}, dynamics {im.shape[1:]}"
+            )
+        if not np.isfinite(pd).all():
+            raise StudyError(f"{series.name}: non-finite pixels (NaN/Inf) in the PD frames")
+        if (pd.max(axis=(1, 2)) <= pd.min(axis=(1, 2))).any():
+            raise StudyError(f"{series.name}: a PD frame is blank (constant)")
+    if not all(s > 0 and np.isfinite(s) for s in series.pixel_spacing_mm):
+        raise StudyError(f"{series.name}: invalid pixel spacing {series.pixel_spacing_mm} mm")
+
+
+def identity_result(series: SliceSeries, *, reference_index: int | None = None) -> MocoResult:
+    """The "no correction" result: originals, zero displacement, no QC flags."""
+    t, ny, nx = series.images.shape
+    p = series.pd_images.shape[0]
+    ref = max(0, t - 10) if reference_index is None else reference_index
+    return MocoResult(
+        corrected=np.array(series.images, dtype=np.float32, copy=True),
+        displacement=np.zeros((t, 2, ny, nx), np.float32),
+        reference_index=int(ref),
+        qc=np.zeros(t, bool),
+        pd_corrected=np.array(series.pd_images, dtype=np.float32, copy=True).reshape(p, ny, nx),
+        pd_displacement=np.zeros((p, 2, ny, nx), np.float32),
+    )
+
+
+def _affine_coords(matrix: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Sampling positions ``M @ (g, 1)``: (T, 2, 3) x (2, n, n) -> (T, 2, n, n)."""
+    m = matrix.float()
+    return torch.einsum("tpq,qyx->tpyx", m[:, :, :2], grid) + m[:, :, 2, None, None]
+
+
+def _ncc_per_frame(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Global normalised cross-correlation of each frame pair, (T, H, W) -> (T,)."""
+    a = a.reshape(a.shape[0], -1)
+    b = b.reshape(b.shape[0], -1)
+    a = a - a.mean(1, keepdim=True)
+    b = b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-8)
+
+
+class MotionCorrector:
+    """The three trained networks, ready to correct series.
+
+    Parameters
+    ----------
+    models : dict of str to RegNet
+        ``"affine1"``, ``"affine2"`` and ``"dense"`` (see :mod:`.networks`).
+    device : str or torch.device, keyword-only
+    config : MocoConfig, keyword-only
+    meta : dict, keyword-only, optional
+        Checkpoint metadata per stage (version, training info).
+    """
+
+    def __init__(
+        self,
+        models: dict[str, networks.RegNet],
+        *,
+        device: str | torch.device = "cpu",
+        config: MocoConfig = _DEFAULT_CONFIG,
+        meta: dict | None = None,
+    ) -> None:
+        missing = [s for s in networks.STAGES if s not in models]
+        if missing:
+            raise ValueError(f"models for stages {missing} are missing")
+        self.device = torch.device(device)
+        self.models = {k: m.to(self.device).eval() for k, m in models.items()}
+        self.config = config
+        self.meta = meta or {}
+        self._lock = threading.Lock()  # the nets keep per-call state (last_affine)
+
+    @classmethod
+    def load(
+        cls,
+        weights_dir: str | Path | None = None,
+        *,
+        device: str = "cpu",
+        config: MocoConfig = _DEFAULT_CONFIG,
+    ) -> MotionCorrector:
+        """Load the three checkpoints (``affine1.pt``, ``affine2.pt``, ``dense.pt``).
+
+        Parameters
+        ----------
+        weights_dir : str or Path, optional
+            Folder with the checkpoints; ``None`` uses ``config.weights_dir``
+            or, when that is empty, the weights shipped in the package.
+        device : {"cpu", "cuda", "auto"}, keyword-only
+        config : MocoConfig, keyword-only
+
+        Raises
+        ------
+        FileNotFoundError
+            When a checkpoint is missing (the message says how to train one).
+        """
+        folder = Path(weights_dir or config.weights_dir or WEIGHTS_DIR)
+        dev = _device(device)
+        models, meta = {}, {}
+        for stage in networks.STAGES:
+            path = folder / f"{stage}.pt"
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"motion-correction weights missing: {path} (train them with "
+                    f"`perfmoco train --config config/train/{stage}.yaml`, or set moco.weights_dir)"
+                )
+            models[stage], meta[stage] = networks.load(path, device=dev)
+        return cls(models, device=dev, config=config, meta=meta)
+
+    # ------------------------------------------------------------------ helpers
+    def _run_net(self, stage: str, moving: torch.Tensor, fixed: torch.Tensor, chunk: int = 128):
+        net = self.models[stage]
+        outs, affs = [], []
+        for i in range(0, moving.shape[0], chunk):
+            d = net(moving[i : i + chunk, None], fixed[i : i + chunk, None])
+            outs.append(d)
+            if net.kind == "global":
+                affs.append(net.last_affine)
+        return torch.cat(outs), (torch.cat(affs).double() if affs else None)
+
+    def correct(self, series: SliceSeries) -> MocoResult:
+        """Correct one slice series (dynamics and PD frames).
+
+        Parameters
+        ----------
+        series : SliceSeries
+            Any intensity scale, matrix, spacing; at least 10 dynamics.
+
+        Returns
+        -------
+        MocoResult
+            ``displacement`` ``(T, 2, Y, X)`` float32 in full-FOV pixels
+            (pull-back, ``[:, 0]`` = y), ``corrected`` the originals resampled
+            once with it; the same for the PD frames.
+
+        Raises
+        ------
+        StudyError
+            Bad input (see :func:`check_series`).
+        """
+        check_series(series)
+        cfg = self.config
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        with self._lock, torch.inference_mode():
+            return self._correct(series)
+
+    def stage_inputs(self, series: SliceSeries, stage: str) -> dict[str, torch.Tensor | int]:
+        """The normalised crops a stage's network sees (training data), dynamics only.
+
+        Parameters
+        ----------
+        series : SliceSeries
+        stage : {"affine1", "affine2", "dense"}
+            The earlier stages are applied with this corrector's networks.
+
+        Returns
+        -------
+        dict
+            ``moving`` ``(T, n, n)`` float32 in [0, 1] (before hist-eq);
+            ``fixed`` the same (``affine1``: the reference frame repeated);
+            ``reference_index`` int.
+        """
+        if stage not in networks.STAGES:
+            raise ValueError(f"stage must be one of {networks.STAGES}, got {stage!r}")
+        check_series(series)
+        with self._lock, torch.inference_mode():
+            return self._correct(series.replace(pd_images=np.zeros((0, *series.shape))), stop=stage)
+
+    def _correct(self, series: SliceSeries, stop: str | None = None):
+        cfg = self.config
+        dev = self.device
+        t_dyn, ny, nx = series.images.shape
+        n_pd = series.pd_images.shape[0]
+        ref = int(np.clip(t_dyn - cfg.reference_from_end, 0, t_dyn - 1))
+        loc = locate_lv(series)
+        imgs = torch.from_numpy(
+            np.concatenate([series.images, series.pd_images.reshape(n_pd, ny, nx)])
+        ).to(dev, torch.float32)
+
+        m1, m3 = self.models["affine1"], self.models["dense"]
+        geo_a = CropGeometry.from_spacing(
+            loc.centre_yx,
+            m1.crop,
+            crop_spacing_mm=m1.crop_spacing_mm,
+            pixel_spacing_mm=series.pixel_spacing_mm,
+        )
+        geo_n = CropGeometry.from_spacing(
+            loc.centre_yx,
+            m3.crop,
+            crop_spacing_mm=m3.crop_spacing_mm,
+            pixel_spacing_mm=series.pixel_spacing_mm,
+        )
+        grid_a = geo_a.grid(device=dev)
+        grid_n = geo_n.grid(device=dev)
+
+        crop0 = sample(imgs, grid_a[None], padding="zeros")
+        lo, hi = robust_range(crop0[:t_dyn])
+        lo_pd, hi_pd = robust_range(crop0[t_dyn:]) if n_pd else (lo, hi)
+
+        def norm(c: torch.Tensor) -> torch.Tensor:
+            return torch.cat(
+                [scale_to_unit(c[:t_dyn], lo, hi), scale_to_unit(c[t_dyn:], lo_pd, hi_pd)]
+            )
+
+        def refs(series_ref: torch.Tensor) -> torch.Tensor:
+            # dynamics -> their own frame; PD frames -> the start of the series
+            return torch.cat([series_ref, series_ref[:1].expand(n_pd, -1, -1)])
+
+        # step 1: affine, every frame to the reference frame
+        if stop == "affine1":
+            n0 = norm(crop0)[:t_dyn]
+            return {
+                "moving": n0,
+                "fixed": n0[ref : ref + 1].expand_as(n0).clone(),
+                "reference_index": ref,
+            }
+        x0 = histogram_equalise(norm(crop0))
+        _, a1 = self._run_net("affine1", x0, x0[ref : ref + 1].expand_as(x0))
+        m_full = affine_crop_to_full(a1, geo_a)
+
+        # step 2: affine, every frame to the PCA reference of the step-1 result
+        n1 = norm(sample(imgs, _affine_coords(m_full, grid_a), padding="zeros"))
+        k = min(cfg.pca_components, t_dyn - 1)
+        ref2 = refs(pca_reference(n1[:t_dyn], components=k))
+        if stop == "affine2":
+            return {"moving": n1[:t_dyn], "fixed": ref2[:t_dyn], "reference_index": ref}
+        _, a2 = self._run_net("affine2", histogram_equalise(n1), histogram_equalise(ref2))
+        m_full = compose_affine(m_full, affine_crop_to_full(a2, geo_a))
+
+        # step 3: dense, every frame to the PCA reference of the step-2 result
+        n2 = norm(sample(imgs, _affine_coords(m_full, grid_n), padding="zeros"))
+        ref3 = refs(pca_reference(n2[:t_dyn], components=k))
+        if stop == "dense":
+            return {"moving": n2[:t_dyn], "fixed": ref3[:t_dyn], "reference_index": ref}
+        d3, _ = self._run_net("dense", histogram_equalise(n2), histogram_equalise(ref3))
+
+        # compose: phi = phi_affine o phi_dense, in full-FOV pixels
+        d3_full = dense_crop_to_full(d3, geo_n, (ny, nx))
+        pts = identity_grid((ny, nx), device=dev)[None] + d3_full
+        mf = m_full.float()
+        phi = torch.einsum("tpq,tqyx->tpyx", mf[:, :, :2], pts) + mf[:, :, 2, None, None]
+        disp = phi - identity_grid((ny, nx), device=dev)[None]
+        corrected = sample(imgs, phi, padding="border")
+
+        # QC: residual misalignment to the PCA reference of the corrected crop
+        grid3 = identity_grid((m3.crop, m3.crop), device=dev)[None] + d3
+        n3 = sample(n2[:t_dyn], grid3[:t_dyn], padding="border")
+        ncc = _ncc_per_frame(n3, pca_reference(n3, components=k))
+        qc = self._qc(ncc)
+
+        disp_np = disp.cpu().numpy().astype(np.float32)
+        corr_np = corrected.cpu().numpy().astype(np.float32)
+        return MocoResult(
+            corrected=corr_np[:t_dyn],
+            displacement=disp_np[:t_dyn],
+            reference_index=ref,
+            qc=qc,
+            pd_corrected=corr_np[t_dyn:],
+            pd_displacement=disp_np[t_dyn:],
+        )
+
+    def _qc(self, ncc: torch.Tensor) -> np.ndarray:
+        """Flag frames whose residual ``1 - NCC`` is large.
+
+        A frame is flagged when its residual exceeds ``qc_threshold`` or lies
+        more than ``qc_robust_z`` robust SDs (1.4826 MAD) above the median.
+        """
+        r = (1.0 - ncc).double().cpu().numpy()
+        med = float(np.median(r))
+        mad = max(float(np.median(np.abs(r - med))) * 1.4826, 0.005)
+        z = getattr(self.config, "qc_robust_z", 6.0)
+        return (r > self.config.qc_threshold) | ((r - med) / mad > z)
+
+
+_CACHE: dict[tuple, MotionCorrector] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _default_corrector(config: MocoConfig) -> MotionCorrector:
+    key = (config.weights_dir, config.device, config)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = MotionCorrector.load(None, device=config.device, config=config)
+        return _CACHE[key]
+
+
+def correct_series(
+    series: SliceSeries,
+    *,
+    method: Literal["dl", "none"] = "dl",
+    config: MocoConfig = _DEFAULT_CONFIG,
+    corrector: MotionCorrector | None = None,
+) -> MocoResult:
+    """Motion-correct one slice series.
+
+    Parameters
+    ----------
+    series : SliceSeries
+        Dynamics ``(T, Y, X)`` (T >= 10), optional PD frames, spacing in mm.
+    method : {"dl", "none"}, keyword-only
+        ``"none"`` returns the originals with zero displacement and no QC flags.
+    config : MocoConfig, keyword-only
+    corrector : MotionCorrector, keyword-only, optional
+        Loaded networks; default: the packaged (or ``config.weights_dir``)
+        weights, loaded once and cached.
+
+    Returns
+    -------
+    MocoResult
+
+    Raises
+    ------
+    StudyError
+        Bad input, missing weights or any failure of the correction, with a
+        message naming the slice.  Images are never lost: the caller keeps
+        the originals (``correct_series(series, method="none")``).
+    """
+    if method == "none":
+        ref = max(0, series.n_dynamics - config.reference_from_end)
+        return identity_result(series, reference_index=ref)
+    if method != "dl":
+        raise ValueError(f"method must be 'dl' or 'none', got {method!r}")
+    check_series(series)
+    try:
+        mc = corrector if corrector is not None else _default_corrector(config)
+        return mc.correct(series)
+    except StudyError:
+        raise
+    except Exception as exc:
+        log.exception("%s: deep-learning motion correction failed", series.name)
+        raise StudyError(
+            f"{series.name}: deep-learning motion correction failed ({type(exc).__name__}: {exc})"
+        ) from exc
