@@ -1,0 +1,286 @@
+"""The protocol logic of one MRD study session, independent of sockets.
+
+:class:`StudySession` consumes received messages (:class:`~perfmoco.io.stream.Message`)
+and writes its replies to an *outbox* (a :class:`~perfmoco.io.stream.MessageWriter`
+on a socket in the server, a collector in the in-process replay).  On CLOSE it
+runs :func:`run_study`: MRD images -> study -> :func:`perfmoco.pipeline.process_study`
+-> images.  Problems never lose images: the originals go back with a TEXT line
+saying why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import ismrmrd
+
+from perfmoco.config import Config, ConfigError
+from perfmoco.io.mrd_header import parse_header
+from perfmoco.io.stream import Message, MessageId
+from perfmoco.study import StudyError
+
+__all__ = ["PIPELINES", "Outbox", "StudyOutput", "StudySession", "kv", "run_study"]
+
+log = logging.getLogger(__name__)
+
+#: Config names a client may ask for -> (correct, quantify).
+PIPELINES: dict[str, tuple[bool, bool]] = {
+    "perfmoco": (True, True),
+    "perfmoco-moco": (True, False),
+    "passthrough": (False, False),
+}
+#: The only server.* setting a client may change (limits stay the operator's).
+_CLIENT_SERVER_KEYS = {"server.method"}
+
+
+class Outbox(Protocol):
+    """Where a session's replies go (a :class:`MessageWriter` or a collector)."""
+
+    def image(self, image: ismrmrd.Image) -> None: ...  # noqa: D102
+    def text(self, text: str) -> None: ...  # noqa: D102
+    def raw(self, message_id: MessageId | int, body: bytes) -> None: ...  # noqa: D102
+    def close(self) -> None: ...  # noqa: D102
+
+
+class StudyOutput:
+    """What one study sends back: images then TEXT lines.
+
+    Attributes
+    ----------
+    images : list of ismrmrd.Image
+    texts : list of str
+    ok : bool
+        False when the study was not processed (originals only).
+    """
+
+    def __init__(self, images: list[ismrmrd.Image], texts: list[str], ok: bool) -> None:
+        self.images, self.texts, self.ok = images, texts, ok
+
+
+def kv(event: str, **fields: Any) -> str:
+    """One structured log line: ``event=... key=value ...`` (values with spaces quoted)."""
+    parts = [f"event={event}"]
+    for k, v in fields.items():
+        v = f"{v:.3f}" if isinstance(v, float) else str(v)
+        parts.append(f"{k}={json.dumps(v) if (' ' in v or not v) else v}")
+    return " ".join(parts)
+
+
+def run_study(
+    images: list[ismrmrd.Image],
+    header: str | None,
+    *,
+    config: Config,
+    pipeline: str = "perfmoco",
+    study_id: str = "study",
+) -> StudyOutput:
+    """Process one buffered study; never raises, never loses an original.
+
+    Parameters
+    ----------
+    images : list of ismrmrd.Image
+        Every image received, in any order.
+    header : str or None
+        The MRD XML header of the session.
+    config : Config, keyword-only
+        Settings; ``config.server.method`` picks the correction method.
+    pipeline : {'perfmoco', 'perfmoco-moco', 'passthrough'}, keyword-only
+        Full pipeline, correction only, or originals only.
+    study_id : str, keyword-only
+        Name used in logs and the result.
+
+    Returns
+    -------
+    StudyOutput
+        Originals plus results, or the originals alone with the reason.
+    """
+    correct, quantify = PIPELINES.get(pipeline, (False, False))
+    if not correct:
+        return StudyOutput(list(images), [], ok=True)
+    from perfmoco.io.mrd import images_to_study
+    from perfmoco.pipeline import process_study
+
+    try:
+        study = images_to_study(images, header, config=config.mrd, study_id=study_id)
+    except StudyError as exc:
+        msg = f"perfmoco: study not processed: {exc}; the {len(images)} images are passed back"
+        return StudyOutput(list(images), [msg], ok=False)
+    except Exception as exc:  # a bug must not lose the study
+        log.exception(kv("study_failed", study=study_id, stage="convert"))
+        text = f"perfmoco: internal error ({exc}); images passed back"
+        return StudyOutput(list(images), [text], ok=False)
+    try:
+        result = process_study(study, config=config, method=config.server.method,
+                               quantify=quantify)
+        out = result.to_images(config)
+    except Exception as exc:  # process_study records data problems; this is a bug or bad method
+        log.exception(kv("study_failed", study=study_id, stage="process"))
+        text = f"perfmoco: processing failed ({exc}); images passed back"
+        return StudyOutput(list(images), [text], ok=False)
+    texts = [f"perfmoco WARNING: {m}" for m in result.messages] + [result.summary_text()]
+    return StudyOutput(out, texts, ok=result.ok)
+
+
+def _settings(text: str) -> tuple[dict[str, Any], str | None, list[str]]:
+    """Parse JSON settings into flat overrides, a pipeline name and notes; ValueError if none."""
+    data = json.loads(text)
+    if not isinstance(data, Mapping):
+        raise ValueError("JSON settings must be an object")
+    params = data.get("parameters", data) if isinstance(data.get("parameters"), Mapping) else data
+    flat: dict[str, Any] = {}
+    pipeline, notes = None, []
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        elif "." in key:
+            flat[key] = value
+        elif key == "config" and value in PIPELINES:
+            pipeline = value
+        elif key not in ("version", "config", "customconfig"):
+            notes.append(key)
+    return flat, pipeline, notes
+
+
+class StudySession:
+    """The protocol logic of one study, independent of sockets.
+
+    Parameters
+    ----------
+    out : Outbox
+        Receives the replies.
+    config : Config, keyword-only
+        Server settings (clients may override pipeline settings, not limits).
+    runner : callable, keyword-only, optional
+        ``runner(fn, *args, **kw)`` runs the heavy processing (the server's
+        worker pool); default: call directly.
+    log : logging.LoggerAdapter or Logger, keyword-only, optional
+    study_id : str, keyword-only
+    """
+
+    def __init__(self, out: Outbox, *, config: Config, runner: Callable | None = None,
+                 log: logging.Logger | logging.LoggerAdapter = log,
+                 study_id: str = "study") -> None:
+        self.out, self.config, self.log, self.study_id = out, config, log, study_id
+        self.runner = runner or (lambda fn, *a, **kw: fn(*a, **kw))
+        self.pipeline = "perfmoco"
+        self.header: str | None = None
+        self.images: list[ismrmrd.Image] = []
+        self.buffered_bytes = 0
+        self.problem: str | None = None  # set: no processing, originals go back
+        self.overflow = False
+        self.closed = False
+
+    def _problem(self, text: str) -> None:
+        self.log.warning(kv("bad_input", reason=text))
+        self.out.text(f"perfmoco ERROR: {text}")
+        self.problem = self.problem or text
+
+    def handle(self, msg: Message) -> None:
+        """Handle one received message (CLOSE runs the study and replies)."""
+        mid, payload = msg.id, msg.payload
+        if mid is MessageId.IMAGE:
+            self._image(payload)
+        elif mid in (MessageId.ACQUISITION, MessageId.WAVEFORM):
+            self.out.raw(mid, payload)  # not ours: straight back, untouched
+        elif mid is MessageId.CONFIG_FILE:
+            if payload in PIPELINES:
+                self.pipeline = payload
+            else:
+                self._problem(f"unknown config {payload!r} (known: {', '.join(PIPELINES)}); "
+                              "images will be passed back unprocessed")
+                self.pipeline = "passthrough"
+        elif mid is MessageId.CONFIG_TEXT:
+            self._settings_text(payload, what="CONFIG_TEXT", bare_name=True)
+        elif mid is MessageId.HEADER:
+            self.header = payload
+            try:
+                parse_header(payload)
+            except StudyError as exc:
+                self._problem(f"{exc}; images will be passed back unprocessed")
+        elif mid is MessageId.TEXT:
+            self._settings_text(payload, what="TEXT", bare_name=False)
+        elif mid is MessageId.CLOSE:
+            self.finish()
+
+    def _settings_text(self, text: str, *, what: str, bare_name: bool) -> None:
+        if bare_name and text.strip() in PIPELINES:
+            self.pipeline = text.strip()
+            return
+        try:
+            flat, pipeline, ignored = _settings(text)
+        except ValueError:
+            self.log.info(kv("text_ignored", kind=what, chars=len(text)))
+            return
+        refused = sorted(
+            k for k in flat if k.startswith("server.") and k not in _CLIENT_SERVER_KEYS
+        )
+        if refused:
+            self.out.text(f"perfmoco WARNING: settings {refused} can only be set by the operator")
+        try:
+            self.config = self.config.with_overrides(
+                {k: v for k, v in flat.items() if k not in refused})
+        except ConfigError as exc:
+            self.out.text(f"perfmoco WARNING: settings not applied: {exc}")
+            return
+        self.pipeline = pipeline or self.pipeline
+        if ignored:
+            self.out.text(f"perfmoco WARNING: unknown settings ignored: {sorted(ignored)}")
+        self.log.info(kv("settings", applied=len(flat) - len(refused), pipeline=self.pipeline))
+
+    def _image(self, image: ismrmrd.Image) -> None:
+        if self.overflow:
+            self.out.image(image)
+            return
+        self.images.append(image)
+        self.buffered_bytes += image.data.nbytes
+        if self.buffered_bytes > self.config.server.max_study_bytes:
+            self.overflow = True
+            self._problem(f"study larger than {self.config.server.max_study_bytes} bytes "
+                          "(server.max_study_bytes); images are passed back unprocessed")
+            for img in self.images:
+                self.out.image(img)
+            self.images = []
+
+    def finish(self) -> StudyOutput:
+        """Run the study (unless a problem stopped it), send everything back, then CLOSE."""
+        t0 = time.perf_counter()
+        self.log.info(kv("study_received", images=len(self.images), pipeline=self.pipeline,
+                          bytes=self.buffered_bytes))
+        if self.problem is not None or not self.images:
+            output = StudyOutput(self.images, [], ok=self.problem is None)
+        else:
+            try:
+                output = self.runner(run_study, self.images, self.header, config=self.config,
+                                     pipeline=self.pipeline, study_id=self.study_id)
+            except Exception as exc:  # the pool is shut down, or similar
+                output = StudyOutput(self.images, [f"perfmoco: not processed ({exc})"], ok=False)
+        for img in output.images:
+            self.out.image(img)
+        for text in output.texts:
+            self.out.text(text)
+        self.closed = True
+        self.out.close()
+        self.log.info(kv("study_done", ok=output.ok, images_out=len(output.images),
+                          seconds=time.perf_counter() - t0))
+        return output
+
+    def abort(self, reason: str) -> None:
+        """The stream broke: explain, pass the originals back, CLOSE (best effort)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.log.warning(kv("stream_error", reason=reason, images=len(self.images)))
+        try:
+            self.out.text(f"perfmoco ERROR: {reason}; the {len(self.images)} images received "
+                          "are passed back unprocessed")
+            for img in self.images:
+                self.out.image(img)
+            self.out.close()
+        except OSError as exc:
+            self.log.info(kv("client_gone", error=exc))
+
+
