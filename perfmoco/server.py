@@ -208,6 +208,8 @@ def serve(*, host: str = "127.0.0.1", port: int = 9002, config: Config | None = 
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
         pkg.addHandler(handler)
         pkg.setLevel(logging.INFO)
+    if log.getEffectiveLevel() > logging.INFO:  # e.g. the CLI's WARNING default
+        log.setLevel(logging.INFO)  # connection events are the server's audit trail
     server = MrdServer(host=host, port=port, config=config)
     try:
         server.serve_forever()
