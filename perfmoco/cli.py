@@ -169,6 +169,25 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    from perfmoco.batch import run_batch
+
+    result = run_batch(
+        args.input, args.output, config=_config(args), method=args.method,
+        scheduler=args.scheduler, workers=args.workers, report=args.report,
+    )
+    print(result.summary_text())
+    return 1 if result.failed else 0
+
+
+def cmd_report(args) -> int:
+    from perfmoco.report.cli import make_reports
+
+    for page in make_reports(args.input, output=args.output, config=_config(args)):
+        print(f"wrote {page}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = argparse.ArgumentParser(
@@ -243,6 +262,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", type=Path, default=Path("out/evaluate"))
     e.add_argument("--workers", type=int, default=None)
     e.set_defaults(func=cmd_evaluate)
+
+    b = sub.add_parser("batch", help="every study of a folder through the pipeline (Dask)")
+    b.add_argument("input", help="folder of MRD .h5 studies (and .npy / NIfTI series)")
+    b.add_argument("-o", "--output", required=True, help="output folder (resumable)")
+    b.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="a running Dask scheduler (default: a local cluster)")
+    b.add_argument("--workers", type=int, default=None,
+                   help="local worker processes (default min(2, CPUs))")
+    b.add_argument("--method", default="dl", choices=["none", "dl", "iterative"])
+    b.add_argument("--report", action="store_true", help="also write a QA report per study")
+    _add_config_args(b)
+    b.set_defaults(func=cmd_batch)
+
+    rp = sub.add_parser("report", help="QA report (HTML) of a result .h5 or a batch folder")
+    rp.add_argument("input", help="result .h5 (batch / replay / demo) or a batch output folder")
+    rp.add_argument("-o", "--output", default=None,
+                    help="OUT.html for one result file (default beside the input)")
+    _add_config_args(rp)
+    rp.set_defaults(func=cmd_report)
     return p
 
 

@@ -1,0 +1,132 @@
+"""Cohort outputs of a batch run: ``cohort.csv``, ``cohort_segments.csv``, ``index.html``.
+
+Built from the per-study summaries that :func:`perfmoco.batch.process_file`
+writes (``summary.json``); NaN and missing values become empty cells.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SEGMENT_COLUMNS", "STUDY_COLUMNS", "write_cohort_index", "write_cohort_tables"]
+
+STUDY_COLUMNS = [
+    "study", "status", "error", "resumed", "method", "runtime_s", "n_slices", "n_dynamics",
+    "corrected_slices", "qc_flagged_frames", "qc_flagged_by_slice", "mbf_mean", "mbf_median",
+    "mbf_sd", "mbf_n", "tic_smoothness_before", "tic_smoothness_after", "messages", "input",
+    "result",
+]
+SEGMENT_COLUMNS = ["study", "slice", "segment", "territory", "mean", "median", "sd", "n"]
+
+
+def _fmt(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def _mean(values: list) -> float:
+    v = [x for x in values if isinstance(x, (int, float)) and math.isfinite(x)]
+    return sum(v) / len(v) if v else float("nan")
+
+
+def _study_row(s: dict[str, Any]) -> dict[str, Any]:
+    slices = s.get("slices") or []
+    mbf = s.get("mbf") or {}
+    row = {
+        "study": s["study"], "status": s["status"], "error": s.get("error", ""),
+        "resumed": bool(s.get("resumed")), "method": s.get("method", ""),
+        "runtime_s": s.get("runtime_s"), "n_slices": len(slices),
+        "n_dynamics": max((x["n_dynamics"] for x in slices), default=""),
+        "corrected_slices": sum(bool(x["corrected"]) for x in slices),
+        "qc_flagged_frames": sum(len(x["qc_flagged"]) for x in slices),
+        "qc_flagged_by_slice": ";".join(f"{x['slice']}:{len(x['qc_flagged'])}" for x in slices),
+        "mbf_mean": mbf.get("mbf_mean"), "mbf_median": mbf.get("mbf_median"),
+        "mbf_sd": mbf.get("mbf_sd"), "mbf_n": mbf.get("mbf_n", 0),
+        "tic_smoothness_before": _mean([x.get("tic_smoothness_before") for x in slices]),
+        "tic_smoothness_after": _mean([x.get("tic_smoothness_after") for x in slices]),
+        "messages": " | ".join(s.get("messages") or []), "input": s.get("input", ""),
+        "result": s.get("result", ""),
+    }
+    return {k: _fmt(v) for k, v in row.items()}
+
+
+def write_cohort_tables(
+    summaries: Sequence[dict[str, Any]], out_dir: str | Path
+) -> tuple[Path, Path]:
+    """Write ``cohort.csv`` (per study) and ``cohort_segments.csv`` (per segment).
+
+    Returns
+    -------
+    cohort_csv, segments_csv : Path
+    """
+    out_dir = Path(out_dir)
+    paths = (out_dir / "cohort.csv", out_dir / "cohort_segments.csv")
+    for path, columns, rows in (
+        (paths[0], STUDY_COLUMNS, [_study_row(s) for s in summaries]),
+        (
+            paths[1],
+            SEGMENT_COLUMNS,
+            [
+                {"study": s["study"], **{k: _fmt(r.get(k)) for k in SEGMENT_COLUMNS[1:]}}
+                for s in summaries for r in s.get("segments") or []
+            ],
+        ),
+    ):
+        tmp = path.with_name(path.name + ".part")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    return paths
+
+
+_STATUS_COLOUR = {"ok": "#2e7d32", "warnings": "#ef6c00", "failed": "#c62828"}
+
+
+def write_cohort_index(summaries: Sequence[dict[str, Any]], out_dir: str | Path) -> Path:
+    """``OUT_DIR/index.html``: one row per study with its status and a link to its report.
+
+    Returns
+    -------
+    Path
+        The page written.
+    """
+    out_dir = Path(out_dir)
+    rows = []
+    for s in summaries:
+        r = _study_row(s)
+        name = html.escape(str(s["study"]))
+        link = s.get("report")
+        cell = f'<a href="{name}/{html.escape(link)}">{name}</a>' if link else name
+        colour = _STATUS_COLOUR.get(s["status"], "#333")
+        problems = html.escape(str(r["error"] or r["messages"]))
+        rows.append(
+            f"<tr><td>{cell}</td><td style='color:{colour}'>{html.escape(s['status'])}</td>"
+            f"<td>{r['runtime_s']}</td><td>{r['qc_flagged_frames']}</td><td>{r['mbf_median']}</td>"
+            f"<td>{problems}</td></tr>"
+        )
+    page = (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>perfmoco cohort</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style></head><body>"
+        f"<h1>perfmoco cohort: {len(summaries)} studies</h1>"
+        "<p>Tables: <a href='cohort.csv'>cohort.csv</a>, "
+        "<a href='cohort_segments.csv'>cohort_segments.csv</a></p><table><tr><th>study</th>"
+        "<th>status</th><th>runtime (s)</th><th>QC-flagged frames</th>"
+        "<th>median MBF (ml/min/g)</th><th>problems</th></tr>"
+        + "".join(rows)
+        + "</table></body></html>"
+    )
+    path = out_dir / "index.html"
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,182 @@
+"""perfmoco batch: a cohort on Dask with a corrupt file, resumability, cohort tables."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_series
+
+from perfmoco.batch import find_inputs, process_file, run_batch
+from perfmoco.io.files import read_mrd_images, write_study
+from perfmoco.study import PerfusionStudy, SliceRole
+
+
+def _phantom_available() -> bool:
+    try:
+        from perfmoco.phantom import generate_phantom, write_phantom  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def write_cohort(
+    folder: Path, n: int, *, n_dynamics: int = 12, seed: int = 0, corrupt: int | None = None
+) -> list[Path]:
+    """``n`` small studies (phantom when available, else noise studies), one of them corrupt.
+
+    ``corrupt`` is the index of the study to cut short; ``None`` adds a cut-short
+    copy of the first study as ``corrupt.h5``.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"study{i:02d}.h5"
+        if _phantom_available():
+            from perfmoco.phantom import generate_phantom, write_phantom
+
+            write_phantom(generate_phantom(seed=seed + i, n_dynamics=n_dynamics), path)
+        else:
+            slices = [make_series(k, n_dynamics=n_dynamics, seed=seed + i) for k in range(2)]
+            slices.append(make_series(2, SliceRole.AIF, shape=(16, 20), seed=seed + i))
+            write_study(PerfusionStudy(slices=slices, study_id=path.stem), path)
+        paths.append(path)
+    # a corrupt study: a valid file cut short, as after an interrupted copy
+    data = paths[corrupt or 0].read_bytes()
+    target = folder / "corrupt.h5" if corrupt is None else paths[corrupt]
+    target.write_bytes(data[: len(data) // 3])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def client():
+    from dask.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    )
+    with Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory, client):
+    root = tmp_path_factory.mktemp("cohort")
+    write_cohort(root / "in", 3)
+    (root / "in" / "study00.truth.npz").write_bytes(b"truth is not a study")
+    (root / "in" / "notes.txt").write_text("not a study")
+    np.save(root / "in" / "series.npy", make_series(0, n_dynamics=12).images)
+    t0 = time.perf_counter()
+    res = run_batch(root / "in", root / "out", method="none", client=client, progress=False)
+    return root, res, time.perf_counter() - t0
+
+
+def test_find_inputs_ignores_truth_and_other_files(tmp_path):
+    for name in ["a.h5", "b.nii.gz", "c.npy", "a.truth.npz", "x.txt", ".hidden.h5", "d.h5.part"]:
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in find_inputs(tmp_path)] == ["a.h5", "b.nii.gz", "c.npy"]
+
+
+def test_cohort_with_a_corrupt_file(cohort):
+    root, res, _ = cohort
+    by_name = {s["study"]: s for s in res.summaries}
+    assert sorted(by_name) == ["corrupt", "series", "study00", "study01", "study02"]
+    bad = by_name["corrupt"]
+    assert bad["status"] == "failed"
+    assert "corrupt.h5" in bad["error"] and "HDF5" in bad["error"]
+    assert not (root / "out" / "corrupt" / "DONE").exists()
+    for name in ["series", "study00", "study01", "study02"]:
+        s = by_name[name]
+        assert s["status"] in ("ok", "warnings"), s
+        study_dir = root / "out" / name
+        assert (study_dir / "DONE").is_file()
+        saved = json.loads((study_dir / "summary.json").read_text())
+        assert saved["status"] == s["status"] and saved["runtime_s"] > 0
+        _, images = read_mrd_images(study_dir / "result.h5")
+        n_in = sum(sl["n_dynamics"] + sl["n_pd"] for sl in s["slices"])
+        assert len(images) >= n_in  # originals always come back
+        assert all(isinstance(sl["qc_flagged"], list) for sl in s["slices"])
+    assert "corrupt" in res.summary_text() and "1 failed" in res.summary_text()
+
+
+def test_cohort_tables(cohort):
+    root, res, _ = cohort
+    with res.cohort_csv.open() as f:
+        rows = {r["study"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"corrupt", "series", "study00", "study01", "study02"}
+    assert rows["corrupt"]["status"] == "failed" and rows["corrupt"]["error"]
+    assert float(rows["study01"]["runtime_s"]) > 0
+    assert rows["study01"]["method"] == "none"
+    assert int(rows["study01"]["qc_flagged_frames"]) >= 0
+    with res.segments_csv.open() as f:
+        header = next(csv.reader(f))
+    assert header[:3] == ["study", "slice", "segment"] and "median" in header
+
+
+def test_resume_skips_finished_studies(cohort, client):
+    root, _, _ = cohort
+    result = root / "out" / "study01" / "result.h5"
+    before = result.stat().st_mtime_ns
+    res = run_batch(root / "in", root / "out", method="none", client=client, progress=False)
+    by_name = {s["study"]: s for s in res.summaries}
+    assert all(by_name[n]["resumed"] for n in ["series", "study00", "study01", "study02"])
+    assert not by_name["corrupt"].get("resumed")  # failed studies are tried again
+    assert result.stat().st_mtime_ns == before
+    # a changed input is processed again
+    src = root / "in" / "study02.h5"
+    os.utime(src, ns=(time.time_ns(), time.time_ns()))
+    res = run_batch(root / "in", root / "out", method="none", client=client, progress=False)
+    assert not {s["study"]: s for s in res.summaries}["study02"]["resumed"]
+
+
+def test_process_file_never_raises(tmp_path):
+    bad = tmp_path / "objects.npy"
+    np.save(bad, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    summary = process_file(bad, tmp_path / "out", method="none")
+    assert summary["status"] == "failed" and "objects.npy" in summary["error"]
+    missing = process_file(tmp_path / "missing.h5", tmp_path / "out", method="none")
+    assert missing["status"] == "failed" and "no such file" in missing["error"]
+
+
+def test_batch_cli_local_cluster(tmp_path, capsys):
+    from perfmoco.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    write_study(PerfusionStudy(slices=[make_series(0), make_series(1)], study_id="one"),
+                src / "one.h5")
+    rc = main(["batch", str(src), "-o", str(tmp_path / "out"), "--method", "none",
+               "--workers", "1", "--set", "mrd.min_dynamics=10"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "1 studies" in out and "0 failed" in out
+    assert (tmp_path / "out" / "one" / "DONE").is_file()
+    assert main(["batch", str(tmp_path / "nowhere"), "-o", str(tmp_path / "o2")]) == 2
+
+
+def test_batch_rejects_bad_worker_count(tmp_path):
+    with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
+        run_batch(tmp_path, tmp_path / "out", workers=0)
+
+
+@pytest.mark.slow
+def test_ten_phantom_studies_with_a_corrupt_one(tmp_path, client):
+    if not _phantom_available():
+        pytest.skip("perfmoco.phantom is not available yet")
+    write_cohort(tmp_path / "in", 10, n_dynamics=30, seed=100, corrupt=3)
+    res = run_batch(tmp_path / "in", tmp_path / "out", method="none", client=client,
+                    report=True, progress=False)
+    status = {s["study"]: s["status"] for s in res.summaries}
+    assert len(status) == 10
+    assert status["study03"] == "failed"
+    done = [n for n, s in status.items() if s != "failed"]
+    assert len(done) == 9
+    for n in done:
+        assert (tmp_path / "out" / n / "report" / "report.html").is_file()
+    assert (tmp_path / "out" / "index.html").is_file()
