@@ -93,6 +93,22 @@ class QuantConfig:
     #: Number of frames before bolus arrival used as baseline (0 = automatic).
     baseline_frames: int = 0
     exclude_qc_frames: bool = True
+    #: M0 / PD signal ratio (PD frames read out with another flip angle).
+    pd_scale: float = 1.0
+    #: Gaussian SD of the M0 (PD) smoothing within the myocardium, mm.
+    pd_smooth_mm: float = 2.0
+    #: Divide the AIF by (1 - hematocrit): plasma instead of blood [Gd].
+    hematocrit_correction: bool = False
+    #: Correct the AIF for T2* signal loss at high [Gd] (needs the echo time).
+    t2star_correction: bool = False
+    #: Echo time of the AIF readout, s, and T2* relaxivity of blood, l/(mmol s).
+    te_aif_s: float = 0.0012
+    r2star_blood: float = 10.0
+    #: An AIF whose peak stays below this [Gd] (mmol/l) is flat: no MBF.
+    min_aif_peak_gd: float = 0.5
+    #: Pixel MBF above this (ml/min/g) or with fit r2 below r2_min is flagged.
+    max_mbf: float = 8.0
+    r2_min: float = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
