@@ -24,7 +24,7 @@ import time
 
 from perfmoco.config import Config, load_config
 from perfmoco.io.stream import MessageReader, MessageWriter, StreamError
-from perfmoco.session import StudySession, kv
+from perfmoco.session import StudySession, kv, warm_up
 
 __all__ = ["MrdServer", "serve"]
 
@@ -100,9 +100,14 @@ class MrdServer:
         self._accept_thread = threading.Thread(target=self._accept_loop, name="perfmoco-accept",
                                                daemon=True)
         self._accept_thread.start()
+        threading.Thread(target=self._warm_up, name="perfmoco-warmup", daemon=True).start()
         log.info(kv("listening", host=self.address[0], port=self.address[1],
                      workers=self.config.server.workers))
         return self
+
+    @staticmethod
+    def _warm_up() -> None:
+        log.info(kv("warm_up", seconds=warm_up()))
 
     def serve_forever(self) -> None:
         """Start (if needed) and block until :meth:`shutdown` or Ctrl-C."""

@@ -23,7 +23,7 @@ from perfmoco.io.mrd_header import parse_header
 from perfmoco.io.stream import Message, MessageId
 from perfmoco.study import StudyError
 
-__all__ = ["PIPELINES", "Outbox", "StudyOutput", "StudySession", "kv", "run_study"]
+__all__ = ["PIPELINES", "Outbox", "StudyOutput", "StudySession", "kv", "run_study", "warm_up"]
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +47,28 @@ class Outbox(Protocol):
 
 
 class StudyOutput:
-    """What one study sends back: images then TEXT lines.
+    """What one study sends back.
 
     Attributes
     ----------
     images : list of ismrmrd.Image
-    texts : list of str
+        Originals plus results, or the originals alone.
+    problems : list of str
+        One line per problem (empty when everything asked for ran).
     ok : bool
-        False when the study was not processed (originals only).
+        False when the study was not processed at all (originals only).
+    summary : str or None
+        :meth:`perfmoco.pipeline.StudyResult.summary_text` when the pipeline ran.
     """
 
-    def __init__(self, images: list[ismrmrd.Image], texts: list[str], ok: bool) -> None:
-        self.images, self.texts, self.ok = images, texts, ok
+    def __init__(self, images: list[ismrmrd.Image], problems: list[str], ok: bool,
+                 summary: str | None = None) -> None:
+        self.images, self.problems, self.ok, self.summary = images, problems, ok, summary
+
+    @property
+    def texts(self) -> list[str]:
+        """The TEXT lines a streaming client gets: problems, then the summary."""
+        return self.problems + ([self.summary] if self.summary else [])
 
 
 def kv(event: str, **fields: Any) -> str:
@@ -68,6 +78,27 @@ def kv(event: str, **fields: Any) -> str:
         v = f"{v:.3f}" if isinstance(v, float) else str(v)
         parts.append(f"{k}={json.dumps(v) if (' ' in v or not v) else v}")
     return " ".join(parts)
+
+
+def warm_up() -> float:
+    """Import the pipeline's heavy modules (torch, MONAI, fitting) ahead of the first study.
+
+    Returns
+    -------
+    float
+        Seconds spent.  Missing optional stages are skipped silently; they
+        are reported when a study needs them.
+    """
+    t0 = time.perf_counter()
+    import importlib
+
+    for name in ("perfmoco.io.mrd", "perfmoco.pipeline", "perfmoco.io.outputs",
+                 "perfmoco.moco.pipeline", "perfmoco.quant"):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # an unfinished stage must not stop the server
+            log.debug("warm-up: %s not imported (%s)", name, exc)
+    return time.perf_counter() - t0
 
 
 def run_study(
@@ -121,8 +152,8 @@ def run_study(
         log.exception(kv("study_failed", study=study_id, stage="process"))
         text = f"perfmoco: processing failed ({exc}); images passed back"
         return StudyOutput(list(images), [text], ok=False)
-    texts = [f"perfmoco WARNING: {m}" for m in result.messages] + [result.summary_text()]
-    return StudyOutput(out, texts, ok=result.ok)
+    problems = [f"perfmoco WARNING: {m}" for m in result.messages]
+    return StudyOutput(out, problems, ok=True, summary=result.summary_text())
 
 
 def _settings(text: str) -> tuple[dict[str, Any], str | None, list[str]]:

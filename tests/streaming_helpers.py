@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import socket
 import struct
@@ -20,7 +21,21 @@ LOOPBACK = "127.0.0.1"
 
 def small_study(*, n_dynamics: int = 12, n_slices: int = 2, seed: int = 1,
                 with_aif: bool = True) -> PerfusionStudy:
-    """A tiny dual-sequence study: the phantom when it exists, else synthetic frames."""
+    """A small dual-sequence study: the phantom when it exists, else synthetic frames.
+
+    ``n_dynamics`` below the phantom's minimum (10) gives the first dynamics
+    of a 12-dynamic study (a study too short to correct).
+    """
+    if n_dynamics < 10:
+        study = small_study(n_dynamics=12, n_slices=n_slices, seed=seed, with_aif=with_aif)
+        return study.replace_slices(
+            [s.replace(images=s.images[:n_dynamics], times_s=s.times_s[:n_dynamics])
+             for s in study.slices])
+    return _cached_study(n_dynamics, n_slices, seed, with_aif)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_study(n_dynamics: int, n_slices: int, seed: int, with_aif: bool) -> PerfusionStudy:
     try:
         from perfmoco.phantom import generate_phantom
     except ImportError:

@@ -213,25 +213,36 @@ def test_acquisitions_and_waveforms_pass_through(study_msgs):
     assert [m.payload for m in msgs if m.id is MessageId.WAVEFORM] == [wav.to_bytes()]
 
 
-def test_four_simultaneous_studies(study_msgs):
-    header, images = study_msgs
-    config = make_config()
-    expected = process_study(images_to_study(images, header, config=config.mrd), config=config,
-                             method="none").to_images(config)
+def _four_at_once(images, header, config, config_name, timeout_s):
+    study = images_to_study(images, header, config=config.mrd)
+    expected = process_study(study, config=config, method=config.server.method,
+                             quantify=config_name == "perfmoco").to_images(config)
     results = [None] * 4
     with running_server(config) as server:
         def client(k):
             results[k] = stream_images(images, header, host=LOOPBACK, port=server.address[1],
-                                       timeout_s=120)
+                                       config_name=config_name, timeout_s=timeout_s)
 
         threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
         for t in threads:
             t.start()
         for t in threads:
-            t.join(150)
+            t.join(timeout_s + 30)
     for res in results:
         assert res is not None and res.closed_cleanly
         _same_images(res.images, expected)
+
+
+def test_four_simultaneous_studies(study_msgs):
+    header, images = study_msgs
+    _four_at_once(images, header, make_config(), "perfmoco-moco", timeout_s=120)
+
+
+@pytest.mark.slow
+def test_load_four_full_studies_deep_learning():
+    header, images = study_images(small_study(n_dynamics=40))
+    config = make_config(**{"server.method": "dl", "server.idle_timeout_s": 600})
+    _four_at_once(images, header, config, "perfmoco", timeout_s=900)
 
 
 def _quiet_thread_count(timeout_s: float = 10.0) -> int:
@@ -256,9 +267,9 @@ def test_disconnect_mid_study_leaks_no_thread(study_msgs):
             if abrupt:  # reset instead of a clean FIN
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sock.close()
-        assert _quiet_thread_count() == during
+        assert _quiet_thread_count() <= during  # (the warm-up thread may have ended)
         _still_serves(server, images, header)
-        assert _quiet_thread_count() == during
+        assert _quiet_thread_count() <= during
     assert wait_threads_back(baseline) <= baseline
 
 

@@ -1,0 +1,183 @@
+"""The Gadgetron gadget against the real ``gadgetron`` package connection code.
+
+The test plays Gadgetron's side: it listens on a loopback port, starts
+``python -m gadgetron PORT gadgets.perfmoco_gadget perfmoco`` (which connects
+back, as Gadgetron's ``<execute>`` does), sends the chain configuration
+(message 2), the MRD header (3), images (1022), an acquisition (1008) and
+CLOSE (4), and reads what the gadget sends on.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import ismrmrd
+import numpy as np
+import pytest
+from streaming_helpers import LOOPBACK, images_of, small_study, study_images
+
+from perfmoco.config import ConfigError
+from perfmoco.io.stream import MessageId, MessageReader, MessageWriter
+from perfmoco.session import run_study
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from gadgets.perfmoco_gadget import ExpectedStudy, config_from_chain  # noqa: E402
+
+CHAIN_CONFIG = (
+    "<configuration>"
+    '<property name="pipeline" value="perfmoco"/>'
+    '<property name="server.method" value="none"/>'
+    "<property><name>mrd.min_dynamics</name><value>10</value></property>"
+    "</configuration>"
+)
+
+
+class FakeGadgetron:
+    """Gadgetron's side of an external-language connection, over loopback."""
+
+    def __init__(self, tmp_path: Path, *, config_xml: str = CHAIN_CONFIG):
+        self.listener = socket.create_server((LOOPBACK, 0))
+        self.listener.settimeout(60)
+        port = self.listener.getsockname()[1]
+        self.log_path = tmp_path / "gadget.log"
+        env = {**os.environ, "PYTHONPATH": str(REPO), "GADGETRON_EXTERNAL_LOG_LEVEL": "INFO"}
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gadgetron", str(port), "gadgets.perfmoco_gadget",
+                 "perfmoco"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            self.sock, _ = self.listener.accept()
+        except TimeoutError:
+            self.stop()
+            raise
+        self.sock.settimeout(60)
+        self.wfile = self.sock.makefile("wb")
+        self.reader = MessageReader(self.sock.makefile("rb"), max_message_bytes=1 << 28)
+        self.messages = iter(self.reader)
+        self.send_text(2, config_xml)  # GADGET_MESSAGE_CONFIG
+
+    def send_text(self, mid: int, text: str) -> None:
+        data = text.encode()
+        self.wfile.write(struct.pack("<HI", mid, len(data)) + data)
+        self.wfile.flush()
+
+    def send_images(self, images) -> None:
+        w = MessageWriter(self.wfile)
+        for img in images:
+            w.image(img)
+        w.flush()
+
+    def send_raw(self, mid: int, body: bytes) -> None:
+        self.wfile.write(struct.pack("<H", mid) + body)
+        self.wfile.flush()
+
+    def close(self) -> None:
+        self.wfile.write(struct.pack("<H", 4))
+        self.wfile.flush()
+
+    def read(self, n_images: int | None = None) -> list:
+        """Messages until ``n_images`` images arrived, or until CLOSE."""
+        out = []
+        for msg in self.messages:
+            out.append(msg)
+            if n_images is not None and len(images_of(out)) >= n_images:
+                break
+        return out
+
+    def stop(self) -> str:
+        try:
+            self.proc.wait(timeout=60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(10)
+            for s in (getattr(self, "sock", None), self.listener):
+                if s is not None:
+                    s.close()
+        return self.log_path.read_text()
+
+
+@pytest.fixture(scope="module")
+def study_msgs():
+    return study_images(small_study(n_dynamics=12))
+
+
+def test_config_from_chain_properties():
+    config, pipeline = config_from_chain(ET.fromstring(CHAIN_CONFIG))
+    assert pipeline == "perfmoco" and config.server.method == "none"
+    assert config_from_chain(None)[1] == "perfmoco"
+    with pytest.raises(ConfigError, match="no_such"):
+        config_from_chain(ET.fromstring('<configuration><property name="moco.no_such" '
+                                        'value="1"/></configuration>'))
+    with pytest.raises(ConfigError, match="pipeline"):
+        config_from_chain(ET.fromstring('<configuration><property name="pipeline" '
+                                        'value="x"/></configuration>'))
+
+
+def test_expected_study_from_header(study_msgs):
+    header, images = study_msgs
+    expected = ExpectedStudy(ismrmrd.xsd.CreateFromDocument(header))
+    groups: dict = {}
+    for n, img in enumerate(images):
+        assert not expected.complete(groups) or n == len(images)
+        groups.setdefault((img.image_series_index, img.slice), []).append(img)
+    assert expected.complete(groups)
+    assert not ExpectedStudy(None).complete(groups)
+
+
+def test_gadget_processes_when_header_count_is_reached(study_msgs, tmp_path):
+    header, images = study_msgs
+    config, pipeline = config_from_chain(ET.fromstring(CHAIN_CONFIG))
+    expected = run_study(images, header, config=config, pipeline=pipeline)
+    acq = ismrmrd.Acquisition.from_array(np.ones((2, 8), np.complex64))
+    gt = FakeGadgetron(tmp_path)
+    try:
+        gt.send_text(3, header)  # GADGET_MESSAGE_HEADER
+        gt.send_raw(MessageId.ACQUISITION, acq.to_bytes())
+        gt.send_images(images)
+        # no CLOSE yet: the header's repetition count alone must trigger processing
+        early = gt.read(n_images=len(expected.images))
+        gt.close()
+        rest = gt.read()
+    finally:
+        log = gt.stop()
+    assert gt.proc.returncode == 0, log
+    msgs = early + rest
+    assert msgs[-1].id is MessageId.CLOSE
+    assert not [m for m in msgs if m.id is MessageId.TEXT]  # Gadgetron refuses TEXT
+    assert [m.payload for m in msgs if m.id is MessageId.ACQUISITION] == [acq.to_bytes()]
+    got = images_of(msgs)
+    assert len(got) == len(expected.images)
+    for g, e in zip(got, expected.images):
+        assert g.image_series_index == e.image_series_index and g.slice == e.slice
+        assert np.array_equal(g.data, e.data)
+        assert g.meta["PERFMOCO_Status"] in ("ok", "partial")
+    assert "event=study_sent" in log
+
+
+def test_gadget_bad_study_passes_originals_with_meta(tmp_path):
+    header, images = study_images(small_study(n_dynamics=5))  # too short to correct
+    gt = FakeGadgetron(tmp_path)
+    try:
+        gt.send_text(3, header)
+        gt.send_images(images)
+        gt.close()
+        msgs = gt.read()
+    finally:
+        log = gt.stop()
+    assert gt.proc.returncode == 0, log
+    got = images_of(msgs)
+    assert len(got) == len(images)
+    assert not [m for m in msgs if m.id is MessageId.TEXT]
+    for g, e in zip(got, images):
+        assert np.array_equal(g.data, e.data)
+        assert g.meta["PERFMOCO_Status"] == "failed"
+        assert "dynamics" in str(g.meta["PERFMOCO_Message"])
+    assert "dynamics" in log  # the reason is in the log too
