@@ -47,6 +47,8 @@ class MrdConfig:
     moco_pd_series_index: int = 101
     moco_aif_series_index: int = 102
     map_series_index: int = 110
+    #: QA report images (bullseye, MBF maps) sent back as secondary captures.
+    report_series_index: int = 120
     #: Seconds per tick of ``acquisition_time_stamp`` (2.5 ms on most scanners).
     time_stamp_tick_s: float = 0.0025
     #: Fewest dynamics per slice to process a study.
