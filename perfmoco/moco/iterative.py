@@ -144,23 +144,23 @@ def load_parameter_maps(parameter_dir: str | Path | None = None) -> dict[str, di
 
 
 def _register(itk, fixed, moving, pmap: dict):
-    """One elastix registration; returns the transform parameter object."""
+    """One elastix registration; returns the finished registration object."""
     po = itk.ParameterObject.New()
     po.AddParameterMap(pmap)
     reg = itk.ElastixRegistrationMethod.New(
         fixed, moving, parameter_object=po, log_to_console=False
     )
     reg.UpdateLargestPossibleRegion()
-    return reg.GetTransformParameterObject()
+    return reg
 
 
-def _affine_matrix(tpo) -> np.ndarray:
+def _affine_matrix(reg) -> np.ndarray:
     """Convert elastix AffineTransform parameters to a 3x3 homogeneous matrix in (y, x).
 
     elastix: ``T(x) = A (x - c) + c + t`` with ``x = (x, y)``, parameters
     ``(a11, a12, a21, a22, tx, ty)`` and ``c`` the CenterOfRotationPoint.
     """
-    m = tpo.GetParameterMap(0)
+    m = reg.GetTransformParameterObject().GetParameterMap(0)
     if m["Transform"][0] != "AffineTransform":
         raise ValueError(f"expected an AffineTransform, got {m['Transform'][0]}")
     p = np.array([float(v) for v in m["TransformParameters"]])
@@ -174,16 +174,20 @@ def _affine_matrix(tpo) -> np.ndarray:
     return h
 
 
-def _field(itk, tpo, shape: tuple[int, int]) -> np.ndarray:
-    """Displacement ``T(p) - p`` of a transform over the full FOV, (2, Y, X) in (y, x)."""
-    m = tpo.GetParameterMap(0)
-    m["Size"] = (str(shape[1]), str(shape[0]))  # evaluate on the full grid, (x, y)
-    m["Origin"] = ("0", "0")
-    m["Index"] = ("0", "0")
-    po = itk.ParameterObject.New()
-    po.AddParameterMap(m)
+def _field(itk, reg, shape: tuple[int, int]) -> np.ndarray:
+    """Displacement ``T(p) - p`` of a registration over the full FOV, (2, Y, X) in (y, x).
+
+    Evaluated in memory by ITK (transformix would write ``deformationField``
+    files into the working directory).
+    """
+    field_type = itk.Image[itk.Vector[itk.F, 2], 2]
+    flt = itk.TransformToDisplacementFieldFilter[field_type, itk.D].New()
+    flt.SetTransform(reg.GetCombinationTransform())
     ref = _image(itk, np.zeros(shape, np.float32))
-    f = np.asarray(itk.transformix_deformation_field(ref, po))  # (Y, X, 2), (x, y) last
+    flt.SetReferenceImage(ref)
+    flt.SetUseReferenceImage(True)
+    flt.Update()
+    f = np.asarray(flt.GetOutput())  # (Y, X, 2), vectors in (x, y) order
     return np.stack([f[..., 1], f[..., 0]]).astype(np.float64)
 
 
@@ -314,8 +318,8 @@ def _correct(itk, series: SliceSeries, cfg: MocoConfig, maps: dict) -> MocoResul
     cur = warp(unit, _affine_field(h, shape))
     synth = pca_reference(torch.from_numpy(cur[:, box_a[0], box_a[1]]), components=k).numpy()
     for t in range(t_dyn):
-        tpo = _register(itk, _image(itk, synth[t], org_a), _image(itk, cur[t]), maps["affine"])
-        h[t] = h[t] @ _affine_matrix(tpo)  # corrected(p) = cur(A2 p) = orig(A1 A2 p)
+        reg = _register(itk, _image(itk, synth[t], org_a), _image(itk, cur[t]), maps["affine"])
+        h[t] = h[t] @ _affine_matrix(reg)  # corrected(p) = cur(A2 p) = orig(A1 A2 p)
 
     # step 3: B-spline, each frame to a PCA reference of the step-2 result (smaller crop)
     aff = _affine_field(h, shape)
@@ -324,8 +328,8 @@ def _correct(itk, series: SliceSeries, cfg: MocoConfig, maps: dict) -> MocoResul
     disp = np.empty((t_dyn, 2, ny, nx), np.float64)
     yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float64)
     for t in range(t_dyn):
-        tpo = _register(itk, _image(itk, synth[t], org_n), _image(itk, cur[t]), maps["bspline"])
-        d3 = _field(itk, tpo, shape)
+        reg = _register(itk, _image(itk, synth[t], org_n), _image(itk, cur[t]), maps["bspline"])
+        d3 = _field(itk, reg, shape)
         # total(p) = H (p + d3(p)) - p: the affine part composed exactly
         qy, qx = yy + d3[0], xx + d3[1]
         disp[t, 0] = h[t, 0, 0] * qy + h[t, 0, 1] * qx + h[t, 0, 2] - yy
