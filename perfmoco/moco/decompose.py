@@ -56,7 +56,7 @@ def rpca(
     *,
     lam: float | None = None,
     tol: float = 1e-6,
-    max_iter: int = 200,
+    max_iter: int = 300,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Robust PCA by the inexact augmented Lagrange multiplier method.
 
@@ -94,10 +94,14 @@ def rpca(
     s = torch.zeros_like(m)
     low = torch.zeros_like(m)
     for n_iter in range(1, max_iter + 1):  # noqa: B007 (logged below)
-        u, sig, vh = torch.linalg.svd(m - s + y / mu, full_matrices=False)
-        sig = (sig - 1.0 / mu).clamp_min(0.0)
-        r = int((sig > 0).sum())
-        low = (u[:, :r] * sig[:r]) @ vh[:r]
+        x = m - s + y / mu
+        # singular value thresholding through the (T, T) Gram matrix: X = U S V^T,
+        # X^T X = V S^2 V^T, so SVT(X) = X V diag(max(S - 1/mu, 0) / S) V^T
+        ev, v = torch.linalg.eigh(x.T @ x)
+        sig = ev.clamp_min(0.0).sqrt()
+        gain = torch.where(sig > 1.0 / mu, (sig - 1.0 / mu) / sig.clamp_min(1e-30), 0.0)
+        r = int((gain > 0).sum())
+        low = x @ ((v * gain) @ v.T)
         tmp = m - low + y / mu
         s = torch.sign(tmp) * (tmp.abs() - lam / mu).clamp_min(0.0)
         z = m - low - s

@@ -1,0 +1,146 @@
+"""Training / validation series for :mod:`perfmoco.moco.train`.
+
+Sources: phantom studies generated from seeds (in parallel, cached as
+pickles), a folder of MRD ``.h5`` / NIfTI / ``.npy`` series (a site's own
+data; no truth), or the small synthetic series of :mod:`.synthetic`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing as mp
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from perfmoco.study import SliceRole, SliceSeries
+
+__all__ = ["load_series", "phantom_series"]
+
+log = logging.getLogger(__name__)
+
+Item = tuple[SliceSeries, "dict | None"]
+
+
+def _truth_for(truth, s: SliceSeries) -> dict | None:
+    keys = [f"s{s.slice_index}"] if s.role is SliceRole.HIGHRES else ["aif", "saif", "s_aif"]
+    for k in keys:
+        if f"{k}_myo_masks" in truth:
+            out = {"myo_masks": np.asarray(truth[f"{k}_myo_masks"], bool)}
+            if "lv_peak_dynamic" in truth:  # 1-based in the phantom's truth
+                out["peak_index"] = int(truth["lv_peak_dynamic"]) - 1
+            return out
+    return None
+
+
+def phantom_series(
+    seed: int, *, vendor: str = "a", motion: str = "breathing", cache_dir: str | None = None
+) -> list[Item]:
+    """All slices (high-res + AIF) of one phantom study with their true masks.
+
+    Parameters
+    ----------
+    seed : int
+    vendor : {"a", "b"}, keyword-only
+    motion : str, keyword-only
+        ``generate_phantom``'s motion model.
+    cache_dir : str, keyword-only, optional
+        Folder of pickled studies (generated once per seed/vendor/motion).
+
+    Returns
+    -------
+    list of (SliceSeries, dict or None)
+    """
+    path = Path(cache_dir) / f"phantom_{motion}_{vendor}_{seed}.pkl" if cache_dir else None
+    if path is not None and path.is_file():
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
+    from perfmoco.phantom import generate_phantom
+
+    ph = generate_phantom(seed=seed, motion=motion, vendor=vendor)
+    items = []
+    for s in ph.study.slices:
+        items.append((s.replace(source=None), _truth_for(ph.truth, s)))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            pickle.dump(items, fh)
+        tmp.replace(path)
+    return items
+
+
+def _phantom_job(args) -> list[Item]:
+    seed, vendor, motion, cache = args
+    return phantom_series(seed, vendor=vendor, motion=motion, cache_dir=cache)
+
+
+def _phantoms(seeds, d: dict) -> list[Item]:
+    vendors = list(d["vendors"]) or ["a"]
+    jobs = [(s, vendors[s % len(vendors)], d["motion"], d["cache_dir"] or None) for s in seeds]
+    workers = int(d["workers"]) or os.cpu_count() or 1
+    if workers <= 1 or len(jobs) <= 1:
+        results = [_phantom_job(j) for j in jobs]
+    else:
+        with cf.ProcessPoolExecutor(min(workers, len(jobs)), mp.get_context("fork")) as ex:
+            results = list(ex.map(_phantom_job, jobs))
+    return [item for study in results for item in study]
+
+
+def _synthetic(seeds) -> list[Item]:
+    from perfmoco.moco.synthetic import synthetic_series
+
+    out = []
+    for s in seeds:
+        rng = np.random.default_rng(s)
+        t = np.arange(50)
+        amp = rng.uniform(2, 8)
+        shift = np.stack(
+            [
+                amp * np.sin(2 * np.pi * t / rng.uniform(3, 6)),
+                0.4 * amp * np.cos(2 * np.pi * t / 5.0),
+            ],
+            1,
+        )
+        series, _, masks = synthetic_series(n_dynamics=50, shape=(144, 144), shift_px=shift, seed=s)
+        out.append((series, {"myo_masks": masks}))
+    return out
+
+
+def _folder(d: dict) -> tuple[list[Item], list[Item]]:
+    from perfmoco.io.files import read_study
+
+    folder = Path(d["folder"])
+    files = sorted(
+        p for p in folder.iterdir() if p.name.endswith((".h5", ".mrd", ".npy", ".nii", ".nii.gz"))
+    )
+    if not files:
+        raise FileNotFoundError(f"no .h5 / .npy / .nii(.gz) series in {folder}")
+    n_val = max(1, int(round(len(files) * float(d["val_fraction"])))) if len(files) > 1 else 0
+    spacing = float(d["pixel_spacing_mm"]) or None
+
+    def read(paths):
+        return [(s, None) for p in paths for s in read_study(p, pixel_spacing_mm=spacing).slices]
+
+    return read(files[n_val:]), read(files[:n_val])
+
+
+def load_series(d: dict) -> tuple[list[Item], list[Item]]:
+    """Training and validation series of a training config's ``data`` block.
+
+    Returns
+    -------
+    train, val : list of (SliceSeries, dict or None)
+        The dict holds the true ``myo_masks`` (phantom / synthetic only).
+    """
+    src = d["source"]
+    if src == "phantom":
+        return _phantoms(range(*d["train_seeds"]), d), _phantoms(range(*d["val_seeds"]), d)
+    if src == "synthetic":
+        return _synthetic(range(*d["train_seeds"])), _synthetic(range(*d["val_seeds"]))
+    if src == "folder":
+        return _folder(d)
+    raise ValueError(f"data.source must be phantom, folder or synthetic, got {src!r}")

@@ -1,0 +1,346 @@
+"""Unsupervised training of the three stages (``perfmoco train --config ...``).
+
+One run trains one stage (``affine1``, ``affine2`` or ``dense``), as the
+paper describes; the earlier stages' checkpoints (``previous_dir``) produce
+its inputs, exactly as at run time (:meth:`MotionCorrector.stage_inputs`).
+
+Losses (``monai.losses`` for MI / LNCC / bending energy):
+
+* ``affine1``: ``0.5 * -NCC(L_f, T(L_m)) + 0.25 * -NMI(L_f, T(I_m))
+  + 0.25 * -NMI(I_f, T(L_m))`` with ``L`` the RPCA low-rank frames (inexact
+  ALM, cached) and ``I`` the frames; the fixed frame is the reference (T-10).
+* ``affine2``: ``-NCC`` to the PCA synthetic reference frame.
+* ``dense``: ``-LNCC`` (kernel 19) ``+ 10 * bending energy``.
+
+The phantom's true motion is never used for training: only for the
+validation metrics written to the log and the checkpoint.  Selection of the
+best checkpoint uses the unsupervised validation loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from perfmoco.moco import networks
+from perfmoco.moco.augment import apply_affine, intensity_augment, random_affine
+from perfmoco.moco.data import load_series
+from perfmoco.moco.decompose import rpca_lowrank_cached
+from perfmoco.moco.losses import stage_loss
+from perfmoco.moco.pipeline import MotionCorrector
+from perfmoco.moco.preprocess import histogram_equalise
+
+__all__ = ["DEFAULTS", "train_main"]
+
+log = logging.getLogger(__name__)
+
+#: Every key a training config may set (nested ``data`` / ``augment`` / ``loss``).
+DEFAULTS: dict[str, Any] = {
+    "stage": "affine1",
+    "out_dir": "runs/train",
+    "previous_dir": "",  # earlier stages' checkpoints; "" = out_dir
+    "steps": 4000,
+    "batch_size": 16,
+    "lr": 1e-4,  # paper: 1e-5 over far longer runs
+    "seed": 0,
+    "device": "auto",
+    "val_every": 500,
+    "ckpt_every": 500,
+    "threads": 0,
+    "spec": {},  # overrides of networks.default_spec(stage)
+    "data": {
+        "source": "phantom",  # phantom | folder | synthetic
+        "train_seeds": [1000, 1040],  # range(start, stop)
+        "val_seeds": [9000, 9003],
+        "vendors": ["a", "b"],
+        "motion": "breathing",
+        "folder": "",
+        "val_fraction": 0.1,
+        "pixel_spacing_mm": 0.0,  # for bare .npy series; 0 = from the file
+        "cache_dir": "runs/cache",
+        "workers": 0,  # phantom generation processes; 0 = all cores
+    },
+    "augment": {
+        "noise_sd": 0.01,
+        "scale": 0.3,
+        "shift": 0.2,
+        "max_shift_px": 20.0,
+        "max_rotation_rad": 0.8,
+        "p_geometric": 1.0,
+    },
+    "loss": {"lncc_kernel": 19, "bending_weight": 10.0},
+}
+
+
+def _merge(base: dict, upd: dict, where: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (upd or {}).items():
+        if k not in base:
+            raise ValueError(f"unknown training setting {where}{k}; known: {sorted(base)}")
+        if isinstance(base[k], dict) and k != "spec":
+            if not isinstance(v, dict):
+                raise ValueError(f"training setting {where}{k} must be a mapping, got {v!r}")
+            out[k] = _merge(base[k], v, f"{where}{k}.")
+        else:
+            out[k] = v
+    return out
+
+
+def load_train_config(path: str | Path) -> dict[str, Any]:
+    """Read a training YAML and fill in the defaults (unknown keys refused)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training config not found: {path}")
+    cfg = _merge(DEFAULTS, yaml.safe_load(path.read_text()) or {})
+    if cfg["stage"] not in networks.STAGES:
+        raise ValueError(f"stage must be one of {networks.STAGES}, got {cfg['stage']!r}")
+    return cfg
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _corrector(cfg: dict, stage: str, device: torch.device) -> MotionCorrector:
+    """Earlier stages from ``previous_dir``, this and later stages identity."""
+    prev = Path(cfg["previous_dir"] or cfg["out_dir"])
+    models = {}
+    for s in networks.STAGES:
+        if networks.STAGES.index(s) < networks.STAGES.index(stage):
+            path = prev / f"{s}.pt"
+            if not path.is_file():
+                raise FileNotFoundError(f"stage {stage} needs the trained {s} first: {path}")
+            models[s] = networks.load(path, device=device)[0]
+        else:
+            models[s] = networks.RegNet(networks.default_spec(s)).to(device)
+    return MotionCorrector(models, device=device)
+
+
+def _pool(series_list, mc: MotionCorrector, stage: str, cache_dir: str | None) -> dict:
+    """Stack every series' stage inputs (and RPCA low-rank for affine1)."""
+    mov, fix, low_m, low_f = [], [], [], []
+    for s in series_list:
+        d = mc.stage_inputs(s, stage)
+        mov.append(d["moving"])
+        fix.append(d["fixed"])
+        if stage == "affine1":
+            low = rpca_lowrank_cached(d["moving"], cache_dir=cache_dir).clamp(0, 1)
+            r = d["reference_index"]
+            low_m.append(low)
+            low_f.append(low[r : r + 1].expand_as(low))
+    pool = {"moving": torch.cat(mov), "fixed": torch.cat(fix)}
+    if stage == "affine1":
+        pool["low_moving"] = torch.cat(low_m)
+        pool["low_fixed"] = torch.cat(low_f)
+    return pool
+
+
+def _batch(pool: dict, idx: torch.Tensor) -> dict:
+    return {k: v[idx][:, None] for k, v in pool.items()}
+
+
+def _step_loss(net, b: dict, stage: str, cfg: dict, gen: torch.Generator | None, train: bool):
+    """Loss of one batch (augmented when ``train``)."""
+    aug = cfg["augment"]
+    mov, fix = b["moving"], b["fixed"]
+    low_m = b.get("low_moving")
+    if train and stage != "dense":
+        m = random_affine(
+            mov.shape[0],
+            mov.shape[-1],
+            max_shift_px=aug["max_shift_px"],
+            max_rotation_rad=aug["max_rotation_rad"],
+            p=aug["p_geometric"],
+            generator=gen,
+            device=mov.device,
+        )
+        mov = apply_affine(mov, m)
+        if low_m is not None:
+            low_m = apply_affine(low_m, m)
+    m_in = histogram_equalise(mov[:, 0])[:, None]
+    f_in = histogram_equalise(fix[:, 0])[:, None]
+    if train:
+        kw = {"noise_sd": aug["noise_sd"], "scale": aug["scale"], "shift": aug["shift"]}
+        m_in = intensity_augment(m_in, generator=gen, **kw)
+        f_in = intensity_augment(f_in, generator=gen, **kw)
+    ddf = net(m_in, f_in)
+    return stage_loss(
+        stage,
+        ddf,
+        moving=mov,
+        fixed=fix,
+        low_moving=low_m,
+        low_fixed=b.get("low_fixed"),
+        lncc_kernel=cfg["loss"]["lncc_kernel"],
+        bending_weight=cfg["loss"]["bending_weight"],
+    )
+
+
+def _validate(net, mc, val_pool, val_series, stage, cfg) -> dict:
+    """Unsupervised val loss + (phantom only) ground-truth metrics of the pipeline."""
+    from perfmoco.moco.evaluate import truth_metrics
+
+    net.eval()
+    losses = []
+    with torch.no_grad():
+        n = val_pool["moving"].shape[0]
+        for i in range(0, n, 64):
+            idx = torch.arange(i, min(i + 64, n), device=val_pool["moving"].device)
+            losses.append(float(_step_loss(net, _batch(val_pool, idx), stage, cfg, None, False)))
+    out = {"val_loss": float(np.mean(losses))}
+    mc.models[stage] = net
+    m = [truth_metrics(mc.correct(s), t, s) for s, t in val_series if t is not None]
+    if m:
+        for k in m[0]:
+            out[k] = float(np.nanmean([x[k] for x in m]))
+    net.train()
+    return out
+
+
+def train_main(
+    config_path: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    max_steps: int | None = None,
+) -> Path:
+    """Train one stage from a YAML config; returns the best checkpoint's path.
+
+    Parameters
+    ----------
+    config_path : str or Path
+        ``config/train/<stage>.yaml`` (see :data:`DEFAULTS` for the keys).
+    out_dir : str or Path, keyword-only, optional
+        Overrides the config's ``out_dir`` (checkpoints, log, metrics).
+    resume : bool, keyword-only
+        Continue from ``<out_dir>/<stage>_state.pt``.
+    max_steps : int, keyword-only, optional
+        Overrides ``steps`` (e.g. a smoke run).
+
+    Returns
+    -------
+    Path
+        ``<out_dir>/<stage>.pt``, the checkpoint with the lowest validation loss.
+    """
+    from tqdm import tqdm
+
+    cfg = load_train_config(config_path)
+    if out_dir is not None:
+        cfg["out_dir"] = str(out_dir)
+    if max_steps is not None:
+        cfg["steps"] = int(max_steps)
+    stage = cfg["stage"]
+    out = Path(cfg["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg["seed"])
+    if cfg["threads"]:
+        torch.set_num_threads(int(cfg["threads"]))
+    t0 = time.time()
+    train_series, val_series = load_series(cfg["data"])  # before torch threads spin up
+    dev = _device(cfg["device"])
+    log.info(
+        "stage %s on %s: %d train / %d val series", stage, dev, len(train_series), len(val_series)
+    )
+    mc = _corrector(cfg, stage, dev)
+    cache = cfg["data"]["cache_dir"] or None
+    pool = _pool([s for s, _ in train_series], mc, stage, cache)
+    val_pool = _pool([s for s, _ in val_series], mc, stage, cache)
+    t_data = time.time() - t0
+    log.info("data ready in %.0f s: %d training frames", t_data, pool["moving"].shape[0])
+
+    spec = {**networks.default_spec(stage), **cfg["spec"]}
+    net = networks.RegNet(spec).to(dev).train()
+    opt = torch.optim.Adam(net.parameters(), lr=float(cfg["lr"]))
+    gen = torch.Generator().manual_seed(int(cfg["seed"]))
+    state_path = out / f"{stage}_state.pt"
+    start, best, history = 0, float("inf"), []
+    if resume and state_path.is_file():
+        st = torch.load(state_path, map_location="cpu", weights_only=False)
+        net.load_state_dict(st["model"])
+        opt.load_state_dict(st["optim"])
+        gen.set_state(st["generator"])
+        start, best, history = st["step"], st["best"], st["history"]
+        log.info("resumed %s at step %d", stage, start)
+
+    def info(step: int, metrics: dict) -> dict:
+        return {
+            "config": cfg,
+            "step": step,
+            "metrics": metrics,
+            "hardware": str(dev),
+            "train_seconds": time.time() - t0,
+            "data_seconds": t_data,
+        }
+
+    n_frames = pool["moving"].shape[0]
+    bar = tqdm(
+        range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=stage, mininterval=5.0
+    )
+    for step in bar:
+        idx = torch.randint(n_frames, (int(cfg["batch_size"]),), generator=gen).to(dev)
+        loss = _step_loss(net, _batch(pool, idx), stage, cfg, gen, True)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        done = step + 1
+        if done % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if done % cfg["val_every"] == 0 or done == cfg["steps"]:
+            metrics = _validate(net, mc, val_pool, val_series, stage, cfg)
+            metrics.update(step=done, train_loss=loss.item(), seconds=round(time.time() - t0))
+            history.append(metrics)
+            log.info("%s step %d: %s", stage, done, json.dumps(metrics))
+            if metrics["val_loss"] < best:
+                best = metrics["val_loss"]
+                networks.save(out / f"{stage}.pt", net, stage=stage, train_info=info(done, metrics))
+        if done % cfg["ckpt_every"] == 0 or done == cfg["steps"]:
+            networks.save(
+                out / f"{stage}_last.pt",
+                net,
+                stage=stage,
+                train_info=info(done, history[-1] if history else {}),
+            )
+            torch.save(
+                {
+                    "model": net.state_dict(),
+                    "optim": opt.state_dict(),
+                    "generator": gen.get_state(),
+                    "step": done,
+                    "best": best,
+                    "history": history,
+                },
+                state_path,
+            )
+    (out / f"{stage}_history.json").write_text(json.dumps(history, indent=1))
+    if not (out / f"{stage}.pt").is_file():  # zero steps asked: keep the (identity) net
+        networks.save(out / f"{stage}.pt", net, stage=stage, train_info=info(start, {}))
+    return out / f"{stage}.pt"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m perfmoco.moco.train CONFIG [--out-dir D] [--resume] [--max-steps N]``."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("config")
+    p.add_argument("--out-dir", default=None)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--max-steps", type=int, default=None)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    path = train_main(a.config, out_dir=a.out_dir, resume=a.resume, max_steps=a.max_steps)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
