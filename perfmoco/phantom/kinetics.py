@@ -140,18 +140,18 @@ def blood_curves(rng: np.random.Generator, *, t_end_s: float, lv_peak_s: float) 
         LV peak 3-6 mmol/l; the RV bolus peaks 1.5-3 s (a few beats) earlier.
     """
     t = np.arange(0.0, t_end_s + FINE_DT_S, FINE_DT_S)
-    alpha = rng.uniform(2.5, 4.0)
-    rise = rng.uniform(3.5, 5.5)  # arrival to peak, s
+    alpha = rng.uniform(2.0, 3.2)
+    rise = rng.uniform(4.0, 6.5)  # arrival to peak, s
     beta = rise / alpha
     t0 = lv_peak_s - rise
     recirc_delay = rng.uniform(7.0, 10.0)
-    recirc_amp = rng.uniform(0.18, 0.3)
+    recirc_amp = rng.uniform(0.08, 0.16)
     eq_amp = rng.uniform(0.12, 0.2)
     washout = rng.uniform(200.0, 400.0)
 
     def shape(shift, beta_scale=1.0):
         first = _gamma(t, t0 - shift, alpha, beta * beta_scale)
-        second = recirc_amp * _gamma(t, t0 - shift + recirc_delay, alpha, 1.7 * beta)
+        second = recirc_amp * _gamma(t, t0 - shift + recirc_delay, alpha, 2.2 * beta)
         ramp = np.clip((t - (t0 - shift + recirc_delay)) / (2.5 * rise), 0.0, None)
         eq = eq_amp * (1.0 - np.exp(-ramp)) * np.exp(-np.clip(t - t0, 0, None) / washout)
         return first + second + eq
@@ -227,7 +227,7 @@ def draw_defects(rng: np.random.Generator) -> list[dict]:
         out.append(
             dict(
                 territory=str(name),
-                mbf=float(rng.uniform(0.6, 1.5)),
+                mbf=float(rng.uniform(0.65, 1.45)),
                 subendo=None if rng.random() < 0.5 else float(rng.uniform(0.35, 0.6)),
                 keep=float(rng.uniform(0.5, 1.0)),
                 shift=float(rng.uniform(0.0, 1.0)),
@@ -294,5 +294,5 @@ def mbf_map(rng, labels, depth, theta, *, ant_deg, level, slice_index, defects, 
         w = 1.0 / (1.0 + np.exp((dist - span / 2.0) / 4.0))
         if d["subendo"] is not None:
             w = w / (1.0 + np.exp((depth - d["subendo"]) / 0.07))
-        mbf = mbf * (1.0 - w) + d["mbf"] * (1.0 + 0.05 * field) * w
+        mbf = mbf * (1.0 - w) + d["mbf"] * (1.0 + 0.03 * np.clip(field, -1, 1)) * w
     return np.where(myo, np.clip(mbf, 0.3, None), 0.0)

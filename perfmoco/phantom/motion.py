@@ -146,7 +146,7 @@ def draw_motion(rng, kind: str, t_s, *, n_beats: int, n_pd: int, direction,
     lv_peak_s, first_dyn_s : float
         LV peak time and first dynamic's time, s (gasp placement).
     """
-    depth = float(rng.lognormal(np.log(9.0), 0.5))
+    depth = float(rng.lognormal(np.log(10.5), 0.45))
     gasp = None
     if kind == "breathing+gasp":
         gasp = float(np.clip(lv_peak_s + rng.uniform(-5.0, 1.0), first_dyn_s + 2.0, None))

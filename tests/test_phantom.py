@@ -1,0 +1,400 @@
+"""The phantom against its own truth and against what real stress series look like."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from perfmoco.phantom import (
+    LABELS,
+    MOTION_KINDS,
+    VENDORS,
+    generate_phantom,
+    label_names,
+    truth_path,
+    write_truth,
+)
+from perfmoco.quant.model import mbf_to_flow, tissue_curve
+from perfmoco.study import SliceRole
+
+PREFIXES = ("s0", "s1", "s2", "aif")
+MYO, LV = LABELS["lv_myocardium"], LABELS["lv_blood"]
+
+
+@pytest.fixture(scope="module")
+def ph_a():
+    return generate_phantom(seed=0)
+
+
+@pytest.fixture(scope="module")
+def ph_b():
+    return generate_phantom(seed=1, vendor="b", n_dynamics=45, motion="breathing+gasp")
+
+
+@pytest.fixture(scope="module")
+def ph_none():
+    return generate_phantom(seed=2, motion="none", n_dynamics=40)
+
+
+def _pull_back(images, disp):
+    """Independent pull-back warp with linear interpolation, frame by frame."""
+    out = np.empty_like(images)
+    ny, nx = images.shape[1:]
+    iy, ix = np.mgrid[0:ny, 0:nx].astype(np.float64)
+    for t in range(images.shape[0]):
+        out[t] = ndimage.map_coordinates(images[t], [iy + disp[t, 0], ix + disp[t, 1]],
+                                         order=1, mode="nearest")
+    return out
+
+
+def _prefix(s):
+    return "aif" if s.role is SliceRole.AIF else f"s{s.slice_index}"
+
+
+# ---------------------------------------------------------------- API and shapes
+
+
+def test_study_layout_and_truth_keys(ph_a):
+    study = ph_a.study
+    study.validate(require_aif=True)
+    assert study.mrd_header is None and study.study_id == "phantom-seed0"
+    assert [s.slice_index for s in study.highres] == [0, 1, 2]
+    aif = study.aif
+    assert aif is not None and aif.slice_index == 3
+    hr = study.highres[0]
+    assert hr.shape == (160, 160) and hr.pixel_spacing_mm == pytest.approx((2.25, 2.25))
+    assert aif.shape == (80, 80) and aif.pixel_spacing_mm == pytest.approx((4.5, 4.5))
+    assert hr.saturation_time_s == pytest.approx(0.1, abs=0.02)
+    assert aif.saturation_time_s == pytest.approx(0.025, abs=0.01)
+    n_t = hr.n_dynamics
+    assert 60 <= n_t <= 75
+    for s in study.slices:
+        p = _prefix(s)
+        assert s.n_dynamics == n_t and 2 <= s.pd_images.shape[0] <= 3
+        assert s.pd_images.shape[1:] == s.shape and s.pd_times_s.shape == (s.pd_images.shape[0],)
+        assert s.pd_times_s[-1] < s.times_s[0]
+        assert s.geometry is not None
+        assert np.allclose(np.linalg.norm(s.geometry.slice_dir), 1.0)
+        ny, nx = s.shape
+        tr = ph_a.truth
+        assert tr[f"{p}_labels"].shape == (ny, nx)
+        assert tr[f"{p}_myo_masks"].shape == (n_t, ny, nx)
+        assert tr[f"{p}_motion_free"].shape == (n_t, ny, nx)
+        for key in ("displacement", "inverse_displacement"):
+            assert tr[f"{p}_{key}"].shape == (n_t, 2, ny, nx)
+            assert tr[f"{p}_{key}"].dtype == np.float32
+        assert tr[f"{p}_pd_displacement"].shape == (s.pd_images.shape[0], 2, ny, nx)
+        np.testing.assert_array_equal(tr[f"{p}_times"], s.times_s)
+        if p != "aif":
+            assert tr[f"{p}_mbf"].shape == tr[f"{p}_aha"].shape == (ny, nx)
+            assert tr[f"{p}_rv_insertion"].shape == (2, 2)
+    assert ph_a.truth["aif_gd"].shape == (n_t,)
+    assert 3.0 <= ph_a.truth["aif_gd"].max() <= 6.0
+    assert set(np.unique(ph_a.truth["s0_labels"])) <= set(label_names)
+    assert ph_a.seed == 0 and ph_a.motion == "breathing" and ph_a.vendor == "a"
+
+
+def test_vendor_b_parameters(ph_b, ph_a):
+    hr = ph_b.study.highres[0]
+    assert hr.shape == (192, 192) and hr.pixel_spacing_mm[0] == pytest.approx(1.8)
+    assert ph_b.study.aif.shape == (96, 96)
+    assert hr.n_dynamics == 45
+    ratio = np.median(ph_b.study.highres[1].pd_images) / np.median(ph_a.study.highres[1].pd_images)
+    assert 4 < ratio < 25  # vendor b stores about ten times larger values
+
+
+def test_reproducible_and_seed_dependent():
+    a = generate_phantom(seed=7, n_dynamics=12)
+    b = generate_phantom(seed=7, n_dynamics=12)
+    c = generate_phantom(seed=8, n_dynamics=12)
+    for sa, sb in zip(a.study.slices, b.study.slices):
+        np.testing.assert_array_equal(sa.images, sb.images)
+        np.testing.assert_array_equal(sa.pd_images, sb.pd_images)
+    assert a.truth.keys() == b.truth.keys()
+    for k in a.truth:
+        np.testing.assert_array_equal(a.truth[k], b.truth[k])
+    assert not np.array_equal(a.truth["s1_labels"], c.truth["s1_labels"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(motion="wobble"), "wobble"),
+        (dict(vendor="c"), "'c'"),
+        (dict(seed=-1), "-1"),
+        (dict(seed=1.5), "1.5"),
+        (dict(n_dynamics=5), "5"),
+        (dict(n_dynamics=20.5), "20.5"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        generate_phantom(**kwargs)
+
+
+def test_public_constants():
+    assert MOTION_KINDS == ("none", "breathing", "breathing+gasp", "mistrigger")
+    assert VENDORS == ("a", "b")
+    assert label_names[MYO] == "lv_myocardium"
+
+
+# ---------------------------------------------------------------- motion truth
+
+
+@pytest.mark.parametrize("fixture", ["ph_a", "ph_b"])
+def test_warping_motion_free_reproduces_moved(fixture, request):
+    ph = request.getfixturevalue(fixture)
+    for s in ph.study.slices:
+        p = _prefix(s)
+        tr = ph.truth
+        clean = ph.noise_free[p]
+        warped = _pull_back(tr[f"{p}_motion_free"], tr[f"{p}_displacement"])
+        scale = float(clean.max())
+        assert np.abs(warped - clean).max() < 1e-4 * scale
+        # the noisy images are the clean ones plus Rician noise of the stated SD
+        sd = float(tr["aif_noise_sd" if p == "aif" else "noise_sd"])
+        bright = clean > 10 * sd
+        resid = (s.images - clean)[bright]
+        assert abs(resid.std() / sd - 1.0) < 0.1
+        assert abs(resid.mean()) < 0.1 * sd
+        pd_clean = ph.noise_free[f"{p}_pd"]
+        assert np.abs(s.pd_images - pd_clean)[pd_clean > 10 * sd].std() < 1.2 * sd
+
+
+@pytest.mark.parametrize("fixture", ["ph_a", "ph_b"])
+def test_inverse_displacement(fixture, request):
+    ph = request.getfixturevalue(fixture)
+    for p in PREFIXES:
+        d = ph.truth[f"{p}_displacement"]
+        inv = ph.truth[f"{p}_inverse_displacement"]
+        ny, nx = d.shape[2:]
+        iy, ix = np.mgrid[0:ny, 0:nx].astype(np.float64)
+        errs = []
+        for t in range(0, d.shape[0], 5):
+            cy, cx = iy + inv[t, 0], ix + inv[t, 1]
+            back = np.stack([ndimage.map_coordinates(d[t, c], [cy, cx], order=1,
+                                                     mode="nearest") for c in range(2)])
+            errs.append(np.hypot(*(inv[t] + back))[8:-8, 8:-8])
+        errs = np.concatenate([e.ravel() for e in errs])
+        assert np.percentile(errs, 99) < 0.25 and errs.max() < 1.0
+
+
+@pytest.mark.parametrize("fixture", ["ph_a", "ph_b"])
+def test_myo_masks_follow_displacement(fixture, request):
+    ph = request.getfixturevalue(fixture)
+    for p in PREFIXES:
+        lab = ph.truth[f"{p}_labels"]
+        d = ph.truth[f"{p}_displacement"]
+        masks = ph.truth[f"{p}_myo_masks"]
+        ref = _pull_back(np.broadcast_to((lab == MYO).astype(np.float32), masks.shape), d) > 0.5
+        np.testing.assert_array_equal(masks, ref)
+        assert masks.sum((1, 2)).min() > 0.7 * (lab == MYO).sum()
+
+
+def _centroid_excursion_mm(ph, k):
+    masks = ph.truth[f"s{k}_myo_masks"]
+    spacing = ph.truth["spacing_mm"]
+    peak = int(ph.truth["lv_peak_dynamic"]) - 1
+    win = masks[max(peak - 7, 0): peak + 8]
+    yy, xx = np.mgrid[0:masks.shape[1], 0:masks.shape[2]]
+    n = win.sum((1, 2))
+    c = np.stack([(win * yy).sum((1, 2)) / n, (win * xx).sum((1, 2)) / n], 1) * spacing
+    return float(np.max(np.linalg.norm(c[:, None] - c[None], axis=-1)))
+
+
+def test_motion_magnitude(ph_a, ph_b, ph_none):
+    # real first-pass LV excursions: 10.9 mm median, 27.5 mm at most
+    for ph in (ph_a, ph_b):
+        exc = [_centroid_excursion_mm(ph, k) for k in range(3)]
+        assert 2.0 < max(exc) < 32.0
+    for p in PREFIXES:
+        assert not np.any(ph_none.truth[f"{p}_displacement"])
+        assert not np.any(ph_none.truth[f"{p}_inverse_displacement"])
+        assert not np.any(ph_none.truth[f"{p}_pd_displacement"])
+    assert _centroid_excursion_mm(ph_none, 1) == 0.0
+
+
+def test_chest_wall_moves_less_than_heart(ph_a):
+    lab = ph_a.truth["s1_labels"]
+    mag = np.hypot(*np.moveaxis(ph_a.truth["s1_displacement"], 1, 0))  # (T, Y, X)
+    heart = mag[:, lab == MYO].mean(1)
+    wall = mag[:, lab == LABELS["chest_wall"]].mean(1)
+    big = heart > np.percentile(heart, 75)
+    assert np.all(wall[big] < 0.6 * heart[big])
+
+
+def test_aif_slice_moves_with_the_base(ph_a):
+    """Same physical motion (mm) at the same anatomical point of both grids."""
+    tr = ph_a.truth
+    lab0 = tr["s0_labels"]
+    yy, xx = np.nonzero(lab0 == MYO)
+    cy, cx = yy.mean(), xx.mean()  # LV centre, high-res pixels
+    sp0, spa = float(tr["spacing_mm"][0]), float(tr["aif_spacing_mm"][0])
+    n0, na = lab0.shape[0], tr["aif_labels"].shape[0]
+    ay = (cy - (n0 - 1) / 2) * sp0 / spa + (na - 1) / 2
+    ax = (cx - (n0 - 1) / 2) * sp0 / spa + (na - 1) / 2
+    d0 = tr["s0_displacement"][:, :, int(round(cy)), int(round(cx))] * sp0
+    da = np.stack([ndimage.map_coordinates(tr["aif_displacement"][t, c], [[ay], [ax]], order=1)[0]
+                   for t in range(d0.shape[0]) for c in range(2)]).reshape(-1, 2) * spa
+    assert np.abs(d0 - da).max() < 1.5  # mm
+
+
+def test_mistrigger_deforms_few_frames():
+    ph = generate_phantom(seed=3, motion="mistrigger", n_dynamics=40)
+    mis = ph.truth["mistriggered"]
+    assert 1 <= mis.sum() <= 6
+    area = ph.truth["s1_myo_masks"].sum((1, 2)).astype(float)
+    lv = ndimage.binary_fill_holes(ph.truth["s1_myo_masks"][0]).sum() - area[0]
+    assert lv > 0
+    # the cavity of a mistriggered frame is clearly smaller
+    cav = np.array([ndimage.binary_fill_holes(m).sum() for m in ph.truth["s1_myo_masks"]]) - area
+    assert cav[mis].max() < 0.85 * np.median(cav[~mis])
+
+
+# ---------------------------------------------------------------- kinetics and anatomy truth
+
+
+@pytest.mark.parametrize("fixture", ["ph_a", "ph_b"])
+def test_tissue_curves_give_true_mbf(fixture, request):
+    """Refit F of the Fermi model per pixel from the truth curves and the AIF."""
+    ph = request.getfixturevalue(fixture)
+    tr = ph.truth
+    dt = 0.05
+    t_aif = tr["aif_times"]
+    grid = np.arange(t_aif[0] - 20.0, tr["s2_times"][-1] + 1.0, dt)
+    aif = np.interp(grid, t_aif, tr["aif_gd"], left=0.0)
+    kw = dict(dt_s=dt, tau0_s=float(tr["fermi_tau0_s"]), k_per_s=float(tr["fermi_k_per_s"]),
+              delay_s=float(tr["fermi_delay_s"]))
+    unit = tissue_curve(aif, flow_per_s=1.0, **kw)
+    for k in range(3):
+        mbf = tr[f"s{k}_mbf"]
+        myo = mbf > 0
+        assert np.array_equal(myo, tr[f"s{k}_labels"] == MYO)
+        curves = tr[f"s{k}_tissue_gd"][:, myo]  # (T, N)
+        b = np.interp(tr[f"s{k}_times"], grid, unit)
+        flow = b @ curves / (b @ b)
+        rel = flow / mbf_to_flow(mbf[myo]) - 1.0
+        assert np.median(np.abs(rel)) < 0.03 and np.abs(rel).max() < 0.1
+        # Fermi impulse response: h(0) = F, and the curve starts at zero
+        assert np.all(curves[0] < 0.02)
+
+
+def test_mbf_ranges(ph_a, ph_b):
+    for ph in (ph_a, ph_b):
+        vals = np.concatenate([ph.truth[f"s{k}_mbf"][ph.truth[f"s{k}_mbf"] > 0]
+                               for k in range(3)])
+        assert 2.4 <= np.median(vals) <= 3.6
+        assert vals.min() >= 0.55 and vals.max() <= 4.2
+
+
+def test_defects_in_some_seeds():
+    lows = []
+    for seed in range(8):
+        ph = generate_phantom(seed=seed, n_dynamics=10, motion="none")
+        mbf = ph.truth["s1_mbf"]
+        lows.append(np.mean(mbf[mbf > 0] < 1.6))
+    assert max(lows) > 0.05  # at least one seed has a clear defect
+    assert min(lows) < 0.01  # and at least one is healthy at mid level
+
+
+def test_aha_segments(ph_a, ph_b):
+    for ph in (ph_a, ph_b):
+        for k, allowed in enumerate((range(1, 7), range(7, 13), range(13, 17))):
+            aha = ph.truth[f"s{k}_aha"]
+            lab = ph.truth[f"s{k}_labels"]
+            assert np.array_equal(aha > 0, lab == MYO)
+            assert set(np.unique(aha[aha > 0])) == set(allowed)
+            # anterior insertion: myocardium and RV touch there
+            for y, x in ph.truth[f"s{k}_rv_insertion"]:
+                iy, ix = int(round(y)), int(round(x))
+                near = lab[iy - 2: iy + 3, ix - 2: ix + 3]
+                assert MYO in near
+                assert np.isin(near, [LABELS["rv_wall"], LABELS["rv_blood"]]).any()
+            # segment 2 / 8 (antero-septal) is next to the RV, segment 5 / 11 is not
+            if k < 2:
+                rv = ndimage.binary_dilation(np.isin(lab, [LABELS["rv_wall"], LABELS["rv_blood"]]),
+                                             iterations=2)
+                assert (rv & (aha == 2 + 6 * k)).sum() > 5
+                assert (rv & (aha == 5 + 6 * k)).sum() == 0
+
+
+def test_anatomy_sizes(ph_a):
+    sp = float(ph_a.truth["spacing_mm"][0])
+    areas = [(ph_a.truth[f"s{k}_labels"] == MYO).sum() * sp**2 for k in range(3)]
+    assert 1400 < areas[0] < 2500 and 1400 < areas[1] < 2500  # real: about 1,900 mm^2
+    assert areas[2] < areas[1]
+    lab = ph_a.truth["s0_labels"]
+    for name in ("fat", "chest_wall", "lung", "liver", "spine", "aorta", "lv_blood", "rv_blood",
+                 "rv_wall", "lv_myocardium"):
+        assert (lab == LABELS[name]).sum() > 10, name
+
+
+def test_texture_not_flat(ph_a):
+    mf = ph_a.truth["s0_motion_free"][0]
+    lab = ph_a.truth["s0_labels"]
+    liver = ndimage.binary_erosion(lab == LABELS["liver"], iterations=3)
+    cv = mf[liver].std() / mf[liver].mean()
+    assert 0.01 < cv < 0.3
+
+
+# ---------------------------------------------------------------- realism (paper-notes figures)
+
+
+@pytest.mark.parametrize("fixture", ["ph_a", "ph_b"])
+def test_intensity_ratios_match_real_series(fixture, request):
+    """LV/myo before contrast 0.93-1.36, LV peak/myo pre 2.7-5.3, myo peak/myo pre 1.8-2.9."""
+    ph = request.getfixturevalue(fixture)
+    for k in (0, 1):  # basal and mid, as measured
+        s = ph.study.highres[k]
+        lab = ph.truth[f"s{k}_labels"]
+        d = ph.truth[f"s{k}_displacement"]
+        moved = _pull_back(np.broadcast_to(lab.astype(np.float32), s.images.shape), d)
+        lv_lab = ndimage.binary_erosion(lab == LV, iterations=2).astype(np.float32)
+        lv = _pull_back(np.broadcast_to(lv_lab, s.images.shape), d) > 0.5
+        myo = ph.truth[f"s{k}_myo_masks"] & (np.rint(moved) == MYO)
+        lv_curve = np.array([s.images[t][lv[t]].mean() for t in range(s.n_dynamics)])
+        myo_curve = np.array([s.images[t][myo[t]].mean() for t in range(s.n_dynamics)])
+        myo_pre = myo_curve[:5].mean()
+        assert 0.93 <= lv_curve[:5].mean() / myo_pre <= 1.36
+        assert 2.7 <= lv_curve.max() / myo_pre <= 5.3
+        assert 1.8 <= myo_curve.max() / myo_pre <= 2.9
+
+
+def test_timing_is_realistic(ph_a):
+    hr = ph_a.study.highres[1]
+    rr = np.diff(hr.times_s)
+    assert 0.5 < np.median(rr) < 0.7  # stress heart rate 86-120 bpm
+    assert rr.std() > 0.002  # beat-to-beat jitter
+    lv = ph_a.truth["s1_motion_free"][:, ph_a.truth["s1_labels"] == LV].mean(1)
+    peak = int(np.argmax(lv)) + 1
+    assert 19 <= peak <= 33
+    assert abs(peak - int(ph_a.truth["lv_peak_dynamic"])) <= 1
+    aif_t, s0_t = ph_a.truth["aif_times"], ph_a.truth["s0_times"]
+    assert np.all(aif_t < s0_t) and np.all(s0_t - aif_t < 0.3)  # same heartbeat
+
+
+def test_rv_bolus_before_lv(ph_a):
+    mf = ph_a.truth["s0_motion_free"]
+    lab = ph_a.truth["s0_labels"]
+    rv = mf[:, lab == LABELS["rv_blood"]].mean(1)
+    lv = mf[:, lab == LV].mean(1)
+    assert 1 <= int(np.argmax(lv)) - int(np.argmax(rv)) <= 6
+
+
+def test_pd_frames_unsaturated(ph_a):
+    for s in ph_a.study.highres:
+        lab = ph_a.truth[f"s{s.slice_index}_labels"]
+        myo = lab == MYO
+        pd = ph_a.noise_free[f"s{s.slice_index}_pd"][0][myo].mean()
+        pre = ph_a.noise_free[f"s{s.slice_index}"][0][myo].mean()
+        assert pd > 2.5 * pre
+
+
+def test_write_truth_round_trip(ph_none, tmp_path):
+    out = tmp_path / "study.h5"
+    written = write_truth(ph_none, out)
+    assert written == truth_path(out) == tmp_path / "study.truth.npz"
+    with np.load(written) as z:
+        assert set(z.files) == set(ph_none.truth)
+        np.testing.assert_array_equal(z["s1_mbf"], ph_none.truth["s1_mbf"])
