@@ -31,7 +31,7 @@ import ismrmrd
 from perfmoco.config import Config, load_config
 from perfmoco.session import PIPELINES, StudyOutput, kv, run_study, warm_up
 
-__all__ = ["ExpectedStudy", "config_from_chain", "perfmoco"]
+__all__ = ["ExpectedStudy", "config_from_chain", "listen", "main", "perfmoco"]
 
 log = logging.getLogger("perfmoco.gadget")
 
@@ -182,3 +182,63 @@ def perfmoco(connection) -> None:
         studies += 1
         log.info(kv("end_of_stream", buffered=len(order)))
         _process(connection, order, header_xml, config, pipeline, studies)
+
+
+def listen(*, host: str = "127.0.0.1", port: int = 18000, max_connections: int | None = None):
+    """Serve Gadgetron ``<connect port=.../>`` chains: one thread per connection.
+
+    Parameters
+    ----------
+    host : str, keyword-only
+        Address to bind (loopback by default; ``0.0.0.0`` in a container).
+    port : int, keyword-only
+        Port; 0 picks a free one (logged as ``event=listening``).
+    max_connections : int, keyword-only, optional
+        Stop after this many connections (tests); default: serve until Ctrl-C.
+    """
+    import socket
+    import threading
+
+    from gadgetron.external import Connection
+
+    def handle(sock: socket.socket) -> None:
+        try:
+            with Connection(sock) as connection:
+                perfmoco(connection)
+        except Exception:  # one failing scan must not stop the listener
+            log.exception(kv("connection_failed"))
+
+    with socket.create_server((host, port)) as server:
+        log.info(kv("listening", host=host, port=server.getsockname()[1]))
+        threads, served = [], 0
+        while max_connections is None or served < max_connections:
+            sock, _ = server.accept()
+            served += 1
+            thread = threading.Thread(target=handle, args=(sock,), name=f"perfmoco-gadget-{served}")
+            thread.start()
+            threads = [t for t in threads if t.is_alive()] + [thread]
+        for thread in threads:
+            thread.join()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m gadgets.perfmoco_gadget [--host H] [--port P]``: the connect-mode process."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=18000)
+    p.add_argument("--max-connections", type=int, default=None)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        listen(host=args.host, port=args.port, max_connections=args.max_connections)
+    except KeyboardInterrupt:
+        log.info(kv("interrupted"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

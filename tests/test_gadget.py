@@ -10,10 +10,12 @@ CLOSE (4), and reads what the gadget sends on.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import struct
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -40,21 +42,31 @@ CHAIN_CONFIG = (
 
 
 class FakeGadgetron:
-    """Gadgetron's side of an external-language connection, over loopback."""
+    """Gadgetron's side of an external-language connection, over loopback.
 
-    def __init__(self, tmp_path: Path, *, config_xml: str = CHAIN_CONFIG):
-        self.listener = socket.create_server((LOOPBACK, 0))
-        self.listener.settimeout(60)
-        port = self.listener.getsockname()[1]
-        self.log_path = tmp_path / "gadget.log"
+    ``mode="execute"``: listen, start ``python -m gadgetron PORT MODULE TARGET``
+    and accept its connection.  ``mode="connect"``: start the gadget's own
+    listener (``python -m gadgets.perfmoco_gadget --port 0``) and connect to it.
+    """
+
+    def __init__(self, tmp_path: Path, *, config_xml: str = CHAIN_CONFIG, mode="execute"):
+        self.listener = None
+        self.log_path = tmp_path / f"gadget-{mode}.log"
         env = {**os.environ, "PYTHONPATH": str(REPO), "GADGETRON_EXTERNAL_LOG_LEVEL": "INFO"}
+        if mode == "execute":
+            self.listener = socket.create_server((LOOPBACK, 0))
+            self.listener.settimeout(60)
+            cmd = ["-m", "gadgetron", str(self.listener.getsockname()[1]),
+                   "gadgets.perfmoco_gadget", "perfmoco"]
+        else:
+            cmd = ["-m", "gadgets.perfmoco_gadget", "--host", LOOPBACK, "--port", "0",
+                   "--max-connections", "1"]
         with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gadgetron", str(port), "gadgets.perfmoco_gadget",
-                 "perfmoco"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([sys.executable, *cmd], cwd=REPO, env=env, stdout=log,
+                                         stderr=subprocess.STDOUT)
         try:
-            self.sock, _ = self.listener.accept()
-        except TimeoutError:
+            self.sock = self.listener.accept()[0] if self.listener else self._connect()
+        except (TimeoutError, OSError):
             self.stop()
             raise
         self.sock.settimeout(60)
@@ -62,6 +74,15 @@ class FakeGadgetron:
         self.reader = MessageReader(self.sock.makefile("rb"), max_message_bytes=1 << 28)
         self.messages = iter(self.reader)
         self.send_text(2, config_xml)  # GADGET_MESSAGE_CONFIG
+
+    def _connect(self) -> socket.socket:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            match = re.search(r"event=listening host=\S+ port=(\d+)", self.log_path.read_text())
+            if match:
+                return socket.create_connection((LOOPBACK, int(match.group(1))), timeout=60)
+            time.sleep(0.1)
+        raise TimeoutError("the gadget listener did not start")
 
     def send_text(self, mid: int, text: str) -> None:
         data = text.encode()
@@ -132,12 +153,13 @@ def test_expected_study_from_header(study_msgs):
     assert not ExpectedStudy(None).complete(groups)
 
 
-def test_gadget_processes_when_header_count_is_reached(study_msgs, tmp_path):
+@pytest.mark.parametrize("mode", ["execute", "connect"])
+def test_gadget_processes_when_header_count_is_reached(study_msgs, tmp_path, mode):
     header, images = study_msgs
     config, pipeline = config_from_chain(ET.fromstring(CHAIN_CONFIG))
     expected = run_study(images, header, config=config, pipeline=pipeline)
     acq = ismrmrd.Acquisition.from_array(np.ones((2, 8), np.complex64))
-    gt = FakeGadgetron(tmp_path)
+    gt = FakeGadgetron(tmp_path, mode=mode)
     try:
         gt.send_text(3, header)  # GADGET_MESSAGE_HEADER
         gt.send_raw(MessageId.ACQUISITION, acq.to_bytes())
