@@ -203,3 +203,28 @@ def test_gadget_bad_study_passes_originals_with_meta(tmp_path):
         assert g.meta["PERFMOCO_Status"] == "failed"
         assert "dynamics" in str(g.meta["PERFMOCO_Message"])
     assert "dynamics" in log  # the reason is in the log too
+
+
+@pytest.mark.parametrize("name", ["perfmoco-chain-execute.xml", "perfmoco-chain-connect.xml"])
+def test_chain_files_match_the_gadget(name):
+    import importlib
+    import inspect
+
+    from gadgets import perfmoco_gadget
+
+    root = ET.parse(REPO / "config" / name).getroot()
+    assert root.findtext("version") == "2"
+    readers = {r.findtext("classname") for r in root.iter("reader")}
+    writers = {w.findtext("classname") for w in root.iter("writer")}
+    assert "ImageReader" in readers and "ImageWriter" in writers
+    external = root.find("stream/external")
+    config, pipeline = config_from_chain(external.find("configuration"))  # keys must exist
+    assert pipeline == "perfmoco"
+    execute, connect = external.find("execute"), external.find("connect")
+    if execute is not None:
+        assert execute.get("type") == "python"
+        target = getattr(importlib.import_module(execute.get("name")), execute.get("target"))
+        assert callable(target) and list(inspect.signature(target).parameters) == ["connection"]
+    else:
+        default_port = inspect.signature(perfmoco_gadget.listen).parameters["port"].default
+        assert int(connect.get("port")) == default_port
