@@ -119,8 +119,9 @@ def sr_signal(gd, *, t1_s, m0, ts_s: float, efficiency: float, relaxivity: float
 
 def add_rician_noise(rng: np.random.Generator, images, sigma: float) -> np.ndarray:
     """Magnitude of the image plus complex Gaussian noise of SD ``sigma`` per channel."""
-    re = images + rng.normal(0.0, sigma, images.shape)
-    im = rng.normal(0.0, sigma, images.shape)
+    sd = np.float32(sigma)
+    re = images + sd * rng.standard_normal(images.shape, dtype=np.float32)
+    im = sd * rng.standard_normal(images.shape, dtype=np.float32)
     return np.hypot(re, im).astype(np.float32)
 
 
@@ -147,7 +148,12 @@ def shading_at(coils, shape, spacing_mm, inv_disp=None):
         Sensitivity.
     """
     y, x = grid_mm(shape, spacing_mm)
+    sens = coil_sensitivity(coils, y, x)
     if inv_disp is None:
-        return coil_sensitivity(coils, y, x)
-    return coil_sensitivity(coils, y[None] + inv_disp[:, 0] * spacing_mm[0],
-                            x[None] + inv_disp[:, 1] * spacing_mm[1])
+        return sens
+    from perfmoco.phantom.motion import bilinear  # the sensitivity is smooth: sample it
+
+    iy, ix = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
+    n_t = inv_disp.shape[0]
+    return bilinear(np.broadcast_to(sens.astype(np.float32), (n_t, 1, *shape)),
+                    iy[None] + inv_disp[:, 0], ix[None] + inv_disp[:, 1])[:, 0]
