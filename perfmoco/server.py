@@ -148,7 +148,9 @@ class MrdServer:
             reader = MessageReader(rfile, max_message_bytes=cfg.max_message_bytes)
             for msg in reader:
                 session.handle(msg)
-            if not reader.closed_cleanly:
+            if reader.bytes_read == 0 and not reader.closed_cleanly:
+                clog.info(kv("empty_connection"))  # a health check or port probe
+            elif not reader.closed_cleanly:
                 session.abort("the stream ended without a CLOSE message")
         except StreamError as exc:
             session.abort(str(exc))

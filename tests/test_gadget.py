@@ -228,3 +228,30 @@ def test_chain_files_match_the_gadget(name):
     else:
         default_port = inspect.signature(perfmoco_gadget.listen).parameters["port"].default
         assert int(connect.get("port")) == default_port
+
+
+def test_docker_files_match_the_code():
+    """No Docker engine here: check the images install and start what the tests exercise."""
+    import yaml
+
+    gt = (REPO / "docker" / "Dockerfile.gadgetron").read_text()
+    assert re.search(r"^ARG GADGETRON_TAG=\S+$", gt, re.M) and ":latest" not in gt
+    assert "torch==2.13.0" in gt and "-c constraints.txt" in gt
+    for chain in ("perfmoco-chain-execute.xml", "perfmoco-chain-connect.xml"):
+        assert (REPO / "config" / chain).is_file()
+    assert "share/gadgetron/python" in gt and "share/gadgetron/config" in gt
+    assert "import gadgetron, gadgets.perfmoco_gadget" in gt
+    compose = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
+    services = compose["services"]
+    for svc in services.values():
+        if "build" in svc:
+            build = svc["build"]
+            assert (REPO / "docker" / build["context"] / build["dockerfile"]).is_file()
+        for port in svc.get("ports", []):
+            assert port.startswith("127.0.0.1:")  # published on loopback unless a site opts in
+    gadget = services["perfmoco-gadget"]
+    assert gadget["entrypoint"][-2:] == ["-m", "gadgets.perfmoco_gadget"]
+    assert gadget["command"][gadget["command"].index("--port") + 1] == "18000"
+    srv = (REPO / "docker" / "Dockerfile.server").read_text()
+    assert "torch==2.13.0" in srv and "download.pytorch.org/whl/cpu" in srv
+    assert 'ENTRYPOINT ["perfmoco", "serve", "--host", "0.0.0.0"]' in srv

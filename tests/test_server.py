@@ -313,3 +313,13 @@ def test_serve_binds_loopback_and_stops_on_ctrl_c(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_empty_connection_is_a_probe_not_an_error(study_msgs, caplog):
+    header, images = study_msgs
+    with running_server() as server:
+        with caplog.at_level("INFO", logger="perfmoco.server"):
+            socket.create_connection(server.address, timeout=10).close()
+            _still_serves(server, images, header)
+    assert "event=empty_connection" in caplog.text
+    assert "event=stream_error" not in caplog.text
