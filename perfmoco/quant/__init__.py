@@ -1,0 +1,321 @@
+"""Quantification: PD surface-coil correction, dual-sequence AIF, Fermi MBF maps, AHA segments.
+
+:func:`quantify_study` turns a motion-corrected :class:`~perfmoco.study.PerfusionStudy`
+into pixel-wise stress MBF maps (ml/min/g) and a 16-segment table;
+:func:`quantify_curves` fits curves already converted to [Gd] (research CLI).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import warnings
+
+import numpy as np
+
+from perfmoco.anatomy import find_blood_pools, rv_insertion_points, segment_myocardium
+from perfmoco.config import QuantConfig
+from perfmoco.quant.aif import AifResult, blood_pool_core, extract_aif
+from perfmoco.quant.fermi import FermiFit, fit_fermi, resample_uniform
+from perfmoco.quant.segments import aha_segments, display_angle, segment_table, slice_levels
+from perfmoco.quant.signal import baseline_m0, bolus_arrival_index, m0_map, signal_to_gd
+from perfmoco.study import PerfusionStudy, StudyError
+
+__all__ = [
+    "AifResult",
+    "FermiFit",
+    "QuantResult",
+    "fit_fermi",
+    "quantify_curves",
+    "quantify_study",
+]
+
+log = logging.getLogger(__name__)
+
+#: Display angle of the anterior RV insertion assumed when no slice shows the RV.
+DEFAULT_ANTERIOR_DEG = 120.0
+
+
+@dataclasses.dataclass
+class QuantResult:
+    """MBF maps and segment table of one study; dicts are keyed by high-res ``slice_index``.
+
+    Attributes
+    ----------
+    mbf_maps : dict of int to ndarray, shape (Y, X), float32, ml/min/g
+        Pixel MBF, 0 outside the myocardium.
+    fit_quality : dict of int to ndarray, shape (Y, X), float32
+        Fit r2 per pixel (0 outside the myocardium).
+    flagged : dict of int to ndarray, shape (Y, X), bool
+        Myocardial pixels whose MBF is unreliable (poor fit, fit at a bound,
+        MBF above ``max_mbf``, saturated signal); left out of the segment table.
+    myocardium : dict of int to ndarray, shape (Y, X), bool
+    aha : dict of int to ndarray, shape (Y, X), int16
+        AHA segment 1-16, 0 outside the myocardium.
+    rv_insertion : dict of int to ndarray, shape (2, 2), float64
+        ``[[y_ant, x_ant], [y_inf, x_inf]]`` pixels (NaN where inferred).
+    segments : list of dict
+        Rows of :func:`perfmoco.quant.segments.segment_table` (``slice``,
+        ``segment``, ``territory``, ``mean``, ``median``, ``sd``, ``n``, ...).
+    aif_gd : ndarray, shape (T,), float64, mmol/l
+        AIF on the uniform fitting grid.
+    aif_times_s : ndarray, shape (T,), float64, s
+        The fitting grid (acquisition clock).
+    warnings : list of str
+    """
+
+    mbf_maps: dict[int, np.ndarray]
+    fit_quality: dict[int, np.ndarray]
+    flagged: dict[int, np.ndarray]
+    myocardium: dict[int, np.ndarray]
+    aha: dict[int, np.ndarray]
+    rv_insertion: dict[int, np.ndarray]
+    segments: list[dict]
+    aif_gd: np.ndarray
+    aif_times_s: np.ndarray
+    warnings: list[str]
+
+    def summary_text(self) -> str:
+        """Human-readable summary: AIF, per-slice medians, segment table, warnings."""
+        lines = [f"AIF peak {float(np.max(self.aif_gd)):.2f} mmol/l, "
+                 f"{self.aif_gd.size} samples every "
+                 f"{float(np.median(np.diff(self.aif_times_s))):.3f} s"]
+        for sl in sorted(self.mbf_maps):
+            myo = self.myocardium[sl]
+            good = myo & ~self.flagged[sl]
+            med = float(np.median(self.mbf_maps[sl][good])) if good.any() else float("nan")
+            lines.append(f"slice {sl}: median MBF {med:.2f} ml/min/g over {int(good.sum())} "
+                         f"pixels ({int((myo & self.flagged[sl]).sum())} flagged)")
+        lines.append("slice segment territory   mean median    sd     n")
+        for r in self.segments:
+            lines.append(f"{r['slice']:5d} {r['segment']:7d} {r['territory']:>9s} "
+                         f"{r['mean']:6.2f} {r['median']:6.2f} {r['sd']:5.2f} {r['n']:5d}")
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def _warn(msgs: list[str], text: str) -> None:
+    msgs.append(text)
+    warnings.warn(text, stacklevel=3)
+    log.warning(text)
+
+
+def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=None,
+                    density: float = 1.05) -> np.ndarray:
+    """Pixel-wise Fermi MBF from [Gd] curves on a uniform grid (research use).
+
+    Parameters
+    ----------
+    tissue_gd : ndarray, shape (T, Y, X), float, mmol/l
+        Tissue [Gd] per pixel.
+    aif_gd : ndarray, shape (T,), float, mmol/l
+        Blood [Gd] of the AIF on the same grid.
+    dt_s : float, keyword-only
+        Grid step, s.
+    mask : ndarray, shape (Y, X), bool, keyword-only, optional
+        Pixels to fit; default all.
+    hematocrit : float, keyword-only, optional
+        If given, the AIF is divided by ``1 - hematocrit`` (blood to plasma
+        [Gd]) before fitting.
+    density : float, keyword-only
+        Tissue density, g/ml.
+
+    Returns
+    -------
+    ndarray, shape (Y, X), float32, ml/min/g
+        0 outside ``mask``; NaN where the fit failed (r2 < 0.5 or at a bound).
+
+    Raises
+    ------
+    ValueError
+        For wrong shapes, NaN/Inf, a bad ``dt_s`` or ``hematocrit``.
+    """
+    tis = np.asarray(tissue_gd, np.float64)
+    aif = np.asarray(aif_gd, np.float64)
+    if tis.ndim != 3:
+        raise ValueError(f"tissue_gd must be (T, Y, X), got shape {tis.shape}")
+    if aif.shape != (tis.shape[0],):
+        raise ValueError(f"aif_gd must be ({tis.shape[0]},) to match tissue_gd, got {aif.shape}")
+    if not (np.isfinite(tis).all() and np.isfinite(aif).all()):
+        raise ValueError("tissue_gd and aif_gd must not contain NaN or Inf")
+    m = np.ones(tis.shape[1:], bool) if mask is None else np.asarray(mask, bool)
+    if m.shape != tis.shape[1:]:
+        raise ValueError(f"mask must be {tis.shape[1:]}, got {m.shape}")
+    if hematocrit is not None:
+        if not 0.0 <= float(hematocrit) < 0.9:
+            raise ValueError(f"hematocrit must be in [0, 0.9), got {hematocrit}")
+        aif = aif / (1.0 - float(hematocrit))
+    if float(aif.max()) <= 0:
+        raise ValueError("aif_gd has no positive values (flat AIF)")
+    out = np.zeros(m.shape, np.float32)
+    if m.any():
+        fit = fit_fermi(tis[:, m].T, aif, dt_s=dt_s, density=density)
+        out[m] = np.where(fit.ok, fit.mbf, np.nan)
+    return out
+
+
+@dataclasses.dataclass
+class _SliceWork:
+    index: int
+    myo: np.ndarray
+    centre: tuple[float, float]
+    insertion: np.ndarray | None
+    lv_core: np.ndarray
+    peak_lv: int
+
+
+def _frame_mask(bad, times_src, grid):
+    """Grid samples whose nearest source frame is not QC-flagged."""
+    if bad is None:
+        return np.ones(grid.size, bool)
+    idx = np.clip(np.searchsorted(times_src, grid), 1, times_src.size - 1)
+    near = np.where(grid - times_src[idx - 1] < times_src[idx] - grid, idx - 1, idx)
+    return ~np.asarray(bad, bool)[near]
+
+
+def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
+                   qc: dict[int, np.ndarray] | None = None) -> QuantResult:
+    """MBF maps and AHA segment table of a motion-corrected study.
+
+    Parameters
+    ----------
+    study : PerfusionStudy
+        Motion-corrected study (PD frames corrected too).
+    config : QuantConfig, keyword-only
+        Signal model and quantification settings.
+    qc : dict of int to ndarray, shape (T,), bool, keyword-only, optional
+        Per ``slice_index``, True for frames flagged by motion QC; they are
+        left out of the fits when ``config.exclude_qc_frames``.
+
+    Returns
+    -------
+    QuantResult
+
+    Raises
+    ------
+    perfmoco.study.StudyError
+        Invalid study, no usable AIF (flat, no LV blood pool) or no slice
+        with a myocardium.  Problems that still allow maps (missing AIF
+        slice, missing PD frames, flagged pixels) are warnings instead.
+    """
+    study.validate()
+    msgs: list[str] = []
+    qc = dict(qc or {}) if config.exclude_qc_frames else {}
+    highres = study.highres
+    src = study.aif
+    if src is None:
+        _warn(msgs, "the study has no low-resolution AIF slice; using the LV blood pool of "
+                    f"{highres[0].name} instead (flagged: MBF overestimated)")
+        src = highres[0]
+    aif = extract_aif(src, config=config, qc=qc.get(src.slice_index))
+    for w in aif.warnings:
+        msgs.append(w)
+    dt = float(np.median(np.diff(aif.times_s)))
+    t0 = max([aif.times_s[0]] + [s.times_s[0] for s in highres])
+    t1 = min([aif.times_s[-1]] + [s.times_s[-1] for s in highres])
+    n = int(np.floor((t1 - t0) / dt + 1e-9)) + 1
+    if n < 10:
+        raise StudyError(f"the slices share only {n} time points on a {dt:.2f} s grid")
+    grid, aif_u = resample_uniform(aif.times_s, aif.gd, dt_s=dt, t0_s=t0, n=n)
+    aif_ok = _frame_mask(qc.get(src.slice_index), aif.times_s, grid)
+    levels = slice_levels(len(highres))
+    # 1. anatomy per slice
+    work: dict[int, _SliceWork] = {}
+    for s in highres:
+        try:
+            pools = find_blood_pools(s.images, times_s=s.times_s, spacing_mm=s.pixel_spacing_mm)
+            myo = segment_myocardium(s.images, pools, spacing_mm=s.pixel_spacing_mm)
+        except StudyError as exc:
+            _warn(msgs, f"{s.name}: {exc}; no MBF map for this slice")
+            continue
+        try:
+            ins = rv_insertion_points(myo, pools.rv_mask, pools.lv_centre)
+        except StudyError:
+            ins = None
+        work[s.slice_index] = _SliceWork(s.slice_index, myo, pools.lv_centre, ins,
+                                         blood_pool_core(s.images, pools.lv_mask,
+                                                         pools.peak_lv_index),
+                                         pools.peak_lv_index)
+    if not work:
+        raise StudyError("no high-resolution slice with a detectable LV and myocardium")
+    # 2. AHA labels; slices without an RV take the anterior angle of the nearest slice
+    angles = {k: display_angle(w.insertion[0], w.centre) for k, w in work.items()
+              if w.insertion is not None}
+    aha_maps, ins_out = {}, {}
+    for lvl, s in zip(levels, highres):
+        w = work.get(s.slice_index)
+        if w is None:
+            continue
+        if w.insertion is not None:
+            ins_arg, ins_out[s.slice_index] = w.insertion, w.insertion
+        else:
+            near = min(angles, key=lambda k: abs(k - s.slice_index)) if angles else None
+            ins_arg = angles[near] if near is not None else DEFAULT_ANTERIOR_DEG
+            ins_out[s.slice_index] = np.full((2, 2), np.nan)
+            _warn(msgs, f"{s.name}: no RV insertion found; anterior insertion at "
+                        f"{ins_arg:.0f} deg (display angle) assumed for the AHA segments")
+        aha_maps[s.slice_index] = aha_segments(w.myo, w.centre, ins_arg, level=lvl)
+    # 3. signal -> [Gd] -> uniform grid, every myocardial pixel of every slice
+    curves, masks, owners, sat_all = [], [], [], {}
+    for s in highres:
+        w = work.get(s.slice_index)
+        if w is None:
+            continue
+        im = np.asarray(s.images, np.float64)
+        ts = s.saturation_time_s or config.saturation_time_highres_s
+        n_base = config.baseline_frames or bolus_arrival_index(im[:, w.lv_core].mean(axis=1))
+        n_base = int(min(n_base, im.shape[0] - 3))
+        if s.pd_images.shape[0] > 0:
+            sp = float(np.mean(s.pixel_spacing_mm))
+            m0 = m0_map(s.pd_images, mask=w.myo, sigma_px=config.pd_smooth_mm / sp,
+                        pd_scale=config.pd_scale)[w.myo]
+        else:
+            _warn(msgs, f"{s.name}: no PD frames; M0 from the baseline and the native "
+                        f"myocardial T1 ({config.t1_myocardium_s} s): MBF may be biased")
+            m0 = baseline_m0(im[:n_base, w.myo].mean(axis=0), ts_s=ts,
+                             t1_s=config.t1_myocardium_s)
+        gd, sat = signal_to_gd(im[:, w.myo], m0=m0, ts_s=ts, relaxivity=config.relaxivity,
+                               baseline=n_base)
+        sat_all[s.slice_index] = sat
+        _, gd_u = resample_uniform(s.times_s, gd.T, dt_s=dt, t0_s=t0, n=n)
+        fm = aif_ok & _frame_mask(qc.get(s.slice_index), s.times_s, grid)
+        if fm.sum() < 10:
+            raise StudyError(f"{s.name}: only {int(fm.sum())} frames left after motion QC")
+        aha = aha_maps[s.slice_index][w.myo]
+        seg_ids = np.unique(aha)
+        seg_curves = np.stack([gd_u[aha == g].mean(axis=0) for g in seg_ids])
+        curves += [gd_u, seg_curves]
+        masks += [np.broadcast_to(fm, gd_u.shape), np.broadcast_to(fm, seg_curves.shape)]
+        owners += [(s.slice_index, None), (s.slice_index, seg_ids)]
+    allc = np.concatenate(curves)
+    allm = np.concatenate(masks)
+    fm_arg = allm[0] if (allm == allm[0]).all() else allm
+    fit = fit_fermi(allc, aif_u, dt_s=dt, frame_mask=fm_arg, density=config.tissue_density,
+                    r2_min=config.r2_min)
+    # 4. maps, flags and the segment table
+    mbf_maps, quality, flagged, seg_fit, pos = {}, {}, {}, {}, 0
+    for (sl, seg_ids), cur in zip(owners, curves):
+        part = slice(pos, pos + cur.shape[0])
+        pos += cur.shape[0]
+        if seg_ids is not None:
+            seg_fit.update({(sl, int(g)): float(v) for g, v in zip(seg_ids, fit.mbf[part])})
+            continue
+        myo = work[sl].myo
+        mbf, r2 = fit.mbf[part], fit.r2[part]
+        bad = ~fit.ok[part] | ~np.isfinite(mbf) | (mbf > config.max_mbf) | sat_all[sl]
+        mbf_maps[sl] = np.zeros(myo.shape, np.float32)
+        mbf_maps[sl][myo] = np.nan_to_num(np.clip(mbf, 0.0, None))
+        quality[sl] = np.zeros(myo.shape, np.float32)
+        quality[sl][myo] = r2
+        flagged[sl] = np.zeros(myo.shape, bool)
+        flagged[sl][myo] = bad
+        if bad.mean() > 0.2:
+            _warn(msgs, f"slice {sl}: {100 * bad.mean():.0f}% of myocardial pixels flagged "
+                        "(poor fit, unphysical MBF or saturated signal)")
+    rows = segment_table(mbf_maps, aha_maps,
+                         valid={k: ~v for k, v in flagged.items()}, fit_mbf=seg_fit)
+    return QuantResult(
+        mbf_maps=mbf_maps, fit_quality=quality, flagged=flagged,
+        myocardium={k: w.myo for k, w in work.items()}, aha=aha_maps, rv_insertion=ins_out,
+        segments=rows, aif_gd=aif_u, aif_times_s=grid, warnings=msgs,
+    )

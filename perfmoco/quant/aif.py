@@ -1,0 +1,184 @@
+"""Arterial input function from the low-resolution, short-TS AIF slice.
+
+The LV blood pool is found automatically (:func:`perfmoco.anatomy.find_blood_pools`)
+on the (motion-corrected) AIF slice; its core is averaged per frame and
+converted to [Gd] with the PD-based saturation-recovery inversion of
+:mod:`perfmoco.quant.signal`.  Optional corrections: T2* signal loss at high
+[Gd] (``S = S_T1 * exp(-TE r2* [Gd])``, solved by fixed-point iteration) and
+haematocrit (blood to plasma [Gd]: divide by ``1 - Hct``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import warnings
+
+import numpy as np
+from scipy import ndimage
+
+from perfmoco.anatomy import find_blood_pools
+from perfmoco.config import QuantConfig
+from perfmoco.quant.signal import baseline_m0, bolus_arrival_index, signal_to_gd
+from perfmoco.study import SliceRole, SliceSeries, StudyError
+
+__all__ = ["AifResult", "blood_pool_core", "extract_aif", "t2star_correct"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class AifResult:
+    """Arterial input function of one study.
+
+    Attributes
+    ----------
+    gd : ndarray, shape (T,), float64, mmol/l
+        Blood [Gd] (plasma [Gd] with the haematocrit correction).
+    times_s : ndarray, shape (T,), float64, s
+        Acquisition times of the AIF slice's dynamics.
+    arrival_index : int
+        First dynamic of the bolus (= number of baseline frames used).
+    peak_index : int
+        Dynamic of the AIF peak.
+    mask : ndarray, shape (Y, X), bool
+        Pixels averaged (core of the LV blood pool at peak).
+    slice_index : int
+        ``slice_index`` of the series the AIF came from.
+    warnings : list of str
+        Problems worth showing to a user (also issued as warnings).
+    """
+
+    gd: np.ndarray
+    times_s: np.ndarray
+    arrival_index: int
+    peak_index: int
+    mask: np.ndarray
+    slice_index: int
+    warnings: list[str]
+
+    @property
+    def arrival_s(self) -> float:
+        """Bolus arrival time, s (same clock as ``times_s``)."""
+        return float(self.times_s[self.arrival_index])
+
+
+def blood_pool_core(images, lv_mask, peak_index: int) -> np.ndarray:
+    """Core of a blood-pool mask: eroded by one pixel and brighter pixels at peak.
+
+    Parameters
+    ----------
+    images : ndarray, shape (T, Y, X)
+    lv_mask : ndarray, shape (Y, X), bool
+    peak_index : int
+        Peak-enhancement dynamic.
+
+    Returns
+    -------
+    ndarray, shape (Y, X), bool
+        At least 4 pixels when the mask has them (else the mask itself).
+    """
+    mask = np.asarray(lv_mask, bool)
+    core = ndimage.binary_erosion(mask)
+    if core.sum() < 4:
+        core = mask
+    vals = np.asarray(images)[peak_index][core]
+    if vals.size >= 8:  # drop papillary muscles and partial-volume edges
+        core = core & (np.asarray(images)[peak_index] >= np.percentile(vals, 25))
+    return core
+
+
+def t2star_correct(gd, signal, *, m0, ts_s, relaxivity, te_s, r2star, baseline, n_iter=8):
+    """Fixed-point T2* correction of a blood [Gd] curve.
+
+    ``S = M0 (1 - exp(-TS R1)) exp(-TE r2* [Gd])``: the measured signal is
+    divided by the T2* decay of the current [Gd] estimate and inverted again.
+
+    Returns
+    -------
+    ndarray, shape like ``gd``, mmol/l
+    """
+    out = np.asarray(gd, np.float64)
+    s = np.asarray(signal, np.float64)
+    for _ in range(n_iter):
+        decay = np.exp(-te_s * r2star * np.clip(out, 0.0, None))
+        out, _ = signal_to_gd(s / decay, m0=m0, ts_s=ts_s, relaxivity=relaxivity,
+                              baseline=baseline)
+    return out
+
+
+def _warn(msgs: list[str], text: str) -> None:
+    msgs.append(text)
+    warnings.warn(text, stacklevel=3)
+    log.warning(text)
+
+
+def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None) -> AifResult:
+    """Automatic AIF in mmol/l from one (motion-corrected) slice series.
+
+    Parameters
+    ----------
+    series : SliceSeries
+        The low-resolution AIF slice (or, as a flagged fallback, a
+        high-resolution slice: its long TS saturates the blood signal).
+    config : QuantConfig, keyword-only
+        Signal model constants and the AIF options.
+    qc : ndarray, shape (T,), bool, keyword-only, optional
+        True for frames flagged by motion QC; they are replaced by linear
+        interpolation from their neighbours.
+
+    Returns
+    -------
+    AifResult
+
+    Raises
+    ------
+    perfmoco.study.StudyError
+        No LV blood pool, or a flat AIF (peak below ``config.min_aif_peak_gd``).
+    """
+    msgs: list[str] = []
+    im = np.asarray(series.images, np.float64)
+    pools = find_blood_pools(im, times_s=series.times_s, spacing_mm=series.pixel_spacing_mm)
+    core = blood_pool_core(im, pools.lv_mask, pools.peak_lv_index)
+    sig = im[:, core].mean(axis=1)
+    if qc is not None:
+        bad = np.asarray(qc, bool)
+        if bad.shape == sig.shape and bad.any() and (~bad).sum() >= 5:
+            idx = np.arange(sig.size)
+            sig = np.interp(idx, idx[~bad], sig[~bad])
+    is_aif = series.role is SliceRole.AIF
+    ts = series.saturation_time_s or (
+        config.saturation_time_aif_s if is_aif else config.saturation_time_highres_s)
+    n_base = config.baseline_frames or bolus_arrival_index(sig)
+    n_base = int(min(n_base, sig.size - 3))
+    if series.pd_images.shape[0] > 0:
+        m0 = float(np.asarray(series.pd_images, np.float64)[:, core].mean()) * config.pd_scale
+    else:
+        m0 = float(baseline_m0(sig[:n_base].mean(), ts_s=ts, t1_s=config.t1_blood_s))
+        _warn(msgs, f"{series.name}: no PD frames; AIF M0 from the baseline and the native "
+                    f"blood T1 ({config.t1_blood_s} s): [Gd] may be biased")
+    gd, saturated = signal_to_gd(sig, m0=m0, ts_s=ts, relaxivity=config.relaxivity,
+                                 baseline=n_base)
+    if config.t2star_correction:
+        gd = t2star_correct(gd, sig, m0=m0, ts_s=ts, relaxivity=config.relaxivity,
+                            te_s=config.te_aif_s, r2star=config.r2star_blood, baseline=n_base)
+    if saturated:
+        _warn(msgs, f"{series.name}: AIF signal reaches M0 (S/M0 >= 1); the peak is clipped "
+                    "and MBF will be overestimated (check pd_scale / the PD frames)")
+    if config.hematocrit_correction:
+        if not 0.0 <= config.hematocrit < 0.9:
+            raise StudyError(f"hematocrit must be in [0, 0.9), got {config.hematocrit}")
+        gd = gd / (1.0 - config.hematocrit)
+    peak = int(np.argmax(gd))
+    base_sd = float(np.std(gd[:n_base])) if n_base > 1 else 0.0
+    if gd[peak] < config.min_aif_peak_gd or gd[peak] < 5.0 * base_sd:
+        raise StudyError(
+            f"{series.name}: flat AIF (peak {gd[peak]:.2f} mmol/l, baseline SD {base_sd:.2f}; "
+            f"need >= {config.min_aif_peak_gd} mmol/l): no contrast bolus in the LV blood pool?"
+        )
+    if not is_aif:
+        _warn(msgs, f"AIF taken from {series.name} (no low-resolution AIF slice): the blood "
+                    "signal saturates at this TS, so MBF is overestimated")
+    return AifResult(gd=gd, times_s=np.asarray(series.times_s, np.float64),
+                     arrival_index=int(n_base), peak_index=peak, mask=core,
+                     slice_index=series.slice_index, warnings=msgs)

@@ -1,0 +1,160 @@
+"""AHA 16-segment model, coronary territories and the segment MBF table.
+
+Angular convention (shared with :mod:`perfmoco.phantom` and
+:func:`perfmoco.anatomy.rv_insertion_points`): the *display angle* of a
+pixel ``(y, x)`` around the LV centre ``(cy, cx)`` is
+``theta = atan2(-(y - cy), x - cx)`` in degrees, i.e. counter-clockwise as
+the image is shown with row 0 at the top.  Segments start at the anterior
+RV insertion point and go counter-clockwise (through the septum to the
+inferior insertion):
+
+* basal: 2, 3, 4, 5, 6, 1 (six 60-degree segments), mid: the same + 6;
+* apical: 14, 15, 16, 13 (four 90-degree segments).
+
+Slice levels come from the slice order (most basal first): 3 slices are
+basal, mid, apical.  Coronary territories follow the standard AHA
+assignment: LAD 1, 2, 7, 8, 13, 14 (17); RCA 3, 4, 9, 10, 15; LCX 5, 6,
+11, 12, 16.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "LEVELS",
+    "TERRITORIES",
+    "aha_segments",
+    "display_angle",
+    "segment_table",
+    "slice_levels",
+    "territory_of",
+]
+
+LEVELS = ("basal", "mid", "apical")
+
+#: AHA segments of each coronary territory (apex 17 is not imaged).
+TERRITORIES: dict[str, tuple[int, ...]] = {
+    "LAD": (1, 2, 7, 8, 13, 14, 17),
+    "RCA": (3, 4, 9, 10, 15),
+    "LCX": (5, 6, 11, 12, 16),
+}
+
+_ORDER = {
+    "basal": np.array([2, 3, 4, 5, 6, 1]),
+    "mid": np.array([8, 9, 10, 11, 12, 7]),
+    "apical": np.array([14, 15, 16, 13]),
+}
+
+
+def territory_of(segment: int) -> str:
+    """Coronary territory (``"LAD"``, ``"RCA"``, ``"LCX"``) of an AHA segment 1-17."""
+    for name, segs in TERRITORIES.items():
+        if int(segment) in segs:
+            return name
+    raise ValueError(f"segment must be 1..17, got {segment!r}")
+
+
+def slice_levels(n_slices: int) -> list[str]:
+    """Level of each slice from the slice order (index 0 = most basal).
+
+    1 slice: mid; 2: basal, mid; 3: basal, mid, apical; more: split into
+    thirds.
+    """
+    if n_slices < 1:
+        raise ValueError(f"n_slices must be >= 1, got {n_slices}")
+    if n_slices <= 3:
+        return [["mid"], ["basal", "mid"], list(LEVELS)][n_slices - 1]
+    return [LEVELS[min(2, (3 * i) // n_slices)] for i in range(n_slices)]
+
+
+def display_angle(points, centre) -> np.ndarray:
+    """Display angle (degrees, 0..360) of points ``(..., 2)`` ``(y, x)`` around ``centre``."""
+    p = np.asarray(points, np.float64)
+    return np.mod(np.degrees(np.arctan2(-(p[..., 0] - centre[0]), p[..., 1] - centre[1])), 360.0)
+
+
+def aha_segments(myo_mask, lv_centre, insertion, *, level: str) -> np.ndarray:
+    """AHA segment label of every myocardial pixel of one slice.
+
+    Parameters
+    ----------
+    myo_mask : ndarray, shape (Y, X), bool
+        LV myocardium.
+    lv_centre : tuple of 2 float
+        ``(y, x)`` pixels.
+    insertion : ndarray, shape (2, 2) or float
+        ``[[y_ant, x_ant], [y_inf, x_inf]]`` RV insertion points (pixels), or
+        the display angle of the anterior insertion in degrees.  With both
+        points, a mirrored image (inferior insertion clockwise of the
+        anterior one) is detected and the direction reversed.
+    level : {"basal", "mid", "apical"}, keyword-only
+
+    Returns
+    -------
+    ndarray, shape (Y, X), int16
+        0 outside the myocardium, else the AHA segment 1-16.
+    """
+    if level not in _ORDER:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+    myo = np.asarray(myo_mask, bool)
+    if myo.ndim != 2:
+        raise ValueError(f"myo_mask must be 2-D, got shape {myo.shape}")
+    direction = 1.0
+    if np.ndim(insertion) == 0:
+        ant = float(insertion)
+    else:
+        pts = np.asarray(insertion, np.float64)
+        if pts.shape != (2, 2):
+            raise ValueError(f"insertion must be (2, 2) points or an angle, got {pts.shape}")
+        ant, inf = display_angle(pts, lv_centre)
+        if (inf - ant) % 360.0 > 180.0:  # septum runs clockwise: mirrored display
+            direction = -1.0
+    yy, xx = np.mgrid[0 : myo.shape[0], 0 : myo.shape[1]]
+    theta = display_angle(np.stack([yy, xx], axis=-1), lv_centre)
+    rel = (direction * (theta - ant)) % 360.0
+    order = _ORDER[level]
+    width = 360.0 / order.size
+    seg = order[np.minimum((rel // width).astype(int), order.size - 1)]
+    return np.where(myo, seg, 0).astype(np.int16)
+
+
+def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None) -> list[dict]:
+    """Per-segment MBF statistics.
+
+    Parameters
+    ----------
+    mbf_maps : dict of int to ndarray, shape (Y, X), ml/min/g
+        Pixel MBF per slice (keyed by ``slice_index``).
+    aha_maps : dict of int to ndarray, shape (Y, X), int
+        AHA labels per slice (0 = not myocardium).
+    valid : dict of int to ndarray, shape (Y, X), bool, keyword-only, optional
+        Pixels to include (e.g. good fits); default all labelled pixels.
+    fit_mbf : dict of (int, int) to float, keyword-only, optional
+        MBF of a fit to the segment's mean curve, keyed ``(slice, segment)``.
+
+    Returns
+    -------
+    list of dict
+        One row per (slice, segment) with keys ``slice``, ``segment``,
+        ``territory``, ``mean``, ``median``, ``sd`` (ml/min/g), ``n`` (pixels
+        used), ``n_flagged`` and ``fit`` (segment-curve MBF or NaN).
+    """
+    rows = []
+    for sl in sorted(aha_maps):
+        aha = np.asarray(aha_maps[sl])
+        mbf = np.asarray(mbf_maps[sl], np.float64)
+        ok = np.ones(aha.shape, bool) if valid is None else np.asarray(valid[sl], bool)
+        for seg in np.unique(aha[aha > 0]):
+            sel = aha == seg
+            vals = mbf[sel & ok & np.isfinite(mbf)]
+            n = int(vals.size)
+            rows.append(dict(
+                slice=int(sl), segment=int(seg), territory=territory_of(int(seg)),
+                mean=float(vals.mean()) if n else float("nan"),
+                median=float(np.median(vals)) if n else float("nan"),
+                sd=float(vals.std(ddof=1)) if n > 1 else float("nan"),
+                n=n, n_flagged=int(sel.sum()) - n,
+                fit=float(fit_mbf.get((int(sl), int(seg)), np.nan)) if fit_mbf else float("nan"),
+            ))
+    return rows

@@ -1,0 +1,171 @@
+"""Signal to [Gd]: PD surface-coil correction and saturation-recovery inversion.
+
+The dynamics follow ``S = M0 (1 - eta exp(-TS R1))`` with
+``R1 = 1/T1 + r [Gd]`` (:mod:`perfmoco.quant.model`).  ``M0`` comes from the
+proton-density (PD) frames, which carry the same surface-coil shading as
+the dynamics, so the coil correction and the signal model are one step:
+``R1 = -ln(1 - S / M0) / TS``.  An imperfect saturation (``eta < 1``) only
+adds the constant ``ln(1/eta) / TS`` to ``R1``, which cancels exactly when the
+pre-contrast baseline ``R1`` is subtracted:
+``[Gd](t) = (R1(t) - mean R1(baseline)) / r``.  The native T1 is therefore
+needed only without PD frames (:func:`baseline_m0`).
+
+PD frames of a different readout (e.g. a lower flip angle) are proportional
+to ``M0``: ``M0 = pd_scale * PD``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy import ndimage
+
+from perfmoco.quant.model import signal_to_r1
+
+__all__ = [
+    "baseline_m0",
+    "bolus_arrival_index",
+    "m0_map",
+    "signal_to_gd",
+]
+
+log = logging.getLogger(__name__)
+
+
+def m0_map(pd_images, *, mask=None, sigma_px: float = 1.0, pd_scale: float = 1.0) -> np.ndarray:
+    """Per-pixel ``M0`` from the PD frames, smoothed without mixing tissues.
+
+    Parameters
+    ----------
+    pd_images : ndarray, shape (P, Y, X), float
+        PD frames (``P >= 1``), motion-corrected like the dynamics.
+    mask : ndarray, shape (Y, X), bool, keyword-only, optional
+        Smooth only within this region (normalised convolution), e.g. the
+        myocardium, so that blood or lung do not leak into the tissue ``M0``;
+        pixels outside keep their unsmoothed value.
+    sigma_px : float, keyword-only
+        Gaussian SD of the smoothing, pixels (0 = none).
+    pd_scale : float, keyword-only
+        ``M0 / PD`` ratio of the two readouts (1 when they share flip angle
+        and timing).
+
+    Returns
+    -------
+    ndarray, shape (Y, X), float64
+        ``M0`` in the intensity units of the dynamics.
+    """
+    pd = np.asarray(pd_images, dtype=np.float64)
+    if pd.ndim != 3 or pd.shape[0] < 1:
+        raise ValueError(f"pd_images must be (P, Y, X) with P >= 1, got shape {pd.shape}")
+    if not (np.isfinite(pd_scale) and pd_scale > 0):
+        raise ValueError(f"pd_scale must be positive, got {pd_scale!r}")
+    m0 = (np.median(pd, axis=0) if pd.shape[0] >= 3 else pd.mean(axis=0)) * pd_scale
+    if sigma_px <= 0:
+        return m0
+    if mask is None:
+        return ndimage.gaussian_filter(m0, sigma_px)
+    mk = np.asarray(mask, dtype=bool)
+    if mk.shape != m0.shape:
+        raise ValueError(f"mask {mk.shape} must match the PD frames {m0.shape}")
+    num = ndimage.gaussian_filter(np.where(mk, m0, 0.0), sigma_px)
+    den = ndimage.gaussian_filter(mk.astype(np.float64), sigma_px)
+    return np.where(mk & (den > 1e-6), num / np.maximum(den, 1e-6), m0)
+
+
+def baseline_m0(baseline_signal, *, ts_s: float, t1_s: float) -> np.ndarray:
+    """``M0`` without PD frames: ``S0 / (1 - exp(-TS / T1))`` (ideal saturation).
+
+    Parameters
+    ----------
+    baseline_signal : ndarray, any shape
+        Mean pre-contrast signal.
+    ts_s, t1_s : float, keyword-only
+        Saturation time and native T1, s.
+
+    Returns
+    -------
+    ndarray, same shape, float64
+        Approximate ``M0``; biased when saturation is imperfect.
+    """
+    return np.asarray(baseline_signal, np.float64) / (1.0 - np.exp(-ts_s / t1_s))
+
+
+def bolus_arrival_index(curve, *, min_baseline: int = 2) -> int:
+    """First dynamic of the bolus in a blood signal or [Gd] curve.
+
+    The baseline level and noise come from the frames before the steepest
+    rise; arrival is the last frame before the curve leaves the baseline by
+    more than ``max(4 SD, 5 % of the peak enhancement)``.
+
+    Parameters
+    ----------
+    curve : ndarray, shape (T,)
+        Blood curve (any units).
+    min_baseline : int, keyword-only
+        Fewest baseline frames returned (the result is at least this).
+
+    Returns
+    -------
+    int
+        Number of pre-contrast frames (index of the first frame of the rise).
+    """
+    c = np.asarray(curve, dtype=np.float64)
+    if c.ndim != 1 or c.size < min_baseline + 3:
+        raise ValueError(f"curve must be (T,) with T >= {min_baseline + 3}, got {c.shape}")
+    peak = int(np.argmax(c))
+    if peak <= min_baseline:
+        return min_baseline
+    steep = int(np.argmax(np.diff(c[: peak + 1])))  # rise between steep and steep + 1
+    pre = c[: max(steep, min_baseline)]
+    level = float(np.median(pre))
+    sd = 1.4826 * float(np.median(np.abs(pre - level))) if pre.size > 2 else 0.0
+    thr = level + max(4.0 * sd, 0.05 * (c[peak] - level))
+    above = np.flatnonzero(c[: peak + 1] > thr)
+    first = int(above[0]) if above.size else peak
+    return int(np.clip(first, min_baseline, peak))
+
+
+def signal_to_gd(
+    images,
+    *,
+    m0,
+    ts_s: float,
+    relaxivity: float,
+    baseline: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Convert saturation-recovery signal to [Gd] with a pre-contrast baseline.
+
+    Parameters
+    ----------
+    images : ndarray, shape (T, ...), float
+        Dynamics (pixels or ROI means), in the units of ``m0``.
+    m0 : ndarray, shape (...) (broadcast against one frame), keyword-only
+        Equilibrium magnetisation, e.g. from :func:`m0_map`.
+    ts_s : float, keyword-only
+        Saturation time, s.
+    relaxivity : float, keyword-only
+        l/(mmol s).
+    baseline : int, keyword-only
+        Number of pre-contrast frames at the start (>= 1).
+
+    Returns
+    -------
+    gd : ndarray, shape (T, ...), float64, mmol/l
+    saturated : ndarray, shape (...), bool
+        True where ``S / M0`` reached 1 in some frame (the inversion was
+        clipped; the values there are unreliable).
+    """
+    s = np.asarray(images, dtype=np.float64)
+    m = np.asarray(m0, dtype=np.float64)
+    if s.ndim < 1 or s.shape[0] < 2:
+        raise ValueError(f"images must be (T, ...) with T >= 2, got shape {s.shape}")
+    if not 1 <= baseline < s.shape[0]:
+        raise ValueError(f"baseline must be 1..{s.shape[0] - 1} frames, got {baseline}")
+    if not (ts_s > 0 and relaxivity > 0):
+        raise ValueError(f"ts_s and relaxivity must be positive, got {ts_s}, {relaxivity}")
+    ratio = s / np.where(m > 0, m, np.nan)
+    saturated = ~np.all(np.isfinite(ratio) & (ratio < 0.999), axis=0)
+    r1 = signal_to_r1(s, ts_s=ts_s, m0=np.where(m > 0, m, 1e-12))
+    gd = (r1 - r1[:baseline].mean(axis=0)) / relaxivity
+    return gd, saturated
