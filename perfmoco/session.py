@@ -35,6 +35,7 @@ PIPELINES: dict[str, tuple[bool, bool]] = {
 }
 #: The only server.* setting a client may change (limits stay the operator's).
 _CLIENT_SERVER_KEYS = {"server.method"}
+_METHODS = {"dl", "iterative", "none"}
 
 
 class Outbox(Protocol):
@@ -245,12 +246,21 @@ class StudySession:
             flat, pipeline, ignored = _settings(text)
         except ValueError:
             self.log.info(kv("text_ignored", kind=what, chars=len(text)))
+            if what == "CONFIG_TEXT":
+                self.out.text(f"perfmoco WARNING: CONFIG_TEXT is neither a config name "
+                              f"({', '.join(PIPELINES)}) nor JSON settings; using "
+                              f"{self.pipeline!r}")
             return
         refused = sorted(
             k for k in flat if k.startswith("server.") and k not in _CLIENT_SERVER_KEYS
         )
         if refused:
             self.out.text(f"perfmoco WARNING: settings {refused} can only be set by the operator")
+        method = flat.get("server.method")
+        if method is not None and str(method) not in _METHODS:
+            self.out.text(f"perfmoco WARNING: server.method must be one of {sorted(_METHODS)}, "
+                          f"got {method!r}; keeping {self.config.server.method!r}")
+            refused.append("server.method")
         try:
             self.config = self.config.with_overrides(
                 {k: v for k, v in flat.items() if k not in refused})

@@ -191,10 +191,33 @@ def test_json_settings(study_msgs):
         res = stream_images(images[:4], header, host=LOOPBACK, port=port, config_name="passthrough",
                             settings={"server.max_study_bytes": 1 << 40, "mrd.min_dynamics": 5})
         assert any("only be set by the operator" in t for t in res.texts)
+        res = stream_images(images[:4], header, host=LOOPBACK, port=port, config_name="passthrough",
+                            settings={"server.method": "magic"})
+        assert any("server.method must be one of" in t for t in res.texts)
         # python-ismrmrd-server style {"parameters": {...}}; a config name selects a pipeline
         res = stream_images(images[:4], header, host=LOOPBACK, port=port, config_name="perfmoco",
                             settings={"version": "1", "parameters": {"config": "passthrough"}})
         assert len(res.images) == 4 and res.texts == []
+
+
+def test_config_text_names_or_settings(study_msgs):
+    import io
+
+    from perfmoco.io.stream import MessageWriter
+
+    header, images = study_msgs
+    with running_server() as server:
+        for text, expect_warning in (("passthrough", False), ("<gadgetron chain/>", True)):
+            buf = io.BytesIO()
+            w = MessageWriter(buf)
+            w.config_text(text)
+            w.header(header)
+            for img in images[:3]:
+                w.image(img)
+            w.close()
+            msgs, closed, _ = raw_session(server.address, buf.getvalue())
+            assert closed and len(images_of(msgs)) >= 3
+            assert any("CONFIG_TEXT" in t for t in texts_of(msgs)) == expect_warning
 
 
 def test_acquisitions_and_waveforms_pass_through(study_msgs):
