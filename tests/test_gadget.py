@@ -153,11 +153,18 @@ def test_expected_study_from_header(study_msgs):
     assert not ExpectedStudy(None).complete(groups)
 
 
-@pytest.mark.parametrize("mode", ["execute", "connect"])
-def test_gadget_processes_when_header_count_is_reached(study_msgs, tmp_path, mode):
+@pytest.fixture(scope="module")
+def expected_output(study_msgs):
     header, images = study_msgs
     config, pipeline = config_from_chain(ET.fromstring(CHAIN_CONFIG))
-    expected = run_study(images, header, config=config, pipeline=pipeline)
+    return run_study(images, header, config=config, pipeline=pipeline)
+
+
+@pytest.mark.parametrize("mode", ["execute", "connect"])
+def test_gadget_processes_when_header_count_is_reached(study_msgs, expected_output, tmp_path,
+                                                      mode):
+    header, images = study_msgs
+    expected = expected_output
     acq = ismrmrd.Acquisition.from_array(np.ones((2, 8), np.complex64))
     gt = FakeGadgetron(tmp_path, mode=mode)
     try:
