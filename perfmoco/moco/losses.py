@@ -41,6 +41,15 @@ def global_ncc_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return -ncc.mean()
 
 
+def _mi_pixels(shape, n: int, device):
+    """Take the same random ``n`` pixels of each (B, 1, H, W) -> (B, 1, n, 1)."""
+    total = shape[-1] * shape[-2]
+    if n <= 0 or n >= total:
+        return lambda x: x
+    idx = torch.randperm(total, device=device)[:n]
+    return lambda x: x.flatten(2)[:, :, idx, None]
+
+
 def stage_loss(
     stage: str,
     ddf: torch.Tensor,
@@ -51,6 +60,7 @@ def stage_loss(
     low_fixed: torch.Tensor | None = None,
     lncc_kernel: int = 19,
     bending_weight: float = 10.0,
+    mi_samples: int = 4096,
 ) -> torch.Tensor:
     """The paper's loss of one stage.
 
@@ -65,6 +75,8 @@ def stage_loss(
         LNCC window (``dense``), odd.
     bending_weight : float, keyword-only
         Weight of the bending energy against the -LNCC term (``dense``).
+    mi_samples : int, keyword-only
+        Random pixels per image for the MI terms (``affine1``); 0 = all.
 
     Returns
     -------
@@ -75,8 +87,13 @@ def stage_loss(
             raise ValueError("stage affine1 needs the RPCA low-rank frames")
         wl = _WARP(low_moving, ddf)
         wi = _WARP(moving, ddf)
+        # MI on a random subset of pixels (as elastix samples for MI): the
+        # Parzen-window histograms of MONAI's loss cost O(B * pixels * bins)
+        pick = _mi_pixels(wl.shape, mi_samples, moving.device)
         return (
-            0.5 * global_ncc_loss(low_fixed, wl) + 0.25 * _MI(wi, low_fixed) + 0.25 * _MI(wl, fixed)
+            0.5 * global_ncc_loss(low_fixed, wl)
+            + 0.25 * _MI(pick(wi), pick(low_fixed))
+            + 0.25 * _MI(pick(wl), pick(fixed))
         )
     if stage == "affine2":
         return global_ncc_loss(fixed, _WARP(moving, ddf))

@@ -161,9 +161,10 @@ def scale_to_unit(images: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
 def histogram_equalise(images: torch.Tensor, *, bins: int = 256) -> torch.Tensor:
     """Per-frame histogram equalisation of images in ``[0, 1]`` (vectorised).
 
-    Each frame's intensities are mapped through its own normalised cumulative
-    histogram (``bins`` bins on ``[0, 1]``, linear within a bin), as MONAI's
-    ``HistogramNormalize`` does for one image.
+    Each frame's intensities are mapped through its own cumulative histogram
+    (``bins`` bins on ``[0, 1]``, linear within a bin, i.e. the piecewise-
+    linear empirical CDF), as MONAI's ``HistogramNormalize`` does for one
+    image, so the output is close to uniform on ``[0, 1]``.
 
     Parameters
     ----------
@@ -176,13 +177,12 @@ def histogram_equalise(images: torch.Tensor, *, bins: int = 256) -> torch.Tensor
     """
     t = images.shape[0]
     x = images.reshape(t, -1).float().clamp(0.0, 1.0)
-    pos = x * (bins - 1)
-    idx = pos.floor().long().clamp_(0, bins - 2)
-    frac = pos - idx
+    pos = x * bins
+    idx = pos.floor().long().clamp_(0, bins - 1)
+    frac = (pos - idx).clamp_(0.0, 1.0)
     counts = torch.zeros(t, bins, dtype=torch.float32, device=x.device)
-    counts.scatter_add_(1, pos.round().long(), torch.ones_like(x))
-    cdf = counts.cumsum(1)
-    cdf = (cdf - cdf[:, :1]) / (cdf[:, -1:] - cdf[:, :1]).clamp_min(1.0)
-    lo = torch.gather(cdf, 1, idx)
-    hi = torch.gather(cdf, 1, idx + 1)
-    return (lo + frac * (hi - lo)).reshape(images.shape)
+    counts.scatter_add_(1, idx, torch.ones_like(x))
+    below = counts.cumsum(1) - counts  # pixels in lower bins
+    # piecewise-linear empirical CDF evaluated at each pixel's value
+    cdf = torch.gather(below, 1, idx) + frac * torch.gather(counts, 1, idx)
+    return (cdf / x.shape[1]).reshape(images.shape)

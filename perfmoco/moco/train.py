@@ -55,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "val_every": 500,
     "ckpt_every": 500,
+    "time_limit_min": 0.0,  # stop (validate + checkpoint) after this wall time; 0 = none
     "threads": 0,
     "spec": {},  # overrides of networks.default_spec(stage)
     "data": {
@@ -284,6 +285,7 @@ def train_main(
         }
 
     n_frames = pool["moving"].shape[0]
+    t_train = time.time()
     bar = tqdm(
         range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=stage, mininterval=5.0
     )
@@ -294,6 +296,9 @@ def train_main(
         loss.backward()
         opt.step()
         done = step + 1
+        over = cfg["time_limit_min"] and time.time() - t_train > 60.0 * cfg["time_limit_min"]
+        if over:
+            cfg["steps"] = done  # the last step: validate and checkpoint below
         if done % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if done % cfg["val_every"] == 0 or done == cfg["steps"]:
@@ -322,6 +327,9 @@ def train_main(
                 },
                 state_path,
             )
+        if over:
+            log.info("%s: time limit reached at step %d", stage, done)
+            break
     (out / f"{stage}_history.json").write_text(json.dumps(history, indent=1))
     if not (out / f"{stage}.pt").is_file():  # zero steps asked: keep the (identity) net
         networks.save(out / f"{stage}.pt", net, stage=stage, train_info=info(start, {}))
