@@ -158,9 +158,9 @@ def draw_anatomy(rng: np.random.Generator, n_slices: int = 3) -> list[SliceAnato
             thickness=thick,
             harm=harm,
             rv_dir=180.0 + psi + u(-5, 5),
-            rv_dist=r_endo + thick + u(4, 9) * (1 - 0.4 * frac),
-            rv_a=u(40, 50) * (1 - 0.35 * frac),
-            rv_b=u(15, 21) * (1 - 0.35 * frac),
+            rv_dist=(r_endo + thick) * u(0.88, 1.02),
+            rv_a=u(42, 50) * (1 - 0.3 * frac),
+            rv_b=u(23, 29) * (1 - 0.3 * frac),
             rv_wall=u(2.5, 4.0),
             papillary=np.column_stack(
                 [pap[:, 0] + psi + rng.normal(0, 5, 2), r_endo * u(0.55, 0.7, 2),

@@ -21,10 +21,11 @@ log = logging.getLogger(__name__)
 
 _LEVELS = ("basal", "mid", "apical")
 _MYO = LABELS["lv_myocardium"]
+_BLOOD = [LABELS[n] for n in ("lv_blood", "rv_blood", "aorta", "lung_vessel")]
 #: Largest number of dynamics accepted (memory guard).
 MAX_DYNAMICS = 400
 #: Point-spread function of the reconstruction (Gaussian SD, pixels).
-PSF_SIGMA_PX = 0.5
+PSF_SIGMA_PX = 0.7
 
 
 @dataclasses.dataclass
@@ -152,18 +153,20 @@ def generate_phantom(
     n_dyn = int(r_time.integers(60, 76)) if n_dynamics is None else int(n_dynamics)
     anats = anatomy.draw_anatomy(r_anat, 3)
     beats = kinetics.draw_beats(r_time, n_dyn)
-    peak_dyn = min(int(r_time.integers(19, 32)), max(int(0.45 * n_dyn), 3))  # 1-based
+    peak_dyn = int(np.clip(np.rint(r_time.normal(25.0, 5.5)), 16, 36))  # 1-based, real 19-33
+    peak_dyn = min(peak_dyn, max(int(0.45 * n_dyn), 3))
     lv_peak_s = float(beats.r_peaks_s[beats.n_pd + peak_dyn - 1] + beats.slice_offsets_s[1])
     t_end = float(beats.r_peaks_s[-1] + 1.5)
     blood = kinetics.blood_curves(r_kin, t_end_s=t_end, lv_peak_s=lv_peak_s)
-    fermi = dict(tau0_s=r_kin.uniform(3.0, 5.0), k_per_s=r_kin.uniform(0.8, 1.6),
+    fermi = dict(tau0_s=r_kin.uniform(4.0, 6.5), k_per_s=r_kin.uniform(0.6, 1.3),
                  delay_s=r_kin.uniform(0.2, 0.8))
-    healthy = float(r_kin.uniform(2.6, 3.3))
+    healthy = float(r_kin.uniform(2.8, 3.5))
     defects = kinetics.draw_defects(r_kin)
-    eta = float(r_sig.uniform(0.78, 0.86)) if saturation_efficiency is None \
+    eta = float(r_sig.uniform(0.78, 0.85)) if saturation_efficiency is None \
         else float(saturation_efficiency)
     eta_aif = 0.5 * (1.0 + eta)
     snr = float(r_sig.uniform(*vp.snr_myo_pre))
+    blood_pd = float(r_sig.uniform(0.92, 1.15))  # inflow / coil differences, blood vs tissue
     sigma = vp.intensity_scale * (1.0 - eta * np.exp(-vp.ts_highres_s / q.t1_myocardium_s)) / snr
     fov = (vp.matrix * vp.spacing_mm, vp.matrix * vp.spacing_mm)
     geoms, hf_dir = _geometry(r_geo, 3, vp.slice_thickness_mm, fov)
@@ -187,7 +190,7 @@ def generate_phantom(
             ts=vp.ts_aif_s if is_aif else vp.ts_highres_s, eta=eta_aif if is_aif else eta,
             scale=vp.intensity_scale, sigma=sigma * (0.6 if is_aif else 1.0),
             rng=np.random.default_rng(np.random.SeedSequence([int(seed), 7, slot])),
-            relaxivity=q.relaxivity,
+            relaxivity=q.relaxivity, blood_pd=blood_pd,
         )
         for key, val in sl["truth"].items():
             if is_aif and key in ("aha", "rv_insertion", "mbf", "tissue_gd"):
@@ -210,7 +213,8 @@ def generate_phantom(
         "fermi_tau0_s": np.array(fermi["tau0_s"]), "fermi_k_per_s": np.array(fermi["k_per_s"]),
         "fermi_delay_s": np.array(fermi["delay_s"]), "healthy_mbf": np.array(healthy),
         "saturation_efficiency": np.array(eta), "aif_saturation_efficiency": np.array(eta_aif),
-        "noise_sd": np.array(sigma), "aif_noise_sd": np.array(0.6 * sigma),
+        "blood_pd_factor": np.array(blood_pd), "noise_sd": np.array(sigma),
+        "aif_noise_sd": np.array(0.6 * sigma),
         "lv_peak_dynamic": np.array(peak_dyn), "mistriggered": mot.mistriggered[beats.n_pd:],
         "seed": np.array(int(seed)),
     })
@@ -238,7 +242,8 @@ def _label_curves(blood, fermi):
 
 
 def _render_series(anat, *, level, slice_index, shape, spacing, times, beats, blood, curves,
-                   fermi, healthy, defects, model, ts, eta, scale, sigma, rng, relaxivity):
+                   fermi, healthy, defects, model, ts, eta, scale, sigma, rng, relaxivity,
+                   blood_pd):
     """Images and truth of one slice (see :func:`generate_phantom`)."""
     labels, depth, theta = anatomy.render_slice(anat, shape, spacing)
     h = anat.heart
@@ -272,6 +277,7 @@ def _render_series(anat, *, level, slice_index, shape, spacing, times, beats, bl
     coils = signal.draw_coils(rng, anat.torso)
     ref = float(signal.coil_sensitivity(coils, np.array(h.cy), np.array(h.cx)))
     pd_map = signal.proton_density(rng, labels, spacing) * (scale / ref)
+    pd_map[np.isin(labels, _BLOOD)] *= blood_pd
     t1 = signal.t1_map(rng, labels)
     m0 = pd_map[None] * signal.shading_at(coils, shape, spacing, inv)
     mf = signal.sr_signal(gd, t1_s=t1, m0=m0, ts_s=ts, efficiency=eta, relaxivity=relaxivity)

@@ -32,6 +32,8 @@ __all__ = [
 
 #: Step of the fine time grid, s.
 FINE_DT_S = 0.05
+#: Scanner time-stamp tick (MRD ``acquisition_time_stamp``), s.
+TICK_S = 0.0025
 
 #: AHA segments of each coronary territory (apex 17 is not imaged).
 TERRITORIES: dict[str, tuple[int, ...]] = {
@@ -57,6 +59,8 @@ class Beats:
         AIF slice (index 3), s.
     clock_s : float
         Time of day of the first R wave, s since midnight.
+
+    All times are whole 2.5 ms ticks, as scanners stamp them.
     """
 
     r_peaks_s: np.ndarray
@@ -92,6 +96,10 @@ def draw_beats(rng: np.random.Generator, n_dynamics: int) -> Beats:
     step = rng.uniform(0.13, 0.16)  # one high-res slice readout
     offsets = np.array([aif_delay + 0.05 + step * k for k in range(3)] + [aif_delay])
     clock = float(rng.uniform(8.0, 17.0) * 3600.0)
+    # time stamps as a scanner sets them: whole ticks of 2.5 ms
+    r_peaks, offsets, clock = (np.round(np.asarray(v) / TICK_S) * TICK_S
+                               for v in (r_peaks, offsets, clock))
+    clock = float(clock)
     return Beats(r_peaks_s=r_peaks, n_pd=n_pd, slice_offsets_s=offsets, clock_s=clock)
 
 

@@ -110,7 +110,7 @@ def breathing_trace(rng, t_s, *, depth_mm: float, gasp_at_s: float | None = None
         cur, deep = gasp_at_s, rng.uniform(1.8, 2.6)
     while cur < t[-1]:
         period = rng.uniform(3.0, 6.0) * (0.8 if deep > 1 else 1.0)
-        depth = depth_mm * rng.lognormal(0.0, 0.3) * deep
+        depth = min(depth_mm * rng.lognormal(0.0, 0.3), 26.0) * deep
         base = rng.normal(0.0, 0.08 * depth_mm)
         m = (t >= cur) & (t < cur + period)
         ph = (t[m] - cur) / period
@@ -147,7 +147,7 @@ def draw_motion(rng, kind: str, t_s, *, n_beats: int, n_pd: int, direction,
     lv_peak_s, first_dyn_s : float
         LV peak time and first dynamic's time, s (gasp placement).
     """
-    depth = float(rng.lognormal(np.log(10.5), 0.45))
+    depth = float(np.clip(rng.lognormal(np.log(10.0), 0.55), 3.0, 22.0))
     gasp = None
     if kind == "breathing+gasp":
         gasp = float(np.clip(lv_peak_s + rng.uniform(-5.0, 1.0), first_dyn_s + 2.0, None))
