@@ -199,7 +199,10 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[RegNe
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises pickle / zip / runtime errors alike
+        raise ValueError(f"{path}: not a readable perfmoco checkpoint ({exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(

@@ -1,0 +1,135 @@
+"""The three-step pipeline: shapes, units, composition through the crops, bad input."""
+
+import numpy as np
+import pytest
+import torch
+
+from perfmoco.config import MocoConfig
+from perfmoco.moco import networks
+from perfmoco.moco.losses import global_ncc_loss, stage_loss
+from perfmoco.moco.pipeline import MotionCorrector, correct_series
+from perfmoco.moco.synthetic import synthetic_series
+from perfmoco.study import StudyError
+
+
+def identity_models():
+    torch.manual_seed(0)
+    return {s: networks.RegNet(networks.default_spec(s)) for s in networks.STAGES}
+
+
+@pytest.fixture(scope="module")
+def series():
+    s, _, _ = synthetic_series(n_dynamics=16, shape=(96, 112), spacing_mm=2.0, seed=3)
+    return s
+
+
+def test_identity_networks_give_identity(series):
+    res = MotionCorrector(identity_models()).correct(series)
+    t, ny, nx = series.images.shape
+    assert res.corrected.shape == (t, ny, nx) and res.corrected.dtype == np.float32
+    assert res.displacement.shape == (t, 2, ny, nx) and res.displacement.dtype == np.float32
+    assert res.pd_corrected.shape == series.pd_images.shape
+    assert res.pd_displacement.shape == (series.pd_images.shape[0], 2, ny, nx)
+    assert res.reference_index == t - 10
+    assert res.qc.shape == (t,) and res.qc.dtype == bool
+    assert float(np.abs(res.displacement).max()) < 1e-4
+    np.testing.assert_allclose(res.corrected, series.images, rtol=1e-4, atol=1e-2)
+
+
+def test_known_affine_maps_exactly_through_crop_to_full_fov(series):
+    """A step-1 net that always predicts a crop-pixel translation gives a constant
+    full-FOV displacement of that translation times the crop/full pixel ratio."""
+    models = identity_models()
+    head = models["affine1"].net.output_block.fc
+    half = (models["affine1"].crop - 1) / 2.0
+    shift_crop = torch.tensor([3.0, -5.0])  # crop pixels (y, x)
+    with torch.no_grad():
+        head.bias.copy_(
+            torch.tensor([1.0, 0.0, shift_crop[0] / half, 0.0, 1.0, shift_crop[1] / half])
+        )
+    res = MotionCorrector(models).correct(series)
+    scale = models["affine1"].crop_spacing_mm / series.pixel_spacing_mm[0]
+    expect = shift_crop.numpy() * scale  # full-FOV pixels
+    np.testing.assert_allclose(res.displacement[:, 0], expect[0], atol=1e-3)
+    np.testing.assert_allclose(res.displacement[:, 1], expect[1], atol=1e-3)
+    # resampled once from the originals with that displacement
+    from perfmoco.moco.transforms import warp
+
+    np.testing.assert_allclose(res.corrected, warp(series.images, res.displacement), atol=1e-2)
+    assert res.pd_displacement[:, 0].mean() == pytest.approx(expect[0], abs=1e-3)
+
+
+def test_method_none_is_identity(series):
+    res = correct_series(series, method="none")
+    assert not res.qc.any() and not res.displacement.any()
+    np.testing.assert_array_equal(res.corrected, series.images)
+    with pytest.raises(ValueError, match="method"):
+        correct_series(series, method="iterative-typo")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ("few", "at least 10"),
+        ("nan", "non-finite"),
+        ("blank", "blank"),
+    ],
+)
+def test_bad_input_raises_clear_study_error(series, change, message):
+    im = series.images.copy()
+    if change == "few":
+        bad = series.replace(images=im[:7], times_s=series.times_s[:7])
+    elif change == "nan":
+        im[4, 10, 10] = np.nan
+        bad = series.replace(images=im)
+    else:
+        im[5] = 0.0
+        bad = series.replace(images=im)
+    with pytest.raises(StudyError, match=message):
+        correct_series(bad, corrector=MotionCorrector(identity_models()))
+
+
+def test_internal_failure_becomes_study_error(series):
+    mc = MotionCorrector(identity_models())
+
+    def broken(*a, **k):
+        raise RuntimeError("boom")
+
+    mc._run_net = broken
+    with pytest.raises(StudyError, match="slice 0.*failed.*boom"):
+        correct_series(series, corrector=mc)
+
+
+def test_missing_weights_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="affine1.pt.*perfmoco train"):
+        MotionCorrector.load(tmp_path)
+    with pytest.raises(StudyError, match="weights missing"):
+        s, _, _ = synthetic_series(n_dynamics=12, shape=(64, 64))
+        correct_series(s, config=MocoConfig(weights_dir=str(tmp_path)))
+
+
+def test_checkpoint_round_trip_carries_spec_and_version(tmp_path):
+    net = identity_models()["dense"]
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    networks.save(tmp_path / "dense.pt", net, stage="dense", train_info={"step": 7})
+    back, meta = networks.load(tmp_path / "dense.pt", device="cpu")
+    assert meta["stage"] == "dense" and meta["train_info"]["step"] == 7
+    assert meta["perfmoco_version"] and meta["spec"] == net.spec
+    x = torch.rand(2, 1, 96, 96)
+    torch.testing.assert_close(back(x, x), net.eval()(x, x))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception, match="junk"):
+        networks.load(tmp_path / "junk.pt")
+
+
+def test_losses_at_perfect_alignment():
+    x = torch.rand(2, 1, 32, 32)
+    assert float(global_ncc_loss(x, x)) == pytest.approx(-1.0, abs=1e-4)
+    zero = torch.zeros(2, 2, 32, 32)
+    dense = stage_loss("dense", zero, moving=x, fixed=x, lncc_kernel=9)
+    assert float(dense) == pytest.approx(-1.0, abs=1e-2)  # -LNCC = -1, bending 0
+    a1 = stage_loss("affine1", zero, moving=x, fixed=x, low_moving=x, low_fixed=x)
+    a1_off = stage_loss("affine1", zero, moving=x, fixed=x, low_moving=x, low_fixed=x.flip(-1))
+    assert float(a1) < float(a1_off)
