@@ -22,17 +22,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from perfmoco import __version__
 from perfmoco.config import Config
-from perfmoco.report.cohort import write_cohort_tables
+from perfmoco.report.cohort import json_safe, write_cohort_tables
 from perfmoco.study import StudyError
 
 __all__ = [
@@ -135,19 +135,6 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN -> None (JSON has no NaN); numpy scalars -> Python numbers."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _is_done(study_dir: Path, stamp: dict[str, int]) -> dict[str, Any] | None:
     """The earlier summary when the study finished for this same input, else None."""
     try:
@@ -243,7 +230,12 @@ def process_file(
         (study_dir / DONE_MARKER).unlink(missing_ok=True)
         study = read_study(path, config=config.mrd)
         stamp = _stamp(path)  # after reading: the MRD reader may touch the file's mtime
-        result = process_study(study, config=config, method=method, quantify=quantify)
+        with warnings.catch_warnings(record=True) as caught:  # worker-local: into the summary
+            warnings.simplefilter("always")
+            result = process_study(study, config=config, method=method, quantify=quantify)
+        for w in caught:
+            if str(w.message) not in result.messages:
+                result.messages.append(str(w.message))
         summary.update(_summarise(result, name))
         images = result.to_images(config)
         if report:
@@ -262,12 +254,12 @@ def process_file(
         summary["error"] = f"{type(exc).__name__}: {exc}"
     summary["runtime_s"] = time.perf_counter() - t0
     try:
-        _write_atomic(study_dir / SUMMARY_NAME, json.dumps(_json_safe(summary), indent=1))
+        _write_atomic(study_dir / SUMMARY_NAME, json.dumps(json_safe(summary), indent=1))
         if summary["status"] != "failed":
             _write_atomic(study_dir / DONE_MARKER, json.dumps({"input": stamp}))
     except OSError as exc:
         summary.update(status="failed", error=f"cannot write outputs: {exc}")
-    return _json_safe(summary)
+    return json_safe(summary)
 
 
 def _client(scheduler: str | None, workers: int | None):
@@ -364,7 +356,10 @@ def _run_tasks(todo, out_dir, config, method, quantify, report, scheduler, worke
 
     own = client is None
     cluster = None
+    quiet = logging.getLogger("distributed")
+    level = quiet.level
     if own:
+        quiet.setLevel(max(level, logging.ERROR))  # the cluster's start/stop chatter
         client, cluster = _client(scheduler, workers)
     out: dict[str, dict[str, Any]] = {}
     try:
@@ -394,4 +389,5 @@ def _run_tasks(todo, out_dir, config, method, quantify, report, scheduler, worke
             client.close()
             if cluster is not None:
                 cluster.close()
+            quiet.setLevel(level)
     return out

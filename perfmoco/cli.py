@@ -146,7 +146,9 @@ def cmd_serve(args) -> int:
     from perfmoco.server import serve
 
     config = _config(args)
-    serve(host=args.host or config.server.host, port=args.port or config.server.port, config=config)
+    host = config.server.host if args.host is None else args.host
+    port = config.server.port if args.port is None else args.port
+    serve(host=host, port=port, config=config)
     return 0
 
 
@@ -183,9 +185,12 @@ def cmd_batch(args) -> int:
 def cmd_report(args) -> int:
     from perfmoco.report.cli import make_reports
 
-    for page in make_reports(args.input, output=args.output, config=_config(args)):
+    pages, errors = make_reports(args.input, output=args.output, config=_config(args))
+    for page in pages:
         print(f"wrote {page}")
-    return 0
+    for err in errors:
+        print(f"perfmoco report: error: {err}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", required=True, help="MRD .h5 to write the results to")
     r.add_argument("--server", help="HOST:PORT of a running MRD server (default: in-process)")
     r.add_argument("--config-name", default="perfmoco", help="config name sent to the server")
-    r.add_argument("--method", default="dl", choices=["none", "dl", "iterative"])
+    r.add_argument("--method", default=None, choices=["none", "dl", "iterative"],
+                   help="correction method (default: the config's server.method, dl)")
     _add_config_args(r)
     r.set_defaults(func=cmd_replay)
 

@@ -57,8 +57,10 @@ def write_cohort(
 def client():
     from dask.distributed import Client, LocalCluster
 
+    # One in-process worker keeps the default suite fast (no process start-up, no torch
+    # import per worker); the slow test runs the default cluster of processes.
     cluster = LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
     )
     with Client(cluster) as c:
         yield c
@@ -68,7 +70,7 @@ def client():
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory, client):
     root = tmp_path_factory.mktemp("cohort")
-    write_cohort(root / "in", 3)
+    write_cohort(root / "in", 2)
     (root / "in" / "study00.truth.npz").write_bytes(b"truth is not a study")
     (root / "in" / "notes.txt").write_text("not a study")
     np.save(root / "in" / "series.npy", make_series(0, n_dynamics=12).images)
@@ -86,12 +88,12 @@ def test_find_inputs_ignores_truth_and_other_files(tmp_path):
 def test_cohort_with_a_corrupt_file(cohort):
     root, res, _ = cohort
     by_name = {s["study"]: s for s in res.summaries}
-    assert sorted(by_name) == ["corrupt", "series", "study00", "study01", "study02"]
+    assert sorted(by_name) == ["corrupt", "series", "study00", "study01"]
     bad = by_name["corrupt"]
     assert bad["status"] == "failed"
     assert "corrupt.h5" in bad["error"] and "HDF5" in bad["error"]
     assert not (root / "out" / "corrupt" / "DONE").exists()
-    for name in ["series", "study00", "study01", "study02"]:
+    for name in ["series", "study00", "study01"]:
         s = by_name[name]
         assert s["status"] in ("ok", "warnings"), s
         study_dir = root / "out" / name
@@ -109,7 +111,7 @@ def test_cohort_tables(cohort):
     root, res, _ = cohort
     with res.cohort_csv.open() as f:
         rows = {r["study"]: r for r in csv.DictReader(f)}
-    assert set(rows) == {"corrupt", "series", "study00", "study01", "study02"}
+    assert set(rows) == {"corrupt", "series", "study00", "study01"}
     assert rows["corrupt"]["status"] == "failed" and rows["corrupt"]["error"]
     assert float(rows["study01"]["runtime_s"]) > 0
     assert rows["study01"]["method"] == "none"
@@ -125,14 +127,14 @@ def test_resume_skips_finished_studies(cohort, client):
     before = result.stat().st_mtime_ns
     res = run_batch(root / "in", root / "out", method="none", client=client, progress=False)
     by_name = {s["study"]: s for s in res.summaries}
-    assert all(by_name[n]["resumed"] for n in ["series", "study00", "study01", "study02"])
+    assert all(by_name[n]["resumed"] for n in ["series", "study00", "study01"])
     assert not by_name["corrupt"].get("resumed")  # failed studies are tried again
     assert result.stat().st_mtime_ns == before
     # a changed input is processed again
-    src = root / "in" / "study02.h5"
+    src = root / "in" / "study00.h5"
     os.utime(src, ns=(time.time_ns(), time.time_ns()))
     res = run_batch(root / "in", root / "out", method="none", client=client, progress=False)
-    assert not {s["study"]: s for s in res.summaries}["study02"]["resumed"]
+    assert not {s["study"]: s for s in res.summaries}["study00"]["resumed"]
 
 
 def test_process_file_never_raises(tmp_path):
@@ -144,7 +146,7 @@ def test_process_file_never_raises(tmp_path):
     assert missing["status"] == "failed" and "no such file" in missing["error"]
 
 
-def test_batch_cli_local_cluster(tmp_path, capsys):
+def test_batch_cli_on_a_running_scheduler(tmp_path, capsys, client):
     from perfmoco.cli import main
 
     src = tmp_path / "in"
@@ -152,7 +154,7 @@ def test_batch_cli_local_cluster(tmp_path, capsys):
     write_study(PerfusionStudy(slices=[make_series(0), make_series(1)], study_id="one"),
                 src / "one.h5")
     rc = main(["batch", str(src), "-o", str(tmp_path / "out"), "--method", "none",
-               "--workers", "1", "--set", "mrd.min_dynamics=10"])
+               "--scheduler", client.scheduler.address, "--set", "mrd.min_dynamics=10"])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "1 studies" in out and "0 failed" in out
@@ -166,12 +168,13 @@ def test_batch_rejects_bad_worker_count(tmp_path):
 
 
 @pytest.mark.slow
-def test_ten_phantom_studies_with_a_corrupt_one(tmp_path, client):
+def test_ten_phantom_studies_with_a_corrupt_one(tmp_path):
+    """The issue's "done when", on the default local cluster of worker processes."""
     if not _phantom_available():
         pytest.skip("perfmoco.phantom is not available yet")
     write_cohort(tmp_path / "in", 10, n_dynamics=30, seed=100, corrupt=3)
-    res = run_batch(tmp_path / "in", tmp_path / "out", method="none", client=client,
-                    report=True, progress=False)
+    res = run_batch(tmp_path / "in", tmp_path / "out", method="none", report=True,
+                    progress=False)
     status = {s["study"]: s["status"] for s in res.summaries}
     assert len(status) == 10
     assert status["study03"] == "failed"

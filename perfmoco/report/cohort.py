@@ -14,7 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SEGMENT_COLUMNS", "STUDY_COLUMNS", "write_cohort_index", "write_cohort_tables"]
+__all__ = [
+    "SEGMENT_COLUMNS",
+    "STUDY_COLUMNS",
+    "json_safe",
+    "write_cohort_index",
+    "write_cohort_tables",
+]
 
 STUDY_COLUMNS = [
     "study", "status", "error", "resumed", "method", "runtime_s", "n_slices", "n_dynamics",
@@ -23,6 +29,19 @@ STUDY_COLUMNS = [
     "result",
 ]
 SEGMENT_COLUMNS = ["study", "slice", "segment", "territory", "mean", "median", "sd", "n"]
+
+
+def json_safe(value: Any) -> Any:
+    """NaN -> None (JSON has no NaN); numpy scalars -> Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _fmt(value: Any) -> Any:

@@ -166,7 +166,7 @@ def slice_views(result: StudyResult) -> list[SliceView]:
         corrected = None if m is None else np.asarray(m.corrected, np.float32)
         if corrected is not None and corrected.shape != s.images.shape:
             corrected = None
-        qc = None if m is None else np.asarray(m.qc, bool)
+        qc = None if m is None or m.qc is None else np.asarray(m.qc, bool)
         hi = s.role is SliceRole.HIGHRES
         views.append(
             SliceView(

@@ -1,0 +1,247 @@
+"""The QA report of one study: an HTML page with its images beside it.
+
+The page uses no script, no style sheet or font from elsewhere and only
+relative links, so it opens from disk (or a copied folder) with no network.
+Every section says plainly when what it would show is missing (no
+correction, no quantification, no AIF slice) and why.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from perfmoco import __version__
+from perfmoco.report import figures
+from perfmoco.report.bullseye import bullseye_figure, segment_values
+from perfmoco.report.data import SliceView, slice_views
+
+if TYPE_CHECKING:
+    from perfmoco.pipeline import StudyResult
+
+__all__ = ["write_report"]
+
+log = logging.getLogger(__name__)
+
+_CSS = """
+body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:1.5em 2em;color:#222}
+h1{font-size:1.5em}
+h2{font-size:1.15em;border-bottom:1px solid #ccc;padding-bottom:2px;margin-top:1.6em}
+table{border-collapse:collapse;font-size:.9em}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
+.ok{color:#2e7d32}.warn{color:#c62828}.missing{color:#777;font-style:italic}
+figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}
+figcaption{font-size:.85em;color:#444;max-width:44em}img{max-width:100%}
+"""
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text))
+
+
+def _img(src: str, alt: str, caption: str = "", *, width: int | None = None) -> str:
+    cap = f"<figcaption>{_e(caption)}</figcaption>" if caption else ""
+    size = f' width="{int(width)}"' if width else ""
+    return f'<figure><img src="{_e(src)}" alt="{_e(alt)}"{size}>{cap}</figure>'
+
+
+def _missing(text: str) -> str:
+    return f'<p class="missing">{_e(text)}</p>'
+
+
+def _table(header: list[str], rows: list[list[object]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _num(v: object, fmt: str = ".2f") -> str:
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "" if v is None else str(v)
+    return format(f, fmt) if np.isfinite(f) else "n/a"
+
+
+class _Assets:
+    """Writes the page's images into one folder and returns their relative links."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def png(self, fig, name: str) -> str:
+        figures.save_png(fig, self.folder / name)
+        return f"{self.folder.name}/{name}"
+
+    def path(self, name: str) -> tuple[Path, str]:
+        return self.folder / name, f"{self.folder.name}/{name}"
+
+
+def _slug(view: SliceView) -> str:
+    return f"{view.series.role.value}{view.series.slice_index}"
+
+
+def _section_problems(result: StudyResult, views: list[SliceView]) -> str:
+    missing = []
+    if all(v.corrected is None for v in views):
+        missing.append("No slice was motion-corrected: the animations and TICs show the "
+                       "originals only.")
+    elif any(v.corrected is None for v in views):
+        names = ", ".join(v.name for v in views if v.corrected is None)
+        missing.append(f"Not corrected: {names} (originals shown).")
+    if result.quant is None:
+        missing.append("No quantification result: no MBF maps, bullseye or AIF in mmol/l.")
+    items = [f'<li class="warn">{_e(m)}</li>' for m in result.messages]
+    items += [f'<li class="missing">{_e(m)}</li>' for m in missing]
+    if not items:
+        return '<p class="ok">No problems reported.</p>'
+    return "<ul>" + "".join(items) + "</ul>"
+
+
+def _section_runtime(result: StudyResult) -> str:
+    if not result.timings_s:
+        return _missing("No timings recorded.")
+    rows = [[k, _num(v)] for k, v in result.timings_s.items()]
+    rows.append(["total", _num(sum(result.timings_s.values()))])
+    return _table(["stage", "wall time (s)"], rows)
+
+
+def _section_animations(views: list[SliceView], assets: _Assets) -> str:
+    parts = []
+    for v in views:
+        path, link = assets.path(f"anim_{_slug(v)}.gif")
+        try:
+            figures.animation_gif(v, path)
+        except (OSError, ValueError) as exc:
+            parts.append(_missing(f"{v.name}: animation failed ({exc})"))
+            continue
+        after = "original | corrected" if v.corrected is not None else "original (not corrected)"
+        n_qc = "unknown" if v.qc is None else str(int(v.qc.sum()))
+        cap = (f"{v.name}: {v.series.n_dynamics} dynamics, {after}; QC-flagged: {n_qc} "
+               "(red border)")
+        with Image.open(path) as gif:  # shown at least 480 px wide, never below its size
+            width = max(gif.width, min(480, 2 * gif.width))
+        parts.append(_img(link, f"{v.name} animation", cap, width=width))
+    return "".join(parts)
+
+
+def _section_qc(views: list[SliceView], assets: _Assets) -> str:
+    rows = []
+    for v in views:
+        if v.qc is None:
+            rows.append([v.name, "unknown (slice not corrected or flags not stored)", ""])
+        else:
+            idx = (np.flatnonzero(v.qc) + 1).tolist()
+            rows.append([v.name, str(len(idx)), ", ".join(map(str, idx)) or "none"])
+    out = _table(["slice", "QC-flagged dynamics", "which (1-based)"], rows)
+    path, link = assets.path("qc_frames.png")
+    if figures.qc_strip(views, path) is not None:
+        out += _img(link, "QC-flagged frames",
+                    "QC-flagged dynamics: original (above) and corrected (below).")
+    return out
+
+
+def _section_mbf(result: StudyResult, views: list[SliceView], assets: _Assets) -> str:
+    quant = result.quant
+    if quant is None:
+        return _missing("MBF maps and bullseye not available: the quantification did not run "
+                        "or failed (see Problems).")
+    out = []
+    fig = figures.maps_figure(views)
+    if fig is None:
+        out.append(_missing("The quantification result holds no MBF map."))
+    else:
+        out.append(_img(assets.png(fig, "mbf_maps.png"), "MBF maps",
+                        "Pixel-wise MBF (ml/min/g) in the myocardium over the peak frame."))
+    rows = list(getattr(quant, "segments", None) or [])
+    values = segment_values(rows)
+    if values:
+        bull = bullseye_figure(values, title="mean MBF per AHA segment (ml/min/g)")
+        out.append(_img(assets.png(bull, "bullseye.png"), "AHA bullseye",
+                        "AHA 16-segment bullseye of mean MBF; grey = no data."))
+        out.append(_table(
+            ["slice", "segment", "territory", "mean", "median", "SD", "pixels"],
+            [[r.get("slice", ""), r.get("segment", ""), r.get("territory", ""),
+              _num(r.get("mean")), _num(r.get("median")), _num(r.get("sd")),
+              r.get("n", "")] for r in rows],
+        ))
+    else:
+        out.append(_missing("No segment values: no bullseye."))
+    return "".join(out)
+
+
+def write_report(
+    result: StudyResult,
+    out_dir: str | Path,
+    *,
+    title: str | None = None,
+    html_name: str = "report.html",
+) -> Path:
+    """Write the QA report of one study and return the page's path.
+
+    Parameters
+    ----------
+    result : StudyResult
+        Any result, including one whose correction or quantification failed
+        (the page says what is missing).
+    out_dir : str or Path
+        Folder for the page (created); its images go to
+        ``out_dir/<html_name stem>_files/``.
+    title : str, keyword-only, optional
+        Page title (default: the study id).
+    html_name : str, keyword-only
+        File name of the page.
+
+    Returns
+    -------
+    Path
+        The HTML page: before/after animations of every slice, myocardium
+        TICs before/after, the AIF with its fit, MBF maps with a colour bar,
+        the AHA bullseye, QC-flagged frames, runtime and problems.
+    """
+    out_dir = Path(out_dir)
+    page = out_dir / html_name
+    assets = _Assets(out_dir / f"{page.stem}_files")
+    title = title or result.study.study_id
+    views = slice_views(result)
+    tic = figures.tic_figure(views)
+    aif_fig, aif_caption = figures.aif_figure(result.quant, views)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    sections = [
+        ("Problems", _section_problems(result, views)),
+        ("Before / after motion correction", _section_animations(views, assets)),
+        ("Time-intensity curves", _img(
+            assets.png(tic, "tics.png"), "TICs",
+            "Mean signal in the myocardium (AIF slice: LV blood pool) per dynamic, before and "
+            "after correction; a smooth curve means a well-aligned series.")),
+        ("Arterial input function", _img(assets.png(aif_fig, "aif.png"), "AIF", aif_caption)),
+        ("MBF", _section_mbf(result, views, assets)),
+        ("QC-flagged frames", _section_qc(views, assets)),
+        ("Runtime", _section_runtime(result)),
+    ]
+    body = "".join(f"<h2>{_e(name)}</h2>{content}" for name, content in sections)
+    n_hr = len(result.study.highres)
+    state = ("<span class=ok>no problems</span>" if result.ok
+             else "<span class=warn>problems reported</span>")
+    doc = (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{_e(title)} - perfmoco QA</title><style>{_CSS}</style></head><body>"
+        f"<h1>perfmoco QA report: {_e(title)}</h1>"
+        f"<p>Study <b>{_e(result.study.study_id)}</b>: {n_hr} high-resolution slices"
+        f"{' + AIF slice' if result.study.aif is not None else ', no AIF slice'}; motion "
+        f"correction <b>{_e(result.method.value)}</b>; "
+        f"{state}. perfmoco {_e(__version__)}, {_e(stamp)}.</p>{body}</body></html>"
+    )
+    tmp = page.with_name(page.name + ".part")
+    tmp.write_text(doc, encoding="utf-8")
+    os.replace(tmp, page)
+    log.info("wrote %s", page)
+    return page

@@ -1,0 +1,187 @@
+"""Rebuild a :class:`~perfmoco.pipeline.StudyResult` from a result ``.h5``.
+
+Result files (``perfmoco batch`` / ``replay`` / ``demo``) hold the originals
+as received, the corrected series (``MrdConfig.moco_series_index``,
+``moco_pd_series_index``, ``moco_aif_series_index``), the MBF maps
+(``map_series_index``, pixels = MBF x ``GADGETRON_ScaleRatio``) with the
+segment table in their meta, and perhaps the report's own secondary captures
+(``report_series_index``, ignored).  Displacement fields and the AIF curve are
+not stored, so the rebuilt result has zero displacements and no AIF [Gd];
+QC flags, problems and timings come from a ``summary.json`` beside the file
+(batch output) when there is one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from perfmoco.config import Config, MrdConfig
+from perfmoco.io.files import read_mrd_images
+from perfmoco.io.mrd import images_to_study
+from perfmoco.moco.result import MocoResult
+from perfmoco.pipeline import Method, StudyResult
+from perfmoco.study import StudyError
+
+__all__ = ["LoadedQuant", "load_result"]
+
+log = logging.getLogger(__name__)
+
+_SEGMENT_RE = re.compile(r"slice\s+(\d+)\s+seg\s+(\d+):\s+mean\s+([-+0-9.eEnaNinf]+)")
+
+
+@dataclasses.dataclass
+class LoadedQuant:
+    """The part of a quantification result that a result file keeps.
+
+    Attributes
+    ----------
+    mbf_maps : dict of int to ndarray, shape (Y, X), float32, ml/min/g
+        Per high-resolution ``slice_index``.
+    segments : list of dict
+        ``{slice, segment, mean}`` rows from the maps' meta (other columns NaN).
+    """
+
+    mbf_maps: dict[int, np.ndarray]
+    segments: list[dict[str, Any]]
+    aha: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
+    myocardium: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
+    aif_gd: np.ndarray | None = None
+    aif_times_s: np.ndarray | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    def summary_text(self) -> str:
+        """One line per slice with its median map value."""
+        lines = []
+        for k, m in sorted(self.mbf_maps.items()):
+            v = m[np.isfinite(m) & (m > 0)]
+            med = f"{np.median(v):.2f}" if v.size else "n/a"
+            lines.append(f"  slice {k}: median MBF {med} ml/min/g (from the stored map)")
+        return "\n".join(lines)
+
+
+def _meta_list(meta: Any, key: str) -> list[str]:
+    value = meta.get(key, []) if hasattr(meta, "get") else []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def _maps(images, mrd: MrdConfig) -> LoadedQuant | None:
+    from perfmoco.io.outputs import MBF_SCALE
+
+    maps, segments = {}, []
+    for img in images:
+        meta = img.meta
+        try:
+            scale = float(_meta_list(meta, "GADGETRON_ScaleRatio")[0])
+        except (IndexError, ValueError):
+            scale = MBF_SCALE
+        k = int(img.getHead().slice)
+        maps[k] = np.asarray(img.data, np.float32)[0, 0] / (scale or 1.0)  # [cha, z, y, x]
+        for text in _meta_list(meta, "perfmoco_Segments"):
+            m = _SEGMENT_RE.search(text)
+            if m:
+                segments.append({"slice": int(m[1]), "segment": int(m[2]), "mean": float(m[3]),
+                                 "median": float("nan"), "sd": float("nan"), "n": None})
+    return LoadedQuant(mbf_maps=maps, segments=segments) if maps else None
+
+
+def _method(images) -> Method:
+    for img in images:
+        for step in _meta_list(img.meta, "GADGETRON_ImageProcessingHistory"):
+            if step.upper().startswith("MOCO_"):
+                try:
+                    return Method(step[5:].lower())
+                except ValueError:
+                    break
+    return Method.NONE
+
+
+def _summary(path: Path) -> dict[str, Any]:
+    near = path.with_name("summary.json")
+    try:
+        return json.loads(near.read_text()) if near.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def load_result(path: str | Path, *, config: Config | MrdConfig | None = None) -> StudyResult:
+    """A study result rebuilt from a result ``.h5`` (see the module notes).
+
+    Parameters
+    ----------
+    path : str or Path
+        Result file written by ``perfmoco batch`` / ``replay`` / ``demo``.
+    config : Config or MrdConfig, keyword-only
+        Series indices of the outputs (default: the packaged defaults).
+
+    Returns
+    -------
+    StudyResult
+        Originals, corrected series (zero displacements), the stored maps.
+
+    Raises
+    ------
+    StudyError
+        When the file cannot be read or holds no original study.
+    """
+    path = Path(path)
+    mrd = config.mrd if isinstance(config, Config) else (config or MrdConfig())
+    header, images = read_mrd_images(path)
+    moco_idx = {mrd.moco_series_index, mrd.moco_pd_series_index, mrd.moco_aif_series_index}
+    groups: dict[str, list] = {"orig": [], "moco": [], "map": []}
+    for img in images:
+        idx = int(img.getHead().image_series_index)
+        if idx == mrd.report_series_index:
+            continue
+        kind = "moco" if idx in moco_idx else "map" if idx == mrd.map_series_index else "orig"
+        groups[kind].append(img)
+    if not groups["orig"]:
+        raise StudyError(f"{path}: no original images (only output series) in the file")
+    summary = _summary(path)
+    study_id = summary.get("study") or (path.parent.name if path.stem == "result" else path.stem)
+    study = images_to_study(groups["orig"], header, config=mrd, study_id=str(study_id))
+    qc_by_slice = {int(s["slice"]): s.get("qc_flagged") for s in summary.get("slices", [])}
+    moco: list[MocoResult | None] = [None] * len(study.slices)
+    messages = list(summary.get("messages", []))
+    if groups["moco"]:
+        try:
+            corrected = images_to_study(groups["moco"], header, config=mrd)
+        except StudyError as exc:
+            messages.append(f"the corrected series in {path.name} cannot be read ({exc})")
+            corrected = None
+        found = {(s.role, s.slice_index): s for s in corrected.slices} if corrected else {}
+        for i, s in enumerate(study.slices):
+            c = found.get((s.role, s.slice_index))
+            if c is None or c.images.shape != s.images.shape:
+                continue
+            flagged = qc_by_slice.get(s.slice_index)
+            qc = None
+            if flagged is not None:
+                qc = np.zeros(s.n_dynamics, bool)
+                qc[[f for f in flagged if 0 <= f < s.n_dynamics]] = True
+            t, (y, x) = s.n_dynamics, s.shape
+            moco[i] = MocoResult(
+                corrected=c.images,
+                displacement=np.broadcast_to(np.zeros((1, 1, 1, 1), np.float32), (t, 2, y, x)),
+                reference_index=-1,
+                qc=qc,  # None: not stored in the file
+                pd_corrected=c.pd_images,
+                pd_displacement=np.zeros((0, 2, y, x), np.float32),
+            )
+    if not summary:
+        messages.append(f"report rebuilt from {path.name}: QC flags, the AIF curve, timings and "
+                        "the original run's messages are not stored in result files")
+    return StudyResult(
+        study=study,
+        moco=moco,
+        quant=_maps(groups["map"], mrd),
+        method=Method(summary["method"]) if summary.get("method") else _method(groups["moco"]),
+        messages=messages,
+        timings_s=dict(summary.get("timings_s", {})),
+    )

@@ -1,0 +1,179 @@
+"""QA report: page contents, graceful degradation, bullseye, MRD captures, reload, browser."""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from browser_helpers import find_chromium, load_page, screenshot
+
+from perfmoco.config import Config
+from perfmoco.io.files import write_mrd_images
+from perfmoco.io.mrd import study_header
+from perfmoco.moco.result import MocoResult
+from perfmoco.pipeline import Method, StudyResult
+from perfmoco.report import load_result, report_images, write_report
+from perfmoco.report.bullseye import segment_angles, segment_values
+
+
+def _truth_quant(truth: dict) -> SimpleNamespace:
+    """A quantification result made from the phantom's truth (the real one is tested in quant)."""
+    segments = []
+    for k in range(3):
+        aha, mbf = truth[f"s{k}_aha"], truth[f"s{k}_mbf"]
+        for s in np.unique(aha[aha > 0]):
+            v = mbf[aha == s]
+            segments.append({"slice": k, "segment": int(s), "territory": "LAD",
+                             "mean": float(v.mean()), "median": float(np.median(v)),
+                             "sd": float(v.std()), "n": int(v.size)})
+    return SimpleNamespace(
+        mbf_maps={k: truth[f"s{k}_mbf"] for k in range(3)},
+        aha={k: truth[f"s{k}_aha"] for k in range(3)},
+        myocardium={k: truth[f"s{k}_aha"] > 0 for k in range(3)},
+        segments=segments, aif_gd=truth["aif_gd"], aif_times_s=truth["aif_times"],
+        warnings=[],
+    )
+
+
+@pytest.fixture(scope="module")
+def phantom_result():
+    phantom = pytest.importorskip("perfmoco.phantom")
+    ph = phantom.generate_phantom(seed=3, n_dynamics=14, motion="breathing")
+    moco = []
+    for k, sl in enumerate(ph.study.slices):  # the "correction" of the truth: motion-free frames
+        t, (y, x) = sl.n_dynamics, sl.shape
+        key = "aif" if sl.role.value == "aif" else f"s{sl.slice_index}"
+        moco.append(MocoResult(
+            corrected=ph.truth[f"{key}_motion_free"].astype(np.float32),
+            displacement=np.zeros((t, 2, y, x), np.float32), reference_index=t - 10,
+            qc=(np.arange(t) % 5 == 2) if k == 0 else np.zeros(t, bool),  # dynamics 3, 8, 13
+            pd_corrected=sl.pd_images, pd_displacement=np.zeros((0, 2, y, x), np.float32)))
+    return StudyResult(study=ph.study, moco=moco, quant=_truth_quant(ph.truth), method=Method.DL,
+                       timings_s={"motion correction": 1.5, "quantification": 0.5})
+
+
+@pytest.fixture(scope="module")
+def page(phantom_result, tmp_path_factory):
+    return write_report(phantom_result, tmp_path_factory.mktemp("report"), title="seed 3")
+
+
+def _links(html: str) -> list[str]:
+    return re.findall(r'<img src="([^"]+)"', html)
+
+
+def test_page_has_every_section(page, phantom_result):
+    html = page.read_text()
+    for heading in ["Problems", "Before / after motion correction", "Time-intensity curves",
+                    "Arterial input function", "MBF", "QC-flagged frames", "Runtime"]:
+        assert f"<h2>{heading}</h2>" in html
+    links = _links(html)
+    n_slices = len(phantom_result.study.slices)
+    assert sum(src.endswith(".gif") for src in links) == n_slices
+    for name in ["tics.png", "aif.png", "mbf_maps.png", "bullseye.png", "qc_frames.png"]:
+        assert any(src.endswith(name) for src in links), name
+    for src in links:  # relative links, files present, nothing from the network
+        assert not src.startswith(("/", "http:", "https:", "file:"))
+        assert (page.parent / src).stat().st_size > 500
+    assert "http" not in html.replace("http-equiv", "")
+    assert "3, 8, 13" in html  # QC-flagged dynamics, 1-based
+
+
+def test_animation_has_every_dynamic(page, phantom_result):
+    from PIL import Image
+
+    gif = next(p for p in (page.parent / "report_files").glob("anim_highres*.gif"))
+    with Image.open(gif) as im:
+        assert im.n_frames == phantom_result.study.highres[0].n_dynamics
+        assert im.width > 2 * phantom_result.study.highres[0].shape[1]  # original | corrected
+
+
+def test_report_degrades_without_correction_or_quantification(small_study, tmp_path):
+    res = StudyResult(study=small_study, moco=[None] * len(small_study.slices),
+                      messages=["motion correction failed (no weights); originals kept"])
+    page = write_report(res, tmp_path)
+    html = page.read_text()
+    assert "motion correction failed (no weights)" in html
+    assert "No slice was motion-corrected" in html
+    assert "MBF maps and bullseye not available" in html
+    assert "unknown (slice not corrected" in html
+    for src in _links(html):
+        assert (page.parent / src).is_file()
+
+
+def test_bullseye_layout_and_values():
+    assert segment_angles(1) == ("basal", 60.0, 120.0)  # anterior at the top
+    assert segment_angles(3)[0] == "basal" and segment_angles(3)[1:] == (180.0, 240.0)
+    assert segment_angles(14) == ("apical", 135.0, 225.0)  # septal on the left
+    assert segment_angles(8)[0] == "mid"
+    with pytest.raises(ValueError, match="segment must be 1..16, got 17"):
+        segment_angles(17)
+    rows = [{"segment": 2, "mean": 1.0, "n": 30}, {"segment": 2, "mean": 3.0, "n": 10},
+            {"segment": 5, "mean": float("nan"), "n": 5}, {"segment": "x", "mean": 1.0}]
+    assert segment_values(rows) == {2: 1.5}
+
+
+def test_report_images_are_secondary_captures(phantom_result, tmp_path):
+    cfg = Config().with_overrides({"mrd.report_series_index": 121})
+    images = report_images(phantom_result, config=cfg)
+    assert len(images) == 1 + 3  # bullseye + one map per high-res slice
+    for img in images:
+        assert img.getHead().image_series_index == 121
+        assert img.data.dtype == np.float32 and img.data.shape == (1, 1, 512, 512)
+        assert "SecondaryCapture" in img.meta["GADGETRON_DataRole"]
+        assert 0 <= img.data.min() and img.data.max() <= 255 and img.data.std() > 10
+    assert report_images(StudyResult(study=phantom_result.study, moco=[]), config=cfg) == []
+
+
+def test_result_file_round_trip(phantom_result, tmp_path):
+    cfg = Config()
+    path = tmp_path / "result.h5"
+    images = phantom_result.to_images(cfg) + report_images(phantom_result, config=cfg)
+    write_mrd_images(path, study_header(phantom_result.study), images)
+    back = load_result(path, config=cfg)
+    assert len(back.study.slices) == len(phantom_result.study.slices)
+    for a, b in zip(sorted(phantom_result.study.slices, key=lambda s: s.slice_index),
+                    sorted(back.study.slices, key=lambda s: s.slice_index)):
+        np.testing.assert_allclose(a.images, b.images, rtol=1e-6)
+    if any(m is not None for m in phantom_result.moco):
+        assert any(m is not None and m.corrected.shape[0] == 14 for m in back.moco)
+    if phantom_result.quant is not None and back.quant is not None:
+        np.testing.assert_allclose(back.quant.mbf_maps[1], phantom_result.quant.mbf_maps[1],
+                                   atol=1e-4)
+    assert any("not stored in result files" in m for m in back.messages)
+
+
+def test_report_cli_single_file_and_folder(small_study, tmp_path, capsys):
+    from perfmoco.cli import main
+
+    study_dir = tmp_path / "batch" / "small"
+    study_dir.mkdir(parents=True)
+    res = StudyResult(study=small_study, moco=[None] * len(small_study.slices))
+    write_mrd_images(study_dir / "result.h5", study_header(small_study), res.to_images(Config()))
+    assert main(["report", str(study_dir / "result.h5"), "-o", str(tmp_path / "one.html")]) == 0
+    assert (tmp_path / "one.html").is_file() and (tmp_path / "one_files").is_dir()
+    assert main(["report", str(tmp_path / "batch")]) == 0
+    assert (study_dir / "report" / "report.html").is_file()
+    assert "wrote" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "nothing.h5")]) == 2
+
+
+@pytest.mark.skipif(find_chromium() is None,
+                    reason="chromium not installed (scripts/install_browser.sh installs it)")
+def test_page_loads_in_headless_chromium(page, tmp_path):
+    loaded = load_page(page)
+    assert loaded.console == [], loaded.console
+    assert loaded.images_total >= 9
+    assert loaded.images_loaded == loaded.images_total
+    shot = screenshot(page, tmp_path / "report.png")
+    assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+@pytest.mark.skipif(find_chromium() is None,
+                    reason="chromium not installed (scripts/install_browser.sh installs it)")
+def test_browser_check_catches_a_broken_image(page):
+    broken = page.with_name("broken.html")
+    broken.write_text(page.read_text().replace("tics.png", "missing.png"))
+    loaded = load_page(broken)
+    assert loaded.images_loaded == loaded.images_total - 1
