@@ -75,7 +75,11 @@ def build_header(study: PerfusionStudy) -> str:
         space = _space(s.shape, fov)
         n_rep = max(x.n_dynamics + x.pd_images.shape[0] for x in group)
         limits = xsd.encodingLimitsType(
-            slice=xsd.limitType(minimum=0, maximum=max(x.slice_index for x in group), center=0),
+            slice=xsd.limitType(
+                minimum=min(x.slice_index for x in group),
+                maximum=max(x.slice_index for x in group),
+                center=0,
+            ),
             repetition=xsd.limitType(minimum=0, maximum=n_rep - 1, center=0),
         )
         encodings.append(
