@@ -98,6 +98,11 @@ def test_internal_failure_becomes_study_error(series):
     mc._run_net = broken
     with pytest.raises(StudyError, match="slice 0.*failed.*boom"):
         correct_series(series, corrector=mc)
+    with pytest.raises(StudyError, match="slice 0.*failed.*boom"):
+        mc.correct(series)
+    # the caller's fallback keeps every image
+    kept = correct_series(series, method="none")
+    np.testing.assert_array_equal(kept.corrected, series.images)
 
 
 def test_missing_weights_clear_error(tmp_path):

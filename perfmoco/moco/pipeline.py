@@ -241,14 +241,25 @@ class MotionCorrector:
         Raises
         ------
         StudyError
-            Bad input (see :func:`check_series`).
+            Bad input (see :func:`check_series`) or any failure inside the
+            correction (the message names the slice; images are never lost:
+            the caller keeps the originals).
         """
         check_series(series)
         cfg = self.config
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
-        with self._lock, torch.inference_mode():
-            return self._correct(series)
+        try:
+            with self._lock, torch.inference_mode():
+                return self._correct(series)
+        except StudyError:
+            raise
+        except Exception as exc:  # never lose images: the caller keeps the originals
+            log.exception("%s: deep-learning motion correction failed", series.name)
+            raise StudyError(
+                f"{series.name}: deep-learning motion correction failed "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
 
     def stage_inputs(self, series: SliceSeries, stage: str) -> dict[str, torch.Tensor | int]:
         """The normalised crops a stage's network sees (training data), dynamics only.
