@@ -97,20 +97,26 @@ def breathing_trace(rng, t_s, *, depth_mm: float, gasp_at_s: float | None = None
     Periods vary 3-6 s and depths vary breath to breath (log-normal around
     ``depth_mm``) with a slow drift of the end-expiratory level.  With
     ``gasp_at_s`` the patient holds the breath (slow drift only) until then,
-    takes one deep gasp (1.8-2.6 x depth) and then breathes fast and deep.
+    takes one deep gasp (1.8-2.6 x depth, at least 14-24 mm, at most 28 mm) and
+    then breathes faster and deeper for a few breaths.
     """
     t = np.asarray(t_s, np.float64)
     out = np.zeros_like(t)
-    start = t[0] - rng.uniform(0.0, 6.0)
-    cur, deep = start, 1.0
+    cur = t[0] - rng.uniform(0.0, 6.0)
+    boost = []  # depth factors of the breaths after a gasp
     if gasp_at_s is not None:
         hold = t < gasp_at_s
         out[hold] = rng.uniform(0.2, 0.5) * depth_mm + np.linspace(0, rng.uniform(-1.5, 1.5),
                                                                      int(hold.sum()))
-        cur, deep = gasp_at_s, rng.uniform(1.8, 2.6)
+        gasp_mm = min(max(rng.uniform(1.8, 2.6) * depth_mm, rng.uniform(14.0, 24.0)), 28.0)
+        boost = [gasp_mm / depth_mm] + list(rng.uniform(1.1, 1.5, int(rng.integers(1, 4))))
+        cur = gasp_at_s
+    first = True
     while cur < t[-1]:
-        period = rng.uniform(3.0, 6.0) * (0.8 if deep > 1 else 1.0)
-        depth = min(depth_mm * rng.lognormal(0.0, 0.3), 26.0) * deep
+        factor = boost.pop(0) if boost else 1.0
+        period = rng.uniform(3.0, 6.0) * (0.8 if factor > 1 else 1.0)
+        depth = min(depth_mm * factor * (1.0 if first and gasp_at_s is not None
+                                         else rng.lognormal(0.0, 0.3)), 28.0)
         base = rng.normal(0.0, 0.08 * depth_mm)
         m = (t >= cur) & (t < cur + period)
         ph = (t[m] - cur) / period
@@ -118,12 +124,12 @@ def breathing_trace(rng, t_s, *, depth_mm: float, gasp_at_s: float | None = None
         wave = np.where(ph < 0.4, np.sin(np.pi * ph / 0.8) ** 2,
                         np.cos(np.pi * (ph - 0.4) / 1.2) ** 2)
         wave = np.where(ph > 0.85, 0.0, wave)
-        if deep > 1.0 and gasp_at_s is not None and cur == gasp_at_s:
+        if first and gasp_at_s is not None:  # the gasp starts from the held position
             out[m] = out[m] * (1 - wave) + depth * wave
         else:
             out[m] = base + depth * wave
         cur += period
-        deep = 1.0 + (deep - 1.0) * 0.4 if deep > 1.0 else 1.0
+        first = False
     drift = ndimage.gaussian_filter1d(np.cumsum(rng.normal(0, 0.05, t.size)), 40)
     return ndimage.gaussian_filter1d(out, 3) + drift
 
