@@ -36,6 +36,20 @@ def test_tic_smoothness_known_value_for_alternating_curve():
     assert metrics.tic_smoothness(im, centre=(8, 8), radius_px=4) == pytest.approx(2.0)
 
 
+def test_tic_smoothness_normalisation_roi_vs_pixel():
+    # two halves with the same alternating shape, amplitudes 1 and 0.5
+    curve = (np.arange(12) % 2).astype(float)
+    im = np.broadcast_to(curve[:, None, None], (12, 16, 16)).copy()
+    im[:, :, 8:] *= 0.5
+    # per pixel: every curve 0..1 -> SD 2; jointly: half the pixels swing 0.5 -> SD 1
+    assert metrics.tic_smoothness(im, centre=(8, 8), radius_px=20, normalise="pixel") == (
+        pytest.approx(2.0)
+    )
+    assert metrics.tic_smoothness(im, centre=(8, 8), radius_px=20) == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="normalise must be 'roi' or 'pixel', got 'x'"):
+        metrics.tic_smoothness(im, centre=(8, 8), radius_px=2, normalise="x")
+
+
 def test_tic_smoothness_motion_is_rougher():
     rng = np.random.default_rng(0)
     t = 30
