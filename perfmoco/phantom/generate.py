@@ -24,6 +24,8 @@ _MYO = LABELS["lv_myocardium"]
 _BLOOD = [LABELS[n] for n in ("lv_blood", "rv_blood", "aorta", "lung_vessel")]
 #: Largest number of dynamics accepted (memory guard).
 MAX_DYNAMICS = 400
+#: Radial growth of the heart's cross-section per mm of breathing, by level (1/mm).
+_THROUGH_PLANE = {"basal": 0.002, "mid": 0.004, "apical": 0.010}
 #: Point-spread function of the reconstruction (Gaussian SD, pixels).
 PSF_SIGMA_PX = 0.7
 
@@ -153,7 +155,7 @@ def generate_phantom(
     n_dyn = int(r_time.integers(60, 76)) if n_dynamics is None else int(n_dynamics)
     anats = anatomy.draw_anatomy(r_anat, 3)
     beats = kinetics.draw_beats(r_time, n_dyn)
-    peak_dyn = int(np.clip(np.rint(r_time.normal(25.0, 5.5)), 16, 36))  # 1-based, real 19-33
+    peak_dyn = int(np.clip(np.rint(r_time.normal(25.0, 4.8)), 16, 36))  # 1-based, real 19-33
     peak_dyn = min(peak_dyn, max(int(0.45 * n_dyn), 3))
     lv_peak_s = float(beats.r_peaks_s[beats.n_pd + peak_dyn - 1] + beats.slice_offsets_s[1])
     t_end = float(beats.r_peaks_s[-1] + 1.5)
@@ -267,10 +269,12 @@ def _render_series(anat, *, level, slice_index, shape, spacing, times, beats, bl
     gd = np.moveaxis(gd, -1, 0)  # (Y, X, T) -> (T, Y, X)
     # motion
     lv_c = (h.cy, h.cx)
+    tp = _THROUGH_PLANE[level]
     disp = motion_mod.slice_displacement(model, labels, spacing, lv_c, times_s=dyn_t,
-                                     beats=np.arange(beats.n_pd, beats.n_pd + n_t))
+                                         beats=np.arange(beats.n_pd, beats.n_pd + n_t),
+                                         through_plane=tp)
     disp_pd = motion_mod.slice_displacement(model, labels, spacing, lv_c, times_s=pd_t,
-                                        beats=np.arange(beats.n_pd))
+                                            beats=np.arange(beats.n_pd), through_plane=tp)
     inv = motion_mod.invert_displacement(disp)
     inv_pd = motion_mod.invert_displacement(disp_pd)
     # signal

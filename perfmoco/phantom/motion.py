@@ -13,7 +13,8 @@ plus a smooth non-rigid field proportional to the breathing depth.  A
 smooth per-tissue *mobility* map (heart 1, liver 1.05, lungs 0.7, chest wall
 and fat 0.2, spine 0.05) scales it, so the chest wall slides less than the
 heart and liver.  Cardiac-phase changes (trigger jitter, mistriggers) add a
-radial contraction about the LV centre.
+radial contraction about the LV centre, and the heart sliding through the
+slice along its long axis shows as a radial scaling that grows toward the apex.
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ def _interp(field, yy, xx):
 
 
 def slice_displacement(model: MotionModel, labels, spacing_mm, lv_centre_mm, *, times_s,
-                       beats):
+                       beats, through_plane: float = 0.0):
     """Pull-back displacement of one slice at given acquisition times.
 
     Parameters
@@ -204,6 +205,10 @@ def slice_displacement(model: MotionModel, labels, spacing_mm, lv_centre_mm, *, 
         Acquisition times, s (same origin as ``model.t_s``).
     beats : ndarray, shape (T,), int
         Heartbeat index of each frame (cardiac phase).
+    through_plane : float, keyword-only
+        Radial growth of the heart's cross-section per mm of breathing (1/mm):
+        the heart moving along its long axis through a fixed plane, shown as
+        an in-plane radial scaling (strongest at the apex, where the LV tapers).
 
     Returns
     -------
@@ -247,7 +252,7 @@ def slice_displacement(model: MotionModel, labels, spacing_mm, lv_centre_mm, *, 
             m = _interp(mob, iy + m * dy / sp[0], ix + m * dx / sp[1])
         by, bx = m * dy, m * dx
         # cardiac phase: radial contraction about the (moved) LV centre
-        sc = model.beat_scale[beats[t]]
+        sc = model.beat_scale[beats[t]] - through_plane * r_t[t]
         py, px = y + by, x + bx
         g = sc * np.exp(-(py**2 + px**2) / r_card**2)
         out[t, 0] = (by + g * py) / sp[0]

@@ -41,7 +41,7 @@ def draw_coils(rng: np.random.Generator, torso) -> np.ndarray:
     xs_b = tcx + np.linspace(-0.5, 0.5, n_back) * ta + rng.normal(0, 10, n_back)
     ys_f = tcy - tb - rng.uniform(5, 25, n_front)
     ys_b = tcy + tb + rng.uniform(5, 25, n_back)
-    widths = rng.uniform(70, 120, n_front + n_back)
+    widths = rng.uniform(50, 90, n_front + n_back)
     return np.column_stack([np.r_[ys_f, ys_b], np.r_[xs_f, xs_b], widths])
 
 
