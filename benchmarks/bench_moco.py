@@ -62,6 +62,11 @@ def slice_metrics(mc, s, truth_all, prefix):
         m["pd_sd"] = pd_sd(res.pd_corrected, warped_ref)
         m["pd_sd_none"] = pd_sd(s.pd_images, masks[ref])
     m["qc_flagged"] = int(res.qc.sum())
+    if "mistriggered" in truth_all and np.ndim(truth_all["mistriggered"]) == 1:
+        mis = np.asarray(truth_all["mistriggered"], bool)
+        if mis.shape == res.qc.shape:
+            m["qc_true_pos"] = int((mis & res.qc).sum())
+            m["mistriggered"] = int(mis.sum())
     return m
 
 
@@ -87,7 +92,12 @@ def main(argv=None) -> int:
             print(
                 f"seed {seed} vendor {vendor} {prefix:4s} | "
                 + " | ".join(f"{k} {m[k + '_none']:.3f} -> {m[k]:.3f}" for k in KEYS if k in m)
-                + f" | qc {m['qc_flagged']}",
+                + f" | qc {m['qc_flagged']}"
+                + (
+                    f" ({m['qc_true_pos']}/{m['mistriggered']} mistriggers)"
+                    if "mistriggered" in m and m["mistriggered"]
+                    else ""
+                ),
                 flush=True,
             )
     print("\nmean over slices (none -> dl); targets: dice >= 0.90, centroid <= 1 mm,")
