@@ -236,14 +236,18 @@ def process_file(
         for w in caught:
             if str(w.message) not in result.messages:
                 result.messages.append(str(w.message))
-        summary.update(_summarise(result, name))
         images = result.to_images(config)
         if report:
-            from perfmoco.report import report_images, write_report
+            try:  # a report that cannot be drawn must not lose the study's results
+                from perfmoco.report import report_images, write_report
 
-            page = write_report(result, study_dir / "report", title=name)
-            summary["report"] = str(page.relative_to(study_dir))
-            images += report_images(result, config=config)
+                page = write_report(result, study_dir / "report", title=name)
+                summary["report"] = str(page.relative_to(study_dir))
+                images += report_images(result, config=config)
+            except Exception as exc:
+                log.exception("%s: QA report failed", path)
+                result.messages.append(f"QA report failed ({type(exc).__name__}: {exc})")
+        summary.update(_summarise(result, name))
         write_mrd_images(study_dir / RESULT_NAME, study_header(study), images)
         summary["result"] = RESULT_NAME
         summary["status"] = "warnings" if result.messages else "ok"
@@ -365,8 +369,8 @@ def _run_tasks(todo, out_dir, config, method, quantify, report, scheduler, worke
     try:
         futures = {
             client.submit(
-                process_file, str(path), str(out_dir.resolve()), config=config, method=method,
-                quantify=quantify, report=report, name=name, pure=False,
+                process_file, str(path.resolve()), str(out_dir.resolve()), config=config,
+                method=method, quantify=quantify, report=report, name=name, pure=False,
                 key=f"perfmoco-study-{name}-{time.time_ns()}",
             ): (path, name)
             for path, name in todo

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -26,18 +27,22 @@ def _phantom_available() -> bool:
 
 
 def write_cohort(
-    folder: Path, n: int, *, n_dynamics: int = 12, seed: int = 0, corrupt: int | None = None
+    folder: Path, n: int, *, n_dynamics: int = 12, seed: int = 0, corrupt: int | None = None,
+    distinct: bool = True,
 ) -> list[Path]:
     """``n`` small studies (phantom when available, else noise studies), one of them corrupt.
 
     ``corrupt`` is the index of the study to cut short; ``None`` adds a cut-short
-    copy of the first study as ``corrupt.h5``.
+    copy of the first study as ``corrupt.h5``.  ``distinct=False`` copies the first
+    study's file (the batch does not care; generating phantoms is what takes time).
     """
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(n):
         path = folder / f"study{i:02d}.h5"
-        if _phantom_available():
+        if i > 0 and not distinct:
+            shutil.copyfile(paths[0], path)
+        elif _phantom_available():
             from perfmoco.phantom import generate_phantom, write_phantom
 
             write_phantom(generate_phantom(seed=seed + i, n_dynamics=n_dynamics), path)
@@ -70,7 +75,7 @@ def client():
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory, client):
     root = tmp_path_factory.mktemp("cohort")
-    write_cohort(root / "in", 2)
+    write_cohort(root / "in", 2, n_dynamics=10, distinct=False)
     (root / "in" / "study00.truth.npz").write_bytes(b"truth is not a study")
     (root / "in" / "notes.txt").write_text("not a study")
     np.save(root / "in" / "series.npy", make_series(0, n_dynamics=12).images)
@@ -183,3 +188,34 @@ def test_ten_phantom_studies_with_a_corrupt_one(tmp_path):
     for n in done:
         assert (tmp_path / "out" / n / "report" / "report.html").is_file()
     assert (tmp_path / "out" / "index.html").is_file()
+
+
+def _one_study(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "one.h5"
+    slices = [make_series(0), make_series(1), make_series(2, SliceRole.AIF, shape=(16, 20))]
+    write_study(PerfusionStudy(slices=slices, study_id="one"), path)
+    return path
+
+
+def test_process_file_with_report(tmp_path):
+    summary = process_file(_one_study(tmp_path / "in"), tmp_path / "out", method="none",
+                           report=True)
+    assert summary["status"] in ("ok", "warnings"), summary
+    page = tmp_path / "out" / "one" / summary["report"]
+    assert page.is_file() and "<h2>Runtime</h2>" in page.read_text()
+
+
+def test_a_failing_report_does_not_lose_the_study(tmp_path, monkeypatch):
+    import perfmoco.report.html
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(perfmoco.report.html, "write_report", broken)
+    summary = process_file(_one_study(tmp_path / "in"), tmp_path / "out", method="none",
+                           report=True)
+    assert summary["status"] == "warnings"
+    assert any("QA report failed (RuntimeError: no fonts)" in m for m in summary["messages"])
+    assert (tmp_path / "out" / "one" / "result.h5").is_file()
+    assert (tmp_path / "out" / "one" / "DONE").is_file()
