@@ -12,11 +12,13 @@ import logging
 import warnings
 
 import numpy as np
+from scipy import ndimage
 
 from perfmoco.anatomy import find_blood_pools, rv_insertion_points, segment_myocardium
 from perfmoco.config import QuantConfig
 from perfmoco.quant.aif import AifResult, blood_pool_core, extract_aif
 from perfmoco.quant.fermi import FermiFit, fit_fermi, resample_uniform
+from perfmoco.quant.grouped import fit_fermi_grouped
 from perfmoco.quant.segments import aha_segments, display_angle, segment_table, slice_levels
 from perfmoco.quant.signal import baseline_m0, bolus_arrival_index, m0_map, signal_to_gd
 from perfmoco.study import PerfusionStudy, StudyError
@@ -256,7 +258,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                         f"{ins_arg:.0f} deg (display angle) assumed for the AHA segments")
         aha_maps[s.slice_index] = aha_segments(w.myo, w.centre, ins_arg, level=lvl)
     # 3. signal -> [Gd] -> uniform grid, every myocardial pixel of every slice
-    curves, masks, owners, sat_all = [], [], [], {}
+    curves, masks, owners, sat_all, groups, dgroups, cores = [], [], [], {}, [], [], []
     for s in highres:
         w = work.get(s.slice_index)
         if w is None:
@@ -281,25 +283,25 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         fm = aif_ok & _frame_mask(qc.get(s.slice_index), s.times_s, grid)
         if fm.sum() < 10:
             raise StudyError(f"{s.name}: only {int(fm.sum())} frames left after motion QC")
-        aha = aha_maps[s.slice_index][w.myo]
-        seg_ids = np.unique(aha)
-        seg_curves = np.stack([gd_u[aha == g].mean(axis=0) for g in seg_ids])
-        curves += [gd_u, seg_curves]
-        masks += [np.broadcast_to(fm, gd_u.shape), np.broadcast_to(fm, seg_curves.shape)]
-        owners += [(s.slice_index, None), (s.slice_index, seg_ids)]
-    allc = np.concatenate(curves)
+        curves.append(gd_u)
+        masks.append(np.broadcast_to(fm, gd_u.shape))
+        owners.append(s.slice_index)
+        groups.append(1000 * s.slice_index + aha_maps[s.slice_index][w.myo])
+        dgroups.append(np.full(gd_u.shape[0], s.slice_index))
+        # pixels off the partial-volume borders (blood pool, epicardium)
+        cores.append(ndimage.binary_erosion(w.myo)[w.myo])
     allm = np.concatenate(masks)
     fm_arg = allm[0] if (allm == allm[0]).all() else allm
-    fit = fit_fermi(allc, aif_u, dt_s=dt, frame_mask=fm_arg, density=config.tissue_density,
-                    r2_min=config.r2_min)
-    # 4. maps, flags and the segment table
-    mbf_maps, quality, flagged, seg_fit, pos = {}, {}, {}, {}, 0
-    for (sl, seg_ids), cur in zip(owners, curves):
+    fit, gfit, gids = fit_fermi_grouped(
+        np.concatenate(curves), aif_u, groups=np.concatenate(groups), dt_s=dt,
+        delay_groups=np.concatenate(dgroups), frame_mask=fm_arg, core=np.concatenate(cores),
+        density=config.tissue_density, r2_min=config.r2_min)
+    seg_fit = {(int(g) // 1000, int(g) % 1000): float(v) for g, v in zip(gids, gfit.mbf)}
+    # 4. maps, flags and the segment table (core pixels where a segment has enough)
+    mbf_maps, quality, flagged, valid, pos = {}, {}, {}, {}, 0
+    for sl, cur, core in zip(owners, curves, cores):
         part = slice(pos, pos + cur.shape[0])
         pos += cur.shape[0]
-        if seg_ids is not None:
-            seg_fit.update({(sl, int(g)): float(v) for g, v in zip(seg_ids, fit.mbf[part])})
-            continue
         myo = work[sl].myo
         mbf, r2 = fit.mbf[part], fit.r2[part]
         bad = ~fit.ok[part] | ~np.isfinite(mbf) | (mbf > config.max_mbf) | sat_all[sl]
@@ -309,11 +311,18 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         quality[sl][myo] = r2
         flagged[sl] = np.zeros(myo.shape, bool)
         flagged[sl][myo] = bad
+        aha = aha_maps[sl][myo]
+        fitted = np.isfinite(mbf) & ~sat_all[sl]  # the median is robust to the MBF flags
+        use = fitted & core
+        for g in np.unique(aha):
+            if (use & (aha == g)).sum() < 5:
+                use |= fitted & (aha == g)
+        valid[sl] = np.zeros(myo.shape, bool)
+        valid[sl][myo] = use
         if bad.mean() > 0.2:
             _warn(msgs, f"slice {sl}: {100 * bad.mean():.0f}% of myocardial pixels flagged "
                         "(poor fit, unphysical MBF or saturated signal)")
-    rows = segment_table(mbf_maps, aha_maps,
-                         valid={k: ~v for k, v in flagged.items()}, fit_mbf=seg_fit)
+    rows = segment_table(mbf_maps, aha_maps, valid=valid, fit_mbf=seg_fit)
     return QuantResult(
         mbf_maps=mbf_maps, fit_quality=quality, flagged=flagged,
         myocardium={k: w.myo for k, w in work.items()}, aha=aha_maps, rv_insertion=ins_out,

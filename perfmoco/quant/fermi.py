@@ -2,19 +2,19 @@
 
 Every tissue curve is modelled as ``C(t) = AIF (*) h(t - delay)`` with the
 Fermi impulse response of :func:`perfmoco.quant.model.fermi_impulse`
-(``h(0) = F``, MBF = ``F * 60 / density``), discretised exactly as
-:func:`perfmoco.quant.model.tissue_curve` does (rectangle rule on the
-uniform grid).  All curves are fitted at once:
+(``h(0) = F``, MBF = ``F * 60 / density``), discretised by
+:class:`perfmoco.quant.conv.FermiConvolution`.  All curves are fitted at
+once, in numpy:
 
 1. a dictionary start: for a grid of delays and Fermi shapes (``tau0, k``)
    the best amplitude ``F`` of every curve is a closed-form least-squares
-   projection, and each curve starts from its best atom (this also picks
-   its delay on the grid);
-2. batched, bounded Levenberg-Marquardt on ``(F, tau0, k)`` with the delay
-   held at its grid value; every curve has its own damping.
+   projection (one matrix product), and each curve starts from its best atom;
+2. batched, bounded Levenberg-Marquardt on ``(F, tau0, k, delay)`` with a
+   damping per curve; converged curves leave the working set.
 
 Curves on a non-uniform time grid (beat-to-beat RR variation) are first
-resampled with :func:`resample_uniform`.
+resampled with :func:`resample_uniform`.  For noisy pixel curves use
+:func:`perfmoco.quant.grouped.fit_fermi_grouped`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from scipy.interpolate import CubicSpline
 from perfmoco.quant.conv import FermiConvolution
 from perfmoco.quant.model import flow_to_mbf
 
-__all__ = ["FermiFit", "fit_fermi", "resample_uniform"]
+__all__ = ["F_BOUNDS", "FermiFit", "fit_fermi", "resample_uniform"]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,10 @@ def fit_fermi(
     max_iter: int = 40,
     tol: float = 1e-6,
     oversample: int = 2,
+    init=None,
+    fix_delay: bool = False,
+    shape_range: float | None = None,
+    delay_window_s: float | None = None,
     r2_min: float = 0.5,
     dtype=np.float32,
 ) -> FermiFit:
@@ -156,6 +160,17 @@ def fit_fermi(
         Quadrature points per grid step of the convolution
         (:class:`perfmoco.quant.conv.FermiConvolution`): 2 (default) or 3
         for accuracy, 1 for speed.
+    init : ndarray, shape (..., 4), keyword-only, optional
+        Start values ``(F [1/s], tau0 [s], k [1/s], delay [s])`` per curve
+        instead of the dictionary start (see :func:`fit_fermi_grouped`).
+    fix_delay : bool, keyword-only
+        Keep each curve's delay at its start value (needs ``init``).
+    shape_range : float, keyword-only, optional
+        With ``init``: bound ``tau0`` and ``k`` of each curve to
+        ``[start / shape_range, start * shape_range]``; this keeps noisy
+        pixels from collapsing into a narrow spike with a huge ``F``.
+    delay_window_s : float, keyword-only, optional
+        With ``init``: bound each delay to its start value +- this (s).
     r2_min : float, keyword-only
         Smallest ``r2`` of a fit flagged ``ok``.
     dtype : numpy dtype, keyword-only
@@ -201,38 +216,91 @@ def fit_fermi(
         delays_s = np.arange(-0.5, 3.0 + 1e-9, dt_s / 4.0)
     delays = np.asarray(delays_s, dtype=np.float64).ravel()
     d_lo, d_hi = float(delays.min()), float(delays.max())
+    if init is not None:
+        p0 = np.asarray(init, np.float64).reshape(-1, 4)
+        if p0.shape[0] != n or not np.isfinite(p0).all():
+            raise ValueError(f"init must be finite with shape {(*lead, 4)}, got {np.shape(init)}")
+        d_lo, d_hi = min(d_lo, float(p0[:, 3].min())), max(d_hi, float(p0[:, 3].max()))
+    elif fix_delay:
+        raise ValueError("fix_delay needs init (the delays to keep)")
     model = FermiConvolution(a, dt_s=dt_s, oversample=oversample, min_delay_s=d_lo,
                              dtype=dtype)
 
-    # 1. dictionary start: atoms (delay x tau0 x k) with F = 1
+    cw = c * w
+    if init is not None:
+        p = np.clip(p0, [F_BOUNDS[0], TAU_BOUNDS[0], K_BOUNDS[0], d_lo],
+                    [F_BOUNDS[1], TAU_BOUNDS[1], K_BOUNDS[1], d_hi]).astype(dtype)
+    else:
+        p = _dictionary_start(model, c, cw, w, delays)
+    lo = np.tile(np.array([F_BOUNDS[0], TAU_BOUNDS[0], K_BOUNDS[0], d_lo], dtype), (n, 1))
+    hi = np.tile(np.array([F_BOUNDS[1], TAU_BOUNDS[1], K_BOUNDS[1], d_hi], dtype), (n, 1))
+    if init is not None and shape_range is not None:
+        if not shape_range >= 1.0:
+            raise ValueError(f"shape_range must be >= 1, got {shape_range!r}")
+        lo[:, 1:3] = np.maximum(lo[:, 1:3], p[:, 1:3] / shape_range)
+        hi[:, 1:3] = np.minimum(hi[:, 1:3], p[:, 1:3] * shape_range)
+    if init is not None and delay_window_s is not None:
+        lo[:, 3] = np.maximum(lo[:, 3], p[:, 3] - delay_window_s)
+        hi[:, 3] = np.minimum(hi[:, 3], p[:, 3] + delay_window_s)
+    sse = _fit_lm(model, p, c, w, np.einsum("nt,nt->n", cw, cw), lo=lo, hi=hi,
+                  max_iter=max_iter, tol=tol, fix_delay=fix_delay)
+    used = np.broadcast_to(w, c.shape)
+    n_used = used.sum(axis=1)
+    mean = (c * used).sum(axis=1) / n_used
+    dev = (c - mean[:, None]) * used
+    r2 = 1.0 - sse / np.maximum(np.einsum("nt,nt->n", dev, dev), 1e-30)
+    rmse = np.sqrt(sse / n_used)
+    at_bound = (p[:, 0] >= F_BOUNDS[1] * 0.999) | (p[:, 0] <= 0)
+    ok = np.isfinite(p).all(axis=1) & (r2 >= r2_min) & ~at_bound
+    mbf = flow_to_mbf(p[:, 0], density=density)
+
+    def out(x, dt=np.float32):
+        return np.asarray(x, dtype=dt).reshape(lead)
+
+    return FermiFit(
+        mbf=out(mbf), flow=out(p[:, 0]), tau0=out(p[:, 1]), k=out(p[:, 2]), delay=out(p[:, 3]),
+        rmse=out(rmse), r2=out(r2), ok=out(ok, bool),
+    )
+
+
+def _dictionary_start(model, c, cw, w, delays):
+    """Start values from the best (delay, tau0, k) atom of every curve; ``F`` by projection."""
+    dtype = c.dtype
+    n = c.shape[0]
     taus = np.array([1.0, 2.0, 3.5, 5.0, 7.5, 10.0, 15.0, 25.0])
     ks = np.array([0.2, 0.4, 0.8, 1.5, 3.0, 6.0])
     grid = np.stack([g.ravel() for g in np.meshgrid(delays, taus, ks, indexing="ij")], 1)
     atom_p = np.column_stack([np.ones(len(grid)), grid[:, 1], grid[:, 2], grid[:, 0]])
     atoms, _ = model(atom_p.astype(dtype))
-    cw = c * w
     cb = cw @ atoms.T  # (N, M)
     bb = w @ (atoms * atoms).T  # (1 or N, M)
     gain = np.where(cb > 0, cb * cb / np.maximum(bb, 1e-30), -np.inf)
     best = np.argmax(gain, axis=1)
     rows = np.arange(n)
     f0 = np.clip(cb[rows, best] / np.maximum(bb[rows % bb.shape[0], best], 1e-30), *F_BOUNDS)
-    p = np.column_stack([f0, grid[best, 1], grid[best, 2], grid[best, 0]]).astype(dtype)
+    return np.column_stack([f0, grid[best, 1], grid[best, 2], grid[best, 0]]).astype(dtype)
+
+
+def _fit_lm(model, p, c, w, energy, *, lo, hi, max_iter, tol, fix_delay):
+    """Batched, bounded Levenberg-Marquardt on ``(F, tau0, k, delay)``, in place on ``p``.
+
+    Every curve has its own damping; converged curves leave the working set,
+    which is compacted as it shrinks.  Returns the residual sums of squares.
+    """
+    dtype = c.dtype
+    n, t_n = c.shape
 
     def sse_of(pred):  # residual sum of squares per curve
         r = (pred - c) * w
         return np.einsum("nt,nt->n", r, r)
 
-    # 2. batched, bounded Levenberg-Marquardt on (F, tau0, k, delay); converged
-    #    curves leave the working set, which is compacted as it shrinks
-    lo = np.array([F_BOUNDS[0], TAU_BOUNDS[0], K_BOUNDS[0], d_lo], dtype)
-    hi = np.array([F_BOUNDS[1], TAU_BOUNDS[1], K_BOUNDS[1], d_hi], dtype)
     pairs = [(a_, b_) for a_ in range(4) for b_ in range(a_, 4)]
     pred, jac = model(p, grad=True)
     sse = sse_of(pred)
     ws = np.arange(n)  # working set: indices into the full arrays
     wp, wsse, wpred, wjac, wc = p.copy(), sse.copy(), pred, jac, c
-    wenergy = np.einsum("nt,nt->n", cw, cw)
+    wenergy = energy
+    fixed = np.diag([0.0, 0.0, 0.0, 1.0 if fix_delay else 0.0]).astype(dtype)
     ww = w if w.shape[0] == 1 else w.copy()
     lam = np.full(n, 1e-2, dtype)
     active = np.ones(n, bool)
@@ -241,11 +309,14 @@ def fit_fermi(
             p[ws], sse[ws] = wp, wsse
             keep = np.flatnonzero(active)
             ws, wp, wsse, lam, active = ws[keep], wp[keep], wsse[keep], lam[keep], active[keep]
+            lo, hi = lo[keep], hi[keep]
             wpred, wjac, wc, wenergy = wpred[keep], wjac[:, keep], wc[keep], wenergy[keep]
             if ww.shape[0] > 1:
                 ww = ww[keep]
         if ws.size == 0:
             break
+        if fix_delay:
+            wjac[3] = 0.0
         jw = wjac * ww[None]
         resid = (wc - wpred) * ww
         jtj = np.empty((ws.size, 4, 4), dtype)
@@ -253,7 +324,7 @@ def fit_fermi(
             jtj[:, a_, b_] = jtj[:, b_, a_] = np.einsum("nt,nt->n", jw[a_], jw[b_])
         g = np.einsum("pnt,nt->np", jw, resid)
         diag = np.einsum("npp->np", jtj)
-        lhs = jtj + (lam[:, None] * (diag + 1e-12))[:, :, None] * np.eye(4, dtype=dtype)
+        lhs = jtj + (lam[:, None] * (diag + 1e-12))[:, :, None] * np.eye(4, dtype=dtype) + fixed
         step = np.linalg.solve(lhs, g[:, :, None])[:, :, 0]
         trial = np.clip(wp + step, lo, hi)
         tpred, tjac = model(trial, grad=True)
@@ -268,20 +339,4 @@ def fit_fermi(
         wjac[:, better] = tjac[:, better]
         active &= ~((better & ((rel < tol) | tiny | small)) | (lam >= 1e7))
     p[ws], sse[ws] = wp, wsse
-    used = np.broadcast_to(w, c.shape)
-    n_used = used.sum(axis=1)
-    mean = (c * used).sum(axis=1) / n_used
-    dev = (c - mean[:, None]) * used
-    r2 = 1.0 - sse / np.maximum(np.einsum("nt,nt->n", dev, dev), 1e-30)
-    rmse = np.sqrt(sse / n_used)
-    at_bound = (p[:, 0] >= hi[0] * 0.999) | (p[:, 0] <= 0)
-    ok = np.isfinite(p).all(axis=1) & (r2 >= r2_min) & ~at_bound
-    mbf = flow_to_mbf(p[:, 0], density=density)
-
-    def out(x, dt=np.float32):
-        return np.asarray(x, dtype=dt).reshape(lead)
-
-    return FermiFit(
-        mbf=out(mbf), flow=out(p[:, 0]), tau0=out(p[:, 1]), k=out(p[:, 2]), delay=out(p[:, 3]),
-        rmse=out(rmse), r2=out(r2), ok=out(ok, bool),
-    )
+    return sse

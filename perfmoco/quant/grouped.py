@@ -1,0 +1,125 @@
+"""Hierarchical Fermi fits: group mean curves first, then their pixels.
+
+See :func:`fit_fermi_grouped`.  Why: the fitted delay trades off strongly
+against ``F`` (0.03 s moves MBF by several %), so free per-pixel delays turn
+noise, and even slight partial-volume contamination of the curve's foot,
+into MBF bias and scatter.  Measured on five motion-free phantoms (segment
+median MBF, median absolute error): delay fixed per slice 0.30 ml/min/g
+(noisy); pixel delays within +-0.3 s of the slice delay 0.20 (noisy) and
+0.13 (noise-free).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from perfmoco.quant.conv import FermiConvolution
+from perfmoco.quant.fermi import F_BOUNDS, FermiFit, fit_fermi
+
+__all__ = ["fit_fermi_grouped"]
+
+
+def _group_means(c, inv, n_groups, use, fm):
+    means = np.empty((n_groups, c.shape[1]))
+    gmask = None if fm is None or fm.ndim == 1 else np.empty((n_groups, c.shape[1]), bool)
+    for j in range(n_groups):
+        sel = inv == j
+        pick = sel & use if (sel & use).any() else sel
+        means[j] = c[pick].mean(axis=0)
+        if gmask is not None:
+            gmask[j] = fm[pick].all(axis=0)
+    return means, (fm if gmask is None else gmask)
+
+
+def _start_from(curves, fm, aif, params, *, dt_s, oversample):
+    """Start values: ``params`` (N, 4) with ``F`` projected onto each curve."""
+    model = FermiConvolution(aif, dt_s=dt_s, min_delay_s=min(0.0, float(params[:, 3].min())),
+                             oversample=oversample, dtype=np.float64)
+    sh, _ = model(np.column_stack([np.ones(len(params)), params[:, 1:]]))
+    wts = np.ones_like(curves) if fm is None else np.broadcast_to(fm, curves.shape)
+    f0 = (curves * sh * wts).sum(axis=1) / np.maximum((sh * sh * wts).sum(axis=1), 1e-30)
+    return np.column_stack([np.clip(f0, *F_BOUNDS), params[:, 1:]])
+
+
+def fit_fermi_grouped(
+    curves, aif, *, groups, dt_s: float, delay_groups=None, frame_mask=None, core=None,
+    shape_range: float = 2.0, delay_window_s: float = 0.3, fixed_delay_s: float | None = None,
+    **kwargs,
+) -> tuple[FermiFit, FermiFit, np.ndarray]:
+    """Hierarchical fit: delays on coarse mean curves, then groups, then pixels.
+
+    The delay trades off strongly against ``F`` (a 0.03 s shift moves MBF by
+    several %), so a free per-pixel delay turns noise into MBF scatter and
+    bias.  Here the delay is fitted on the mean curve of each delay group
+    (e.g. a slice); each group (e.g. an AHA segment) is then fitted on its
+    mean curve with that delay kept, and its pixels start from the group's
+    parameters (``F`` scaled by a least-squares projection onto the group's
+    model curve) and keep the same delay.
+
+    Parameters
+    ----------
+    curves : ndarray, shape (N, T), mmol/l
+    aif : ndarray, shape (T,), mmol/l
+    groups : ndarray, shape (N,), int, keyword-only
+        Group label of every curve (any integers).
+    dt_s : float, keyword-only
+    delay_groups : ndarray, shape (N,), int, keyword-only, optional
+        Coarser labels that share one delay; groups must nest in them.
+        Default: each group fits its own delay.
+    frame_mask : ndarray, shape (T,) or (N, T), bool, keyword-only, optional
+        As in :func:`fit_fermi`.
+    core : ndarray, shape (N,), bool, keyword-only, optional
+        Curves used for the means (e.g. away from partial-volume borders);
+        default all.  A group without core curves uses all its curves.
+    shape_range : float, keyword-only
+        Pixel ``tau0`` and ``k`` stay within this factor of their group's.
+    delay_window_s : float, keyword-only
+        Pixel delays may move this far (s) from their group's (0 = fixed).
+    fixed_delay_s : float, keyword-only, optional
+        Use this delay everywhere instead of fitting it.
+    **kwargs
+        Further options of :func:`fit_fermi`.
+
+    Returns
+    -------
+    pixel_fit : FermiFit
+        Shape ``(N,)``.
+    group_fit : FermiFit
+        Shape ``(G,)``, one per label of ``group_ids``.
+    group_ids : ndarray, shape (G,), int
+        The sorted distinct group labels.
+    """
+    c = np.asarray(curves, np.float64)
+    g = np.asarray(groups).ravel()
+    if c.ndim != 2 or g.shape != (c.shape[0],):
+        raise ValueError(f"curves (N, T) and groups (N,) do not match: {c.shape}, {g.shape}")
+    dg = g if delay_groups is None else np.asarray(delay_groups).ravel()
+    if dg.shape != g.shape:
+        raise ValueError(f"delay_groups must have shape {g.shape}, got {dg.shape}")
+    use = np.ones(g.size, bool) if core is None else np.asarray(core, bool).ravel()
+    fm = None if frame_mask is None else np.asarray(frame_mask, bool)
+    over = kwargs.get("oversample", 2)
+    ids, inv = np.unique(g, return_inverse=True)
+    means, gfm = _group_means(c, inv, ids.size, use, fm)
+    if fixed_delay_s is not None:
+        start = fit_fermi(means, aif, dt_s=dt_s, frame_mask=gfm, **kwargs)
+        sp = np.column_stack([start.flow, start.tau0, start.k,
+                              np.full(ids.size, float(fixed_delay_s))]).astype(np.float64)
+        gfit = fit_fermi(means, aif, dt_s=dt_s, frame_mask=gfm, init=sp, fix_delay=True,
+                         **kwargs)
+    elif delay_groups is None:
+        gfit = fit_fermi(means, aif, dt_s=dt_s, frame_mask=gfm, **kwargs)
+    else:  # the delay of each delay group comes from its mean curve
+        d_ids, d_inv = np.unique(dg, return_inverse=True)
+        dmeans, dfm = _group_means(c, d_inv, d_ids.size, use, fm)
+        dfit = fit_fermi(dmeans, aif, dt_s=dt_s, frame_mask=dfm, **kwargs)
+        dp = np.column_stack([dfit.flow, dfit.tau0, dfit.k, dfit.delay]).astype(np.float64)
+        first = np.array([np.flatnonzero(inv == j)[0] for j in range(ids.size)])
+        init = _start_from(means, gfm, aif, dp[d_inv[first]], dt_s=dt_s, oversample=over)
+        gfit = fit_fermi(means, aif, dt_s=dt_s, frame_mask=gfm, init=init, fix_delay=True,
+                         **kwargs)
+    gp = np.column_stack([gfit.flow, gfit.tau0, gfit.k, gfit.delay]).astype(np.float64)
+    init = _start_from(c, fm, aif, gp[inv], dt_s=dt_s, oversample=over)
+    pfit = fit_fermi(c, aif, dt_s=dt_s, frame_mask=fm, init=init, fix_delay=delay_window_s <= 0,
+                     shape_range=shape_range, delay_window_s=max(delay_window_s, 0.0), **kwargs)
+    return pfit, gfit, ids
