@@ -30,7 +30,8 @@ AIF slice (prefix ``aif``), ``T`` dynamics (PD frames excluded), ``P`` PD frames
 
 - ``{p}_labels`` (Y, X) uint8: tissue labels of the motion-free frame (:data:`label_names`).
 - ``{p}_myo_masks`` (T, Y, X) bool: LV myocardium of each moved frame.
-- ``{p}_displacement`` (T, 2, Y, X) float32: pull-back displacement, pixels.
+- ``{p}_displacement`` (T, 2, Y, X) float32: pull-back displacement, pixels
+  (multiples of 1/1024 pixel).
 - ``{p}_inverse_displacement`` (T, 2, Y, X) float32: ``motion_free[t](p) ~
   moved[t](p + inv[t](p))`` (fixed-point inverse, ~0.1 px).
 - ``{p}_pd_displacement`` (P, 2, Y, X) float32: the PD frames' displacement.
@@ -42,7 +43,8 @@ AIF slice (prefix ``aif``), ``T`` dynamics (PD frames excluded), ``P`` PD frames
   7-12 mid, 13-16 apical.
 - ``s{k}_rv_insertion`` (2, 2) float: ``[[y_ant, x_ant], [y_inf, x_inf]]``,
   pixels of the motion-free frame, on the epicardium.
-- ``s{k}_tissue_gd`` (T, Y, X) float32: true [Gd] of every pixel, motion-free frame.
+- ``s{k}_myo_gd`` (T, M) float32: true [Gd] of the M LV-myocardium pixels, in
+  row-major order of ``s{k}_labels == LABELS["lv_myocardium"]`` (``np.nonzero``).
 - ``aif_gd`` (T_aif,) float64: true blood [Gd] at the AIF slice's dynamic times.
 - Scalars (0-d arrays unless noted): ``spacing_mm`` (2,), ``aif_spacing_mm`` (2,),
   ``fermi_tau0_s``, ``fermi_k_per_s``, ``fermi_delay_s`` (Fermi parameters of the
