@@ -157,7 +157,7 @@ def _summarise(result, name: str) -> dict[str, Any]:
     hi = [v for v in views if v.mbf is not None]
     if hi:
         vals = [
-            v.mbf[(v.aha > 0 if v.aha is not None else v.myocardium)] for v in hi
+            v.mbf[v.mbf_mask()] for v in hi
             if v.mbf.shape == v.myocardium.shape
         ]
         pooled = np.concatenate(vals) if vals else np.zeros(0)

@@ -19,6 +19,7 @@ from perfmoco.config import Config, MrdConfig
 from perfmoco.io.mrd import make_image
 from perfmoco.report.bullseye import draw_bullseye, segment_values
 from perfmoco.report.data import slice_views
+from perfmoco.report.figures import draw_map
 
 if TYPE_CHECKING:
     from perfmoco.pipeline import StudyResult
@@ -66,15 +67,8 @@ def _pictures(result: StudyResult) -> list[tuple[str, Figure]]:
             continue
         fig = _square_figure()
         ax = fig.add_subplot()
-        base = v.corrected if v.corrected is not None else v.series.images
-        peak = base[int(np.argmax(base.reshape(base.shape[0], -1).mean(axis=1)))]
-        ax.imshow(peak, cmap="gray", vmin=float(np.percentile(peak, 1)),
-                  vmax=float(np.percentile(peak, 99.5)))
-        mask = (v.aha > 0) if v.aha is not None else (v.mbf > 0)
-        im = ax.imshow(np.ma.masked_invalid(np.where(mask, v.mbf, np.nan)), cmap="jet",
-                       vmin=0.0, vmax=4.0)
+        im = draw_map(ax, v, vmax=4.0)
         ax.set_title(f"{v.name}: MBF (ml/min/g)", fontsize=9)
-        ax.axis("off")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="ml/min/g")
         out.append((f"MAP_SLICE{v.series.slice_index}", fig))
     return out

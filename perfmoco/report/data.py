@@ -52,6 +52,8 @@ class SliceView:
     mbf : ndarray, shape (Y, X), float, ml/min/g, or None
     aha : ndarray, shape (Y, X), int, or None
         AHA segment labels, 0 outside the myocardium.
+    flagged : ndarray, shape (Y, X), bool, or None
+        Pixels whose MBF the quantification marked unreliable.
     """
 
     series: SliceSeries
@@ -64,6 +66,14 @@ class SliceView:
     tic_after: np.ndarray | None
     mbf: np.ndarray | None = None
     aha: np.ndarray | None = None
+    flagged: np.ndarray | None = None
+
+    def mbf_mask(self) -> np.ndarray:
+        """Pixels whose MBF counts: the AHA myocardium (else the TIC mask), not flagged."""
+        mask = self.aha > 0 if self.aha is not None else self.myocardium.copy()
+        if self.flagged is not None and self.flagged.shape == mask.shape:
+            mask &= ~self.flagged.astype(bool)
+        return mask
 
     @property
     def name(self) -> str:
@@ -180,6 +190,7 @@ def slice_views(result: StudyResult) -> list[SliceView]:
                 tic_after=None if corrected is None else _tic(corrected, mask),
                 mbf=_get_map(getattr(quant, "mbf_maps", None), s.slice_index) if hi else None,
                 aha=_get_map(getattr(quant, "aha", None), s.slice_index) if hi else None,
+                flagged=_get_map(getattr(quant, "flagged", None), s.slice_index) if hi else None,
             )
         )
     return views
@@ -222,8 +233,7 @@ def slice_metrics(view: SliceView) -> dict[str, Any]:
         if view.corrected is None
         else _smoothness(view.corrected, view.myocardium, view.lv_centre),
     }
-    mask = view.aha > 0 if view.aha is not None else view.myocardium
-    out.update(mbf_stats(view.mbf, mask))
+    out.update(mbf_stats(view.mbf, view.mbf_mask()))
     return out
 
 

@@ -22,7 +22,9 @@ from perfmoco.report.data import SliceView
 __all__ = [
     "aif_figure",
     "animation_gif",
+    "draw_map",
     "fit_gamma_variate",
+    "heart_box",
     "maps_figure",
     "qc_strip",
     "save_png",
@@ -232,26 +234,56 @@ def aif_figure(quant: Any, views: list[SliceView]) -> tuple[Figure, str]:
     return fig, caption
 
 
+def heart_box(mask: np.ndarray, *, margin: float = 0.8, min_px: int = 24) -> tuple[slice, slice]:
+    """A square crop around ``mask`` (``margin`` x its extent added on each side).
+
+    Returns the whole image when the mask is empty.
+    """
+    if not mask.any():
+        return slice(None), slice(None)
+    yy, xx = np.nonzero(mask)
+    cy, cx = (yy.min() + yy.max()) / 2.0, (xx.min() + xx.max()) / 2.0
+    half = max(int(np.ptp(yy)), int(np.ptp(xx)), min_px) * (0.5 + margin)
+    y0, x0 = max(0, int(cy - half)), max(0, int(cx - half))
+    return slice(y0, int(cy + half) + 1), slice(x0, int(cx + half) + 1)
+
+
+def draw_map(ax, view: SliceView, *, vmax: float):
+    """MBF of one slice over its peak frame, cropped to the heart; flagged pixels grey.
+
+    Returns the colour-mapped image (for a colour bar).
+    """
+    from matplotlib.colors import ListedColormap
+
+    base = view.corrected if view.corrected is not None else view.series.images
+    peak = base[int(np.argmax(base.reshape(base.shape[0], -1).mean(axis=1)))]
+    myo = (view.aha > 0) if view.aha is not None else (view.mbf > 0)
+    crop = heart_box(myo)
+    lo, hi = _window(peak[crop])
+    ax.imshow(peak[crop], cmap="gray", vmin=lo, vmax=hi)
+    good = view.mbf_mask() & np.isfinite(view.mbf)
+    im = ax.imshow(np.ma.masked_where(~good[crop], view.mbf[crop]), cmap="jet", vmin=0.0,
+                   vmax=vmax)
+    bad = (myo & ~good)[crop]
+    if bad.any():
+        ax.imshow(np.ma.masked_where(~bad, bad), cmap=ListedColormap(["#c8c8c8"]))
+    ax.axis("off")
+    return im
+
+
 def maps_figure(views: list[SliceView]) -> Figure | None:
-    """MBF maps of the high-resolution slices over their peak frame, with a colour bar."""
+    """MBF maps of the high-resolution slices, with a colour bar (flagged pixels grey)."""
     with_map = [v for v in views if v.mbf is not None and v.mbf.shape == v.series.shape]
     if not with_map:
         return None
-    finite = np.concatenate([v.mbf[np.isfinite(v.mbf)].ravel() for v in with_map])
+    finite = np.concatenate([v.mbf[v.mbf_mask() & np.isfinite(v.mbf)] for v in with_map])
     vmax = max(MBF_VMAX, float(np.ceil(np.percentile(finite, 99)))) if finite.size else MBF_VMAX
-    fig = Figure(figsize=(3.4 * len(with_map) + 0.8, 3.4), layout="constrained")
+    fig = Figure(figsize=(3.0 * len(with_map) + 0.8, 3.2), layout="constrained")
     axes = fig.subplots(1, len(with_map), squeeze=False)[0]
     im = None
     for ax, v in zip(axes, with_map):
-        base = v.corrected if v.corrected is not None else v.series.images
-        peak = base[int(np.argmax(base.reshape(base.shape[0], -1).mean(axis=1)))]
-        lo, hi = _window(base)
-        ax.imshow(peak, cmap="gray", vmin=lo, vmax=hi)
-        mask = (v.aha > 0) if v.aha is not None else (v.mbf > 0)
-        shown = np.where(mask & np.isfinite(v.mbf), v.mbf, np.nan)
-        im = ax.imshow(np.ma.masked_invalid(shown), cmap="jet", vmin=0.0, vmax=vmax)
+        im = draw_map(ax, v, vmax=vmax)
         ax.set_title(v.name, fontsize=8)
-        ax.axis("off")
     fig.colorbar(im, ax=list(axes), label="MBF (ml/min/g)", shrink=0.9)
     return fig
 

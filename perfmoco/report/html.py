@@ -160,7 +160,8 @@ def _section_mbf(result: StudyResult, views: list[SliceView], assets: _Assets) -
         out.append(_missing("The quantification result holds no MBF map."))
     else:
         out.append(_img(assets.png(fig, "mbf_maps.png"), "MBF maps",
-                        "Pixel-wise MBF (ml/min/g) in the myocardium over the peak frame."))
+                        "Pixel-wise MBF (ml/min/g) in the myocardium over the peak frame; grey: "
+                        "pixels flagged unreliable by the quantification (not in the segments)."))
     rows = list(getattr(quant, "segments", None) or [])
     values = segment_values(rows)
     if values:
