@@ -90,6 +90,24 @@ class SliceAnatomy:
     heart: HeartShape
     vessels: np.ndarray  # (N, 3): x, y, r in mm
     epi_fat: tuple[float, float, float]  # angle deg, angular half width deg, thickness mm
+    rotation_deg: float = 0.0  # in-plane rotation of the whole slice content (planning)
+
+    def to_image(self, y_mm, x_mm):
+        """Anatomy-frame position (mm) -> image-frame position (mm), both from the centre.
+
+        The image shows the anatomy rotated by ``rotation_deg`` (counter-clockwise
+        as displayed).
+        """
+        th = np.deg2rad(self.rotation_deg)
+        c, s = np.cos(th), np.sin(th)
+        # display-ccw rotation in (x right, y down) coordinates
+        return -s * x_mm + c * y_mm, c * x_mm + s * y_mm
+
+    def to_anatomy(self, y_mm, x_mm):
+        """Image-frame position (mm) -> anatomy-frame position (mm); inverse of :meth:`to_image`."""
+        th = np.deg2rad(self.rotation_deg)
+        c, s = np.cos(th), np.sin(th)
+        return s * x_mm + c * y_mm, c * x_mm - s * y_mm
 
 
 def grid_mm(shape: tuple[int, int], spacing_mm: tuple[float, float]):
@@ -141,6 +159,7 @@ def draw_anatomy(rng: np.random.Generator, n_slices: int = 3) -> list[SliceAnato
     aorta = (spine[0] + u(18, 30), spine[1] - u(22, 30), u(10, 13))
     pap = np.array([[u(35, 55), 0.0, 0.0], [u(250, 280), 0.0, 0.0]])
     liver_grow = u(0.0, 1.0)
+    rotation = rng.normal(0.0, 12.0)  # slice planning: whole image content
     out = []
     for k in range(n_slices):
         frac = k / max(n_slices - 1, 1)  # 0 basal .. 1 apical
@@ -192,6 +211,7 @@ def draw_anatomy(rng: np.random.Generator, n_slices: int = 3) -> list[SliceAnato
                 heart=heart,
                 vessels=vessels,
                 epi_fat=(u(60, 120) + psi, u(20, 45), u(2, 5)),
+                rotation_deg=rotation + rng.normal(0.0, 2.0),
             )
         )
     return out
@@ -217,9 +237,10 @@ def render_slice(anat: SliceAnatomy, shape: tuple[int, int], spacing_mm: tuple[f
         Transmural position in the LV wall, 0 at the endocardium, 1 at the
         epicardium (meaningful inside the LV myocardium only).
     theta : ndarray, shape (Y, X), float64
-        Display angle (degrees, 0..360) around the LV centre.
+        Angle (degrees, 0..360) around the LV centre in the anatomy frame:
+        the display angle minus ``anat.rotation_deg``.
     """
-    y, x = grid_mm(shape, spacing_mm)
+    y, x = anat.to_anatomy(*grid_mm(shape, spacing_mm))
     lab = np.zeros(shape, np.uint8)
     tcx, tcy, ta, tb, fat, muscle, t_amp, t_phase = anat.torso
     ang = np.arctan2(y - tcy, x - tcx)

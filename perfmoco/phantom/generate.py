@@ -273,7 +273,7 @@ def _render_series(anat, *, level, slice_index, shape, spacing, times, beats, bl
         gd[m] = lab_curves[LABELS[lab]]
     gd = np.moveaxis(gd, -1, 0)  # (Y, X, T) -> (T, Y, X)
     # motion
-    lv_c = (h.cy, h.cx)
+    lv_c = anat.to_image(h.cy, h.cx)  # (y, x) mm in the image
     tp = _THROUGH_PLANE[level]
     disp = motion_mod.slice_displacement(model, labels, spacing, lv_c, times_s=dyn_t,
                                          beats=np.arange(beats.n_pd, beats.n_pd + n_t),
@@ -286,7 +286,8 @@ def _render_series(anat, *, level, slice_index, shape, spacing, times, beats, bl
     inv_pd = motion_mod.invert_displacement(disp_pd)
     # signal
     coils = signal.draw_coils(rng, anat.torso)
-    ref = float(signal.coil_sensitivity(coils, np.array(h.cy), np.array(h.cx)))
+    coils[:, 0], coils[:, 1] = anat.to_image(coils[:, 0], coils[:, 1])
+    ref = float(signal.coil_sensitivity(coils, np.array(lv_c[0]), np.array(lv_c[1])))
     pd_map = signal.proton_density(rng, labels, spacing) * (scale / ref)
     pd_map[np.isin(labels, _BLOOD)] *= blood_pd
     t1 = signal.t1_map(rng, labels)
@@ -303,8 +304,8 @@ def _render_series(anat, *, level, slice_index, shape, spacing, times, beats, bl
 
     def point(ang):
         _, r_epi = h.radii(np.array(ang))
-        y_mm = h.cy - float(r_epi) * np.sin(np.deg2rad(ang))
-        x_mm = h.cx + float(r_epi) * np.cos(np.deg2rad(ang))
+        y_mm, x_mm = anat.to_image(h.cy - float(r_epi) * np.sin(np.deg2rad(ang)),
+                                   h.cx + float(r_epi) * np.cos(np.deg2rad(ang)))
         return [y_mm / spacing[0] + to_px[0], x_mm / spacing[1] + to_px[1]]
 
     truth = {
