@@ -145,7 +145,8 @@ def blood_curves(rng: np.random.Generator, *, t_end_s: float, lv_peak_s: float) 
     Returns
     -------
     BloodCurves
-        LV peak 3-6 mmol/l; the RV bolus peaks 1.5-3 s (a few beats) earlier.
+        LV peak 3-6 mmol/l; the RV bolus arrives 1.2-2.5 s and peaks 2.4-4.5 s
+        (a few beats) earlier: the pulmonary transit at stress.
     """
     t = np.arange(0.0, t_end_s + FINE_DT_S, FINE_DT_S)
     alpha = rng.uniform(2.0, 3.2)
@@ -167,7 +168,7 @@ def blood_curves(rng: np.random.Generator, *, t_end_s: float, lv_peak_s: float) 
     peak = rng.uniform(3.2, 5.8)
     lv = shape(0.0)
     lv *= peak / lv.max()
-    rv_lead = rng.uniform(1.5, 3.0)
+    rv_lead = rng.uniform(1.2, 2.5)
     rv = shape(rv_lead, 0.7)
     rv *= peak * rng.uniform(1.2, 1.6) / rv.max()
     ao_shift = int(round(rng.uniform(0.4, 0.8) / FINE_DT_S))
