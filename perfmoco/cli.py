@@ -110,6 +110,14 @@ def cmd_replay(args) -> int:
         config=config, method=args.method,
     )
     print(summary)
+    if args.report:
+        from perfmoco.report.cli import make_reports
+
+        pages, errors = make_reports(args.output, config=config)
+        for page in pages:
+            print(f"wrote {page}")
+        if errors:
+            raise UsageError("; ".join(errors))
     return 0
 
 
@@ -167,7 +175,10 @@ def cmd_evaluate(args) -> int:
 def cmd_demo(args) -> int:
     from perfmoco.demo import run_demo
 
-    run_demo(Path(args.out), config=_config(args), method=args.method, seed=args.seed)
+    run_demo(
+        Path(args.out), config=_config(args), method=args.method, seed=args.seed,
+        report=not args.no_report,
+    )
     return 0
 
 
@@ -207,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     d.add_argument("--method", default="dl", choices=["none", "dl", "iterative"])
     d.add_argument("--seed", type=int, default=2024, help="phantom seed")
+    d.add_argument("--no-report", action="store_true", help="skip the QA report (HTML)")
     _add_config_args(d)
     d.set_defaults(func=cmd_demo)
 
@@ -234,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", required=True, help="MRD .h5 to write the results to")
     r.add_argument("--server", help="HOST:PORT of a running MRD server (default: in-process)")
     r.add_argument("--config-name", default="perfmoco", help="config name sent to the server")
+    r.add_argument("--report", action="store_true", help="also write a QA report (HTML)")
     r.add_argument("--method", default=None, choices=["none", "dl", "iterative"],
                    help="correction method (default: the config's server.method, dl)")
     _add_config_args(r)

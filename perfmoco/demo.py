@@ -64,7 +64,9 @@ def _truth_report(result, truth: dict) -> list[str]:
     return lines
 
 
-def run_demo(out_dir: Path, *, config: Config, method: str = "dl", seed: int = 2024) -> None:
+def run_demo(
+    out_dir: Path, *, config: Config, method: str = "dl", seed: int = 2024, report: bool = True
+) -> None:
     """Run the demo and write its files into ``out_dir``."""
     from perfmoco.phantom import generate_phantom, write_phantom
 
@@ -102,4 +104,9 @@ def run_demo(out_dir: Path, *, config: Config, method: str = "dl", seed: int = 2
     _say(result.summary_text())
     for line in _truth_report(result, ph.truth):
         _say(line)
+    if report:
+        from perfmoco.report import write_report
+
+        page = write_report(result, out_dir, title=f"perfmoco demo (phantom seed {seed})")
+        _say(f"QA report: {page}")
     _say(f"done in {time.perf_counter() - t0:.1f} s; outputs in {out_dir}/")

@@ -80,7 +80,7 @@ def read_mrd_images(
             raise StudyError(f"{path}: several groups {groups}; say which one to read")
     if group not in groups:
         raise StudyError(f"{path}: no group {group!r} (groups: {groups})")
-    with ismrmrd.Dataset(str(path), group, create_if_needed=False) as dset:
+    with ismrmrd.Dataset(str(path), group, create_if_needed=False, mode="r") as dset:
         try:
             header = strip_nul(dset.read_xml_header())
         except (KeyError, LookupError):

@@ -48,6 +48,7 @@ def result_to_images(result: StudyResult, *, config: MrdConfig) -> list[ismrmrd.
                 pd_series_index=index if aif else config.moco_pd_series_index,
                 role="MOCO",
                 extra_meta={
+                    "perfmoco_QCFlaggedDynamics": [str(i) for i in np.flatnonzero(m.qc)] or "none",
                     "GADGETRON_ImageProcessingHistory": ["PERFMOCO", f"MOCO_{result.method.value}"],
                     "GADGETRON_SeqDescription": f"_MOCO_{result.method.value.upper()}",
                     "GADGETRON_ImageComment": "MOCO",
@@ -86,6 +87,10 @@ def _map_images(result: StudyResult, config: MrdConfig) -> list[ismrmrd.Image]:
             GADGETRON_ColorMap="Perfusion.pal",
             perfmoco_Unit="ml/min/g",
         )
+        aif = getattr(quant, "aif_gd", None)
+        if aif is not None and len(aif):
+            meta["perfmoco_AIF_mmol_l"] = [f"{v:.4g}" for v in np.asarray(aif, float)]
+            meta["perfmoco_AIF_times_s"] = [f"{v:.4f}" for v in np.asarray(quant.aif_times_s)]
         if table:
             meta["perfmoco_Segments"] = [
                 t for t in table if t.startswith(f"slice {s.slice_index} ")
