@@ -372,6 +372,21 @@ def test_intensity_ratios_match_real_series(fixture, request):
         assert 1.8 <= myo_curve.max() / myo_pre <= 2.9
 
 
+def test_realism_figures(ph_a, ph_none):
+    from perfmoco.phantom import REAL_FIGURES, realism_figures
+
+    fig = realism_figures(ph_a, slice_index=0)
+    assert set(fig) == set(REAL_FIGURES)
+    for key in ("lv_pre_over_myo_pre", "lv_peak_over_myo_pre", "myo_peak_over_myo_pre",
+                "lv_peak_dynamic"):
+        _, lo, hi = REAL_FIGURES[key]
+        assert lo <= fig[key] <= hi, (key, fig[key])
+    assert 1400 < fig["myo_area_mm2"] < 2500
+    assert realism_figures(ph_none)["excursion_mm"] == 0.0
+    with pytest.raises(ValueError, match="3"):
+        realism_figures(ph_a, slice_index=3)
+
+
 def test_timing_is_realistic(ph_a):
     hr = ph_a.study.highres[1]
     rr = np.diff(hr.times_s)

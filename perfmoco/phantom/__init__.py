@@ -8,7 +8,8 @@ slice, ``slice_index`` 3, at the base) and whose ``truth`` holds everything
 that generated it.  Modules: :mod:`.anatomy` (shapes, labels, AHA),
 :mod:`.kinetics` (timing, blood curves, Fermi tissue curves, MBF maps),
 :mod:`.motion` (breathing, displacement fields, warping), :mod:`.signal`
-(saturation recovery, coil shading, noise), :mod:`.generate`, :mod:`.files`.
+(saturation recovery, coil shading, noise), :mod:`.generate`, :mod:`.files`,
+:mod:`.realism` (the paper-notes figures of real series, measured on a phantom).
 
 Conventions
 -----------
@@ -61,14 +62,17 @@ from perfmoco.phantom.files import truth_path, write_phantom, write_truth
 from perfmoco.phantom.generate import Phantom, generate_phantom
 from perfmoco.phantom.motion import warp
 from perfmoco.phantom.params import LABELS, MOTION_KINDS, VENDORS, label_names
+from perfmoco.phantom.realism import REAL_FIGURES, realism_figures
 
 __all__ = [
     "LABELS",
     "MOTION_KINDS",
     "Phantom",
+    "REAL_FIGURES",
     "VENDORS",
     "generate_phantom",
     "label_names",
+    "realism_figures",
     "truth_path",
     "warp",
     "write_phantom",
