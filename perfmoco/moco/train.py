@@ -247,6 +247,8 @@ def train_main(
     torch.manual_seed(cfg["seed"])
     if cfg["threads"]:
         torch.set_num_threads(int(cfg["threads"]))
+    # MONAI's Parzen-window MI produces denormal floats, 1.5x slower on CPU
+    torch.set_flush_denormal(True)
     t0 = time.time()
     train_series, val_series = load_series(cfg["data"])  # before torch threads spin up
     dev = _device(cfg["device"])
