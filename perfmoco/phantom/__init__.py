@@ -19,8 +19,9 @@ Conventions
   with linear interpolation (``scipy.ndimage.map_coordinates(order=1)``,
   edge values outside); :func:`perfmoco.phantom.motion.warp` does exactly this.
 - Angles are display angles, ``atan2(-(y - cy), x - cx)``, counter-clockwise as
-  the image is shown (row 0 at the top).  The RV is on the image left,
-  anterior up.  AHA segments start at the anterior RV insertion and go
+  the image is shown (row 0 at the top).  The RV is on the image left and
+  anterior is up, give or take a seeded rotation of the whole slice (SD 12 degrees).
+  AHA segments start at the anterior RV insertion and go
   counter-clockwise as displayed (into the septum): basal 2, 3, 4, 5, 6, 1
   (60 degrees each), mid the same + 6, apical 14, 15, 16, 13 (90 degrees each).
 

@@ -6,8 +6,10 @@ and rendered on any pixel grid, so the low-resolution AIF slice shows the
 same basal anatomy as the basal high-resolution slice.
 
 Angles follow the display: ``theta = atan2(-(y - cy), x - cx)`` in degrees,
-counter-clockwise as the image is shown (row 0 at the top).  The RV lies to
-the image left of the LV (septum near 180 degrees), anterior is up (90).
+counter-clockwise as the image is shown (row 0 at the top).  In the anatomy
+frame the RV lies to the left of the LV (septum near 180 degrees) and anterior
+is up (90); the image shows the anatomy frame rotated by
+``SliceAnatomy.rotation_deg`` (slice planning), see :meth:`SliceAnatomy.to_image`.
 """
 
 from __future__ import annotations
