@@ -86,6 +86,7 @@ def _enhancement(im: np.ndarray, sp: tuple[float, float]):
     base = np.median(im[:n_base], axis=0)
     sig = (0.0, max(0.7, 1.5 / sp[0]), max(0.7, 1.5 / sp[1]))
     e = ndimage.gaussian_filter(im - base, sig)
+    e -= np.median(e, axis=(1, 2), keepdims=True)  # frame-wide offsets (e.g. mistriggers)
     e = ndimage.uniform_filter1d(e, 3, axis=0, mode="nearest")
     return e, n_base, noise
 

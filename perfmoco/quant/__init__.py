@@ -166,6 +166,25 @@ class _SliceWork:
     peak_lv: int
 
 
+def _fill_frames(images, bad):
+    """Replace QC-flagged frames by linear interpolation in time (they are not fitted)."""
+    if bad is None:
+        return images
+    b = np.asarray(bad, bool)
+    if b.shape != (images.shape[0],):
+        raise ValueError(f"qc flags must have shape ({images.shape[0]},), got {b.shape}")
+    if not b.any() or b.all():
+        return images
+    idx = np.arange(b.size)
+    good = idx[~b]
+    j = np.clip(np.searchsorted(good, idx[b]), 1, good.size - 1)
+    lo, hi = good[j - 1], good[j]
+    w = np.clip((idx[b] - lo) / np.maximum(hi - lo, 1), 0.0, 1.0)[:, None, None]
+    out = images.copy()
+    out[b] = images[lo] * (1.0 - w) + images[hi] * w
+    return out
+
+
 def _frame_mask(bad, times_src, grid):
     """Grid samples whose nearest source frame is not QC-flagged."""
     if bad is None:
@@ -203,6 +222,13 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
     study.validate()
     msgs: list[str] = []
     qc = dict(qc or {}) if config.exclude_qc_frames else {}
+    by_index = {s.slice_index: s for s in study.slices}
+    for key, flags in qc.items():
+        if key not in by_index:
+            raise ValueError(f"qc names slice {key!r}, the study has {sorted(by_index)}")
+        if np.shape(flags) != (by_index[key].n_dynamics,):
+            raise ValueError(f"qc flags of slice {key} must have shape "
+                             f"({by_index[key].n_dynamics},), got {np.shape(flags)}")
     highres = study.highres
     src = study.aif
     if src is None:
@@ -263,7 +289,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         w = work.get(s.slice_index)
         if w is None:
             continue
-        im = np.asarray(s.images, np.float64)
+        im = _fill_frames(np.asarray(s.images, np.float64), qc.get(s.slice_index))
         ts = s.saturation_time_s or config.saturation_time_highres_s
         n_base = config.baseline_frames or bolus_arrival_index(im[:, w.lv_core].mean(axis=1))
         n_base = int(min(n_base, im.shape[0] - 3))

@@ -171,7 +171,8 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None) -> AifResu
         gd = gd / (1.0 - config.hematocrit)
     peak = int(np.argmax(gd))
     base_sd = float(np.std(gd[:n_base])) if n_base > 1 else 0.0
-    if gd[peak] < config.min_aif_peak_gd or gd[peak] < 5.0 * base_sd:
+    has_pd = series.pd_images.shape[0] > 0  # without PD the absolute scale is unknown
+    if gd[peak] <= 0 or gd[peak] < 5.0 * base_sd or (has_pd and gd[peak] < config.min_aif_peak_gd):
         raise StudyError(
             f"{series.name}: flat AIF (peak {gd[peak]:.2f} mmol/l, baseline SD {base_sd:.2f}; "
             f"need >= {config.min_aif_peak_gd} mmol/l): no contrast bolus in the LV blood pool?"

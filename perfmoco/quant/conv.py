@@ -41,15 +41,24 @@ def fermi_and_grad(u, f, tau, k):
         ``h / F`` (1 at ``u = 0``), ``dh/dtau`` and ``dh/dk`` (these two
         include the factor ``F``).
     """
-    with np.errstate(over="ignore", invalid="ignore"):
-        e = np.exp(np.minimum(k * (u - tau), 60.0))
+    z = u - tau
+    s = k * z
+    np.minimum(s, 60.0, out=s)
+    np.exp(s, out=s)
+    s += 1.0
+    np.reciprocal(s, out=s)  # s = 1 / (1 + exp(k (u - tau)))
+    with np.errstate(over="ignore"):
         e0 = np.exp(np.minimum(-k * tau, 60.0))
-        s = 1.0 / (1.0 + e)
-        norm = 1.0 + e0
-        es2 = e * s * s
-        base = norm * s
-        dtau = (norm * es2 - e0 * s) * (k * f)
-        dk = (-tau * e0 * s - norm * (u - tau) * es2) * f
+    norm = 1.0 + e0
+    es2 = 1.0 - s
+    es2 *= s  # exp(.) s^2 = s (1 - s)
+    base = norm * s
+    dtau = es2 * (norm * k * f)
+    dtau -= s * (e0 * k * f)
+    z *= es2
+    z *= -(norm * f)
+    dk = s * (-tau * e0 * f)
+    dk += z
     return base, dtau, dk
 
 
@@ -74,6 +83,13 @@ def _catmull_rom(x: np.ndarray, t: np.ndarray, *, derivative: bool):
     d = (q0 * (-0.5 + 2.0 * t - 1.5 * t2) + q1 * (-5.0 * t + 4.5 * t2)
          + q2 * (0.5 + 4.0 * t - 4.5 * t2) + q3 * (1.5 * t2 - t))
     return out, d
+
+
+def _linear(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """As :func:`_catmull_rom` with linear interpolation (no derivative)."""
+    xp = np.zeros((*x.shape[:-1], x.shape[-1] + 1), x.dtype)
+    xp[..., 1:] = x
+    return xp[..., :-1] + t * (x - xp[..., :-1])
 
 
 class FermiConvolution:
@@ -106,8 +122,9 @@ class FermiConvolution:
         self.adv = int(np.ceil(max(0.0, -float(min_delay_s)) / self.dt))
         a_adv = np.concatenate([a[self.adv :], np.full(self.adv, a[-1])])
         lag = np.arange(a.size)[None, :] - np.arange(a.size)[:, None]  # row j, column i
-        self.amat = np.where(lag >= 0, a_adv[np.clip(lag, 0, None)], 0.0).astype(dtype)
-        self.j = np.arange(a.size, dtype=np.float64)[None, :]
+        amat = np.where(lag >= 0, a_adv[np.clip(lag, 0, None)], 0.0)
+        self.amat = (amat * self.dt / self.m).astype(dtype)  # quadrature weight folded in
+        self.j = np.arange(a.size, dtype=dtype)[None, :]
 
     def __call__(self, p: np.ndarray, *, grad: bool = False):
         """Model curves for parameters ``p`` (N, 4) = ``(F, tau0, k, delay)``.
@@ -122,26 +139,29 @@ class FermiConvolution:
         delta = self.dt / self.m
         out = np.zeros((p.shape[0], self.t_n), self.dtype)
         jac = np.zeros((4, p.shape[0], self.t_n), self.dtype) if grad else None
+        rows = np.arange(p.shape[0])
         for ph in range(self.m):
-            s = (d.astype(np.float64) + self.adv * self.dt + ph * delta) / self.dt
+            s = (d[:, 0].astype(np.float64) + self.adv * self.dt + ph * delta) / self.dt
             q = np.floor(s)
-            t = (1.0 - (s - q)).astype(self.dtype)  # Catmull-Rom position from x[i-1]
-            # whole-sample part q of the shift goes into h: h'[j] = h((j - q) dt + ph delta)
-            uu = ((self.j - q) * self.dt + ph * delta).astype(self.dtype)
-            valid = uu >= -1e-6 * self.dt
-            wgt = np.where(valid, delta, 0.0).astype(self.dtype)
-            if ph == 0:
-                wgt = np.where(np.abs(uu) <= 1e-6 * self.dt, 0.5 * delta, wgt).astype(self.dtype)
+            t = (1.0 - (s - q)).astype(self.dtype)[:, None]  # Catmull-Rom position
+            # whole-sample part q of the shift goes into h: h'[j] = h((j - q) dt + ph delta);
+            # before the jump (j < q) u is pushed far out, where the Fermi is 0
+            jq = self.j - q.astype(self.dtype)[:, None]
+            uu = np.where(jq >= 0, jq * self.dt + ph * delta, 1e4).astype(self.dtype)
             base, dtau, dk = fermi_and_grad(uu, f, tau, k)
+            if ph == 0:  # trapezoid: half weight on the jump sample
+                inside = (q >= 0) & (q < self.t_n)
+                r, qi = rows[inside], q[inside].astype(np.int64)
+                for arr in (base, dtau, dk):
+                    arr[r, qi] *= 0.5
             if grad:
-                x = (np.concatenate([base * wgt, dtau * wgt, dk * wgt]) @ self.amat)
-                val, dval = _catmull_rom(x.reshape(3, -1, self.t_n), t, derivative=True)
+                x = (np.concatenate([base, dtau, dk]) @ self.amat).reshape(3, -1, self.t_n)
+                val, dval = _catmull_rom(x[:1], t, derivative=True)
                 out += val[0] * f
                 jac[0] += val[0]
-                jac[1] += val[1]
-                jac[2] += val[2]
+                jac[1:3] += _linear(x[1:], t)  # an approximate Jacobian is enough for LM
                 jac[3] -= dval * (f / self.dt)  # dt/dd = -1/dt
             else:
-                val, _ = _catmull_rom(((base * wgt) @ self.amat)[None], t, derivative=False)
+                val, _ = _catmull_rom((base @ self.amat)[None], t, derivative=False)
                 out += val[0] * f
         return out, jac

@@ -125,7 +125,8 @@ def fit_fermi(
     delays_s=None,
     density: float = 1.05,
     max_iter: int = 40,
-    tol: float = 1e-6,
+    tol: float = 1e-4,
+    polish_iter: int = 6,
     oversample: int = 2,
     init=None,
     fix_delay: bool = False,
@@ -156,6 +157,10 @@ def fit_fermi(
     tol : float, keyword-only
         A curve stops iterating when an accepted step lowers its residual
         sum of squares by less than this fraction.
+    polish_iter : int, keyword-only
+        With ``oversample > 1`` the fit first converges with one quadrature
+        point per step (half the cost), then takes at most this many
+        iterations with the accurate model (0: accurate model throughout).
     oversample : int, keyword-only
         Quadrature points per grid step of the convolution
         (:class:`perfmoco.quant.conv.FermiConvolution`): 2 (default) or 3
@@ -242,8 +247,15 @@ def fit_fermi(
     if init is not None and delay_window_s is not None:
         lo[:, 3] = np.maximum(lo[:, 3], p[:, 3] - delay_window_s)
         hi[:, 3] = np.minimum(hi[:, 3], p[:, 3] + delay_window_s)
-    sse = _fit_lm(model, p, c, w, np.einsum("nt,nt->n", cw, cw), lo=lo, hi=hi,
-                  max_iter=max_iter, tol=tol, fix_delay=fix_delay)
+    energy = np.einsum("nt,nt->n", cw, cw)
+    if oversample > 1 and polish_iter > 0:  # converge on the cheap 1-point model, polish
+        coarse = FermiConvolution(a, dt_s=dt_s, oversample=1, min_delay_s=d_lo, dtype=dtype)
+        _fit_lm(coarse, p, c, w, energy, lo=lo, hi=hi, max_iter=max_iter, tol=tol,
+                fix_delay=fix_delay)
+    sse = _fit_lm(model, p, c, w, energy, lo=lo, hi=hi,
+                  max_iter=max_iter if oversample == 1 or polish_iter <= 0 else polish_iter,
+                  tol=tol,
+                  fix_delay=fix_delay)
     used = np.broadcast_to(w, c.shape)
     n_used = used.sum(axis=1)
     mean = (c * used).sum(axis=1) / n_used

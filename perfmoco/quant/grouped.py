@@ -31,14 +31,14 @@ def _group_means(c, inv, n_groups, use, fm):
     return means, (fm if gmask is None else gmask)
 
 
-def _start_from(curves, fm, aif, params, *, dt_s, oversample):
-    """Start values: ``params`` (N, 4) with ``F`` projected onto each curve."""
+def _start_from(curves, fm, aif, params, index, *, dt_s, oversample):
+    """Start values: ``params[index]`` (N, 4) with ``F`` projected onto each curve."""
     model = FermiConvolution(aif, dt_s=dt_s, min_delay_s=min(0.0, float(params[:, 3].min())),
                              oversample=oversample, dtype=np.float64)
-    sh, _ = model(np.column_stack([np.ones(len(params)), params[:, 1:]]))
+    sh = model(np.column_stack([np.ones(len(params)), params[:, 1:]]))[0][index]
     wts = np.ones_like(curves) if fm is None else np.broadcast_to(fm, curves.shape)
     f0 = (curves * sh * wts).sum(axis=1) / np.maximum((sh * sh * wts).sum(axis=1), 1e-30)
-    return np.column_stack([np.clip(f0, *F_BOUNDS), params[:, 1:]])
+    return np.column_stack([np.clip(f0, *F_BOUNDS), params[index, 1:]])
 
 
 def fit_fermi_grouped(
@@ -115,11 +115,12 @@ def fit_fermi_grouped(
         dfit = fit_fermi(dmeans, aif, dt_s=dt_s, frame_mask=dfm, **kwargs)
         dp = np.column_stack([dfit.flow, dfit.tau0, dfit.k, dfit.delay]).astype(np.float64)
         first = np.array([np.flatnonzero(inv == j)[0] for j in range(ids.size)])
-        init = _start_from(means, gfm, aif, dp[d_inv[first]], dt_s=dt_s, oversample=over)
+        init = _start_from(means, gfm, aif, dp, d_inv[first], dt_s=dt_s, oversample=over)
         gfit = fit_fermi(means, aif, dt_s=dt_s, frame_mask=gfm, init=init, fix_delay=True,
                          **kwargs)
     gp = np.column_stack([gfit.flow, gfit.tau0, gfit.k, gfit.delay]).astype(np.float64)
-    init = _start_from(c, fm, aif, gp[inv], dt_s=dt_s, oversample=over)
+    init = _start_from(c, fm, aif, gp, inv, dt_s=dt_s, oversample=over)
+    pkw = {"max_iter": 8, "polish_iter": 0, **kwargs}  # pixels start close to the solution
     pfit = fit_fermi(c, aif, dt_s=dt_s, frame_mask=fm, init=init, fix_delay=delay_window_s <= 0,
-                     shape_range=shape_range, delay_window_s=max(delay_window_s, 0.0), **kwargs)
+                     shape_range=shape_range, delay_window_s=max(delay_window_s, 0.0), **pkw)
     return pfit, gfit, ids

@@ -1,0 +1,118 @@
+"""Fermi deconvolution: known MBF from synthetic curves, frame exclusion, resampling, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perfmoco.quant.conv import FermiConvolution
+from perfmoco.quant.fermi import fit_fermi, resample_uniform
+from perfmoco.quant.grouped import fit_fermi_grouped
+from perfmoco.quant.model import mbf_to_flow, tissue_curve
+
+FINE = 0.05
+
+
+def _aif_fine(t):
+    s = np.clip((t - 5.0) / 4.0, 0, None)
+    r = np.clip((t - 14.0) / 6.0, 0, None)
+    return 4.5 * s**3 * np.exp(3 * (1 - s)) + 0.8 * r**2 * np.exp(2 * (1 - r))
+
+
+def _curves(mbf, *, dt=0.6, n=70, tau0=4.0, k=1.2, delay=0.6):
+    """Continuous-time (0.05 s grid) curves sampled every ``dt`` s, like the phantom."""
+    tf = np.arange(0, n * dt + 1, FINE)
+    aif = _aif_fine(tf)
+    tis = tissue_curve(aif, dt_s=FINE, flow_per_s=mbf_to_flow(np.asarray(mbf)), tau0_s=tau0,
+                       k_per_s=k, delay_s=delay)
+    idx = np.round(np.arange(n) * dt / FINE).astype(int)
+    return tis[..., idx], aif[idx]
+
+
+def test_recovers_known_mbf_noise_free():
+    mbf = np.array([0.6, 1.0, 2.0, 3.0, 4.0])
+    c, a = _curves(mbf)
+    fit = fit_fermi(c, a, dt_s=0.6)
+    np.testing.assert_allclose(fit.mbf, mbf, rtol=0.03)
+    assert fit.ok.all() and (fit.r2 > 0.999).all()
+    assert np.all(np.abs(fit.delay - 0.6) < 0.15)
+
+
+@pytest.mark.parametrize(("tau0", "k", "delay"), [(2.5, 2.0, 0.2), (7.0, 0.6, 1.3)])
+def test_recovers_mbf_other_shapes(tau0, k, delay):
+    mbf = np.array([1.0, 3.0])
+    c, a = _curves(mbf, tau0=tau0, k=k, delay=delay)
+    np.testing.assert_allclose(fit_fermi(c, a, dt_s=0.6).mbf, mbf, rtol=0.04)
+
+
+def test_grouped_fit_with_noise():
+    rng = np.random.default_rng(0)
+    mbf = np.repeat([1.0, 3.0], 150)
+    c, a = _curves(mbf)
+    noisy = c + rng.normal(0, 0.04, c.shape)
+    pix, grp, ids = fit_fermi_grouped(noisy, a, groups=np.repeat([0, 1], 150),
+                                      delay_groups=np.zeros(300, int), dt_s=0.6)
+    np.testing.assert_allclose(grp.mbf, [1.0, 3.0], rtol=0.1)
+    assert list(ids) == [0, 1]
+    for m in (1.0, 3.0):
+        assert abs(np.median(pix.mbf[mbf == m]) - m) / m < 0.1
+    assert pix.mbf.shape == (300,)
+
+
+def test_frame_mask_excludes_corrupt_frames():
+    c, a = _curves(np.array([2.5]))
+    bad = c.copy()
+    bad[0, 20:23] += 1.5  # e.g. mistriggered beats
+    keep = np.ones(c.shape[-1], bool)
+    keep[20:23] = False
+    assert abs(fit_fermi(bad, a, dt_s=0.6).mbf[0] - 2.5) > 0.1
+    assert fit_fermi(bad, a, dt_s=0.6, frame_mask=keep).mbf[0] == pytest.approx(2.5, rel=0.03)
+
+
+def test_leading_shape_kept():
+    c, a = _curves(np.full((2, 3), 2.0))
+    fit = fit_fermi(c, a, dt_s=0.6)
+    assert fit.mbf.shape == (2, 3) and fit.ok.shape == (2, 3)
+
+
+def test_model_matches_fine_grid_and_jacobian():
+    c, a = _curves(np.array([2.0]), tau0=3.0, k=1.1, delay=0.7)
+    model = FermiConvolution(a, dt_s=0.6, oversample=2, min_delay_s=-0.5, dtype=np.float64)
+    p = np.array([[mbf_to_flow(2.0), 3.0, 1.1, 0.7]])
+    pred, jac = model(p, grad=True)
+    assert np.abs(pred[0] - c[0]).max() < 0.02 * c.max()
+    eps = np.array([1e-7, 1e-5, 1e-5, 1e-5])
+    for i in range(4):
+        e = np.zeros((1, 4))
+        e[0, i] = eps[i]
+        fd = (model(p + e)[0] - model(p - e)[0])[0] / (2 * eps[i])
+        assert np.abs(fd - jac[i, 0]).max() < 0.02 * np.abs(fd).max() + 1e-9
+
+
+def test_resample_uniform():
+    rng = np.random.default_rng(0)
+    t = np.cumsum(rng.uniform(0.55, 0.65, 40))
+    v = np.stack([2 * t + 1, 0.5 * t**2])
+    grid, out = resample_uniform(t, v, dt_s=0.6)
+    np.testing.assert_allclose(out[0], 2 * grid + 1, atol=1e-9)
+    np.testing.assert_allclose(out[1], 0.5 * grid**2, atol=1e-6)
+    _, lin = resample_uniform(t, v, dt_s=0.6, method="linear")
+    np.testing.assert_allclose(lin[0], 2 * grid + 1, atol=1e-9)
+    with pytest.raises(ValueError, match="increasing"):
+        resample_uniform(t[::-1], v[:, ::-1])
+
+
+def test_bad_input():
+    c, a = _curves(np.array([2.0]))
+    with pytest.raises(ValueError, match="share T"):
+        fit_fermi(c[:, :-1], a, dt_s=0.6)
+    with pytest.raises(ValueError, match="dt_s"):
+        fit_fermi(c, a, dt_s=0.0)
+    bad = c.copy()
+    bad[0, 3] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        fit_fermi(bad, a, dt_s=0.6)
+    with pytest.raises(ValueError, match="fewer than 5"):
+        fit_fermi(c, a, dt_s=0.6, frame_mask=np.arange(c.shape[-1]) < 3)
+    with pytest.raises(ValueError, match="init"):
+        fit_fermi(c, a, dt_s=0.6, fix_delay=True)

@@ -1,0 +1,93 @@
+"""AHA segment geometry on a hand-made ring; territories, levels, segment table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perfmoco.quant.segments import (
+    aha_segments,
+    display_angle,
+    segment_table,
+    slice_levels,
+    territory_of,
+)
+
+CY, CX = 40.0, 40.0
+
+
+def _ring():
+    yy, xx = np.mgrid[0:80, 0:80]
+    r = np.hypot(yy - CY, xx - CX)
+    return (r >= 12) & (r < 20)
+
+
+def _point(angle_deg, radius=16.0):
+    a = np.deg2rad(angle_deg)
+    return int(round(CY - radius * np.sin(a))), int(round(CX + radius * np.cos(a)))
+
+
+@pytest.mark.parametrize(
+    ("level", "expect"),
+    [
+        # display angle relative to the anterior insertion (counter-clockwise) -> segment
+        ("basal", {30: 2, 90: 3, 150: 4, 210: 5, 270: 6, 330: 1}),
+        ("mid", {30: 8, 90: 9, 150: 10, 210: 11, 270: 12, 330: 7}),
+        ("apical", {45: 14, 135: 15, 225: 16, 315: 13}),
+    ],
+)
+@pytest.mark.parametrize("ant", [120.0, 35.0, 250.0])
+def test_segments_on_hand_made_ring(level, expect, ant):
+    ring = _ring()
+    aha = aha_segments(ring, (CY, CX), ant, level=level)
+    assert (aha[~ring] == 0).all()
+    assert set(np.unique(aha[ring])) == set(expect.values())
+    for rel, seg in expect.items():
+        assert aha[_point(ant + rel)] == seg, (rel, seg)
+
+
+def test_insertion_points_and_mirrored_display():
+    ring = _ring()
+    ins = np.array([_point(120.0, 20), _point(240.0, 20)], float)  # septum on the left
+    by_points = aha_segments(ring, (CY, CX), ins, level="basal")
+    by_angle = aha_segments(ring, (CY, CX), 120.0, level="basal")
+    assert np.mean(by_points[ring] == by_angle[ring]) > 0.97
+    assert by_points[_point(180.0)] in (2, 3)  # the septum lies between the insertions
+    # a mirrored display (septum on the right): still 2, 3 between the insertion points
+    mirrored = np.array([_point(60.0, 20), _point(300.0, 20)], float)
+    aha = aha_segments(ring, (CY, CX), mirrored, level="basal")
+    assert aha[_point(30.0)] == 2 and aha[_point(330.0)] == 3
+
+
+def test_display_angle_convention():
+    pts = np.array([[CY - 5, CX], [CY, CX - 5], [CY + 5, CX], [CY, CX + 5]])
+    np.testing.assert_allclose(display_angle(pts, (CY, CX)), [90, 180, 270, 0])
+
+
+def test_territories_and_levels():
+    assert [territory_of(s) for s in (1, 2, 3, 4, 5, 6)] == [
+        "LAD", "LAD", "RCA", "RCA", "LCX", "LCX"]
+    assert [territory_of(s) for s in (13, 14, 15, 16)] == ["LAD", "LAD", "RCA", "LCX"]
+    assert slice_levels(3) == ["basal", "mid", "apical"]
+    assert slice_levels(1) == ["mid"]
+    assert slice_levels(6) == ["basal", "basal", "mid", "mid", "apical", "apical"]
+    with pytest.raises(ValueError, match="segment"):
+        territory_of(18)
+    with pytest.raises(ValueError, match="level"):
+        aha_segments(_ring(), (CY, CX), 0.0, level="base")
+
+
+def test_segment_table_statistics():
+    ring = _ring()
+    aha = aha_segments(ring, (CY, CX), 120.0, level="basal")
+    mbf = np.where(ring, aha.astype(np.float32) / 2.0, 0.0)
+    valid = ring.copy()
+    valid[_point(150.0)] = False
+    rows = segment_table({0: mbf}, {0: aha}, valid={0: valid}, fit_mbf={(0, 2): 1.1})
+    assert [r["segment"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    for r in rows:
+        assert r["median"] == pytest.approx(r["segment"] / 2.0)
+        assert r["sd"] == pytest.approx(0.0, abs=1e-6)
+        assert r["n"] + r["n_flagged"] == int((aha == r["segment"]).sum())
+    assert sum(r["n_flagged"] for r in rows) == 1
+    assert rows[1]["fit"] == 1.1 and np.isnan(rows[0]["fit"])

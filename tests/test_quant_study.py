@@ -1,0 +1,154 @@
+"""quantify_study on motion-free phantoms, quantify_curves, and every degenerate case."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from perfmoco.config import QuantConfig
+from perfmoco.quant import QuantResult, quantify_curves, quantify_study
+from perfmoco.quant.model import mbf_to_flow, tissue_curve
+from perfmoco.study import SliceRole, StudyError
+
+phantom = pytest.importorskip("perfmoco.phantom")
+
+
+def _key(s):
+    return "aif" if s.role is SliceRole.AIF else f"s{s.slice_index}"
+
+
+@pytest.fixture(scope="module")
+def ph():
+    return phantom.generate_phantom(seed=0, motion="none")
+
+
+@pytest.fixture(scope="module")
+def clean_study(ph):
+    return ph.study.replace_slices([
+        s.replace(images=ph.noise_free[_key(s)], pd_images=ph.noise_free[_key(s) + "_pd"])
+        for s in ph.study.slices])
+
+
+@pytest.fixture(scope="module")
+def clean_result(clean_study):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a clean study gives no warning
+        return quantify_study(clean_study, config=QuantConfig())
+
+
+def test_noise_free_phantom_against_truth(ph, clean_result):
+    tr = ph.truth
+    r = clean_result
+    assert isinstance(r, QuantResult) and sorted(r.mbf_maps) == [0, 1, 2]
+    core_err, agree = [], []
+    for k in range(3):
+        m = r.myocardium[k]
+        tm = tr[f"s{k}_labels"] == phantom.LABELS["lv_myocardium"]
+        assert 2 * (m & tm).sum() / (m.sum() + tm.sum()) > 0.75
+        core = m & ndimage.binary_erosion(tm)
+        truth = tr[f"s{k}_mbf"][core]
+        core_err += list(np.abs(r.mbf_maps[k][core] - truth) / truth)
+        both = m & tm
+        agree += list(r.aha[k][both] == tr[f"s{k}_aha"][both])
+        assert r.mbf_maps[k].dtype == np.float32 and (r.mbf_maps[k][~m] == 0).all()
+    assert np.median(core_err) < 0.05
+    assert np.mean(agree) > 0.9
+    seg_err = [abs(row["median"] - np.median(tr[f"s{row['slice']}_mbf"][
+        tr[f"s{row['slice']}_aha"] == row["segment"]])) for row in r.segments]
+    assert np.median(seg_err) < 0.25
+    assert {row["segment"] for row in r.segments} == set(range(1, 17))
+    assert abs(r.aif_gd.max() - tr["aif_gd"].max()) < 0.1 * tr["aif_gd"].max()
+    text = r.summary_text()
+    assert "AIF peak" in text and "slice 2" in text
+
+
+def test_missing_aif_slice_warns_and_flags(clean_study):
+    study = clean_study.replace_slices([s for s in clean_study.slices
+                                        if s.role is not SliceRole.AIF])
+    with pytest.warns(UserWarning, match="no low-resolution AIF slice"):
+        r = quantify_study(study, config=QuantConfig())
+    assert any("AIF" in w for w in r.warnings)
+    assert all(np.isfinite(m).all() for m in r.mbf_maps.values())
+
+
+def test_missing_pd_frames_falls_back(clean_study):
+    study = clean_study.replace_slices([
+        s.replace(pd_images=np.zeros((0, *s.shape), np.float32), pd_times_s=np.zeros(0))
+        for s in clean_study.slices])
+    with pytest.warns(UserWarning, match="no PD frames"):
+        r = quantify_study(study, config=QuantConfig())
+    assert sum("no PD frames" in w for w in r.warnings) == 4
+    assert sorted(r.mbf_maps) == [0, 1, 2]
+    assert all(np.isfinite(m).all() for m in r.mbf_maps.values())
+
+
+def test_flat_aif_is_a_clear_error(clean_study):
+    aif = clean_study.aif
+    flat = np.repeat(aif.images[:1], aif.n_dynamics, axis=0)
+    study = clean_study.replace_slices([
+        s.replace(images=flat) if s.role is SliceRole.AIF else s for s in clean_study.slices])
+    with pytest.raises(StudyError, match="AIF|LV blood pool"):
+        quantify_study(study, config=QuantConfig())
+    # a bolus too small to be real
+    weak = aif.images[:1] + 1e-4 * (aif.images - aif.images[:1])
+    study = clean_study.replace_slices([
+        s.replace(images=weak) if s.role is SliceRole.AIF else s for s in clean_study.slices])
+    with pytest.raises(StudyError):
+        quantify_study(study, config=QuantConfig())
+
+
+def test_unphysical_signal_is_flagged(clean_study):
+    cfg = dataclasses.replace(QuantConfig(), pd_scale=0.2)  # M0 far too small: S/M0 > 1
+    with pytest.warns(UserWarning):
+        r = quantify_study(clean_study, config=cfg)
+    assert any("flagged" in w or "M0" in w for w in r.warnings)
+    assert any(r.flagged[k][r.myocardium[k]].mean() > 0.2 for k in r.flagged)
+
+
+def test_qc_frames_are_excluded(ph, clean_study):
+    t_n = clean_study.highres[0].n_dynamics
+    bad = np.zeros(t_n, bool)
+    bad[[30, 31]] = True
+    hit = clean_study.replace_slices([
+        s.replace(images=s.images + np.where(bad[:, None, None], 500.0, 0.0).astype(np.float32))
+        if s.slice_index == 1 and s.role is SliceRole.HIGHRES else s
+        for s in clean_study.slices])
+    r = quantify_study(hit, config=QuantConfig(), qc={1: bad})
+    ref = quantify_study(clean_study, config=QuantConfig())
+    m = r.myocardium[1] & ref.myocardium[1]
+    assert np.median(np.abs(r.mbf_maps[1][m] - ref.mbf_maps[1][m])) < 0.1
+    assert r.flagged[1][r.myocardium[1]].mean() < 0.2
+    with pytest.raises(ValueError, match="qc flags"):
+        quantify_study(clean_study, config=QuantConfig(), qc={1: bad[:-1]})
+
+
+def test_quantify_curves_known_mbf_and_errors():
+    dt, n = 0.6, 60
+    t = np.arange(n) * dt
+    s = np.clip((t - 5) / 4, 0, None)
+    aif = 4.0 * s**3 * np.exp(3 * (1 - s))
+    mbf = np.array([[1.0, 2.0], [3.0, 0.0]])
+    tis = tissue_curve(aif, dt_s=dt, flow_per_s=mbf_to_flow(mbf), tau0_s=4.0, k_per_s=1.0,
+                       delay_s=0.6)
+    mask = mbf > 0
+    out = quantify_curves(np.moveaxis(tis, -1, 0), aif, dt_s=dt, mask=mask)
+    assert out.shape == (2, 2) and out[1, 1] == 0
+    np.testing.assert_allclose(out[mask], mbf[mask], rtol=0.05)
+    half = quantify_curves(np.moveaxis(tis, -1, 0), aif, dt_s=dt, mask=mask, hematocrit=0.5)
+    np.testing.assert_allclose(half[mask], mbf[mask] / 2, rtol=0.05)
+    with pytest.raises(ValueError, match=r"\(T, Y, X\)"):
+        quantify_curves(tis[0], aif, dt_s=dt)
+    with pytest.raises(ValueError, match="aif_gd"):
+        quantify_curves(np.moveaxis(tis, -1, 0), aif[:-1], dt_s=dt)
+    bad = np.moveaxis(tis, -1, 0).copy()
+    bad[3, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        quantify_curves(bad, aif, dt_s=dt)
+    with pytest.raises(ValueError, match="hematocrit"):
+        quantify_curves(np.moveaxis(tis, -1, 0), aif, dt_s=dt, hematocrit=1.2)
+    with pytest.raises(ValueError, match="flat"):
+        quantify_curves(np.moveaxis(tis, -1, 0), np.zeros(n), dt_s=dt)
