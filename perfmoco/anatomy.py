@@ -28,8 +28,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Plausible area of the LV blood pool in one short-axis slice, mm^2
-#: (apex at end-systole .. dilated base).
+#: Plausible area of the LV blood pool in a short-axis slice (apex .. dilated base), mm^2.
 LV_AREA_MM2 = (60.0, 7000.0)
 #: Plausible area of the RV blood pool, mm^2.
 RV_AREA_MM2 = (30.0, 9000.0)
@@ -79,10 +78,8 @@ def _check_series(images) -> np.ndarray:
 
 def _enhancement(im: np.ndarray, sp: tuple[float, float]):
     """Smoothed enhancement ``E`` (T, Y, X), baseline frame count and noise SD."""
-    t = im.shape[0]
-    n_base = int(np.clip(t // 10, 2, 5))
-    diffs = np.abs(np.diff(im, axis=0))
-    noise = 1.4826 * float(np.median(diffs)) / np.sqrt(2.0)
+    n_base = int(np.clip(im.shape[0] // 10, 2, 5))
+    noise = 1.4826 * float(np.median(np.abs(np.diff(im, axis=0)))) / np.sqrt(2.0)
     base = np.median(im[:n_base], axis=0)
     sig = (0.0, max(0.7, 1.5 / sp[0]), max(0.7, 1.5 / sp[1]))
     e = ndimage.gaussian_filter(im - base, sig)
@@ -105,8 +102,7 @@ def _shape_stats(region: np.ndarray, px_area: float):
 
 def _half_time(e: np.ndarray, peak: np.ndarray) -> np.ndarray:
     """First (fractional) frame at which each pixel reaches half its peak."""
-    above = e >= 0.5 * peak[None]
-    first = np.argmax(above, axis=0)
+    first = np.argmax(e >= 0.5 * peak[None], axis=0)
     prev = np.clip(first - 1, 0, None)
     a = np.take_along_axis(e, prev[None], 0)[0]
     b = np.take_along_axis(e, first[None], 0)[0]
@@ -118,12 +114,9 @@ def _otsu_1d(values: np.ndarray) -> float:
     v = np.sort(values.ravel())
     if v.size < 2 or v[0] == v[-1]:
         return float(v[0]) if v.size else 0.0
-    csum = np.cumsum(v)
-    n = np.arange(1, v.size)
-    w0, w1 = n, v.size - n
-    m0 = csum[:-1] / w0
-    m1 = (csum[-1] - csum[:-1]) / w1
-    score = w0 * w1 * (m0 - m1) ** 2
+    csum, w0 = np.cumsum(v), np.arange(1, v.size)
+    w1 = v.size - w0
+    score = w0 * w1 * (csum[:-1] / w0 - (csum[-1] - csum[:-1]) / w1) ** 2
     i = int(np.argmax(score))
     return float(0.5 * (v[i] + v[i + 1]))
 
@@ -139,9 +132,7 @@ def _segment_pool(frame, seed, level, *, px_area, area_range, spx):
         if overlap[k - 1] <= 0:
             return None
         region = ndimage.binary_fill_holes(lab == k)
-        r = max(1, int(round(2.0 / spx)))
-        opened = ndimage.binary_opening(region, structure=_disk(r))
-        lab2, n2 = ndimage.label(opened)
+        lab2, n2 = ndimage.label(ndimage.binary_opening(region, _disk(max(1, round(2.0 / spx)))))
         if n2:
             ov2 = ndimage.sum_labels(seed, lab2, index=np.arange(1, n2 + 1))
             if ov2.max() > 0:
@@ -154,7 +145,7 @@ def _segment_pool(frame, seed, level, *, px_area, area_range, spx):
 
 def _disk(r: int) -> np.ndarray:
     yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    return (yy * yy + xx * xx) <= r * r + 0.5
+    return (yy * yy + xx * xx) <= r * r + 0.5  # structuring element of radius r
 
 
 def find_blood_pools(images, *, times_s=None, spacing_mm) -> BloodPools:
@@ -180,14 +171,13 @@ def find_blood_pools(images, *, times_s=None, spacing_mm) -> BloodPools:
     perfmoco.study.StudyError
         When no enhancing, compact LV blood pool can be found (e.g. noise).
     """
-    im = _check_series(images)
-    sp = _spacing(spacing_mm)
+    im, sp = _check_series(images), _spacing(spacing_mm)
     if times_s is not None and np.shape(times_s) != (im.shape[0],):
         raise ValueError(f"times_s must have shape ({im.shape[0]},), got {np.shape(times_s)}")
     px_area, spx = sp[0] * sp[1], float(np.sqrt(sp[0] * sp[1]))
     e, n_base, noise = _enhancement(im, sp)
     peak = e.max(axis=0)
-    top = float(np.percentile(peak, 99.5))
+    top = float(np.percentile(peak, 99.5))  # robust blood enhancement
     if top <= 0 or top < MIN_CNR * max(noise, 1e-12 * max(float(np.abs(im).max()), 1e-30)):
         raise StudyError(
             f"no LV blood pool found: peak enhancement {top:.3g} is not above the noise "
@@ -199,63 +189,79 @@ def find_blood_pools(images, *, times_s=None, spacing_mm) -> BloodPools:
     th = _half_time(e, peak)
     # Split the candidate pixels into early (RV) and late (LV, aorta) arrival.
     split = _otsu_1d(th[cand])
-    early = cand & (th <= split)
-    late = cand & (th > split)
+    early, late = cand & (th <= split), cand & (th > split)
     sep = (np.median(th[late]) - np.median(th[early])) if early.any() and late.any() else 0.0
     if sep < 1.0:  # no two arrival groups: treat everything as one (LV-like) group
-        early = np.zeros_like(cand)
-        late = cand
+        early, late = np.zeros_like(cand), cand
     lab, n = ndimage.label(late)
-    best, best_score = 0, 0.0
-    early_dist = ndimage.distance_transform_edt(~early, sampling=sp) if early.any() else None
+    rv_dist = None
+    if early.any():  # distance to the main early (RV) region
+        lab_e, _ = ndimage.label(early)
+        main = lab_e == int(np.argmax(np.bincount(lab_e.ravel())[1:])) + 1
+        rv_dist = ndimage.distance_transform_edt(~main, sampling=sp)
+    scores, th_k = np.zeros(n + 1), np.full(n + 1, np.inf)
+    r_in, r_out = _disk(max(1, round(2.0 / spx))), _disk(max(2, round(9.0 / spx)))
     for k in range(1, n + 1):
         reg = lab == k
         area, fill, elong = _shape_stats(reg, px_area)
         if not (LV_AREA_MM2[0] <= area <= 2 * LV_AREA_MM2[1]) or fill < 0.3 or elong > 4.0:
             continue
-        score = float(peak[reg].mean()) * min(fill, 1.0) / max(elong, 1.0) * np.sqrt(area)
-        if early_dist is not None and float(early_dist[reg].min()) < 25.0:
-            score *= 3.0  # the LV lies next to the RV; the aorta does not
-        if score > best_score:
-            best, best_score = k, score
+        pk = float(peak[reg].mean())
+        t_pk = int(np.argmax(e[:, reg].mean(axis=1)))
+        ring = ndimage.binary_dilation(reg, r_out) & ~ndimage.binary_dilation(reg, r_in)
+        after = e[t_pk + 2 : t_pk + 8]
+        ring_enh = float(after[:, ring].mean()) / pk if after.size and ring.any() else 0.0
+        # compact, bright, enhancing wall around it (myocardium; the aorta has none)
+        scores[k] = pk * min(fill, 1.0) / max(elong, 1.0) * np.sqrt(area)
+        scores[k] *= 1.0 + 4.0 * float(np.clip(ring_enh, 0.0, 0.5))
+        if rv_dist is not None and float(rv_dist[reg].min()) < 25.0:
+            scores[k] *= 3.0  # the LV lies next to the RV; the aorta does not
+        th_k[k] = float(np.median(th[reg]))
+    if np.isfinite(th_k).any():  # the LV fills before the descending aorta
+        scores *= np.exp(-np.clip(th_k - th_k.min(), 0.0, None) / 1.5)
+    best = int(np.argmax(scores)) if scores.max() > 0 else 0
     if best == 0:
         raise StudyError("no LV blood pool found: no compact late-enhancing region of LV size")
     seed = lab == best
-    curve = e[:, seed].mean(axis=1)
-    peak_lv = int(np.argmax(curve))
+    peak_lv = int(np.argmax(e[:, seed].mean(axis=1)))
+    rseed, peak_rv = None, peak_lv
+    if early.any():  # the main early region near the LV seed is the RV
+        lab_e, n_e = ndimage.label(early)
+        dist_lv = ndimage.distance_transform_edt(~seed, sampling=sp)
+        near = [k for k in range(1, n_e + 1) if float(dist_lv[lab_e == k].min()) < 25.0
+                and (lab_e == k).sum() * px_area >= RV_AREA_MM2[0]]
+        if near:
+            rseed = lab_e == near[int(np.argmax([(lab_e == k).sum() for k in near]))]
+            peak_rv = int(np.argmax(e[:, rseed].mean(axis=1)))
     frame = e[peak_lv]
     level = float(np.percentile(frame[seed], 90))
-    lv = _segment_pool(frame, seed, level, px_area=px_area, area_range=LV_AREA_MM2, spx=spx)
+    core = seed
+    if rseed is not None and peak_rv < peak_lv:
+        # bright at the LV peak but not at the RV peak: the LV, wherever motion put it
+        diff = frame - e[peak_rv]
+        lab_d, n_d = ndimage.label(diff > 0.5 * level)
+        if n_d:
+            ov = ndimage.sum_labels(seed, lab_d, index=np.arange(1, n_d + 1))
+            if ov.max() > 0:
+                core = lab_d == int(np.argmax(ov)) + 1
+    lv = _segment_pool(frame, core, level, px_area=px_area, area_range=LV_AREA_MM2, spx=spx)
     if lv is None:
         raise StudyError(f"no LV blood pool found at the peak-LV dynamic {peak_lv}")
     centre = tuple(float(c) for c in np.argwhere(lv).mean(axis=0))
-    rv, peak_rv = np.zeros_like(lv), peak_lv
-    if early.any():
-        lab_e, n_e = ndimage.label(early)
-        dist_lv = ndimage.distance_transform_edt(~seed, sampling=sp)
-        near = [
-            k
-            for k in range(1, n_e + 1)
-            if float(dist_lv[lab_e == k].min()) < 25.0
-            and (lab_e == k).sum() * px_area >= RV_AREA_MM2[0]
-        ]
-        if near:
-            sizes = [(lab_e == k).sum() for k in near]
-            rseed = lab_e == near[int(np.argmax(sizes))]
-            peak_rv = int(np.argmax(e[:, rseed].mean(axis=1)))
-            fr = e[peak_rv]
-            lvl = float(np.percentile(fr[rseed], 90))
-            got = _segment_pool(fr, rseed & ~lv, lvl, px_area=px_area,
-                                area_range=RV_AREA_MM2, spx=spx)
-            if got is not None:
-                rv = got & ~lv
+    rv = np.zeros_like(lv)
+    if rseed is not None:
+        fr = e[peak_rv]
+        got = _segment_pool(fr, rseed & ~lv, float(np.percentile(fr[rseed], 90)),
+                            px_area=px_area, area_range=RV_AREA_MM2, spx=spx)
+        if got is not None:
+            rv = got & ~lv
     if not rv.any():
         log.info("no RV blood pool found; rv_mask is empty")
     return BloodPools(lv_mask=lv, rv_mask=rv, lv_centre=centre, peak_lv_index=peak_lv,
                       peak_rv_index=peak_rv)
 
 
-def _circular_median(values: np.ndarray, width: int) -> np.ndarray:
+def _circular_median(values, width):  # median filter around the circle
     return ndimage.median_filter(values, size=max(1, width), mode="wrap")
 
 
@@ -285,8 +291,7 @@ def segment_myocardium(images, pools: BloodPools, *, spacing_mm, n_angles: int =
     ndarray, shape (Y, X), bool
         Myocardium mask (LV and RV blood pools excluded).
     """
-    im = _check_series(images)
-    sp = _spacing(spacing_mm)
+    im, sp = _check_series(images), _spacing(spacing_mm)
     if pools.lv_mask.shape != im.shape[1:]:
         raise ValueError(f"pools are {pools.lv_mask.shape}, images are {im.shape[1:]}")
     e, _, _ = _enhancement(im, sp)
@@ -294,17 +299,14 @@ def segment_myocardium(images, pools: BloodPools, *, spacing_mm, n_angles: int =
     win = e[min(t0 + 2, im.shape[0] - 1) : min(t0 + 8, im.shape[0])].mean(axis=0)
     blood = e[t0]
     blood_level = float(np.median(blood[pools.lv_mask]))
-    cy, cx = pools.lv_centre
-    step = 0.5 * min(sp)
+    (cy, cx), step = pools.lv_centre, 0.5 * min(sp)
     dist_lv = ndimage.distance_transform_edt(~pools.lv_mask, sampling=sp)
     r_lv = float(np.sqrt(pools.lv_mask.sum() * sp[0] * sp[1] / np.pi))
-    r_max = 2.0 * r_lv + 2 * MYO_THICKNESS_MM[1]
-    radii = np.arange(0.0, r_max, step)
+    radii = np.arange(0.0, 2.0 * r_lv + 2 * MYO_THICKNESS_MM[1], step)
     phi = np.linspace(0.0, 2 * np.pi, n_angles, endpoint=False)
     # ray sample points in pixels; phi is counter-clockwise on screen (y down)
-    py = cy - np.sin(phi)[:, None] * radii[None] / sp[0]
-    px = cx + np.cos(phi)[:, None] * radii[None] / sp[1]
-    coords = np.stack([py, px])
+    coords = np.stack([cy - np.sin(phi)[:, None] * radii[None] / sp[0],
+                       cx + np.cos(phi)[:, None] * radii[None] / sp[1]])
     inside_lv = ndimage.map_coordinates(pools.lv_mask.astype(np.float32), coords, order=1) > 0.5
     rv_near = ndimage.map_coordinates((pools.rv_mask).astype(np.float32), coords, order=1) > 0.25
     m = ndimage.map_coordinates(win, coords, order=1, mode="nearest")
@@ -322,17 +324,16 @@ def segment_myocardium(images, pools: BloodPools, *, spacing_mm, n_angles: int =
     stop = (rel > lo) & ((m < 0.5 * ref[:, None]) | rv_near | (b > 0.6 * blood_level))
     stop |= rel >= hi
     first = np.argmax(stop, axis=1)
-    thick = np.clip(radii[first] - r_endo, lo, hi)
-    thick = ndimage.uniform_filter1d(_circular_median(thick, n_angles // 8), 5, mode="wrap")
-    r_epi = r_endo + thick
+    thick = _circular_median(np.clip(radii[first] - r_endo, lo, hi), n_angles // 8)
+    r_epi = r_endo + ndimage.uniform_filter1d(thick, 5, mode="wrap")
     # rasterise: pixel inside the ring if r_endo(phi) < rho <= r_epi(phi)
     yy, xx = np.mgrid[0 : im.shape[1], 0 : im.shape[2]]
     dy, dx = (yy - cy) * sp[0], (xx - cx) * sp[1]
-    rho = np.hypot(dy, dx)
+    rho, knots = np.hypot(dy, dx), np.arange(n_angles + 1)
     ang = np.mod(np.arctan2(-dy, dx), 2 * np.pi) / (2 * np.pi) * n_angles
-    ring_in = np.interp(ang, np.arange(n_angles + 1), np.append(r_endo, r_endo[0]))
-    ring_out = np.interp(ang, np.arange(n_angles + 1), np.append(r_epi, r_epi[0]))
-    myo = (rho > ring_in) & (rho <= ring_out) & ~pools.lv_mask & ~pools.rv_mask
+    myo = ((rho > np.interp(ang, knots, np.append(r_endo, r_endo[0])))
+           & (rho <= np.interp(ang, knots, np.append(r_epi, r_epi[0])))
+           & ~pools.lv_mask & ~pools.rv_mask)
     lab, n = ndimage.label(myo)
     if n > 1:  # keep the ring, drop specks cut off by the RV
         sizes = ndimage.sum_labels(myo, lab, index=np.arange(1, n + 1))
@@ -367,15 +368,13 @@ def rv_insertion_points(myo_mask, rv_mask, lv_centre) -> np.ndarray:
     perfmoco.study.StudyError
         When the RV does not border the myocardium (no RV found).
     """
-    myo = np.asarray(myo_mask, bool)
-    rv = np.asarray(rv_mask, bool)
+    myo, rv = np.asarray(myo_mask, bool), np.asarray(rv_mask, bool)
     if myo.shape != rv.shape or myo.ndim != 2:
         raise ValueError(f"myo_mask {myo.shape} and rv_mask {rv.shape} must be equal 2-D shapes")
     if not myo.any() or not rv.any():
         raise StudyError("no RV insertion points: empty myocardium or RV mask")
     cy, cx = float(lv_centre[0]), float(lv_centre[1])
-    d_rv = ndimage.distance_transform_edt(~rv)
-    contact = myo & (d_rv <= 3.0)
+    contact = myo & (ndimage.distance_transform_edt(~rv) <= 3.0)
     if contact.sum() < 3:
         raise StudyError("no RV insertion points: the RV does not border the myocardium")
     yy, xx = np.nonzero(contact)
@@ -386,9 +385,8 @@ def rv_insertion_points(myo_mask, rv_mask, lv_centre) -> np.ndarray:
         raise StudyError("no RV insertion points: the RV surrounds the myocardium")
     # largest circular run of covered degrees, unrolled to start at an uncovered one
     start = int(np.argmin(hist))
-    lab, n = ndimage.label(np.roll(hist, -start))
-    k = int(np.argmax(np.bincount(lab.ravel())[1:])) + 1
-    run = np.flatnonzero(lab == k)
+    lab, _ = ndimage.label(np.roll(hist, -start))
+    run = np.flatnonzero(lab == int(np.argmax(np.bincount(lab.ravel())[1:])) + 1)
     a0, a1 = float(run[0] + start), float(run[-1] + start) + 1.0  # anterior = CCW start
     myy, mxx = np.nonzero(myo)
     mang = np.mod(np.degrees(np.arctan2(-(myy - cy), mxx - cx)), 360.0)
