@@ -164,11 +164,11 @@ def generate_phantom(
                  delay_s=r_kin.uniform(0.2, 0.8))
     healthy = float(r_kin.uniform(2.8, 3.5))
     defects = kinetics.draw_defects(r_kin)
-    eta = float(r_sig.uniform(0.78, 0.85)) if saturation_efficiency is None \
+    eta = float(r_sig.uniform(0.76, 0.84)) if saturation_efficiency is None \
         else float(saturation_efficiency)
     eta_aif = 0.5 * (1.0 + eta)
     snr = float(r_sig.uniform(*vp.snr_myo_pre))
-    blood_pd = float(r_sig.uniform(0.92, 1.15))  # inflow / coil differences, blood vs tissue
+    blood_pd = float(r_sig.uniform(0.85, 1.2))  # inflow / coil differences, blood vs tissue
     sigma = vp.intensity_scale * (1.0 - eta * np.exp(-vp.ts_highres_s / q.t1_myocardium_s)) / snr
     fov = (vp.matrix * vp.spacing_mm, vp.matrix * vp.spacing_mm)
     geoms, hf_dir = _geometry(r_geo, 3, vp.slice_thickness_mm, fov)
