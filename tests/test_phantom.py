@@ -115,6 +115,10 @@ def test_reproducible_and_seed_dependent():
     for k in a.truth:
         np.testing.assert_array_equal(a.truth[k], b.truth[k])
     assert not np.array_equal(a.truth["s1_labels"], c.truth["s1_labels"])
+    # anatomy, kinetics and timing do not depend on the motion scenario
+    still = generate_phantom(seed=7, n_dynamics=10, motion="none")
+    for key in ("s1_labels", "s1_mbf", "s1_times", "aif_gd", "s2_myo_gd"):
+        np.testing.assert_array_equal(still.truth[key], a.truth[key])
 
 
 @pytest.mark.parametrize(
