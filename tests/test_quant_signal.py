@@ -90,3 +90,23 @@ def test_bolus_arrival_index():
     c = _gd_curve() * 100 + 50 + rng.normal(0, 0.5, 40)
     assert bolus_arrival_index(c) in (8, 9)
     assert bolus_arrival_index(np.linspace(1, 2, 10)[::-1]) == 2  # peak first: minimum baseline
+
+
+def test_coil_motion_factors():
+    from perfmoco.quant.signal import coil_motion_factors
+
+    yy, xx = np.mgrid[0:64, 0:64].astype(float)
+    coil = np.exp(0.02 * (yy - 32) - 0.01 * (xx - 32))  # smooth coil profile, log-linear
+    pd = (coil * 1000.0)[None]
+    pix = np.zeros((64, 64), bool)
+    pix[28:36, 28:36] = True
+    disp = np.zeros((3, 2, 64, 64))
+    disp[1, 0] = 5.0  # frame 1 seen 5 px lower, frame 2 3 px to the right
+    disp[2, 1] = 3.0
+    f = coil_motion_factors(pd, disp, pixels=pix, centre=(32, 32), spacing_mm=(2.0, 2.0))
+    assert f.shape == (3, 64)
+    np.testing.assert_allclose(f[0], 1.0, atol=1e-9)
+    np.testing.assert_allclose(f[1], np.exp(0.02 * 5), rtol=1e-6)
+    np.testing.assert_allclose(f[2], np.exp(-0.01 * 3), rtol=1e-6)
+    with pytest.raises(ValueError, match="displacement"):
+        coil_motion_factors(pd, disp[:, :, :10], pixels=pix, centre=(32, 32), spacing_mm=(2, 2))

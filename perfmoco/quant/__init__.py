@@ -20,7 +20,13 @@ from perfmoco.quant.aif import AifResult, blood_pool_core, extract_aif
 from perfmoco.quant.fermi import FermiFit, fit_fermi, resample_uniform
 from perfmoco.quant.grouped import fit_fermi_grouped
 from perfmoco.quant.segments import aha_segments, display_angle, segment_table, slice_levels
-from perfmoco.quant.signal import baseline_m0, bolus_arrival_index, m0_map, signal_to_gd
+from perfmoco.quant.signal import (
+    baseline_m0,
+    bolus_arrival_index,
+    coil_motion_factors,
+    m0_map,
+    signal_to_gd,
+)
 from perfmoco.study import PerfusionStudy, StudyError
 
 __all__ = [
@@ -195,7 +201,9 @@ def _frame_mask(bad, times_src, grid):
 
 
 def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
-                   qc: dict[int, np.ndarray] | None = None) -> QuantResult:
+                   qc: dict[int, np.ndarray] | None = None,
+                   displacements: dict[int, np.ndarray] | None = None,
+                   pd_displacements: dict[int, np.ndarray] | None = None) -> QuantResult:
     """MBF maps and AHA segment table of a motion-corrected study.
 
     Parameters
@@ -207,6 +215,14 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
     qc : dict of int to ndarray, shape (T,), bool, keyword-only, optional
         Per ``slice_index``, True for frames flagged by motion QC; they are
         left out of the fits when ``config.exclude_qc_frames``.
+    displacements, pd_displacements : dict of int to ndarray, keyword-only, optional
+        Per ``slice_index``, the motion correction's pull-back displacement of
+        the dynamics ``(T, 2, Y, X)`` and of the PD frames ``(P, 2, Y, X)``,
+        pixels (``MocoResult.displacement`` / ``pd_displacement``).  With
+        them the PD-based ``M0`` follows the coil sensitivity that each
+        corrected pixel saw in each frame
+        (:func:`perfmoco.quant.signal.coil_motion_factors`); without them
+        breathing motion modulates ``S / M0`` by the fixed coil profile.
 
     Returns
     -------
@@ -297,6 +313,11 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
             sp = float(np.mean(s.pixel_spacing_mm))
             m0 = m0_map(s.pd_images, mask=w.myo, sigma_px=config.pd_smooth_mm / sp,
                         pd_scale=config.pd_scale)[w.myo]
+            if displacements and s.slice_index in displacements:
+                m0 = m0 * coil_motion_factors(
+                    s.pd_images, displacements[s.slice_index], pixels=w.myo, centre=w.centre,
+                    spacing_mm=s.pixel_spacing_mm,
+                    pd_displacement=(pd_displacements or {}).get(s.slice_index))
         else:
             _warn(msgs, f"{s.name}: no PD frames; M0 from the baseline and the native "
                         f"myocardial T1 ({config.t1_myocardium_s} s): MBF may be biased")

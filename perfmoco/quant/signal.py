@@ -26,6 +26,7 @@ from perfmoco.quant.model import signal_to_r1
 __all__ = [
     "baseline_m0",
     "bolus_arrival_index",
+    "coil_motion_factors",
     "m0_map",
     "signal_to_gd",
 ]
@@ -169,3 +170,64 @@ def signal_to_gd(
     r1 = signal_to_r1(s, ts_s=ts_s, m0=np.where(m > 0, m, 1e-12))
     gd = (r1 - r1[:baseline].mean(axis=0)) / relaxivity
     return gd, saturated
+
+
+def _poly_terms(u, v, degree):
+    return np.stack([u**i * v**j for i in range(degree + 1) for j in range(degree + 1 - i)], -1)
+
+
+def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
+                        pd_displacement=None, radius_mm: float = 100.0, degree: int = 2):
+    """Change of the surface-coil sensitivity seen by motion-corrected pixels, per frame.
+
+    The coil sensitivity stays put while the heart moves, so after motion
+    correction a pixel's dynamics and its (corrected) PD value were seen at
+    different coil positions.  The sensitivity is modelled as a smooth
+    low-order polynomial of ``log PD`` around the heart (body pixels only,
+    lung and air excluded); a corrected pixel ``q`` of frame ``t`` was
+    acquired at ``q + d_t(q)``, its PD at ``q + d_pd(q)``.
+
+    Parameters
+    ----------
+    pd_images : ndarray, shape (P, Y, X)
+        Motion-corrected PD frames.
+    displacement : ndarray, shape (T, 2, Y, X), pixels
+        Pull-back displacement of the dynamics (DESIGN.md convention).
+    pixels : ndarray, shape (Y, X), bool, keyword-only
+        Pixels for which the factors are wanted.
+    centre : tuple of 2 float, keyword-only
+        ``(y, x)`` of the heart, pixels.
+    spacing_mm : tuple of 2 float, keyword-only
+    pd_displacement : ndarray, shape (P, 2, Y, X), keyword-only, optional
+        Displacement of the PD frames (default none).
+    radius_mm : float, keyword-only
+        Radius of the fitting region around ``centre``.
+    degree : int, keyword-only
+        Polynomial degree.
+
+    Returns
+    -------
+    ndarray, shape (T, N), float64
+        Sensitivity at frame ``t`` over sensitivity at the PD frames, for the
+        ``N`` selected pixels: multiply ``M0`` by it.
+    """
+    pd = np.asarray(pd_images, np.float64).mean(axis=0)
+    disp = np.asarray(displacement, np.float64)
+    mask = np.asarray(pixels, bool)
+    if disp.ndim != 4 or disp.shape[1:] != (2, *pd.shape) or mask.shape != pd.shape:
+        raise ValueError(f"displacement (T, 2, {pd.shape}) and pixels {pd.shape} expected, "
+                         f"got {disp.shape} and {mask.shape}")
+    yy, xx = np.mgrid[0 : pd.shape[0], 0 : pd.shape[1]].astype(np.float64)
+    sy, sx = spacing_mm[0] / radius_mm, spacing_mm[1] / radius_mm
+    u, v = (yy - centre[0]) * sy, (xx - centre[1]) * sx
+    region = np.hypot(u, v) < 1.0
+    body = region & (pd > 0.3 * np.percentile(pd[region], 95))
+    if body.sum() < 20:
+        return np.ones((disp.shape[0], int(mask.sum())))
+    coef, *_ = np.linalg.lstsq(_poly_terms(u[body], v[body], degree),
+                               np.log(pd[body]), rcond=None)
+    d_pd = 0.0 if pd_displacement is None else np.asarray(pd_displacement).mean(axis=0)[:, mask]
+    shift = disp[:, :, mask] - d_pd  # (T, 2, N), pixels
+    base = _poly_terms(u[mask], v[mask], degree) @ coef
+    moved = _poly_terms(u[mask] + shift[:, 0] * sy, v[mask] + shift[:, 1] * sx, degree) @ coef
+    return np.exp(moved - base)
