@@ -65,7 +65,7 @@ STAGE_FILES = {
 }
 #: Settings of the method other than elastix's (``config/iterative/pipeline.yaml``).
 SETTINGS_FILE = "pipeline.yaml"
-DEFAULT_SETTINGS = {"rpca_lambda_scale": 6.0, "rpca_max_iter": 50}
+DEFAULT_SETTINGS = {"rpca_lambda_scale": 6.0, "rpca_max_iter": 50, "pca_components": 2}
 #: Pixels added on each side of the affine crop for the RPCA (moving) frames.
 RPCA_MARGIN = 16
 
@@ -107,8 +107,10 @@ def load_parameter_maps(parameter_dir: str | Path | None = None) -> dict[str, di
     """Read the stage parameter files into plain dicts ``{key: tuple of str}``.
 
     The returned dict also holds ``"settings"``: the method's own settings
-    from ``pipeline.yaml`` (RPCA sparsity ``rpca_lambda_scale``, a multiple of
-    ``1 / sqrt(max(pixels, frames))``, and ``rpca_max_iter``).
+    from ``pipeline.yaml``: RPCA sparsity ``rpca_lambda_scale`` (a multiple of
+    ``1 / sqrt(max(pixels, frames))``), ``rpca_max_iter``, and
+    ``pca_components`` of the synthetic references (the iterative method's
+    own: ``MocoConfig.pca_components`` is the deep-learning path's).
 
     Parameters
     ----------
@@ -244,7 +246,8 @@ def correct_iterative(
         Dynamics ``(T, Y, X)`` (T >= 10), optional PD frames, spacing in mm.
     config : MocoConfig, keyword-only, optional
         Default ``MocoConfig()``.  Uses ``affine_crop``, ``nonrigid_crop``
-        (pixels), ``reference_from_end``, ``pca_components`` and ``qc_threshold``.
+        (pixels), ``reference_from_end`` and ``qc_threshold``; the rank of the
+        PCA references comes from ``pipeline.yaml`` in ``parameter_dir``.
     parameter_dir : str or Path, keyword-only, optional
         Folder of the elastix parameter maps (default ``config/iterative``).
     threads : int, keyword-only, optional
@@ -290,7 +293,7 @@ def _correct(itk, series: SliceSeries, cfg: MocoConfig, maps: dict) -> MocoResul
     t_dyn, ny, nx = images.shape
     shape = (ny, nx)
     ref = int(np.clip(t_dyn - cfg.reference_from_end, 0, t_dyn - 1))
-    k = int(min(cfg.pca_components, t_dyn - 1))
+    k = int(min(settings["pca_components"], t_dyn - 1))
     centre = locate_lv(series).centre_yx
     box_a = _crop_box(centre, cfg.affine_crop, shape)
     box_n = _crop_box(centre, cfg.nonrigid_crop, shape)
