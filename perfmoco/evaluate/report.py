@@ -138,7 +138,8 @@ def _boxplots(path: Path, rows, seg_rows, methods, keys) -> Path:
             keep = [(x, d) for x, d in zip(xs, data) if d]
             if keep:
                 bp = ax.boxplot([d for _, d in keep], positions=[x for x, _ in keep],
-                                widths=width * 0.9, patch_artist=True, showfliers=True)
+                                widths=width * 0.9, patch_artist=True, showfliers=True,
+                                medianprops={"color": "black"})
                 for patch in bp["boxes"]:
                     patch.set_facecolor(colours[j % len(colours)])
                     patch.set_alpha(0.6)
