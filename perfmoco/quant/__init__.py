@@ -40,6 +40,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Pixels used for segment statistics and the delay fits lie at least this far
+#: from the blood pools (partial volume fakes an early foot and biases MBF).
+CORE_DIST_PX = 2.0
 #: Display angle of the anterior RV insertion assumed when no slice shows the RV.
 DEFAULT_ANTERIOR_DEG = 120.0
 
@@ -170,6 +173,7 @@ class _SliceWork:
     insertion: np.ndarray | None
     lv_core: np.ndarray
     peak_lv: int
+    blood: np.ndarray
 
 
 def _fill_frames(images, bad):
@@ -279,7 +283,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         work[s.slice_index] = _SliceWork(s.slice_index, myo, pools.lv_centre, ins,
                                          blood_pool_core(s.images, pools.lv_mask,
                                                          pools.peak_lv_index),
-                                         pools.peak_lv_index)
+                                         pools.peak_lv_index, pools.lv_mask | pools.rv_mask)
     if not work:
         raise StudyError("no high-resolution slice with a detectable LV and myocardium")
     # 2. AHA labels; slices without an RV take the anterior angle of the nearest slice
@@ -335,8 +339,9 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         owners.append(s.slice_index)
         groups.append(1000 * s.slice_index + aha_maps[s.slice_index][w.myo])
         dgroups.append(np.full(gd_u.shape[0], s.slice_index))
-        # pixels off the partial-volume borders (blood pool, epicardium)
-        cores.append(ndimage.binary_erosion(w.myo)[w.myo])
+        # pixels off the partial-volume borders (blood pools, epicardium)
+        far = ndimage.distance_transform_edt(~w.blood) >= CORE_DIST_PX
+        cores.append((ndimage.binary_erosion(w.myo) & far)[w.myo])
     allm = np.concatenate(masks)
     fm_arg = allm[0] if (allm == allm[0]).all() else allm
     fit, gfit, gids = fit_fermi_grouped(
