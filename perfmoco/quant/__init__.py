@@ -115,6 +115,9 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
                     density: float = 1.05) -> np.ndarray:
     """Pixel-wise Fermi MBF from [Gd] curves on a uniform grid (research use).
 
+    The delay is fitted on the mean curve of the masked pixels; each pixel
+    keeps it within +-0.3 s (:func:`perfmoco.quant.grouped.fit_fermi_grouped`).
+
     Parameters
     ----------
     tissue_gd : ndarray, shape (T, Y, X), float, mmol/l
@@ -159,8 +162,10 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
     if float(aif.max()) <= 0:
         raise ValueError("aif_gd has no positive values (flat AIF)")
     out = np.zeros(m.shape, np.float32)
-    if m.any():
-        fit = fit_fermi(tis[:, m].T, aif, dt_s=dt_s, density=density)
+    if m.any():  # one group: delay from the mean curve, pixels within +-0.3 s of it
+        curves = tis[:, m].T
+        fit, _, _ = fit_fermi_grouped(curves, aif, groups=np.zeros(len(curves), int), dt_s=dt_s,
+                                      density=density)
         out[m] = np.where(fit.ok, fit.mbf, np.nan)
     return out
 

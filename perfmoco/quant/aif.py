@@ -94,9 +94,24 @@ def t2star_correct(gd, signal, *, m0, ts_s, relaxivity, te_s, r2star, baseline, 
     ``S = M0 (1 - exp(-TS R1)) exp(-TE r2* [Gd])``: the measured signal is
     divided by the T2* decay of the current [Gd] estimate and inverted again.
 
+    Parameters
+    ----------
+    gd : ndarray, shape (T,), mmol/l
+        [Gd] without the correction (the first estimate).
+    signal : ndarray, shape (T,)
+        Measured blood signal.
+    m0, ts_s, relaxivity, baseline : keyword-only
+        As in :func:`perfmoco.quant.signal.signal_to_gd`.
+    te_s : float, keyword-only
+        Echo time, s.
+    r2star : float, keyword-only
+        T2* relaxivity of blood, l/(mmol s).
+    n_iter : int, keyword-only
+        Fixed-point iterations.
+
     Returns
     -------
-    ndarray, shape like ``gd``, mmol/l
+    ndarray, shape (T,), mmol/l
     """
     out = np.asarray(gd, np.float64)
     s = np.asarray(signal, np.float64)
