@@ -111,6 +111,8 @@ class QuantConfig:
     #: Pixel MBF above this (ml/min/g) or with fit r2 below r2_min is flagged.
     max_mbf: float = 8.0
     r2_min: float = 0.5
+    #: Pixel fits with the cheaper 1-point model, bias-corrected per segment.
+    fast_pixel_fit: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,6 +57,10 @@ def test_grouped_fit_with_noise():
     for m in (1.0, 3.0):
         assert abs(np.median(pix.mbf[mbf == m]) - m) / m < 0.1
     assert pix.mbf.shape == (300,)
+    fast, _, _ = fit_fermi_grouped(noisy, a, groups=np.repeat([0, 1], 150),
+                                   delay_groups=np.zeros(300, int), dt_s=0.6, fast_pixels=True)
+    for m in (1.0, 3.0):
+        assert abs(np.median(fast.mbf[mbf == m]) - m) / m < 0.1
 
 
 def test_frame_mask_excludes_corrupt_frames():

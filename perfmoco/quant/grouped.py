@@ -6,10 +6,13 @@ noise, and even slight partial-volume contamination of the curve's foot,
 into MBF bias and scatter.  Measured on five motion-free phantoms (segment
 median MBF, median absolute error): delay fixed per slice 0.30 ml/min/g
 (noisy); pixel delays within +-0.3 s of the slice delay 0.20 (noisy) and
-0.13 (noise-free).
+0.13 (noise-free); with segment statistics from pixels >= 2 px from the
+blood pools (six phantoms) 0.19 (noisy) and 0.07 (noise-free).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -44,7 +47,7 @@ def _start_from(curves, fm, aif, params, index, *, dt_s, oversample):
 def fit_fermi_grouped(
     curves, aif, *, groups, dt_s: float, delay_groups=None, frame_mask=None, core=None,
     shape_range: float = 2.0, delay_window_s: float = 0.3, fixed_delay_s: float | None = None,
-    **kwargs,
+    fast_pixels: bool = False, **kwargs,
 ) -> tuple[FermiFit, FermiFit, np.ndarray]:
     """Hierarchical fit: delays on coarse mean curves, then groups, then pixels.
 
@@ -77,6 +80,11 @@ def fit_fermi_grouped(
         Pixel delays may move this far (s) from their group's (0 = fixed).
     fixed_delay_s : float, keyword-only, optional
         Use this delay everywhere instead of fitting it.
+    fast_pixels : bool, keyword-only
+        Fit the pixels with one quadrature point per step and correct their
+        ``F`` by the group's ratio of accurate to 1-point ``F``: 30 % less
+        CPU time; on six noise-free phantoms the median pixel error rose from
+        5.3 to 5.7 % (groups and delays always use the accurate model).
     **kwargs
         Further options of :func:`fit_fermi`.
 
@@ -121,6 +129,16 @@ def fit_fermi_grouped(
     gp = np.column_stack([gfit.flow, gfit.tau0, gfit.k, gfit.delay]).astype(np.float64)
     init = _start_from(c, fm, aif, gp, inv, dt_s=dt_s, oversample=over)
     pkw = {"max_iter": 8, "polish_iter": 0, **kwargs}  # pixels start close to the solution
+    if fast_pixels and over > 1:
+        # pixels with the 1-point model (half the cost); its discretisation bias is
+        # taken out per group: the ratio of the group's F with both models
+        pkw["oversample"] = 1
+        g1 = fit_fermi(means, aif, dt_s=dt_s, frame_mask=gfm, init=gp, fix_delay=True,
+                       **{**kwargs, "oversample": 1, "polish_iter": 0})
+        ratio = np.where(g1.flow > 0, gfit.flow / np.maximum(g1.flow, 1e-12), 1.0)
     pfit = fit_fermi(c, aif, dt_s=dt_s, frame_mask=fm, init=init, fix_delay=delay_window_s <= 0,
                      shape_range=shape_range, delay_window_s=max(delay_window_s, 0.0), **pkw)
+    if fast_pixels and over > 1:
+        scale = np.clip(ratio, 0.5, 2.0)[inv].astype(np.float32)
+        pfit = dataclasses.replace(pfit, mbf=pfit.mbf * scale, flow=pfit.flow * scale)
     return pfit, gfit, ids
