@@ -87,9 +87,9 @@ def _catmull_rom(x: np.ndarray, t: np.ndarray, *, derivative: bool):
 
 def _linear(x: np.ndarray, t: np.ndarray) -> np.ndarray:
     """As :func:`_catmull_rom` with linear interpolation (no derivative)."""
-    xp = np.zeros((*x.shape[:-1], x.shape[-1] + 1), x.dtype)
-    xp[..., 1:] = x
-    return xp[..., :-1] + t * (x - xp[..., :-1])
+    out = x * t
+    out[..., 1:] += x[..., :-1] * (1.0 - t)
+    return out
 
 
 class FermiConvolution:
