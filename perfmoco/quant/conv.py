@@ -69,20 +69,25 @@ def _catmull_rom(x: np.ndarray, t: np.ndarray, *, derivative: bool):
     before the start are 0, after the end the last value.  With
     ``derivative``, also ``d out[0] / dt``.
     """
-    kk, n, t_n = x.shape
-    xp = np.zeros((kk, n, t_n + 3), x.dtype)
-    xp[..., 2 : t_n + 2] = x
-    xp[..., t_n + 2] = x[..., -1]
-    p0, p1, p2, p3 = (xp[..., j : j + t_n] for j in range(4))  # x[i-2] .. x[i+1]
     t2, t3 = t * t, t * t * t
-    out = (p0 * (-0.5 * t + t2 - 0.5 * t3) + p1 * (1.0 - 2.5 * t2 + 1.5 * t3)
-           + p2 * (0.5 * t + 2.0 * t2 - 1.5 * t3) + p3 * (0.5 * t3 - 0.5 * t2))
+    w = (-0.5 * t + t2 - 0.5 * t3, 1.0 - 2.5 * t2 + 1.5 * t3,
+         0.5 * t + 2.0 * t2 - 1.5 * t3, 0.5 * t3 - 0.5 * t2)  # taps x[i-2] .. x[i+1]
+    out = _taps(x, w)
     if not derivative:
         return out, None
-    q0, q1, q2, q3 = p0[0], p1[0], p2[0], p3[0]
-    d = (q0 * (-0.5 + 2.0 * t - 1.5 * t2) + q1 * (-5.0 * t + 4.5 * t2)
-         + q2 * (0.5 + 4.0 * t - 4.5 * t2) + q3 * (1.5 * t2 - t))
-    return out, d
+    dw = (-0.5 + 2.0 * t - 1.5 * t2, -5.0 * t + 4.5 * t2, 0.5 + 4.0 * t - 4.5 * t2,
+          1.5 * t2 - t)
+    return out, _taps(x[:1], dw)[0]
+
+
+def _taps(x, w):
+    """``sum_j w[j] x[i - 2 + j]`` along the last axis (0 before, last value after)."""
+    out = x * w[2]
+    out[..., 1:] += x[..., :-1] * w[1]
+    out[..., 2:] += x[..., :-2] * w[0]
+    out[..., :-1] += x[..., 1:] * w[3]
+    out[..., -1:] += x[..., -1:] * w[3]
+    return out
 
 
 def _linear(x: np.ndarray, t: np.ndarray) -> np.ndarray:
