@@ -77,13 +77,16 @@ class StudyResult:
                 slices.append(s.replace(images=m.corrected, pd_images=pd))
         return self.study.replace_slices(slices)
 
-    def qc_flags(self) -> dict[int, np.ndarray]:
-        """QC-flagged dynamics per high-resolution ``slice_index``."""
+    def _per_highres(self, field: str) -> dict[int, np.ndarray]:
         return {
-            s.slice_index: m.qc
+            s.slice_index: getattr(m, field)
             for s, m in zip(self.study.slices, self.moco)
             if m is not None and s.role is SliceRole.HIGHRES
         }
+
+    def qc_flags(self) -> dict[int, np.ndarray]:
+        """QC-flagged dynamics per high-resolution ``slice_index``."""
+        return self._per_highres("qc")
 
     def summary_text(self) -> str:
         """A short plain-text summary: what ran, how long, problems, MBF segments."""
@@ -192,6 +195,8 @@ def process_study(
                     result.corrected_study(),
                     config=config.quant,
                     qc=result.qc_flags() if config.quant.exclude_qc_frames else None,
+                    displacements=result._per_highres("displacement"),
+                    pd_displacements=result._per_highres("pd_displacement"),
                 )
                 result.messages.extend(getattr(result.quant, "warnings", []) or [])
                 step("quantified MBF")
