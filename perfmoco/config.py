@@ -69,6 +69,10 @@ class MocoConfig:
     reference_from_end: int = 10
     #: Number of principal components of the synthetic reference series.
     pca_components: int = 4
+    #: Passes of step 2 (affine to the PCA reference); 0 skips step 2.
+    affine2_passes: int = 1
+    #: Run step 3 (dense LocalNet to the PCA reference).
+    dense_step: bool = True
     #: A frame is QC-flagged when its residual misalignment (1 - NCC to the PCA
     #: reference of the corrected series, over the LV crop) exceeds this ...
     qc_threshold: float = 0.35

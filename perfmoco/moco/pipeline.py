@@ -175,6 +175,14 @@ class MotionCorrector:
         self.config = config
         self.meta = meta or {}
         self._lock = threading.Lock()  # the nets keep per-call state (last_affine)
+        crops = (self.models["affine1"].crop, self.models["dense"].crop)
+        if (config.affine_crop, config.nonrigid_crop) != crops:
+            log.warning(
+                "moco.affine_crop/nonrigid_crop %s differ from the networks' %s; "
+                "the crop sizes of the checkpoints are used",
+                (config.affine_crop, config.nonrigid_crop),
+                crops,
+            )
 
     @classmethod
     def load(
@@ -336,20 +344,27 @@ class MotionCorrector:
         m_full = affine_crop_to_full(a1, geo_a)
 
         # step 2: affine, every frame to the PCA reference of the step-1 result
-        n1 = norm(sample(imgs, _affine_coords(m_full, grid_a), padding="zeros"))
+        # (optionally repeated: each pass re-crops the originals and rebuilds the reference)
         k = min(cfg.pca_components, t_dyn - 1)
-        ref2 = refs(pca_reference(n1[:t_dyn], components=k))
         if stop == "affine2":
-            return {"moving": n1[:t_dyn], "fixed": ref2[:t_dyn], "reference_index": ref}
-        _, a2 = self._run_net("affine2", histogram_equalise(n1), histogram_equalise(ref2))
-        m_full = compose_affine(m_full, affine_crop_to_full(a2, geo_a))
+            n1 = norm(sample(imgs, _affine_coords(m_full, grid_a), padding="zeros"))
+            ref2 = pca_reference(n1[:t_dyn], components=k)
+            return {"moving": n1[:t_dyn], "fixed": ref2, "reference_index": ref}
+        for _ in range(cfg.affine2_passes):
+            n1 = norm(sample(imgs, _affine_coords(m_full, grid_a), padding="zeros"))
+            ref2 = refs(pca_reference(n1[:t_dyn], components=k))
+            _, a2 = self._run_net("affine2", histogram_equalise(n1), histogram_equalise(ref2))
+            m_full = compose_affine(m_full, affine_crop_to_full(a2, geo_a))
 
         # step 3: dense, every frame to the PCA reference of the step-2 result
         n2 = norm(sample(imgs, _affine_coords(m_full, grid_n), padding="zeros"))
         ref3 = refs(pca_reference(n2[:t_dyn], components=k))
         if stop == "dense":
             return {"moving": n2[:t_dyn], "fixed": ref3[:t_dyn], "reference_index": ref}
-        d3, _ = self._run_net("dense", histogram_equalise(n2), histogram_equalise(ref3))
+        if cfg.dense_step:
+            d3, _ = self._run_net("dense", histogram_equalise(n2), histogram_equalise(ref3))
+        else:
+            d3 = torch.zeros(n2.shape[0], 2, *n2.shape[1:], device=dev)
 
         # compose: phi = phi_affine o phi_dense, in full-FOV pixels
         d3_full = dense_crop_to_full(d3, geo_n, (ny, nx))
