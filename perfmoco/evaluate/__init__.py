@@ -30,6 +30,8 @@ __all__ = ["BUILTIN_METHODS", "EvaluationResult", "evaluate", "evaluate_study"]
 log = logging.getLogger(__name__)
 
 MethodFn = Callable[[SliceSeries], MocoResult]
+#: Thread-pool sizes set to 1 in the worker processes (torch, BLAS, ITK are set in the task).
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 @dataclasses.dataclass
@@ -131,7 +133,8 @@ def _run_dask(specs, names, custom, config, opts, progress, workers, scheduler):
     else:
         cluster = LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True,
-            dashboard_address=None, silence_logs=logging.WARNING,
+            dashboard_address=":0", silence_logs=logging.WARNING,
+            env=dict.fromkeys(_THREAD_VARS, "1"),  # one core per worker, BLAS included
         )
         client = Client(cluster)
     try:
