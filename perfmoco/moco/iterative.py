@@ -28,7 +28,6 @@ and its measurement are written at the top of each file.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -365,10 +364,3 @@ def _correct(itk, series: SliceSeries, cfg: MocoConfig, maps: dict) -> MocoResul
         pd_displacement=pd_disp,
     )
 
-
-def default_threads() -> int:
-    """ITK threads to use when nothing says otherwise: the CPUs this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
