@@ -138,3 +138,10 @@ def test_losses_at_perfect_alignment():
     a1 = stage_loss("affine1", zero, moving=x, fixed=x, low_moving=x, low_fixed=x)
     a1_off = stage_loss("affine1", zero, moving=x, fixed=x, low_moving=x, low_fixed=x.flip(-1))
     assert float(a1) < float(a1_off)
+
+
+def test_steps_can_be_switched_off(series):
+    cfg = MocoConfig(affine2_passes=0, dense_step=False)
+    res = MotionCorrector(identity_models(), config=cfg).correct(series)
+    assert res.displacement.shape == (series.n_dynamics, 2, *series.shape)
+    assert float(np.abs(res.displacement).max()) < 1e-4
