@@ -166,9 +166,12 @@ def cmd_evaluate(args) -> int:
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     res = evaluate(
         n_studies=args.studies, seed=args.seed, methods=methods, out_dir=args.out,
-        workers=args.workers,
+        workers=args.workers, cohort_dir=args.cohort, motion=args.motion,
+        scheduler=args.scheduler, config=_config(args),
     )
-    print(res.table_text() if hasattr(res, "table_text") else res)
+    md = Path(res.out_dir) / "results.md"
+    print(md.read_text() if md.is_file() else res)
+    print(f"wrote {', '.join(str(p) for p in res.files.values())}")
     return 0
 
 
@@ -276,10 +279,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="the paper's comparison on a phantom cohort")
     e.add_argument("--studies", type=int, default=5)
-    e.add_argument("--seed", type=int, default=1000)
+    e.add_argument("--seed", type=int, default=0)
     e.add_argument("--methods", default="none,dl", help="comma list of none,dl,iterative")
     e.add_argument("--out", type=Path, default=Path("out/evaluate"))
-    e.add_argument("--workers", type=int, default=None)
+    e.add_argument("--workers", type=int, default=None, help="Dask workers (default 2)")
+    e.add_argument("--cohort", type=Path, default=None,
+                   help="read studies (*.h5 + *.truth.npz) from this folder instead")
+    e.add_argument("--motion", default="breathing",
+                   choices=["none", "breathing", "breathing+gasp", "mistrigger"])
+    e.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
+    _add_config_args(e)
     e.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("batch", help="every study of a folder through the pipeline (Dask)")

@@ -52,8 +52,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Folder of the elastix parameter maps (repository ``config/iterative``).
-PARAMETER_DIR = Path(__file__).resolve().parents[2] / "config" / "iterative"
+#: Folder of the elastix parameter maps (packaged; ``config/iterative`` links to it).
+PARAMETER_DIR = Path(__file__).resolve().parents[1] / "data" / "iterative"
 INSTALL_HINT = "install the iterative extra: pip install perfmoco[iterative]"
 #: One parameter file per stage.
 STAGE_FILES = {
