@@ -73,6 +73,9 @@ class MocoConfig:
     affine2_passes: int = 1
     #: Run step 3 (dense LocalNet to the PCA reference).
     dense_step: bool = True
+    #: Largest plausible motion of the crop centre found by step 1, mm (step 2:
+    #: half); larger predictions are replaced by the identity and QC-flagged.
+    max_motion_mm: float = 40.0
     #: A frame is QC-flagged when its residual misalignment (1 - NCC to the PCA
     #: reference of the corrected series, over the LV crop) exceeds this ...
     qc_threshold: float = 0.35

@@ -137,6 +137,39 @@ def _affine_coords(matrix: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return torch.einsum("tpq,qyx->tpyx", m[:, :, :2], grid) + m[:, :, 2, None, None]
 
 
+def _plausible(
+    matrix: torch.Tensor, crop: int, spacing_mm: float, max_mm: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace implausible affine predictions by the identity.
+
+    A prediction is implausible when it moves the crop centre by more than
+    ``max_mm`` or its linear part has a singular value outside [0.8, 1.25]
+    (breathing is a near-rigid motion).
+
+    Parameters
+    ----------
+    matrix : Tensor, shape (T, 2, 3), crop pixels
+    crop : int
+    spacing_mm : float
+        Crop pixel size, mm.
+    max_mm : float
+
+    Returns
+    -------
+    matrix : Tensor, shape (T, 2, 3), float64
+    bad : Tensor, shape (T,), bool
+    """
+    m = matrix.double()
+    c = torch.full((2,), (crop - 1) / 2.0, dtype=m.dtype, device=m.device)
+    shift = (m[:, :, :2] @ c + m[:, :, 2] - c).norm(dim=1) * spacing_mm
+    sv = torch.linalg.svdvals(m[:, :, :2])
+    bad = (shift > max_mm) | (sv.max(dim=1).values > 1.25) | (sv.min(dim=1).values < 0.8)
+    bad = bad | ~torch.isfinite(m).all(dim=(1, 2))
+    ident = torch.zeros_like(m)
+    ident[:, 0, 0] = ident[:, 1, 1] = 1.0
+    return torch.where(bad[:, None, None], ident, m), bad
+
+
 def _ncc_per_frame(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Global normalised cross-correlation of each frame pair, (T, H, W) -> (T,)."""
     a = a.reshape(a.shape[0], -1)
@@ -341,6 +374,7 @@ class MotionCorrector:
             }
         x0 = histogram_equalise(norm(crop0))
         _, a1 = self._run_net("affine1", x0, x0[ref : ref + 1].expand_as(x0))
+        a1, bad1 = _plausible(a1, m1.crop, m1.crop_spacing_mm, cfg.max_motion_mm)
         m_full = affine_crop_to_full(a1, geo_a)
 
         # step 2: affine, every frame to the PCA reference of the step-1 result
@@ -354,6 +388,8 @@ class MotionCorrector:
             n1 = norm(sample(imgs, _affine_coords(m_full, grid_a), padding="zeros"))
             ref2 = refs(pca_reference(n1[:t_dyn], components=k))
             _, a2 = self._run_net("affine2", histogram_equalise(n1), histogram_equalise(ref2))
+            a2, bad2 = _plausible(a2, m1.crop, m1.crop_spacing_mm, 0.5 * cfg.max_motion_mm)
+            bad1 = bad1 | bad2
             m_full = compose_affine(m_full, affine_crop_to_full(a2, geo_a))
 
         # step 3: dense, every frame to the PCA reference of the step-2 result
@@ -379,6 +415,19 @@ class MotionCorrector:
         n3 = sample(n2[:t_dyn], grid3[:t_dyn], padding="border")
         ncc = _ncc_per_frame(n3, pca_reference(n3, components=k))
         qc = self._qc(ncc)
+        bad = bad1.cpu().numpy()
+        if bad[:t_dyn].any():
+            log.warning(
+                "%s: implausible network transforms (> %.0f mm or |scale - 1| > 0.2) replaced by "
+                "the identity in %d of %d dynamics; these are QC-flagged (is the LV centre %s "
+                "right?)",
+                series.name,
+                cfg.max_motion_mm,
+                int(bad[:t_dyn].sum()),
+                t_dyn,
+                tuple(round(v, 1) for v in loc.centre_yx),
+            )
+        qc = qc | bad[:t_dyn]
 
         disp_np = disp.cpu().numpy().astype(np.float32)
         corr_np = corrected.cpu().numpy().astype(np.float32)
