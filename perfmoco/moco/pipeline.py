@@ -14,9 +14,8 @@ matrix and spacing (1.5-3 mm, or the ~4 mm AIF slice) reach the networks at
 the size they were trained on; the LV is found by its blood-pool signature
 and the crop is zero-padded where it leaves the FOV.
 
-PD frames are corrected with the same models: step 1 registers them to the
-reference frame, steps 2-3 to the first frame of the synthetic reference
-series (the start of the series).
+PD frames are corrected with the same models: step 1 to the reference frame,
+steps 2-3 to the first frame of the synthetic reference (series start).
 
 Failure policy: :func:`correct_series` never returns wrong-sized or lost
 images.  Bad input (fewer than 10 dynamics, NaN/Inf, a blank frame) and any
@@ -37,6 +36,15 @@ import torch
 
 from perfmoco.config import MocoConfig
 from perfmoco.moco import networks
+from perfmoco.moco.checks import (
+    affine_coords,
+    check_series,
+    identity_result,
+    ncc_per_frame,
+    plausible_affine,
+    qc_flags,
+    torch_device,
+)
 from perfmoco.moco.decompose import pca_reference
 from perfmoco.moco.preprocess import (
     histogram_equalise,
@@ -53,7 +61,7 @@ from perfmoco.moco.transforms import (
     identity_grid,
     sample,
 )
-from perfmoco.study import MIN_DYNAMICS, SliceSeries, StudyError
+from perfmoco.study import SliceSeries, StudyError
 
 __all__ = ["MotionCorrector", "check_series", "correct_series", "identity_result"]
 
@@ -61,122 +69,6 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _DEFAULT_CONFIG = MocoConfig()
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
-    return torch.device(name)
-
-
-def check_series(series: SliceSeries) -> None:
-    """Refuse series the correction cannot handle, with a clear message.
-
-    Raises
-    ------
-    StudyError
-        Fewer than 10 dynamics, wrong shape, non-finite pixels, or a blank
-        (constant) frame among the dynamics or PD frames.
-    """
-    im = np.asarray(series.images)
-    if im.ndim != 3:
-        raise StudyError(f"{series.name}: images must be (T, Y, X), got shape {im.shape}")
-    if im.shape[0] < MIN_DYNAMICS:
-        raise StudyError(
-            f"{series.name}: {im.shape[0]} dynamics, motion correction needs at least "
-            f"{MIN_DYNAMICS}"
-        )
-    if min(im.shape[1:]) < 16:
-        raise StudyError(f"{series.name}: matrix {im.shape[1:]} is too small (min 16x16)")
-    bad = ~np.isfinite(im).all(axis=(1, 2))
-    if bad.any():
-        raise StudyError(
-            f"{series.name}: non-finite pixels (NaN/Inf) in dynamics "
-            f"{np.flatnonzero(bad)[:10].tolist()}"
-        )
-    flat = im.max(axis=(1, 2)) <= im.min(axis=(1, 2))
-    if flat.any():
-        raise StudyError(
-            f"{series.name}: blank (constant) frames at dynamics "
-            f"{np.flatnonzero(flat)[:10].tolist()}"
-        )
-    pd = np.asarray(series.pd_images)
-    if pd.size:
-        if pd.shape[1:] != im.shape[1:]:
-            raise StudyError(
-                f"{series.name}: PD frames are {pd.shape[1:]}, dynamics {im.shape[1:]}"
-            )
-        if not np.isfinite(pd).all():
-            raise StudyError(f"{series.name}: non-finite pixels (NaN/Inf) in the PD frames")
-        if (pd.max(axis=(1, 2)) <= pd.min(axis=(1, 2))).any():
-            raise StudyError(f"{series.name}: a PD frame is blank (constant)")
-    if not all(s > 0 and np.isfinite(s) for s in series.pixel_spacing_mm):
-        raise StudyError(f"{series.name}: invalid pixel spacing {series.pixel_spacing_mm} mm")
-
-
-def identity_result(series: SliceSeries, *, reference_index: int | None = None) -> MocoResult:
-    """The "no correction" result: originals, zero displacement, no QC flags."""
-    t, ny, nx = series.images.shape
-    p = series.pd_images.shape[0]
-    ref = max(0, t - 10) if reference_index is None else reference_index
-    return MocoResult(
-        corrected=np.array(series.images, dtype=np.float32, copy=True),
-        displacement=np.zeros((t, 2, ny, nx), np.float32),
-        reference_index=int(ref),
-        qc=np.zeros(t, bool),
-        pd_corrected=np.array(series.pd_images, dtype=np.float32, copy=True).reshape(p, ny, nx),
-        pd_displacement=np.zeros((p, 2, ny, nx), np.float32),
-    )
-
-
-def _affine_coords(matrix: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Sampling positions ``M @ (g, 1)``: (T, 2, 3) x (2, n, n) -> (T, 2, n, n)."""
-    m = matrix.float()
-    return torch.einsum("tpq,qyx->tpyx", m[:, :, :2], grid) + m[:, :, 2, None, None]
-
-
-def _plausible(
-    matrix: torch.Tensor, crop: int, spacing_mm: float, max_mm: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Replace implausible affine predictions by the identity.
-
-    A prediction is implausible when it moves the crop centre by more than
-    ``max_mm`` or its linear part has a singular value outside [0.8, 1.25]
-    (breathing is a near-rigid motion).
-
-    Parameters
-    ----------
-    matrix : Tensor, shape (T, 2, 3), crop pixels
-    crop : int
-    spacing_mm : float
-        Crop pixel size, mm.
-    max_mm : float
-
-    Returns
-    -------
-    matrix : Tensor, shape (T, 2, 3), float64
-    bad : Tensor, shape (T,), bool
-    """
-    m = matrix.double()
-    c = torch.full((2,), (crop - 1) / 2.0, dtype=m.dtype, device=m.device)
-    shift = (m[:, :, :2] @ c + m[:, :, 2] - c).norm(dim=1) * spacing_mm
-    sv = torch.linalg.svdvals(m[:, :, :2])
-    bad = (shift > max_mm) | (sv.max(dim=1).values > 1.25) | (sv.min(dim=1).values < 0.8)
-    bad = bad | ~torch.isfinite(m).all(dim=(1, 2))
-    ident = torch.zeros_like(m)
-    ident[:, 0, 0] = ident[:, 1, 1] = 1.0
-    return torch.where(bad[:, None, None], ident, m), bad
-
-
-def _ncc_per_frame(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Global normalised cross-correlation of each frame pair, (T, H, W) -> (T,)."""
-    a = a.reshape(a.shape[0], -1)
-    b = b.reshape(b.shape[0], -1)
-    a = a - a.mean(1, keepdim=True)
-    b = b - b.mean(1, keepdim=True)
-    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-8)
 
 
 class MotionCorrector:
@@ -241,7 +133,7 @@ class MotionCorrector:
             When a checkpoint is missing (the message says how to train one).
         """
         folder = Path(weights_dir or config.weights_dir or WEIGHTS_DIR)
-        dev = _device(device)
+        dev = torch_device(device)
         models, meta = {}, {}
         for stage in networks.STAGES:
             path = folder / f"{stage}.pt"
@@ -380,26 +272,26 @@ class MotionCorrector:
             }
         x0 = histogram_equalise(norm(crop0))
         _, a1 = self._run_net("affine1", x0, x0[ref : ref + 1].expand_as(x0))
-        a1, bad1 = _plausible(a1, m1.crop, m1.crop_spacing_mm, cfg.max_motion_mm)
+        a1, bad1 = plausible_affine(a1, m1.crop, m1.crop_spacing_mm, cfg.max_motion_mm)
         m_full = affine_crop_to_full(a1, geo_a)
 
         # step 2: affine, every frame to the PCA reference of the step-1 result
         # (optionally repeated: each pass re-crops the originals and rebuilds the reference)
         k = min(cfg.pca_components, t_dyn - 1)
         if stop == "affine2":
-            n1 = norm(sample(imgs, _affine_coords(m_full, grid_a), padding="zeros"))
+            n1 = norm(sample(imgs, affine_coords(m_full, grid_a), padding="zeros"))
             ref2 = pca_reference(n1[:t_dyn], components=k)
             return {"moving": n1[:t_dyn], "fixed": ref2, "reference_index": ref}
         for _ in range(cfg.affine2_passes):
-            n1 = norm(sample(imgs, _affine_coords(m_full, grid_a), padding="zeros"))
+            n1 = norm(sample(imgs, affine_coords(m_full, grid_a), padding="zeros"))
             ref2 = refs(pca_reference(n1[:t_dyn], components=k))
             _, a2 = self._run_net("affine2", histogram_equalise(n1), histogram_equalise(ref2))
-            a2, bad2 = _plausible(a2, m1.crop, m1.crop_spacing_mm, 0.5 * cfg.max_motion_mm)
+            a2, bad2 = plausible_affine(a2, m1.crop, m1.crop_spacing_mm, 0.5 * cfg.max_motion_mm)
             bad1 = bad1 | bad2
             m_full = compose_affine(m_full, affine_crop_to_full(a2, geo_a))
 
         # step 3: dense, every frame to the PCA reference of the step-2 result
-        n2 = norm(sample(imgs, _affine_coords(m_full, grid_n), padding="zeros"))
+        n2 = norm(sample(imgs, affine_coords(m_full, grid_n), padding="zeros"))
         ref3 = refs(pca_reference(n2[:t_dyn], components=k))
         if stop == "dense":
             return {"moving": n2[:t_dyn], "fixed": ref3[:t_dyn], "reference_index": ref}
@@ -419,8 +311,8 @@ class MotionCorrector:
         # QC: residual misalignment to the PCA reference of the corrected crop
         grid3 = identity_grid((m3.crop, m3.crop), device=dev)[None] + d3
         n3 = sample(n2[:t_dyn], grid3[:t_dyn], padding="border")
-        ncc = _ncc_per_frame(n3, pca_reference(n3, components=k))
-        qc = self._qc(ncc)
+        ncc = ncc_per_frame(n3, pca_reference(n3, components=k))
+        qc = qc_flags(ncc, threshold=cfg.qc_threshold, robust_z=cfg.qc_robust_z)
         bad = bad1.cpu().numpy()
         if bad[:t_dyn].any():
             log.warning(
@@ -445,18 +337,6 @@ class MotionCorrector:
             pd_corrected=corr_np[t_dyn:],
             pd_displacement=disp_np[t_dyn:],
         )
-
-    def _qc(self, ncc: torch.Tensor) -> np.ndarray:
-        """Flag frames whose residual ``1 - NCC`` is large.
-
-        A frame is flagged when its residual exceeds ``qc_threshold`` or lies
-        more than ``qc_robust_z`` robust SDs (1.4826 MAD) above the median.
-        """
-        r = (1.0 - ncc).double().cpu().numpy()
-        med = float(np.median(r))
-        mad = max(float(np.median(np.abs(r - med))) * 1.4826, 0.005)
-        z = getattr(self.config, "qc_robust_z", 6.0)
-        return (r > self.config.qc_threshold) | ((r - med) / mad > z)
 
 
 _CACHE: dict[tuple, MotionCorrector] = {}
