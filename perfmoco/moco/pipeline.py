@@ -17,9 +17,8 @@ and the crop is zero-padded where it leaves the FOV.
 PD frames are corrected with the same models: step 1 to the reference frame,
 steps 2-3 to the first frame of the synthetic reference (series start).
 
-Failure policy: :func:`correct_series` never returns wrong-sized or lost
-images.  Bad input (fewer than 10 dynamics, NaN/Inf, a blank frame) and any
-failure inside the deep-learning correction raise
+Failure policy: images are never lost.  Bad input (fewer than 10 dynamics,
+NaN/Inf, a blank frame) and any failure inside the correction raise
 :class:`perfmoco.study.StudyError` with a message naming the slice; the
 caller passes the original frames through (``method="none"``).
 """
