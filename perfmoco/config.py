@@ -81,6 +81,9 @@ class MocoConfig:
     qc_threshold: float = 0.35
     #: ... or lies this many robust SDs (1.4826 MAD) above the series median.
     qc_robust_z: float = 6.0
+    #: Keep the reference frame where it was acquired (the PCA steps can move
+    #: the whole series): remove its mean displacement around the LV from all frames.
+    anchor_reference: bool = True
     #: Torch intra-op threads; 0 = torch's default.
     threads: int = 0
 

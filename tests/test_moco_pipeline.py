@@ -47,7 +47,8 @@ def test_known_affine_maps_exactly_through_crop_to_full_fov(series):
         head.bias.copy_(
             torch.tensor([1.0, 0.0, shift_crop[0] / half, 0.0, 1.0, shift_crop[1] / half])
         )
-    res = MotionCorrector(models).correct(series)
+    # anchoring off: this checks the crop -> full-FOV mapping alone
+    res = MotionCorrector(models, config=MocoConfig(anchor_reference=False)).correct(series)
     scale = models["affine1"].crop_spacing_mm / series.pixel_spacing_mm[0]
     expect = shift_crop.numpy() * scale  # full-FOV pixels
     np.testing.assert_allclose(res.displacement[:, 0], expect[0], atol=1e-3)
@@ -57,6 +58,33 @@ def test_known_affine_maps_exactly_through_crop_to_full_fov(series):
 
     np.testing.assert_allclose(res.corrected, warp(series.images, res.displacement), atol=1e-2)
     assert res.pd_displacement[:, 0].mean() == pytest.approx(expect[0], abs=1e-3)
+
+
+def test_anchoring_keeps_the_reference_frame_in_place(series):
+    """A net that moves every frame alike moves the series, not the alignment:
+    anchored, the reference frame (and so every frame) keeps its position."""
+    models = identity_models()
+    half = (models["affine1"].crop - 1) / 2.0
+    with torch.no_grad():
+        models["affine1"].net.output_block.fc.bias.copy_(
+            torch.tensor([1.0, 0.0, 3.0 / half, 0.0, 1.0, -5.0 / half])
+        )
+    res = MotionCorrector(models).correct(series)
+    np.testing.assert_allclose(res.displacement[res.reference_index], 0.0, atol=1e-3)
+    np.testing.assert_allclose(res.displacement, 0.0, atol=1e-3)
+
+
+def test_anchor_to_frame_removes_the_reference_translation():
+    from perfmoco.moco.transforms import anchor_to_frame, identity_grid
+
+    ident = identity_grid((40, 50))
+    shift = torch.tensor([[2.0, -3.0], [2.5, -1.0], [0.0, 0.0]])  # (T, 2) pixels
+    phi = ident[None] + shift[:, :, None, None]
+    out = anchor_to_frame(phi, 0, centre_yx=(20, 25), radius_px=8)
+    disp = (out - ident[None])[:, :, 5:-5, 5:-5]
+    np.testing.assert_allclose(disp[0], 0.0, atol=1e-5)
+    np.testing.assert_allclose(disp[1, 0], 0.5, atol=1e-5)
+    np.testing.assert_allclose(disp[1, 1], 2.0, atol=1e-5)
 
 
 def test_method_none_is_identity(series):

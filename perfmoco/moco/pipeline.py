@@ -55,6 +55,7 @@ from perfmoco.moco.result import MocoResult
 from perfmoco.moco.transforms import (
     CropGeometry,
     affine_crop_to_full,
+    anchor_to_frame,
     compose_affine,
     dense_crop_to_full,
     identity_grid,
@@ -65,6 +66,9 @@ from perfmoco.study import SliceSeries, StudyError
 __all__ = ["MotionCorrector", "check_series", "correct_series", "identity_result"]
 
 log = logging.getLogger(__name__)
+
+#: Radius (mm) around the LV centre over which the reference frame is held in place.
+_ANCHOR_RADIUS_MM = 40.0
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _DEFAULT_CONFIG = MocoConfig()
@@ -304,6 +308,9 @@ class MotionCorrector:
         pts = identity_grid((ny, nx), device=dev)[None] + d3_full
         mf = m_full.float()
         phi = torch.einsum("tpq,tqyx->tpyx", mf[:, :, :2], pts) + mf[:, :, 2, None, None]
+        if cfg.anchor_reference:  # keep the reference frame where it was acquired
+            radius = _ANCHOR_RADIUS_MM / min(series.pixel_spacing_mm)
+            phi = anchor_to_frame(phi, ref, centre_yx=loc.centre_yx, radius_px=radius)
         disp = phi - identity_grid((ny, nx), device=dev)[None]
         corrected = sample(imgs, phi, padding="border")
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "CropGeometry",
+    "anchor_to_frame",
     "affine_crop_to_full",
     "affine_to_displacement",
     "compose_affine",
@@ -311,3 +312,42 @@ def dense_crop_to_full(
     out = sample(d, q[None], padding="zeros")
     s = torch.tensor(geometry.scale_yx, dtype=out.dtype, device=out.device).view(1, 2, 1, 1)
     return out * s
+
+
+def anchor_to_frame(phi: torch.Tensor, index: int, *, centre_yx, radius_px: float) -> torch.Tensor:
+    """Shift sampling maps so that frame ``index`` keeps its acquired position.
+
+    Registering to synthetic (PCA) references can move the whole series; the
+    mean displacement ``tau`` of frame ``index`` in a disc around ``centre_yx``
+    is removed from every frame by ``phi'(q) = phi(q - tau)``, so the corrected
+    series stays where the reference frame was acquired.
+
+    Parameters
+    ----------
+    phi : Tensor, shape (T, 2, Y, X), float, pixels
+        Sampling maps (identity + pull-back displacement); ``[:, 0]`` is y.
+    index : int
+        The frame to anchor.
+    centre_yx : tuple of 2 float
+        Centre of the disc (pixels), e.g. the LV centre.
+    radius_px : float, keyword-only
+        Radius of the disc, pixels.
+
+    Returns
+    -------
+    Tensor, shape (T, 2, Y, X)
+    """
+    ny, nx = phi.shape[-2:]
+    ident = identity_grid((ny, nx), device=phi.device, dtype=phi.dtype)
+    dist2 = (ident[0] - float(centre_yx[0])) ** 2 + (ident[1] - float(centre_yx[1])) ** 2
+    disc = dist2 <= float(radius_px) ** 2
+    if not bool(disc.any()):
+        return phi
+    disp = phi - ident[None]
+    tau = disp[index][:, disc].mean(dim=1)[:, None, None]  # (2, 1, 1) pixels
+    coords = (ident - tau)[None]
+    t = phi.shape[0]
+    # resample the displacement (not the coordinates): it extends smoothly past the edges
+    moved = sample(disp.reshape(t * 2, ny, nx), coords, padding="border").reshape(t, 2, ny, nx)
+    return ident[None] - tau + moved
+
