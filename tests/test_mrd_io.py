@@ -12,6 +12,15 @@ from perfmoco.io.mrd_header import build_header, parse_header
 from perfmoco.study import SliceRole, StudyError
 
 
+def _untagged(images, role):
+    """The images with ``role`` removed from their GADGETRON_DataRole meta."""
+    for img in images:
+        m = img.meta
+        m["GADGETRON_DataRole"] = [r for r in meta_roles(m) if r != role] or "Image"
+        img.attribute_string = m.serialize()
+    return images
+
+
 def _by_key(study):
     return {(s.role, s.slice_index): s for s in study.slices}
 
@@ -80,32 +89,21 @@ def test_whole_groups_one_after_another_like_the_mrd_client(small_study, tmp_pat
 
 
 def test_untagged_pd_frames_are_found_by_brightness(small_study):
-    images = study_to_images(small_study)
-    for img in images:
-        m = img.meta
-        m["GADGETRON_DataRole"] = [r for r in meta_roles(m) if r != "PD"] or "Image"
-        img.attribute_string = m.serialize()
+    images = _untagged(study_to_images(small_study), "PD")
     back = images_to_study(images, build_header(small_study))
     _assert_same_study(small_study, back)
 
 
 def test_aif_found_by_matrix_when_untagged(small_study):
-    images = study_to_images(small_study)
-    for img in images:
-        m = img.meta
-        m["GADGETRON_DataRole"] = [r for r in meta_roles(m) if r != "AIF"] or "Image"
-        img.attribute_string = m.serialize()
+    images = _untagged(study_to_images(small_study), "AIF")
     back = images_to_study(images, None)
     assert back.aif is not None and back.aif.slice_index == 3
     assert len(back.highres) == 3
 
 
 def test_aif_by_configured_series_index(small_study):
-    images = study_to_images(small_study)
-    for img in images:  # no tags: only the configured series index can tell
-        m = img.meta
-        m["GADGETRON_DataRole"] = [r for r in meta_roles(m) if r != "AIF"] or "Image"
-        img.attribute_string = m.serialize()
+    # no tags: only the configured series index can tell
+    images = _untagged(study_to_images(small_study), "AIF")
     back = images_to_study(images, None, config=MrdConfig(aif_series_index=2))
     assert back.aif is not None and back.aif.role is SliceRole.AIF
     assert back.aif.shape == (16, 20)
