@@ -43,3 +43,25 @@ def small_study() -> PerfusionStudy:
     slices = [make_series(k) for k in range(3)]
     slices.append(make_series(3, SliceRole.AIF, shape=(16, 20)))
     return PerfusionStudy(slices=slices, study_id="small")
+
+
+@pytest.fixture(scope="session")
+def ph_a():
+    """Default phantom, vendor a (shared read-only by the phantom tests)."""
+    from perfmoco.phantom import generate_phantom
+
+    return generate_phantom(seed=0)
+
+
+@pytest.fixture(scope="session")
+def ph_b():
+    from perfmoco.phantom import generate_phantom
+
+    return generate_phantom(seed=1, vendor="b", n_dynamics=45, motion="breathing+gasp")
+
+
+@pytest.fixture(scope="session")
+def ph_none():
+    from perfmoco.phantom import generate_phantom
+
+    return generate_phantom(seed=2, motion="none", n_dynamics=40)
