@@ -1,0 +1,34 @@
+"""Shared helpers of :mod:`perfmoco.anatomy`: input checks and the smoothed enhancement."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+
+def spacing_pair(spacing_mm) -> tuple[float, float]:
+    sp = np.broadcast_to(np.asarray(spacing_mm, dtype=np.float64), (2,))
+    if not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+        raise ValueError(f"spacing_mm must be positive, got {spacing_mm!r}")
+    return float(sp[0]), float(sp[1])
+
+
+def check_series(images) -> np.ndarray:
+    im = np.asarray(images, dtype=np.float32)
+    if im.ndim != 3 or im.shape[0] < 5 or min(im.shape[1:]) < 8:
+        raise ValueError(f"images must be (T, Y, X) with T >= 5, got shape {im.shape}")
+    if not np.isfinite(im).all():
+        raise ValueError("images contain NaN or Inf")
+    return im
+
+
+def enhancement(im: np.ndarray, sp: tuple[float, float]):
+    """Smoothed enhancement ``E`` (T, Y, X), baseline frame count and noise SD."""
+    n_base = int(np.clip(im.shape[0] // 10, 2, 5))
+    noise = 1.4826 * float(np.median(np.abs(np.diff(im, axis=0)))) / np.sqrt(2.0)
+    base = np.median(im[:n_base], axis=0)
+    sig = (0.0, max(0.7, 1.5 / sp[0]), max(0.7, 1.5 / sp[1]))
+    e = ndimage.gaussian_filter(im - base, sig)
+    e -= np.median(e, axis=(1, 2), keepdims=True)  # frame-wide offsets (e.g. mistriggers)
+    e = ndimage.uniform_filter1d(e, 3, axis=0, mode="nearest")
+    return e, n_base, noise
