@@ -6,7 +6,7 @@ import dataclasses
 import logging
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, sparse
 
 from perfmoco.anatomy._common import check_series, enhancement, spacing_pair
 from perfmoco.study import StudyError
@@ -45,66 +45,6 @@ class BloodPools:
     peak_rv_index: int
 
 
-def _shape_stats(region: np.ndarray, px_area: float):
-    """Area (mm^2), fill (area / moment-ellipse area) and elongation of a region."""
-    yy, xx = np.nonzero(region)
-    area = yy.size * px_area
-    if yy.size < 3:
-        return area, 0.0, np.inf
-    cov = np.cov(np.stack([yy, xx]).astype(np.float64)) + np.eye(2) / 12.0
-    ev = np.linalg.eigvalsh(cov)
-    fill = yy.size / (4.0 * np.pi * np.sqrt(max(ev[0] * ev[1], 1e-9)))
-    return area, float(fill), float(np.sqrt(ev[1] / max(ev[0], 1e-9)))
-
-
-def _half_time(e: np.ndarray, peak: np.ndarray) -> np.ndarray:
-    """First (fractional) frame at which each pixel reaches half its peak."""
-    first = np.argmax(e >= 0.5 * peak[None], axis=0)
-    prev = np.clip(first - 1, 0, None)
-    a = np.take_along_axis(e, prev[None], 0)[0]
-    b = np.take_along_axis(e, first[None], 0)[0]
-    frac = np.clip((0.5 * peak - a) / np.maximum(b - a, 1e-12), 0.0, 1.0)
-    return np.where(first > 0, prev + frac, 0.0)
-
-
-def _otsu_1d(values: np.ndarray) -> float:
-    v = np.sort(values.ravel())
-    if v.size < 2 or v[0] == v[-1]:
-        return float(v[0]) if v.size else 0.0
-    csum, w0 = np.cumsum(v), np.arange(1, v.size)
-    w1 = v.size - w0
-    score = w0 * w1 * (csum[:-1] / w0 - (csum[-1] - csum[:-1]) / w1) ** 2
-    i = int(np.argmax(score))
-    return float(0.5 * (v[i] + v[i + 1]))
-
-
-def _segment_pool(frame, seed, level, *, px_area, area_range, spx):
-    """Bright connected region of ``frame`` that best overlaps ``seed``."""
-    for frac in (0.5, 0.6, 0.7):
-        lab, n = ndimage.label(frame > frac * level)
-        if n == 0:
-            continue
-        overlap = ndimage.sum_labels(seed, lab, index=np.arange(1, n + 1))
-        k = int(np.argmax(overlap)) + 1
-        if overlap[k - 1] <= 0:
-            return None
-        region = ndimage.binary_fill_holes(lab == k)
-        lab2, n2 = ndimage.label(ndimage.binary_opening(region, _disk(max(1, round(2.0 / spx)))))
-        if n2:
-            ov2 = ndimage.sum_labels(seed, lab2, index=np.arange(1, n2 + 1))
-            if ov2.max() > 0:
-                region = lab2 == (int(np.argmax(ov2)) + 1)
-        area = region.sum() * px_area
-        if area <= area_range[1]:
-            return region if area >= area_range[0] else None
-    return None
-
-
-def _disk(r: int) -> np.ndarray:
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    return (yy * yy + xx * xx) <= r * r + 0.5  # structuring element of radius r
-
-
 def find_blood_pools(images, *, times_s=None, spacing_mm) -> BloodPools:
     """Find the LV and RV blood pools and their peak frames.
 
@@ -140,79 +80,225 @@ def find_blood_pools(images, *, times_s=None, spacing_mm) -> BloodPools:
             f"no LV blood pool found: peak enhancement {top:.3g} is not above the noise "
             f"({noise:.3g}); is there a contrast bolus in this series?"
         )
-    cand = peak > 0.45 * top
-    if cand.mean() > 0.3:
+    if (peak > 0.45 * top).mean() > 0.3:
         raise StudyError("no LV blood pool found: no compact enhancing region (noise-like data)")
-    th = _half_time(e, peak)
-    # Split the candidate pixels into early (RV) and late (LV, aorta) arrival.
-    split = _otsu_1d(th[cand])
-    early, late = cand & (th <= split), cand & (th > split)
-    sep = (np.median(th[late]) - np.median(th[early])) if early.any() and late.any() else 0.0
-    if sep < 1.0:  # no two arrival groups: treat everything as one (LV-like) group
-        early, late = np.zeros_like(cand), cand
-    lab, n = ndimage.label(late)
-    rv_dist = None
-    if early.any():  # distance to the main early (RV) region
-        lab_e, _ = ndimage.label(early)
-        main = lab_e == int(np.argmax(np.bincount(lab_e.ravel())[1:])) + 1
-        rv_dist = ndimage.distance_transform_edt(~main, sampling=sp)
-    scores, th_k = np.zeros(n + 1), np.full(n + 1, np.inf)
-    r_in, r_out = _disk(max(1, round(2.0 / spx))), _disk(max(2, round(9.0 / spx)))
-    for k in range(1, n + 1):
-        reg = lab == k
-        area, fill, elong = _shape_stats(reg, px_area)
-        if not (LV_AREA_MM2[0] <= area <= 2 * LV_AREA_MM2[1]) or fill < 0.3 or elong > 4.0:
-            continue
-        pk = float(peak[reg].mean())
-        t_pk = int(np.argmax(e[:, reg].mean(axis=1)))
-        ring = ndimage.binary_dilation(reg, r_out) & ~ndimage.binary_dilation(reg, r_in)
-        after = e[t_pk + 2 : t_pk + 8]
-        ring_enh = float(after[:, ring].mean()) / pk if after.size and ring.any() else 0.0
-        # compact, bright, enhancing wall around it (myocardium; the aorta has none)
-        scores[k] = pk * min(fill, 1.0) / max(elong, 1.0) * np.sqrt(area)
-        scores[k] *= 1.0 + 4.0 * float(np.clip(ring_enh, 0.0, 0.5))
-        if rv_dist is not None and float(rv_dist[reg].min()) < 25.0:
-            scores[k] *= 3.0  # the LV lies next to the RV; the aorta does not
-        th_k[k] = float(np.median(th[reg]))
-    if np.isfinite(th_k).any():  # the LV fills before the descending aorta
-        scores *= np.exp(-np.clip(th_k - th_k.min(), 0.0, None) / 1.5)
-    best = int(np.argmax(scores)) if scores.max() > 0 else 0
-    if best == 0:
-        raise StudyError("no LV blood pool found: no compact late-enhancing region of LV size")
-    seed = lab == best
-    peak_lv = int(np.argmax(e[:, seed].mean(axis=1)))
-    rseed, peak_rv = None, peak_lv
-    if early.any():  # the main early region near the LV seed is the RV
-        lab_e, n_e = ndimage.label(early)
-        dist_lv = ndimage.distance_transform_edt(~seed, sampling=sp)
-        near = [k for k in range(1, n_e + 1) if float(dist_lv[lab_e == k].min()) < 25.0
-                and (lab_e == k).sum() * px_area >= RV_AREA_MM2[0]]
-        if near:
-            rseed = lab_e == near[int(np.argmax([(lab_e == k).sum() for k in near]))]
-            peak_rv = int(np.argmax(e[:, rseed].mean(axis=1)))
-    frame = e[peak_lv]
-    level = float(np.percentile(frame[seed], 90))
-    core = seed
-    if rseed is not None and peak_rv < peak_lv:
-        # bright at the LV peak but not at the RV peak: the LV, wherever motion put it
-        diff = frame - e[peak_rv]
-        lab_d, n_d = ndimage.label(diff > 0.5 * level)
-        if n_d:
-            ov = ndimage.sum_labels(seed, lab_d, index=np.arange(1, n_d + 1))
-            if ov.max() > 0:
-                core = lab_d == int(np.argmax(ov)) + 1
-    lv = _segment_pool(frame, core, level, px_area=px_area, area_range=LV_AREA_MM2, spx=spx)
-    if lv is None:
-        raise StudyError(f"no LV blood pool found at the peak-LV dynamic {peak_lv}")
-    centre = tuple(float(c) for c in np.argwhere(lv).mean(axis=0))
-    rv = np.zeros_like(lv)
-    if rseed is not None:
-        fr = e[peak_rv]
-        got = _segment_pool(fr, rseed & ~lv, float(np.percentile(fr[rseed], 90)),
-                            px_area=px_area, area_range=RV_AREA_MM2, spx=spx)
-        if got is not None:
-            rv = got & ~lv
-    if not rv.any():
+    comps = _frame_components(e, top, px_area)
+    best = _choose_lv(comps, e, sp)
+    if best is None:
+        raise StudyError("no LV blood pool found: no compact enhancing region of LV size "
+                         "with an enhancing wall")
+    lvc = comps[best]
+    peak_lv = lvc.frame
+    lv = _grow(e[peak_lv], lvc.mask, spx)
+    rv, peak_rv = np.zeros_like(lv), peak_lv
+    rvc = _choose_rv(best, comps, sp)
+    if rvc is not None:
+        peak_rv = int(np.argmax(rvc.curve))
+        rv = _grow(e[rvc.frame], rvc.mask, spx) & ~lv
+    else:
         log.info("no RV blood pool found; rv_mask is empty")
+    centre = tuple(float(c) for c in np.argwhere(lv).mean(axis=0))
     return BloodPools(lv_mask=lv, rv_mask=rv, lv_centre=centre, peak_lv_index=peak_lv,
                       peak_rv_index=peak_rv)
+
+
+def _shape_stats(region: np.ndarray, px_area: float):
+    """Area (mm^2), fill (area / moment-ellipse area) and elongation of a region."""
+    yy, xx = np.nonzero(region)
+    area = yy.size * px_area
+    if yy.size < 3:
+        return area, 0.0, np.inf
+    cov = np.cov(np.stack([yy, xx]).astype(np.float64)) + np.eye(2) / 12.0
+    ev = np.linalg.eigvalsh(cov)
+    fill = yy.size / (4.0 * np.pi * np.sqrt(max(ev[0] * ev[1], 1e-9)))
+    return area, float(fill), float(np.sqrt(ev[1] / max(ev[0], 1e-9)))
+
+
+def _half_time(curve: np.ndarray) -> float:
+    """First (fractional) index at which ``curve`` reaches half its maximum."""
+    half = 0.5 * float(curve.max())
+    i = int(np.argmax(curve >= half))
+    if i == 0:
+        return 0.0
+    a, b = float(curve[i - 1]), float(curve[i])
+    return i - 1 + float(np.clip((half - a) / max(b - a, 1e-12), 0.0, 1.0))
+
+
+def _disk(r: int) -> np.ndarray:
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    return (yy * yy + xx * xx) <= r * r + 0.5  # structuring element of radius r
+
+
+@dataclasses.dataclass
+class _Component:
+    """A bright connected region of one frame."""
+
+    frame: int
+    mask: np.ndarray
+    curve: np.ndarray  # mean enhancement over the region, every frame
+    area: float
+    fill: float
+    elong: float
+    arrival: float  # half-peak time of ``curve``, frames
+    candidate: bool  # at a candidate level, ``frame`` within one of the peak of ``curve``
+    ring: float = 0.0  # wall enhancement after the peak, relative to the peak
+
+
+#: Each frame is thresholded at these fractions of the brightest blood enhancement.
+LEVELS = (0.45, 0.6, 0.75)
+#: A lower level at which RV-like neighbours are also looked for (never LV candidates).
+NEIGHBOUR_LEVEL = 0.25
+#: An RV fills at least this many frames (half-peak arrival) before the LV.
+MIN_LEAD_FRAMES = 0.7
+#: Only this many LV candidates (best shape and brightness first) are examined closely.
+MAX_CANDIDATES = 12
+#: Later-filling LV candidates are down-weighted by exp(-delay / this), frames.
+ARRIVAL_SCALE_FRAMES = 3.0
+#: RV neighbours are looked for in the LV candidate's frame and this many before it.
+NEIGHBOUR_FRAMES = 4
+#: The RV blood pool lies within this distance (mm) of the LV blood pool.
+RV_LV_GAP_MM = 25.0
+
+
+def _frame_components(e, top, px_area):
+    """Bright regions of every frame in which the blood is bright.
+
+    Regions are taken frame by frame, not from the peak-enhancement map:
+    breathing smears that map so that the RV, the LV and the aorta run
+    together in it, while each single frame is sharp.  Each region's own
+    mean curve gives its arrival time, which is robust to where breathing
+    moves individual pixels.
+    """
+    n_t, ny, nx = e.shape
+    # region curves from 2x2-block means: a quarter of the work, the same curves within noise
+    y2, x2 = (ny + 1) // 2, (nx + 1) // 2
+    ep = np.pad(e, ((0, 0), (0, 2 * y2 - ny), (0, 2 * x2 - nx)), mode="edge")
+    blocks = ep.reshape(n_t, y2, 2, x2, 2).mean(axis=(2, 4)).reshape(n_t, -1)
+    block_t = np.ascontiguousarray(blocks.T, dtype=np.float32)  # (blocks, T)
+    block_of = ((np.arange(ny) // 2)[:, None] * x2 + (np.arange(nx) // 2)[None]).ravel()
+    bright = np.flatnonzero(np.percentile(blocks, 99.5, axis=1) > LEVELS[0] * top)
+    out = []
+    for t in bright:
+        for lev in (NEIGHBOUR_LEVEL, *LEVELS):
+            lab, n = ndimage.label(e[t] > lev * top)
+            if n == 0:
+                continue
+            sizes = np.bincount(lab.ravel(), minlength=n + 1)
+            keep = np.flatnonzero(sizes[1:] * px_area >= RV_AREA_MM2[0]) + 1
+            if keep.size == 0:
+                continue
+            idx = np.zeros(n + 1, dtype=np.int64)
+            idx[keep] = np.arange(1, keep.size + 1)
+            sub = idx[lab].ravel()
+            pix = np.flatnonzero(sub)
+            onehot = sparse.coo_matrix((np.ones(pix.size), (sub[pix] - 1, block_of[pix])),
+                                       shape=(keep.size, block_t.shape[0])).tocsr()
+            curves = (onehot @ block_t).T / sizes[keep][None]  # (T, regions) mean curves
+            for j, k in enumerate(keep):
+                curve = curves[:, j]
+                mask = lab == k
+                area, fill, elong = _shape_stats(mask, px_area)
+                at_peak = abs(int(np.argmax(curve)) - t) <= 1
+                out.append(_Component(int(t), mask, curve, area, fill, elong, _half_time(curve),
+                                      at_peak and lev >= LEVELS[0]))
+    return out
+
+
+def _lv_plausible(c: _Component) -> bool:
+    return (c.candidate and LV_AREA_MM2[0] <= c.area <= LV_AREA_MM2[1] and c.fill >= 0.4
+            and c.elong <= 3.0)
+
+
+def _earlier_neighbours(k, comps, sp):
+    """Components that fill clearly earlier than ``comps[k]`` and lie next to it (RV-like).
+
+    They peak no later than the candidate and are seen in its frame or in the few frames before it
+    (by the LV's peak frame the RV has often washed out).  A region that
+    shares pixels with the candidate, or that holds a later-filling pool
+    of its own frame (pools run together at low levels), is not one.
+    """
+    c = comps[k]
+    near = [j for j, o in enumerate(comps) if c.frame - NEIGHBOUR_FRAMES <= o.frame <= c.frame
+            and o.arrival <= c.arrival - MIN_LEAD_FRAMES and int(np.argmax(o.curve)) <= c.frame
+            and o.area >= max(RV_AREA_MM2[0], 0.25 * c.area)
+            and (o.mask & c.mask).sum() < 0.2 * o.mask.sum()]
+    near = [j for j in near if not _holds_later_pool(j, comps)]
+    if not near:
+        return []
+    dist = ndimage.distance_transform_edt(~c.mask, sampling=sp)
+    return [j for j in near if float(dist[comps[j].mask].min()) < RV_LV_GAP_MM]
+
+
+def _holds_later_pool(j, comps) -> bool:
+    o = comps[j]
+    return any(m.frame == o.frame and m.arrival >= o.arrival + MIN_LEAD_FRAMES
+               and (m.mask & o.mask).sum() >= 0.5 * m.mask.sum() for m in comps)
+
+
+def _ring(c: _Component, e, spx) -> float:
+    r_in, r_out = _disk(max(1, round(2.0 / spx))), _disk(max(2, round(9.0 / spx)))
+    ring = ndimage.binary_dilation(c.mask, r_out) & ~ndimage.binary_dilation(c.mask, r_in)
+    after = e[c.frame + 2 : c.frame + 8]
+    pk = float(c.curve.max())
+    return float(after[:, ring].mean()) / pk if after.size and ring.any() and pk > 0 else 0.0
+
+
+def _choose_lv(comps, e, sp):
+    """Index of the LV blood pool among the components, or None.
+
+    The LV pool is round and bright, with an enhancing wall around it (the
+    aorta has none), and in the same frame the RV, which filled a beat or
+    more earlier, lies next to it.  Candidates with such a neighbour are
+    preferred; among them the earliest wins (the aorta fills after the LV).
+    """
+    ok = [k for k, c in enumerate(comps) if _lv_plausible(c)]
+    if not ok:
+        return None
+    spx = float(np.sqrt(sp[0] * sp[1]))
+    score = {k: np.sqrt(float(comps[k].curve.max())) * min(comps[k].fill, 1.0)
+             / max(comps[k].elong, 1.0) * np.sqrt(comps[k].area) for k in ok}
+    ok = _distinct(sorted(ok, key=score.get, reverse=True), comps, sp)
+    for k in ok:
+        comps[k].ring = _ring(comps[k], e, spx)
+        score[k] *= 1.0 + 4.0 * float(np.clip(comps[k].ring, 0.0, 0.5))
+    paired = [k for k in ok if _earlier_neighbours(k, comps, sp)]
+    if not paired:  # no RV seen (e.g. apex): shape, brightness and wall decide
+        return max(ok, key=score.get)
+    t0 = min(comps[k].arrival for k in paired)
+    delay = {k: comps[k].arrival - t0 for k in paired}
+    return max(paired, key=lambda k: score[k] * np.exp(-delay[k] / ARRIVAL_SCALE_FRAMES))
+
+
+def _distinct(order, comps, sp, radius_mm=20.0):
+    """The first :data:`MAX_CANDIDATES` of ``order`` that are not near-copies of an earlier one.
+
+    The same pool is found in several frames and at several levels; a copy
+    lies within ``radius_mm`` and fills at the same time.
+    """
+    kept, cents = [], []
+    for k in order:
+        c = np.argwhere(comps[k].mask).mean(axis=0) * np.asarray(sp)
+        if any(np.hypot(*(c - c2)) < radius_mm and abs(comps[k].arrival - comps[j].arrival) < 0.5
+               for j, c2 in zip(kept, cents)):
+            continue
+        kept.append(k)
+        cents.append(c)
+        if len(kept) == MAX_CANDIDATES:
+            break
+    return kept
+
+
+def _choose_rv(k, comps, sp):
+    """The largest earlier-filling neighbour of the LV component, or None."""
+    near = _earlier_neighbours(k, comps, sp)
+    return comps[max(near, key=lambda j: comps[j].area)] if near else None
+
+
+def _grow(frame, seed, spx):
+    """``seed`` grown over pixels above half its bright level, by at most ~3 mm, holes filled."""
+    level = float(np.percentile(frame[seed], 90))
+    reach = ndimage.binary_dilation(seed, _disk(max(1, round(3.0 / spx))))
+    grown = seed | (reach & (frame > 0.5 * level))
+    lab, _ = ndimage.label(grown)
+    ids = np.unique(lab[seed])
+    return ndimage.binary_fill_holes(np.isin(lab, ids[ids > 0]))
