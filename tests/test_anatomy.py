@@ -106,3 +106,25 @@ def test_segment_myocardium_and_insertion(angle):
     expect = np.array([180.0 - 36.0, 180.0 + 36.0]) + angle  # RV circle meets r = 36 mm
     err = (phi - expect + 180.0) % 360.0 - 180.0
     assert np.all(np.abs(err) < 10.0), (phi, expect)
+
+
+@pytest.mark.parametrize("fixture", ["ph_a", "ph_b"])
+def test_find_blood_pools_on_breathing_phantom(fixture, request):
+    """LV centre at the peak-LV dynamic against the phantom's moved true LV label."""
+    from perfmoco.phantom import LABELS, warp
+
+    ph = request.getfixturevalue(fixture)
+    for s in ph.study.slices:
+        key = "aif" if s.role.value == "aif" else f"s{s.slice_index}"
+        pools = find_blood_pools(s.images, times_s=s.times_s, spacing_mm=s.pixel_spacing_mm)
+        d = ph.truth[f"{key}_displacement"][pools.peak_lv_index]
+        lv = (ph.truth[f"{key}_labels"] == LABELS["lv_blood"]).astype(np.float32)
+        true_lv = warp(lv[None], d[None])[0] > 0.5
+        err_mm = np.hypot(*(np.argwhere(true_lv).mean(axis=0) - pools.lv_centre))
+        err_mm *= s.pixel_spacing_mm[0]
+        assert err_mm < 6.0, (key, err_mm)
+        dice = 2 * (pools.lv_mask & true_lv).sum() / (pools.lv_mask.sum() + true_lv.sum())
+        assert dice > 0.7, (key, dice)
+        if pools.rv_mask.any():
+            assert pools.peak_rv_index <= pools.peak_lv_index
+            assert not (pools.rv_mask & pools.lv_mask).any()
