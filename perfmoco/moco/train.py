@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "ckpt_every": 500,
     "time_limit_min": 0.0,  # stop (validate + checkpoint) after this wall time; 0 = none
     "threads": 0,
+    "init": "",  # start from a checkpoint: a .pt path, or "shipped" (the package's weights)
     "spec": {},  # overrides of networks.default_spec(stage)
     "data": {
         "source": "phantom",  # phantom | folder | synthetic
@@ -126,6 +127,20 @@ def _corrector(cfg: dict, stage: str, device: torch.device) -> MotionCorrector:
         else:
             models[s] = networks.RegNet(networks.default_spec(s)).to(device)
     return MotionCorrector(models, device=device)
+
+
+def _init_from(net: networks.RegNet, init: str, stage: str) -> None:
+    """Load starting weights (fine-tuning) from ``init``: a path or ``"shipped"``."""
+    from perfmoco.moco.pipeline import WEIGHTS_DIR
+
+    path = WEIGHTS_DIR / f"{stage}.pt" if init == "shipped" else Path(init)
+    if not path.is_file():
+        raise FileNotFoundError(f"init weights for stage {stage} not found: {path}")
+    start, _ = networks.load(path, device="cpu")
+    if start.spec != net.spec:
+        raise ValueError(f"init weights {path} have another network spec than this stage's")
+    net.load_state_dict(start.state_dict())
+    log.info("stage %s starts from %s", stage, path)
 
 
 def _pool(series_list, mc: MotionCorrector, stage: str, cache_dir: str | None) -> dict:
@@ -264,6 +279,8 @@ def train_main(
 
     spec = {**networks.default_spec(stage), **cfg["spec"]}
     net = networks.RegNet(spec).to(dev).train()
+    if cfg["init"] and not resume:
+        _init_from(net, cfg["init"], stage)
     opt = torch.optim.Adam(net.parameters(), lr=float(cfg["lr"]))
     gen = torch.Generator().manual_seed(int(cfg["seed"]))
     state_path = out / f"{stage}_state.pt"
