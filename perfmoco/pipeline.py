@@ -12,6 +12,7 @@ import dataclasses
 import enum
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -191,13 +192,15 @@ def process_study(
             try:
                 from perfmoco.quant import quantify_study
 
-                result.quant = quantify_study(
-                    result.corrected_study(),
-                    config=config.quant,
-                    qc=result.qc_flags() if config.quant.exclude_qc_frames else None,
-                    displacements=result._per_highres("displacement"),
-                    pd_displacements=result._per_highres("pd_displacement"),
-                )
+                with warnings.catch_warnings():  # logged and kept in messages: not twice
+                    warnings.simplefilter("ignore", UserWarning)
+                    result.quant = quantify_study(
+                        result.corrected_study(),
+                        config=config.quant,
+                        qc=result.qc_flags() if config.quant.exclude_qc_frames else None,
+                        displacements=result._per_highres("displacement"),
+                        pd_displacements=result._per_highres("pd_displacement"),
+                    )
                 result.messages.extend(getattr(result.quant, "warnings", []) or [])
                 step("quantified MBF")
             except Exception as exc:  # quantification must not lose the corrected images
