@@ -99,7 +99,8 @@ class StudyResult:
             lines.append(self.quant.summary_text())
         for k, v in self.timings_s.items():
             lines.append(f"  time {k}: {v:.2f} s")
-        lines.extend(f"  problem: {msg}" for msg in self.messages)
+        shown = set(getattr(self.quant, "warnings", None) or [])  # already in the MBF summary
+        lines.extend(f"  problem: {msg}" for msg in self.messages if msg not in shown)
         return "\n".join(lines)
 
     def to_images(self, config: Config | None = None) -> list:
