@@ -72,7 +72,7 @@ def find_blood_pools(images, *, times_s=None, spacing_mm) -> BloodPools:
     if times_s is not None and np.shape(times_s) != (im.shape[0],):
         raise ValueError(f"times_s must have shape ({im.shape[0]},), got {np.shape(times_s)}")
     spx = float(np.sqrt(sp[0] * sp[1]))
-    e, n_base, noise = enhancement(im, sp)
+    e, _, noise = enhancement(im, sp)
     peak = e.max(axis=0)
     top = float(np.percentile(peak, 99.5))  # robust blood enhancement
     if top <= 0 or top < MIN_CNR * max(noise, 1e-12 * max(float(np.abs(im).max()), 1e-30)):
@@ -191,9 +191,8 @@ def _frame_components(e, top, px_area):
     """
     n_t, ny, nx = e.shape
     # region curves from 2x2-block means: a quarter of the work, the same curves within noise
-    y2, x2 = (ny + 1) // 2, (nx + 1) // 2
-    ep = np.pad(e, ((0, 0), (0, 2 * y2 - ny), (0, 2 * x2 - nx)), mode="edge")
-    blocks = ep.reshape(n_t, y2, 2, x2, 2).mean(axis=(2, 4)).reshape(n_t, -1)
+    x2 = (nx + 1) // 2
+    blocks = _block_mean(e, 2).reshape(n_t, -1)
     block_t = np.ascontiguousarray(blocks.T, dtype=np.float32)  # (blocks, T)
     block_of = ((np.arange(ny) // 2)[:, None] * x2 + (np.arange(nx) // 2)[None]).ravel()
     bright = np.flatnonzero(np.percentile(blocks, 99.5, axis=1) > LEVELS[0] * top)
