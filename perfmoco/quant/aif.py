@@ -63,8 +63,21 @@ class AifResult:
         return float(self.times_s[self.arrival_index])
 
 
+#: Depths (pixels from the mask's edge) tried for the blood-pool core, deepest first.
+_CORE_DEPTHS_PX = (3.0, 2.5, 2.0, 1.5, 1.0)
+#: Fewest pixels a core of a given depth must keep to be used.
+_CORE_MIN_PX = 8
+
+
 def blood_pool_core(images, lv_mask, peak_index: int) -> np.ndarray:
-    """Core of a blood-pool mask: eroded by one pixel and brighter pixels at peak.
+    """Core of a blood-pool mask, away from the partial-volume edge, brighter pixels at peak.
+
+    The deepest core (pixels at least 3, 2.5, ... 1 pixel inside the mask's
+    edge) that keeps 8 pixels is used: the image's point-spread function
+    mixes myocardium into the pool's outer pixels and lowers the AIF peak
+    (on the low-resolution AIF slice by 2-3 % with a one-pixel erosion).
+    Of those, pixels darker than the 25th percentile at peak (papillary
+    muscles) are dropped.
 
     Parameters
     ----------
@@ -79,11 +92,17 @@ def blood_pool_core(images, lv_mask, peak_index: int) -> np.ndarray:
         At least 4 pixels when the mask has them (else the mask itself).
     """
     mask = np.asarray(lv_mask, bool)
-    core = ndimage.binary_erosion(mask)
-    if core.sum() < 4:
-        core = mask
+    depth = ndimage.distance_transform_edt(mask)
+    core = mask
+    for d in _CORE_DEPTHS_PX:
+        if (depth >= d).sum() >= _CORE_MIN_PX:
+            core = depth >= d
+            break
+    else:
+        if (depth >= 1.0).sum() >= 4:
+            core = depth >= 1.0
     vals = np.asarray(images)[peak_index][core]
-    if vals.size >= 8:  # drop papillary muscles and partial-volume edges
+    if vals.size >= 8:  # drop papillary muscles
         core = core & (np.asarray(images)[peak_index] >= np.percentile(vals, 25))
     return core
 
