@@ -69,6 +69,10 @@ class MocoConfig:
     reference_from_end: int = 10
     #: Number of principal components of the synthetic reference series.
     pca_components: int = 4
+    #: Passes of step 1 (affine to the reference frame); each pass after the
+    #: first corrects the residual of the re-cropped originals (one pass
+    #: leaves about half of the breathing motion; see :mod:`perfmoco.moco.pipeline`).
+    affine1_passes: int = 2
     #: Passes of step 2 (affine to the PCA reference); 0 skips step 2.
     affine2_passes: int = 1
     #: Run step 3 (dense LocalNet to the PCA reference).

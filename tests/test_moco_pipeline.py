@@ -47,12 +47,20 @@ def test_known_affine_maps_exactly_through_crop_to_full_fov(series):
         head.bias.copy_(
             torch.tensor([1.0, 0.0, shift_crop[0] / half, 0.0, 1.0, shift_crop[1] / half])
         )
-    # anchoring off: this checks the crop -> full-FOV mapping alone
-    res = MotionCorrector(models, config=MocoConfig(anchor_reference=False)).correct(series)
+    # anchoring off, one step-1 pass: this checks the crop -> full-FOV mapping alone
+    res = MotionCorrector(
+        models, config=MocoConfig(anchor_reference=False, affine1_passes=1)
+    ).correct(series)
     scale = models["affine1"].crop_spacing_mm / series.pixel_spacing_mm[0]
     expect = shift_crop.numpy() * scale  # full-FOV pixels
     np.testing.assert_allclose(res.displacement[:, 0], expect[0], atol=1e-3)
     np.testing.assert_allclose(res.displacement[:, 1], expect[1], atol=1e-3)
+    # each further step-1 pass composes the (here constant) translation once more
+    res3 = MotionCorrector(
+        models, config=MocoConfig(anchor_reference=False, affine1_passes=3)
+    ).correct(series)
+    np.testing.assert_allclose(res3.displacement[:, 0], 3 * expect[0], atol=1e-3)
+    np.testing.assert_allclose(res3.displacement[:, 1], 3 * expect[1], atol=1e-3)
     # resampled once from the originals with that displacement
     from perfmoco.moco.transforms import warp
 

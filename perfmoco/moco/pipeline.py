@@ -1,6 +1,11 @@
 """The three-step deep-learning motion correction of one slice series.
 
-Step 1: GlobalNet affine, every frame to the reference frame (``T - 10``).
+Step 1: GlobalNet affine, every frame to the reference frame (``T - 10``);
+by default twice (``moco.affine1_passes``): one pass recovers only about
+half of the breathing displacement (residual/true slope 0.4-0.6 on held-out
+phantoms), and a second pass on the re-cropped originals corrects most of the
+rest (held-out seeds 9200/9201 with gasps: Dice 0.825 -> 0.856, centroid
+1.88 -> 1.45 mm, +0.5 s per study).
 Step 2: GlobalNet affine, every frame to the matching frame of a PCA
 synthetic reference series of the step-1 result.  Step 3: LocalNet dense,
 every frame to a PCA reference of the step-2 result.  The crops are always
@@ -277,6 +282,13 @@ class MotionCorrector:
         _, a1 = self._run_net("affine1", x0, x0[ref : ref + 1].expand_as(x0))
         a1, bad1 = plausible_affine(a1, m1.crop, m1.crop_spacing_mm, cfg.max_motion_mm)
         m_full = affine_crop_to_full(a1, geo_a)
+        for _ in range(cfg.affine1_passes - 1):  # the residual, from re-cropped originals
+            x1 = histogram_equalise(norm(sample(imgs, affine_coords(m_full, grid_a),
+                                                padding="zeros")))
+            _, a1 = self._run_net("affine1", x1, x1[ref : ref + 1].expand_as(x1))
+            a1, bad = plausible_affine(a1, m1.crop, m1.crop_spacing_mm, 0.5 * cfg.max_motion_mm)
+            bad1 = bad1 | bad
+            m_full = compose_affine(m_full, affine_crop_to_full(a1, geo_a))
 
         # step 2: affine, every frame to the PCA reference of the step-1 result
         # (optionally repeated: each pass re-crops the originals and rebuilds the reference)
@@ -302,6 +314,7 @@ class MotionCorrector:
             d3, _ = self._run_net("dense", histogram_equalise(n2), histogram_equalise(ref3))
         else:
             d3 = torch.zeros(n2.shape[0], 2, *n2.shape[1:], device=dev)
+
 
         # compose: phi = phi_affine o phi_dense, in full-FOV pixels
         d3_full = dense_crop_to_full(d3, geo_n, (ny, nx))
