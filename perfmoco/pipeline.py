@@ -85,6 +85,13 @@ class StudyResult:
             if m is not None and s.role is SliceRole.HIGHRES
         }
 
+    def _per_slice(self, field: str) -> dict[int, np.ndarray]:  # AIF slice included
+        return {
+            s.slice_index: getattr(m, field)
+            for s, m in zip(self.study.slices, self.moco)
+            if m is not None
+        }
+
     def qc_flags(self) -> dict[int, np.ndarray]:
         """QC-flagged dynamics per high-resolution ``slice_index``."""
         return self._per_highres("qc")
@@ -199,8 +206,8 @@ def process_study(
                         result.corrected_study(),
                         config=config.quant,
                         qc=result.qc_flags() if config.quant.exclude_qc_frames else None,
-                        displacements=result._per_highres("displacement"),
-                        pd_displacements=result._per_highres("pd_displacement"),
+                        displacements=result._per_slice("displacement"),
+                        pd_displacements=result._per_slice("pd_displacement"),
                     )
                 result.messages.extend(getattr(result.quant, "warnings", []) or [])
                 step("quantified MBF")

@@ -194,16 +194,16 @@ def _quantify(study: PerfusionStudy, results: Sequence[MocoResult], config: Conf
         for s, r in zip(study.slices, results)
     ])
     qc = {s.slice_index: r.qc for s, r in zip(study.slices, results)}
-    hr = [(s.slice_index, r) for s, r in zip(study.slices, results)
-          if s.role is SliceRole.HIGHRES]
     t0 = time.perf_counter()
     try:  # called as perfmoco.pipeline.process_study calls it
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quant = quantify_study(
                 corrected, config=config.quant, qc=qc,
-                displacements={k: r.displacement for k, r in hr},
-                pd_displacements={k: r.pd_displacement for k, r in hr},
+                displacements={s.slice_index: r.displacement
+                               for s, r in zip(study.slices, results)},
+                pd_displacements={s.slice_index: r.pd_displacement
+                                  for s, r in zip(study.slices, results)},
             )
     except Exception as exc:
         log.warning("%s: quantification failed: %s\n%s", study.study_id, exc,

@@ -260,7 +260,9 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         _warn(msgs, "the study has no low-resolution AIF slice; using the LV blood pool of "
                     f"{highres[0].name} instead (flagged: MBF overestimated)")
         src = highres[0]
-    aif = extract_aif(src, config=config, qc=qc.get(src.slice_index))
+    aif = extract_aif(src, config=config, qc=qc.get(src.slice_index),
+                      displacement=(displacements or {}).get(src.slice_index),
+                      pd_displacement=(pd_displacements or {}).get(src.slice_index))
     for w in aif.warnings:
         msgs.append(w)
     dt = float(np.median(np.diff(aif.times_s)))

@@ -19,7 +19,12 @@ from scipy import ndimage
 
 from perfmoco.anatomy import find_blood_pools
 from perfmoco.config import QuantConfig
-from perfmoco.quant.signal import baseline_m0, bolus_arrival_index, signal_to_gd
+from perfmoco.quant.signal import (
+    baseline_m0,
+    bolus_arrival_index,
+    coil_motion_factors,
+    signal_to_gd,
+)
 from perfmoco.study import SliceRole, SliceSeries, StudyError
 
 __all__ = ["AifResult", "blood_pool_core", "extract_aif", "t2star_correct"]
@@ -147,7 +152,8 @@ def _warn(msgs: list[str], text: str) -> None:
     log.warning(text)
 
 
-def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None) -> AifResult:
+def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displacement=None,
+                pd_displacement=None) -> AifResult:
     """Automatic AIF in mmol/l from one (motion-corrected) slice series.
 
     Parameters
@@ -160,6 +166,13 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None) -> AifResu
     qc : ndarray, shape (T,), bool, keyword-only, optional
         True for frames flagged by motion QC; they are replaced by linear
         interpolation from their neighbours.
+    displacement, pd_displacement : ndarray, keyword-only, optional
+        The motion correction's pull-back displacement of the dynamics
+        ``(T, 2, Y, X)`` and of the PD frames ``(P, 2, Y, X)``, pixels.  With
+        them ``M0`` follows the coil sensitivity each frame's blood pool was
+        acquired at (:func:`perfmoco.quant.signal.coil_motion_factors`):
+        without, breathing against a fixed surface-coil profile modulates the
+        blood signal by several % and distorts the AIF's upslope.
 
     Returns
     -------
@@ -187,6 +200,12 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None) -> AifResu
     n_base = int(min(n_base, sig.size - 3))
     if series.pd_images.shape[0] > 0:
         m0 = float(np.asarray(series.pd_images, np.float64)[:, core].mean()) * config.pd_scale
+        if displacement is not None:  # the coil sensitivity each frame's pool was seen at
+            yy, xx = np.nonzero(core)
+            m0 = m0 * coil_motion_factors(
+                series.pd_images, displacement, pixels=core, centre=(yy.mean(), xx.mean()),
+                spacing_mm=series.pixel_spacing_mm, pd_displacement=pd_displacement,
+            ).mean(axis=1)
     else:
         m0 = float(baseline_m0(sig[:n_base].mean(), ts_s=ts, t1_s=config.t1_blood_s))
         _warn(msgs, f"{series.name}: no PD frames; AIF M0 from the baseline and the native "
