@@ -78,23 +78,16 @@ class StudyResult:
                 slices.append(s.replace(images=m.corrected, pd_images=pd))
         return self.study.replace_slices(slices)
 
-    def _per_highres(self, field: str) -> dict[int, np.ndarray]:
+    def _per_slice(self, field: str, *, highres_only: bool = False) -> dict[int, np.ndarray]:
         return {
             s.slice_index: getattr(m, field)
             for s, m in zip(self.study.slices, self.moco)
-            if m is not None and s.role is SliceRole.HIGHRES
-        }
-
-    def _per_slice(self, field: str) -> dict[int, np.ndarray]:  # AIF slice included
-        return {
-            s.slice_index: getattr(m, field)
-            for s, m in zip(self.study.slices, self.moco)
-            if m is not None
+            if m is not None and (s.role is SliceRole.HIGHRES or not highres_only)
         }
 
     def qc_flags(self) -> dict[int, np.ndarray]:
         """QC-flagged dynamics per high-resolution ``slice_index``."""
-        return self._per_highres("qc")
+        return self._per_slice("qc", highres_only=True)
 
     def summary_text(self) -> str:
         """A short plain-text summary: what ran, how long, problems, MBF segments."""
