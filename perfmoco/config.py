@@ -70,13 +70,29 @@ class MocoConfig:
     #: Number of principal components of the synthetic reference series.
     pca_components: int = 4
     #: Passes of step 1 (affine to the reference frame); each pass after the
-    #: first corrects the residual of the re-cropped originals (one pass
-    #: leaves about half of the breathing motion; see :mod:`perfmoco.moco.pipeline`).
-    affine1_passes: int = 2
+    #: first corrects the residual of the re-cropped originals.  One pass leaves
+    #: about half of the breathing motion, which the refinement then removes.
+    affine1_passes: int = 1
     #: Passes of step 2 (affine to the PCA reference); 0 skips step 2.
     affine2_passes: int = 1
+    #: Gauss-Newton steps per round of the test-time affine refinement after
+    #: step 2 (every frame to its PCA synthetic frame, a Gaussian window on the
+    #: heart); 0 turns it off.  See :mod:`perfmoco.moco.refine`.
+    refine_iterations: int = 3
+    #: Rounds of that refinement (the PCA reference is rebuilt each round).
+    refine_rounds: int = 4
+    #: SD of its Gaussian window about the LV centre, mm.
+    refine_window_mm: float = 30.0
+    #: Principal components of its synthetic reference.
+    refine_components: int = 2
+    #: Largest move the refinement may add to a frame, mm (beyond: the
+    #: networks' result is kept for that frame).
+    refine_max_mm: float = 8.0
     #: Run step 3 (dense LocalNet to the PCA reference).
     dense_step: bool = True
+    #: Keep only the non-rigid part of step 3: remove its affine part, fitted
+    #: under the refinement's Gaussian window on the heart.
+    dense_nonrigid_only: bool = True
     #: Largest plausible motion of the crop centre found by step 1, mm (step 2:
     #: half); larger predictions are replaced by the identity and QC-flagged.
     max_motion_mm: float = 40.0

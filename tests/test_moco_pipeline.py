@@ -17,6 +17,10 @@ def identity_models():
     return {s: networks.RegNet(networks.default_spec(s)) for s in networks.STAGES}
 
 
+#: The networks alone: no test-time refinement (it would correct the series' motion).
+NETS_ONLY = MocoConfig(refine_iterations=0)
+
+
 @pytest.fixture(scope="module")
 def series():
     s, _, _ = synthetic_series(n_dynamics=16, shape=(96, 112), spacing_mm=2.0, seed=3)
@@ -24,7 +28,7 @@ def series():
 
 
 def test_identity_networks_give_identity(series):
-    res = MotionCorrector(identity_models()).correct(series)
+    res = MotionCorrector(identity_models(), config=NETS_ONLY).correct(series)
     t, ny, nx = series.images.shape
     assert res.corrected.shape == (t, ny, nx) and res.corrected.dtype == np.float32
     assert res.displacement.shape == (t, 2, ny, nx) and res.displacement.dtype == np.float32
@@ -49,7 +53,7 @@ def test_known_affine_maps_exactly_through_crop_to_full_fov(series):
         )
     # anchoring off, one step-1 pass: this checks the crop -> full-FOV mapping alone
     res = MotionCorrector(
-        models, config=MocoConfig(anchor_reference=False, affine1_passes=1)
+        models, config=MocoConfig(anchor_reference=False, affine1_passes=1, refine_iterations=0)
     ).correct(series)
     scale = models["affine1"].crop_spacing_mm / series.pixel_spacing_mm[0]
     expect = shift_crop.numpy() * scale  # full-FOV pixels
@@ -57,7 +61,7 @@ def test_known_affine_maps_exactly_through_crop_to_full_fov(series):
     np.testing.assert_allclose(res.displacement[:, 1], expect[1], atol=1e-3)
     # each further step-1 pass composes the (here constant) translation once more
     res3 = MotionCorrector(
-        models, config=MocoConfig(anchor_reference=False, affine1_passes=3)
+        models, config=MocoConfig(anchor_reference=False, affine1_passes=3, refine_iterations=0)
     ).correct(series)
     np.testing.assert_allclose(res3.displacement[:, 0], 3 * expect[0], atol=1e-3)
     np.testing.assert_allclose(res3.displacement[:, 1], 3 * expect[1], atol=1e-3)
@@ -77,7 +81,7 @@ def test_anchoring_keeps_the_reference_frame_in_place(series):
         models["affine1"].net.output_block.fc.bias.copy_(
             torch.tensor([1.0, 0.0, 3.0 / half, 0.0, 1.0, -5.0 / half])
         )
-    res = MotionCorrector(models).correct(series)
+    res = MotionCorrector(models, config=NETS_ONLY).correct(series)
     np.testing.assert_allclose(res.displacement[res.reference_index], 0.0, atol=1e-3)
     np.testing.assert_allclose(res.displacement, 0.0, atol=1e-3)
 
@@ -177,7 +181,7 @@ def test_losses_at_perfect_alignment():
 
 
 def test_steps_can_be_switched_off(series):
-    cfg = MocoConfig(affine2_passes=0, dense_step=False)
+    cfg = MocoConfig(affine2_passes=0, dense_step=False, refine_iterations=0)
     res = MotionCorrector(identity_models(), config=cfg).correct(series)
     assert res.displacement.shape == (series.n_dynamics, 2, *series.shape)
     assert float(np.abs(res.displacement).max()) < 1e-4

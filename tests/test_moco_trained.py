@@ -45,9 +45,9 @@ def test_recovers_known_translation(corrector, still_phantom):
     err = np.array([np.linalg.norm(_centroid(f) - _centroid(fixed[ref])) for f in fixed])
     before = np.array([np.linalg.norm(_centroid(m) - _centroid(masks[ref])) for m in masks])
     assert np.median(before) > 3.0
-    # briefly trained CPU weights (see weights/MODEL_CARD.md): ~1.4 px median left of ~5 px
-    assert np.median(err) < 2.0, (np.median(before), np.median(err))  # pixels
-    assert np.median(err) < 0.4 * np.median(before)
+    # networks + test-time refinement: ~0.4 px median left of ~5 px (networks alone ~1.5)
+    assert np.median(err) < 0.8, (np.median(before), np.median(err))  # pixels
+    assert np.median(err) < 0.2 * np.median(before)
 
 
 def test_breathing_phantom_dice_improves(corrector):
@@ -60,3 +60,18 @@ def test_breathing_phantom_dice_improves(corrector):
     assert m["dice"] > m["dice_none"]
     assert m["centroid_mm"] < m["centroid_mm_none"]
     assert m["tic"] < m["tic_none"]
+
+
+def test_refinement_improves_on_the_networks_alone(corrector):
+    from perfmoco.config import MocoConfig
+    from perfmoco.moco.evaluate import truth_metrics
+    from perfmoco.phantom import generate_phantom
+
+    ph = generate_phantom(seed=9301, motion="breathing", n_dynamics=40)
+    s = ph.study.highres[1]
+    truth = {"myo_masks": ph.truth["s1_myo_masks"]}
+    nets = MotionCorrector(corrector.models, config=MocoConfig(refine_iterations=0))
+    m_on = truth_metrics(corrector.correct(s), truth, s)
+    m_off = truth_metrics(nets.correct(s), truth, s)
+    assert m_on["centroid_mm"] < 0.7 * m_off["centroid_mm"]
+    assert m_on["dice"] > m_off["dice"] + 0.02

@@ -1,0 +1,185 @@
+"""Test-time affine refinement: a few Gauss-Newton steps against the PCA reference.
+
+The two GlobalNet steps leave a residual of ~1-1.5 crop pixels per frame that
+is mostly uncorrelated prediction noise (measured on held-out phantoms: the
+residual LV motion after step 2 hardly correlates with the true motion).  An
+iterative registration of every frame to its own PCA synthetic frame removes
+that noise, as the iterative baseline of the paper (elastix) does, but here it
+starts from the networks' answer, so a handful of steps suffice: a batched
+Lucas-Kanade (forward-additive Gauss-Newton) on all frames at once, weighted
+by a Gaussian window on the heart so that the chest wall and liver, which
+move differently, do not pull the estimate.
+
+Intensities are matched after per-frame normalisation (zero mean, unit SD
+under the window), so the contrast passage does not enter the residual; the
+PCA reference already carries each frame's contrast.  Steps are damped
+(Levenberg-Marquardt), bounded, and a frame keeps its update only where the
+windowed NCC to its reference does not fall.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from perfmoco.moco.decompose import pca_reference
+from perfmoco.moco.transforms import identity_grid, sample
+
+__all__ = ["refine_affine", "remove_affine_part", "windowed_ncc"]
+
+
+def _normalise(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit SD under the window ``w`` (sums to 1), per frame."""
+    mean = (x * w).sum((1, 2), keepdim=True)
+    xc = x - mean
+    sd = ((xc * xc * w).sum((1, 2), keepdim=True)).sqrt().clamp_min(1e-6)
+    return xc / sd
+
+
+def windowed_ncc(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """NCC of each frame pair under a window ``w`` (H, W) that sums to 1: (T,)."""
+    return (_normalise(a, w) * _normalise(b, w) * w).sum((1, 2))
+
+
+def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Central-difference image gradients (d/dy, d/dx), one-sided at the edges."""
+    gy = torch.zeros_like(x)
+    gx = torch.zeros_like(x)
+    gy[:, 1:-1] = 0.5 * (x[:, 2:] - x[:, :-2])
+    gy[:, 0], gy[:, -1] = x[:, 1] - x[:, 0], x[:, -1] - x[:, -2]
+    gx[:, :, 1:-1] = 0.5 * (x[:, :, 2:] - x[:, :, :-2])
+    gx[:, :, 0], gx[:, :, -1] = x[:, :, 1] - x[:, :, 0], x[:, :, -1] - x[:, :, -2]
+    return gy, gx
+
+
+def refine_affine(
+    moving: torch.Tensor,
+    *,
+    window_sigma_px: float,
+    components: int = 4,
+    rounds: int = 2,
+    iterations: int = 6,
+    max_step_px: float = 1.5,
+    max_total_px: float = float("inf"),
+    fixed: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Refine each frame's alignment by a crop-space affine map.
+
+    Parameters
+    ----------
+    moving : Tensor, shape (T, H, W), float
+        The (already roughly aligned) crop series, centred on the heart.
+    window_sigma_px : float, keyword-only
+        SD of the Gaussian weighting window about the crop centre, pixels.
+    components : int, keyword-only
+        PCA components of the synthetic reference (rebuilt every round).
+    rounds, iterations : int, keyword-only
+        Reference rebuilds, and Gauss-Newton steps per rebuild.
+    max_step_px : float, keyword-only
+        Largest change of a frame's window-centre position per step, pixels.
+    max_total_px : float, keyword-only
+        A frame whose refinement moves its window centre further than this, or
+        scales / shears it by more than 10 %, keeps the identity (a refinement
+        only removes small residuals; larger moves mean the reference misled it).
+    fixed : Tensor, shape (T, H, W), optional, keyword-only
+        A fixed reference series instead of the PCA one (tests).
+
+    Returns
+    -------
+    matrix : Tensor, shape (T, 2, 3), float64
+        Pull-back affine map of crop pixels ``(y, x, 1)`` per frame, to be
+        composed after the transform that produced ``moving``.
+    rejected : Tensor, shape (T,), bool
+        Frames that kept the identity because of ``max_total_px`` / the 10 % bound.
+    """
+    t, h, w_ = moving.shape
+    dev = moving.device
+    x = moving.float()
+    g = identity_grid((h, w_), device=dev)
+    c = torch.tensor([(h - 1) / 2.0, (w_ - 1) / 2.0], dtype=torch.float32, device=dev)
+    yy, xx = g[0] - c[0], g[1] - c[1]
+    win = torch.exp(-(yy**2 + xx**2) / (2.0 * window_sigma_px**2))
+    win = win / win.sum()
+    # affine about the crop centre: q = c + L (p - c) + s, with params (L00 L01 s0 L10 L11 s1)
+    lin = torch.eye(2, dtype=torch.float32, device=dev).repeat(t, 1, 1)
+    shift = torch.zeros(t, 2, dtype=torch.float32, device=dev)
+    gy_img, gx_img = _gradients(x)
+    stack = torch.stack([x, gy_img, gx_img], dim=1)  # (T, 3, H, W), sampled together
+    rel = torch.stack([yy, xx])  # (2, H, W)
+    scale = torch.tensor([1.0 / window_sigma_px] * 2 + [1.0], dtype=torch.float32, device=dev)
+
+    def warped(lin_, shift_):
+        coords = torch.einsum("tpq,qyx->tpyx", lin_, rel) + (c + shift_)[:, :, None, None]
+        return sample(stack, coords, padding="border")
+
+    for _ in range(rounds):
+        cur = warped(lin, shift)
+        ref = fixed.float() if fixed is not None else pca_reference(
+            cur[:, 0].float(), components=min(components, t - 1))
+        rn = _normalise(ref, win)
+        best = windowed_ncc(cur[:, 0], ref, win)
+        for _ in range(iterations):
+            cur = warped(lin, shift)
+            img, iy, ix = cur[:, 0], cur[:, 1], cur[:, 2]
+            mean = (img * win).sum((1, 2), keepdim=True)
+            sd = (((img - mean) ** 2 * win).sum((1, 2), keepdim=True)).sqrt().clamp_min(1e-6)
+            r = (img - mean) / sd - rn  # residual of the normalised frame
+            iy, ix = iy / sd, ix / sd
+            # Jacobian columns, scaled for conditioning: d q / d params
+            ys, xs = yy * scale[0], xx * scale[0]
+            jac = torch.stack([iy * ys, iy * xs, iy, ix * ys, ix * xs, ix], dim=1)  # (T,6,H,W)
+            jw = jac * win
+            hess = torch.einsum("tiyx,tjyx->tij", jw, jac)
+            grad = torch.einsum("tiyx,tyx->ti", jw, r)
+            damp = 1e-3 * hess.diagonal(dim1=1, dim2=2).mean(1)[:, None, None]
+            step = -torch.linalg.solve(hess + damp * torch.eye(6, dtype=hess.dtype, device=dev),
+                                       grad[..., None])[..., 0]
+            ds = step[:, [2, 5]]
+            big = ds.norm(dim=1, keepdim=True)
+            f = (max_step_px / big.clamp_min(1e-12)).clamp(max=1.0)
+            step = step * f
+            new_lin = lin + torch.stack([step[:, :2] * scale[0], step[:, 3:5] * scale[0]], dim=1)
+            new_shift = shift + step[:, [2, 5]]
+            ncc = windowed_ncc(warped(new_lin, new_shift)[:, 0], ref, win)
+            ok = ncc >= best
+            lin = torch.where(ok[:, None, None], new_lin, lin)
+            shift = torch.where(ok[:, None], new_shift, shift)
+            best = torch.where(ok, ncc, best)
+    lin, shift, c = lin.double(), shift.double(), c.double()
+    sv = torch.linalg.svdvals(lin)
+    rejected = (shift.norm(dim=1) > max_total_px) | ((sv - 1.0).abs() > 0.1).any(dim=1)
+    rejected = rejected | ~torch.isfinite(lin).all(dim=(1, 2)) | ~torch.isfinite(shift).all(dim=1)
+    eye = torch.eye(2, dtype=lin.dtype, device=dev).expand_as(lin)
+    lin = torch.where(rejected[:, None, None], eye, lin)
+    shift = torch.where(rejected[:, None], torch.zeros_like(shift), shift)
+    out = torch.zeros(t, 2, 3, dtype=torch.float64, device=dev)
+    out[:, :, :2] = lin
+    out[:, :, 2] = c + shift - torch.einsum("tpq,q->tp", lin, c)
+    return out, rejected
+
+
+def remove_affine_part(displacement: torch.Tensor, *, window_sigma_px: float) -> torch.Tensor:
+    """Subtract from each dense field its affine part under a Gaussian window.
+
+    Parameters
+    ----------
+    displacement : Tensor, shape (T, 2, H, W), crop pixels
+    window_sigma_px : float, keyword-only
+        SD of the Gaussian window about the crop centre, pixels.
+
+    Returns
+    -------
+    Tensor, shape (T, 2, H, W)
+        The field minus its weighted least-squares fit ``A (p - c) + b``: what
+        is left is the non-rigid part (zero-mean, no linear trend, under the window).
+    """
+    t, _, h, w_ = displacement.shape
+    dev = displacement.device
+    g = identity_grid((h, w_), device=dev)
+    yy = (g[0] - (h - 1) / 2.0) / window_sigma_px
+    xx = (g[1] - (w_ - 1) / 2.0) / window_sigma_px
+    win = torch.exp(-0.5 * (yy**2 + xx**2))
+    basis = torch.stack([torch.ones_like(yy), yy, xx])  # (3, H, W)
+    gram = torch.einsum("iyx,jyx->ij", basis * win, basis).double()
+    rhs = torch.einsum("iyx,tcyx->tci", basis * win, displacement).double()
+    coef = torch.linalg.solve(gram, rhs.reshape(-1, 3).T).T.reshape(t, 2, 3)
+    return displacement - torch.einsum("tci,iyx->tcyx", coef.float(), basis)
