@@ -105,7 +105,8 @@ def refine_affine(
     gy_img, gx_img = _gradients(x)
     stack = torch.stack([x, gy_img, gx_img], dim=1)  # (T, 3, H, W), sampled together
     rel = torch.stack([yy, xx])  # (2, H, W)
-    scale = torch.tensor([1.0 / window_sigma_px] * 2 + [1.0], dtype=torch.float32, device=dev)
+    inv_sigma = 1.0 / window_sigma_px  # the linear part's columns scaled for conditioning
+    ys, xs = yy * inv_sigma, xx * inv_sigma
 
     def warped(lin_, shift_):
         coords = torch.einsum("tpq,qyx->tpyx", lin_, rel) + (c + shift_)[:, :, None, None]
@@ -124,8 +125,7 @@ def refine_affine(
             sd = (((img - mean) ** 2 * win).sum((1, 2), keepdim=True)).sqrt().clamp_min(1e-6)
             r = (img - mean) / sd - rn  # residual of the normalised frame
             iy, ix = iy / sd, ix / sd
-            # Jacobian columns, scaled for conditioning: d q / d params
-            ys, xs = yy * scale[0], xx * scale[0]
+            # Jacobian of the residual w.r.t. (L00 L01 s0 L10 L11 s1), linear part scaled
             jac = torch.stack([iy * ys, iy * xs, iy, ix * ys, ix * xs, ix], dim=1)  # (T,6,H,W)
             jw = jac * win
             hess = torch.einsum("tiyx,tjyx->tij", jw, jac)
@@ -137,7 +137,7 @@ def refine_affine(
             big = ds.norm(dim=1, keepdim=True)
             f = (max_step_px / big.clamp_min(1e-12)).clamp(max=1.0)
             step = step * f
-            new_lin = lin + torch.stack([step[:, :2] * scale[0], step[:, 3:5] * scale[0]], dim=1)
+            new_lin = lin + torch.stack([step[:, :2], step[:, 3:5]], dim=1) * inv_sigma
             new_shift = shift + step[:, [2, 5]]
             ncc = windowed_ncc(warped(new_lin, new_shift)[:, 0], ref, win)
             ok = ncc >= best
