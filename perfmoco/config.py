@@ -86,8 +86,9 @@ class MocoConfig:
     #: Principal components of its synthetic reference.
     refine_components: int = 2
     #: Largest move the refinement may add to a frame, mm (beyond: the
-    #: networks' result is kept for that frame).
-    refine_max_mm: float = 8.0
+    #: networks' result is kept for that frame).  Step 2's own bound (half of
+    #: ``max_motion_mm``): with deep breathing one step-1 pass can leave ~10 mm.
+    refine_max_mm: float = 20.0
     #: Run step 3 (dense LocalNet to the PCA reference).
     dense_step: bool = True
     #: Keep only the non-rigid part of step 3: remove its affine part, fitted
