@@ -1,11 +1,9 @@
 """The three-step deep-learning motion correction of one slice series.
 
 Step 1: GlobalNet affine, every frame to the reference frame (``T - 10``);
-by default twice (``moco.affine1_passes``): one pass recovers only about
-half of the breathing displacement (residual/true slope 0.4-0.6 on held-out
-phantoms), and a second pass on the re-cropped originals corrects most of the
-rest (held-out seeds 9200/9201 with gasps: Dice 0.825 -> 0.856, centroid
-1.88 -> 1.45 mm, +0.5 s per study).
+``moco.affine1_passes`` > 1 repeats it on the re-cropped originals.  After
+step 2, a test-time affine refinement (:mod:`perfmoco.moco.refine`) removes
+the networks' per-frame prediction noise.
 Step 2: GlobalNet affine, every frame to the matching frame of a PCA
 synthetic reference series of the step-1 result.  Step 3: LocalNet dense,
 every frame to a PCA reference of the step-2 result.  The crops are always
@@ -56,7 +54,7 @@ from perfmoco.moco.preprocess import (
     robust_range,
     scale_to_unit,
 )
-from perfmoco.moco.refine import refine_affine, remove_affine_part
+from perfmoco.moco.refine import refine_full_fov, remove_affine_part
 from perfmoco.moco.result import MocoResult
 from perfmoco.moco.transforms import (
     CropGeometry,
@@ -75,10 +73,6 @@ log = logging.getLogger(__name__)
 
 #: Radius (mm) around the LV centre over which the reference frame is held in place.
 _ANCHOR_RADIUS_MM = 40.0
-#: Crop of the affine refinement: 64 px of 2.5 mm (160 mm) about the LV centre, enough
-#: for its 30 mm Gaussian window and 4x cheaper than the 128 px step-1 crop.
-_REFINE_CROP = 64
-_REFINE_SPACING_MM = 2.5
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _DEFAULT_CONFIG = MocoConfig()
@@ -310,30 +304,11 @@ class MotionCorrector:
             bad1 = bad1 | bad2
             m_full = compose_affine(m_full, affine_crop_to_full(a2, geo_a))
 
-        # optional test-time refinement of the affine result (Gauss-Newton to a PCA reference)
+        # test-time refinement of the dynamics' affine result (Gauss-Newton to a PCA reference)
         if cfg.refine_iterations > 0 and t_dyn > 2:
-            geo_r = CropGeometry.from_spacing(
-                loc.centre_yx, _REFINE_CROP, crop_spacing_mm=_REFINE_SPACING_MM,
-                pixel_spacing_mm=series.pixel_spacing_mm,
-            )
-            nr = scale_to_unit(
-                sample(imgs[:t_dyn], affine_coords(m_full[:t_dyn], geo_r.grid(device=dev)),
-                       padding="zeros"), lo, hi)
-            ar, rejected = refine_affine(
-                nr,
-                window_sigma_px=cfg.refine_window_mm / _REFINE_SPACING_MM,
-                components=min(cfg.refine_components, t_dyn - 1),
-                rounds=cfg.refine_rounds,
-                iterations=cfg.refine_iterations,
-                max_total_px=cfg.refine_max_mm / _REFINE_SPACING_MM,
-            )
-            if rejected.any():
-                log.info("%s: affine refinement kept the networks' result in %d of %d dynamics "
-                         "(it moved them > %.0f mm)", series.name, int(rejected.sum()), t_dyn,
-                         cfg.refine_max_mm)
-            ident = torch.zeros(n_pd, 2, 3, dtype=ar.dtype, device=dev)
-            ident[:, 0, 0] = ident[:, 1, 1] = 1.0
-            m_full = compose_affine(m_full, affine_crop_to_full(torch.cat([ar, ident]), geo_r))
+            m_dyn = refine_full_fov(imgs[:t_dyn], m_full[:t_dyn], loc.centre_yx,
+                                    series.pixel_spacing_mm, (lo, hi), cfg, name=series.name)
+            m_full = torch.cat([m_dyn, m_full[t_dyn:]])
 
         # step 3: dense, every frame to the PCA reference of the step-2 result
         n2 = norm(sample(imgs, affine_coords(m_full, grid_n), padding="zeros"))
