@@ -144,6 +144,9 @@ class QuantConfig:
     r2_min: float = 0.5
     #: Pixel fits with the cheaper 1-point model, bias-corrected per segment.
     fast_pixel_fit: bool = False
+    #: Pixel fits also take a blood-pool fraction (``vb * AIF``): LV-cavity partial
+    #: volume at the endocardium is not read as flow.
+    blood_spillover: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -311,7 +311,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                         f"{ins_arg:.0f} deg (display angle) assumed for the AHA segments")
         aha_maps[s.slice_index] = aha_segments(w.myo, w.centre, ins_arg, level=lvl)
     # 3. signal -> [Gd] -> uniform grid, every myocardial pixel of every slice
-    curves, masks, owners, sat_all, groups, dgroups, cores = [], [], [], {}, [], [], []
+    curves, masks, owners, sat_all, groups, dgroups, cores, rims = [], [], [], {}, [], [], [], []
     for s in highres:
         w = work.get(s.slice_index)
         if w is None:
@@ -347,15 +347,19 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         groups.append(1000 * s.slice_index + aha_maps[s.slice_index][w.myo])
         dgroups.append(np.full(gd_u.shape[0], s.slice_index))
         # pixels off the partial-volume borders (blood pools, epicardium)
-        far = ndimage.distance_transform_edt(~w.blood) >= CORE_DIST_PX
-        cores.append((ndimage.binary_erosion(w.myo) & far)[w.myo])
+        to_blood = ndimage.distance_transform_edt(~w.blood)
+        cores.append((ndimage.binary_erosion(w.myo) & (to_blood >= CORE_DIST_PX))[w.myo])
+        # pixels touching the LV cavity may hold some of its blood (config.blood_spillover)
+        cavity = ndimage.binary_fill_holes(w.myo) & ~w.myo
+        rims.append(ndimage.binary_dilation(cavity, np.ones((3, 3), bool))[w.myo])
     allm = np.concatenate(masks)
     fm_arg = allm[0] if (allm == allm[0]).all() else allm
     fit, gfit, gids = fit_fermi_grouped(
         np.concatenate(curves), aif_u, groups=np.concatenate(groups), dt_s=dt,
         delay_groups=np.concatenate(dgroups), frame_mask=fm_arg, core=np.concatenate(cores),
         density=config.tissue_density, r2_min=config.r2_min,
-        fast_pixels=config.fast_pixel_fit)
+        fast_pixels=config.fast_pixel_fit,
+        spillover=np.concatenate(rims) if config.blood_spillover else False)
     seg_fit = {(int(g) // 1000, int(g) % 1000): float(v) for g, v in zip(gids, gfit.mbf)}
     # 4. maps, flags and the segment table (core pixels where a segment has enough)
     mbf_maps, quality, flagged, valid, pos = {}, {}, {}, {}, 0

@@ -36,6 +36,29 @@ log = logging.getLogger(__name__)
 F_BOUNDS = (0.0, 0.35)
 TAU_BOUNDS = (0.0, 60.0)
 K_BOUNDS = (0.02, 20.0)
+#: Bounds of the blood-pool spillover fraction (``spillover=True``).
+VB_BOUNDS = (0.0, 0.6)
+
+
+class _WithSpillover:
+    """A Fermi model plus ``vb * AIF(t)``: blood-pool partial volume at the endocardium.
+
+    A pixel that shares its volume with the LV cavity sees a fraction ``vb``
+    of the blood curve itself, undelayed; a Fermi response alone can only
+    absorb it into ``F`` (endocardial border pixels of noise-free phantoms
+    read 40-60 % high).  Parameters ``(F, tau0, k, delay, vb)``.
+    """
+
+    def __init__(self, model, aif, dtype):
+        self.model = model
+        self.aif = np.asarray(aif, dtype)[None, :]
+
+    def __call__(self, p, *, grad=False):
+        out, jac = self.model(p[:, :4], grad=grad)
+        out = out + p[:, 4:5] * self.aif
+        if grad:
+            jac = np.concatenate([jac, np.broadcast_to(self.aif, out.shape)[None]])
+        return out, jac
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +75,8 @@ class FermiFit:
     k : ndarray, float32, 1/s
     delay : ndarray, float32, s
         Tissue delay relative to the AIF (fitted, within the delay grid range).
+    vb : ndarray, float32
+        Blood-pool spillover fraction (0 unless fitted with ``spillover``).
     rmse : ndarray, float32, mmol/l
         Root mean square residual over the frames used.
     r2 : ndarray, float32
@@ -68,6 +93,7 @@ class FermiFit:
     rmse: np.ndarray
     r2: np.ndarray
     ok: np.ndarray
+    vb: np.ndarray | None = None
 
 
 def resample_uniform(times_s, values, *, dt_s=None, t0_s=None, n=None, method="cubic"):
@@ -133,6 +159,7 @@ def fit_fermi(
     shape_range: float | None = None,
     delay_window_s: float | None = None,
     r2_min: float = 0.5,
+    spillover=False,
     dtype=np.float32,
 ) -> FermiFit:
     """Fit Fermi-constrained deconvolution to many tissue curves at once.
@@ -178,6 +205,12 @@ def fit_fermi(
         With ``init``: bound each delay to its start value +- this (s).
     r2_min : float, keyword-only
         Smallest ``r2`` of a fit flagged ``ok``.
+    spillover : bool or ndarray of bool, shape (...), keyword-only
+        Also fit a blood-pool fraction ``vb`` (``C += vb * AIF``, within
+        ``VB_BOUNDS``, starting at 0) so that partial volume with the LV
+        cavity does not read as flow; ``FermiFit.vb`` holds it.  An array
+        selects the curves that may have one (e.g. pixels next to the LV
+        cavity); the others keep ``vb = 0``.
     dtype : numpy dtype, keyword-only
         Working precision (float32, the default, is about twice as fast as
         float64 and gives the same MBF to well below 0.1 %).
@@ -231,14 +264,23 @@ def fit_fermi(
     model = FermiConvolution(a, dt_s=dt_s, oversample=oversample, min_delay_s=d_lo,
                              dtype=dtype)
 
+    vb_on = np.broadcast_to(np.asarray(spillover, bool), lead).ravel()
+    spillover = bool(vb_on.any())
     cw = c * w
     if init is not None:
         p = np.clip(p0, [F_BOUNDS[0], TAU_BOUNDS[0], K_BOUNDS[0], d_lo],
                     [F_BOUNDS[1], TAU_BOUNDS[1], K_BOUNDS[1], d_hi]).astype(dtype)
     else:
-        p = _dictionary_start(model, c, cw, w, delays)
+        p = _dictionary_start(model, c, cw, w, delays, aif=a.astype(dtype) if spillover else None,
+                              on=vb_on)
     lo = np.tile(np.array([F_BOUNDS[0], TAU_BOUNDS[0], K_BOUNDS[0], d_lo], dtype), (n, 1))
     hi = np.tile(np.array([F_BOUNDS[1], TAU_BOUNDS[1], K_BOUNDS[1], d_hi], dtype), (n, 1))
+    if spillover:
+        p = np.column_stack([p, np.zeros(n, dtype)])
+        lo = np.column_stack([lo, np.full(n, VB_BOUNDS[0], dtype)])
+        hi = np.column_stack([hi, np.where(vb_on, VB_BOUNDS[1], VB_BOUNDS[0]).astype(dtype)])
+        model = _WithSpillover(model, a, dtype)
+        _start_spillover(model, p, c * w, w, vb_on, lo, hi)
     if init is not None and shape_range is not None:
         if not shape_range >= 1.0:
             raise ValueError(f"shape_range must be >= 1, got {shape_range!r}")
@@ -250,6 +292,8 @@ def fit_fermi(
     energy = np.einsum("nt,nt->n", cw, cw)
     if oversample > 1 and polish_iter > 0:  # converge on the cheap 1-point model, polish
         coarse = FermiConvolution(a, dt_s=dt_s, oversample=1, min_delay_s=d_lo, dtype=dtype)
+        if spillover:
+            coarse = _WithSpillover(coarse, a, dtype)
         _fit_lm(coarse, p, c, w, energy, lo=lo, hi=hi, max_iter=max_iter, tol=tol,
                 fix_delay=fix_delay)
     sse = _fit_lm(model, p, c, w, energy, lo=lo, hi=hi,
@@ -272,11 +316,36 @@ def fit_fermi(
     return FermiFit(
         mbf=out(mbf), flow=out(p[:, 0]), tau0=out(p[:, 1]), k=out(p[:, 2]), delay=out(p[:, 3]),
         rmse=out(rmse), r2=out(r2), ok=out(ok, bool),
+        vb=out(p[:, 4] if spillover else np.zeros(n)),
     )
 
 
-def _dictionary_start(model, c, cw, w, delays):
-    """Start values from the best (delay, tau0, k) atom of every curve; ``F`` by projection."""
+def _start_spillover(model, p, cw, w, on, lo, hi):
+    """Start ``(F, vb)`` of the curves in ``on`` by least squares on the start shapes."""
+    if not on.any():
+        return
+    shape = np.column_stack([np.ones(int(on.sum()), p.dtype), p[on, 1:4]])
+    wo = w if w.shape[0] == 1 else w[on]  # frame weights: (1, T) or per curve
+    x = model.model(shape)[0] * wo  # unit-F curves
+    b = np.broadcast_to(model.aif * wo, x.shape)
+    y = cw[on]
+    sxx, sbb, sxb = (x * x).sum(1), (b * b).sum(1), (x * b).sum(1)
+    sxy, sby = (x * y).sum(1), (b * y).sum(1)
+    det = np.maximum(sxx * sbb - sxb * sxb, 1e-30)
+    f = (sbb * sxy - sxb * sby) / det
+    vb = (sxx * sby - sxb * sxy) / det
+    neg = vb < 0  # no spillover: F alone
+    f[neg] = sxy[neg] / np.maximum(sxx[neg], 1e-30)
+    vb[neg] = 0.0
+    p[on, 0] = np.clip(f, lo[on, 0], hi[on, 0])
+    p[on, 4] = np.clip(vb, lo[on, 4], hi[on, 4])
+
+
+def _dictionary_start(model, c, cw, w, delays, aif=None, on=None):
+    """Start values from the best (delay, tau0, k) atom of every curve; ``F`` by projection.
+
+    With ``aif``, curves in ``on`` may also take ``vb * aif`` when choosing their atom.
+    """
     dtype = c.dtype
     n = c.shape[0]
     taus = np.array([1.0, 2.0, 3.5, 5.0, 7.5, 10.0, 15.0, 25.0])
@@ -287,6 +356,15 @@ def _dictionary_start(model, c, cw, w, delays):
     cb = cw @ atoms.T  # (N, M)
     bb = w @ (atoms * atoms).T  # (1 or N, M)
     gain = np.where(cb > 0, cb * cb / np.maximum(bb, 1e-30), -np.inf)
+    if aif is not None:  # two columns (atom, AIF): a pixel may also hold blood
+        b = aif[None, :]
+        sbb, sby = (w * b * b).sum(1), cw @ aif  # (1 or N,), (N,)
+        sxb = w @ (atoms * b).T  # (1 or N, M)
+        det = np.maximum(bb * sbb[:, None] - sxb * sxb, 1e-30)
+        f2 = (sbb[:, None] * cb - sxb * sby[:, None]) / det
+        v2 = (bb * sby[:, None] - sxb * cb) / det
+        gain2 = f2 * cb + v2 * sby[:, None]  # energy explained by the 2-column fit
+        gain = np.where((f2 > 0) & (v2 > 0) & on[:, None], np.maximum(gain, gain2), gain)
     best = np.argmax(gain, axis=1)
     rows = np.arange(n)
     f0 = np.clip(cb[rows, best] / np.maximum(bb[rows % bb.shape[0], best], 1e-30), *F_BOUNDS)
@@ -294,25 +372,27 @@ def _dictionary_start(model, c, cw, w, delays):
 
 
 def _fit_lm(model, p, c, w, energy, *, lo, hi, max_iter, tol, fix_delay):
-    """Batched, bounded Levenberg-Marquardt on ``(F, tau0, k, delay)``, in place on ``p``.
+    """Batched, bounded Levenberg-Marquardt on ``(F, tau0, k, delay[, vb])``, in place on ``p``.
 
     Every curve has its own damping; converged curves leave the working set,
     which is compacted as it shrinks.  Returns the residual sums of squares.
     """
     dtype = c.dtype
     n, t_n = c.shape
+    n_p = p.shape[1]
 
     def sse_of(pred):  # residual sum of squares per curve
         r = (pred - c) * w
         return np.einsum("nt,nt->n", r, r)
 
-    pairs = [(a_, b_) for a_ in range(4) for b_ in range(a_, 4)]
+    pairs = [(a_, b_) for a_ in range(n_p) for b_ in range(a_, n_p)]
     pred, jac = model(p, grad=True)
     sse = sse_of(pred)
     ws = np.arange(n)  # working set: indices into the full arrays
     wp, wsse, wpred, wjac, wc = p.copy(), sse.copy(), pred, jac, c
     wenergy = energy
-    fixed = np.diag([0.0, 0.0, 0.0, 1.0 if fix_delay else 0.0]).astype(dtype)
+    fixed = np.zeros((n_p, n_p), dtype)
+    fixed[3, 3] = 1.0 if fix_delay else 0.0
     ww = w if w.shape[0] == 1 else w.copy()
     lam = np.full(n, 1e-2, dtype)
     active = np.ones(n, bool)
@@ -331,12 +411,21 @@ def _fit_lm(model, p, c, w, energy, *, lo, hi, max_iter, tol, fix_delay):
             wjac[3] = 0.0
         jw = wjac * ww[None]
         resid = (wc - wpred) * ww
-        jtj = np.empty((ws.size, 4, 4), dtype)
+        jtj = np.empty((ws.size, n_p, n_p), dtype)
         for a_, b_ in pairs:
             jtj[:, a_, b_] = jtj[:, b_, a_] = np.einsum("nt,nt->n", jw[a_], jw[b_])
         g = np.einsum("pnt,nt->np", jw, resid)
+        # vb stays put where it cannot move (no spillover) or where it sits at a
+        # bound and the gradient pushes it out (a clipped step would spoil the others)
+        free = np.ones_like(hi, bool)
+        free[:, 4:] = ((hi[:, 4:] > lo[:, 4:]) & ~((wp[:, 4:] <= lo[:, 4:]) & (g[:, 4:] < 0))
+                       & ~((wp[:, 4:] >= hi[:, 4:]) & (g[:, 4:] > 0)))
+        if not free.all():
+            jtj *= free[:, :, None] & free[:, None, :]
+            g *= free
+            jtj += np.eye(n_p, dtype=dtype) * ~free[:, None, :]
         diag = np.einsum("npp->np", jtj)
-        lhs = jtj + (lam[:, None] * (diag + 1e-12))[:, :, None] * np.eye(4, dtype=dtype) + fixed
+        lhs = jtj + (lam[:, None] * (diag + 1e-12))[:, :, None] * np.eye(n_p, dtype=dtype) + fixed
         step = np.linalg.solve(lhs, g[:, :, None])[:, :, 0]
         trial = np.clip(wp + step, lo, hi)
         tpred, tjac = model(trial, grad=True)

@@ -52,7 +52,7 @@ def _start_from(curves, fm, aif, params, index, *, dt_s, oversample):
 def fit_fermi_grouped(
     curves, aif, *, groups, dt_s: float, delay_groups=None, frame_mask=None, core=None,
     shape_range: float = 2.0, delay_window_s: float = 0.3, fixed_delay_s: float | None = None,
-    fast_pixels: bool = False, **kwargs,
+    fast_pixels: bool = False, spillover=False, **kwargs,
 ) -> tuple[FermiFit, FermiFit, np.ndarray]:
     """Hierarchical fit: delays on coarse mean curves, then groups, then pixels.
 
@@ -90,6 +90,10 @@ def fit_fermi_grouped(
         ``F`` by the group's ratio of accurate to 1-point ``F``: 30 % less
         CPU time; on six noise-free phantoms the median pixel error rose from
         5.3 to 5.7 % (groups and delays always use the accurate model).
+    spillover : bool or ndarray, shape (N,), bool, keyword-only
+        Pixels (all, or those marked) also fit a blood-pool fraction
+        (``fit_fermi(spillover=...)``); groups and delays come from core
+        curves and do without it.
     **kwargs
         Further options of :func:`fit_fermi`.
 
@@ -142,7 +146,8 @@ def fit_fermi_grouped(
                        **{**kwargs, "oversample": 1, "polish_iter": 0})
         ratio = np.where(g1.flow > 0, gfit.flow / np.maximum(g1.flow, 1e-12), 1.0)
     pfit = fit_fermi(c, aif, dt_s=dt_s, frame_mask=fm, init=init, fix_delay=delay_window_s <= 0,
-                     shape_range=shape_range, delay_window_s=max(delay_window_s, 0.0), **pkw)
+                     shape_range=shape_range, delay_window_s=max(delay_window_s, 0.0),
+                     spillover=spillover, **pkw)
     if fast_pixels and over > 1:
         scale = np.clip(ratio, 0.5, 2.0)[inv].astype(np.float32)
         pfit = dataclasses.replace(pfit, mbf=pfit.mbf * scale, flow=pfit.flow * scale)
