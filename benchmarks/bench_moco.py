@@ -134,6 +134,10 @@ def main(argv=None) -> int:
                  if "oracle" in t else ""))
     if rows:
         print(f"  worst-slice dice: {min(r['dice'] for r in rows):.3f}")
+        n_mis = sum(r.get("mistriggered", 0) for r in rows)
+        tp = sum(r.get("qc_true_pos", 0) for r in rows)
+        false = sum(r["qc_flagged"] - r.get("qc_true_pos", 0) for r in rows)
+        print(f"  QC: {tp}/{n_mis} mistriggered frames flagged, {false} other frames flagged")
 
     # speed: one whole study, after a warm-up
     ph = generate_phantom(seed=a.seeds[0], motion=a.motion)

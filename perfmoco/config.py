@@ -102,6 +102,11 @@ class MocoConfig:
     qc_threshold: float = 0.35
     #: ... or lies this many robust SDs (1.4826 MAD) above the series median.
     qc_robust_z: float = 6.0
+    #: ... or resembles neither neighbour as much as they resemble each other by
+    #: this factor (moco.checks.temporal_outliers; 0 = off), under a Gaussian
+    #: window of this SD (mm) on the LV.
+    qc_outlier_ratio: float = 1.6
+    qc_window_mm: float = 20.0
     #: Keep the reference frame where it was acquired (the PCA steps can move
     #: the whole series): remove its mean displacement around the LV from all frames.
     anchor_reference: bool = True

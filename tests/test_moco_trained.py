@@ -75,3 +75,20 @@ def test_refinement_improves_on_the_networks_alone(corrector):
     m_off = truth_metrics(nets.correct(s), truth, s)
     assert m_on["centroid_mm"] < 0.7 * m_off["centroid_mm"]
     assert m_on["dice"] > m_off["dice"] + 0.02
+
+
+def test_qc_flags_mistriggered_frames_and_spares_good_ones(corrector):
+    from perfmoco.phantom import generate_phantom
+
+    mis_ph = generate_phantom(seed=9302, motion="mistrigger", n_dynamics=40)
+    mis = mis_ph.truth["mistriggered"].astype(bool)
+    assert mis.any()
+    hit = total = 0
+    for s in mis_ph.study.highres:
+        qc = corrector.correct(s).qc
+        hit += int((qc & mis).sum())
+        total += int(mis.sum())
+        assert (qc & ~mis).sum() <= 1, np.flatnonzero(qc)
+    assert hit >= total / 2, (hit, total)
+    ok = generate_phantom(seed=9301, motion="breathing", n_dynamics=40)
+    assert not any(corrector.correct(s).qc.any() for s in ok.study.highres)

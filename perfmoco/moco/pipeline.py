@@ -45,6 +45,7 @@ from perfmoco.moco.checks import (
     ncc_per_frame,
     plausible_affine,
     qc_flags,
+    temporal_outliers,
     torch_device,
 )
 from perfmoco.moco.decompose import pca_reference
@@ -341,6 +342,13 @@ class MotionCorrector:
         n3 = sample(n2[:t_dyn], grid3[:t_dyn], padding="border")
         ncc = ncc_per_frame(n3, pca_reference(n3, components=k))
         qc = qc_flags(ncc, threshold=cfg.qc_threshold, robust_z=cfg.qc_robust_z)
+        if cfg.qc_outlier_ratio > 0:
+            odd, _ = temporal_outliers(n3, window_sigma_px=cfg.qc_window_mm / m3.crop_spacing_mm,
+                                       ratio=cfg.qc_outlier_ratio)
+            if odd.any():
+                log.info("%s: dynamics %s look unlike both neighbours (mistriggered?); QC-flagged",
+                         series.name, np.flatnonzero(odd).tolist())
+            qc = qc | odd
         bad = bad1.cpu().numpy()
         if bad[:t_dyn].any():
             log.warning(
