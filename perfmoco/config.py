@@ -103,7 +103,7 @@ class MocoConfig:
     #: ... or lies this many robust SDs (1.4826 MAD) above the series median.
     qc_robust_z: float = 6.0
     #: ... or resembles neither neighbour as much as they resemble each other by
-    #: this factor (moco.checks.temporal_outliers; 0 = off), under a Gaussian
+    #: this factor (moco.qc.temporal_outliers; 0 = off), under a Gaussian
     #: window of this SD (mm) on the LV.
     qc_outlier_ratio: float = 1.6
     qc_window_mm: float = 20.0

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from perfmoco.moco.checks import temporal_outliers
+from perfmoco.moco.qc import temporal_outliers
 
 
 def _series(t_n=30, size=64, seed=0):

@@ -45,7 +45,6 @@ from perfmoco.moco.checks import (
     ncc_per_frame,
     plausible_affine,
     qc_flags,
-    temporal_outliers,
     torch_device,
 )
 from perfmoco.moco.decompose import pca_reference
@@ -55,6 +54,7 @@ from perfmoco.moco.preprocess import (
     robust_range,
     scale_to_unit,
 )
+from perfmoco.moco.qc import temporal_outliers
 from perfmoco.moco.refine import refine_full_fov, remove_affine_part
 from perfmoco.moco.result import MocoResult
 from perfmoco.moco.transforms import (
