@@ -280,7 +280,7 @@ def fit_fermi(
         lo = np.column_stack([lo, np.full(n, VB_BOUNDS[0], dtype)])
         hi = np.column_stack([hi, np.where(vb_on, VB_BOUNDS[1], VB_BOUNDS[0]).astype(dtype)])
         model = _WithSpillover(model, a, dtype)
-        _start_spillover(model, p, c * w, w, vb_on, lo, hi)
+        _start_spillover(model, p, cw, w, vb_on, lo, hi)
     if init is not None and shape_range is not None:
         if not shape_range >= 1.0:
             raise ValueError(f"shape_range must be >= 1, got {shape_range!r}")
