@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from perfmoco.moco.refine import windowed_ncc
+from perfmoco.moco.refine import gaussian_window, windowed_ncc
 
 __all__ = ["temporal_outliers"]
 
@@ -42,10 +42,7 @@ def temporal_outliers(frames: torch.Tensor, *, window_sigma_px: float, ratio: fl
     t_n, h, w = f.shape
     if t_n < 4:
         return np.zeros(t_n, bool), np.zeros(t_n)
-    yy = torch.arange(h, dtype=f.dtype, device=f.device) - (h - 1) / 2.0
-    xx = torch.arange(w, dtype=f.dtype, device=f.device) - (w - 1) / 2.0
-    win = torch.exp(-(yy[:, None] ** 2 + xx[None, :] ** 2) / (2.0 * window_sigma_px**2))
-    win = win / win.sum()
+    win = gaussian_window(h, w, window_sigma_px, device=f.device, dtype=f.dtype)
     d1 = (1.0 - windowed_ncc(f[:-1], f[1:], win)).cpu().numpy()  # (t, t + 1)
     d2 = (1.0 - windowed_ncc(f[:-2], f[2:], win)).cpu().numpy()  # (t - 1, t + 1)
     floor = 1e-6

@@ -34,7 +34,13 @@ from perfmoco.moco.transforms import (
     sample,
 )
 
-__all__ = ["refine_affine", "refine_full_fov", "remove_affine_part", "windowed_ncc"]
+__all__ = [
+    "gaussian_window",
+    "refine_affine",
+    "refine_full_fov",
+    "remove_affine_part",
+    "windowed_ncc",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,15 @@ def _normalise(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     xc = x - mean
     sd = ((xc * xc * w).sum((1, 2), keepdim=True)).sqrt().clamp_min(1e-6)
     return xc / sd
+
+
+def gaussian_window(h: int, w: int, sigma_px: float, *, device=None,
+                    dtype=torch.float32) -> torch.Tensor:
+    """Gaussian of SD ``sigma_px`` about the centre of an (h, w) crop, summing to 1."""
+    yy = torch.arange(h, dtype=dtype, device=device)[:, None] - (h - 1) / 2.0
+    xx = torch.arange(w, dtype=dtype, device=device)[None, :] - (w - 1) / 2.0
+    win = torch.exp(-(yy**2 + xx**2) / (2.0 * sigma_px**2))
+    return win / win.sum()
 
 
 def windowed_ncc(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -114,8 +129,7 @@ def refine_affine(
     g = identity_grid((h, w_), device=dev)
     c = torch.tensor([(h - 1) / 2.0, (w_ - 1) / 2.0], dtype=torch.float32, device=dev)
     yy, xx = g[0] - c[0], g[1] - c[1]
-    win = torch.exp(-(yy**2 + xx**2) / (2.0 * window_sigma_px**2))
-    win = win / win.sum()
+    win = gaussian_window(h, w_, window_sigma_px, device=dev)
     # affine about the crop centre: q = c + L (p - c) + s, with params (L00 L01 s0 L10 L11 s1)
     lin = torch.eye(2, dtype=torch.float32, device=dev).repeat(t, 1, 1)
     shift = torch.zeros(t, 2, dtype=torch.float32, device=dev)
