@@ -89,6 +89,17 @@ class MocoConfig:
     #: networks' result is kept for that frame).  Step 2's own bound (half of
     #: ``max_motion_mm``): with deep breathing one step-1 pass can leave ~10 mm.
     refine_max_mm: float = 20.0
+    #: Move the pre-contrast dynamics, as one block, onto the late frames by
+    #: mutual information of their means (translation; see
+    #: :mod:`perfmoco.moco.baseline`): the PCA references cannot see a
+    #: block-wide offset between frames of different contrast.
+    baseline_align: bool = True
+    #: Radius of the disc on the LV whose pixels enter that mutual information, mm.
+    baseline_radius_mm: float = 40.0
+    #: Search range of the block offset per axis, mm (an optimum on its edge is not trusted).
+    baseline_max_mm: float = 8.0
+    #: The even and odd pre-contrast frames must give offsets this close, mm.
+    baseline_agreement_mm: float = 1.5
     #: Run step 3 (dense LocalNet to the PCA reference).
     dense_step: bool = True
     #: Keep only the non-rigid part of step 3: remove its affine part, fitted

@@ -28,6 +28,7 @@ def synthetic_series(
     shift_px: np.ndarray | None = None,
     n_pd: int = 2,
     scale: float = 1000.0,
+    bolus_frame: int = 5,
     seed: int = 0,
 ) -> tuple[SliceSeries, np.ndarray, np.ndarray]:
     """A moving synthetic perfusion series.
@@ -46,6 +47,8 @@ def synthetic_series(
         PD frames (not moved).
     scale : float, keyword-only
         Intensity scale.
+    bolus_frame : int, keyword-only
+        The bolus enters the RV after this frame (the LV 4 frames later).
     seed : int, keyword-only
 
     Returns
@@ -74,8 +77,8 @@ def synthetic_series(
     body = np.hypot((yy - ny / 2) / (0.42 * ny), (xx - nx / 2) / (0.47 * nx)) < 1
     liver = body & (yy > cy + 40 * r_px) & (xx < cx)
     tex = 0.05 * rng.standard_normal(shape)
-    c_rv = _gamma(t, 5, 4.0)
-    c_lv = _gamma(t, 9, 3.0)
+    c_rv = _gamma(t, bolus_frame, 4.0)
+    c_lv = _gamma(t, bolus_frame + 4, 3.0)
     c_myo = 0.35 * np.convolve(c_lv, np.exp(-np.arange(20) / 6.0))[:n_dynamics] / 3.0
     base = 0.3 * body + 0.15 * liver
     free = np.empty((n_dynamics, ny, nx), np.float32)
