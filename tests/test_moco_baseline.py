@@ -71,8 +71,7 @@ def test_pipeline_moves_an_offset_pre_contrast_block_onto_the_reference():
     step.  The pre-contrast frames share an extra offset; the PCA-referenced
     refinement aligns them with each other but keeps part of that offset (all of
     it on the phantoms, where the pre-contrast frames carry less structure), the
-    block alignment removes most of it, and the PD frames (aligned to the start)
-    move with it."""
+    block alignment removes most of it; the PD frames stay where step 2 put them."""
     rng = np.random.default_rng(11)
     n = 40
     shift = rng.uniform(-0.8, 0.8, (n, 2))
@@ -92,10 +91,9 @@ def test_pipeline_moves_an_offset_pre_contrast_block_onto_the_reference():
     assert np.median(err_on) < 0.6 * np.median(err_off)
     rest_on = np.linalg.norm(on.displacement[16:, :, 48, 52] - want[16:], axis=1)
     assert np.median(rest_on) < 0.3  # the other frames stay aligned
-    # PD frames were not moved in the synthetic series; they follow frame 0's block
-    moved_pd = on.pd_displacement[:, :, 48, 52] - off.pd_displacement[:, :, 48, 52]
-    moved_0 = on.displacement[0, :, 48, 52] - off.displacement[0, :, 48, 52]
-    np.testing.assert_allclose(moved_pd, np.broadcast_to(moved_0, moved_pd.shape), atol=0.6)
+    # the PD frames keep step 2's alignment (only step 3's non-rigid part may differ)
+    np.testing.assert_allclose(on.pd_displacement[:, :, 48, 52],
+                               off.pd_displacement[:, :, 48, 52], atol=0.3)
 
 
 def test_fast_mutual_information_ranks_shifts_as_monai_does():
