@@ -121,6 +121,13 @@ class MocoConfig:
     #: Keep the reference frame where it was acquired (the PCA steps can move
     #: the whole series): remove its mean displacement around the LV from all frames.
     anchor_reference: bool = True
+    #: Interpolation of the one final resampling of the originals: ``bicubic``
+    #: (default) or ``bilinear``.  Bilinear resampling at sub-pixel shifts
+    #: blurs each frame by a different amount, which mixes blood and
+    #: epicardial tissue into the myocardial curves: on breathing phantoms with
+    #: the DL correction the segment MBF error is 0.37 ml/min/g bilinear, 0.25
+    #: bicubic.  The networks' crops stay bilinear.
+    resample: str = "bicubic"
     #: Torch intra-op threads; 0 = torch's default.
     threads: int = 0
 
@@ -234,6 +241,12 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
     return value
 
 
+#: Settings that take one of a few words.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "moco.resample": ("bicubic", "bilinear"),
+}
+
+
 def _merge(base: Config, data: Mapping[str, Any]) -> Config:
     if not isinstance(data, Mapping):
         raise ConfigError(f"configuration must be a mapping of sections, got {type(data).__name__}")
@@ -258,6 +271,10 @@ def _merge(base: Config, data: Mapping[str, Any]) -> Config:
                     f"unknown setting {section}.{key}; known: {sorted(fields)}"
                 )
             upd[key] = _coerce(f"{section}.{key}", value, hints[key])
+            allowed = _CHOICES.get(f"{section}.{key}")
+            if allowed and upd[key] not in allowed:
+                raise ConfigError(f"{section}.{key} must be one of {list(allowed)}, "
+                                  f"got {upd[key]!r}")
         changes[section] = dataclasses.replace(current, **upd)
     return dataclasses.replace(base, **changes)
 

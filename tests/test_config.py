@@ -20,6 +20,8 @@ def test_overrides_are_typed_and_checked(tmp_path):
         load_config(overrides={"moco.nope": 1})
     with pytest.raises(ConfigError, match="server.port must be a number"):
         load_config(overrides={"server.port": "abc"})
+    with pytest.raises(ConfigError, match=r"moco.resample must be one of \['bicubic'"):
+        load_config(overrides={"moco.resample": "sinc"})
     with pytest.raises(ConfigError, match="unknown configuration section 'x'"):
         load_config(overrides={"x.y": 1})
     p = tmp_path / "c.yaml"

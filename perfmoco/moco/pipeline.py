@@ -346,7 +346,9 @@ class MotionCorrector:
             radius = _ANCHOR_RADIUS_MM / min(series.pixel_spacing_mm)
             phi = anchor_to_frame(phi, ref, centre_yx=loc.centre_yx, radius_px=radius)
         disp = phi - identity_grid((ny, nx), device=dev)[None]
-        corrected = sample(imgs, phi, padding="border")
+        corrected = sample(imgs, phi, padding="border", mode=cfg.resample)
+        if cfg.resample == "bicubic":  # no overshoot below zero (magnitude images)
+            corrected = corrected.clamp_min(0.0)
 
         # QC: residual misalignment to the PCA reference of the corrected crop
         grid3 = identity_grid((m3.crop, m3.crop), device=dev)[None] + d3

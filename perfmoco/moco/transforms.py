@@ -54,8 +54,9 @@ def identity_grid(shape: tuple[int, int], *, device=None, dtype=torch.float32) -
     return torch.stack(torch.meshgrid(ys, xs, indexing="ij"))
 
 
-def sample(images: torch.Tensor, coords: torch.Tensor, *, padding: str = "border") -> torch.Tensor:
-    """Sample images at pixel coordinates with bilinear interpolation.
+def sample(images: torch.Tensor, coords: torch.Tensor, *, padding: str = "border",
+           mode: str = "bilinear") -> torch.Tensor:
+    """Sample images at pixel coordinates with bilinear (or bicubic) interpolation.
 
     Parameters
     ----------
@@ -65,6 +66,9 @@ def sample(images: torch.Tensor, coords: torch.Tensor, *, padding: str = "border
         Where to sample; ``[:, 0]`` is y, ``[:, 1]`` is x.
     padding : {"border", "zeros"}, keyword-only
         Value outside the image: nearest edge pixel or 0.
+    mode : {"bilinear", "bicubic"}, keyword-only
+        Interpolation (``torch.nn.functional.grid_sample``); bicubic blurs
+        less but can overshoot at edges.
 
     Returns
     -------
@@ -79,7 +83,7 @@ def sample(images: torch.Tensor, coords: torch.Tensor, *, padding: str = "border
     gx = coords[:, 1] * (2.0 / max(nx - 1, 1)) - 1.0
     grid = torch.stack((gx, gy), dim=-1)  # grid_sample wants (x, y) last
     out = F.grid_sample(
-        img, grid.to(img.dtype), mode="bilinear", padding_mode=padding, align_corners=True
+        img, grid.to(img.dtype), mode=mode, padding_mode=padding, align_corners=True
     )
     return out[:, 0] if squeeze else out
 
