@@ -31,6 +31,7 @@ import torch
 
 from perfmoco.moco.checks import affine_coords
 from perfmoco.moco.preprocess import scale_to_unit
+from perfmoco.moco.refine import REFINE_CROP, REFINE_SPACING_MM
 from perfmoco.moco.transforms import (
     CropGeometry,
     affine_crop_to_full,
@@ -43,9 +44,9 @@ __all__ = ["BaselineOffset", "align_baseline_full_fov", "baseline_length", "bloc
 
 log = logging.getLogger(__name__)
 
-#: Crop of this step: 64 px of 2.5 mm about the LV centre (as the refinement).
-CROP = 64
-SPACING_MM = 2.5
+#: Crop of this step: the refinement's (64 px of 2.5 mm about the LV centre).
+CROP = REFINE_CROP
+SPACING_MM = REFINE_SPACING_MM
 #: Fewest pre-contrast frames worth aligning as a block (each half needs 2).
 MIN_FRAMES = 4
 #: Late block: the last quarter of the dynamics, at least this many frames.
@@ -228,6 +229,8 @@ def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensi
     if not (ok_e and ok_o):
         spread = max(spread, 0.8 * SPACING_MM)
     if spread > config.baseline_agreement_mm:
+        log.info("%s: pre-contrast block offset (%.1f, %.1f) mm not applied: even and odd "
+                 "frames disagree by %.1f mm", name, *mm, spread)
         return matrix, BaselineOffset(
             n, (0.0, 0.0), False, f"halves disagree by {spread:.1f} mm")
     shift = torch.zeros(1, 2, 3, dtype=torch.float64, device=matrix.device)
