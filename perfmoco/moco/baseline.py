@@ -29,11 +29,8 @@ from typing import NamedTuple
 
 import torch
 
-from perfmoco.moco.checks import affine_coords
-from perfmoco.moco.preprocess import scale_to_unit
-from perfmoco.moco.refine import REFINE_CROP, REFINE_SPACING_MM
+from perfmoco.moco.refine import REFINE_CROP, REFINE_SPACING_MM, refine_crop
 from perfmoco.moco.transforms import (
-    CropGeometry,
     affine_crop_to_full,
     compose_affine,
     identity_grid,
@@ -204,14 +201,10 @@ def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensi
     found : BaselineOffset
     """
     t = images.shape[0]
-    geo = CropGeometry.from_spacing(centre_yx, CROP, crop_spacing_mm=SPACING_MM,
-                                    pixel_spacing_mm=pixel_spacing_mm)
+    geo, crop = refine_crop(images, matrix, centre_yx, pixel_spacing_mm, intensity_range)
     g = identity_grid((CROP, CROP), device=images.device)
     r = (((g[0] - (CROP - 1) / 2) ** 2 + (g[1] - (CROP - 1) / 2) ** 2).sqrt()) * SPACING_MM
     disc = r <= config.baseline_radius_mm
-    crop = scale_to_unit(
-        sample(images[:t], affine_coords(matrix[:t], geo.grid(device=images.device)),
-               padding="zeros"), *intensity_range)
     n = baseline_length(crop, disc)
     n_late = max(MIN_LATE, t // 4)
     if n < MIN_FRAMES or t - n_late < n + 4:

@@ -307,20 +307,22 @@ class MotionCorrector:
             m_full = compose_affine(m_full, affine_crop_to_full(a2, geo_a))
 
         # test-time refinement of the dynamics' affine result (Gauss-Newton to a PCA reference)
-        if cfg.refine_iterations > 0 and t_dyn > 2:
-            m_dyn = refine_full_fov(imgs[:t_dyn], m_full[:t_dyn], loc.centre_yx,
-                                    series.pixel_spacing_mm, (lo, hi), cfg, name=series.name)
-            m_full = torch.cat([m_dyn, m_full[t_dyn:]])
+        def refine(m_dyn: torch.Tensor) -> torch.Tensor:
+            if cfg.refine_iterations > 0 and t_dyn > 2:
+                return refine_full_fov(imgs[:t_dyn], m_dyn, loc.centre_yx,
+                                       series.pixel_spacing_mm, (lo, hi), cfg, name=series.name)
+            return m_dyn
+
+        m_dyn = refine(m_full[:t_dyn])
         # the pre-contrast block onto the late frames (mutual information of their means),
         # then the refinement again so that the bolus frames between them follow
         if cfg.baseline_align and t_dyn >= 2 * MIN_LATE:
-            m_dyn, found = align_baseline_full_fov(imgs[:t_dyn], m_full[:t_dyn], loc.centre_yx,
+            m_dyn, found = align_baseline_full_fov(imgs[:t_dyn], m_dyn, loc.centre_yx,
                                                    series.pixel_spacing_mm, (lo, hi), cfg,
                                                    name=series.name)
-            if found.applied and cfg.refine_iterations > 0:
-                m_dyn = refine_full_fov(imgs[:t_dyn], m_dyn, loc.centre_yx,
-                                        series.pixel_spacing_mm, (lo, hi), cfg, name=series.name)
-            m_full = torch.cat([m_dyn, m_full[t_dyn:]])
+            if found.applied:
+                m_dyn = refine(m_dyn)
+        m_full = torch.cat([m_dyn, m_full[t_dyn:]])
 
         # step 3: dense, every frame to the PCA reference of the step-2 result
         n2 = norm(sample(imgs, affine_coords(m_full, grid_n), padding="zeros"))

@@ -37,6 +37,7 @@ from perfmoco.moco.transforms import (
 __all__ = [
     "gaussian_window",
     "refine_affine",
+    "refine_crop",
     "refine_full_fov",
     "remove_affine_part",
     "windowed_ncc",
@@ -216,6 +217,30 @@ def remove_affine_part(displacement: torch.Tensor, *, window_sigma_px: float) ->
     return displacement - torch.einsum("tci,iyx->tcyx", coef.float(), basis)
 
 
+def refine_crop(images, matrix, centre_yx, pixel_spacing_mm, intensity_range):
+    """The refinement's crop (64 px of 2.5 mm about the LV) of a series through its maps.
+
+    Parameters
+    ----------
+    images : Tensor, shape (T, Y, X)
+    matrix : Tensor, shape (T, 2, 3)
+        Full-FOV pull-back affine maps of the frames.
+    centre_yx : tuple of 2 float
+    pixel_spacing_mm : tuple of 2 float
+    intensity_range : tuple of 2 float
+        ``(lo, hi)`` for the 0..1 scaling.
+
+    Returns
+    -------
+    geometry : CropGeometry
+    crop : Tensor, shape (T, 64, 64), scaled to 0..1
+    """
+    geo = CropGeometry.from_spacing(centre_yx, REFINE_CROP, crop_spacing_mm=REFINE_SPACING_MM,
+                                    pixel_spacing_mm=pixel_spacing_mm)
+    crop = sample(images, affine_coords(matrix, geo.grid(device=images.device)), padding="zeros")
+    return geo, scale_to_unit(crop, *intensity_range)
+
+
 def refine_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensity_range, config, *,
                     name: str = "series") -> torch.Tensor:
     """Refine full-FOV affine maps of a series (the pipeline's step after step 2).
@@ -241,12 +266,10 @@ def refine_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensity_range
     Tensor, shape (T, 2, 3), float64
         ``matrix`` composed with the refinement.
     """
-    geo = CropGeometry.from_spacing(centre_yx, REFINE_CROP, crop_spacing_mm=REFINE_SPACING_MM,
-                                    pixel_spacing_mm=pixel_spacing_mm)
-    crop = sample(images, affine_coords(matrix, geo.grid(device=images.device)), padding="zeros")
+    geo, crop = refine_crop(images, matrix, centre_yx, pixel_spacing_mm, intensity_range)
     t = images.shape[0]
     ar, rejected = refine_affine(
-        scale_to_unit(crop, *intensity_range),
+        crop,
         window_sigma_px=config.refine_window_mm / REFINE_SPACING_MM,
         components=min(config.refine_components, t - 1),
         rounds=config.refine_rounds,
