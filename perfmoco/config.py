@@ -121,6 +121,9 @@ class MocoConfig:
     #: Keep the reference frame where it was acquired (the PCA steps can move
     #: the whole series): remove its mean displacement around the LV from all frames.
     anchor_reference: bool = True
+    #: Run the networks on the standard short-axis display (transpose / flips found
+    #: from the MRD geometry; perfmoco.orientation) and map the result back.
+    canonical_orientation: bool = True
     #: Interpolation of the one final resampling of the originals: ``bicubic``
     #: (default) or ``bilinear``.  Bilinear resampling at sub-pixel shifts
     #: blurs each frame by a different amount, which mixes blood and

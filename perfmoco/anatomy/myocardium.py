@@ -90,7 +90,7 @@ def segment_myocardium(images, pools: BloodPools, *, spacing_mm, n_angles: int =
     return myo
 
 
-def rv_insertion_points(myo_mask, rv_mask, lv_centre) -> np.ndarray:
+def rv_insertion_points(myo_mask, rv_mask, lv_centre, *, mirrored: bool = False) -> np.ndarray:
     """Anterior and inferior RV insertion points on the LV epicardium.
 
     The arc of myocardium that borders the RV blood pool (the septum) is
@@ -98,7 +98,9 @@ def rv_insertion_points(myo_mask, rv_mask, lv_centre) -> np.ndarray:
     Orientation: the series is assumed to be displayed as scanners show a
     short-axis view (not mirrored), so that going counter-clockwise *on
     screen* (y axis pointing down) from the anterior insertion point runs
-    along the septum to the inferior one.  Any in-plane rotation is fine.
+    along the septum to the inferior one.  Any in-plane rotation is fine; a
+    mirrored series (``mirrored``, see :func:`perfmoco.orientation.is_mirrored`)
+    runs clockwise instead.
 
     Parameters
     ----------
@@ -106,6 +108,8 @@ def rv_insertion_points(myo_mask, rv_mask, lv_centre) -> np.ndarray:
         LV myocardium and RV blood pool.
     lv_centre : tuple of 2 float
         ``(y, x)`` of the LV centre, pixels.
+    mirrored : bool, keyword-only
+        The series is stored as the mirror image of the standard display.
 
     Returns
     -------
@@ -145,4 +149,4 @@ def rv_insertion_points(myo_mask, rv_mask, lv_centre) -> np.ndarray:
         near = np.abs((mang - a + 180.0) % 360.0 - 180.0) < 6.0
         r = float(np.percentile(mrad[near], 90)) if near.any() else float(np.median(mrad))
         pts.append([cy - r * np.sin(np.radians(a)), cx + r * np.cos(np.radians(a))])
-    return np.asarray(pts, dtype=np.float64)
+    return np.asarray(pts[::-1] if mirrored else pts, dtype=np.float64)

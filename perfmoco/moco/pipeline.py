@@ -67,6 +67,7 @@ from perfmoco.moco.transforms import (
     identity_grid,
     sample,
 )
+from perfmoco.orientation import Orientation, canonical_orientation
 from perfmoco.study import SliceSeries, StudyError
 
 __all__ = ["MotionCorrector", "check_series", "correct_series", "identity_result"]
@@ -197,9 +198,16 @@ class MotionCorrector:
             # trained networks produce denormal activations, ~7x slower on CPU;
             # flushing them to zero is process-wide and left on
             torch.set_flush_denormal(True)
+        orient = (canonical_orientation(series.geometry) if cfg.canonical_orientation
+                  else Orientation())
         try:
             with self._lock, torch.inference_mode():
-                return self._correct(series)
+                if orient.identity:
+                    return self._correct(series)
+                log.info("%s: networks run on the standard short-axis display (%s)",
+                         series.name, orient)
+                return _undo_orientation(self._correct(_apply_orientation(series, orient)),
+                                         orient)
         except StudyError:
             raise
         except Exception as exc:  # never lose images: the caller keeps the originals
@@ -449,3 +457,20 @@ def correct_series(
         raise StudyError(
             f"{series.name}: deep-learning motion correction failed ({type(exc).__name__}: {exc})"
         ) from exc
+
+
+def _apply_orientation(series: SliceSeries, orient: Orientation) -> SliceSeries:
+    """The series re-ordered onto the standard short-axis display (exact, no resampling)."""
+    return series.replace(images=orient.apply(series.images),
+                          pd_images=orient.apply(series.pd_images),
+                          pixel_spacing_mm=orient.spacing(series.pixel_spacing_mm))
+
+
+def _undo_orientation(result: MocoResult, orient: Orientation) -> MocoResult:
+    """A result found on the standard display, in the stored layout of the series."""
+    return result._replace(
+        corrected=orient.undo_images(result.corrected),
+        displacement=orient.undo_field(result.displacement),
+        pd_corrected=orient.undo_images(result.pd_corrected),
+        pd_displacement=orient.undo_field(result.pd_displacement),
+    )

@@ -16,6 +16,7 @@ from scipy import ndimage
 
 from perfmoco.anatomy import find_blood_pools, rv_insertion_points, segment_myocardium
 from perfmoco.config import QuantConfig
+from perfmoco.orientation import is_mirrored
 from perfmoco.quant.aif import AifResult, blood_pool_core, extract_aif
 from perfmoco.quant.fermi import FermiFit, fit_fermi, resample_uniform
 from perfmoco.quant.grouped import fit_fermi_grouped
@@ -284,7 +285,8 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
             _warn(msgs, f"{s.name}: {exc}; no MBF map for this slice")
             continue
         try:
-            ins = rv_insertion_points(myo, pools.rv_mask, pools.lv_centre)
+            ins = rv_insertion_points(myo, pools.rv_mask, pools.lv_centre,
+                                      mirrored=bool(is_mirrored(s.geometry)))
         except StudyError:
             ins = None
         work[s.slice_index] = _SliceWork(s.slice_index, myo, pools.lv_centre, ins,
@@ -309,7 +311,8 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
             ins_out[s.slice_index] = np.full((2, 2), np.nan)
             _warn(msgs, f"{s.name}: no RV insertion found; anterior insertion at "
                         f"{ins_arg:.0f} deg (display angle) assumed for the AHA segments")
-        aha_maps[s.slice_index] = aha_segments(w.myo, w.centre, ins_arg, level=lvl)
+        aha_maps[s.slice_index] = aha_segments(w.myo, w.centre, ins_arg, level=lvl,
+                                               mirrored=bool(is_mirrored(s.geometry)))
     # 3. signal -> [Gd] -> uniform grid, every myocardial pixel of every slice
     curves, masks, owners, sat_all, groups, dgroups, cores, rims = [], [], [], {}, [], [], [], []
     for s in highres:

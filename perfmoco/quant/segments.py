@@ -74,7 +74,8 @@ def display_angle(points, centre) -> np.ndarray:
     return np.mod(np.degrees(np.arctan2(-(p[..., 0] - centre[0]), p[..., 1] - centre[1])), 360.0)
 
 
-def aha_segments(myo_mask, lv_centre, insertion, *, level: str) -> np.ndarray:
+def aha_segments(myo_mask, lv_centre, insertion, *, level: str,
+                 mirrored: bool = False) -> np.ndarray:
     """AHA segment label of every myocardial pixel of one slice.
 
     Parameters
@@ -89,6 +90,9 @@ def aha_segments(myo_mask, lv_centre, insertion, *, level: str) -> np.ndarray:
         points, a mirrored image (inferior insertion clockwise of the
         anterior one) is detected and the direction reversed.
     level : {"basal", "mid", "apical"}, keyword-only
+    mirrored : bool, keyword-only
+        With an angle only: the slice is stored mirrored (segments run
+        clockwise on screen); see :func:`perfmoco.orientation.is_mirrored`.
 
     Returns
     -------
@@ -100,7 +104,7 @@ def aha_segments(myo_mask, lv_centre, insertion, *, level: str) -> np.ndarray:
     myo = np.asarray(myo_mask, bool)
     if myo.ndim != 2:
         raise ValueError(f"myo_mask must be 2-D, got shape {myo.shape}")
-    direction = 1.0
+    direction = -1.0 if mirrored else 1.0
     if np.ndim(insertion) == 0:
         ant = float(insertion)
     else:
@@ -108,8 +112,8 @@ def aha_segments(myo_mask, lv_centre, insertion, *, level: str) -> np.ndarray:
         if pts.shape != (2, 2):
             raise ValueError(f"insertion must be (2, 2) points or an angle, got {pts.shape}")
         ant, inf = display_angle(pts, lv_centre)
-        if (inf - ant) % 360.0 > 180.0:  # septum runs clockwise: mirrored display
-            direction = -1.0
+        # septum runs clockwise from the anterior point: mirrored display
+        direction = -1.0 if (inf - ant) % 360.0 > 180.0 else 1.0
     yy, xx = np.mgrid[0 : myo.shape[0], 0 : myo.shape[1]]
     theta = display_angle(np.stack([yy, xx], axis=-1), lv_centre)
     rel = (direction * (theta - ant)) % 360.0
