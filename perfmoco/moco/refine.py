@@ -151,7 +151,6 @@ def refine_affine(
         rn = _normalise(ref, win)
         best = windowed_ncc(cur[:, 0], ref, win)
         for _ in range(iterations):
-            cur = warped(lin, shift)
             img, iy, ix = cur[:, 0], cur[:, 1], cur[:, 2]
             mean = (img * win).sum((1, 2), keepdim=True)
             sd = (((img - mean) ** 2 * win).sum((1, 2), keepdim=True)).sqrt().clamp_min(1e-6)
@@ -171,11 +170,13 @@ def refine_affine(
             step = step * f
             new_lin = lin + torch.stack([step[:, :2], step[:, 3:5]], dim=1) * inv_sigma
             new_shift = shift + step[:, [2, 5]]
-            ncc = windowed_ncc(warped(new_lin, new_shift)[:, 0], ref, win)
+            trial = warped(new_lin, new_shift)
+            ncc = windowed_ncc(trial[:, 0], ref, win)
             ok = ncc >= best
             lin = torch.where(ok[:, None, None], new_lin, lin)
             shift = torch.where(ok[:, None], new_shift, shift)
             best = torch.where(ok, ncc, best)
+            cur = torch.where(ok[:, None, None, None], trial, cur)  # the next step's frames
     lin, shift, c = lin.double(), shift.double(), c.double()
     sv = torch.linalg.svdvals(lin)
     rejected = (shift.norm(dim=1) > max_total_px) | ((sv - 1.0).abs() > 0.1).any(dim=1)
