@@ -100,6 +100,8 @@ class MocoConfig:
     baseline_max_mm: float = 8.0
     #: The even and odd pre-contrast frames must give offsets this close, mm.
     baseline_agreement_mm: float = 1.5
+    #: Rounds of the refinement re-run after the block alignment moved the block.
+    baseline_refine_rounds: int = 2
     #: Run step 3 (dense LocalNet to the PCA reference).
     dense_step: bool = True
     #: Keep only the non-rigid part of step 3: remove its affine part, fitted

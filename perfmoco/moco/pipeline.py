@@ -28,6 +28,7 @@ caller passes the original frames through (``method="none"``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from pathlib import Path
@@ -315,10 +316,12 @@ class MotionCorrector:
             m_full = compose_affine(m_full, affine_crop_to_full(a2, geo_a))
 
         # test-time refinement of the dynamics' affine result (Gauss-Newton to a PCA reference)
-        def refine(m_dyn: torch.Tensor) -> torch.Tensor:
-            if cfg.refine_iterations > 0 and t_dyn > 2:
+        def refine(m_dyn: torch.Tensor, rounds: int = cfg.refine_rounds) -> torch.Tensor:
+            if cfg.refine_iterations > 0 and t_dyn > 2 and rounds > 0:
                 return refine_full_fov(imgs[:t_dyn], m_dyn, loc.centre_yx,
-                                       series.pixel_spacing_mm, (lo, hi), cfg, name=series.name)
+                                       series.pixel_spacing_mm, (lo, hi),
+                                       dataclasses.replace(cfg, refine_rounds=rounds),
+                                       name=series.name)
             return m_dyn
 
         m_dyn = refine(m_full[:t_dyn])
@@ -328,8 +331,8 @@ class MotionCorrector:
             m_dyn, found = align_baseline_full_fov(imgs[:t_dyn], m_dyn, loc.centre_yx,
                                                    series.pixel_spacing_mm, (lo, hi), cfg,
                                                    name=series.name)
-            if found.applied:
-                m_dyn = refine(m_dyn)
+            if found.applied:  # it starts close: fewer rounds
+                m_dyn = refine(m_dyn, cfg.baseline_refine_rounds)
         m_full = torch.cat([m_dyn, m_full[t_dyn:]])
 
         # step 3: dense, every frame to the PCA reference of the step-2 result
