@@ -104,6 +104,21 @@ class Orientation:
             d = np.swapaxes(d, -1, -2)[:, ::-1]
         return np.ascontiguousarray(d)
 
+    def apply_series(self, series):
+        """A :class:`~perfmoco.study.SliceSeries` re-ordered onto the standard display."""
+        return series.replace(images=self.apply(series.images),
+                              pd_images=self.apply(series.pd_images),
+                              pixel_spacing_mm=self.spacing(series.pixel_spacing_mm))
+
+    def undo_result(self, result):
+        """A :class:`~perfmoco.moco.result.MocoResult` from the standard display, stored layout."""
+        return result._replace(
+            corrected=self.undo_images(result.corrected),
+            displacement=self.undo_field(result.displacement),
+            pd_corrected=self.undo_images(result.pd_corrected),
+            pd_displacement=self.undo_field(result.pd_displacement),
+        )
+
     def spacing(self, pixel_spacing_mm) -> tuple[float, float]:
         """Pixel spacing ``(dy, dx)`` on the standard display."""
         sy, sx = (float(v) for v in pixel_spacing_mm)

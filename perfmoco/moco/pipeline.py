@@ -207,8 +207,7 @@ class MotionCorrector:
                     return self._correct(series)
                 log.info("%s: networks run on the standard short-axis display (%s)",
                          series.name, orient)
-                return _undo_orientation(self._correct(_apply_orientation(series, orient)),
-                                         orient)
+                return orient.undo_result(self._correct(orient.apply_series(series)))
         except StudyError:
             raise
         except Exception as exc:  # never lose images: the caller keeps the originals
@@ -461,19 +460,3 @@ def correct_series(
             f"{series.name}: deep-learning motion correction failed ({type(exc).__name__}: {exc})"
         ) from exc
 
-
-def _apply_orientation(series: SliceSeries, orient: Orientation) -> SliceSeries:
-    """The series re-ordered onto the standard short-axis display (exact, no resampling)."""
-    return series.replace(images=orient.apply(series.images),
-                          pd_images=orient.apply(series.pd_images),
-                          pixel_spacing_mm=orient.spacing(series.pixel_spacing_mm))
-
-
-def _undo_orientation(result: MocoResult, orient: Orientation) -> MocoResult:
-    """A result found on the standard display, in the stored layout of the series."""
-    return result._replace(
-        corrected=orient.undo_images(result.corrected),
-        displacement=orient.undo_field(result.displacement),
-        pd_corrected=orient.undo_images(result.pd_corrected),
-        pd_displacement=orient.undo_field(result.pd_displacement),
-    )

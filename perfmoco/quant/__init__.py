@@ -180,6 +180,7 @@ class _SliceWork:
     lv_core: np.ndarray
     peak_lv: int
     blood: np.ndarray
+    mirrored: bool
 
 
 def _fill_frames(images, bad):
@@ -284,15 +285,16 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         except StudyError as exc:
             _warn(msgs, f"{s.name}: {exc}; no MBF map for this slice")
             continue
+        mirrored = bool(is_mirrored(s.geometry))
         try:
-            ins = rv_insertion_points(myo, pools.rv_mask, pools.lv_centre,
-                                      mirrored=bool(is_mirrored(s.geometry)))
+            ins = rv_insertion_points(myo, pools.rv_mask, pools.lv_centre, mirrored=mirrored)
         except StudyError:
             ins = None
         work[s.slice_index] = _SliceWork(s.slice_index, myo, pools.lv_centre, ins,
                                          blood_pool_core(s.images, pools.lv_mask,
                                                          pools.peak_lv_index),
-                                         pools.peak_lv_index, pools.lv_mask | pools.rv_mask)
+                                         pools.peak_lv_index, pools.lv_mask | pools.rv_mask,
+                                         mirrored)
     if not work:
         raise StudyError("no high-resolution slice with a detectable LV and myocardium")
     # 2. AHA labels; slices without an RV take the anterior angle of the nearest slice
@@ -312,7 +314,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
             _warn(msgs, f"{s.name}: no RV insertion found; anterior insertion at "
                         f"{ins_arg:.0f} deg (display angle) assumed for the AHA segments")
         aha_maps[s.slice_index] = aha_segments(w.myo, w.centre, ins_arg, level=lvl,
-                                               mirrored=bool(is_mirrored(s.geometry)))
+                                               mirrored=w.mirrored)
     # 3. signal -> [Gd] -> uniform grid, every myocardial pixel of every slice
     curves, masks, owners, sat_all, groups, dgroups, cores, rims = [], [], [], {}, [], [], [], []
     for s in highres:
