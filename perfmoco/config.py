@@ -102,6 +102,9 @@ class MocoConfig:
     baseline_agreement_mm: float = 1.5
     #: Rounds of the refinement re-run after the block alignment moved the block.
     baseline_refine_rounds: int = 2
+    #: Keep the pre-contrast block where the block alignment put it during that
+    #: re-run (its PCA reference otherwise drags the block back part of the way).
+    baseline_hold: bool = True
     #: Run step 3 (dense LocalNet to the PCA reference).
     dense_step: bool = True
     #: Keep only the non-rigid part of step 3: remove its affine part, fitted

@@ -56,6 +56,22 @@ def test_refinement_recovers_known_rotation_and_shift_against_a_fixed_reference(
     np.testing.assert_allclose(ang, angles, atol=0.3 * math.pi / 180)
 
 
+
+def test_held_frames_keep_the_identity_while_the_others_are_refined():
+    n, t = 64, 6
+    fixed = _blobs(n, seed=3)[None].expand(t, n, n).contiguous()
+    shifts = torch.tensor([[1.5, -1.0]] * t)
+    g = identity_grid((n, n))
+    moving = sample(fixed, g[None] - shifts[:, :, None, None])  # moving(p + s) = fixed(p)
+    hold = torch.tensor([True, True, False, False, False, False])
+    est, rejected = refine_affine(moving, window_sigma_px=12.0, fixed=fixed, rounds=1,
+                                  iterations=8, hold=hold)
+    assert not rejected.any()
+    eye = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    assert torch.equal(est[:2], eye.expand(2, 2, 3))
+    np.testing.assert_allclose(est[2:, :, 2].numpy(), shifts[2:].double().numpy(), atol=0.1)
+
+
 def test_pipeline_refinement_removes_per_frame_jitter_with_untrained_networks():
     """The refinement's job: the networks leave ~1-2 px of uncorrelated error per
     frame.  With identity networks that error is all the motion there is; the

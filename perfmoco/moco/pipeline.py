@@ -315,12 +315,13 @@ class MotionCorrector:
             m_full = compose_affine(m_full, affine_crop_to_full(a2, geo_a))
 
         # test-time refinement of the dynamics' affine result (Gauss-Newton to a PCA reference)
-        def refine(m_dyn: torch.Tensor, rounds: int = cfg.refine_rounds) -> torch.Tensor:
+        def refine(m_dyn: torch.Tensor, rounds: int = cfg.refine_rounds,
+                   hold: torch.Tensor | None = None) -> torch.Tensor:
             if cfg.refine_iterations > 0 and t_dyn > 2 and rounds > 0:
                 return refine_full_fov(imgs[:t_dyn], m_dyn, loc.centre_yx,
                                        series.pixel_spacing_mm, (lo, hi),
                                        dataclasses.replace(cfg, refine_rounds=rounds),
-                                       name=series.name)
+                                       name=series.name, hold=hold)
             return m_dyn
 
         m_dyn = refine(m_full[:t_dyn])
@@ -331,7 +332,11 @@ class MotionCorrector:
                                                    series.pixel_spacing_mm, (lo, hi), cfg,
                                                    name=series.name)
             if found.applied:  # it starts close: fewer rounds
-                m_dyn = refine(m_dyn, cfg.baseline_refine_rounds)
+                hold = None
+                if cfg.baseline_hold:
+                    hold = torch.zeros(t_dyn, dtype=torch.bool, device=dev)
+                    hold[: found.n_frames] = True
+                m_dyn = refine(m_dyn, cfg.baseline_refine_rounds, hold)
         m_full = torch.cat([m_dyn, m_full[t_dyn:]])
 
         # step 3: dense, every frame to the PCA reference of the step-2 result

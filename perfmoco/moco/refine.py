@@ -94,6 +94,7 @@ def refine_affine(
     max_step_px: float = 1.5,
     max_total_px: float = float("inf"),
     fixed: torch.Tensor | None = None,
+    hold: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Refine each frame's alignment by a crop-space affine map.
 
@@ -115,6 +116,9 @@ def refine_affine(
         only removes small residuals; larger moves mean the reference misled it).
     fixed : Tensor, shape (T, H, W), optional, keyword-only
         A fixed reference series instead of the PCA one (tests).
+    hold : Tensor, shape (T,), bool, optional, keyword-only
+        Frames that keep the identity: they still shape the PCA reference of
+        the others but are not moved themselves.
 
     Returns
     -------
@@ -173,6 +177,8 @@ def refine_affine(
             trial = warped(new_lin, new_shift)
             ncc = windowed_ncc(trial[:, 0], ref, win)
             ok = ncc >= best
+            if hold is not None:
+                ok = ok & ~hold
             lin = torch.where(ok[:, None, None], new_lin, lin)
             shift = torch.where(ok[:, None], new_shift, shift)
             best = torch.where(ok, ncc, best)
@@ -243,7 +249,7 @@ def refine_crop(images, matrix, centre_yx, pixel_spacing_mm, intensity_range):
 
 
 def refine_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensity_range, config, *,
-                    name: str = "series") -> torch.Tensor:
+                    name: str = "series", hold: torch.Tensor | None = None) -> torch.Tensor:
     """Refine full-FOV affine maps of a series (the pipeline's step after step 2).
 
     Parameters
@@ -261,6 +267,8 @@ def refine_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensity_range
         ``refine_*`` settings.
     name : str, keyword-only
         Series name for the log.
+    hold : Tensor, shape (T,), bool, optional, keyword-only
+        Frames kept where they are (see :func:`refine_affine`).
 
     Returns
     -------
@@ -276,6 +284,7 @@ def refine_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensity_range
         rounds=config.refine_rounds,
         iterations=config.refine_iterations,
         max_total_px=config.refine_max_mm / REFINE_SPACING_MM,
+        hold=hold,
     )
     if rejected.any():
         log.info("%s: affine refinement kept the networks' result in %d of %d dynamics "
