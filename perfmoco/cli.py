@@ -134,7 +134,8 @@ def cmd_quantify(args) -> int:
 
     mask = load(args.mask).astype(bool) if args.mask else None
     mbf = quantify_curves(
-        load(args.gd), load(args.aif), dt_s=args.dt, mask=mask, hematocrit=args.hematocrit
+        load(args.gd), load(args.aif), dt_s=args.dt, mask=mask, hematocrit=args.hematocrit,
+        spillover=not args.no_spillover,
     )
     np.save(args.output, mbf.astype(np.float32))
     vals = mbf[np.isfinite(mbf) & (mbf > 0)]
@@ -261,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--dt", type=float, required=True, help="time step of the curves, s")
     q.add_argument("--mask", help="(Y, X) .npy of pixels to fit (default: all)")
     q.add_argument("--hematocrit", type=float, default=None)
+    q.add_argument("--no-spillover", action="store_true",
+                   help="do not fit a blood fraction on pixels touching the cavity of a ring mask")
     q.add_argument("-o", "--output", required=True, help="MBF map .npy, ml/min/g")
     q.set_defaults(func=cmd_quantify)
 

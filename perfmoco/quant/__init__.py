@@ -113,11 +113,15 @@ def _warn(msgs: list[str], text: str) -> None:
 
 
 def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=None,
-                    density: float = 1.05) -> np.ndarray:
+                    density: float = 1.05, spillover: bool = True) -> np.ndarray:
     """Pixel-wise Fermi MBF from [Gd] curves on a uniform grid (research use).
 
-    The delay is fitted on the mean curve of the masked pixels; each pixel
-    keeps it within +-0.3 s (:func:`perfmoco.quant.grouped.fit_fermi_grouped`).
+    The delay is fitted on the mean curve of the masked pixels away from the
+    mask's borders; each pixel keeps it within +-0.3 s
+    (:func:`perfmoco.quant.grouped.fit_fermi_grouped`).  When the mask is a
+    ring (a myocardium), the cavity it encloses is taken as the LV blood pool:
+    as in :func:`quantify_study`, the pixels touching it may also take a
+    fraction of the AIF itself (endocardial partial volume, ``spillover``).
 
     Parameters
     ----------
@@ -134,6 +138,9 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
         [Gd]) before fitting.
     density : float, keyword-only
         Tissue density, g/ml.
+    spillover : bool, keyword-only
+        Fit a blood-pool fraction on the pixels touching the cavity of a
+        ring-shaped mask (no effect for a mask without a hole).
 
     Returns
     -------
@@ -165,8 +172,13 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
     out = np.zeros(m.shape, np.float32)
     if m.any():  # one group: delay from the mean curve, pixels within +-0.3 s of it
         curves = tis[:, m].T
+        cavity = ndimage.binary_fill_holes(m) & ~m
+        rim = ndimage.binary_dilation(cavity, np.ones((3, 3), bool))[m]
+        to_cavity = ndimage.distance_transform_edt(~cavity) if cavity.any() else np.inf
+        core = (ndimage.binary_erosion(m) & (to_cavity >= CORE_DIST_PX))[m]
         fit, _, _ = fit_fermi_grouped(curves, aif, groups=np.zeros(len(curves), int), dt_s=dt_s,
-                                      density=density)
+                                      density=density, core=core,
+                                      spillover=rim if spillover and rim.any() else False)
         out[m] = np.where(fit.ok, fit.mbf, np.nan)
     return out
 
