@@ -1,0 +1,273 @@
+"""The steps of one slice's correction, in the order :class:`.MotionCorrector` runs them.
+
+Each step takes the series' :class:`SeriesCrops` (its frames, the reference
+frame, the LV-centred crop geometries and the 0..1 intensity scaling) and the
+full-FOV affine maps found so far:
+
+1. :func:`affine_step1`: GlobalNet, every frame to the reference frame.
+2. :func:`affine_step2`: GlobalNet, every frame to a PCA synthetic reference.
+   :func:`refine_dynamics`: the test-time affine refinement and the
+   pre-contrast block alignment (:mod:`.refine`, :mod:`.baseline`).
+3. :func:`dense_step3`: LocalNet, every frame to a PCA reference.
+
+:func:`compose_and_resample` turns the maps and the dense field into one
+full-FOV displacement per frame and resamples the originals once;
+:func:`frame_qc` flags frames that still look misaligned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from perfmoco.config import MocoConfig
+from perfmoco.moco.baseline import MIN_LATE, align_baseline_full_fov
+from perfmoco.moco.checks import affine_coords, ncc_per_frame, plausible_affine, qc_flags
+from perfmoco.moco.decompose import pca_reference
+from perfmoco.moco.preprocess import histogram_equalise, locate_lv, robust_range, scale_to_unit
+from perfmoco.moco.qc import temporal_outliers
+from perfmoco.moco.refine import refine_full_fov, remove_affine_part
+from perfmoco.moco.transforms import (
+    CropGeometry,
+    affine_crop_to_full,
+    anchor_to_frame,
+    compose_affine,
+    dense_crop_to_full,
+    identity_grid,
+    sample,
+)
+from perfmoco.study import SliceSeries
+
+__all__ = [
+    "SeriesCrops",
+    "affine_step1",
+    "affine_step2",
+    "compose_and_resample",
+    "dense_step3",
+    "frame_qc",
+    "refine_dynamics",
+]
+
+log = logging.getLogger(__name__)
+
+#: Radius (mm) around the LV centre over which the reference frame is held in place.
+ANCHOR_RADIUS_MM = 40.0
+
+#: A network call: ``(stage, moving, fixed) -> (output, affine or None)``.
+RunNet = Callable[[str, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+@dataclasses.dataclass
+class SeriesCrops:
+    """One series prepared for the steps: frames, reference, crops and scaling.
+
+    ``imgs`` holds the dynamics followed by the PD frames, ``(T + P, Y, X)``;
+    ``geo_a`` / ``geo_n`` are the affine and dense networks' crops about the LV.
+    """
+
+    series: SliceSeries
+    config: MocoConfig
+    imgs: torch.Tensor
+    t_dyn: int
+    n_pd: int
+    ref: int
+    centre_yx: tuple[float, float]
+    geo_a: CropGeometry
+    geo_n: CropGeometry
+    grid_a: torch.Tensor
+    grid_n: torch.Tensor
+    crop0: torch.Tensor  #: the affine crop of the frames as acquired (not normalised)
+    lo: float
+    hi: float
+    lo_pd: float
+    hi_pd: float
+
+    @classmethod
+    def prepare(cls, series: SliceSeries, config: MocoConfig, *, affine_net, dense_net,
+                device: torch.device) -> SeriesCrops:
+        t_dyn, ny, nx = series.images.shape
+        n_pd = series.pd_images.shape[0]
+        ref = int(np.clip(t_dyn - config.reference_from_end, 0, t_dyn - 1))
+        loc = locate_lv(series)
+        imgs = torch.from_numpy(
+            np.concatenate([series.images, series.pd_images.reshape(n_pd, ny, nx)])
+        ).to(device, torch.float32)
+        geo_a = CropGeometry.from_spacing(
+            loc.centre_yx, affine_net.crop, crop_spacing_mm=affine_net.crop_spacing_mm,
+            pixel_spacing_mm=series.pixel_spacing_mm)
+        geo_n = CropGeometry.from_spacing(
+            loc.centre_yx, dense_net.crop, crop_spacing_mm=dense_net.crop_spacing_mm,
+            pixel_spacing_mm=series.pixel_spacing_mm)
+        grid_a = geo_a.grid(device=device)
+        crop0 = sample(imgs, grid_a[None], padding="zeros")
+        lo, hi = robust_range(crop0[:t_dyn])
+        lo_pd, hi_pd = robust_range(crop0[t_dyn:]) if n_pd else (lo, hi)
+        return cls(series=series, config=config, imgs=imgs, t_dyn=t_dyn, n_pd=n_pd, ref=ref,
+                   centre_yx=loc.centre_yx, geo_a=geo_a, geo_n=geo_n, grid_a=grid_a,
+                   grid_n=geo_n.grid(device=device), crop0=crop0, lo=lo, hi=hi,
+                   lo_pd=lo_pd, hi_pd=hi_pd)
+
+    def norm(self, c: torch.Tensor) -> torch.Tensor:
+        """Crops of dynamics and PD frames to 0..1, each with its own range."""
+        t = self.t_dyn
+        return torch.cat([scale_to_unit(c[:t], self.lo, self.hi),
+                          scale_to_unit(c[t:], self.lo_pd, self.hi_pd)])
+
+    def refs(self, series_ref: torch.Tensor) -> torch.Tensor:
+        """A reference per frame: dynamics -> their own; PD frames -> the series start."""
+        return torch.cat([series_ref, series_ref[:1].expand(self.n_pd, -1, -1)])
+
+    def crops(self, matrix: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """Normalised crops of all frames through their full-FOV maps."""
+        return self.norm(sample(self.imgs, affine_coords(matrix, grid), padding="zeros"))
+
+
+def affine_step1(sc: SeriesCrops, run_net: RunNet, net) -> tuple[torch.Tensor, torch.Tensor]:
+    """GlobalNet, every frame to the reference frame (``affine1_passes`` times).
+
+    Returns the full-FOV maps ``(T + P, 2, 3)`` and the frames whose network
+    transform was implausible (replaced by the identity).
+    """
+    cfg, ref = sc.config, sc.ref
+    x0 = histogram_equalise(sc.norm(sc.crop0))
+    _, a1 = run_net("affine1", x0, x0[ref : ref + 1].expand_as(x0))
+    a1, bad = plausible_affine(a1, net.crop, net.crop_spacing_mm, cfg.max_motion_mm)
+    m_full = affine_crop_to_full(a1, sc.geo_a)
+    for _ in range(cfg.affine1_passes - 1):  # the residual, from re-cropped originals
+        x1 = histogram_equalise(sc.crops(m_full, sc.grid_a))
+        _, a1 = run_net("affine1", x1, x1[ref : ref + 1].expand_as(x1))
+        a1, b = plausible_affine(a1, net.crop, net.crop_spacing_mm, 0.5 * cfg.max_motion_mm)
+        bad = bad | b
+        m_full = compose_affine(m_full, affine_crop_to_full(a1, sc.geo_a))
+    return m_full, bad
+
+
+def affine_step2(sc: SeriesCrops, run_net: RunNet, net, m_full: torch.Tensor,
+                 bad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """GlobalNet, every frame to the PCA reference of the result so far.
+
+    Each of the ``affine2_passes`` re-crops the originals and rebuilds the reference.
+    """
+    cfg = sc.config
+    k = min(cfg.pca_components, sc.t_dyn - 1)
+    for _ in range(cfg.affine2_passes):
+        n1 = sc.crops(m_full, sc.grid_a)
+        ref2 = sc.refs(pca_reference(n1[: sc.t_dyn], components=k))
+        _, a2 = run_net("affine2", histogram_equalise(n1), histogram_equalise(ref2))
+        a2, b = plausible_affine(a2, net.crop, net.crop_spacing_mm, 0.5 * cfg.max_motion_mm)
+        bad = bad | b
+        m_full = compose_affine(m_full, affine_crop_to_full(a2, sc.geo_a))
+    return m_full, bad
+
+
+def refine_dynamics(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
+    """Test-time affine refinement of the dynamics, then the pre-contrast block.
+
+    The refinement (Gauss-Newton to a PCA reference) removes the networks'
+    per-frame noise; the block alignment moves the frames before the bolus onto
+    the late frames, and the refinement runs again (fewer rounds: it starts
+    close) so that the bolus frames between them follow, the moved block held
+    (``moco.baseline_hold``).  PD frames keep step 2's maps.
+    """
+    cfg, t_dyn, series = sc.config, sc.t_dyn, sc.series
+    images = sc.imgs[:t_dyn]
+
+    def refine(m_dyn: torch.Tensor, rounds: int, hold: torch.Tensor | None = None):
+        if cfg.refine_iterations > 0 and t_dyn > 2 and rounds > 0:
+            return refine_full_fov(images, m_dyn, sc.centre_yx, series.pixel_spacing_mm,
+                                   (sc.lo, sc.hi), dataclasses.replace(cfg, refine_rounds=rounds),
+                                   name=series.name, hold=hold)
+        return m_dyn
+
+    m_dyn = refine(m_full[:t_dyn], cfg.refine_rounds)
+    if cfg.baseline_align and t_dyn >= 2 * MIN_LATE:
+        m_dyn, found = align_baseline_full_fov(images, m_dyn, sc.centre_yx,
+                                               series.pixel_spacing_mm, (sc.lo, sc.hi), cfg,
+                                               name=series.name)
+        if found.applied:
+            hold = None
+            if cfg.baseline_hold:
+                hold = torch.zeros(t_dyn, dtype=torch.bool, device=images.device)
+                hold[: found.n_frames] = True
+            m_dyn = refine(m_dyn, cfg.baseline_refine_rounds, hold)
+    return torch.cat([m_dyn, m_full[t_dyn:]])
+
+
+def dense_step3(sc: SeriesCrops, run_net: RunNet, net, m_full: torch.Tensor):
+    """LocalNet, every frame to the PCA reference of the affine result.
+
+    Returns the dense field ``(T + P, 2, n, n)`` in crop pixels (its affine
+    part removed with ``moco.dense_nonrigid_only``; zero with
+    ``moco.dense_step`` off) and the crops it was computed from.
+    """
+    cfg = sc.config
+    k = min(cfg.pca_components, sc.t_dyn - 1)
+    n2 = sc.crops(m_full, sc.grid_n)
+    if not cfg.dense_step:
+        return torch.zeros(n2.shape[0], 2, *n2.shape[1:], device=n2.device), n2
+    ref3 = sc.refs(pca_reference(n2[: sc.t_dyn], components=k))
+    d3, _ = run_net("dense", histogram_equalise(n2), histogram_equalise(ref3))
+    if cfg.dense_nonrigid_only:
+        d3 = remove_affine_part(d3, window_sigma_px=cfg.refine_window_mm / net.crop_spacing_mm)
+    return d3, n2
+
+
+def compose_and_resample(sc: SeriesCrops, m_full: torch.Tensor, d3: torch.Tensor):
+    """One full-FOV pull-back displacement per frame, and the originals resampled once.
+
+    ``phi = phi_affine o phi_dense`` in full-FOV pixels; with
+    ``moco.anchor_reference`` the reference frame stays where it was acquired.
+    Returns ``(displacement (T + P, 2, Y, X), corrected (T + P, Y, X))``.
+    """
+    cfg = sc.config
+    ny, nx = sc.imgs.shape[-2:]
+    dev = sc.imgs.device
+    d3_full = dense_crop_to_full(d3, sc.geo_n, (ny, nx))
+    pts = identity_grid((ny, nx), device=dev)[None] + d3_full
+    mf = m_full.float()
+    phi = torch.einsum("tpq,tqyx->tpyx", mf[:, :, :2], pts) + mf[:, :, 2, None, None]
+    if cfg.anchor_reference:
+        radius = ANCHOR_RADIUS_MM / min(sc.series.pixel_spacing_mm)
+        phi = anchor_to_frame(phi, sc.ref, centre_yx=sc.centre_yx, radius_px=radius)
+    disp = phi - identity_grid((ny, nx), device=dev)[None]
+    corrected = sample(sc.imgs, phi, padding="border", mode=cfg.resample)
+    if cfg.resample == "bicubic":  # no overshoot below zero (magnitude images)
+        corrected = corrected.clamp_min(0.0)
+    return disp, corrected
+
+
+def frame_qc(sc: SeriesCrops, n2: torch.Tensor, d3: torch.Tensor, bad: torch.Tensor,
+             dense_crop: int, dense_spacing_mm: float) -> np.ndarray:
+    """QC flags of the dynamics ``(T,)``: residual misalignment, outliers, bad transforms.
+
+    The residual is measured on the corrected dense crop against its PCA
+    reference; ``moco.qc_outlier_ratio`` adds frames unlike both neighbours
+    (mistriggers); frames whose network transform was implausible are flagged too.
+    """
+    cfg, t_dyn, series = sc.config, sc.t_dyn, sc.series
+    k = min(cfg.pca_components, t_dyn - 1)
+    grid3 = identity_grid((dense_crop, dense_crop), device=n2.device)[None] + d3
+    n3 = sample(n2[:t_dyn], grid3[:t_dyn], padding="border")
+    ncc = ncc_per_frame(n3, pca_reference(n3, components=k))
+    qc = qc_flags(ncc, threshold=cfg.qc_threshold, robust_z=cfg.qc_robust_z)
+    if cfg.qc_outlier_ratio > 0:
+        odd, _ = temporal_outliers(n3, window_sigma_px=cfg.qc_window_mm / dense_spacing_mm,
+                                   ratio=cfg.qc_outlier_ratio)
+        if odd.any():
+            log.info("%s: dynamics %s look unlike both neighbours (mistriggered?); QC-flagged",
+                     series.name, np.flatnonzero(odd).tolist())
+        qc = qc | odd
+    bad_np = bad.cpu().numpy()
+    if bad_np[:t_dyn].any():
+        log.warning(
+            "%s: implausible network transforms (> %.0f mm or |scale - 1| > 0.2) replaced by "
+            "the identity in %d of %d dynamics; these are QC-flagged (is the LV centre %s "
+            "right?)",
+            series.name, cfg.max_motion_mm, int(bad_np[:t_dyn].sum()), t_dyn,
+            tuple(round(v, 1) for v in sc.centre_yx),
+        )
+    return qc | bad_np[:t_dyn]
