@@ -50,6 +50,7 @@ from perfmoco.moco.steps import (
     compose_and_resample,
     dense_step3,
     frame_qc,
+    heart_dilation,
     refine_dynamics,
 )
 from perfmoco.orientation import Orientation, canonical_orientation
@@ -239,12 +240,13 @@ class MotionCorrector:
                     "reference_index": ref}
         m_full, bad = affine_step2(sc, self._run_net, m1, m_full, bad)
         m_full = refine_dynamics(sc, m_full)
+        scale = heart_dilation(sc, m_full)
         if stop == "dense":
-            n2 = sc.crops(m_full, sc.grid_n)[:t_dyn]
+            n2 = sc.crops(m_full, sc.grid_n, scale)[:t_dyn]
             return {"moving": n2, "fixed": pca_reference(n2, components=k),
                     "reference_index": ref}
-        d3, n2 = dense_step3(sc, self._run_net, m3, m_full)
-        disp, corrected = compose_and_resample(sc, m_full, d3)
+        d3, n2 = dense_step3(sc, self._run_net, m3, m_full, scale)
+        disp, corrected = compose_and_resample(sc, m_full, d3, scale)
         qc = frame_qc(sc, n2, d3, bad, m3.crop, m3.crop_spacing_mm)
         disp_np = disp.cpu().numpy().astype(np.float32)
         corr_np = corrected.cpu().numpy().astype(np.float32)

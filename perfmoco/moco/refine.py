@@ -95,6 +95,7 @@ def refine_affine(
     max_total_px: float = float("inf"),
     fixed: torch.Tensor | None = None,
     hold: torch.Tensor | None = None,
+    isotropic_scale: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Refine each frame's alignment by a crop-space affine map.
 
@@ -119,6 +120,10 @@ def refine_affine(
     hold : Tensor, shape (T,), bool, optional, keyword-only
         Frames that keep the identity: they still shape the PCA reference of
         the others but are not moved themselves.
+    isotropic_scale : bool, keyword-only
+        ``False`` keeps the trace of each update of the linear part at zero
+        (rotation and shear only): a window on the heart also holds tissue that
+        does not scale with it, so its scale is left to :mod:`.dilation`.
 
     Returns
     -------
@@ -172,7 +177,11 @@ def refine_affine(
             big = ds.norm(dim=1, keepdim=True)
             f = (max_step_px / big.clamp_min(1e-12)).clamp(max=1.0)
             step = step * f
-            new_lin = lin + torch.stack([step[:, :2], step[:, 3:5]], dim=1) * inv_sigma
+            dl = torch.stack([step[:, :2], step[:, 3:5]], dim=1) * inv_sigma
+            if not isotropic_scale:  # the heart's own scale is left to the dilation step
+                tr = 0.5 * (dl[:, 0, 0] + dl[:, 1, 1])
+                dl = dl - tr[:, None, None] * torch.eye(2, device=dev)
+            new_lin = lin + dl
             new_shift = shift + step[:, [2, 5]]
             trial = warped(new_lin, new_shift)
             ncc = windowed_ncc(trial[:, 0], ref, win)
@@ -249,7 +258,8 @@ def refine_crop(images, matrix, centre_yx, pixel_spacing_mm, intensity_range):
 
 
 def refine_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensity_range, config, *,
-                    name: str = "series", hold: torch.Tensor | None = None) -> torch.Tensor:
+                    name: str = "series", hold: torch.Tensor | None = None,
+                    isotropic_scale: bool = True) -> torch.Tensor:
     """Refine full-FOV affine maps of a series (the pipeline's step after step 2).
 
     Parameters
@@ -269,6 +279,9 @@ def refine_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensity_range
         Series name for the log.
     hold : Tensor, shape (T,), bool, optional, keyword-only
         Frames kept where they are (see :func:`refine_affine`).
+    isotropic_scale : bool, keyword-only
+        Let the affine maps scale isotropically (off when the heart's own
+        dilation is fitted afterwards, :mod:`.dilation`).
 
     Returns
     -------
@@ -285,6 +298,7 @@ def refine_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensity_range
         iterations=config.refine_iterations,
         max_total_px=config.refine_max_mm / REFINE_SPACING_MM,
         hold=hold,
+        isotropic_scale=isotropic_scale,
     )
     if rejected.any():
         log.info("%s: affine refinement kept the networks' result in %d of %d dynamics "

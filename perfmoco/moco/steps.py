@@ -7,10 +7,12 @@ full-FOV affine maps found so far:
 1. :func:`affine_step1`: GlobalNet, every frame to the reference frame.
 2. :func:`affine_step2`: GlobalNet, every frame to a PCA synthetic reference.
    :func:`refine_dynamics`: the test-time affine refinement and the
-   pre-contrast block alignment (:mod:`.refine`, :mod:`.baseline`).
+   pre-contrast block alignment (:mod:`.refine`, :mod:`.baseline`);
+   :func:`heart_dilation`: one radial dilation of the heart per frame
+   (:mod:`.dilation`).
 3. :func:`dense_step3`: LocalNet, every frame to a PCA reference.
 
-:func:`compose_and_resample` turns the maps and the dense field into one
+:func:`compose_and_resample` turns the maps, the dilations and the dense field into one
 full-FOV displacement per frame and resamples the originals once;
 :func:`frame_qc` flags frames that still look misaligned.
 """
@@ -28,9 +30,15 @@ from perfmoco.config import MocoConfig
 from perfmoco.moco.baseline import MIN_LATE, align_baseline_full_fov
 from perfmoco.moco.checks import affine_coords, ncc_per_frame, plausible_affine, qc_flags
 from perfmoco.moco.decompose import pca_reference
+from perfmoco.moco.dilation import dilation_field, fit_dilation
 from perfmoco.moco.preprocess import histogram_equalise, locate_lv, robust_range, scale_to_unit
 from perfmoco.moco.qc import temporal_outliers
-from perfmoco.moco.refine import refine_full_fov, remove_affine_part
+from perfmoco.moco.refine import (
+    REFINE_SPACING_MM,
+    refine_crop,
+    refine_full_fov,
+    remove_affine_part,
+)
 from perfmoco.moco.transforms import (
     CropGeometry,
     affine_crop_to_full,
@@ -40,7 +48,7 @@ from perfmoco.moco.transforms import (
     identity_grid,
     sample,
 )
-from perfmoco.study import SliceSeries
+from perfmoco.study import SliceRole, SliceSeries
 
 __all__ = [
     "SeriesCrops",
@@ -49,6 +57,7 @@ __all__ = [
     "compose_and_resample",
     "dense_step3",
     "frame_qc",
+    "heart_dilation",
     "refine_dynamics",
 ]
 
@@ -121,9 +130,31 @@ class SeriesCrops:
         """A reference per frame: dynamics -> their own; PD frames -> the series start."""
         return torch.cat([series_ref, series_ref[:1].expand(self.n_pd, -1, -1)])
 
-    def crops(self, matrix: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-        """Normalised crops of all frames through their full-FOV maps."""
-        return self.norm(sample(self.imgs, affine_coords(matrix, grid), padding="zeros"))
+    @property
+    def dilates(self) -> bool:
+        """Whether the heart's dilation is fitted (``moco.dilation_step``, ``dilation_aif``)."""
+        return self.config.dilation_step and (self.series.role is not SliceRole.AIF
+                                              or self.config.dilation_aif)
+
+    def dilation(self, scale: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        """The heart dilation's pull-back field ``(T, 2, ...)`` at full-FOV positions ``at``."""
+        return dilation_field(scale, tuple(at.shape[-2:]), centre_yx=self.centre_yx,
+                              spacing_mm=self.series.pixel_spacing_mm,
+                              radius_mm=self.config.dilation_radius_mm, at=at)
+
+    def crops(self, matrix: torch.Tensor, grid: torch.Tensor,
+              scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised crops of all frames through their full-FOV maps (and dilations)."""
+        if scale is None:
+            return self.norm(sample(self.imgs, affine_coords(matrix, grid), padding="zeros"))
+        pts = grid[None] + self.dilation(scale, grid[None].expand(len(scale), -1, -1, -1))
+        return self.norm(sample(self.imgs, _apply(matrix, pts), padding="zeros"))
+
+
+def _apply(matrix: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+    """Per-frame affine maps ``(T, 2, 3)`` applied to per-frame positions ``(T, 2, H, W)``."""
+    m = matrix.float()
+    return torch.einsum("tpq,tqyx->tpyx", m[:, :, :2], pts) + m[:, :, 2, None, None]
 
 
 def affine_step1(sc: SeriesCrops, run_net: RunNet, net) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,7 +211,8 @@ def refine_dynamics(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
         if cfg.refine_iterations > 0 and t_dyn > 2 and rounds > 0:
             return refine_full_fov(images, m_dyn, sc.centre_yx, series.pixel_spacing_mm,
                                    (sc.lo, sc.hi), dataclasses.replace(cfg, refine_rounds=rounds),
-                                   name=series.name, hold=hold)
+                                   name=series.name, hold=hold,
+                                   isotropic_scale=not sc.dilates)
         return m_dyn
 
     m_dyn = refine(m_full[:t_dyn], cfg.refine_rounds)
@@ -197,8 +229,34 @@ def refine_dynamics(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
     return torch.cat([m_dyn, m_full[t_dyn:]])
 
 
-def dense_step3(sc: SeriesCrops, run_net: RunNet, net, m_full: torch.Tensor):
-    """LocalNet, every frame to the PCA reference of the affine result.
+def heart_dilation(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
+    """One radial dilation of the heart per frame, after the affine maps (``(T + P,)``).
+
+    Fitted on the refinement's crop of the dynamics against a PCA reference
+    (:func:`.dilation.fit_dilation`); the reference frame keeps none, PD frames
+    none.  Zeros with ``moco.dilation_step`` off, and on the AIF slice unless
+    ``moco.dilation_aif``.
+    """
+    cfg, t_dyn = sc.config, sc.t_dyn
+    scale = torch.zeros(m_full.shape[0], device=m_full.device)
+    if not sc.dilates or t_dyn < 3:
+        return scale
+    _, crop = refine_crop(sc.imgs[:t_dyn], m_full[:t_dyn], sc.centre_yx,
+                          sc.series.pixel_spacing_mm, (sc.lo, sc.hi))
+    scale[:t_dyn] = fit_dilation(
+        crop,
+        window_sigma_px=cfg.refine_window_mm / REFINE_SPACING_MM,
+        radius_px=cfg.dilation_radius_mm / REFINE_SPACING_MM,
+        components=cfg.refine_components,
+        max_scale=cfg.dilation_max,
+        reference_index=sc.ref,
+    )
+    return scale
+
+
+def dense_step3(sc: SeriesCrops, run_net: RunNet, net, m_full: torch.Tensor,
+                scale: torch.Tensor | None = None):
+    """LocalNet, every frame to the PCA reference of the affine result (and dilations).
 
     Returns the dense field ``(T + P, 2, n, n)`` in crop pixels (its affine
     part removed with ``moco.dense_nonrigid_only``; zero with
@@ -206,7 +264,7 @@ def dense_step3(sc: SeriesCrops, run_net: RunNet, net, m_full: torch.Tensor):
     """
     cfg = sc.config
     k = min(cfg.pca_components, sc.t_dyn - 1)
-    n2 = sc.crops(m_full, sc.grid_n)
+    n2 = sc.crops(m_full, sc.grid_n, scale)
     if not cfg.dense_step:
         return torch.zeros(n2.shape[0], 2, *n2.shape[1:], device=n2.device), n2
     ref3 = sc.refs(pca_reference(n2[: sc.t_dyn], components=k))
@@ -216,10 +274,11 @@ def dense_step3(sc: SeriesCrops, run_net: RunNet, net, m_full: torch.Tensor):
     return d3, n2
 
 
-def compose_and_resample(sc: SeriesCrops, m_full: torch.Tensor, d3: torch.Tensor):
+def compose_and_resample(sc: SeriesCrops, m_full: torch.Tensor, d3: torch.Tensor,
+                         scale: torch.Tensor | None = None):
     """One full-FOV pull-back displacement per frame, and the originals resampled once.
 
-    ``phi = phi_affine o phi_dense`` in full-FOV pixels; with
+    ``phi = phi_affine o phi_dilation o phi_dense`` in full-FOV pixels; with
     ``moco.anchor_reference`` the reference frame stays where it was acquired.
     Returns ``(displacement (T + P, 2, Y, X), corrected (T + P, Y, X))``.
     """
@@ -228,8 +287,9 @@ def compose_and_resample(sc: SeriesCrops, m_full: torch.Tensor, d3: torch.Tensor
     dev = sc.imgs.device
     d3_full = dense_crop_to_full(d3, sc.geo_n, (ny, nx))
     pts = identity_grid((ny, nx), device=dev)[None] + d3_full
-    mf = m_full.float()
-    phi = torch.einsum("tpq,tqyx->tpyx", mf[:, :, :2], pts) + mf[:, :, 2, None, None]
+    if scale is not None:
+        pts = pts + sc.dilation(scale, pts)
+    phi = _apply(m_full, pts)
     if cfg.anchor_reference:
         radius = ANCHOR_RADIUS_MM / min(sc.series.pixel_spacing_mm)
         phi = anchor_to_frame(phi, sc.ref, centre_yx=sc.centre_yx, radius_px=radius)
