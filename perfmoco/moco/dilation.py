@@ -33,7 +33,13 @@ from __future__ import annotations
 import torch
 
 from perfmoco.moco.decompose import pca_reference
-from perfmoco.moco.refine import _gradients, _normalise, gaussian_window, windowed_ncc
+from perfmoco.moco.refine import (
+    _gradients,
+    _normalise,
+    _residual,
+    gaussian_window,
+    windowed_ncc,
+)
 from perfmoco.moco.transforms import identity_grid, sample
 
 __all__ = ["dilation_field", "fit_dilation", "plateau"]
@@ -135,11 +141,8 @@ def fit_dilation(
         rn = _normalise(ref, win)
         best = windowed_ncc(cur[:, 0], ref, win)
         for _ in range(iterations):
-            img, iy, ix = cur[:, 0], cur[:, 1], cur[:, 2]
-            mean = (img * win).sum((1, 2), keepdim=True)
-            sd = (((img - mean) ** 2 * win).sum((1, 2), keepdim=True)).sqrt().clamp_min(1e-6)
-            r = (img - mean) / sd - rn
-            jac = (iy * basis[0] + ix * basis[1]) / sd  # (T, H, W)
+            r, iy, ix = _residual(cur, rn, win)
+            jac = iy * basis[0] + ix * basis[1]  # (T, H, W)
             hess = (jac * jac * win).sum((1, 2))
             grad = (jac * r * win).sum((1, 2))
             step = -grad / (hess * (1.0 + 1e-3) + 1e-12)

@@ -73,6 +73,18 @@ def windowed_ncc(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Ten
     return (_normalise(a, w) * _normalise(b, w) * w).sum((1, 2))
 
 
+def _residual(cur: torch.Tensor, ref_normalised: torch.Tensor, w: torch.Tensor):
+    """Residual of each normalised frame against its normalised reference.
+
+    ``cur`` is ``(T, 3, H, W)`` (image, d/dy, d/dx); the gradients come back on
+    the normalised frame's scale.
+    """
+    img, iy, ix = cur[:, 0], cur[:, 1], cur[:, 2]
+    mean = (img * w).sum((1, 2), keepdim=True)
+    sd = (((img - mean) ** 2 * w).sum((1, 2), keepdim=True)).sqrt().clamp_min(1e-6)
+    return (img - mean) / sd - ref_normalised, iy / sd, ix / sd
+
+
 def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Central-difference image gradients (d/dy, d/dx), one-sided at the edges."""
     gy = torch.zeros_like(x)
@@ -160,11 +172,7 @@ def refine_affine(
         rn = _normalise(ref, win)
         best = windowed_ncc(cur[:, 0], ref, win)
         for _ in range(iterations):
-            img, iy, ix = cur[:, 0], cur[:, 1], cur[:, 2]
-            mean = (img * win).sum((1, 2), keepdim=True)
-            sd = (((img - mean) ** 2 * win).sum((1, 2), keepdim=True)).sqrt().clamp_min(1e-6)
-            r = (img - mean) / sd - rn  # residual of the normalised frame
-            iy, ix = iy / sd, ix / sd
+            r, iy, ix = _residual(cur, rn, win)
             # Jacobian of the residual w.r.t. (L00 L01 s0 L10 L11 s1), linear part scaled
             jac = torch.stack([iy * ys, iy * xs, iy, ix * ys, ix * xs, ix], dim=1)  # (T,6,H,W)
             jw = jac * win
