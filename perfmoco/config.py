@@ -109,13 +109,16 @@ class MocoConfig:
     #: (through-plane motion and cardiac-phase jitter change the heart's
     #: cross-section, not its surroundings; see :mod:`perfmoco.moco.dilation`).
     #: Off by default: held-out breathing phantoms gain (Dice 0.885 -> 0.899),
-    #: gasping ones lose (0.900 -> 0.888), and frames with little contrast get
+    #: gasping ones lose (0.900 -> 0.893), and frames with little contrast get
     #: biased fits (see the model card).
     dilation_step: bool = False
     #: Radius of that dilation's plateau about the LV centre, mm.
     dilation_radius_mm: float = 35.0
     #: Largest dilation (|scale change|) accepted; a frame reaching it keeps none.
     dilation_max: float = 0.15
+    #: Leave the frames before the bolus undilated (like the reference frame):
+    #: they show the heart with little contrast, and their fits were biased.
+    dilation_skip_precontrast: bool = True
     #: Also on the low-resolution AIF slice (its fit is noisy there: on
     #: development phantoms it cost the AIF slice 0.015 Dice).
     dilation_aif: bool = False

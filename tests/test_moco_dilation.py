@@ -69,6 +69,12 @@ def test_fit_dilation_recovers_known_per_frame_dilations():
     err = np.abs(est.numpy() - want)
     assert np.median(err) < 0.2 * np.median(np.abs(want)), (err, want)
     assert np.corrcoef(est.numpy(), want)[0, 1] > 0.95
+    # held frames (e.g. before the bolus) keep the reference frame's size; the rest still fit
+    hold = torch.arange(t) < 6
+    est_h = fit_dilation(frames, window_sigma_px=12.0, radius_px=14.0, reference_index=ref,
+                         hold=hold)
+    assert torch.equal(est_h[:6], torch.zeros(6))
+    assert np.median(np.abs(est_h[6:].numpy() - want[6:])) < 0.2 * np.median(np.abs(want[6:]))
 
 
 def test_fit_dilation_leaves_a_frame_it_would_scale_beyond_the_bound():

@@ -37,7 +37,13 @@ from perfmoco.moco.transforms import (
     sample,
 )
 
-__all__ = ["BaselineOffset", "align_baseline_full_fov", "baseline_length", "block_offset"]
+__all__ = [
+    "BaselineOffset",
+    "align_baseline_full_fov",
+    "baseline_length",
+    "block_offset",
+    "heart_disc",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,13 @@ class BaselineOffset(NamedTuple):
     offset_mm: tuple[float, float]  #: (dy, dx) applied to them, mm (0, 0 if not applied)
     applied: bool
     reason: str  #: why not applied, or "" when applied
+
+
+def heart_disc(radius_mm: float, *, device=None) -> torch.Tensor:
+    """The disc of ``radius_mm`` about the centre of the refinement's crop, ``(64, 64)`` bool."""
+    g = identity_grid((CROP, CROP), device=device)
+    r = (((g[0] - (CROP - 1) / 2) ** 2 + (g[1] - (CROP - 1) / 2) ** 2).sqrt()) * SPACING_MM
+    return r <= radius_mm
 
 
 def baseline_length(crop: torch.Tensor, disc: torch.Tensor, *, cnr: float = 6.0,
@@ -202,9 +215,7 @@ def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensi
     """
     t = images.shape[0]
     geo, crop = refine_crop(images, matrix, centre_yx, pixel_spacing_mm, intensity_range)
-    g = identity_grid((CROP, CROP), device=images.device)
-    r = (((g[0] - (CROP - 1) / 2) ** 2 + (g[1] - (CROP - 1) / 2) ** 2).sqrt()) * SPACING_MM
-    disc = r <= config.baseline_radius_mm
+    disc = heart_disc(config.baseline_radius_mm, device=images.device)
     n = baseline_length(crop, disc)
     n_late = max(MIN_LATE, t // 4)
     if n < MIN_FRAMES or t - n_late < n + 4:

@@ -22,9 +22,10 @@ subtracted so that it stays as acquired.
 
 Off by default (``moco.dilation_step``): on held-out breathing phantoms it
 raised the mean Dice 0.885 -> 0.899 (apical slice of seed 9101: 0.805 ->
-0.865), but on gasping ones it lowered it 0.900 -> 0.888, and on a synthetic
+0.859), but on gasping ones it lowered it 0.900 -> 0.893.  On a synthetic
 series whose pre-contrast frames show the heart with almost no contrast the
-fits of those frames are biased towards the bound.  It is never run on the
+fits of those frames are biased towards the bound, so the pipeline holds them
+(``hold``; ``moco.dilation_skip_precontrast``).  It is never run on the
 AIF slice unless ``moco.dilation_aif`` (its fit is noisy at that resolution).
 """
 
@@ -93,6 +94,7 @@ def fit_dilation(
     iterations: int = 3,
     max_scale: float = 0.15,
     reference_index: int | None = None,
+    hold: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Fit one radial dilation per frame of a crop series centred on the heart.
 
@@ -112,6 +114,9 @@ def fit_dilation(
         Bound on ``|s|``; a frame whose fit reaches it keeps ``s = 0``.
     reference_index : int, optional, keyword-only
         Frame whose dilation is subtracted from all (it stays as acquired).
+    hold : Tensor, shape (T,), bool, optional, keyword-only
+        Frames not fitted (they still shape the PCA reference); they get the
+        reference frame's dilation, i.e. 0 in the output.
 
     Returns
     -------
@@ -150,10 +155,14 @@ def fit_dilation(
             trial = warped(new)
             ncc = windowed_ncc(trial[:, 0], ref, win)
             ok = ncc >= best
+            if hold is not None:
+                ok = ok & ~hold
             s = torch.where(ok, new, s)
             best = torch.where(ok, ncc, best)
             cur = torch.where(ok[:, None, None, None], trial, cur)
     s = torch.where((s.abs() >= max_scale) | ~torch.isfinite(s), torch.zeros_like(s), s)
     if reference_index is not None:
         s = s - s[reference_index]
+    if hold is not None:
+        s = torch.where(hold, torch.zeros_like(s), s)
     return s

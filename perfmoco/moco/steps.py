@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from perfmoco.config import MocoConfig
-from perfmoco.moco.baseline import MIN_LATE, align_baseline_full_fov
+from perfmoco.moco.baseline import MIN_LATE, align_baseline_full_fov, baseline_length, heart_disc
 from perfmoco.moco.checks import affine_coords, ncc_per_frame, plausible_affine, qc_flags
 from perfmoco.moco.decompose import pca_reference
 from perfmoco.moco.dilation import dilation_field, fit_dilation
@@ -243,6 +243,10 @@ def heart_dilation(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
         return scale
     _, crop = refine_crop(sc.imgs[:t_dyn], m_full[:t_dyn], sc.centre_yx,
                           sc.series.pixel_spacing_mm, (sc.lo, sc.hi))
+    hold = None
+    if cfg.dilation_skip_precontrast:  # little heart contrast: biased fits (model card)
+        n_pre = baseline_length(crop, heart_disc(cfg.baseline_radius_mm, device=crop.device))
+        hold = torch.arange(t_dyn, device=crop.device) < n_pre
     scale[:t_dyn] = fit_dilation(
         crop,
         window_sigma_px=cfg.refine_window_mm / REFINE_SPACING_MM,
@@ -250,6 +254,7 @@ def heart_dilation(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
         components=cfg.refine_components,
         max_scale=cfg.dilation_max,
         reference_index=sc.ref,
+        hold=hold,
     )
     return scale
 
