@@ -146,6 +146,9 @@ class MocoConfig:
     #: Run the networks on the standard short-axis display (transpose / flips found
     #: from the MRD geometry; perfmoco.orientation) and map the result back.
     canonical_orientation: bool = True
+    #: Series without a usable geometry (bare ``.npy``, default headers) are
+    #: turned by a multiple of 90 degrees so that the RV lies left of the LV.
+    orientation_from_anatomy: bool = True
     #: Interpolation of the one final resampling of the originals: ``bicubic``
     #: (default) or ``bilinear``.  Bilinear resampling at sub-pixel shifts
     #: blurs each frame by a different amount, which mixes blood and

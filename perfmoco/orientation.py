@@ -15,6 +15,11 @@ left, anterior and inferior, about ``(+0.6, -0.5, -0.6)`` in LPS patient
 coordinates (dextrocardia is the exception).  The standard display has image
 y (down) along the posterior direction projected on the slice plane and
 image x along ``down x apex``, so that ``x_dir x y_dir`` points to the apex.
+
+Series without a usable geometry (a bare ``.npy``, a default header) can still
+be turned by a multiple of 90 degrees so that the RV lies left of the LV, as on
+the standard display (:func:`orientation_from_anatomy`); whether such a series
+is mirrored cannot be told from the two blood pools, so it is never flipped.
 """
 
 from __future__ import annotations
@@ -26,7 +31,13 @@ import numpy as np
 
 from perfmoco.study import SliceGeometry
 
-__all__ = ["APEX_DIRECTION_LPS", "Orientation", "canonical_orientation", "is_mirrored"]
+__all__ = [
+    "APEX_DIRECTION_LPS",
+    "Orientation",
+    "canonical_orientation",
+    "is_mirrored",
+    "orientation_from_anatomy",
+]
 
 #: Typical base-to-apex direction of the LV long axis, LPS patient coordinates.
 APEX_DIRECTION_LPS = np.array([0.6, -0.5, -0.62]) / np.linalg.norm([0.6, -0.5, -0.62])
@@ -184,3 +195,53 @@ def canonical_orientation(geometry: SliceGeometry | None) -> Orientation:
         if score > best_score + 1e-9:
             best, best_score = Orientation(tr, fy, fx), score
     return best
+
+
+#: Proper rotations by 0, 90, 180 and 270 degrees as re-orderings.
+_ROTATIONS = (Orientation(), Orientation(True, True, False), Orientation(False, True, True),
+              Orientation(True, False, True))
+
+
+def orientation_from_anatomy(lv_centre_yx, rv_centre_yx) -> Orientation:
+    """The rotation by a multiple of 90 degrees that puts the RV left of the LV.
+
+    For series whose geometry says nothing (:func:`canonical_orientation` gives
+    the identity and :func:`is_mirrored` None): on the standard display the
+    RV lies to the left of the LV (the septum between them), usually a little
+    above; the rotation chosen leaves at most 45 degrees from that, within
+    what the networks were trained for.  Never a mirroring: the two blood
+    pools cannot tell a mirrored slice.
+
+    Parameters
+    ----------
+    lv_centre_yx, rv_centre_yx : tuple of 2 float
+        Blood-pool centres, pixels of the stored image.
+
+    Returns
+    -------
+    Orientation
+        A proper rotation (``Orientation.proper``); the identity when the two
+        centres (nearly) coincide.
+    """
+    d = np.asarray(rv_centre_yx, np.float64) - np.asarray(lv_centre_yx, np.float64)
+    if not np.isfinite(d).all() or np.hypot(*d) < 1.0:
+        return Orientation()
+    best, best_score = Orientation(), -np.inf
+    for o in _ROTATIONS:
+        dy, dx = _map_vector(o, d)
+        score = -dx / np.hypot(dy, dx)  # cosine to "left"
+        if score > best_score + 1e-9:
+            best, best_score = o, score
+    return best
+
+
+def _map_vector(o: Orientation, v) -> tuple[float, float]:
+    """A ``(y, x)`` displacement vector in the stored image, on the re-ordered one."""
+    vy, vx = float(v[0]), float(v[1])
+    if o.transpose:
+        vy, vx = vx, vy
+    if o.flip_y:
+        vy = -vy
+    if o.flip_x:
+        vx = -vx
+    return vy, vx

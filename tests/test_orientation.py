@@ -7,10 +7,16 @@ import warnings
 import numpy as np
 import pytest
 
+from perfmoco.anatomy import find_blood_pools
 from perfmoco.config import QuantConfig
 from perfmoco.metrics._common import warp_series
 from perfmoco.moco.pipeline import WEIGHTS_DIR, MotionCorrector
-from perfmoco.orientation import Orientation, canonical_orientation, is_mirrored
+from perfmoco.orientation import (
+    Orientation,
+    canonical_orientation,
+    is_mirrored,
+    orientation_from_anatomy,
+)
 from perfmoco.quant import quantify_study
 from perfmoco.study import SliceGeometry
 
@@ -70,6 +76,31 @@ def test_unknown_or_non_short_axis_geometry_leaves_images_alone():
     assert canonical_orientation(broken).identity
 
 
+@pytest.mark.parametrize("k", range(4))
+def test_without_geometry_a_rotated_slice_is_turned_back_by_its_blood_pools(ph_a, k):
+    """No geometry: the RV-left-of-LV rule undoes any 90-degree rotation exactly."""
+    s = ph_a.study.highres[1]
+    rotated = np.ascontiguousarray(np.rot90(s.images, k, axes=(-2, -1)))
+    pools = find_blood_pools(rotated, times_s=s.times_s, spacing_mm=s.pixel_spacing_mm)
+    o = orientation_from_anatomy(pools.lv_centre, np.argwhere(pools.rv_mask).mean(axis=0))
+    assert o.proper
+    assert np.array_equal(o.apply(rotated), s.images)
+
+
+def test_anatomy_orientation_turns_the_rv_left_and_never_mirrors():
+    for rv, lv in [((20, 10), (20, 30)), ((5, 30), (20, 30)), ((20, 50), (20, 30)),
+                   ((35, 28), (20, 30)), ((12, 14), (20, 30))]:
+        o = orientation_from_anatomy(lv, rv)
+        assert o.proper
+        img = np.zeros((50, 60))
+        img[rv], img[lv] = 2.0, 1.0
+        out = o.apply(img)
+        (ry, rx), (ly, lx) = np.argwhere(out == 2.0)[0], np.argwhere(out == 1.0)[0]
+        assert lx - rx >= abs(ly - ry)  # the RV is left of the LV, within 45 degrees
+    assert orientation_from_anatomy((20, 30), (20, 30)).identity
+    assert orientation_from_anatomy((20, 30), (np.nan, 3.0)).identity
+
+
 @pytest.mark.parametrize("orient", [Orientation(*f) for f in
                                     itertools.product((False, True), repeat=3)])
 def test_undone_field_moves_stored_pixels_as_the_standard_field_moves_standard_ones(orient):
@@ -100,6 +131,25 @@ def test_motion_correction_does_not_depend_on_the_stored_layout(ph_a):
     np.testing.assert_allclose(got.displacement, want_d, atol=1e-3)
     assert got.reference_index == ref.reference_index
     assert np.array_equal(got.qc, ref.qc)
+
+
+@pytest.mark.skipif(not (WEIGHTS_DIR / "dense.pt").is_file(), reason="no shipped weights")
+def test_motion_correction_of_a_rotated_slice_without_geometry(ph_a):
+    """A bare series (no geometry) stored rotated by 90 degrees is corrected as the
+    standard one: turned by its blood pools (before: Dice 0.84 instead of 0.90)."""
+    mc = MotionCorrector.load(device="cpu")
+    s = ph_a.study.highres[1]
+    ref = mc.correct(s)
+    rot = s.replace(images=np.ascontiguousarray(np.rot90(s.images, 1, axes=(-2, -1))),
+                    pd_images=np.ascontiguousarray(np.rot90(s.pd_images, 1, axes=(-2, -1))),
+                    geometry=None)
+    got = mc.correct(rot)
+    np.testing.assert_allclose(got.corrected, np.rot90(ref.corrected, 1, axes=(-2, -1)),
+                               atol=1e-3 * s.images.max())
+    # a field rotated with its image: (dy, dx) -> (-dx, dy)
+    want = np.rot90(ref.displacement, 1, axes=(-2, -1))
+    want = np.stack([-want[:, 1], want[:, 0]], axis=1)
+    np.testing.assert_allclose(got.displacement, want, atol=1e-3)
 
 
 def test_aha_segments_follow_a_mirrored_layout(ph_none):

@@ -38,6 +38,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from perfmoco.anatomy import find_blood_pools
 from perfmoco.config import MocoConfig
 from perfmoco.moco import networks
 from perfmoco.moco.checks import check_series, identity_result, torch_device
@@ -53,7 +54,12 @@ from perfmoco.moco.steps import (
     heart_dilation,
     refine_dynamics,
 )
-from perfmoco.orientation import Orientation, canonical_orientation
+from perfmoco.orientation import (
+    Orientation,
+    canonical_orientation,
+    is_mirrored,
+    orientation_from_anatomy,
+)
 from perfmoco.study import SliceSeries, StudyError
 
 __all__ = ["MotionCorrector", "check_series", "correct_series", "identity_result"]
@@ -150,6 +156,32 @@ class MotionCorrector:
                 affs.append(net.last_affine)
         return torch.cat(outs), (torch.cat(affs).double() if affs else None)
 
+    def _orientation(self, series: SliceSeries) -> Orientation:
+        """The re-ordering onto the standard display: from the geometry, else the anatomy."""
+        cfg = self.config
+        if not cfg.canonical_orientation:
+            return Orientation()
+        orient = canonical_orientation(series.geometry)
+        if not orient.identity or is_mirrored(series.geometry) is not None:
+            return orient
+        if not cfg.orientation_from_anatomy:
+            return orient
+        try:
+            pools = find_blood_pools(series.images, times_s=series.times_s,
+                                     spacing_mm=series.pixel_spacing_mm)
+        except Exception as exc:  # a heuristic failing must not stop the correction
+            log.info("%s: no blood pools to orient the series by (%s); taken as stored",
+                     series.name, exc)
+            return orient
+        if not pools.rv_mask.any():
+            return orient
+        rv = tuple(float(v) for v in np.argwhere(pools.rv_mask).mean(axis=0))
+        orient = orientation_from_anatomy(pools.lv_centre, rv)
+        if not orient.identity:
+            log.info("%s: no usable geometry; turned so that the RV lies left of the LV (%s)",
+                     series.name, orient)
+        return orient
+
     def correct(self, series: SliceSeries) -> MocoResult:
         """Correct one slice series (dynamics and PD frames).
 
@@ -182,8 +214,7 @@ class MotionCorrector:
             # trained networks produce denormal activations, ~7x slower on CPU;
             # flushing them to zero is process-wide and left on
             torch.set_flush_denormal(True)
-        orient = (canonical_orientation(series.geometry) if cfg.canonical_orientation
-                  else Orientation())
+        orient = self._orientation(series)
         try:
             with self._lock, torch.inference_mode():
                 if orient.identity:
