@@ -94,10 +94,8 @@ class MocoConfig:
     #: :mod:`perfmoco.moco.baseline`): the PCA references cannot see a
     #: block-wide offset between frames of different contrast.
     baseline_align: bool = True
-    #: Radius of the disc on the LV whose pixels enter that mutual information, mm
-    #: (60: the pre-contrast heart shows little contrast, the body around it more;
-    #: development phantoms left a block offset of 0.87 mm at 40, 0.57 mm at 55).
-    baseline_radius_mm: float = 60.0
+    #: Radius of the disc on the LV whose pixels enter that mutual information, mm.
+    baseline_radius_mm: float = 40.0
     #: Search range of the block offset per axis, mm (an optimum on its edge is not trusted).
     baseline_max_mm: float = 8.0
     #: The even and odd pre-contrast frames must give offsets this close, mm.
