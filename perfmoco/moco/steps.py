@@ -229,18 +229,18 @@ def refine_dynamics(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
     return torch.cat([m_dyn, m_full[t_dyn:]])
 
 
-def heart_dilation(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
+def heart_dilation(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor | None:
     """One radial dilation of the heart per frame, after the affine maps (``(T + P,)``).
 
     Fitted on the refinement's crop of the dynamics against a PCA reference
     (:func:`.dilation.fit_dilation`); the reference frame keeps none, PD frames
-    none.  Zeros with ``moco.dilation_step`` off, and on the AIF slice unless
-    ``moco.dilation_aif``.
+    none.  None (no dilation) with ``moco.dilation_step`` off, and on the AIF
+    slice unless ``moco.dilation_aif``.
     """
     cfg, t_dyn = sc.config, sc.t_dyn
-    scale = torch.zeros(m_full.shape[0], device=m_full.device)
     if not sc.dilates or t_dyn < 3:
-        return scale
+        return None
+    scale = torch.zeros(m_full.shape[0], device=m_full.device)
     _, crop = refine_crop(sc.imgs[:t_dyn], m_full[:t_dyn], sc.centre_yx,
                           sc.series.pixel_spacing_mm, (sc.lo, sc.hi))
     hold = None
