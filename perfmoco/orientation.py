@@ -130,6 +130,13 @@ class Orientation:
             pd_displacement=self.undo_field(result.pd_displacement),
         )
 
+    def vector(self, v) -> tuple[float, float]:
+        """A ``(y, x)`` vector of the stored image, on the standard display."""
+        vy, vx = float(v[0]), float(v[1])
+        if self.transpose:
+            vy, vx = vx, vy
+        return (-vy if self.flip_y else vy), (-vx if self.flip_x else vx)
+
     def spacing(self, pixel_spacing_mm) -> tuple[float, float]:
         """Pixel spacing ``(dy, dx)`` on the standard display."""
         sy, sx = (float(v) for v in pixel_spacing_mm)
@@ -228,20 +235,9 @@ def orientation_from_anatomy(lv_centre_yx, rv_centre_yx) -> Orientation:
         return Orientation()
     best, best_score = Orientation(), -np.inf
     for o in _ROTATIONS:
-        dy, dx = _map_vector(o, d)
+        dy, dx = o.vector(d)
         score = -dx / np.hypot(dy, dx)  # cosine to "left"
         if score > best_score + 1e-9:
             best, best_score = o, score
     return best
 
-
-def _map_vector(o: Orientation, v) -> tuple[float, float]:
-    """A ``(y, x)`` displacement vector in the stored image, on the re-ordered one."""
-    vy, vx = float(v[0]), float(v[1])
-    if o.transpose:
-        vy, vx = vx, vy
-    if o.flip_y:
-        vy = -vy
-    if o.flip_x:
-        vx = -vx
-    return vy, vx

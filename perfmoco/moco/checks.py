@@ -80,9 +80,13 @@ def identity_result(series: SliceSeries, *, reference_index: int | None = None) 
 
 
 def affine_coords(matrix: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Sampling positions ``M @ (g, 1)``: (T, 2, 3) x (2, n, n) -> (T, 2, n, n)."""
+    """Sampling positions ``M @ (g, 1)``: (T, 2, 3) x (2, n, n) -> (T, 2, n, n).
+
+    ``grid`` may also hold one grid per frame, ``(T, 2, n, n)``.
+    """
     m = matrix.float()
-    return torch.einsum("tpq,qyx->tpyx", m[:, :, :2], grid) + m[:, :, 2, None, None]
+    eq = "tpq,tqyx->tpyx" if grid.dim() == 4 else "tpq,qyx->tpyx"
+    return torch.einsum(eq, m[:, :, :2], grid) + m[:, :, 2, None, None]
 
 
 def plausible_affine(

@@ -148,13 +148,7 @@ class SeriesCrops:
         if scale is None:
             return self.norm(sample(self.imgs, affine_coords(matrix, grid), padding="zeros"))
         pts = grid[None] + self.dilation(scale, grid[None].expand(len(scale), -1, -1, -1))
-        return self.norm(sample(self.imgs, _apply(matrix, pts), padding="zeros"))
-
-
-def _apply(matrix: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
-    """Per-frame affine maps ``(T, 2, 3)`` applied to per-frame positions ``(T, 2, H, W)``."""
-    m = matrix.float()
-    return torch.einsum("tpq,tqyx->tpyx", m[:, :, :2], pts) + m[:, :, 2, None, None]
+        return self.norm(sample(self.imgs, affine_coords(matrix, pts), padding="zeros"))
 
 
 def affine_step1(sc: SeriesCrops, run_net: RunNet, net) -> tuple[torch.Tensor, torch.Tensor]:
@@ -294,7 +288,7 @@ def compose_and_resample(sc: SeriesCrops, m_full: torch.Tensor, d3: torch.Tensor
     pts = identity_grid((ny, nx), device=dev)[None] + d3_full
     if scale is not None:
         pts = pts + sc.dilation(scale, pts)
-    phi = _apply(m_full, pts)
+    phi = affine_coords(m_full, pts)
     if cfg.anchor_reference:
         radius = ANCHOR_RADIUS_MM / min(sc.series.pixel_spacing_mm)
         phi = anchor_to_frame(phi, sc.ref, centre_yx=sc.centre_yx, radius_px=radius)
