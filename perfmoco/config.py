@@ -198,6 +198,9 @@ class QuantConfig:
     #: Pixel fits also take a blood-pool fraction (``vb * AIF``): LV-cavity partial
     #: volume at the endocardium is not read as flow.
     blood_spillover: bool = True
+    #: ... and septal pixels touching the RV cavity a fraction of the slice's own RV
+    #: blood curve (its bolus comes seconds before the LV's).
+    rv_spillover: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

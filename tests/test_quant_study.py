@@ -66,6 +66,31 @@ def test_noise_free_phantom_against_truth(ph, clean_result):
     assert "AIF peak" in text and "slice 2" in text
 
 
+def test_septal_pixels_take_the_rv_blood_out(ph, clean_study, clean_result):
+    """Pixels next to the RV cavity hold some RV blood, whose bolus passes seconds
+    before the LV's; with its own curve as a regressor (the default) they read the
+    true MBF more closely than without it, and the rest of the wall is unchanged."""
+    off = quantify_study(clean_study, config=QuantConfig(rv_spillover=False))
+    err = {True: [], False: []}
+    rest = []
+    for k in range(3):
+        lab = ph.truth[f"s{k}_labels"]
+        tm = lab == phantom.LABELS["lv_myocardium"]
+        near_rv = ndimage.binary_dilation(lab == phantom.LABELS["rv_blood"],
+                                          np.ones((3, 3), bool))
+        both = clean_result.myocardium[k] & tm
+        truth = ph.truth[f"s{k}_mbf"]
+        for on, r in ((True, clean_result), (False, off)):
+            sel = both & near_rv
+            err[on] += list(np.abs(r.mbf_maps[k][sel] / truth[sel] - 1))
+        far = both & ~ndimage.binary_dilation(near_rv, np.ones((5, 5), bool))
+        rest += list(np.abs(clean_result.mbf_maps[k] - off.mbf_maps[k])[far] / truth[far])
+    assert len(err[True]) > 30
+    assert np.median(err[True]) < 0.8 * np.median(err[False])
+    assert np.median(err[True]) < 0.12
+    assert np.median(rest) < 0.01
+
+
 def test_missing_aif_slice_warns_and_flags(clean_study):
     study = clean_study.replace_slices([s for s in clean_study.slices
                                         if s.role is not SliceRole.AIF])

@@ -28,6 +28,7 @@ from perfmoco.quant.signal import (
     m0_map,
     signal_to_gd,
 )
+from perfmoco.quant.spillover import pool_core, pool_spill_curve
 from perfmoco.study import PerfusionStudy, StudyError
 
 __all__ = [
@@ -193,6 +194,7 @@ class _SliceWork:
     peak_lv: int
     blood: np.ndarray
     mirrored: bool
+    rv: np.ndarray
 
 
 def _fill_frames(images, bad):
@@ -306,7 +308,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                                          blood_pool_core(s.images, pools.lv_mask,
                                                          pools.peak_lv_index),
                                          pools.peak_lv_index, pools.lv_mask | pools.rv_mask,
-                                         mirrored)
+                                         mirrored, pools.rv_mask)
     if not work:
         raise StudyError("no high-resolution slice with a detectable LV and myocardium")
     # 2. AHA labels; slices without an RV take the anterior angle of the nearest slice
@@ -329,6 +331,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                                                mirrored=w.mirrored)
     # 3. signal -> [Gd] -> uniform grid, every myocardial pixel of every slice
     curves, masks, owners, sat_all, groups, dgroups, cores, rims = [], [], [], {}, [], [], [], []
+    spill: list[np.ndarray] = []
     for s in highres:
         w = work.get(s.slice_index)
         if w is None:
@@ -368,7 +371,22 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         cores.append((ndimage.binary_erosion(w.myo) & (to_blood >= CORE_DIST_PX))[w.myo])
         # pixels touching the LV cavity may hold some of its blood (config.blood_spillover)
         cavity = ndimage.binary_fill_holes(w.myo) & ~w.myo
-        rims.append(ndimage.binary_dilation(cavity, np.ones((3, 3), bool))[w.myo])
+        touch = np.ones((3, 3), bool)
+        rim = np.full(int(w.myo.sum()), -1)
+        # pixels touching the LV cavity may hold some of its blood: + v AIF
+        # (config.blood_spillover); septal pixels touching the RV cavity: + v times
+        # the slice's own RV signal, linearised (config.rv_spillover; its bolus
+        # passes before the myocardium enhances, where the linearisation holds)
+        if config.blood_spillover:
+            cavity = ndimage.binary_fill_holes(w.myo) & ~w.myo
+            rim[ndimage.binary_dilation(cavity, touch)[w.myo]] = 0
+        b = pool_spill_curve(im, pool_core(w.rv), m0=m0, myo_images=im[:, w.myo], ts_s=ts,
+                             relaxivity=config.relaxivity,
+                             baseline=n_base) if config.rv_spillover else None
+        if b is not None:
+            spill.append(resample_uniform(s.times_s, b, dt_s=dt, t0_s=t0, n=n)[1])
+            rim[ndimage.binary_dilation(w.rv, touch)[w.myo] & (rim < 0)] = len(spill)
+        rims.append(rim)
     allm = np.concatenate(masks)
     fm_arg = allm[0] if (allm == allm[0]).all() else allm
     fit, gfit, gids = fit_fermi_grouped(
@@ -376,7 +394,8 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         delay_groups=np.concatenate(dgroups), frame_mask=fm_arg, core=np.concatenate(cores),
         density=config.tissue_density, r2_min=config.r2_min,
         fast_pixels=config.fast_pixel_fit,
-        spillover=np.concatenate(rims) if config.blood_spillover else False)
+        spillover=(rims_all := np.concatenate(rims)),
+        spill_curves=np.array(spill) if spill else None)
     seg_fit = {(int(g) // 1000, int(g) % 1000): float(v) for g, v in zip(gids, gfit.mbf)}
     # 4. maps, flags and the segment table (core pixels where a segment has enough)
     mbf_maps, quality, flagged, valid, pos = {}, {}, {}, {}, 0
@@ -385,6 +404,8 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         pos += cur.shape[0]
         myo = work[sl].myo
         mbf, r2 = fit.mbf[part], fit.r2[part]
+        # RV-rim pixels: flow per volume of their myocardium, 1 - v of the pixel
+        mbf = np.where(rims_all[part] > 0, mbf / (1.0 - fit.vb[part]), mbf)
         bad = ~fit.ok[part] | ~np.isfinite(mbf) | (mbf > config.max_mbf) | sat_all[sl]
         mbf_maps[sl] = np.zeros(myo.shape, np.float32)
         mbf_maps[sl][myo] = np.nan_to_num(np.clip(mbf, 0.0, None))

@@ -27,6 +27,13 @@ from scipy.interpolate import CubicSpline
 
 from perfmoco.quant.conv import FermiConvolution
 from perfmoco.quant.model import flow_to_mbf
+from perfmoco.quant.spillover import (
+    VB_BOUNDS,
+    WithSpillover,
+    regressor_index,
+    start_spillover,
+    two_column_gain,
+)
 
 __all__ = ["F_BOUNDS", "FermiFit", "fit_fermi", "resample_uniform"]
 
@@ -36,31 +43,6 @@ log = logging.getLogger(__name__)
 F_BOUNDS = (0.0, 0.35)
 TAU_BOUNDS = (0.0, 60.0)
 K_BOUNDS = (0.02, 20.0)
-#: Bounds of the blood-pool spillover fraction (``spillover=True``).
-VB_BOUNDS = (0.0, 0.6)
-
-
-class _WithSpillover:
-    """A Fermi model plus ``vb * AIF(t)``: blood-pool partial volume at the endocardium.
-
-    A pixel that shares its volume with the LV cavity sees a fraction ``vb``
-    of the blood curve itself, undelayed; a Fermi response alone can only
-    absorb it into ``F`` (endocardial border pixels of noise-free phantoms
-    read 40-60 % high).  Parameters ``(F, tau0, k, delay, vb)``.
-    """
-
-    def __init__(self, model, aif, dtype):
-        self.model = model
-        self.aif = np.asarray(aif, dtype)[None, :]
-
-    def __call__(self, p, *, grad=False):
-        out, jac = self.model(p[:, :4], grad=grad)
-        out = out + p[:, 4:5] * self.aif
-        if grad:
-            jac = np.concatenate([jac, np.broadcast_to(self.aif, out.shape)[None]])
-        return out, jac
-
-
 @dataclasses.dataclass(frozen=True)
 class FermiFit:
     """Pixel-wise Fermi fits; every array has the leading shape of the curves.
@@ -160,6 +142,7 @@ def fit_fermi(
     delay_window_s: float | None = None,
     r2_min: float = 0.5,
     spillover=False,
+    spill_curves=None,
     dtype=np.float32,
 ) -> FermiFit:
     """Fit Fermi-constrained deconvolution to many tissue curves at once.
@@ -208,9 +191,15 @@ def fit_fermi(
     spillover : bool or ndarray of bool, shape (...), keyword-only
         Also fit a blood-pool fraction ``vb`` (``C += vb * AIF``, within
         ``VB_BOUNDS``, starting at 0) so that partial volume with the LV
-        cavity does not read as flow; ``FermiFit.vb`` holds it.  An array
+        cavity does not read as flow; ``FermiFit.vb`` holds it.  A bool array
         selects the curves that may have one (e.g. pixels next to the LV
-        cavity); the others keep ``vb = 0``.
+        cavity); the others keep ``vb = 0``.  An int array chooses each
+        curve's regressor: ``-1`` none, ``0`` the AIF, ``j`` the curve
+        ``spill_curves[j - 1]`` (e.g. the RV cavity's, for septal pixels;
+        :mod:`perfmoco.quant.spillover`).
+    spill_curves : ndarray, shape (K, T), keyword-only, optional
+        Further regressor curves for an int ``spillover``, on the AIF's grid,
+        in the units of the curves.
     dtype : numpy dtype, keyword-only
         Working precision (float32, the default, is about twice as fast as
         float64 and gives the same MBF to well below 0.1 %).
@@ -264,14 +253,22 @@ def fit_fermi(
     model = FermiConvolution(a, dt_s=dt_s, oversample=oversample, min_delay_s=d_lo,
                              dtype=dtype)
 
-    vb_on = np.broadcast_to(np.asarray(spillover, bool), lead).ravel()
+    extra = None if spill_curves is None else np.asarray(spill_curves, np.float64)
+    if extra is not None and (extra.ndim != 2 or extra.shape[1] != t_n
+                              or not np.isfinite(extra).all()):
+        raise ValueError(f"spill_curves must be finite with shape (K, {t_n}), got "
+                         f"{np.shape(spill_curves)}")
+    reg = regressor_index(spillover, lead, 0 if extra is None else extra.shape[0])
+    vb_on = reg >= 0
     spillover = bool(vb_on.any())
     cw = c * w
+    if spillover:
+        with_b = WithSpillover.build(model, a, extra, reg, dtype)
     if init is not None:
         p = np.clip(p0, [F_BOUNDS[0], TAU_BOUNDS[0], K_BOUNDS[0], d_lo],
                     [F_BOUNDS[1], TAU_BOUNDS[1], K_BOUNDS[1], d_hi]).astype(dtype)
     else:
-        p = _dictionary_start(model, c, cw, w, delays, aif=a.astype(dtype) if spillover else None,
+        p = _dictionary_start(model, c, cw, w, delays, b=with_b.b if spillover else None,
                               on=vb_on)
     lo = np.tile(np.array([F_BOUNDS[0], TAU_BOUNDS[0], K_BOUNDS[0], d_lo], dtype), (n, 1))
     hi = np.tile(np.array([F_BOUNDS[1], TAU_BOUNDS[1], K_BOUNDS[1], d_hi], dtype), (n, 1))
@@ -279,8 +276,8 @@ def fit_fermi(
         p = np.column_stack([p, np.zeros(n, dtype)])
         lo = np.column_stack([lo, np.full(n, VB_BOUNDS[0], dtype)])
         hi = np.column_stack([hi, np.where(vb_on, VB_BOUNDS[1], VB_BOUNDS[0]).astype(dtype)])
-        model = _WithSpillover(model, a, dtype)
-        _start_spillover(model, p, cw, w, vb_on, lo, hi)
+        model = with_b
+        start_spillover(model, p, cw, w, vb_on, lo, hi)
     if init is not None and shape_range is not None:
         if not shape_range >= 1.0:
             raise ValueError(f"shape_range must be >= 1, got {shape_range!r}")
@@ -293,7 +290,7 @@ def fit_fermi(
     if oversample > 1 and polish_iter > 0:  # converge on the cheap 1-point model, polish
         coarse = FermiConvolution(a, dt_s=dt_s, oversample=1, min_delay_s=d_lo, dtype=dtype)
         if spillover:
-            coarse = _WithSpillover(coarse, a, dtype)
+            coarse = WithSpillover(coarse, with_b.b)
         _fit_lm(coarse, p, c, w, energy, lo=lo, hi=hi, max_iter=max_iter, tol=tol,
                 fix_delay=fix_delay)
     sse = _fit_lm(model, p, c, w, energy, lo=lo, hi=hi,
@@ -320,31 +317,11 @@ def fit_fermi(
     )
 
 
-def _start_spillover(model, p, cw, w, on, lo, hi):
-    """Start ``(F, vb)`` of the curves in ``on`` by least squares on the start shapes."""
-    if not on.any():
-        return
-    shape = np.column_stack([np.ones(int(on.sum()), p.dtype), p[on, 1:4]])
-    wo = w if w.shape[0] == 1 else w[on]  # frame weights: (1, T) or per curve
-    x = model.model(shape)[0] * wo  # unit-F curves
-    b = np.broadcast_to(model.aif * wo, x.shape)
-    y = cw[on]
-    sxx, sbb, sxb = (x * x).sum(1), (b * b).sum(1), (x * b).sum(1)
-    sxy, sby = (x * y).sum(1), (b * y).sum(1)
-    det = np.maximum(sxx * sbb - sxb * sxb, 1e-30)
-    f = (sbb * sxy - sxb * sby) / det
-    vb = (sxx * sby - sxb * sxy) / det
-    neg = vb < 0  # no spillover: F alone
-    f[neg] = sxy[neg] / np.maximum(sxx[neg], 1e-30)
-    vb[neg] = 0.0
-    p[on, 0] = np.clip(f, lo[on, 0], hi[on, 0])
-    p[on, 4] = np.clip(vb, lo[on, 4], hi[on, 4])
-
-
-def _dictionary_start(model, c, cw, w, delays, aif=None, on=None):
+def _dictionary_start(model, c, cw, w, delays, b=None, on=None):
     """Start values from the best (delay, tau0, k) atom of every curve; ``F`` by projection.
 
-    With ``aif``, curves in ``on`` may also take ``vb * aif`` when choosing their atom.
+    With ``b`` (each curve's regressor, (N, T)), curves in ``on`` may also take
+    ``vb * b`` when choosing their atom.
     """
     dtype = c.dtype
     n = c.shape[0]
@@ -356,15 +333,8 @@ def _dictionary_start(model, c, cw, w, delays, aif=None, on=None):
     cb = cw @ atoms.T  # (N, M)
     bb = w @ (atoms * atoms).T  # (1 or N, M)
     gain = np.where(cb > 0, cb * cb / np.maximum(bb, 1e-30), -np.inf)
-    if aif is not None:  # two columns (atom, AIF): a pixel may also hold blood
-        b = aif[None, :]
-        sbb, sby = (w * b * b).sum(1), cw @ aif  # (1 or N,), (N,)
-        sxb = w @ (atoms * b).T  # (1 or N, M)
-        det = np.maximum(bb * sbb[:, None] - sxb * sxb, 1e-30)
-        f2 = (sbb[:, None] * cb - sxb * sby[:, None]) / det
-        v2 = (bb * sby[:, None] - sxb * cb) / det
-        gain2 = f2 * cb + v2 * sby[:, None]  # energy explained by the 2-column fit
-        gain = np.where((f2 > 0) & (v2 > 0) & on[:, None], np.maximum(gain, gain2), gain)
+    if b is not None:  # two columns (atom, regressor): a pixel may also hold blood
+        gain = np.maximum(gain, two_column_gain(atoms, cb, bb, cw, w, b, on))
     best = np.argmax(gain, axis=1)
     rows = np.arange(n)
     f0 = np.clip(cb[rows, best] / np.maximum(bb[rows % bb.shape[0], best], 1e-30), *F_BOUNDS)
@@ -402,6 +372,8 @@ def _fit_lm(model, p, c, w, energy, *, lo, hi, max_iter, tol, fix_delay):
             keep = np.flatnonzero(active)
             ws, wp, wsse, lam, active = ws[keep], wp[keep], wsse[keep], lam[keep], active[keep]
             lo, hi = lo[keep], hi[keep]
+            if hasattr(model, "take"):  # per-curve regressors follow the working set
+                model = model.take(keep)
             wpred, wjac, wc, wenergy = wpred[keep], wjac[:, keep], wc[keep], wenergy[keep]
             if ww.shape[0] > 1:
                 ww = ww[keep]
