@@ -85,6 +85,10 @@ class MocoConfig:
     refine_window_mm: float = 30.0
     #: Principal components of its synthetic reference.
     refine_components: int = 2
+    #: The first rounds use a 1-component reference (the temporal mean and the
+    #: contrast's leading component): a large residual shared by many frames (deep
+    #: breathing) is carried by a 2-component reference, not by this one.
+    refine_coarse_rounds: int = 1
     #: Largest move the refinement may add to a frame, mm (beyond: the
     #: networks' result is kept for that frame).  Step 2's own bound (half of
     #: ``max_motion_mm``): with deep breathing one step-1 pass can leave ~10 mm.

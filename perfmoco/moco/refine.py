@@ -108,6 +108,7 @@ def refine_affine(
     fixed: torch.Tensor | None = None,
     hold: torch.Tensor | None = None,
     isotropic_scale: bool = True,
+    coarse_rounds: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Refine each frame's alignment by a crop-space affine map.
 
@@ -136,6 +137,11 @@ def refine_affine(
         ``False`` keeps the trace of each update of the linear part at zero
         (rotation and shear only): a window on the heart also holds tissue that
         does not scale with it, so its scale is left to :mod:`.dilation`.
+    coarse_rounds : int, keyword-only
+        The first rounds build their reference from one component only: a
+        residual shared by many frames (the far end of deep breathing, which
+        the networks under-correct) becomes a component of its own in a richer
+        reference, which then follows it instead of removing it.
 
     Returns
     -------
@@ -165,10 +171,11 @@ def refine_affine(
         coords = torch.einsum("tpq,qyx->tpyx", lin_, rel) + (c + shift_)[:, :, None, None]
         return sample(stack, coords, padding="border")
 
-    for _ in range(rounds):
+    for r_ in range(rounds):
         cur = warped(lin, shift)
+        k_ = 1 if r_ < coarse_rounds else components
         ref = fixed.float() if fixed is not None else pca_reference(
-            cur[:, 0].float(), components=min(components, t - 1))
+            cur[:, 0].float(), components=min(k_, t - 1))
         rn = _normalise(ref, win)
         best = windowed_ncc(cur[:, 0], ref, win)
         for _ in range(iterations):
@@ -307,6 +314,7 @@ def refine_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensity_range
         max_total_px=config.refine_max_mm / REFINE_SPACING_MM,
         hold=hold,
         isotropic_scale=isotropic_scale,
+        coarse_rounds=config.refine_coarse_rounds,
     )
     if rejected.any():
         log.info("%s: affine refinement kept the networks' result in %d of %d dynamics "
