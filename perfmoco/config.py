@@ -89,6 +89,8 @@ class MocoConfig:
     #: contrast's leading component): a large residual shared by many frames (deep
     #: breathing) is carried by a 2-component reference, not by this one.
     refine_coarse_rounds: int = 1
+    #: ... also on the low-resolution AIF slice.
+    refine_coarse_aif: bool = False
     #: Largest move the refinement may add to a frame, mm (beyond: the
     #: networks' result is kept for that frame).  Step 2's own bound (half of
     #: ``max_motion_mm``): with deep breathing one step-1 pass can leave ~10 mm.

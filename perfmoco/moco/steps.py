@@ -200,11 +200,15 @@ def refine_dynamics(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
     """
     cfg, t_dyn, series = sc.config, sc.t_dyn, sc.series
     images = sc.imgs[:t_dyn]
+    coarse = cfg.refine_coarse_rounds
+    if series.role is SliceRole.AIF and not cfg.refine_coarse_aif:
+        coarse = 0
 
     def refine(m_dyn: torch.Tensor, rounds: int, hold: torch.Tensor | None = None):
         if cfg.refine_iterations > 0 and t_dyn > 2 and rounds > 0:
             return refine_full_fov(images, m_dyn, sc.centre_yx, series.pixel_spacing_mm,
-                                   (sc.lo, sc.hi), dataclasses.replace(cfg, refine_rounds=rounds),
+                                   (sc.lo, sc.hi), dataclasses.replace(
+                                       cfg, refine_rounds=rounds, refine_coarse_rounds=coarse),
                                    name=series.name, hold=hold,
                                    isotropic_scale=not sc.dilates)
         return m_dyn
