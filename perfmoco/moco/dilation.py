@@ -34,11 +34,11 @@ from __future__ import annotations
 import torch
 
 from perfmoco.moco.decompose import pca_reference
-from perfmoco.moco.refine import (
-    _gradients,
-    _normalise,
-    _residual,
+from perfmoco.moco.ncc import (
     gaussian_window,
+    image_gradients,
+    ncc_residual,
+    normalise_windowed,
     windowed_ncc,
 )
 from perfmoco.moco.transforms import identity_grid, sample
@@ -133,7 +133,7 @@ def fit_dilation(
     prof = plateau(rel.pow(2).sum(0).sqrt(), radius_px)
     basis = prof * rel  # d(p) / ds, pixels
     win = gaussian_window(h, w_, window_sigma_px, device=dev)
-    gy, gx = _gradients(x)
+    gy, gx = image_gradients(x)
     stack = torch.stack([x, gy, gx], dim=1)  # (T, 3, H, W), sampled together
     s = torch.zeros(t, device=dev)
 
@@ -143,10 +143,10 @@ def fit_dilation(
     for _ in range(rounds):
         cur = warped(s)
         ref = pca_reference(cur[:, 0], components=max(1, min(components, t - 1)))
-        rn = _normalise(ref, win)
+        rn = normalise_windowed(ref, win)
         best = windowed_ncc(cur[:, 0], ref, win)
         for _ in range(iterations):
-            r, iy, ix = _residual(cur, rn, win)
+            r, iy, ix = ncc_residual(cur, rn, win)
             jac = iy * basis[0] + ix * basis[1]  # (T, H, W)
             hess = (jac * jac * win).sum((1, 2))
             grad = (jac * r * win).sum((1, 2))

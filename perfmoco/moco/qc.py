@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from perfmoco.moco.refine import gaussian_window, windowed_ncc
+from perfmoco.moco.ncc import gaussian_window, windowed_ncc
 
 __all__ = ["temporal_outliers"]
 

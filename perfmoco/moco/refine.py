@@ -25,6 +25,13 @@ import torch
 
 from perfmoco.moco.checks import affine_coords
 from perfmoco.moco.decompose import pca_reference
+from perfmoco.moco.ncc import (
+    gaussian_window,
+    image_gradients,
+    ncc_residual,
+    normalise_windowed,
+    windowed_ncc,
+)
 from perfmoco.moco.preprocess import scale_to_unit
 from perfmoco.moco.transforms import (
     CropGeometry,
@@ -35,12 +42,10 @@ from perfmoco.moco.transforms import (
 )
 
 __all__ = [
-    "gaussian_window",
     "refine_affine",
     "refine_crop",
     "refine_full_fov",
     "remove_affine_part",
-    "windowed_ncc",
 ]
 
 log = logging.getLogger(__name__)
@@ -49,51 +54,6 @@ log = logging.getLogger(__name__)
 #: for its 30 mm Gaussian window and 4x cheaper than the 128 px step-1 crop.
 REFINE_CROP = 64
 REFINE_SPACING_MM = 2.5
-
-
-def _normalise(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit SD under the window ``w`` (sums to 1), per frame."""
-    mean = (x * w).sum((1, 2), keepdim=True)
-    xc = x - mean
-    sd = ((xc * xc * w).sum((1, 2), keepdim=True)).sqrt().clamp_min(1e-6)
-    return xc / sd
-
-
-def gaussian_window(h: int, w: int, sigma_px: float, *, device=None,
-                    dtype=torch.float32) -> torch.Tensor:
-    """Gaussian of SD ``sigma_px`` about the centre of an (h, w) crop, summing to 1."""
-    yy = torch.arange(h, dtype=dtype, device=device)[:, None] - (h - 1) / 2.0
-    xx = torch.arange(w, dtype=dtype, device=device)[None, :] - (w - 1) / 2.0
-    win = torch.exp(-(yy**2 + xx**2) / (2.0 * sigma_px**2))
-    return win / win.sum()
-
-
-def windowed_ncc(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """NCC of each frame pair under a window ``w`` (H, W) that sums to 1: (T,)."""
-    return (_normalise(a, w) * _normalise(b, w) * w).sum((1, 2))
-
-
-def _residual(cur: torch.Tensor, ref_normalised: torch.Tensor, w: torch.Tensor):
-    """Residual of each normalised frame against its normalised reference.
-
-    ``cur`` is ``(T, 3, H, W)`` (image, d/dy, d/dx); the gradients come back on
-    the normalised frame's scale.
-    """
-    img, iy, ix = cur[:, 0], cur[:, 1], cur[:, 2]
-    mean = (img * w).sum((1, 2), keepdim=True)
-    sd = (((img - mean) ** 2 * w).sum((1, 2), keepdim=True)).sqrt().clamp_min(1e-6)
-    return (img - mean) / sd - ref_normalised, iy / sd, ix / sd
-
-
-def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Central-difference image gradients (d/dy, d/dx), one-sided at the edges."""
-    gy = torch.zeros_like(x)
-    gx = torch.zeros_like(x)
-    gy[:, 1:-1] = 0.5 * (x[:, 2:] - x[:, :-2])
-    gy[:, 0], gy[:, -1] = x[:, 1] - x[:, 0], x[:, -1] - x[:, -2]
-    gx[:, :, 1:-1] = 0.5 * (x[:, :, 2:] - x[:, :, :-2])
-    gx[:, :, 0], gx[:, :, -1] = x[:, :, 1] - x[:, :, 0], x[:, :, -1] - x[:, :, -2]
-    return gy, gx
 
 
 def refine_affine(
@@ -161,7 +121,7 @@ def refine_affine(
     # affine about the crop centre: q = c + L (p - c) + s, with params (L00 L01 s0 L10 L11 s1)
     lin = torch.eye(2, dtype=torch.float32, device=dev).repeat(t, 1, 1)
     shift = torch.zeros(t, 2, dtype=torch.float32, device=dev)
-    gy_img, gx_img = _gradients(x)
+    gy_img, gx_img = image_gradients(x)
     stack = torch.stack([x, gy_img, gx_img], dim=1)  # (T, 3, H, W), sampled together
     rel = torch.stack([yy, xx])  # (2, H, W)
     inv_sigma = 1.0 / window_sigma_px  # the linear part's columns scaled for conditioning
@@ -176,10 +136,10 @@ def refine_affine(
         k_ = 1 if r_ < coarse_rounds else components
         ref = fixed.float() if fixed is not None else pca_reference(
             cur[:, 0].float(), components=min(k_, t - 1))
-        rn = _normalise(ref, win)
+        rn = normalise_windowed(ref, win)
         best = windowed_ncc(cur[:, 0], ref, win)
         for _ in range(iterations):
-            r, iy, ix = _residual(cur, rn, win)
+            r, iy, ix = ncc_residual(cur, rn, win)
             # Jacobian of the residual w.r.t. (L00 L01 s0 L10 L11 s1), linear part scaled
             jac = torch.stack([iy * ys, iy * xs, iy, ix * ys, ix * xs, ix], dim=1)  # (T,6,H,W)
             jw = jac * win
