@@ -27,7 +27,7 @@ from perfmoco.quant.signal import (
 )
 from perfmoco.study import SliceRole, SliceSeries, StudyError
 
-__all__ = ["AifResult", "blood_pool_core", "extract_aif", "t2star_correct"]
+__all__ = ["AifResult", "blood_pool_core", "deepest_core", "extract_aif", "t2star_correct"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,15 @@ _CORE_DEPTHS_PX = (3.0, 2.5, 2.0, 1.5, 1.0)
 _CORE_MIN_PX = 8
 
 
+def deepest_core(mask, depths_px, min_px: int) -> np.ndarray | None:
+    """Pixels at least ``d`` inside ``mask``: the first ``d`` of ``depths_px`` keeping ``min_px``.
+
+    None when no depth keeps that many.
+    """
+    depth = ndimage.distance_transform_edt(np.asarray(mask, bool))
+    return next((depth >= d for d in depths_px if (depth >= d).sum() >= min_px), None)
+
+
 def blood_pool_core(images, lv_mask, peak_index: int) -> np.ndarray:
     """Core of a blood-pool mask, away from the partial-volume edge, brighter pixels at peak.
 
@@ -97,15 +106,11 @@ def blood_pool_core(images, lv_mask, peak_index: int) -> np.ndarray:
         At least 4 pixels when the mask has them (else the mask itself).
     """
     mask = np.asarray(lv_mask, bool)
-    depth = ndimage.distance_transform_edt(mask)
-    core = mask
-    for d in _CORE_DEPTHS_PX:
-        if (depth >= d).sum() >= _CORE_MIN_PX:
-            core = depth >= d
-            break
-    else:
-        if (depth >= 1.0).sum() >= 4:
-            core = depth >= 1.0
+    core = deepest_core(mask, _CORE_DEPTHS_PX, _CORE_MIN_PX)
+    if core is None:
+        core = deepest_core(mask, (1.0,), 4)
+    if core is None:
+        core = mask
     vals = np.asarray(images)[peak_index][core]
     if vals.size >= 8:  # drop papillary muscles
         core = core & (np.asarray(images)[peak_index] >= np.percentile(vals, 25))

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from perfmoco.quant.aif import deepest_core
+
 __all__ = [
     "VB_BOUNDS",
     "WithSpillover",
@@ -161,13 +163,7 @@ def two_column_gain(atoms, cb, bb, cw, w, b, on):
 
 def pool_core(mask, *, min_px: int = 4) -> np.ndarray | None:
     """The deepest core of a blood-pool mask (2, 1.5 or 1 px inside) with ``min_px`` pixels."""
-    from scipy import ndimage
-
-    mask = np.asarray(mask, bool)
-    if mask.sum() < min_px:
-        return None
-    depth = ndimage.distance_transform_edt(mask)
-    return next((depth >= d for d in (2.0, 1.5, 1.0) if (depth >= d).sum() >= min_px), None)
+    return deepest_core(mask, (2.0, 1.5, 1.0), min_px)
 
 
 def pool_spill_curve(images, core, *, m0, myo_images, ts_s: float, relaxivity: float,
