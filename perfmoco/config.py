@@ -95,6 +95,16 @@ class MocoConfig:
     #: networks' result is kept for that frame).  Step 2's own bound (half of
     #: ``max_motion_mm``): with deep breathing one step-1 pass can leave ~10 mm.
     refine_max_mm: float = 20.0
+    #: A last round of the refinement fits only the heart's shape (the linear
+    #: part of each frame's map about the LV centre, which stays where it is)
+    #: under a window on the heart alone: SD this many LV blood-pool radii
+    #: (``perfmoco.anatomy.find_blood_pools``), at least ``refine_shape_min_mm``;
+    #: skipped on the AIF slice and where that window is not smaller than
+    #: ``refine_window_mm``; 0 turns it off.  Near the apex the heart and the
+    #: liver and chest wall around it move apart, and one affine map under the
+    #: 30 mm window fits neither (see the model card).
+    refine_shape_window: float = 1.0
+    refine_shape_min_mm: float = 15.0
     #: Move the pre-contrast dynamics, as one block, onto the late frames by
     #: mutual information of their means (translation; see
     #: :mod:`perfmoco.moco.baseline`): the PCA references cannot see a

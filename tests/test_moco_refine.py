@@ -1,6 +1,8 @@
 """Test-time affine refinement: recovery of known motion, and the dense step's non-rigid part."""
 
+import dataclasses
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -9,8 +11,10 @@ from perfmoco.config import MocoConfig
 from perfmoco.moco import networks
 from perfmoco.moco.pipeline import MotionCorrector
 from perfmoco.moco.refine import refine_affine, remove_affine_part
+from perfmoco.moco.steps import shape_window_mm
 from perfmoco.moco.synthetic import synthetic_series
 from perfmoco.moco.transforms import identity_grid, sample
+from perfmoco.study import SliceRole
 
 
 def _blobs(n=64, seed=0):
@@ -55,6 +59,34 @@ def test_refinement_recovers_known_rotation_and_shift_against_a_fixed_reference(
     ang = torch.atan2(est[:, 1, 0], est[:, 0, 0]).numpy()
     np.testing.assert_allclose(ang, angles, atol=0.3 * math.pi / 180)
 
+
+
+def test_shape_only_refinement_recovers_scale_and_rotation_and_keeps_the_centre():
+    n, t = 64, 5
+    fixed = _blobs(n, seed=5)[None].expand(t, n, n).contiguous()
+    rng = np.random.default_rng(2)
+    scales = rng.uniform(0.94, 1.06, t)
+    angles = rng.uniform(-3, 3, t) * math.pi / 180
+    c = (n - 1) / 2.0
+    lin = torch.zeros(t, 2, 2, dtype=torch.float64)  # moving(c + L (p - c)) = fixed(p)
+    for k in range(t):
+        ca, sa = math.cos(angles[k]), math.sin(angles[k])
+        lin[k] = scales[k] * torch.tensor([[ca, -sa], [sa, ca]], dtype=torch.float64)
+    rel = identity_grid((n, n)) - c
+    coords = torch.einsum("tpq,qyx->tpyx", torch.linalg.inv(lin).float(), rel) + c
+    moving = sample(fixed, coords)
+    est, rejected = refine_affine(moving, window_sigma_px=12.0, fixed=fixed, rounds=1,
+                                  iterations=8, translate=False)
+    assert not rejected.any()
+    centre = torch.tensor([c, c], dtype=torch.float64)
+    # the crop centre is a fixed point of every map: no translation was fitted
+    torch.testing.assert_close(est[:, :, :2] @ centre + est[:, :, 2], centre.expand(t, 2))
+    np.testing.assert_allclose(est[:, :, :2].numpy(), lin.numpy(), atol=0.006)
+    # the same frames with a shift as well: the shift is left alone (not absorbed)
+    shifted = sample(fixed, coords + torch.tensor([1.5, -1.0])[:, None, None])
+    est2, _ = refine_affine(shifted, window_sigma_px=12.0, fixed=fixed, rounds=1,
+                            iterations=8, translate=False)
+    torch.testing.assert_close(est2[:, :, :2] @ centre + est2[:, :, 2], centre.expand(t, 2))
 
 
 def test_held_frames_keep_the_identity_while_the_others_are_refined():
@@ -156,3 +188,30 @@ def test_remove_affine_part_keeps_only_the_non_rigid_field():
     # a local bump is mostly kept
     kept = remove_affine_part(bump, window_sigma_px=10.0)
     assert float(kept[:, 0].max()) > 0.5 * float(bump[:, 0].max())
+
+
+def test_shape_window_is_sized_to_the_heart_and_skipped_where_it_cannot_help():
+    cfg = MocoConfig()  # window 30 mm, shape window 1.0 radius, at least 15 mm
+
+    def crops(radius, role=SliceRole.HIGHRES, **cfg_kw):
+        return SimpleNamespace(config=dataclasses.replace(cfg, **cfg_kw), lv_radius_mm=radius,
+                               series=SimpleNamespace(role=role))
+
+    assert shape_window_mm(crops(18.0)) == 18.0  # an apical LV
+    assert shape_window_mm(crops(9.0)) == 15.0  # never below the minimum
+    assert shape_window_mm(crops(34.0)) == 0.0  # a basal LV: the 30 mm window already fits
+    assert shape_window_mm(crops(18.0, role=SliceRole.AIF)) == 0.0
+    assert shape_window_mm(crops(float("nan"))) == 0.0  # LV detection fell back
+    assert shape_window_mm(crops(18.0, refine_shape_window=0.0)) == 0.0
+
+
+def test_lv_radius_is_measured_from_the_blood_pool(ph_none):
+    from perfmoco.moco.preprocess import locate_lv
+    from perfmoco.phantom import LABELS
+
+    for s in ph_none.study.slices:
+        if s.role is SliceRole.AIF:
+            continue
+        lab = ph_none.truth[f"s{s.slice_index}_labels"]
+        true_r = np.sqrt((lab == LABELS["lv_blood"]).sum() * np.prod(s.pixel_spacing_mm) / np.pi)
+        assert abs(locate_lv(s).lv_radius_mm - true_r) < 0.2 * true_r

@@ -37,6 +37,7 @@ class LvLocation(NamedTuple):
 
     centre_yx: tuple[float, float]
     peak_index: int
+    lv_radius_mm: float = float("nan")
 
 
 def _smooth(img: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -111,6 +112,9 @@ def locate_lv(series: SliceSeries) -> LvLocation:
         )
         cy, cx = (float(v) for v in _get(found, "lv_centre"))
         peak = int(_get(found, "peak_lv_index"))
+        lv_mask = getattr(found, "lv_mask", None)
+        radius = (float(np.sqrt(np.sum(lv_mask) * np.prod(series.pixel_spacing_mm) / np.pi))
+                  if lv_mask is not None else float("nan"))
     except Exception as exc:  # a heuristic failing must not stop the correction
         log.warning(
             "%s: blood-pool detection failed (%s); using a simple enhancement centroid",
@@ -120,11 +124,12 @@ def locate_lv(series: SliceSeries) -> LvLocation:
         found = _fallback_blood_pools(series.images, spacing_mm=series.pixel_spacing_mm)
         cy, cx = found["lv_centre"]
         peak = found["peak_lv_index"]
+        radius = float("nan")
     ny, nx = series.shape
     if not (np.isfinite(cy) and np.isfinite(cx) and 0 <= cy < ny and 0 <= cx < nx):
         log.warning("%s: LV centre %s outside the FOV; using the FOV centre", series.name, (cy, cx))
         cy, cx = (ny - 1) / 2.0, (nx - 1) / 2.0
-    return LvLocation((cy, cx), int(np.clip(peak, 0, series.n_dynamics - 1)))
+    return LvLocation((cy, cx), int(np.clip(peak, 0, series.n_dynamics - 1)), radius)
 
 
 def robust_range(

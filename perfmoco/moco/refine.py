@@ -69,6 +69,7 @@ def refine_affine(
     hold: torch.Tensor | None = None,
     isotropic_scale: bool = True,
     coarse_rounds: int = 0,
+    translate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Refine each frame's alignment by a crop-space affine map.
 
@@ -102,6 +103,10 @@ def refine_affine(
         residual shared by many frames (the far end of deep breathing, which
         the networks under-correct) becomes a component of its own in a richer
         reference, which then follows it instead of removing it.
+    translate : bool, keyword-only
+        ``False`` fits the linear part only (rotation, scale, shear about the
+        crop centre, which stays where it is): the heart's shape under a
+        window on the heart, its position left to a wider window.
 
     Returns
     -------
@@ -148,6 +153,8 @@ def refine_affine(
             damp = 1e-3 * hess.diagonal(dim1=1, dim2=2).mean(1)[:, None, None]
             step = -torch.linalg.solve(hess + damp * torch.eye(6, dtype=hess.dtype, device=dev),
                                        grad[..., None])[..., 0]
+            if not translate:  # shape only: the crop centre stays where it is
+                step = step * torch.tensor([1, 1, 0, 1, 1, 0], dtype=step.dtype, device=dev)
             ds = step[:, [2, 5]]
             big = ds.norm(dim=1, keepdim=True)
             f = (max_step_px / big.clamp_min(1e-12)).clamp(max=1.0)
@@ -234,7 +241,7 @@ def refine_crop(images, matrix, centre_yx, pixel_spacing_mm, intensity_range):
 
 def refine_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensity_range, config, *,
                     name: str = "series", hold: torch.Tensor | None = None,
-                    isotropic_scale: bool = True) -> torch.Tensor:
+                    isotropic_scale: bool = True, translate: bool = True) -> torch.Tensor:
     """Refine full-FOV affine maps of a series (the pipeline's step after step 2).
 
     Parameters
@@ -257,6 +264,8 @@ def refine_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensity_range
     isotropic_scale : bool, keyword-only
         Let the affine maps scale isotropically (off when the heart's own
         dilation is fitted afterwards, :mod:`.dilation`).
+    translate : bool, keyword-only
+        ``False``: the linear part only (see :func:`refine_affine`).
 
     Returns
     -------
@@ -275,6 +284,7 @@ def refine_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensity_range
         hold=hold,
         isotropic_scale=isotropic_scale,
         coarse_rounds=config.refine_coarse_rounds,
+        translate=translate,
     )
     if rejected.any():
         log.info("%s: affine refinement kept the networks' result in %d of %d dynamics "

@@ -94,6 +94,7 @@ class SeriesCrops:
     hi: float
     lo_pd: float
     hi_pd: float
+    lv_radius_mm: float = float("nan")  #: of the LV blood pool (NaN: not measured)
 
     @classmethod
     def prepare(cls, series: SliceSeries, config: MocoConfig, *, affine_net, dense_net,
@@ -118,7 +119,7 @@ class SeriesCrops:
         return cls(series=series, config=config, imgs=imgs, t_dyn=t_dyn, n_pd=n_pd, ref=ref,
                    centre_yx=loc.centre_yx, geo_a=geo_a, geo_n=geo_n, grid_a=grid_a,
                    grid_n=geo_n.grid(device=device), crop0=crop0, lo=lo, hi=hi,
-                   lo_pd=lo_pd, hi_pd=hi_pd)
+                   lo_pd=lo_pd, hi_pd=hi_pd, lv_radius_mm=loc.lv_radius_mm)
 
     def norm(self, c: torch.Tensor) -> torch.Tensor:
         """Crops of dynamics and PD frames to 0..1, each with its own range."""
@@ -189,6 +190,22 @@ def affine_step2(sc: SeriesCrops, run_net: RunNet, net, m_full: torch.Tensor,
     return m_full, bad
 
 
+def shape_window_mm(sc: SeriesCrops) -> float:
+    """SD (mm) of the window of the refinement's shape round; 0 where it is skipped.
+
+    ``moco.refine_shape_window`` LV blood-pool radii, at least
+    ``moco.refine_shape_min_mm``; skipped on the AIF slice (the heart spans a few
+    of its pixels), where the radius is unknown, and where the window would not
+    be smaller than the refinement's own.
+    """
+    cfg = sc.config
+    if (cfg.refine_shape_window <= 0 or sc.series.role is SliceRole.AIF
+            or not np.isfinite(sc.lv_radius_mm)):
+        return 0.0
+    w = max(cfg.refine_shape_window * sc.lv_radius_mm, cfg.refine_shape_min_mm)
+    return w if w < cfg.refine_window_mm else 0.0
+
+
 def refine_dynamics(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
     """Test-time affine refinement of the dynamics, then the pre-contrast block.
 
@@ -196,7 +213,9 @@ def refine_dynamics(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
     per-frame noise; the block alignment moves the frames before the bolus onto
     the late frames, and the refinement runs again (fewer rounds: it starts
     close) so that the bolus frames between them follow, the moved block held
-    (``moco.baseline_hold``).  PD frames keep step 2's maps.
+    (``moco.baseline_hold``).  A last round fits the heart's shape alone under
+    a window sized to the heart (:func:`shape_window_mm`).  PD frames keep step
+    2's maps.
     """
     cfg, t_dyn, series = sc.config, sc.t_dyn, sc.series
     images = sc.imgs[:t_dyn]
@@ -204,13 +223,15 @@ def refine_dynamics(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
     if series.role is SliceRole.AIF and not cfg.refine_coarse_aif:
         coarse = 0
 
-    def refine(m_dyn: torch.Tensor, rounds: int, hold: torch.Tensor | None = None):
+    def refine(m_dyn: torch.Tensor, rounds: int, hold: torch.Tensor | None = None, *,
+               window_mm: float = cfg.refine_window_mm, translate: bool = True):
         if cfg.refine_iterations > 0 and t_dyn > 2 and rounds > 0:
             return refine_full_fov(images, m_dyn, sc.centre_yx, series.pixel_spacing_mm,
                                    (sc.lo, sc.hi), dataclasses.replace(
-                                       cfg, refine_rounds=rounds, refine_coarse_rounds=coarse),
+                                       cfg, refine_rounds=rounds, refine_window_mm=window_mm,
+                                       refine_coarse_rounds=coarse if translate else 0),
                                    name=series.name, hold=hold,
-                                   isotropic_scale=not sc.dilates)
+                                   isotropic_scale=not sc.dilates, translate=translate)
         return m_dyn
 
     m_dyn = refine(m_full[:t_dyn], cfg.refine_rounds)
@@ -224,6 +245,9 @@ def refine_dynamics(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
                 hold = torch.zeros(t_dyn, dtype=torch.bool, device=images.device)
                 hold[: found.n_frames] = True
             m_dyn = refine(m_dyn, cfg.baseline_refine_rounds, hold)
+    shape_window = shape_window_mm(sc)
+    if shape_window > 0:
+        m_dyn = refine(m_dyn, 1, window_mm=shape_window, translate=False)
     return torch.cat([m_dyn, m_full[t_dyn:]])
 
 
