@@ -156,8 +156,12 @@ def bench_phantoms(k, motion, corrections):
                 seg_bias.append(row["median"] - truth)
             for s, m in r.myocardium.items():
                 labels, t_mbf, t_aha = (tr[f"s{s}_{k}"] for k in ("labels", "mbf", "aha"))
-                if corr == "dl":  # the maps lie where the reference frame was acquired
-                    d = tr[f"s{s}_displacement"][refs[s]]
+                if corr == "dl":  # the truth moved into the corrected frame (the reference's)
+                    from perfmoco.metrics import compose_displacement
+
+                    i = refs[s]
+                    d = compose_displacement(fields["displacements"][s][i : i + 1],
+                                             tr[f"s{s}_displacement"][i : i + 1])[0]
                     labels, t_mbf, t_aha = (_at(x, d) for x in (labels, t_mbf, t_aha))
                 tm = labels == 8
                 both = m & tm

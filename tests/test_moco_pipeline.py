@@ -1,5 +1,7 @@
 """The three-step pipeline: shapes, units, composition through the crops, bad input."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -116,6 +118,35 @@ def test_anchor_to_frame_removes_the_reference_translation():
     np.testing.assert_allclose(disp[0], 0.0, atol=1e-5)
     np.testing.assert_allclose(disp[1, 0], 0.5, atol=1e-5)
     np.testing.assert_allclose(disp[1, 1], 2.0, atol=1e-5)
+
+
+def test_anchor_to_frame_undoes_a_rotation_and_scale_shared_by_every_frame():
+    """Networks that turn an equal pair by some degrees turn the whole series:
+    anchored, the reference frame keeps its acquired geometry, and each frame
+    keeps its alignment to it."""
+    from perfmoco.moco.transforms import anchor_to_frame, identity_grid
+
+    ident = identity_grid((60, 60)).double()
+    c = torch.tensor([30.0, 28.0], dtype=torch.float64)
+    th = math.radians(12.0)
+    rot = torch.tensor([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]],
+                       dtype=torch.float64)
+    common = rot @ torch.diag(torch.tensor([0.93, 1.0], dtype=torch.float64))
+
+    def affine(lin, shift):  # q -> c + lin (q - c) + shift
+        return (c[:, None, None] + torch.einsum("ij,jyx->iyx", lin, ident - c[:, None, None])
+                + torch.tensor(shift, dtype=torch.float64)[:, None, None])
+
+    # frame 0 (reference): only the shared transform; frame 1: also moved by (1.5, -2)
+    phi = torch.stack([affine(common, (0.7, -0.4)), affine(common, (0.7 + 1.5, -0.4 - 2.0))])
+    out = anchor_to_frame(phi.float(), 0, centre_yx=(30.0, 28.0), radius_px=15)
+    inner = (slice(None), slice(None), slice(15, 45), slice(15, 45))
+    disp = (out.double() - ident[None])[inner]
+    np.testing.assert_allclose(disp[0].numpy(), 0.0, atol=2e-3)
+    # frame 1 relative to the reference: its own (1.5, -2) move, seen through the shared map
+    rel = torch.linalg.solve(common, torch.tensor([1.5, -2.0], dtype=torch.float64))
+    np.testing.assert_allclose(disp[1, 0].numpy(), float(common[0] @ rel), atol=2e-3)
+    np.testing.assert_allclose(disp[1, 1].numpy(), float(common[1] @ rel), atol=2e-3)
 
 
 def test_method_none_is_identity(series):

@@ -319,12 +319,17 @@ def dense_crop_to_full(
 
 
 def anchor_to_frame(phi: torch.Tensor, index: int, *, centre_yx, radius_px: float) -> torch.Tensor:
-    """Shift sampling maps so that frame ``index`` keeps its acquired position.
+    """Compose sampling maps so that frame ``index`` keeps its acquired geometry.
 
-    Registering to synthetic (PCA) references can move the whole series; the
-    mean displacement ``tau`` of frame ``index`` in a disc around ``centre_yx``
-    is removed from every frame by ``phi'(q) = phi(q - tau)``, so the corrected
-    series stays where the reference frame was acquired.
+    Registering to synthetic (PCA) references, and networks that are not
+    exactly the identity on a pair of equal images, can move, turn and scale
+    the whole series alike, which the alignment of the frames cannot see.  The
+    affine map ``A(q) = L q + c`` that best fits frame ``index``'s map in a
+    disc around ``centre_yx`` (least squares) is undone in every frame:
+    ``phi'(q) = phi(A^-1(q))``, so the corrected series lies where the reference
+    frame was acquired, in position, rotation and scale.  If the fitted linear
+    part is implausible (singular values outside 0.5..2), only the mean
+    translation is removed.
 
     Parameters
     ----------
@@ -343,15 +348,30 @@ def anchor_to_frame(phi: torch.Tensor, index: int, *, centre_yx, radius_px: floa
     """
     ny, nx = phi.shape[-2:]
     ident = identity_grid((ny, nx), device=phi.device, dtype=phi.dtype)
-    dist2 = (ident[0] - float(centre_yx[0])) ** 2 + (ident[1] - float(centre_yx[1])) ** 2
+    cy, cx = float(centre_yx[0]), float(centre_yx[1])
+    dist2 = (ident[0] - cy) ** 2 + (ident[1] - cx) ** 2
     disc = dist2 <= float(radius_px) ** 2
     if not bool(disc.any()):
         return phi
+    # least-squares affine fit of the reference frame's map on the disc, about its centre
+    rel = torch.stack([torch.ones_like(ident[0][disc]), ident[0][disc] - cy,
+                       ident[1][disc] - cx], dim=1).double()  # (N, 3)
+    coef = torch.linalg.lstsq(rel, phi[index][:, disc].double().T).solution  # (3, 2)
+    lin = coef[1:].T  # (2, 2): phi_ref(q) ~ centre + b + L (q - centre)
+    sv = torch.linalg.svdvals(lin)
+    centre = torch.tensor([cy, cx], dtype=torch.float64, device=phi.device)
+    if not bool(torch.isfinite(lin).all()) or float(sv.min()) < 0.5 or float(sv.max()) > 2.0:
+        lin = torch.eye(2, dtype=torch.float64, device=phi.device)
+        coef[0] = centre + (phi[index][:, disc].double() - ident[:, disc].double()).mean(dim=1)
+    off = coef[0] - centre  # where the disc centre is sampled from, minus the centre
+    # A^-1(q) = centre + L^-1 (q - centre - off)
+    inv = torch.linalg.inv(lin)
+    q = (ident.double() - (centre + off)[:, None, None])
+    coords = (centre[:, None, None] + torch.einsum("ij,jyx->iyx", inv, q)).to(phi.dtype)
     disp = phi - ident[None]
-    tau = disp[index][:, disc].mean(dim=1)[:, None, None]  # (2, 1, 1) pixels
-    coords = (ident - tau)[None]
     t = phi.shape[0]
     # resample the displacement (not the coordinates): it extends smoothly past the edges
-    moved = sample(disp.reshape(t * 2, ny, nx), coords, padding="border").reshape(t, 2, ny, nx)
-    return ident[None] - tau + moved
+    moved = sample(disp.reshape(t * 2, ny, nx), coords[None], padding="border").reshape(
+        t, 2, ny, nx)
+    return coords[None] + moved
 
