@@ -120,6 +120,8 @@ def test_correct_iterative_recovers_known_translations():
     want = shifts - shifts[res.reference_index]  # aligned to the reference frame
     got = res.displacement[:, :, 20:44, 20:44].mean(axis=(2, 3))
     np.testing.assert_allclose(got, want, atol=0.35)
+    # the reference frame keeps its acquired geometry (the PCA steps would move it too)
+    np.testing.assert_allclose(got[res.reference_index], 0.0, atol=0.05)
     # the originals are resampled once, with the returned field
     np.testing.assert_allclose(res.corrected, warp(series.images, res.displacement), atol=1e-5)
     # PD frame: affine to the corrected first dynamic, which sits at the reference position
@@ -127,3 +129,25 @@ def test_correct_iterative_recovers_known_translations():
     np.testing.assert_allclose(
         res.pd_displacement[0, :, 20:44, 20:44].mean(axis=(1, 2)), want[0], atol=0.5
     )
+
+
+def test_iterative_fields_are_anchored_to_the_reference_frame_with_the_pd_frames():
+    """The PCA steps move every frame, the reference too; that shared move is undone
+    in the dynamics' and the PD frames' fields alike."""
+    ny, nx, t = 48, 52, 4
+    yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float32)
+    th = np.deg2rad(3.0)
+    cy, cx = 24.0, 26.0
+    # shared pull-back map: rotation about the centre plus a (1.2, 1.2) px shift
+    ry = np.cos(th) * (yy - cy) - np.sin(th) * (xx - cx) + cy + 1.2 - yy
+    rx = np.sin(th) * (yy - cy) + np.cos(th) * (xx - cx) + cx + 1.2 - xx
+    shared = np.stack([ry, rx])[None].astype(np.float32)
+    disp = np.repeat(shared, t, axis=0)
+    disp[1] += np.array([0.8, -0.5], np.float32)[:, None, None]  # frame 1 really moved
+    pd = shared.copy()
+    d, p = iterative._anchored(disp, pd, 2, (cy, cx), (2.0, 2.0))
+    inner = (slice(None), slice(None), slice(12, -12), slice(12, -12))
+    np.testing.assert_allclose(d[inner][2], 0.0, atol=0.02)
+    np.testing.assert_allclose(p[inner][0], 0.0, atol=0.02)
+    moved = d[inner][1].mean(axis=(1, 2))
+    assert np.hypot(*moved) == pytest.approx(np.hypot(0.8, -0.5), abs=0.05)

@@ -39,7 +39,7 @@ from perfmoco.config import MocoConfig
 from perfmoco.moco.decompose import pca_reference, rpca
 from perfmoco.moco.preprocess import locate_lv
 from perfmoco.moco.result import MocoResult
-from perfmoco.moco.transforms import warp
+from perfmoco.moco.transforms import anchor_to_frame, identity_grid, warp
 from perfmoco.study import SliceSeries, StudyError
 
 __all__ = [
@@ -286,6 +286,18 @@ def correct_iterative(
     return result
 
 
+def _anchored(disp, pd_disp, ref, centre, spacing_mm):
+    """Dynamics' and PD frames' fields composed so that frame ``ref`` keeps its geometry."""
+    from perfmoco.moco.steps import ANCHOR_RADIUS_MM
+
+    t = disp.shape[0]
+    ident = identity_grid(disp.shape[-2:])[None]
+    phi = ident + torch.from_numpy(np.concatenate([disp, pd_disp]))
+    phi = anchor_to_frame(phi, ref, centre_yx=centre, radius_px=ANCHOR_RADIUS_MM / min(spacing_mm))
+    out = (phi - ident).numpy().astype(np.float32)
+    return out[:t], out[t:]
+
+
 def _correct(itk, series: SliceSeries, cfg: MocoConfig, maps: dict) -> MocoResult:
     settings = maps["settings"]
     images = series.images.astype(np.float32)
@@ -337,7 +349,6 @@ def _correct(itk, series: SliceSeries, cfg: MocoConfig, maps: dict) -> MocoResul
         disp[t, 0] = h[t, 0, 0] * qy + h[t, 0, 1] * qx + h[t, 0, 2] - yy
         disp[t, 1] = h[t, 1, 0] * qy + h[t, 1, 1] * qx + h[t, 1, 2] - xx
     disp = disp.astype(np.float32)
-    corrected = warp(images, disp)
 
     # QC: residual misalignment of the corrected crop to its PCA reference
     cn = warp(unit, disp)[:, box_n[0], box_n[1]]
@@ -354,6 +365,9 @@ def _correct(itk, series: SliceSeries, cfg: MocoConfig, maps: dict) -> MocoResul
             _affine_matrix(_register(itk, fixed, _image(itk, f), maps["pd"])) for f in pd_unit
         ])
         pd_disp = _affine_field(hp, shape).astype(np.float32)
+    if cfg.anchor_reference:  # the PCA steps move the reference frame too: as the DL path
+        disp, pd_disp = _anchored(disp, pd_disp, ref, centre, series.pixel_spacing_mm)
+    corrected = warp(images, disp)
     pd_corr = warp(pd, pd_disp) if pd.shape[0] else pd.copy()
     return MocoResult(
         corrected=corrected.astype(np.float32),
