@@ -39,7 +39,7 @@ from perfmoco.config import MocoConfig
 from perfmoco.moco.decompose import pca_reference, rpca
 from perfmoco.moco.preprocess import locate_lv
 from perfmoco.moco.result import MocoResult
-from perfmoco.moco.transforms import anchor_to_frame, identity_grid, warp
+from perfmoco.moco.transforms import anchor_reference, identity_grid, warp
 from perfmoco.study import SliceSeries, StudyError
 
 __all__ = [
@@ -288,12 +288,10 @@ def correct_iterative(
 
 def _anchored(disp, pd_disp, ref, centre, spacing_mm):
     """Dynamics' and PD frames' fields composed so that frame ``ref`` keeps its geometry."""
-    from perfmoco.moco.steps import ANCHOR_RADIUS_MM
-
     t = disp.shape[0]
     ident = identity_grid(disp.shape[-2:])[None]
     phi = ident + torch.from_numpy(np.concatenate([disp, pd_disp]))
-    phi = anchor_to_frame(phi, ref, centre_yx=centre, radius_px=ANCHOR_RADIUS_MM / min(spacing_mm))
+    phi = anchor_reference(phi, ref, centre_yx=centre, spacing_mm=spacing_mm)
     out = (phi - ident).numpy().astype(np.float32)
     return out[:t], out[t:]
 

@@ -42,7 +42,7 @@ from perfmoco.moco.refine import (
 from perfmoco.moco.transforms import (
     CropGeometry,
     affine_crop_to_full,
-    anchor_to_frame,
+    anchor_reference,
     compose_affine,
     dense_crop_to_full,
     identity_grid,
@@ -62,9 +62,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Radius (mm) around the LV centre over which the reference frame is held in place.
-ANCHOR_RADIUS_MM = 40.0
 
 #: A network call: ``(stage, moving, fixed) -> (output, affine or None)``.
 RunNet = Callable[[str, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
@@ -318,8 +315,8 @@ def compose_and_resample(sc: SeriesCrops, m_full: torch.Tensor, d3: torch.Tensor
         pts = pts + sc.dilation(scale, pts)
     phi = affine_coords(m_full, pts)
     if cfg.anchor_reference:
-        radius = ANCHOR_RADIUS_MM / min(sc.series.pixel_spacing_mm)
-        phi = anchor_to_frame(phi, sc.ref, centre_yx=sc.centre_yx, radius_px=radius)
+        phi = anchor_reference(phi, sc.ref, centre_yx=sc.centre_yx,
+                               spacing_mm=sc.series.pixel_spacing_mm)
     disp = phi - identity_grid((ny, nx), device=dev)[None]
     corrected = sample(sc.imgs, phi, padding="border", mode=cfg.resample)
     if cfg.resample == "bicubic":  # no overshoot below zero (magnitude images)

@@ -29,6 +29,8 @@ import torch.nn.functional as F
 
 __all__ = [
     "CropGeometry",
+    "ANCHOR_RADIUS_MM",
+    "anchor_reference",
     "anchor_to_frame",
     "affine_crop_to_full",
     "affine_to_displacement",
@@ -374,4 +376,18 @@ def anchor_to_frame(phi: torch.Tensor, index: int, *, centre_yx, radius_px: floa
     moved = sample(disp.reshape(t * 2, ny, nx), coords[None], padding="border").reshape(
         t, 2, ny, nx)
     return coords[None] + moved
+
+
+#: Radius (mm) around the LV centre over which the reference frame is held in place.
+ANCHOR_RADIUS_MM = 40.0
+
+
+def anchor_reference(phi: torch.Tensor, index: int, *, centre_yx,
+                     spacing_mm: tuple[float, float]) -> torch.Tensor:
+    """:func:`anchor_to_frame` on the ``ANCHOR_RADIUS_MM`` disc about the LV centre.
+
+    The one anchoring of both correction methods (``moco.anchor_reference``).
+    """
+    return anchor_to_frame(phi, index, centre_yx=centre_yx,
+                           radius_px=ANCHOR_RADIUS_MM / min(spacing_mm))
 
