@@ -6,7 +6,7 @@ import torch
 
 from perfmoco.config import MocoConfig
 from perfmoco.moco import networks
-from perfmoco.moco.baseline import baseline_length, block_offset
+from perfmoco.moco.baseline import align_baseline_full_fov, baseline_length, block_offset
 from perfmoco.moco.pipeline import MotionCorrector
 from perfmoco.moco.synthetic import synthetic_series
 from perfmoco.moco.transforms import identity_grid
@@ -64,6 +64,34 @@ def test_baseline_length_is_the_frames_before_the_bolus_foot():
     assert baseline_length(crop[:5], disc) == 0  # too short to say
     flat = crop[:1].expand(t, -1, -1) + 0.01 * torch.randn(t, 64, 64, generator=gen)
     assert baseline_length(flat, disc) == 0  # no bolus at all: nothing is called pre-contrast
+
+
+def test_the_aif_slice_needs_closer_halves_before_its_block_is_moved():
+    """Even and odd pre-contrast frames 2 mm apart (one pixel of a 2 mm grid, the
+    block at +3 mm on average): within the high-resolution gate (2.5 mm), not
+    within the AIF slice's (1.5 mm), whose pre-contrast frames carry less."""
+    n_pre, t = 12, 40
+    gen = torch.Generator().manual_seed(4)
+    frames = []
+    for k in range(t):
+        c = 0.0 if k < n_pre else min(1.0, 0.25 * (k - n_pre + 1))
+        shift = ((2.0 if k % 2 == 0 else 1.0), 0.0) if k < n_pre else (0.0, 0.0)
+        # little pre-contrast contrast, as on the scanner; a strong bolus
+        img = _heart(blood=0.40 + 1.5 * c, myo=0.46 + 0.3 * c, lung=0.3, shift=shift)
+        frames.append(img + 0.01 * torch.randn(img.shape, generator=gen))
+    images = torch.stack(frames)
+    eye = torch.eye(2, 3, dtype=torch.float64).expand(t, -1, -1)
+    cfg = MocoConfig()
+    assert cfg.baseline_agreement_aif_mm < 2.0 < cfg.baseline_agreement_mm
+    moved, hi = align_baseline_full_fov(images, eye, (31.5, 31.5), (2.0, 2.0), (0.0, 2.0), cfg)
+    assert hi.applied and hi.n_frames >= 8
+    np.testing.assert_allclose(hi.offset_mm, (3.0, 0.0), atol=0.7)  # the block's mean offset
+    np.testing.assert_allclose(moved[:hi.n_frames, :, 2].numpy(), [[1.5, 0.0]] * hi.n_frames,
+                               atol=0.35)  # pixels of the series
+    kept, lo = align_baseline_full_fov(images, eye, (31.5, 31.5), (2.0, 2.0), (0.0, 2.0), cfg,
+                                       aif=True)
+    assert not lo.applied and "disagree" in lo.reason
+    np.testing.assert_array_equal(kept.numpy(), eye.numpy())
 
 
 def test_pipeline_moves_an_offset_pre_contrast_block_onto_the_reference():

@@ -187,7 +187,7 @@ def block_offset(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor, 
 
 
 def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensity_range,
-                            config, *, name: str = "series"):
+                            config, *, name: str = "series", aif: bool = False):
     """Move the pre-contrast block of a series onto the late frames (see module doc).
 
     Parameters
@@ -207,6 +207,9 @@ def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensi
         ``baseline_*`` settings.
     name : str, keyword-only
         Series name for the log.
+    aif : bool, keyword-only
+        The low-resolution AIF slice: the halves must agree within
+        ``baseline_agreement_aif_mm`` instead of ``baseline_agreement_mm``.
 
     Returns
     -------
@@ -232,7 +235,8 @@ def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensi
     spread = float((d_even - d_odd).norm()) * SPACING_MM
     if not (ok_e and ok_o):
         spread = max(spread, 0.8 * SPACING_MM)
-    if spread > config.baseline_agreement_mm:
+    agreement = config.baseline_agreement_aif_mm if aif else config.baseline_agreement_mm
+    if spread > agreement:
         log.info("%s: pre-contrast block offset (%.1f, %.1f) mm not applied: even and odd "
                  "frames disagree by %.1f mm", name, *mm, spread)
         return matrix, BaselineOffset(

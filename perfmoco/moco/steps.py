@@ -235,7 +235,8 @@ def refine_dynamics(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
     if cfg.baseline_align and t_dyn >= 2 * MIN_LATE:
         m_dyn, found = align_baseline_full_fov(images, m_dyn, sc.centre_yx,
                                                series.pixel_spacing_mm, (sc.lo, sc.hi), cfg,
-                                               name=series.name)
+                                               name=series.name,
+                                               aif=series.role is SliceRole.AIF)
         if found.applied:
             hold = None
             if cfg.baseline_hold:
