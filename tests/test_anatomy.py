@@ -108,6 +108,42 @@ def test_segment_myocardium_and_insertion(angle):
     assert np.all(np.abs(err) < 10.0), (phi, expect)
 
 
+@pytest.mark.parametrize("defect", ["weak", "slow"])
+def test_segment_myocardium_leaves_out_a_liver_that_enhances_late(defect):
+    """A liver under the inferior wall taking contrast up early (0.6 of the wall's
+    first-pass enhancement, above the amplitude stop) but without washing out is
+    left out; a lateral defect keeps its thickness, whether it enhances half as
+    much (same course) or slowly, as the liver does (its whole wall has that course)."""
+    imgs, truth = synthetic_series(3, noise=3.0)
+    n, (ny, nx) = imgs.shape[0], imgs.shape[1:]
+    cy, cx = truth["centre"]
+    yy, xx = np.mgrid[0:ny, 0:nx].astype(float)
+    dy, dx = (yy - cy) * 2.0, (xx - cx) * 2.0
+    t = np.arange(n, dtype=float)
+    myo = truth["myo"]
+    imgs[:, myo] += (25.0 * np.clip((t - 12) / 6.0, 0, 1))[:, None]  # recirculation plateau
+    base = imgs[:3].mean(axis=0)
+    wall = imgs[:, myo].mean(axis=1) - base[myo].mean()  # early / late about 3.6
+    sector = myo & (dx > np.abs(dy))
+    if defect == "weak":
+        imgs[:, sector] = base[sector] + 0.45 * (imgs[:, sector] - base[sector])
+    early = wall[18:24].mean()
+    if defect == "slow":  # takes contrast up slowly, as the liver does: early / late 0.5
+        slow = 0.7 * early * np.clip(1 - np.exp(-(t - 12) / 12.0), 0, None)
+        imgs[:, sector] = base[sector] + slow[:, None] + np.random.default_rng(2).normal(
+            0, 3.0, (n, int(sector.sum())))
+    liver = (dy > 25) & (dy < 90) & (np.abs(dx) < 45) & (np.hypot(dx, dy) >= 32.0)
+    uptake = 0.75 * early * np.clip(1 - np.exp(-(t - 12) / 5.0), 0, None)  # early / late 0.8
+    imgs[:, liver] = (80.0 + uptake)[:, None] + np.random.default_rng(1).normal(
+        0, 3.0, (n, int(liver.sum())))
+    pools = find_blood_pools(imgs, spacing_mm=2.0)
+    found = segment_myocardium(imgs, pools, spacing_mm=2.0)
+    # measured: liver 16 % of the mask before the course was compared, 0 % now
+    assert (found & liver).sum() < 0.02 * found.sum()
+    assert _dice(found, myo) > 0.93
+    assert (found & sector).sum() > 0.9 * sector.sum()
+
+
 @pytest.mark.parametrize("fixture", ["ph_a", "ph_b"])
 def test_find_blood_pools_on_breathing_phantom(fixture, request):
     """LV centre at the peak-LV dynamic against the phantom's moved true LV label."""

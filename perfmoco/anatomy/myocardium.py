@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import ndimage
 
 from perfmoco.anatomy._common import check_series, enhancement, spacing_pair
 from perfmoco.anatomy.pools import MYO_THICKNESS_MM, BloodPools
 from perfmoco.study import StudyError
+
+#: Tissue beyond the wall stops the myocardium where its early enhancement,
+#: relative to its late enhancement, falls below this fraction of the wall's
+#: own ratio on that ray (see :func:`segment_myocardium`).
+SHAPE_STOP = 0.5
+#: Late enhancement: the mean of the last sixth of the dynamics, at least this many.
+LATE_FRAMES = 8
 
 
 def _circular_median(values, width):  # median filter around the circle
@@ -20,9 +29,24 @@ def segment_myocardium(images, pools: BloodPools, *, spacing_mm, n_angles: int =
     Along rays from the LV centre the endocardium is the edge of
     ``pools.lv_mask``; the epicardium is where the early post-peak
     enhancement drops below half of the wall's own enhancement (lung, fat,
-    chest wall), where another blood pool (RV) starts, or at the thickness
+    chest wall), where another blood pool (RV) starts, where the tissue's
+    enhancement takes a slower course than the wall's (liver, skeletal
+    muscle: their early-to-late enhancement ratio falls below
+    :data:`SHAPE_STOP` times the wall's own on that ray), or at the thickness
     limits :data:`MYO_THICKNESS_MM`.  Both radii are smoothed around the
-    circle, so a perfusion defect (weakly enhancing wall) keeps its thickness.
+    circle, so a perfusion defect (weakly enhancing wall) keeps its thickness;
+    the course is compared with the wall's own on each ray, so a defect's
+    outer layer, which enhances at least as early as its inner one, is kept.
+
+    Why the course: the liver under the inferior wall of mid and apical slices
+    enhances in the first pass by more than half as much as the wall (on
+    phantoms, 0.61 of it) and was taken in up to the 18 mm limit: on 12
+    motion-free phantoms (seeds 0-11) the liver was 7 % of the apical masks
+    (35 % of the worst), 0.1-2.5 % with this stop (10 % at worst); mask
+    precision 0.87 -> 0.92 (apical), 0.92 -> 0.94 (mid), recall 0.92 -> 0.91.
+    Myocardium washes out after its first pass (early/late about 3 on the
+    phantoms) while the liver and skeletal muscle keep taking contrast up
+    (about 1.1).
 
     Parameters
     ----------
@@ -71,6 +95,18 @@ def segment_myocardium(images, pools: BloodPools, *, spacing_mm, n_angles: int =
     glob = float(np.median(ref[ref > 0])) if (ref > 0).any() else 0.0
     ref = np.maximum(ref, 0.3 * glob)
     stop = (rel > lo) & ((m < 0.5 * ref[:, None]) | rv_near | (b > 0.6 * blood_level))
+    # slower enhancement than the wall's own: early / late below SHAPE_STOP of the wall's
+    late = ndimage.map_coordinates(e[-max(LATE_FRAMES, im.shape[0] // 6):].mean(axis=0),
+                                   coords, order=1, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rays without a reference zone
+        ratio = np.where(ref_zone & (late > 0) & (m > 0), m / late, np.nan)
+        wall_ratio = np.nanmedian(ratio, axis=1) if np.isfinite(ratio).any() else None
+    if wall_ratio is not None:
+        ok = np.isfinite(wall_ratio)
+        wall_ratio = _circular_median(np.where(ok, wall_ratio, np.median(wall_ratio[ok])),
+                                      n_angles // 12)
+        stop |= (rel > lo) & (late > 0) & (m < SHAPE_STOP * wall_ratio[:, None] * late)
     stop |= rel >= hi
     first = np.argmax(stop, axis=1)
     thick = _circular_median(np.clip(radii[first] - r_endo, lo, hi), n_angles // 8)
