@@ -154,6 +154,14 @@ class MocoConfig:
     #: Largest plausible motion of the crop centre found by step 1, mm (step 2:
     #: half); larger predictions are replaced by the identity and QC-flagged.
     max_motion_mm: float = 40.0
+    #: Where step 1 moves the median dynamic by more than this at the LV centre
+    #: (deep breathing), mm, the dynamics it moved that far start again from an
+    #: exhaustive mutual-information translation search to the reference frame
+    #: (:mod:`perfmoco.moco.coarse`; 0: never): the network reports about half
+    #: of a large move.
+    coarse_align_mm: float = 5.0
+    #: Search range of that translation per axis, mm.
+    coarse_max_mm: float = 25.0
     #: A frame is QC-flagged when its residual misalignment (1 - NCC to the PCA
     #: reference of the corrected series, over the LV crop) exceeds this ...
     qc_threshold: float = 0.35

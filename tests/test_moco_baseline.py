@@ -146,3 +146,28 @@ def test_fast_mutual_information_ranks_shifts_as_monai_does():
     theirs = -loss(unit(moving)[:, None], unit(fixed[disc])[None, None].expand(9, 1, -1))
     assert int(np.argmax(ours)) == 4  # no shift
     assert spearmanr(ours, theirs.reshape(-1).numpy()).statistic > 0.9
+
+
+def test_coarse_search_finds_a_large_move_to_the_reference_frame():
+    """Frames 10-16 mm from the reference, some before the bolus (other contrast):
+    the exhaustive search finds each translation (pull-back, full-FOV pixels)."""
+    from perfmoco.moco.coarse import centre_shift_mm, coarse_translations
+
+    shifts = [(7.0, -5.0), (-6.0, 4.5), (5.5, 6.0), (0.0, 0.0)]  # pixels of 2 mm; last: ref
+    pre = [True, False, False, False]
+    gen = torch.Generator().manual_seed(5)
+    frames = []
+    for sh, p in zip(shifts, pre):
+        img = _heart(blood=0.40 if p else 0.95, myo=0.46 if p else 0.62, lung=0.05, shift=sh)
+        frames.append(img + 0.01 * torch.randn(img.shape, generator=gen))
+    images = torch.stack(frames)
+    maps, found = coarse_translations(images, torch.tensor([0, 1, 2]), 3, (31.5, 31.5),
+                                      (2.0, 2.0), (0.0, 1.0), max_mm=25.0, radius_mm=40.0)
+    assert found.all()
+    np.testing.assert_allclose(maps[:, :, :2].numpy(), np.eye(2)[None].repeat(3, 0), atol=1e-9)
+    np.testing.assert_allclose(maps[:, :, 2].numpy(), shifts[:3], atol=0.5)
+    # how far each map puts the LV centre from where the reference's map puts it
+    eye = torch.eye(2, 3, dtype=torch.float64)[None]
+    all_maps = torch.cat([maps, eye])
+    np.testing.assert_allclose(centre_shift_mm(all_maps, 3, (31.5, 31.5), (2.0, 2.0)).numpy(),
+                               2.0 * np.hypot(*np.array(shifts).T), atol=1.0)

@@ -29,6 +29,7 @@ import torch
 from perfmoco.config import MocoConfig
 from perfmoco.moco.baseline import MIN_LATE, align_baseline_full_fov, baseline_length, heart_disc
 from perfmoco.moco.checks import affine_coords, ncc_per_frame, plausible_affine, qc_flags
+from perfmoco.moco.coarse import agrees, centre_shift_mm, coarse_translations
 from perfmoco.moco.decompose import pca_reference
 from perfmoco.moco.dilation import dilation_field, fit_dilation
 from perfmoco.moco.preprocess import histogram_equalise, locate_lv, robust_range, scale_to_unit
@@ -166,7 +167,51 @@ def affine_step1(sc: SeriesCrops, run_net: RunNet, net) -> tuple[torch.Tensor, t
         a1, b = plausible_affine(a1, net.crop, net.crop_spacing_mm, 0.5 * cfg.max_motion_mm)
         bad = bad | b
         m_full = compose_affine(m_full, affine_crop_to_full(a1, sc.geo_a))
+    if cfg.coarse_align_mm > 0:
+        m_full = _coarse_restart(sc, run_net, net, m_full, bad)
     return m_full, bad
+
+
+def _coarse_restart(sc: SeriesCrops, run_net: RunNet, net, m_full: torch.Tensor,
+                    bad: torch.Tensor) -> torch.Tensor:
+    """Frames step 1 moved far: an exhaustive MI translation, then the network (:mod:`.coarse`)."""
+    cfg, ref, t_dyn = sc.config, sc.ref, sc.t_dyn
+    shift = centre_shift_mm(m_full[:t_dyn], ref, sc.centre_yx, sc.series.pixel_spacing_mm)
+    if float(shift.median()) <= cfg.coarse_align_mm:
+        # not deep breathing: the later steps close the network's shortfall, and
+        # restarting a few frames only splits the series into two groups
+        return m_full
+    far = (shift > cfg.coarse_align_mm) & ~bad[:t_dyn].to(shift.device)
+    far[ref] = False
+    idx = torch.nonzero(far).flatten()
+    if idx.numel() == 0:
+        return m_full
+    start, found = coarse_translations(sc.imgs[:t_dyn], idx, ref, sc.centre_yx,
+                                       sc.series.pixel_spacing_mm, (sc.lo, sc.hi),
+                                       max_mm=cfg.coarse_max_mm,
+                                       radius_mm=cfg.baseline_radius_mm)
+    c = torch.tensor([*sc.centre_yx, 1.0], dtype=torch.float64, device=m_full.device)
+    at = m_full[:t_dyn].double() @ c
+    found &= agrees((at[idx] - at[ref]).cpu(), start[:, :, 2].cpu())
+    idx, start = idx[found], start[found]
+    if idx.numel() == 0:
+        return m_full
+    # the search's translations hold between the original frames; the maps so far
+    # also carry what the network does to the reference frame itself (a turn and a
+    # scale, undone at the end by the anchoring), so the restarts carry it too
+    start = compose_affine(start.to(m_full), m_full[ref : ref + 1].expand(len(idx), -1, -1))
+    trial = m_full.clone()
+    trial[idx] = start
+    x = histogram_equalise(sc.crops(trial, sc.grid_a))
+    _, a1 = run_net("affine1", x[idx], x[ref : ref + 1].expand(len(idx), -1, -1))
+    a1, b = plausible_affine(a1, net.crop, net.crop_spacing_mm, 0.5 * cfg.max_motion_mm)
+    moved = compose_affine(start, affine_crop_to_full(a1, sc.geo_a))
+    moved[b] = start[b]  # an implausible second look keeps the search's translation
+    out = m_full.clone()
+    out[idx] = moved.to(out)
+    log.info("%s: %d of %d dynamics moved > %.0f mm by step 1 restarted from an exhaustive "
+             "translation search", sc.series.name, idx.numel(), t_dyn, cfg.coarse_align_mm)
+    return out
 
 
 def affine_step2(sc: SeriesCrops, run_net: RunNet, net, m_full: torch.Tensor,

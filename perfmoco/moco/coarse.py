@@ -1,0 +1,122 @@
+"""Coarse translation search for frames the step-1 network moved far.
+
+The step-1 GlobalNet registers each frame to the reference frame, but it
+under-reaches on large moves: on a phantom breathing ~15 mm (9955) it
+recovered about half of every frame's offset (true 8-10 px, found 4.9), and
+no further pass closed the gap (two, three, four passes: mid-slice Dice 0.47
+-> 0.60 / 0.60 / 0.57).  The PCA references of the later steps then share
+the remaining offset of all those frames, so nothing after step 1 sees it:
+the frames end up aligned with *each other*, ~7 mm away from the reference.
+
+Where the network moved the median dynamic's LV centre by more than
+``moco.coarse_align_mm`` relative to the reference frame (deep breathing; it
+reports about half of the true move), each dynamic it moved that far has its
+translation to the reference frame searched
+exhaustively by mutual information (:func:`perfmoco.moco.baseline.block_offset`:
+9 x 9 coarse-to-fine grids, so there is no capture range to fall out of) on
+the refinement's crop of the original frames, and the network runs once more
+from there.  Frames whose optimum lies on the edge of the search, or whose
+search disagrees with the network's direction or reach (:func:`agrees`),
+keep the network's result.
+
+Why only with deep breathing: restarting the frames beyond 5 mm in every
+series changed 22-27 slices of 16 studies each way (breathing 9600-9615:
+mid slices 0.931 -> 0.923; a series split into restarted frames and the
+rest is worse for the later steps than one consistent shortfall, which they
+close).  Gated on the median frame it changed 2 slices of 9600-9615 (0.770
+-> 0.741, one up) and fixed the two failed slices of 9955 (Dice 0.52 ->
+0.88, 0.49 -> 0.79).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from perfmoco.moco.baseline import block_offset, heart_disc
+from perfmoco.moco.refine import REFINE_SPACING_MM, refine_crop
+from perfmoco.moco.transforms import affine_crop_to_full
+
+__all__ = ["agrees", "centre_shift_mm", "coarse_translations"]
+
+#: Parzen bins of the single-frame mutual information (fewer than for block means).
+BINS = 16
+#: Levels of the coarse-to-fine search: 2.5 mm then 0.6 mm steps over +-25 mm (the
+#: network's second look does the fine alignment).
+LEVELS = 2
+#: A search result is used only where it points the way the network moved the frame
+#: (cosine at least this) and goes 0.8-3.5 times as far (the network under-reaches).
+MIN_COSINE = 0.7
+RATIO = (0.8, 3.5)
+
+
+def agrees(network_move: torch.Tensor, search_move: torch.Tensor) -> torch.Tensor:
+    """Whether searched moves ``(N, 2)`` extend the network's ``(N, 2)`` (same units).
+
+    Single-frame mutual information can lock onto the body instead of the
+    heart (on phantoms it made a few slices worse, e.g. the peak frames of one
+    AIF slice); a frame whose search disagrees with the network's direction or
+    reach keeps the network's result.
+    """
+    a, b = network_move.double(), search_move.double()
+    na, nb = a.norm(dim=1), b.norm(dim=1)
+    cos = (a * b).sum(dim=1) / (na * nb).clamp_min(1e-12)
+    ratio = nb / na.clamp_min(1e-12)
+    return (cos >= MIN_COSINE) & (ratio >= RATIO[0]) & (ratio <= RATIO[1])
+
+
+def centre_shift_mm(matrix: torch.Tensor, reference: int, centre_yx,
+                    pixel_spacing_mm) -> torch.Tensor:
+    """How far maps ``(T, 2, 3)`` put the LV centre from the reference frame's map, mm.
+
+    Returns ``(T,)``; full-FOV pull-back maps.
+    """
+    c = torch.tensor([centre_yx[0], centre_yx[1], 1.0], dtype=torch.float64,
+                     device=matrix.device)
+    at = matrix.double() @ c
+    sp = torch.tensor(pixel_spacing_mm, dtype=torch.float64, device=matrix.device)
+    return ((at - at[reference]) * sp).norm(dim=1)
+
+
+def coarse_translations(images: torch.Tensor, frames: torch.Tensor, reference: int,
+                        centre_yx, pixel_spacing_mm, intensity_range, *,
+                        max_mm: float, radius_mm: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full-FOV translation maps of ``frames`` to the reference frame, by exhaustive MI.
+
+    Parameters
+    ----------
+    images : Tensor, shape (T, Y, X)
+        The original dynamics.
+    frames : Tensor, shape (N,), int64
+        Which dynamics to search.
+    reference : int
+        The reference dynamic.
+    centre_yx : tuple of 2 float
+        LV centre, full-FOV pixels.
+    pixel_spacing_mm : tuple of 2 float
+    intensity_range : tuple of 2 float
+        ``(lo, hi)`` of the dynamics, for the 0..1 scaling.
+    max_mm : float, keyword-only
+        Search range per axis, mm.
+    radius_mm : float, keyword-only
+        Disc on the LV whose pixels enter the mutual information.
+
+    Returns
+    -------
+    matrix : Tensor, shape (N, 2, 3), float64
+        Full-FOV pull-back maps (pure translations).
+    found : Tensor, shape (N,), bool
+        False where the optimum lay on the edge of the search range.
+    """
+    pick = torch.cat([frames, torch.tensor([reference], device=frames.device)])
+    eye = torch.eye(2, 3, dtype=torch.float64, device=images.device).expand(len(pick), -1, -1)
+    geo, crop = refine_crop(images[pick], eye, centre_yx, pixel_spacing_mm, intensity_range)
+    disc = heart_disc(radius_mm, device=images.device)
+    shifts = torch.zeros(len(frames), 2, 3, dtype=torch.float64, device=images.device)
+    shifts[:, 0, 0] = shifts[:, 1, 1] = 1.0
+    found = torch.zeros(len(frames), dtype=torch.bool)
+    for i in range(len(frames)):
+        d, ok = block_offset(crop[i], crop[-1], disc, max_px=max_mm / REFINE_SPACING_MM,
+                             bins=BINS, levels=LEVELS)
+        shifts[i, :, 2] = d.to(shifts)
+        found[i] = ok
+    return affine_crop_to_full(shifts, geo), found
