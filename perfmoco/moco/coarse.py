@@ -36,7 +36,7 @@ from perfmoco.moco.baseline import block_offset, heart_disc
 from perfmoco.moco.refine import REFINE_SPACING_MM, refine_crop
 from perfmoco.moco.transforms import affine_crop_to_full
 
-__all__ = ["agrees", "centre_shift_mm", "coarse_translations"]
+__all__ = ["agrees", "centre_moves", "centre_shift_mm", "coarse_translations"]
 
 #: Parzen bins of the single-frame mutual information (fewer than for block means).
 BINS = 16
@@ -64,17 +64,22 @@ def agrees(network_move: torch.Tensor, search_move: torch.Tensor) -> torch.Tenso
     return (cos >= MIN_COSINE) & (ratio >= RATIO[0]) & (ratio <= RATIO[1])
 
 
-def centre_shift_mm(matrix: torch.Tensor, reference: int, centre_yx,
-                    pixel_spacing_mm) -> torch.Tensor:
-    """How far maps ``(T, 2, 3)`` put the LV centre from the reference frame's map, mm.
+def centre_moves(matrix: torch.Tensor, reference: int, centre_yx) -> torch.Tensor:
+    """Where maps ``(T, 2, 3)`` put the LV centre, less where the reference frame's does.
 
-    Returns ``(T,)``; full-FOV pull-back maps.
+    Returns ``(T, 2)`` full-FOV pixels ``(y, x)``; full-FOV pull-back maps.
     """
     c = torch.tensor([centre_yx[0], centre_yx[1], 1.0], dtype=torch.float64,
                      device=matrix.device)
     at = matrix.double() @ c
+    return at - at[reference]
+
+
+def centre_shift_mm(matrix: torch.Tensor, reference: int, centre_yx,
+                    pixel_spacing_mm) -> torch.Tensor:
+    """How far maps ``(T, 2, 3)`` put the LV centre from the reference frame's map, mm ``(T,)``."""
     sp = torch.tensor(pixel_spacing_mm, dtype=torch.float64, device=matrix.device)
-    return ((at - at[reference]) * sp).norm(dim=1)
+    return (centre_moves(matrix, reference, centre_yx) * sp).norm(dim=1)
 
 
 def coarse_translations(images: torch.Tensor, frames: torch.Tensor, reference: int,

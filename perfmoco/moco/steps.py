@@ -29,7 +29,7 @@ import torch
 from perfmoco.config import MocoConfig
 from perfmoco.moco.baseline import MIN_LATE, align_baseline_full_fov, baseline_length, heart_disc
 from perfmoco.moco.checks import affine_coords, ncc_per_frame, plausible_affine, qc_flags
-from perfmoco.moco.coarse import agrees, centre_shift_mm, coarse_translations
+from perfmoco.moco.coarse import agrees, centre_moves, centre_shift_mm, coarse_translations
 from perfmoco.moco.decompose import pca_reference
 from perfmoco.moco.dilation import dilation_field, fit_dilation
 from perfmoco.moco.preprocess import histogram_equalise, locate_lv, robust_range, scale_to_unit
@@ -190,10 +190,10 @@ def _coarse_restart(sc: SeriesCrops, run_net: RunNet, net, m_full: torch.Tensor,
                                        sc.series.pixel_spacing_mm, (sc.lo, sc.hi),
                                        max_mm=cfg.coarse_max_mm,
                                        radius_mm=cfg.baseline_radius_mm)
-    c = torch.tensor([*sc.centre_yx, 1.0], dtype=torch.float64, device=m_full.device)
-    at = m_full[:t_dyn].double() @ c
-    found &= agrees((at[idx] - at[ref]).cpu(), start[:, :, 2].cpu())
-    idx, start = idx[found], start[found]
+    moves = centre_moves(m_full[:t_dyn], ref, sc.centre_yx)[idx]
+    found &= agrees(moves.cpu(), start[:, :, 2].cpu())
+    found = found.to(idx.device)
+    idx, start = idx[found], start[found.to(start.device)]
     if idx.numel() == 0:
         return m_full
     # the search's translations hold between the original frames; the maps so far
