@@ -59,6 +59,19 @@ def test_insertion_points_and_mirrored_display():
     assert aha[_point(30.0)] == 2 and aha[_point(330.0)] == 3
 
 
+def test_a_known_geometry_decides_the_direction_when_the_insertions_lie_opposite():
+    """Apical insertions ~185 degrees apart (9965: 181): the points alone read it as
+    mirrored; the geometry's answer, when there is one, wins."""
+    ring = _ring()
+    ins = np.array([_point(90.0, 20), _point(275.0, 20)], float)
+    plain = aha_segments(ring, (CY, CX), ins, level="apical", mirrored=False)
+    assert plain[_point(135.0)] == 14 and plain[_point(45.0)] == 13  # counter-clockwise
+    guessed = aha_segments(ring, (CY, CX), ins, level="apical")
+    assert guessed[_point(45.0)] == 14  # the points' test: clockwise (mirrored)
+    flipped = aha_segments(ring, (CY, CX), ins, level="apical", mirrored=True)
+    assert flipped[_point(45.0)] == 14 and flipped[_point(135.0)] == 13
+
+
 def test_display_angle_convention():
     pts = np.array([[CY - 5, CX], [CY, CX - 5], [CY + 5, CX], [CY, CX + 5]])
     np.testing.assert_allclose(display_angle(pts, (CY, CX)), [90, 180, 270, 0])

@@ -193,7 +193,7 @@ class _SliceWork:
     lv_core: np.ndarray
     peak_lv: int
     blood: np.ndarray
-    mirrored: bool
+    mirrored: bool | None  #: from the geometry; None: unknown
     rv: np.ndarray
 
 
@@ -299,9 +299,10 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         except StudyError as exc:
             _warn(msgs, f"{s.name}: {exc}; no MBF map for this slice")
             continue
-        mirrored = bool(is_mirrored(s.geometry))
+        mirrored = is_mirrored(s.geometry)
         try:
-            ins = rv_insertion_points(myo, pools.rv_mask, pools.lv_centre, mirrored=mirrored)
+            ins = rv_insertion_points(myo, pools.rv_mask, pools.lv_centre,
+                                      mirrored=bool(mirrored))
         except StudyError:
             ins = None
         work[s.slice_index] = _SliceWork(s.slice_index, myo, pools.lv_centre, ins,
