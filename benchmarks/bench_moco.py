@@ -27,6 +27,7 @@ from perfmoco.config import load_config
 from perfmoco.metrics.paper import pd_sd
 from perfmoco.moco.evaluate import truth_metrics
 from perfmoco.moco.pipeline import MotionCorrector, check_series
+from perfmoco.moco.stack import locate_lv_stack
 from perfmoco.phantom import generate_phantom
 from perfmoco.study import SliceRole
 
@@ -45,13 +46,19 @@ def model_flops(mc: MotionCorrector) -> dict[str, float]:
     return out
 
 
-def slice_metrics(mc, s, truth_all, prefix):
+def study_locations(mc, slices):
+    """Each slice's LV checked against the stack, as :func:`perfmoco.pipeline.process_study`."""
+    tol = mc.config.stack_lv_tolerance_mm
+    return locate_lv_stack(slices, tolerance_mm=tol) if tol > 0 else [None] * len(slices)
+
+
+def slice_metrics(mc, s, truth_all, prefix, lv=None):
     from perfmoco.metrics._common import warp_series
 
     truth = {"myo_masks": truth_all[f"{prefix}_myo_masks"]}
     if "lv_peak_dynamic" in truth_all:
         truth["peak_index"] = int(truth_all["lv_peak_dynamic"]) - 1
-    res = mc.correct(s)
+    res = mc.correct(s, lv=lv)
     m = truth_metrics(res, truth, s)
     masks = truth["myo_masks"]
     ref = res.reference_index
@@ -98,9 +105,10 @@ def main(argv=None) -> int:
     for i, seed in enumerate([] if a.speed_only else a.seeds):
         vendor = "ab"[i % 2]
         ph = generate_phantom(seed=seed, motion=a.motion, vendor=vendor)
-        for s in ph.study.slices:
+        locs = study_locations(mc, ph.study.slices)
+        for s, lv in zip(ph.study.slices, locs):
             prefix = "aif" if s.role is SliceRole.AIF else f"s{s.slice_index}"
-            m = slice_metrics(mc, s, ph.truth, prefix)
+            m = slice_metrics(mc, s, ph.truth, prefix, lv)
             m.update(seed=seed, vendor=vendor, slice=prefix)
             rows.append(m)
             print(
@@ -146,8 +154,8 @@ def main(argv=None) -> int:
         check_series(s)
     mc.correct(slices[0])
     t0, c0 = time.perf_counter(), time.process_time()
-    for s in slices:
-        mc.correct(s)
+    for s, lv in zip(slices, study_locations(mc, slices)):
+        mc.correct(s, lv=lv)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - c0
     frames = sum(s.n_dynamics + s.pd_images.shape[0] for s in slices)

@@ -162,6 +162,10 @@ class MocoConfig:
     coarse_align_mm: float = 5.0
     #: Search range of that translation per axis, mm.
     coarse_max_mm: float = 25.0
+    #: A slice whose LV centre lies further than this from the other slices'
+    #: (patient coordinates, parallel slices) is searched again near theirs,
+    #: mm (:mod:`perfmoco.moco.stack`; 0: each slice on its own).
+    stack_lv_tolerance_mm: float = 30.0
     #: A frame is QC-flagged when its residual misalignment (1 - NCC to the PCA
     #: reference of the corrected series, over the LV crop) exceeds this ...
     qc_threshold: float = 0.35

@@ -137,6 +137,14 @@ class Orientation:
             vy, vx = vx, vy
         return (-vy if self.flip_y else vy), (-vx if self.flip_x else vx)
 
+    def point(self, yx, shape) -> tuple[float, float]:
+        """A pixel ``(y, x)`` of a stored image of ``shape (Y, X)``, on the standard display."""
+        y, x = float(yx[0]), float(yx[1])
+        ny, nx = int(shape[0]), int(shape[1])
+        if self.transpose:
+            y, x, ny, nx = x, y, nx, ny
+        return ((ny - 1) - y if self.flip_y else y), ((nx - 1) - x if self.flip_x else x)
+
     def spacing(self, pixel_spacing_mm) -> tuple[float, float]:
         """Pixel spacing ``(dy, dx)`` on the standard display."""
         sy, sx = (float(v) for v in pixel_spacing_mm)

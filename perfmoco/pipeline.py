@@ -117,6 +117,19 @@ def _load_corrector(config: Config):
     return MotionCorrector.load(weights, device=config.moco.device, config=config.moco)
 
 
+def _stack_locations(study: PerfusionStudy, config: Config) -> list:
+    """Each slice's LV, checked against the other slices' (None: found per slice)."""
+    if config.moco.stack_lv_tolerance_mm <= 0 or len(study.slices) < 3:
+        return [None] * len(study.slices)
+    from perfmoco.moco.stack import locate_lv_stack
+
+    try:
+        return locate_lv_stack(study.slices, tolerance_mm=config.moco.stack_lv_tolerance_mm)
+    except Exception as exc:  # a heuristic failing must not stop the correction
+        log.warning("LV stack check failed (%s); each slice on its own", exc)
+        return [None] * len(study.slices)
+
+
 def _correct(study: PerfusionStudy, method: Method, config: Config, result: StudyResult, step):
     if method is Method.NONE:
         from perfmoco.moco.pipeline import correct_series
@@ -126,11 +139,12 @@ def _correct(study: PerfusionStudy, method: Method, config: Config, result: Stud
         from perfmoco.moco.iterative import correct_iterative as run
     else:
         corrector = _load_corrector(config)
+        locs = _stack_locations(study, config)
         run = corrector.correct
     out: list[MocoResult | None] = []
-    for s in study.slices:
+    for i, s in enumerate(study.slices):
         try:
-            out.append(run(s))
+            out.append(run(s) if method is Method.ITERATIVE else run(s, lv=locs[i]))
         except (StudyError, ValueError, RuntimeError) as exc:
             result.messages.append(f"{s.name}: motion correction failed ({exc}); originals kept")
             log.warning("%s: motion correction failed: %s", s.name, exc)

@@ -11,6 +11,7 @@ from perfmoco.anatomy import find_blood_pools
 from perfmoco.config import QuantConfig
 from perfmoco.metrics._common import warp_series
 from perfmoco.moco.pipeline import WEIGHTS_DIR, MotionCorrector
+from perfmoco.moco.preprocess import locate_lv
 from perfmoco.orientation import (
     Orientation,
     canonical_orientation,
@@ -131,6 +132,11 @@ def test_motion_correction_does_not_depend_on_the_stored_layout(ph_a):
     np.testing.assert_allclose(got.displacement, want_d, atol=1e-3)
     assert got.reference_index == ref.reference_index
     assert np.array_equal(got.qc, ref.qc)
+    # an LV location given in the stored layout (process_study's stack check) is mapped too
+    loc = locate_lv(s)
+    stored_loc = loc._replace(centre_yx=(loc.centre_yx[0], s.shape[1] - 1 - loc.centre_yx[1]))
+    given = mc.correct(_stored(s, "fliplr"), lv=stored_loc)
+    np.testing.assert_allclose(given.displacement, want_d, atol=1e-3)
 
 
 @pytest.mark.skipif(not (WEIGHTS_DIR / "dense.pt").is_file(), reason="no shipped weights")

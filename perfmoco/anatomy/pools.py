@@ -45,7 +45,8 @@ class BloodPools:
     peak_rv_index: int
 
 
-def find_blood_pools(images, *, times_s=None, spacing_mm) -> BloodPools:
+def find_blood_pools(images, *, times_s=None, spacing_mm, near_yx=None,
+                     near_mm: float = 25.0) -> BloodPools:
     """Find the LV and RV blood pools and their peak frames.
 
     Parameters
@@ -56,6 +57,10 @@ def find_blood_pools(images, *, times_s=None, spacing_mm) -> BloodPools:
         Acquisition times in s (only checked; timing is counted in frames).
     spacing_mm : float or tuple of 2 float, keyword-only
         Pixel spacing ``(dy, dx)`` in mm, used for the size priors.
+    near_yx : tuple of 2 float, keyword-only, optional
+        Where the LV is expected (pixels, e.g. from the other slices of the
+        stack): only candidates centred within ``near_mm`` of it are taken.
+    near_mm : float, keyword-only
 
     Returns
     -------
@@ -86,7 +91,11 @@ def find_blood_pools(images, *, times_s=None, spacing_mm) -> BloodPools:
     f = max(1, int(round(DETECT_PIXEL_MM / min(sp))))
     e_lo, sp_lo = _block_mean(e, f), (sp[0] * f, sp[1] * f)
     comps = _frame_components(e_lo, top, sp_lo[0] * sp_lo[1])
-    best = _choose_lv(comps, e_lo, sp_lo)
+    near = None
+    if near_yx is not None:  # in the coarse grid's mm: block i covers pixels f i .. f i + f - 1
+        near = ((np.asarray(near_yx, np.float64) - (f - 1) / 2.0) / f * np.asarray(sp_lo),
+                float(near_mm))
+    best = _choose_lv(comps, e_lo, sp_lo, near)
     if best is None:
         raise StudyError("no LV blood pool found: no compact enhancing region of LV size "
                          "with an enhancing wall")
@@ -262,15 +271,20 @@ def _ring(c: _Component, e, spx) -> float:
     return float(after[:, ring].mean()) / pk if after.size and ring.any() and pk > 0 else 0.0
 
 
-def _choose_lv(comps, e, sp):
+def _choose_lv(comps, e, sp, near=None):
     """Index of the LV blood pool among the components, or None.
 
     The LV pool is round and bright, with an enhancing wall around it (the
     aorta has none), and in the same frame the RV, which filled a beat or
     more earlier, lies next to it.  Candidates with such a neighbour are
     preferred; among them the earliest wins (the aorta fills after the LV).
+    ``near = (centre_mm, radius_mm)`` keeps only candidates centred within
+    ``radius_mm`` of ``centre_mm`` (coarse-grid mm).
     """
     ok = [k for k, c in enumerate(comps) if _lv_plausible(c)]
+    if near is not None:
+        ok = [k for k in ok
+              if np.hypot(*(np.argwhere(comps[k].mask).mean(axis=0) * sp - near[0])) <= near[1]]
     if not ok:
         return None
     spx = float(np.sqrt(sp[0] * sp[1]))

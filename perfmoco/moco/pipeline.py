@@ -43,6 +43,7 @@ from perfmoco.config import MocoConfig
 from perfmoco.moco import networks
 from perfmoco.moco.checks import check_series, identity_result, torch_device
 from perfmoco.moco.decompose import pca_reference
+from perfmoco.moco.preprocess import LvLocation
 from perfmoco.moco.result import MocoResult
 from perfmoco.moco.steps import (
     SeriesCrops,
@@ -182,7 +183,7 @@ class MotionCorrector:
                      series.name, orient)
         return orient
 
-    def correct(self, series: SliceSeries) -> MocoResult:
+    def correct(self, series: SliceSeries, *, lv: LvLocation | None = None) -> MocoResult:
         """Correct one slice series (dynamics and PD frames).
 
         Parameters
@@ -191,6 +192,10 @@ class MotionCorrector:
             Any intensity scale, matrix, spacing; at least 10 dynamics.
             On CPU this switches on ``torch.set_flush_denormal(True)``
             (process-wide; denormal activations are otherwise ~7x slower).
+        lv : LvLocation, keyword-only, optional
+            The series' LV, when already found (e.g. checked against the
+            other slices by :func:`perfmoco.moco.stack.locate_lv_stack`);
+            found here otherwise.
 
         Returns
         -------
@@ -218,10 +223,12 @@ class MotionCorrector:
         try:
             with self._lock, torch.inference_mode():
                 if orient.identity:
-                    return self._correct(series)
+                    return self._correct(series, lv=lv)
                 log.info("%s: networks run on the standard short-axis display (%s)",
                          series.name, orient)
-                return orient.undo_result(self._correct(orient.apply_series(series)))
+                if lv is not None:
+                    lv = lv._replace(centre_yx=orient.point(lv.centre_yx, series.shape))
+                return orient.undo_result(self._correct(orient.apply_series(series), lv=lv))
         except StudyError:
             raise
         except Exception as exc:  # never lose images: the caller keeps the originals
@@ -253,11 +260,13 @@ class MotionCorrector:
         with self._lock, torch.inference_mode():
             return self._correct(series.replace(pd_images=np.zeros((0, *series.shape))), stop=stage)
 
-    def _correct(self, series: SliceSeries, stop: str | None = None):
+    def _correct(self, series: SliceSeries, stop: str | None = None,
+                 lv: LvLocation | None = None):
         """The steps of :mod:`.steps` in order; ``stop`` returns a stage's inputs instead."""
         cfg = self.config
         m1, m3 = self.models["affine1"], self.models["dense"]
-        sc = SeriesCrops.prepare(series, cfg, affine_net=m1, dense_net=m3, device=self.device)
+        sc = SeriesCrops.prepare(series, cfg, affine_net=m1, dense_net=m3, device=self.device,
+                                 lv=lv)
         t_dyn, ref = sc.t_dyn, sc.ref
         k = min(cfg.pca_components, t_dyn - 1)
         if stop == "affine1":

@@ -90,13 +90,16 @@ def _get(obj, name):
     return getattr(obj, name)
 
 
-def locate_lv(series: SliceSeries) -> LvLocation:
+def locate_lv(series: SliceSeries, *, near_yx=None, near_mm: float = 25.0) -> LvLocation:
     """LV blood-pool centre and peak-LV dynamic of a series.
 
     Parameters
     ----------
     series : SliceSeries
         Dynamics ``(T, Y, X)``, times in s, spacing in mm.
+    near_yx, near_mm : keyword-only, optional
+        Only an LV centred within ``near_mm`` of the pixel ``near_yx`` (see
+        :func:`perfmoco.anatomy.find_blood_pools`).
 
     Returns
     -------
@@ -107,8 +110,9 @@ def locate_lv(series: SliceSeries) -> LvLocation:
     except ImportError:
         find_blood_pools = _fallback_blood_pools
     try:
+        kw = {} if near_yx is None else {"near_yx": near_yx, "near_mm": near_mm}
         found = find_blood_pools(
-            series.images, times_s=series.times_s, spacing_mm=series.pixel_spacing_mm
+            series.images, times_s=series.times_s, spacing_mm=series.pixel_spacing_mm, **kw
         )
         cy, cx = (float(v) for v in _get(found, "lv_centre"))
         peak = int(_get(found, "peak_lv_index"))

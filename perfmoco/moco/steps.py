@@ -32,7 +32,13 @@ from perfmoco.moco.checks import affine_coords, ncc_per_frame, plausible_affine,
 from perfmoco.moco.coarse import agrees, centre_moves, centre_shift_mm, coarse_translations
 from perfmoco.moco.decompose import pca_reference
 from perfmoco.moco.dilation import dilation_field, fit_dilation
-from perfmoco.moco.preprocess import histogram_equalise, locate_lv, robust_range, scale_to_unit
+from perfmoco.moco.preprocess import (
+    LvLocation,
+    histogram_equalise,
+    locate_lv,
+    robust_range,
+    scale_to_unit,
+)
 from perfmoco.moco.qc import temporal_outliers
 from perfmoco.moco.refine import (
     REFINE_SPACING_MM,
@@ -96,11 +102,11 @@ class SeriesCrops:
 
     @classmethod
     def prepare(cls, series: SliceSeries, config: MocoConfig, *, affine_net, dense_net,
-                device: torch.device) -> SeriesCrops:
+                device: torch.device, lv: LvLocation | None = None) -> SeriesCrops:
         t_dyn, ny, nx = series.images.shape
         n_pd = series.pd_images.shape[0]
         ref = int(np.clip(t_dyn - config.reference_from_end, 0, t_dyn - 1))
-        loc = locate_lv(series)
+        loc = locate_lv(series) if lv is None else lv
         imgs = torch.from_numpy(
             np.concatenate([series.images, series.pd_images.reshape(n_pd, ny, nx)])
         ).to(device, torch.float32)
