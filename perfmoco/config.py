@@ -237,6 +237,9 @@ class QuantConfig:
     #: ... and septal pixels touching the RV cavity a fraction of the slice's own RV
     #: blood curve (its bolus comes seconds before the LV's).
     rv_spillover: bool = True
+    #: A slice whose LV lies further than this from the other slices' is searched
+    #: again near theirs, mm (:mod:`perfmoco.anatomy.stack`; 0: each on its own).
+    stack_lv_tolerance_mm: float = 30.0
 
 
 @dataclasses.dataclass(frozen=True)

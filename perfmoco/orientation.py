@@ -37,6 +37,7 @@ __all__ = [
     "canonical_orientation",
     "is_mirrored",
     "orientation_from_anatomy",
+    "short_axis_axes",
 ]
 
 #: Typical base-to-apex direction of the LV long axis, LPS patient coordinates.
@@ -151,7 +152,7 @@ class Orientation:
         return (sx, sy) if self.transpose else (sy, sx)
 
 
-def _axes(geometry: SliceGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def short_axis_axes(geometry: SliceGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Unit read, phase and apex-pointing normal, or None when the orientation is unknown."""
     read = np.asarray(geometry.read_dir, np.float64)
     phase = np.asarray(geometry.phase_dir, np.float64)
@@ -179,7 +180,7 @@ def is_mirrored(geometry: SliceGeometry | None) -> bool | None:
     bool or None
         None when the geometry is missing or the slice is not short-axis.
     """
-    ax = None if geometry is None else _axes(geometry)
+    ax = None if geometry is None else short_axis_axes(geometry)
     if ax is None:
         return None
     read, phase, apex = ax
@@ -193,7 +194,7 @@ def canonical_orientation(geometry: SliceGeometry | None) -> Orientation:
     the standard display's (down: posterior, right: ``down x apex``).  The
     identity when the geometry is missing or the slice is not short-axis.
     """
-    ax = None if geometry is None else _axes(geometry)
+    ax = None if geometry is None else short_axis_axes(geometry)
     if ax is None:
         return Orientation()
     read, phase, apex = ax

@@ -6,10 +6,11 @@ import itertools
 import numpy as np
 import pytest
 
+from perfmoco.anatomy.stack import in_plane_mm, pixel_of
 from perfmoco.moco.preprocess import locate_lv
-from perfmoco.moco.stack import in_plane_mm, locate_lv_stack, pixel_of
+from perfmoco.moco.stack import locate_lv_stack
 from perfmoco.orientation import Orientation
-from perfmoco.phantom import generate_phantom
+from perfmoco.phantom import LABELS, generate_phantom
 from tests.phantom_common import prefix
 
 
@@ -85,3 +86,33 @@ def test_process_study_corrects_each_slice_with_the_checked_lv(aorta_at_apex, mo
     apex = ph.study.slices[2]
     assert _error_mm(apex, seen[apex.name], ph.truth) < 5.0
     assert all(v is not None for v in seen.values())
+
+
+def test_quantification_searches_an_outlying_slice_again_near_the_others(monkeypatch):
+    """The MBF step finds the pools of the corrected slices again: the same check.
+
+    The apical slice's own search is made to take the aorta (as it does on the
+    breathing study), by restricting it to the aorta's position."""
+    import perfmoco.quant as quant
+    from perfmoco.anatomy import find_blood_pools
+    from perfmoco.config import QuantConfig
+
+    ph = generate_phantom(seed=9982, motion="none", vendor="a")
+    apex = ph.study.highres[2]
+    aorta_yx = np.argwhere(ph.truth["s2_labels"] == LABELS["aorta"]).mean(axis=0)
+
+    def own_search_takes_the_aorta(images, *, near_yx=None, **kw):
+        if images is apex.images and near_yx is None:
+            kw["near_mm"] = 8.0
+            return find_blood_pools(images, near_yx=aorta_yx, **kw)
+        return find_blood_pools(images, near_yx=near_yx, **kw)
+
+    monkeypatch.setattr(quant, "find_blood_pools", own_search_takes_the_aorta)
+    true_myo = ph.truth["s2_myo_masks"][0]
+
+    def recall(config):
+        q = quant.quantify_study(ph.study, config=config)
+        return (q.myocardium[2] & true_myo).sum() / true_myo.sum()
+
+    assert recall(QuantConfig(stack_lv_tolerance_mm=0.0)) < 0.3  # the aorta's "wall"
+    assert recall(QuantConfig()) > 0.85

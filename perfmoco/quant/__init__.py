@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from perfmoco.anatomy import find_blood_pools, rv_insertion_points, segment_myocardium
+from perfmoco.anatomy.stack import accept, stack_outliers
 from perfmoco.config import QuantConfig
 from perfmoco.orientation import is_mirrored
 from perfmoco.quant.aif import AifResult, blood_pool_core, extract_aif
@@ -225,6 +226,30 @@ def _frame_mask(bad, times_src, grid):
     return ~np.asarray(bad, bool)[near]
 
 
+def _stack_pools(highres, config: QuantConfig, msgs: list[str]) -> dict:
+    """Blood pools of every slice; an LV far from the other slices' searched again near them."""
+    found = {}
+    for s in highres:
+        try:
+            found[s.slice_index] = find_blood_pools(s.images, times_s=s.times_s,
+                                                    spacing_mm=s.pixel_spacing_mm)
+        except StudyError as exc:
+            _warn(msgs, f"{s.name}: {exc}; no MBF map for this slice")
+    centres = [found[s.slice_index].lv_centre if s.slice_index in found else None
+               for s in highres]
+    far = stack_outliers(highres, centres, tolerance_mm=config.stack_lv_tolerance_mm)
+    for i, (near, dist) in far.items():
+        s = highres[i]
+        try:
+            again = find_blood_pools(s.images, times_s=s.times_s, spacing_mm=s.pixel_spacing_mm,
+                                     near_yx=near, near_mm=config.stack_lv_tolerance_mm)
+        except StudyError:
+            continue
+        if accept(s, again.lv_centre, near, dist):
+            found[s.slice_index] = again
+    return found
+
+
 def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                    qc: dict[int, np.ndarray] | None = None,
                    displacements: dict[int, np.ndarray] | None = None,
@@ -292,9 +317,12 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
     levels = slice_levels(len(highres))
     # 1. anatomy per slice
     work: dict[int, _SliceWork] = {}
+    found = _stack_pools(highres, config, msgs)
     for s in highres:
+        pools = found.get(s.slice_index)
+        if pools is None:
+            continue
         try:
-            pools = find_blood_pools(s.images, times_s=s.times_s, spacing_mm=s.pixel_spacing_mm)
             myo = segment_myocardium(s.images, pools, spacing_mm=s.pixel_spacing_mm)
         except StudyError as exc:
             _warn(msgs, f"{s.name}: {exc}; no MBF map for this slice")
