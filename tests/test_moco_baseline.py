@@ -171,3 +171,47 @@ def test_coarse_search_finds_a_large_move_to_the_reference_frame():
     all_maps = torch.cat([maps, eye])
     np.testing.assert_allclose(centre_shift_mm(all_maps, 3, (31.5, 31.5), (2.0, 2.0)).numpy(),
                                2.0 * np.hypot(*np.array(shifts).T), atol=1.0)
+
+
+def test_mutual_information_is_that_of_the_linear_parzen_joint_histogram():
+    from perfmoco.moco.baseline import _mi
+
+    rng = np.random.default_rng(4)
+    fixed = rng.uniform(0, 1, 300)
+    moving = np.stack([fixed ** 2 + 0.1 * rng.normal(size=300), rng.uniform(-1, 2, 300)])
+    bins = 8
+
+    def weights(v):  # independent: each value split between its two nearest bin centres
+        x = (v - v.min()) / (v.max() - v.min()) * (bins - 1)
+        w = np.zeros((v.size, bins))
+        for i, xi in enumerate(x):
+            lo = min(int(np.floor(xi)), bins - 2)
+            w[i, lo], w[i, lo + 1] = 1 - (xi - lo), xi - lo
+        return w
+
+    want = []
+    for m in moving:
+        joint = weights(m).T @ weights(fixed) / fixed.size
+        outer = joint.sum(1, keepdims=True) * joint.sum(0, keepdims=True)
+        nz = joint > 0
+        want.append(float((joint[nz] * np.log(joint[nz] / outer[nz])).sum()))
+    got = _mi(torch.from_numpy(moving), torch.from_numpy(fixed), bins).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    assert got[0] > got[1]
+
+
+def test_offsets_of_many_frames_at_once_are_those_of_each_frame():
+    from perfmoco.moco.baseline import block_offsets
+
+    fixed = _heart(blood=0.95, myo=0.60, lung=0.05, noise=0.02, seed=2)
+    shifts = [(1.3, -0.7), (-2.2, 0.4), (0.0, 2.9), (6.0, 0.0)]
+    moving = torch.stack([_heart(blood=0.30, myo=0.45, lung=0.05, shift=s, noise=0.02, seed=k)
+                          for k, s in enumerate(shifts)])
+    disc = (identity_grid((64, 64)) - 31.5).norm(dim=0) < 24
+    d, interior = block_offsets(moving, fixed, disc, max_px=4.0, chunk=3)
+    for k in range(len(shifts)):
+        dk, ik = block_offset(moving[k], fixed, disc, max_px=4.0)
+        np.testing.assert_array_equal(d[k].numpy(), dk.numpy())
+        assert bool(interior[k]) == ik
+    np.testing.assert_allclose(d[:3].numpy(), shifts[:3], atol=0.2)
+    assert interior[:3].all() and not interior[3]

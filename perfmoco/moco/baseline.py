@@ -112,25 +112,29 @@ def baseline_length(crop: torch.Tensor, disc: torch.Tensor, *, cnr: float = 6.0,
 def _mi(moving: torch.Tensor, fixed: torch.Tensor, bins: int) -> torch.Tensor:
     """Mutual information of each row of ``moving`` (N, P) with ``fixed`` (P,): (N,).
 
-    Joint histograms with linear (first-order B-spline) Parzen weights, the
-    N rows at once as one batched matrix product.  MONAI's
-    ``GlobalMutualInformationLoss`` (Gaussian Parzen windows, used in
-    training) gives the same optimum here but is ~10x slower, and this search
-    runs on every slice within the console's latency budget.
+    Joint histograms with linear (first-order B-spline) Parzen weights: each
+    pixel adds to the 2 x 2 bins around its pair of values, all N rows in one
+    ``scatter_add``.  MONAI's ``GlobalMutualInformationLoss`` (Gaussian Parzen
+    windows, used in training) gives the same optimum here but is ~10x slower,
+    and this search runs on every slice within the console's latency budget.
     """
-    def binned(v):  # (..., P) -> dense linear-interpolation weights (..., P, bins)
+    def binned(v):  # (..., P) -> lower bin and the weight of the upper one
         lo, hi = v.min(dim=-1, keepdim=True).values, v.max(dim=-1, keepdim=True).values
         x = (v - lo) / (hi - lo).clamp_min(1e-12) * (bins - 1)
         i0 = x.floor().clamp(0, bins - 2)
-        f = (x - i0)[..., None]
-        w = torch.zeros(*v.shape, bins, dtype=v.dtype, device=v.device)
-        w.scatter_(-1, i0.long()[..., None], 1.0 - f)
-        w.scatter_add_(-1, i0.long()[..., None] + 1, f)
-        return w
+        return i0.long(), x - i0
 
-    wm = binned(moving.double())  # (N, P, bins)
-    wf = binned(fixed.double())  # (P, bins)
-    joint = torch.einsum("npi,pj->nij", wm, wf) / moving.shape[-1]
+    n, p = moving.shape
+    im, fm = binned(moving.double())  # (N, P)
+    i_f, ff = binned(fixed.double())  # (P,)
+    base = im * bins + i_f
+    gm = 1.0 - fm
+    joint = torch.zeros(n, bins * bins, dtype=torch.float64, device=moving.device)
+    joint.scatter_add_(1, base, gm * (1.0 - ff))
+    joint.scatter_add_(1, base + 1, gm * ff)
+    joint.scatter_add_(1, base + bins, fm * (1.0 - ff))
+    joint.scatter_add_(1, base + bins + 1, fm * ff)
+    joint = joint.reshape(n, bins, bins) / p
     pm = joint.sum(2, keepdim=True)
     pf = joint.sum(1, keepdim=True)
     ratio = joint / (pm * pf).clamp_min(1e-300)
@@ -167,21 +171,42 @@ def block_offset(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor, 
         False when the coarse optimum lies on the edge of the search range
         (the true one may be outside it: not to be trusted).
     """
-    g = identity_grid(moving.shape, device=moving.device)
-    best = torch.zeros(2, dtype=torch.float64) if start is None else start.double().cpu()
+    d, ok = block_offsets(moving[None], fixed, disc, max_px=max_px, levels=levels, bins=bins,
+                          start=None if start is None else start[None])
+    return d[0], bool(ok[0])
+
+
+def block_offsets(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor, *,
+                  max_px: float, start: torch.Tensor | None = None, levels: int = 3,
+                  bins: int = BINS, chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`block_offset` of many frames ``(N, H, W)`` to one ``fixed``, batched.
+
+    Returns ``(N, 2)`` offsets (float64, CPU) and ``(N,)`` interior flags.
+    """
+    n = moving.shape[0]
+    g_disc = identity_grid(moving.shape[-2:], device=moving.device)[:, disc]  # (2, P)
+    best = (torch.zeros(n, 2, dtype=torch.float64) if start is None
+            else start.double().cpu().reshape(n, 2).clone())
+    origin = best.clone()
     fix = fixed[disc].float()
     ax = torch.arange(-4, 5, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(ax, ax, indexing="ij"), -1).reshape(-1, 2)  # (81, 2)
     step = max_px / 4.0
-    interior = True
+    interior = torch.ones(n, dtype=torch.bool)
     for level in range(levels):
-        cand = torch.stack(torch.meshgrid(ax * step, ax * step, indexing="ij"), -1).reshape(-1, 2)
-        cand = cand + best
-        coords = g[None] + cand.to(g)[:, :, None, None]
-        shifted = sample(moving[None].expand(len(cand), -1, -1), coords, padding="border")
-        k = int(torch.argmax(_mi(shifted[:, disc], fix, bins)))
-        if level == 0:
-            interior = bool(((cand[k] - best).abs() < max_px - 1e-9).all())
-        best = cand[k]
+        for i0 in range(0, n, chunk):
+            sel = slice(i0, min(i0 + chunk, n))
+            cand = best[sel, None] + grid[None] * step  # (c, 81, 2)
+            c = cand.shape[0]
+            # only the disc's pixels are sampled: (c, 2, 81, P) coordinates
+            coords = g_disc[None, :, None, :] + cand.permute(0, 2, 1).to(g_disc)[..., None]
+            shifted = sample(moving[sel], coords, padding="border")  # (c, 81, P)
+            k = torch.argmax(_mi(shifted.reshape(c * len(grid), -1), fix, bins).reshape(c, -1),
+                             dim=1)
+            pick = cand[torch.arange(c), k.cpu()]
+            if level == 0:
+                interior[sel] = ((pick - origin[sel]).abs() < max_px - 1e-9).all(dim=1)
+            best[sel] = pick
         step /= 4.0
     return best, interior
 
