@@ -52,8 +52,8 @@ def random_weights(folder: Path) -> Path:
     return folder
 
 
-def start_server(method: str, workers: int, weights_dir: str = ""):
-    overrides = {"server.method": method, "server.workers": workers}
+def start_server(method: str, workers: int, weights_dir: str = "", extra=None):
+    overrides = {"server.method": method, "server.workers": workers, **(extra or {})}
     if weights_dir:
         overrides["moco.weights_dir"] = weights_dir
     code = (
@@ -119,6 +119,8 @@ def main(argv=None) -> int:
     p.add_argument("--random-weights", action="store_true",
                    help="time the dl method with untrained checkpoints (when none are shipped)")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="server setting, e.g. moco.compile=true (compiled at its warm-up)")
     args = p.parse_args(argv)
 
     study = generate_phantom(seed=7, n_dynamics=args.dynamics, motion="breathing").study
@@ -132,7 +134,8 @@ def main(argv=None) -> int:
 
         weights = str(random_weights(Path(tempfile.mkdtemp(prefix="perfmoco-bench-"))))
         print(f"untrained checkpoints in {weights} (timing only, corrections are meaningless)")
-    proc, port = start_server(args.method, args.workers, weights)
+    proc, port = start_server(args.method, args.workers, weights,
+                              dict(kv.split("=", 1) for kv in args.set))
     server = psutil.Process(proc.pid)
     results = []
     try:

@@ -11,6 +11,9 @@ Usage::
 
     .venv/bin/python benchmarks/bench_moco.py [--seeds 9100 9101] [--threads 2]
         [--weights DIR] [--json OUT.json] [--set moco.KEY=VALUE ...]
+
+``--speed-only --set moco.compile=true`` times the compiled networks (as the
+server and the gadget run them after their warm-up).
 """
 
 from __future__ import annotations
@@ -152,6 +155,8 @@ def main(argv=None) -> int:
     slices = ph.study.slices
     for s in slices:
         check_series(s)
+    if mc.config.compile:
+        print(f"\ncompiling the networks (moco.compile): {mc.compile_networks():.1f} s")
     mc.correct(slices[0])
     t0, c0 = time.perf_counter(), time.process_time()
     for s, lv in zip(slices, study_locations(mc, slices)):

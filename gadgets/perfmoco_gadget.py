@@ -161,7 +161,7 @@ def perfmoco(connection) -> None:
     log.info(kv("started", pipeline=pipeline, method=config.server.method,
                 expected_slices=expected.n_slices))
     if pipeline != "passthrough":  # import torch & co. now, not after the last image
-        log.info(kv("warm_up", seconds=warm_up()))
+        log.info(kv("warm_up", seconds=warm_up(config)))
     connection.filter(ismrmrd.Image)  # acquisitions, waveforms, arrays: straight through
     groups: dict[tuple[int, int], list[ismrmrd.Image]] = defaultdict(list)
     order: list[ismrmrd.Image] = []

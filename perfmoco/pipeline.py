@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import logging
 import time
 import warnings
@@ -111,10 +112,20 @@ class StudyResult:
 
 
 def _load_corrector(config: Config):
+    """The motion corrector of these settings, loaded once per process.
+
+    A server or gadget reuses it from study to study: the weights are read once,
+    and with ``moco.compile`` the networks are compiled once (see
+    :func:`perfmoco.session.warm_up`).
+    """
+    return _corrector_for(config.moco)
+
+
+@functools.lru_cache(maxsize=2)
+def _corrector_for(moco):
     from perfmoco.moco.pipeline import MotionCorrector
 
-    weights = config.moco.weights_dir or None
-    return MotionCorrector.load(weights, device=config.moco.device, config=config.moco)
+    return MotionCorrector.load(moco.weights_dir or None, device=moco.device, config=moco)
 
 
 def _stack_locations(study: PerfusionStudy, config: Config) -> list:

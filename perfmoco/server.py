@@ -105,9 +105,8 @@ class MrdServer:
                      workers=self.config.server.workers))
         return self
 
-    @staticmethod
-    def _warm_up() -> None:
-        log.info(kv("warm_up", seconds=warm_up()))
+    def _warm_up(self) -> None:
+        log.info(kv("warm_up", seconds=warm_up(self.config)))
 
     def serve_forever(self) -> None:
         """Start (if needed) and block until :meth:`shutdown` or Ctrl-C."""

@@ -81,8 +81,15 @@ def kv(event: str, **fields: Any) -> str:
     return " ".join(parts)
 
 
-def warm_up() -> float:
+def warm_up(config: Config | None = None) -> float:
     """Import the pipeline's heavy modules (torch, MONAI, fitting) ahead of the first study.
+
+    Parameters
+    ----------
+    config : Config, optional
+        With ``moco.compile`` (and the ``dl`` method) the motion corrector is
+        also loaded and its networks compiled now (~1 min the first time on a
+        machine, seconds once inductor's cache holds the kernels).
 
     Returns
     -------
@@ -99,6 +106,13 @@ def warm_up() -> float:
             importlib.import_module(name)
         except Exception as exc:  # an unfinished stage must not stop the server
             log.debug("warm-up: %s not imported (%s)", name, exc)
+    if config is not None and config.moco.compile and config.server.method == "dl":
+        try:
+            from perfmoco.pipeline import _load_corrector
+
+            _load_corrector(config).compile_networks()
+        except Exception as exc:  # reported again when a study needs the corrector
+            log.warning("warm-up: networks not compiled (%s)", exc)
     return time.perf_counter() - t0
 
 

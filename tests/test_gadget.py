@@ -9,6 +9,7 @@ CLOSE (4), and reads what the gadget sends on.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -24,7 +25,7 @@ import numpy as np
 import pytest
 from streaming_helpers import LOOPBACK, images_of, small_study, study_images
 
-from perfmoco.config import ConfigError
+from perfmoco.config import ConfigError, load_config
 from perfmoco.io.stream import MessageId, MessageReader, MessageWriter
 from perfmoco.session import run_study
 
@@ -264,4 +265,9 @@ def test_docker_files_match_the_code():
     assert gadget["command"][gadget["command"].index("--port") + 1] == "18000"
     srv = (REPO / "docker" / "Dockerfile.server").read_text()
     assert "torch==2.13.0" in srv and "download.pytorch.org/whl/cpu" in srv
-    assert 'ENTRYPOINT ["perfmoco", "serve", "--host", "0.0.0.0"]' in srv
+    entry = next(line for line in srv.splitlines() if line.startswith("ENTRYPOINT"))
+    args = json.loads(entry[len("ENTRYPOINT"):])
+    assert args[:4] == ["perfmoco", "serve", "--host", "0.0.0.0"]
+    overrides = dict(a.split("=", 1) for a in args[args.index("--set") + 1 :: 2])
+    cfg = load_config(overrides=overrides)  # every override is a real setting
+    assert cfg.moco.compile and "g++" in srv  # inductor builds its kernels with it

@@ -131,18 +131,25 @@ class RegNet(nn.Module):
             Pull-back: ``warp(moving, d) ≈ fixed``.  For the affine kind
             :attr:`last_affine` holds the ``(B, 2, 3)`` pixel affine map.
         """
+        ddf, affine = self.predict(moving, fixed)
+        if affine is not None:
+            self.last_affine = affine
+        return ddf
+
+    def predict(self, moving: torch.Tensor, fixed: torch.Tensor):
+        """:meth:`forward` without side effects: ``(ddf, affine)`` (``affine`` None for local)."""
         x = torch.cat([moving, fixed], dim=1)
         ddf = self.net(x)
-        if self.kind == "global":
-            ddf = ddf * self._half
-            theta = self.net.output_block.theta.reshape(-1, 2, 3)
-            a = theta[:, :, :2]
-            b = theta[:, :, 2]
-            c = torch.full((2,), self._half, dtype=theta.dtype, device=theta.device)
-            # g = (p - c) / h  ->  p' = A p + c - A c + h b
-            shift = c - a @ c + self._half * b
-            self.last_affine = torch.cat([a, shift[:, :, None]], dim=2)
-        return ddf
+        if self.kind != "global":
+            return ddf, None
+        ddf = ddf * self._half
+        theta = self.net.output_block.theta.reshape(-1, 2, 3)
+        a = theta[:, :, :2]
+        b = theta[:, :, 2]
+        c = torch.full((2,), self._half, dtype=theta.dtype, device=theta.device)
+        # g = (p - c) / h  ->  p' = A p + c - A c + h b
+        shift = c - a @ c + self._half * b
+        return ddf, torch.cat([a, shift[:, :, None]], dim=2)
 
 
 def save(path: str | Path, model: RegNet, *, stage: str, train_info: dict | None = None) -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -72,6 +73,11 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _DEFAULT_CONFIG = MocoConfig()
 
 
+#: Frames per call of a compiled network (``moco.compile``): every call has this
+#: one shape, so each network is compiled once per process.
+COMPILE_BATCH = 16
+
+
 class MotionCorrector:
     """The three trained networks, ready to correct series.
 
@@ -101,6 +107,8 @@ class MotionCorrector:
         self.config = config
         self.meta = meta or {}
         self._lock = threading.Lock()  # the nets keep per-call state (last_affine)
+        self._compiled: dict = {}  # stage -> torch.compile'd RegNet.predict (moco.compile)
+        self._compile_failed = False
         crops = (self.models["affine1"].crop, self.models["dense"].crop)
         if (config.affine_crop, config.nonrigid_crop) != crops:
             log.warning(
@@ -148,6 +156,13 @@ class MotionCorrector:
 
     # ------------------------------------------------------------------ helpers
     def _run_net(self, stage: str, moving: torch.Tensor, fixed: torch.Tensor, chunk: int = 128):
+        if self.config.compile and not self._compile_failed:
+            try:
+                return self._run_compiled(stage, moving, fixed)
+            except Exception as exc:  # no C++ compiler, unsupported backend, ...
+                log.warning("torch.compile of the networks failed (%s: %s); running them "
+                            "uncompiled", type(exc).__name__, exc)
+                self._compile_failed = True
         net = self.models[stage]
         outs, affs = [], []
         for i in range(0, moving.shape[0], chunk):
@@ -156,6 +171,37 @@ class MotionCorrector:
             if net.kind == "global":
                 affs.append(net.last_affine)
         return torch.cat(outs), (torch.cat(affs).double() if affs else None)
+
+    def _run_compiled(self, stage: str, moving: torch.Tensor, fixed: torch.Tensor):
+        """The compiled network in calls of :data:`COMPILE_BATCH` frames (one shape)."""
+        fn = self._compiled.get(stage)
+        if fn is None:
+            fn = self._compiled[stage] = torch.compile(self.models[stage].predict,
+                                                       dynamic=False)
+        n = COMPILE_BATCH
+        outs, affs = [], []
+        for i in range(0, moving.shape[0], n):
+            # contiguous: an expanded (stride-0) reference would be another shape to compile
+            m, f = moving[i : i + n, None].contiguous(), fixed[i : i + n, None].contiguous()
+            k = m.shape[0]
+            if k < n:  # pad the last call to the compiled shape
+                m = torch.cat([m, m.new_zeros(n - k, *m.shape[1:])])
+                f = torch.cat([f, f.new_zeros(n - k, *f.shape[1:])])
+            d, a = fn(m, f)
+            outs.append(d[:k])
+            if a is not None:
+                affs.append(a[:k])
+        return torch.cat(outs), (torch.cat(affs).double() if affs else None)
+
+    def compile_networks(self) -> float:
+        """Compile the networks now (``moco.compile``), e.g. while a server waits; seconds."""
+        t0 = time.perf_counter()
+        if self.config.compile:
+            with self._lock, torch.inference_mode():
+                for stage, net in self.models.items():
+                    x = torch.zeros(1, net.crop, net.crop, device=self.device)
+                    self._run_net(stage, x, x)
+        return time.perf_counter() - t0
 
     def _orientation(self, series: SliceSeries) -> Orientation:
         """The re-ordering onto the standard display: from the geometry, else the anatomy."""
