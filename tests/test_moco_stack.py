@@ -115,4 +115,5 @@ def test_quantification_searches_an_outlying_slice_again_near_the_others(monkeyp
         return (q.myocardium[2] & true_myo).sum() / true_myo.sum()
 
     assert recall(QuantConfig(stack_lv_tolerance_mm=0.0)) < 0.3  # the aorta's "wall"
-    assert recall(QuantConfig()) > 0.85
+    with pytest.warns(UserWarning, match="pool near theirs was taken"):
+        assert recall(QuantConfig()) > 0.85

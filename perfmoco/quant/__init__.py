@@ -247,6 +247,8 @@ def _stack_pools(highres, config: QuantConfig, msgs: list[str]) -> dict:
             continue
         if accept(s, again.lv_centre, near, dist):
             found[s.slice_index] = again
+            _warn(msgs, f"{s.name}: the LV found on its own lay {dist:.0f} mm from the other "
+                        "slices' LV; the pool near theirs was taken")
     return found
 
 
