@@ -149,13 +149,12 @@ def _correct(study: PerfusionStudy, method: Method, config: Config, result: Stud
     if method is Method.ITERATIVE:
         from perfmoco.moco.iterative import correct_iterative as run
     else:
-        corrector = _load_corrector(config)
-        locs = _stack_locations(study, config)
-        run = corrector.correct
+        run = _load_corrector(config).correct
+    locs = _stack_locations(study, config)
     out: list[MocoResult | None] = []
     for i, s in enumerate(study.slices):
         try:
-            out.append(run(s) if method is Method.ITERATIVE else run(s, lv=locs[i]))
+            out.append(run(s, lv=locs[i]))
         except (StudyError, ValueError, RuntimeError) as exc:
             result.messages.append(f"{s.name}: motion correction failed ({exc}); originals kept")
             log.warning("%s: motion correction failed: %s", s.name, exc)

@@ -117,3 +117,21 @@ def test_quantification_searches_an_outlying_slice_again_near_the_others(monkeyp
     assert recall(QuantConfig(stack_lv_tolerance_mm=0.0)) < 0.3  # the aorta's "wall"
     with pytest.warns(UserWarning, match="pool near theirs was taken"):
         assert recall(QuantConfig()) > 0.85
+
+
+def test_the_iterative_method_gets_the_checked_lv_too(aorta_at_apex, monkeypatch):
+    import perfmoco.moco.iterative as iterative
+    from perfmoco.moco.pipeline import correct_series
+    from perfmoco.pipeline import process_study
+
+    seen = {}
+
+    def recorder(series, *, lv=None, **kw):
+        seen[series.name] = lv
+        return correct_series(series, method="none")
+
+    monkeypatch.setattr(iterative, "correct_iterative", recorder)
+    ph = aorta_at_apex
+    assert process_study(ph.study, method="iterative", quantify=False).ok
+    apex = ph.study.slices[2]
+    assert _error_mm(apex, seen[apex.name], ph.truth) < 5.0

@@ -236,6 +236,7 @@ def correct_iterative(
     config: MocoConfig | None = None,
     parameter_dir: str | Path | None = None,
     threads: int | None = None,
+    lv=None,
 ) -> MocoResult:
     """Correct one slice series with the iterative RPCA/PCA + elastix method.
 
@@ -252,6 +253,9 @@ def correct_iterative(
     threads : int, keyword-only, optional
         ITK's global thread count (set globally: passing a thread count to
         the B-spline registration crashes elastix); default: leave as is.
+    lv : LvLocation, keyword-only, optional
+        The series' LV, when already found (see
+        :meth:`perfmoco.moco.pipeline.MotionCorrector.correct`); found here otherwise.
 
     Returns
     -------
@@ -278,7 +282,7 @@ def correct_iterative(
         itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(int(threads))
     t0 = time.perf_counter()
     try:
-        result = _correct(itk, series, config or MocoConfig(), maps)
+        result = _correct(itk, series, config or MocoConfig(), maps, lv)
     except RuntimeError as exc:  # elastix reports every failure as RuntimeError
         log.exception("%s: elastix failed", series.name)
         raise StudyError(f"{series.name}: iterative motion correction failed ({exc})") from exc
@@ -296,14 +300,14 @@ def _anchored(disp, pd_disp, ref, centre, spacing_mm):
     return out[:t], out[t:]
 
 
-def _correct(itk, series: SliceSeries, cfg: MocoConfig, maps: dict) -> MocoResult:
+def _correct(itk, series: SliceSeries, cfg: MocoConfig, maps: dict, lv=None) -> MocoResult:
     settings = maps["settings"]
     images = series.images.astype(np.float32)
     t_dyn, ny, nx = images.shape
     shape = (ny, nx)
     ref = int(np.clip(t_dyn - cfg.reference_from_end, 0, t_dyn - 1))
     k = int(min(settings["pca_components"], t_dyn - 1))
-    centre = locate_lv(series).centre_yx
+    centre = (locate_lv(series) if lv is None else lv).centre_yx
     box_a = _crop_box(centre, cfg.affine_crop, shape)
     box_n = _crop_box(centre, cfg.nonrigid_crop, shape)
     org_a = (box_a[0].start, box_a[1].start)
