@@ -179,6 +179,9 @@ LEVELS = (0.45, 0.6, 0.75)
 NEIGHBOUR_LEVEL = 0.25
 #: An RV fills at least this many frames (half-peak arrival) before the LV.
 MIN_LEAD_FRAMES = 0.7
+#: An LV candidate whose earlier neighbour leads it by at least this many frames (a
+#: pulmonary transit) is preferred to one that fills just after its neighbour.
+TRANSIT_FRAMES = 2.0
 #: Only this many LV candidates (best shape and brightness first) are examined closely.
 MAX_CANDIDATES = 12
 #: Later-filling LV candidates are down-weighted by exp(-delay / this), frames.
@@ -276,8 +279,11 @@ def _choose_lv(comps, e, sp, near=None):
 
     The LV pool is round and bright, with an enhancing wall around it (the
     aorta has none), and in the same frame the RV, which filled a beat or
-    more earlier, lies next to it.  Candidates with such a neighbour are
-    preferred; among them the earliest wins (the aorta fills after the LV).
+    more earlier, lies next to it.  Candidates with such a neighbour that leads
+    them by a pulmonary transit (:data:`TRANSIT_FRAMES`) are preferred; among
+    them the earliest wins (the aorta fills after the LV).  Without one (apex:
+    no RV; a neighbour only a beat ahead is the same chamber or the LV before
+    the aorta), shape, brightness and wall decide.
     ``near = (centre_mm, radius_mm)`` keeps only candidates centred within
     ``radius_mm`` of ``centre_mm`` (coarse-grid mm).
     """
@@ -294,9 +300,16 @@ def _choose_lv(comps, e, sp, near=None):
     for k in ok:
         comps[k].ring = _ring(comps[k], e, spx)
         score[k] *= 1.0 + 4.0 * float(np.clip(comps[k].ring, 0.0, 0.5))
-    paired = [k for k in ok if _earlier_neighbours(k, comps, sp)]
-    if not paired:  # no RV seen (e.g. apex): shape, brightness and wall decide
+    nbrs = {k: _earlier_neighbours(k, comps, sp) for k in ok}
+    paired = [k for k in ok if nbrs[k]]
+    # the RV leads the LV by the pulmonary transit (several beats); a pool that fills
+    # within a beat or two of its earliest neighbour is downstream of it in the same
+    # chamber or vessel (a later-filling part of the RV; the aorta after the LV)
+    transit = [k for k in paired
+               if comps[k].arrival - min(comps[j].arrival for j in nbrs[k]) >= TRANSIT_FRAMES]
+    if not transit:  # none after a transit (e.g. apex: the aorta after the LV)
         return max(ok, key=score.get)
+    paired = transit
     t0 = min(comps[k].arrival for k in paired)
     delay = {k: comps[k].arrival - t0 for k in paired}
     return max(paired, key=lambda k: score[k] * np.exp(-delay[k] / ARRIVAL_SCALE_FRAMES))
