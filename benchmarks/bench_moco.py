@@ -32,8 +32,8 @@ from perfmoco.config import load_config
 from perfmoco.metrics.paper import pd_sd
 from perfmoco.moco.evaluate import truth_metrics
 from perfmoco.moco.pipeline import MotionCorrector, check_series
-from perfmoco.moco.stack import locate_lv_stack
 from perfmoco.phantom import generate_phantom
+from perfmoco.pipeline import stack_locations
 from perfmoco.study import SliceRole
 
 KEYS = ("dice", "centroid_mm", "dice_peak", "tic", "pd_sd")
@@ -51,23 +51,18 @@ def model_flops(mc: MotionCorrector) -> dict[str, float]:
     return out
 
 
-def time_study(mc, slices, repeat: int) -> tuple[float, float]:
+def time_study(mc, study, config, repeat: int) -> tuple[float, float]:
     """Median wall and CPU seconds of correcting every slice (after one warm-up slice)."""
+    slices = study.slices
     mc.correct(slices[0])
     walls, cpus = [], []
     for _ in range(repeat):
         t0, c0 = time.perf_counter(), time.process_time()
-        for s, lv in zip(slices, study_locations(mc, slices)):
+        for s, lv in zip(slices, stack_locations(study, config)):
             mc.correct(s, lv=lv)
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
     return float(np.median(walls)), float(np.median(cpus))
-
-
-def study_locations(mc, slices):
-    """Each slice's LV checked against the stack, as :func:`perfmoco.pipeline.process_study`."""
-    tol = mc.config.stack_lv_tolerance_mm
-    return locate_lv_stack(slices, tolerance_mm=tol) if tol > 0 else [None] * len(slices)
 
 
 def slice_metrics(mc, s, truth_all, prefix, lv=None):
@@ -126,7 +121,7 @@ def main(argv=None) -> int:
     for i, seed in enumerate([] if a.speed_only else a.seeds):
         vendor = "ab"[i % 2]
         ph = generate_phantom(seed=seed, motion=a.motion, vendor=vendor)
-        locs = study_locations(mc, ph.study.slices)
+        locs = stack_locations(ph.study, cfg)
         for s, lv in zip(ph.study.slices, locs):
             prefix = "aif" if s.role is SliceRole.AIF else f"s{s.slice_index}"
             m = slice_metrics(mc, s, ph.truth, prefix, lv)
@@ -173,12 +168,12 @@ def main(argv=None) -> int:
     slices = ph.study.slices
     for s in slices:
         check_series(s)
-    wall, cpu = time_study(mc, slices, a.repeat)
+    wall, cpu = time_study(mc, ph.study, cfg, a.repeat)
     compiled = None
     if not a.no_compile and not mc.config.compile:
         mcc = MotionCorrector(mc.models, config=dataclasses.replace(mc.config, compile=True))
         print(f"\ncompiling the networks (moco.compile): {mcc.compile_networks():.1f} s")
-        compiled = time_study(mcc, slices, a.repeat)
+        compiled = time_study(mcc, ph.study, cfg, a.repeat)
     frames = sum(s.n_dynamics + s.pd_images.shape[0] for s in slices)
     flops = model_flops(mc)
     passes = {"affine1": cfg.moco.affine1_passes, "affine2": cfg.moco.affine2_passes,

@@ -23,7 +23,7 @@ from perfmoco.config import Config
 from perfmoco.moco.result import MocoResult
 from perfmoco.study import PerfusionStudy, SliceRole, StudyError
 
-__all__ = ["Method", "StudyResult", "process_study"]
+__all__ = ["Method", "StudyResult", "process_study", "stack_locations"]
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,11 @@ def _corrector_for(moco):
     return MotionCorrector.load(moco.weights_dir or None, device=moco.device, config=moco)
 
 
-def _stack_locations(study: PerfusionStudy, config: Config) -> list:
-    """Each slice's LV, checked against the other slices' (None: found per slice)."""
+def stack_locations(study: PerfusionStudy, config: Config) -> list:
+    """Each slice's LV, checked against the other slices' (None: found per slice).
+
+    What :func:`process_study` hands the motion correction (``lv=``).
+    """
     if config.moco.stack_lv_tolerance_mm <= 0 or len(study.slices) < 3:
         return [None] * len(study.slices)
     from perfmoco.moco.stack import locate_lv_stack
@@ -150,7 +153,7 @@ def _correct(study: PerfusionStudy, method: Method, config: Config, result: Stud
         from perfmoco.moco.iterative import correct_iterative as run
     else:
         run = _load_corrector(config).correct
-    locs = _stack_locations(study, config)
+    locs = stack_locations(study, config)
     out: list[MocoResult | None] = []
     for i, s in enumerate(study.slices):
         try:

@@ -115,6 +115,7 @@ def test_quantification_searches_an_outlying_slice_again_near_the_others(monkeyp
     The apical slice's own search is made to take the aorta (as it does on the
     breathing study), by restricting it to the aorta's position."""
     import perfmoco.quant as quant
+    import perfmoco.quant.anatomy as quant_anatomy
     from perfmoco.anatomy import find_blood_pools
     from perfmoco.config import QuantConfig
 
@@ -128,7 +129,7 @@ def test_quantification_searches_an_outlying_slice_again_near_the_others(monkeyp
             return find_blood_pools(images, near_yx=aorta_yx, **kw)
         return find_blood_pools(images, near_yx=near_yx, **kw)
 
-    monkeypatch.setattr(quant, "find_blood_pools", own_search_takes_the_aorta)
+    monkeypatch.setattr(quant_anatomy, "find_blood_pools", own_search_takes_the_aorta)
     true_myo = ph.truth["s2_myo_masks"][0]
 
     def recall(config):

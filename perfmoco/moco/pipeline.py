@@ -106,7 +106,7 @@ class MotionCorrector:
         self.models = {k: m.to(self.device).eval() for k, m in models.items()}
         self.config = config
         self.meta = meta or {}
-        self._lock = threading.Lock()  # the nets keep per-call state (last_affine)
+        self._lock = threading.Lock()  # one correction at a time (the nets use all cores)
         self._compiled: dict = {}  # stage -> torch.compile'd RegNet.predict (moco.compile)
         self._compile_failed = False
         crops = (self.models["affine1"].crop, self.models["dense"].crop)
@@ -156,42 +156,19 @@ class MotionCorrector:
 
     # ------------------------------------------------------------------ helpers
     def _run_net(self, stage: str, moving: torch.Tensor, fixed: torch.Tensor, chunk: int = 128):
+        """``(ddf, affine)`` of a network over all frames, compiled where ``moco.compile``."""
         if self.config.compile and not self._compile_failed:
-            try:
-                return self._run_compiled(stage, moving, fixed)
+            try:  # compiled in calls of one shape, so once per process
+                fn = self._compiled.get(stage)
+                if fn is None:
+                    fn = self._compiled[stage] = torch.compile(self.models[stage].predict,
+                                                               dynamic=False)
+                return _in_chunks(fn, moving, fixed, COMPILE_BATCH, pad=True)
             except Exception as exc:  # no C++ compiler, unsupported backend, ...
                 log.warning("torch.compile of the networks failed (%s: %s); running them "
                             "uncompiled", type(exc).__name__, exc)
                 self._compile_failed = True
-        net = self.models[stage]
-        outs, affs = [], []
-        for i in range(0, moving.shape[0], chunk):
-            d = net(moving[i : i + chunk, None], fixed[i : i + chunk, None])
-            outs.append(d)
-            if net.kind == "global":
-                affs.append(net.last_affine)
-        return torch.cat(outs), (torch.cat(affs).double() if affs else None)
-
-    def _run_compiled(self, stage: str, moving: torch.Tensor, fixed: torch.Tensor):
-        """The compiled network in calls of :data:`COMPILE_BATCH` frames (one shape)."""
-        fn = self._compiled.get(stage)
-        if fn is None:
-            fn = self._compiled[stage] = torch.compile(self.models[stage].predict,
-                                                       dynamic=False)
-        n = COMPILE_BATCH
-        outs, affs = [], []
-        for i in range(0, moving.shape[0], n):
-            # contiguous: an expanded (stride-0) reference would be another shape to compile
-            m, f = moving[i : i + n, None].contiguous(), fixed[i : i + n, None].contiguous()
-            k = m.shape[0]
-            if k < n:  # pad the last call to the compiled shape
-                m = torch.cat([m, m.new_zeros(n - k, *m.shape[1:])])
-                f = torch.cat([f, f.new_zeros(n - k, *f.shape[1:])])
-            d, a = fn(m, f)
-            outs.append(d[:k])
-            if a is not None:
-                affs.append(a[:k])
-        return torch.cat(outs), (torch.cat(affs).double() if affs else None)
+        return _in_chunks(self.models[stage].predict, moving, fixed, chunk, pad=False)
 
     def compile_networks(self) -> float:
         """Compile the networks now (``moco.compile``), e.g. while a server waits; seconds."""
@@ -348,6 +325,28 @@ class MotionCorrector:
 
 _CACHE: dict[tuple, MotionCorrector] = {}
 _CACHE_LOCK = threading.Lock()
+
+
+def _in_chunks(fn, moving: torch.Tensor, fixed: torch.Tensor, n: int, *, pad: bool):
+    """``fn`` (a network's ``predict``) on frames ``(T, n, n)`` in calls of ``n`` frames.
+
+    ``pad``: the last call is padded to ``n`` frames and every input made contiguous
+    (an expanded, stride-0 reference would be another shape to a compiled ``fn``).
+    """
+    outs, affs = [], []
+    for i in range(0, moving.shape[0], n):
+        m, f = moving[i : i + n, None], fixed[i : i + n, None]
+        k = m.shape[0]
+        if pad:
+            m, f = m.contiguous(), f.contiguous()
+            if k < n:
+                m = torch.cat([m, m.new_zeros(n - k, *m.shape[1:])])
+                f = torch.cat([f, f.new_zeros(n - k, *f.shape[1:])])
+        d, a = fn(m, f)
+        outs.append(d[:k])
+        if a is not None:
+            affs.append(a[:k])
+    return torch.cat(outs), (torch.cat(affs).double() if affs else None)
 
 
 def _default_corrector(config: MocoConfig) -> MotionCorrector:

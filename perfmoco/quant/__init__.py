@@ -8,20 +8,17 @@ into pixel-wise stress MBF maps (ml/min/g) and a 16-segment table;
 from __future__ import annotations
 
 import dataclasses
-import logging
-import warnings
 
 import numpy as np
 from scipy import ndimage
 
-from perfmoco.anatomy import find_blood_pools, rv_insertion_points, segment_myocardium
-from perfmoco.anatomy.stack import accept, stack_outliers
 from perfmoco.config import QuantConfig
-from perfmoco.orientation import is_mirrored
-from perfmoco.quant.aif import AifResult, blood_pool_core, extract_aif
+from perfmoco.quant.aif import AifResult, extract_aif
+from perfmoco.quant.anatomy import aha_labels, slice_anatomy
 from perfmoco.quant.fermi import FermiFit, fit_fermi, resample_uniform
 from perfmoco.quant.grouped import fit_fermi_grouped
-from perfmoco.quant.segments import aha_segments, display_angle, segment_table, slice_levels
+from perfmoco.quant.messages import warn
+from perfmoco.quant.segments import segment_table, slice_levels
 from perfmoco.quant.signal import (
     baseline_m0,
     bolus_arrival_index,
@@ -41,13 +38,9 @@ __all__ = [
     "quantify_study",
 ]
 
-log = logging.getLogger(__name__)
-
 #: Pixels used for segment statistics and the delay fits lie at least this far
 #: from the blood pools (partial volume fakes an early foot and biases MBF).
 CORE_DIST_PX = 2.0
-#: Display angle of the anterior RV insertion assumed when no slice shows the RV.
-DEFAULT_ANTERIOR_DEG = 120.0
 
 
 @dataclasses.dataclass
@@ -106,12 +99,6 @@ class QuantResult:
                          f"{r['mean']:6.2f} {r['median']:6.2f} {r['sd']:5.2f} {r['n']:5d}")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
-
-
-def _warn(msgs: list[str], text: str) -> None:
-    msgs.append(text)
-    warnings.warn(text, stacklevel=3)
-    log.warning(text)
 
 
 def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=None,
@@ -185,19 +172,6 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
     return out
 
 
-@dataclasses.dataclass
-class _SliceWork:
-    index: int
-    myo: np.ndarray
-    centre: tuple[float, float]
-    insertion: np.ndarray | None
-    lv_core: np.ndarray
-    peak_lv: int
-    blood: np.ndarray
-    mirrored: bool | None  #: from the geometry; None: unknown
-    rv: np.ndarray
-
-
 def _fill_frames(images, bad):
     """Replace QC-flagged frames by linear interpolation in time (they are not fitted)."""
     if bad is None:
@@ -224,32 +198,6 @@ def _frame_mask(bad, times_src, grid):
     idx = np.clip(np.searchsorted(times_src, grid), 1, times_src.size - 1)
     near = np.where(grid - times_src[idx - 1] < times_src[idx] - grid, idx - 1, idx)
     return ~np.asarray(bad, bool)[near]
-
-
-def _stack_pools(highres, config: QuantConfig, msgs: list[str]) -> dict:
-    """Blood pools of every slice; an LV far from the other slices' searched again near them."""
-    found = {}
-    for s in highres:
-        try:
-            found[s.slice_index] = find_blood_pools(s.images, times_s=s.times_s,
-                                                    spacing_mm=s.pixel_spacing_mm)
-        except StudyError as exc:
-            _warn(msgs, f"{s.name}: {exc}; no MBF map for this slice")
-    centres = [found[s.slice_index].lv_centre if s.slice_index in found else None
-               for s in highres]
-    far = stack_outliers(highres, centres, tolerance_mm=config.stack_lv_tolerance_mm)
-    for i, (near, dist) in far.items():
-        s = highres[i]
-        try:
-            again = find_blood_pools(s.images, times_s=s.times_s, spacing_mm=s.pixel_spacing_mm,
-                                     near_yx=near, near_mm=config.stack_lv_tolerance_mm)
-        except StudyError:
-            continue
-        if accept(s, again.lv_centre, near, dist):
-            found[s.slice_index] = again
-            _warn(msgs, f"{s.name}: the LV found on its own lay {dist:.0f} mm from the other "
-                        "slices' LV; the pool near theirs was taken")
-    return found
 
 
 def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
@@ -300,7 +248,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
     highres = study.highres
     src = study.aif
     if src is None:
-        _warn(msgs, "the study has no low-resolution AIF slice; using the LV blood pool of "
+        warn(msgs, "the study has no low-resolution AIF slice; using the LV blood pool of "
                     f"{highres[0].name} instead (flagged: MBF overestimated)")
         src = highres[0]
     aif = extract_aif(src, config=config, qc=qc.get(src.slice_index),
@@ -317,49 +265,9 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
     grid, aif_u = resample_uniform(aif.times_s, aif.gd, dt_s=dt, t0_s=t0, n=n)
     aif_ok = _frame_mask(qc.get(src.slice_index), aif.times_s, grid)
     levels = slice_levels(len(highres))
-    # 1. anatomy per slice
-    work: dict[int, _SliceWork] = {}
-    found = _stack_pools(highres, config, msgs)
-    for s in highres:
-        pools = found.get(s.slice_index)
-        if pools is None:
-            continue
-        try:
-            myo = segment_myocardium(s.images, pools, spacing_mm=s.pixel_spacing_mm)
-        except StudyError as exc:
-            _warn(msgs, f"{s.name}: {exc}; no MBF map for this slice")
-            continue
-        mirrored = is_mirrored(s.geometry)
-        try:
-            ins = rv_insertion_points(myo, pools.rv_mask, pools.lv_centre,
-                                      mirrored=bool(mirrored))
-        except StudyError:
-            ins = None
-        work[s.slice_index] = _SliceWork(s.slice_index, myo, pools.lv_centre, ins,
-                                         blood_pool_core(s.images, pools.lv_mask,
-                                                         pools.peak_lv_index),
-                                         pools.peak_lv_index, pools.lv_mask | pools.rv_mask,
-                                         mirrored, pools.rv_mask)
-    if not work:
-        raise StudyError("no high-resolution slice with a detectable LV and myocardium")
-    # 2. AHA labels; slices without an RV take the anterior angle of the nearest slice
-    angles = {k: display_angle(w.insertion[0], w.centre) for k, w in work.items()
-              if w.insertion is not None}
-    aha_maps, ins_out = {}, {}
-    for lvl, s in zip(levels, highres):
-        w = work.get(s.slice_index)
-        if w is None:
-            continue
-        if w.insertion is not None:
-            ins_arg, ins_out[s.slice_index] = w.insertion, w.insertion
-        else:
-            near = min(angles, key=lambda k: abs(k - s.slice_index)) if angles else None
-            ins_arg = angles[near] if near is not None else DEFAULT_ANTERIOR_DEG
-            ins_out[s.slice_index] = np.full((2, 2), np.nan)
-            _warn(msgs, f"{s.name}: no RV insertion found; anterior insertion at "
-                        f"{ins_arg:.0f} deg (display angle) assumed for the AHA segments")
-        aha_maps[s.slice_index] = aha_segments(w.myo, w.centre, ins_arg, level=lvl,
-                                               mirrored=w.mirrored)
+    # 1. anatomy per slice; 2. AHA labels
+    work = slice_anatomy(highres, config, msgs)
+    aha_maps, ins_out = aha_labels(highres, work, levels, msgs)
     # 3. signal -> [Gd] -> uniform grid, every myocardial pixel of every slice
     curves, masks, owners, sat_all, groups, dgroups, cores, rims = [], [], [], {}, [], [], [], []
     spill: list[np.ndarray] = []
@@ -381,7 +289,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                     spacing_mm=s.pixel_spacing_mm,
                     pd_displacement=(pd_displacements or {}).get(s.slice_index))
         else:
-            _warn(msgs, f"{s.name}: no PD frames; M0 from the baseline and the native "
+            warn(msgs, f"{s.name}: no PD frames; M0 from the baseline and the native "
                         f"myocardial T1 ({config.t1_myocardium_s} s): MBF may be biased")
             m0 = baseline_m0(im[:n_base, w.myo].mean(axis=0), ts_s=ts,
                              t1_s=config.t1_myocardium_s)
@@ -453,7 +361,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         valid[sl] = np.zeros(myo.shape, bool)
         valid[sl][myo] = use
         if bad.mean() > 0.2:
-            _warn(msgs, f"slice {sl}: {100 * bad.mean():.0f}% of myocardial pixels flagged "
+            warn(msgs, f"slice {sl}: {100 * bad.mean():.0f}% of myocardial pixels flagged "
                         "(poor fit, unphysical MBF or saturated signal)")
     rows = segment_table(mbf_maps, aha_maps, valid=valid, fit_mbf=seg_fit)
     return QuantResult(

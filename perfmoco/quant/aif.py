@@ -11,14 +11,13 @@ haematocrit (blood to plasma [Gd]: divide by ``1 - Hct``).
 from __future__ import annotations
 
 import dataclasses
-import logging
-import warnings
 
 import numpy as np
 from scipy import ndimage
 
 from perfmoco.anatomy import find_blood_pools
 from perfmoco.config import QuantConfig
+from perfmoco.quant.messages import warn
 from perfmoco.quant.signal import (
     baseline_m0,
     bolus_arrival_index,
@@ -28,8 +27,6 @@ from perfmoco.quant.signal import (
 from perfmoco.study import SliceRole, SliceSeries, StudyError
 
 __all__ = ["AifResult", "blood_pool_core", "deepest_core", "extract_aif", "t2star_correct"]
-
-log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,12 +148,6 @@ def t2star_correct(gd, signal, *, m0, ts_s, relaxivity, te_s, r2star, baseline, 
     return out
 
 
-def _warn(msgs: list[str], text: str) -> None:
-    msgs.append(text)
-    warnings.warn(text, stacklevel=3)
-    log.warning(text)
-
-
 def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displacement=None,
                 pd_displacement=None) -> AifResult:
     """Automatic AIF in mmol/l from one (motion-corrected) slice series.
@@ -213,7 +204,7 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
             ).mean(axis=1)
     else:
         m0 = float(baseline_m0(sig[:n_base].mean(), ts_s=ts, t1_s=config.t1_blood_s))
-        _warn(msgs, f"{series.name}: no PD frames; AIF M0 from the baseline and the native "
+        warn(msgs, f"{series.name}: no PD frames; AIF M0 from the baseline and the native "
                     f"blood T1 ({config.t1_blood_s} s): [Gd] may be biased")
     gd, saturated = signal_to_gd(sig, m0=m0, ts_s=ts, relaxivity=config.relaxivity,
                                  baseline=n_base)
@@ -221,7 +212,7 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
         gd = t2star_correct(gd, sig, m0=m0, ts_s=ts, relaxivity=config.relaxivity,
                             te_s=config.te_aif_s, r2star=config.r2star_blood, baseline=n_base)
     if saturated:
-        _warn(msgs, f"{series.name}: AIF signal reaches M0 (S/M0 >= 1); the peak is clipped "
+        warn(msgs, f"{series.name}: AIF signal reaches M0 (S/M0 >= 1); the peak is clipped "
                     "and MBF will be overestimated (check pd_scale / the PD frames)")
     if config.hematocrit_correction:
         if not 0.0 <= config.hematocrit < 0.9:
@@ -236,7 +227,7 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
             f"need >= {config.min_aif_peak_gd} mmol/l): no contrast bolus in the LV blood pool?"
         )
     if not is_aif:
-        _warn(msgs, f"AIF taken from {series.name} (no low-resolution AIF slice): the blood "
+        warn(msgs, f"AIF taken from {series.name} (no low-resolution AIF slice): the blood "
                     "signal saturates at this TS, so MBF is overestimated")
     return AifResult(gd=gd, times_s=np.asarray(series.times_s, np.float64),
                      arrival_index=int(n_base), peak_index=peak, mask=core,
