@@ -4,7 +4,7 @@
 call: ``net(moving, fixed)`` with ``(B, 1, n, n)`` inputs returns a
 pull-back displacement ``(B, 2, n, n)`` in crop pixels (DESIGN.md
 convention), and for the affine stages also the ``(B, 2, 3)`` pixel affine
-map (:attr:`RegNet.last_affine`), which the pipeline composes exactly.
+map (from :meth:`RegNet.predict`), which the pipeline composes exactly.
 
 GlobalNet's affine head works on pixel indices with the origin at the
 corner, which couples rotation and translation badly for an optimiser; the
@@ -108,7 +108,6 @@ class RegNet(nn.Module):
             )
         else:
             raise ValueError(f"spec kind must be 'global' or 'local', got {self.kind!r}")
-        self.last_affine: torch.Tensor | None = None
 
     @property
     def crop(self) -> int:
@@ -128,16 +127,15 @@ class RegNet(nn.Module):
         Returns
         -------
         Tensor, shape (B, 2, n, n), float32, crop pixels
-            Pull-back: ``warp(moving, d) ≈ fixed``.  For the affine kind
-            :attr:`last_affine` holds the ``(B, 2, 3)`` pixel affine map.
+            Pull-back: ``warp(moving, d) ≈ fixed`` (:meth:`predict` also gives
+            the affine kind's pixel affine map).
         """
-        ddf, affine = self.predict(moving, fixed)
-        if affine is not None:
-            self.last_affine = affine
-        return ddf
+        return self.predict(moving, fixed)[0]
 
     def predict(self, moving: torch.Tensor, fixed: torch.Tensor):
-        """:meth:`forward` without side effects: ``(ddf, affine)`` (``affine`` None for local)."""
+        """``(ddf, affine)``: :meth:`forward`'s displacement and, for the affine kind, the
+        ``(B, 2, 3)`` pixel affine map (None for the local kind).
+        """
         x = torch.cat([moving, fixed], dim=1)
         ddf = self.net(x)
         if self.kind != "global":
