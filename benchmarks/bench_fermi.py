@@ -109,7 +109,7 @@ def _oracle(ph, study):
     return study.replace_slices(out)
 
 
-def bench_phantoms(k, motion, corrections):
+def bench_phantoms(k, motion, corrections, seed0=0):
     from scipy import ndimage
 
     from perfmoco.config import QuantConfig
@@ -118,7 +118,7 @@ def bench_phantoms(k, motion, corrections):
 
     cases = [(True, "none")] if motion == "none" else []
     cases += [(False, c) for c in corrections]
-    phs = [generate_phantom(seed=seed, motion=motion) for seed in range(k)]
+    phs = [generate_phantom(seed=seed, motion=motion) for seed in range(seed0, seed0 + k)]
     for clean, corr in cases:
         seg_err, pix_all, pix_core, aha_ok, sd_seg, t_q, cls = [], [], [], [], [], [], []
         seg_bias = []
@@ -215,6 +215,8 @@ def main():
     ap.add_argument("--t", type=int, default=70)
     ap.add_argument("--loop", type=int, default=200)
     ap.add_argument("--phantoms", type=int, default=0)
+    ap.add_argument("--seed0", type=int, default=0,
+                    help="first phantom seed (default 0; held-out checks use seeds no test uses)")
     ap.add_argument("--motion", default="none")
     ap.add_argument("--corrections", default="none,oracle",
                     help="none, oracle (the phantom's true inverse displacement) and/or dl "
@@ -224,7 +226,7 @@ def main():
     if not a.no_speed:
         bench_speed(a.n, a.t, a.loop)
     if a.phantoms:
-        bench_phantoms(a.phantoms, a.motion, a.corrections.split(","))
+        bench_phantoms(a.phantoms, a.motion, a.corrections.split(","), a.seed0)
 
 
 if __name__ == "__main__":

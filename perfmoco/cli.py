@@ -135,7 +135,7 @@ def cmd_quantify(args) -> int:
     mask = load(args.mask).astype(bool) if args.mask else None
     mbf = quantify_curves(
         load(args.gd), load(args.aif), dt_s=args.dt, mask=mask, hematocrit=args.hematocrit,
-        spillover=not args.no_spillover,
+        spillover=not args.no_spillover, rim_px=args.rim_px,
     )
     np.save(args.output, mbf.astype(np.float32))
     vals = mbf[np.isfinite(mbf) & (mbf > 0)]
@@ -263,7 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--mask", help="(Y, X) .npy of pixels to fit (default: all)")
     q.add_argument("--hematocrit", type=float, default=None)
     q.add_argument("--no-spillover", action="store_true",
-                   help="do not fit a blood fraction on pixels touching the cavity of a ring mask")
+                   help="do not fit a blood fraction on pixels near the cavity of a ring mask")
+    q.add_argument("--rim-px", type=int, default=2, choices=(1, 2, 3, 4),
+                   help="pixels this near the cavity (chessboard distance; 1: touching it) fit "
+                        "the blood fraction (default 2, the reach of an image's point-spread)")
     q.add_argument("-o", "--output", required=True, help="MBF map .npy, ml/min/g")
     q.set_defaults(func=cmd_quantify)
 

@@ -242,6 +242,12 @@ class QuantConfig:
     #: ... and septal pixels touching the RV cavity a fraction of the slice's own RV
     #: blood curve (its bolus comes seconds before the LV's).
     rv_spillover: bool = True
+    #: How far from the LV or RV cavity (pixels, chessboard distance) a pixel fits
+    #: that blood fraction. The blood pool peaks at 5-10x the myocardium's [Gd], so
+    #: even the ~2 % that an image's point-spread carries two pixels into the wall
+    #: reads as 10-20 % of flow; 1 covers only the pixels touching the cavity. Raise
+    #: it for images interpolated (zero-filled) to pixels finer than acquired.
+    spillover_rim_px: int = 2
     #: A slice whose LV lies further than this from the other slices' is searched
     #: again near theirs, mm (:mod:`perfmoco.anatomy.stack`; 0: each on its own).
     stack_lv_tolerance_mm: float = 30.0
@@ -317,8 +323,9 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
 
 
 #: Settings that take one of a few words.
-_CHOICES: dict[str, tuple[str, ...]] = {
+_CHOICES: dict[str, tuple] = {
     "moco.resample": ("bicubic", "bilinear"),
+    "quant.spillover_rim_px": (1, 2, 3, 4),
 }
 
 

@@ -102,15 +102,16 @@ class QuantResult:
 
 
 def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=None,
-                    density: float = 1.05, spillover: bool = True) -> np.ndarray:
+                    density: float = 1.05, spillover: bool = True,
+                    rim_px: int = 2) -> np.ndarray:
     """Pixel-wise Fermi MBF from [Gd] curves on a uniform grid (research use).
 
     The delay is fitted on the mean curve of the masked pixels away from the
     mask's borders; each pixel keeps it within +-0.3 s
     (:func:`perfmoco.quant.grouped.fit_fermi_grouped`).  When the mask is a
     ring (a myocardium), the cavity it encloses is taken as the LV blood pool:
-    as in :func:`quantify_study`, the pixels touching it may also take a
-    fraction of the AIF itself (endocardial partial volume, ``spillover``).
+    as in :func:`quantify_study`, the pixels within ``rim_px`` of it may also
+    take a fraction of the AIF itself (endocardial partial volume, ``spillover``).
 
     Parameters
     ----------
@@ -128,8 +129,11 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
     density : float, keyword-only
         Tissue density, g/ml.
     spillover : bool, keyword-only
-        Fit a blood-pool fraction on the pixels touching the cavity of a
+        Fit a blood-pool fraction on the pixels near the cavity of a
         ring-shaped mask (no effect for a mask without a hole).
+    rim_px : int, keyword-only
+        How near (pixels, chessboard distance; 1: touching it) to the cavity
+        a pixel takes that fraction (``QuantConfig.spillover_rim_px``).
 
     Returns
     -------
@@ -158,11 +162,13 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
         aif = aif / (1.0 - float(hematocrit))
     if float(aif.max()) <= 0:
         raise ValueError("aif_gd has no positive values (flat AIF)")
+    if int(rim_px) < 1:
+        raise ValueError(f"rim_px must be >= 1, got {rim_px}")
     out = np.zeros(m.shape, np.float32)
     if m.any():  # one group: delay from the mean curve, pixels within +-0.3 s of it
         curves = tis[:, m].T
         cavity = ndimage.binary_fill_holes(m) & ~m
-        rim = ndimage.binary_dilation(cavity, np.ones((3, 3), bool))[m]
+        rim = (_distance_to(cavity) <= int(rim_px))[m]
         to_cavity = ndimage.distance_transform_edt(~cavity) if cavity.any() else np.inf
         core = (ndimage.binary_erosion(m) & (to_cavity >= CORE_DIST_PX))[m]
         fit, _, _ = fit_fermi_grouped(curves, aif, groups=np.zeros(len(curves), int), dt_s=dt_s,
@@ -170,6 +176,13 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
                                       spillover=rim if spillover and rim.any() else False)
         out[m] = np.where(fit.ok, fit.mbf, np.nan)
     return out
+
+
+def _distance_to(region) -> np.ndarray:
+    """Chessboard distance of every pixel to ``region`` (0 inside; inf without one)."""
+    if not region.any():
+        return np.full(region.shape, np.inf)
+    return ndimage.distance_transform_cdt(~region, metric="chessboard").astype(np.float64)
 
 
 def _fill_frames(images, bad):
@@ -308,23 +321,24 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         # pixels off the partial-volume borders (blood pools, epicardium)
         to_blood = ndimage.distance_transform_edt(~w.blood)
         cores.append((ndimage.binary_erosion(w.myo) & (to_blood >= CORE_DIST_PX))[w.myo])
-        # pixels touching the LV cavity may hold some of its blood (config.blood_spillover)
-        cavity = ndimage.binary_fill_holes(w.myo) & ~w.myo
-        touch = np.ones((3, 3), bool)
         rim = np.full(int(w.myo.sum()), -1)
-        # pixels touching the LV cavity may hold some of its blood: + v AIF
-        # (config.blood_spillover); septal pixels touching the RV cavity: + v times
-        # the slice's own RV signal, linearised (config.rv_spillover; its bolus
-        # passes before the myocardium enhances, where the linearisation holds)
+        # pixels within the point-spread's reach of the LV cavity may hold some of its
+        # blood: + v AIF (config.blood_spillover); septal pixels as near the RV cavity:
+        # + v times the slice's own RV signal, linearised (config.rv_spillover; its
+        # bolus passes before the myocardium enhances, where the linearisation holds).
+        # A pixel near both takes the nearer cavity's (the LV's when equally near).
+        reach = config.spillover_rim_px
+        d_lv = d_rv = np.full(rim.shape, np.inf)
         if config.blood_spillover:
-            cavity = ndimage.binary_fill_holes(w.myo) & ~w.myo
-            rim[ndimage.binary_dilation(cavity, touch)[w.myo]] = 0
+            d_lv = _distance_to(ndimage.binary_fill_holes(w.myo) & ~w.myo)[w.myo]
+            rim[d_lv <= reach] = 0
         b = pool_spill_curve(im, pool_core(w.rv), m0=m0, myo_images=im[:, w.myo], ts_s=ts,
                              relaxivity=config.relaxivity,
                              baseline=n_base) if config.rv_spillover else None
         if b is not None:
             spill.append(resample_uniform(s.times_s, b, dt_s=dt, t0_s=t0, n=n)[1])
-            rim[ndimage.binary_dilation(w.rv, touch)[w.myo] & (rim < 0)] = len(spill)
+            d_rv = _distance_to(w.rv)[w.myo]
+            rim[(d_rv <= reach) & (d_rv < d_lv)] = len(spill)
         rims.append(rim)
     allm = np.concatenate(masks)
     fm_arg = allm[0] if (allm == allm[0]).all() else allm
