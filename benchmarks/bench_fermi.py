@@ -183,12 +183,14 @@ def bench_phantoms(k, motion, corrections, seed0=0):
 
 def _dl(study):
     """Correct every slice with the shipped networks; the fields and QC for quantify_study."""
+    from perfmoco.config import Config
     from perfmoco.moco.pipeline import MotionCorrector
+    from perfmoco.pipeline import stack_locations
 
     mc = MotionCorrector.load(device="cpu")
     out, fields, ref = [], {"displacements": {}, "pd_displacements": {}, "qc": {}}, {}
-    for s in study.slices:
-        r = mc.correct(s)
+    for s, lv in zip(study.slices, stack_locations(study, Config())):
+        r = mc.correct(s, lv=lv)
         out.append(s.replace(images=r.corrected, pd_images=r.pd_corrected))
         fields["displacements"][s.slice_index] = r.displacement
         fields["pd_displacements"][s.slice_index] = r.pd_displacement
