@@ -124,6 +124,13 @@ class MocoConfig:
     #: pre-contrast frames show little tissue contrast: the offsets it turned
     #: down at 1.5 mm (halves 1.8-3.0 mm apart) made Dice worse in 5 of 7 cases.
     baseline_agreement_aif_mm: float = 1.5
+    #: Search each PD frame's translation onto the corrected late dynamics by mutual
+    #: information, about where the networks put it (:mod:`perfmoco.moco.pdalign`;
+    #: the networks left PD frames 4-7 mm off on breathing phantoms, and their M0
+    #: scales every MBF value).
+    pd_align: bool = True
+    #: Its search range per axis, mm (an optimum on the edge keeps the networks' map).
+    pd_align_max_mm: float = 12.0
     #: Rounds of the refinement re-run after the block alignment moved the block.
     baseline_refine_rounds: int = 2
     #: Keep the pre-contrast block where the block alignment put it during that

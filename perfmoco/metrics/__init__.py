@@ -34,6 +34,7 @@ from perfmoco.metrics.truth import (
     displacement_error_mm,
     lv_centroid_residual_mm,
     mbf_error,
+    pd_residual_mm,
 )
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "lv_centroid_residual_mm",
     "mbf_error",
     "median_mbf",
+    "pd_residual_mm",
     "pd_sd",
     "roi_from_mask",
     "segment_mbf_sd",

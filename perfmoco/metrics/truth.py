@@ -15,6 +15,7 @@ __all__ = [
     "displacement_error_mm",
     "lv_centroid_residual_mm",
     "mbf_error",
+    "pd_residual_mm",
 ]
 
 
@@ -157,6 +158,36 @@ def displacement_error_mm(
     dy, dx = (float(s) for s in spacing_mm)
     mag = np.hypot(err[:, 0] * dy, err[:, 1] * dx)  # (T, Y, X) mm
     return float(mag[:, m].mean())
+
+
+def pd_residual_mm(pd_estimated, pd_true, ref_estimated, ref_true, point_yx, *,
+                   spacing_mm: tuple[float, float]) -> np.ndarray:
+    """How far each corrected PD frame lies from the reference dynamic at a point, mm.
+
+    As :func:`displacement_error_mm`, with the PD frames' own correction and true
+    motion: ``|r_p(point) - r_ref(point)|`` for each PD frame ``p``, where ``r``
+    composes correction and true motion (:func:`compose_displacement`).
+
+    Parameters
+    ----------
+    pd_estimated, pd_true : ndarray, shape (P, 2, Y, X), pixels
+        The PD frames' correction field and true motion field.
+    ref_estimated, ref_true : ndarray, shape (2, Y, X), pixels
+        The reference dynamic's.
+    point_yx : tuple of 2 float
+        Where (corrected frame, pixels), e.g. the reference myocardium's centroid.
+    spacing_mm : tuple of 2 float, keyword-only
+
+    Returns
+    -------
+    ndarray, shape (P,), mm
+    """
+    y, x = (int(round(float(v))) for v in point_yx)
+    r = compose_displacement(pd_estimated, pd_true)[:, :, y, x]
+    r_ref = compose_displacement(np.asarray(ref_estimated)[None], np.asarray(ref_true)[None])
+    err = r - r_ref[0][:, y, x]
+    dy, dx = (float(v) for v in spacing_mm)
+    return np.hypot(err[:, 0] * dy, err[:, 1] * dx)
 
 
 class MbfError(NamedTuple):

@@ -43,6 +43,7 @@ __all__ = [
     "baseline_length",
     "block_offset",
     "heart_disc",
+    "mutual_information",
 ]
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def baseline_length(crop: torch.Tensor, disc: torch.Tensor, *, cnr: float = 6.0,
     return max(int(torch.nonzero(above)[0, 0]) - 1, 0)
 
 
-def _mi(moving: torch.Tensor, fixed: torch.Tensor, bins: int) -> torch.Tensor:
+def mutual_information(moving: torch.Tensor, fixed: torch.Tensor, bins: int) -> torch.Tensor:
     """Mutual information of each row of ``moving`` (N, P) with ``fixed`` (P,): (N,).
 
     Joint histograms with linear (first-order B-spline) Parzen weights: each
@@ -201,8 +202,8 @@ def block_offsets(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor,
             # only the disc's pixels are sampled: (c, 2, 81, P) coordinates
             coords = g_disc[None, :, None, :] + cand.permute(0, 2, 1).to(g_disc)[..., None]
             shifted = sample(moving[sel], coords, padding="border")  # (c, 81, P)
-            k = torch.argmax(_mi(shifted.reshape(c * len(grid), -1), fix, bins).reshape(c, -1),
-                             dim=1)
+            mi = mutual_information(shifted.reshape(c * len(grid), -1), fix, bins)
+            k = torch.argmax(mi.reshape(c, -1), dim=1)
             pick = cand[torch.arange(c), k.cpu()]
             if level == 0:
                 interior[sel] = ((pick - origin[sel]).abs() < max_px - 1e-9).all(dim=1)

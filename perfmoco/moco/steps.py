@@ -32,6 +32,7 @@ from perfmoco.moco.checks import affine_coords, ncc_per_frame, plausible_affine,
 from perfmoco.moco.coarse import agrees, centre_moves, centre_shift_mm, coarse_translations
 from perfmoco.moco.decompose import pca_reference
 from perfmoco.moco.dilation import dilation_field, fit_dilation
+from perfmoco.moco.pdalign import align_pd_full_fov
 from perfmoco.moco.preprocess import (
     LvLocation,
     histogram_equalise,
@@ -262,8 +263,9 @@ def refine_dynamics(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
     the late frames, and the refinement runs again (fewer rounds: it starts
     close) so that the bolus frames between them follow, the moved block held
     (``moco.baseline_hold``).  A last round fits the heart's shape alone under
-    a window sized to the heart (:func:`shape_window_mm`).  PD frames keep step
-    2's maps.
+    a window sized to the heart (:func:`shape_window_mm`).  Last, each PD frame's
+    translation onto the corrected late dynamics is searched (``moco.pd_align``,
+    :mod:`.pdalign`; without it they keep step 2's maps).
     """
     cfg, t_dyn, series = sc.config, sc.t_dyn, sc.series
     images = sc.imgs[:t_dyn]
@@ -297,7 +299,13 @@ def refine_dynamics(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
     shape_window = shape_window_mm(sc)
     if shape_window > 0:
         m_dyn = refine(m_dyn, 1, window_mm=shape_window, translate=False)
-    return torch.cat([m_dyn, m_full[t_dyn:]])
+    m_pd = m_full[t_dyn:]
+    if cfg.pd_align and sc.n_pd:
+        m_pd = align_pd_full_fov(images, sc.imgs[t_dyn:], m_dyn, m_pd, sc.centre_yx,
+                                 series.pixel_spacing_mm, (sc.lo, sc.hi), (sc.lo_pd, sc.hi_pd),
+                                 max_mm=cfg.pd_align_max_mm, radius_mm=cfg.baseline_radius_mm,
+                                 name=series.name)
+    return torch.cat([m_dyn, m_pd.to(m_dyn)])
 
 
 def heart_dilation(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor | None:
