@@ -109,7 +109,7 @@ def _oracle(ph, study):
     return study.replace_slices(out)
 
 
-def bench_phantoms(k, motion, corrections, seed0=0):
+def bench_phantoms(k, motion, corrections, seed0=0, vendor="a"):
     from scipy import ndimage
 
     from perfmoco.config import QuantConfig
@@ -118,7 +118,8 @@ def bench_phantoms(k, motion, corrections, seed0=0):
 
     cases = [(True, "none")] if motion == "none" else []
     cases += [(False, c) for c in corrections]
-    phs = [generate_phantom(seed=seed, motion=motion) for seed in range(seed0, seed0 + k)]
+    phs = [generate_phantom(seed=seed, motion=motion, vendor=vendor)
+           for seed in range(seed0, seed0 + k)]
     for clean, corr in cases:
         seg_err, pix_all, pix_core, aha_ok, sd_seg, t_q, cls = [], [], [], [], [], [], []
         seg_bias = []
@@ -170,7 +171,7 @@ def bench_phantoms(k, motion, corrections, seed0=0):
                 pix_core += list(rel[both & ndimage.binary_erosion(tm)])
                 aha_ok += list(r.aha[s][both] == t_aha[both])
         name = "noise-free" if clean else "noisy"
-        print(f"{k} phantoms, motion={motion}, {name}, correction={corr}: "
+        print(f"{k} phantoms (vendor {vendor}), motion={motion}, {name}, correction={corr}: "
               f"quantify_study {np.mean(t_q):.1f} s/study")
         print(f"  median |pixel MBF error|: {np.median(pix_all):.1%} (all myocardial pixels), "
               f"{np.median(pix_core):.1%} (1 px off the borders)")
@@ -219,6 +220,7 @@ def main():
     ap.add_argument("--phantoms", type=int, default=0)
     ap.add_argument("--seed0", type=int, default=0,
                     help="first phantom seed (default 0; held-out checks use seeds no test uses)")
+    ap.add_argument("--vendor", default="a", choices=("a", "b"), help="phantom parameter set")
     ap.add_argument("--motion", default="none")
     ap.add_argument("--corrections", default="none,oracle",
                     help="none, oracle (the phantom's true inverse displacement) and/or dl "
@@ -228,7 +230,7 @@ def main():
     if not a.no_speed:
         bench_speed(a.n, a.t, a.loop)
     if a.phantoms:
-        bench_phantoms(a.phantoms, a.motion, a.corrections.split(","), a.seed0)
+        bench_phantoms(a.phantoms, a.motion, a.corrections.split(","), a.seed0, a.vendor)
 
 
 if __name__ == "__main__":
