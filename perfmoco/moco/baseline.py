@@ -219,9 +219,9 @@ def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensi
     Parameters
     ----------
     images : Tensor, shape (T, Y, X)
-        The original dynamics (not the PD frames: they keep step 2's alignment;
-        moving them with the block made the PD myocardium SD on phantoms
-        worse, 0.063 -> 0.072).
+        The original dynamics (not the PD frames: moving them with the block
+        made the PD myocardium SD on phantoms worse, 0.063 -> 0.072; they have
+        a search of their own, :mod:`perfmoco.moco.pdalign`).
     matrix : Tensor, shape (T, 2, 3)
         Their full-FOV pull-back affine maps so far.
     centre_yx : tuple of 2 float
