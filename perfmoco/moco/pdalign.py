@@ -28,7 +28,7 @@ import logging
 
 import torch
 
-from perfmoco.moco.baseline import block_offsets, heart_disc, mutual_information
+from perfmoco.moco.baseline import MIN_LATE, block_offsets, heart_disc, mutual_information
 from perfmoco.moco.refine import REFINE_SPACING_MM, refine_crop
 from perfmoco.moco.transforms import affine_crop_to_full, compose_affine
 
@@ -36,8 +36,6 @@ __all__ = ["align_pd_full_fov"]
 
 log = logging.getLogger(__name__)
 
-#: Late block: the last quarter of the dynamics, at least this many frames.
-MIN_LATE = 8
 #: Parzen bins (PD frames are bright and the late mean is smooth).
 BINS = 32
 #: Coarse-to-fine levels: steps of max_mm / 4, then / 16, / 64.
@@ -85,7 +83,9 @@ def align_pd_full_fov(images, pd_images, matrix, pd_matrix, centre_yx, pixel_spa
     disc = heart_disc(radius_mm, device=images.device)
     max_px = max_mm / REFINE_SPACING_MM
     eye = torch.eye(2, 3, dtype=torch.float64, device=pd_matrix.device).expand(p, -1, -1)
-    best, best_mi, best_ok = pd_matrix.double(), None, None
+    out = pd_matrix.double()  # a frame no search finds inside its range keeps this
+    best_mi = torch.full((p,), -torch.inf, dtype=torch.float64)
+    found = torch.zeros(p, dtype=torch.bool)
     # two starts: where the networks put each frame, and where it was acquired (the
     # networks, trained on dynamics, can leave a PD frame further off than it came)
     for start in (pd_matrix.double(), eye):
@@ -95,18 +95,14 @@ def align_pd_full_fov(images, pd_images, matrix, pd_matrix, centre_yx, pixel_spa
         shift[:, :, 2] = d.to(shift)
         moved = compose_affine(start, affine_crop_to_full(shift, geo))
         _, crop = refine_crop(pd_images, moved, centre_yx, pixel_spacing_mm, pd_range)
-        mi = mutual_information(crop[:, disc], fixed[disc], BINS).cpu()
-        if best_mi is None:
-            best, best_mi, best_ok = moved, torch.where(ok, mi, -torch.inf), ok
-            continue
+        mi = mutual_information(crop[:, disc], fixed[disc], BINS).cpu().double()
         take = ok & (mi > best_mi)
-        best = torch.where(take[:, None, None].to(best.device), moved, best)
-        best_mi, best_ok = torch.where(take, mi, best_mi), best_ok | ok
-    out = torch.where(best_ok[:, None, None].to(best.device), best, pd_matrix.double())
+        out = torch.where(take[:, None, None].to(out.device), moved, out)
+        best_mi, found = torch.where(take, mi, best_mi), found | ok
     c = torch.tensor([centre_yx[0], centre_yx[1], 1.0], dtype=torch.float64, device=out.device)
     sp = torch.tensor(pixel_spacing_mm, dtype=torch.float64, device=out.device)
     mm = ((out @ c - pd_matrix.double() @ c) * sp).norm(dim=1).cpu()
     log.info("%s: PD frames moved by %s mm onto the corrected dynamics%s", name,
-             ", ".join(f"{float(v):.1f}" if k else "-" for v, k in zip(mm, best_ok)),
-             "" if bool(best_ok.all()) else " (-: optimum at the edge of the search, kept)")
+             ", ".join(f"{float(v):.1f}" if k else "-" for v, k in zip(mm, found)),
+             "" if bool(found.all()) else " (-: optimum at the edge of the search, kept)")
     return out
