@@ -255,3 +255,47 @@ def test_pd_residual_is_the_distance_from_the_reference_frame_at_a_point():
     still = np.zeros(shape, np.float32)
     r = metrics.pd_residual_mm(est, true, still, still, (8, 8), spacing_mm=(2.0, 2.0))
     np.testing.assert_allclose(r, [6.0, 0.0], atol=1e-5)
+
+
+# ------------------------------------- true masks rendered once in the corrected frame
+def _rendered(mf, true):
+    """Masks as the phantom renders them: the motion-free mask moved, > 0.5."""
+    return metrics.warp_series(np.broadcast_to(mf, (true.shape[0], *mf.shape)), true) > 0.5
+
+
+def test_true_masks_corrected_scores_a_perfect_correction_one_where_warped_rasters_do_not():
+    """A thin ring (2 px) moved by fractional shifts and corrected exactly onto frame 0:
+    rendered once through the composed field, every frame's mask is frame 0's (Dice 1,
+    centroid 0); warping the binary per-frame masks instead resamples a raster twice
+    and loses boundary pixels, so the same perfect correction scores clearly below 1."""
+    shape = (48, 48)
+    mf = _ring(shape, (24.0, 24.0), r_in=6, r_out=8)
+    dy = np.array([0.3, 0.8, -1.4, 2.5, 0.55, -0.45])
+    dx = np.array([0.4, -0.7, 1.25, 0.35, -2.5, 0.9])
+    true = _const_field(6, shape, dy, dx)
+    masks = _rendered(mf, true)
+    np.testing.assert_array_equal(metrics.true_masks_corrected(mf, None, true) > 0.5, masks)
+    perfect = _const_field(6, shape, dy[0] - dy, dx[0] - dx)
+    soft = metrics.true_masks_corrected(mf, perfect, true)
+    once = soft > 0.5
+    assert metrics.dice_all_dynamics(once, reference_mask=once[0]) == pytest.approx(1.0)
+    cen = metrics.lv_centroid_residual_mm(soft, spacing_mm=(2.0, 2.0), reference_index=0)
+    np.testing.assert_allclose(cen, 0.0, atol=1e-6)
+    raster = metrics.dice_all_dynamics(masks, perfect, reference_mask=masks[0])
+    assert raster < 0.95  # 0.90 here
+    cen_raster = metrics.lv_centroid_residual_mm(masks, perfect, spacing_mm=(2.0, 2.0),
+                                                 reference_index=0)
+    assert np.median(cen_raster) > 0.2  # 0.5 mm for a perfect correction
+
+
+def test_true_masks_corrected_half_correction_leaves_half_the_shift():
+    shape = (48, 48)
+    mf = _ring(shape, (24.0, 24.0))
+    dy, dx = np.array([0.0, 2.0, -3.0, 1.0]), np.array([0.0, 1.0, 2.0, -4.0])
+    true = _const_field(4, shape, dy, dx)
+    half = _const_field(4, shape, -0.5 * dy, -0.5 * dx)
+    soft = metrics.true_masks_corrected(mf, half, true)
+    cen = metrics.lv_centroid_residual_mm(soft, spacing_mm=(2.0, 1.0), reference_index=0)
+    np.testing.assert_allclose(cen, np.hypot(2.0 * 0.5 * dy, 1.0 * 0.5 * dx), atol=1e-6)
+    with pytest.raises(ValueError, match="do not fit a mask"):
+        metrics.true_masks_corrected(mf[:40], half, true)

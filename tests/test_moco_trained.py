@@ -51,12 +51,13 @@ def test_recovers_known_translation(corrector, still_phantom):
 
 
 def test_breathing_phantom_dice_improves(corrector):
+    from perfmoco.moco.data import slice_truth
     from perfmoco.moco.evaluate import truth_metrics
     from perfmoco.phantom import generate_phantom
 
     ph = generate_phantom(seed=9301, motion="breathing", n_dynamics=40)
     s = ph.study.highres[0]
-    m = truth_metrics(corrector.correct(s), {"myo_masks": ph.truth["s0_myo_masks"]}, s)
+    m = truth_metrics(corrector.correct(s), slice_truth(ph.truth, s), s)
     assert m["dice"] > m["dice_none"]
     assert m["centroid_mm"] < m["centroid_mm_none"]
     assert m["tic"] < m["tic_none"]
@@ -64,12 +65,13 @@ def test_breathing_phantom_dice_improves(corrector):
 
 def test_refinement_improves_on_the_networks_alone(corrector):
     from perfmoco.config import MocoConfig
+    from perfmoco.moco.data import slice_truth
     from perfmoco.moco.evaluate import truth_metrics
     from perfmoco.phantom import generate_phantom
 
     ph = generate_phantom(seed=9301, motion="breathing", n_dynamics=40)
     s = ph.study.highres[1]
-    truth = {"myo_masks": ph.truth["s1_myo_masks"]}
+    truth = slice_truth(ph.truth, s)
     nets = MotionCorrector(corrector.models, config=MocoConfig(refine_iterations=0))
     m_on = truth_metrics(corrector.correct(s), truth, s)
     m_off = truth_metrics(nets.correct(s), truth, s)

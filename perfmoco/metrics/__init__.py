@@ -13,7 +13,8 @@ Plain functions on numpy arrays.  The paper's metrics (Schueler et al.,
 
 The phantom knows what the paper could not, so there are also
 :func:`dice_all_dynamics`, :func:`lv_centroid_residual_mm`,
-:func:`displacement_error_mm` and :func:`mbf_error`.
+:func:`displacement_error_mm` and :func:`mbf_error`; :func:`true_masks_corrected`
+renders each frame's true mask in the corrected frame from the motion-free anatomy.
 
 Conventions (DESIGN.md): series ``(T, Y, X)``; displacements ``(T, 2, Y, X)``
 in pixels, ``[:, 0]`` = y, pull-back
@@ -35,6 +36,7 @@ from perfmoco.metrics.truth import (
     lv_centroid_residual_mm,
     mbf_error,
     pd_residual_mm,
+    true_masks_corrected,
 )
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "roi_from_mask",
     "segment_mbf_sd",
     "tic_smoothness",
+    "true_masks_corrected",
     "warp_series",
 ]
 

@@ -16,20 +16,31 @@ from pathlib import Path
 
 import numpy as np
 
+from perfmoco.phantom.params import LABELS
 from perfmoco.study import SliceRole, SliceSeries
 
-__all__ = ["load_series", "phantom_series"]
+__all__ = ["load_series", "phantom_series", "slice_truth"]
 
 log = logging.getLogger(__name__)
 
 Item = tuple[SliceSeries, "dict | None"]
 
 
-def _truth_for(truth, s: SliceSeries) -> dict | None:
+def slice_truth(truth, s: SliceSeries) -> dict | None:
+    """What :func:`perfmoco.moco.evaluate.truth_metrics` needs of a phantom's truth, for one slice.
+
+    The true masks, the motion-free myocardium and the true motion (so the
+    masks are rendered once in the corrected frame) and the peak-LV dynamic;
+    None where the truth has no masks for this slice.
+    """
     keys = [f"s{s.slice_index}"] if s.role is SliceRole.HIGHRES else ["aif", "saif", "s_aif"]
     for k in keys:
         if f"{k}_myo_masks" in truth:
             out = {"myo_masks": np.asarray(truth[f"{k}_myo_masks"], bool)}
+            if f"{k}_labels" in truth and f"{k}_displacement" in truth:
+                myo = LABELS["lv_myocardium"]
+                out["motion_free_mask"] = np.asarray(truth[f"{k}_labels"]) == myo
+                out["displacement"] = np.asarray(truth[f"{k}_displacement"])
             if "lv_peak_dynamic" in truth:  # 1-based in the phantom's truth
                 out["peak_index"] = int(truth["lv_peak_dynamic"]) - 1
             return out
@@ -63,7 +74,7 @@ def phantom_series(
     ph = generate_phantom(seed=seed, motion=motion, vendor=vendor)
     items = []
     for s in ph.study.slices:
-        items.append((s.replace(source=None), _truth_for(ph.truth, s)))
+        items.append((s.replace(source=None), slice_truth(ph.truth, s)))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
