@@ -16,6 +16,7 @@ import numpy as np
 
 from perfmoco import metrics
 from perfmoco.config import Config
+from perfmoco.moco.data import slice_truth
 from perfmoco.moco.result import MocoResult
 from perfmoco.study import PerfusionStudy, SliceRole, SliceSeries
 
@@ -75,7 +76,15 @@ def _slice_metrics(series: SliceSeries, res: MocoResult, truth: dict, quant) -> 
     spacing = series.pixel_spacing_mm
     ref = int(res.reference_index)
     peak = _peak_index(truth, series.n_dynamics)
-    warped = metrics.warp_series(masks, res.displacement) >= 0.5  # true myocardium, corrected
+    # true myocardium in the corrected frame, rendered once from the motion-free anatomy
+    # (metrics.true_masks_corrected); the binary per-frame masks warped where there is none
+    t = slice_truth(truth, series) or {}
+    soft = None
+    if t.get("motion_free_mask") is not None:
+        soft = metrics.true_masks_corrected(t["motion_free_mask"], res.displacement, true_disp)
+        warped = soft > 0.5
+    else:
+        warped = metrics.warp_series(masks, res.displacement) >= 0.5
     out = _nan_metrics()
     if warped[peak].any():
         centre, radius = metrics.roi_from_mask(warped[peak])
@@ -85,8 +94,9 @@ def _slice_metrics(series: SliceSeries, res: MocoResult, truth: dict, quant) -> 
             out["pd_sd"] = metrics.pd_sd(res.pd_corrected, warped[peak])
     out["dice_peak"] = metrics.dice_around_peak(warped, peak_index=peak)
     out["dice_all"] = metrics.dice_all_dynamics(warped, reference_mask=warped[ref])
-    cen = metrics.lv_centroid_residual_mm(masks, res.displacement, spacing_mm=spacing,
-                                          reference_index=ref)
+    cen = metrics.lv_centroid_residual_mm(
+        masks if soft is None else soft, res.displacement if soft is None else None,
+        spacing_mm=spacing, reference_index=ref)
     out["centroid_mm"] = float(np.nanmean(cen))
     out["displacement_error_mm"] = metrics.displacement_error_mm(
         res.displacement, true_disp, warped[ref], spacing_mm=spacing, reference_index=ref)
