@@ -220,6 +220,40 @@ def test_checkpoint_round_trip_carries_spec_and_version(tmp_path):
         networks.load(tmp_path / "junk.pt")
 
 
+@pytest.mark.parametrize("stage", ["affine1", "dense"])
+def test_batchnorm_folded_into_the_convolutions_gives_the_same_output(stage):
+    """Non-trivial norm statistics (as after training), folded for inference: the same
+    displacement and affine map within rounding, no batch norm left; a training-mode
+    network is refused."""
+    torch.manual_seed(0)
+    net = networks.RegNet(networks.default_spec(stage))
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+        for p in net.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    with pytest.raises(ValueError, match="eval mode"):
+        networks.fuse_batchnorm(net)
+    net.eval()
+    n = net.crop
+    x, y = torch.rand(3, 1, n, n), torch.rand(3, 1, n, n)
+    with torch.inference_mode():
+        before = net.predict(x, y)
+    n_norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert n_norms > 5
+    networks.fuse_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    with torch.inference_mode():
+        after = net.predict(x, y)
+    torch.testing.assert_close(after[0], before[0], atol=1e-4, rtol=1e-4)
+    if before[1] is not None:
+        torch.testing.assert_close(after[1], before[1], atol=1e-4, rtol=1e-4)
+
+
 def test_losses_at_perfect_alignment():
     x = torch.rand(2, 1, 32, 32)
     assert float(global_ncc_loss(x, x)) == pytest.approx(-1.0, abs=1e-4)

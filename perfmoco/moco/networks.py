@@ -150,6 +150,35 @@ class RegNet(nn.Module):
         return ddf, torch.cat([a, shift[:, :, None]], dim=2)
 
 
+def fuse_batchnorm(model: RegNet) -> RegNet:
+    """Fold every eval-mode batch norm into the convolution before it, in place.
+
+    For inference only (the folded network no longer trains like the original):
+    MONAI's blocks apply conv -> norm -> (skip) -> activation, and a frozen batch
+    norm is an affine map per channel, so ``conv'(x) = norm(conv(x))`` exactly (up
+    to rounding).  Saves the norms' passes over every activation map (~5 % of a
+    study's CPU time).  Returns ``model``.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if model.training:
+        raise ValueError("fuse_batchnorm needs a model in eval mode")
+    for mod in model.modules():
+        conv, adn = getattr(mod, "conv", None), getattr(mod, "adn", None)
+        if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and adn is not None and \
+                isinstance(getattr(adn, "N", None), nn.BatchNorm2d):
+            mod.conv = fuse_conv_bn_eval(conv, adn.N,
+                                         transpose=isinstance(conv, nn.ConvTranspose2d))
+            adn.N = nn.Identity()
+        layers, norms = getattr(mod, "layers", None), getattr(mod, "norms", None)
+        if isinstance(layers, nn.ModuleList) and isinstance(norms, nn.ModuleList):
+            for i, (layer, norm) in enumerate(zip(layers, norms)):
+                c = getattr(layer, "conv", None)
+                if isinstance(c, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                    layer.conv, norms[i] = fuse_conv_bn_eval(c, norm), nn.Identity()
+    return model
+
+
 def save(path: str | Path, model: RegNet, *, stage: str, train_info: dict | None = None) -> None:
     """Write a checkpoint that carries its spec and version.
 

@@ -161,6 +161,7 @@ class MotionCorrector:
                     f"`perfmoco train --config config/train/{stage}.yaml`, or set moco.weights_dir)"
                 )
             models[stage], meta[stage] = networks.load(path, device=dev)
+            networks.fuse_batchnorm(models[stage])  # inference only (model card, "Speed")
         return cls(models, device=dev, config=config, meta=meta)
 
     # ------------------------------------------------------------------ helpers
