@@ -79,7 +79,7 @@ COMPILE_BATCH = 16
 #: Frames per call of an uncompiled network on the CPU, whose weights are kept
 #: channels-last there (not for ``moco.compile``, where that was slower): on 2 cores
 #: the three networks ran over a 71-frame series in ~0.25 s against ~0.5 s in one
-#: 71-frame call with the default layout (model card, "Speed"; outputs agree within
+#: 71-frame call with the default layout (model card, "Why these sizes"; outputs within
 #: 2e-5 px).  Other devices take up to 128 frames a call.
 CPU_BATCH = 16
 
@@ -161,7 +161,7 @@ class MotionCorrector:
                     f"`perfmoco train --config config/train/{stage}.yaml`, or set moco.weights_dir)"
                 )
             models[stage], meta[stage] = networks.load(path, device=dev)
-            networks.fuse_batchnorm(models[stage])  # inference only (model card, "Speed")
+            networks.fuse_batchnorm(models[stage])  # inference only: ~10 % faster
         return cls(models, device=dev, config=config, meta=meta)
 
     # ------------------------------------------------------------------ helpers
