@@ -30,5 +30,8 @@ def enhancement(im: np.ndarray, sp: tuple[float, float]):
     sig = (0.0, max(0.7, 1.5 / sp[0]), max(0.7, 1.5 / sp[1]))
     e = ndimage.gaussian_filter(im - base, sig)
     e -= np.median(e, axis=(1, 2), keepdims=True)  # frame-wide offsets (e.g. mistriggers)
-    e = ndimage.uniform_filter1d(e, 3, axis=0, mode="nearest")
+    # 3-frame running mean, edge frames repeated (= uniform_filter1d(e, 3, axis=0,
+    # mode="nearest"), ~10x faster along this strided axis)
+    p = np.concatenate([e[:1], e, e[-1:]])
+    e = (p[:-2] + p[1:-1] + p[2:]) / np.float32(3.0)
     return e, n_base, noise
