@@ -30,8 +30,9 @@ def _say(msg: str) -> None:
 
 def _truth_report(result, truth: dict) -> list[str]:
     """Motion and MBF against the phantom's truth, per high-resolution slice."""
-    from perfmoco.metrics import dice, true_masks_corrected, warp_series
+    from perfmoco.metrics import dice
     from perfmoco.moco.data import slice_truth
+    from perfmoco.moco.evaluate import corrected_true_masks
 
     lines = []
     for s, m in zip(result.study.slices, result.moco):
@@ -42,11 +43,7 @@ def _truth_report(result, truth: dict) -> list[str]:
         if t is None:
             continue
         masks, ref = t["myo_masks"], m.reference_index
-        if "motion_free_mask" in t:  # each frame's true myocardium rendered once (model card)
-            after = true_masks_corrected(t["motion_free_mask"], m.displacement,
-                                         t["displacement"]) > 0.5
-        else:  # a truth without the motion-free labels: the binary masks warped
-            after = warp_series(masks, m.displacement) >= 0.5
+        after, _ = corrected_true_masks(t, m.displacement)
         d0 = np.mean([dice(x, masks[ref]) for x in masks])
         d1 = np.mean([dice(x, after[ref]) for x in after])
         lines.append(f"  slice {k}: myocardium Dice vs reference frame {d0:.3f} -> {d1:.3f}")

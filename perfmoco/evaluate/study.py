@@ -17,6 +17,7 @@ import numpy as np
 from perfmoco import metrics
 from perfmoco.config import Config
 from perfmoco.moco.data import slice_truth
+from perfmoco.moco.evaluate import corrected_true_masks
 from perfmoco.moco.result import MocoResult
 from perfmoco.study import PerfusionStudy, SliceRole, SliceSeries
 
@@ -76,15 +77,9 @@ def _slice_metrics(series: SliceSeries, res: MocoResult, truth: dict, quant) -> 
     spacing = series.pixel_spacing_mm
     ref = int(res.reference_index)
     peak = _peak_index(truth, series.n_dynamics)
-    # true myocardium in the corrected frame, rendered once from the motion-free anatomy
-    # (metrics.true_masks_corrected); the binary per-frame masks warped where there is none
-    t = slice_truth(truth, series) or {}
-    soft = None
-    if t.get("motion_free_mask") is not None:
-        soft = metrics.true_masks_corrected(t["motion_free_mask"], res.displacement, true_disp)
-        warped = soft > 0.5
-    else:
-        warped = metrics.warp_series(masks, res.displacement) >= 0.5
+    # true myocardium in the corrected frame (rendered once where the truth allows)
+    warped, soft = corrected_true_masks(slice_truth(truth, series) or {"myo_masks": masks},
+                                        res.displacement)
     out = _nan_metrics()
     if warped[peak].any():
         centre, radius = metrics.roi_from_mask(warped[peak])

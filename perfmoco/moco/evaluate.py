@@ -18,7 +18,23 @@ from perfmoco.metrics.truth import (
 from perfmoco.moco.result import MocoResult
 from perfmoco.study import SliceSeries
 
-__all__ = ["truth_metrics"]
+__all__ = ["corrected_true_masks", "truth_metrics"]
+
+
+def corrected_true_masks(truth: dict, displacement) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each frame's true myocardium in the corrected frame: ``(binary, soft)``.
+
+    With ``motion_free_mask`` and ``displacement`` in ``truth`` (:func:`.data.slice_truth`)
+    the masks are rendered once from the motion-free anatomy
+    (:func:`perfmoco.metrics.true_masks_corrected`; ``soft`` their 0..1 values);
+    otherwise the binary per-frame ``myo_masks`` are warped (``soft`` None).
+    """
+    if truth.get("motion_free_mask") is not None and truth.get("displacement") is not None:
+        soft = true_masks_corrected(truth["motion_free_mask"], displacement,
+                                    truth["displacement"])
+        return soft > 0.5, soft
+    masks = np.asarray(truth["myo_masks"], np.float32)
+    return warp_series(masks, displacement) >= 0.5, None
 
 
 def truth_metrics(result: MocoResult, truth: dict, series: SliceSeries) -> dict[str, float]:
@@ -54,11 +70,7 @@ def truth_metrics(result: MocoResult, truth: dict, series: SliceSeries) -> dict[
     masks = np.asarray(truth["myo_masks"], bool)
     ref = int(result.reference_index)
     disp = result.displacement
-    raster = warp_series(masks.astype(np.float32), disp) >= 0.5
-    soft = None
-    if truth.get("motion_free_mask") is not None and truth.get("displacement") is not None:
-        soft = true_masks_corrected(truth["motion_free_mask"], disp, truth["displacement"])
-    warped = raster if soft is None else soft > 0.5
+    warped, soft = corrected_true_masks(truth, disp)
     sp = series.pixel_spacing_mm
     out = {
         "dice": dice_all_dynamics(warped, reference_mask=warped[ref]),
@@ -80,6 +92,7 @@ def truth_metrics(result: MocoResult, truth: dict, series: SliceSeries) -> dict[
     out["dice_peak"] = dice_around_peak(warped, peak_index=peak)
     out["dice_peak_none"] = dice_around_peak(masks, peak_index=peak)
     if soft is not None:
+        raster = warp_series(masks.astype(np.float32), disp) >= 0.5
         out["dice_raster"] = dice_all_dynamics(raster, reference_mask=raster[ref])
         out["dice_peak_raster"] = dice_around_peak(raster, peak_index=peak)
     out["tic"] = tic_smoothness(result.corrected, centre=centre, radius_px=radius)
