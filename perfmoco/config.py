@@ -252,9 +252,14 @@ class QuantConfig:
     #: How far from the LV or RV cavity (pixels, chessboard distance) a pixel fits
     #: that blood fraction. The blood pool peaks at 5-10x the myocardium's [Gd], so
     #: even the ~2 % that an image's point-spread carries two pixels into the wall
-    #: reads as 10-20 % of flow; 1 covers only the pixels touching the cavity. Raise
-    #: it for images interpolated (zero-filled) to pixels finer than acquired.
+    #: reads as 10-20 % of flow; 1 covers only the pixels touching the cavity. In
+    #: acquired pixels: scaled by ``interpolation`` for zero-filled images.
     spillover_rim_px: int = 2
+    #: Acquired pixel size over the images' pixel size (k-space zero-filling), which
+    #: scales every distance the quantification states in pixels (the rim above, the
+    #: core pixels' depth, the AIF's core): 0 reads it from each series' spectrum
+    #: (:mod:`perfmoco.quant.resolution`), 1 takes the pixels as acquired.
+    interpolation: float = 0.0
     #: A slice whose LV lies further than this from the other slices' is searched
     #: again near theirs, mm (:mod:`perfmoco.anatomy.stack`; 0: each on its own).
     stack_lv_tolerance_mm: float = 30.0
@@ -360,6 +365,10 @@ def _merge(base: Config, data: Mapping[str, Any]) -> Config:
                     f"unknown setting {section}.{key}; known: {sorted(fields)}"
                 )
             upd[key] = _coerce(f"{section}.{key}", value, hints[key])
+            if f"{section}.{key}" == "quant.interpolation" and not (
+                    upd[key] == 0 or 1.0 <= upd[key] <= 4.0):
+                raise ConfigError(f"quant.interpolation must be 0 (automatic) or 1-4, "
+                                  f"got {upd[key]!r}")
             allowed = _CHOICES.get(f"{section}.{key}")
             if allowed and upd[key] not in allowed:
                 raise ConfigError(f"{section}.{key} must be one of {list(allowed)}, "

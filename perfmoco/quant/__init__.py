@@ -18,6 +18,7 @@ from perfmoco.quant.anatomy import aha_labels, slice_anatomy
 from perfmoco.quant.fermi import FermiFit, fit_fermi, resample_uniform
 from perfmoco.quant.grouped import fit_fermi_grouped
 from perfmoco.quant.messages import warn
+from perfmoco.quant.resolution import series_interpolation
 from perfmoco.quant.segments import segment_table, slice_levels
 from perfmoco.quant.signal import (
     baseline_m0,
@@ -32,6 +33,7 @@ from perfmoco.study import PerfusionStudy, StudyError
 __all__ = [
     "AifResult",
     "FermiFit",
+    "core_pixels",
     "QuantResult",
     "fit_fermi",
     "quantify_curves",
@@ -41,6 +43,8 @@ __all__ = [
 #: Pixels used for segment statistics and the delay fits lie at least this far
 #: from the blood pools (partial volume fakes an early foot and biases MBF).
 CORE_DIST_PX = 2.0
+#: Core pixels a segment of a zero-filled image keeps before its core is made shallower.
+MIN_CORE_PX = 8
 
 
 @dataclasses.dataclass
@@ -185,6 +189,43 @@ def _distance_to(region) -> np.ndarray:
     return ndimage.distance_transform_cdt(~region, metric="chessboard").astype(np.float64)
 
 
+def core_pixels(myo, blood, labels, scale: float = 1.0) -> np.ndarray:
+    """Myocardial pixels off the partial-volume borders, for the delay and segment fits.
+
+    A core pixel lies at least ``CORE_DIST_PX`` from the blood pools and is not
+    on the myocardium's edge (city-block depth 2), both in acquired pixels:
+    ``scale`` display pixels each (:mod:`perfmoco.quant.resolution`).  Where a
+    zero-filled image's thin wall leaves a segment (``labels``) fewer than
+    ``MIN_CORE_PX`` such pixels, that segment takes them at a smaller scale,
+    down to the display pixels' (as for ``scale=1``).
+
+    Parameters
+    ----------
+    myo, blood : ndarray, shape (Y, X), bool
+    labels : ndarray, shape (Y, X), int
+        Segment label of each pixel.
+    scale : float
+        Display pixels per acquired pixel, >= 1.
+
+    Returns
+    -------
+    ndarray, shape (Y, X), bool
+    """
+    myo = np.asarray(myo, bool)
+    to_blood = ndimage.distance_transform_edt(~np.asarray(blood, bool))
+    depth = ndimage.distance_transform_cdt(myo, metric="taxicab")
+    scales = sorted({float(scale), (float(scale) + 1.0) / 2.0, 1.0}, reverse=True)
+    levels = [(depth >= 1 + round(f)) & (to_blood >= CORE_DIST_PX * f) & myo for f in scales]
+    if len(levels) == 1:
+        return levels[0]
+    core = np.zeros_like(myo)
+    for lab in np.unique(labels[myo]):
+        seg = myo & (labels == lab)
+        pick = next((c for c in levels if (c & seg).sum() >= MIN_CORE_PX), levels[-1])
+        core |= pick & seg
+    return core
+
+
 def _fill_frames(images, bad):
     """Replace QC-flagged frames by linear interpolation in time (they are not fitted)."""
     if bad is None:
@@ -318,16 +359,17 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         owners.append(s.slice_index)
         groups.append(1000 * s.slice_index + aha_maps[s.slice_index][w.myo])
         dgroups.append(np.full(gd_u.shape[0], s.slice_index))
-        # pixels off the partial-volume borders (blood pools, epicardium)
-        to_blood = ndimage.distance_transform_edt(~w.blood)
-        cores.append((ndimage.binary_erosion(w.myo) & (to_blood >= CORE_DIST_PX))[w.myo])
+        # pixels off the partial-volume borders (blood pools, epicardium); distances
+        # in acquired pixels (the point-spread's reach), i.e. scaled for zero-filling
+        f_px = series_interpolation(s, config.interpolation)
+        cores.append(core_pixels(w.myo, w.blood, aha_maps[s.slice_index], f_px)[w.myo])
         rim = np.full(int(w.myo.sum()), -1)
         # pixels within the point-spread's reach of the LV cavity may hold some of its
         # blood: + v AIF (config.blood_spillover); septal pixels as near the RV cavity:
         # + v times the slice's own RV signal, linearised (config.rv_spillover; its
         # bolus passes before the myocardium enhances, where the linearisation holds).
         # A pixel near both takes the nearer cavity's (the LV's when equally near).
-        reach = config.spillover_rim_px
+        reach = round(config.spillover_rim_px * f_px)
         d_lv = d_rv = np.full(rim.shape, np.inf)
         if config.blood_spillover:
             d_lv = _distance_to(ndimage.binary_fill_holes(w.myo) & ~w.myo)[w.myo]

@@ -18,6 +18,7 @@ from scipy import ndimage
 from perfmoco.anatomy import find_blood_pools
 from perfmoco.config import QuantConfig
 from perfmoco.quant.messages import warn
+from perfmoco.quant.resolution import series_interpolation
 from perfmoco.quant.signal import (
     baseline_m0,
     bolus_arrival_index,
@@ -80,7 +81,7 @@ def deepest_core(mask, depths_px, min_px: int) -> np.ndarray | None:
     return next((depth >= d for d in depths_px if (depth >= d).sum() >= min_px), None)
 
 
-def blood_pool_core(images, lv_mask, peak_index: int) -> np.ndarray:
+def blood_pool_core(images, lv_mask, peak_index: int, *, scale: float = 1.0) -> np.ndarray:
     """Core of a blood-pool mask, away from the partial-volume edge, brighter pixels at peak.
 
     The deepest core (pixels at least 3, 2.5, ... 1 pixel inside the mask's
@@ -96,6 +97,9 @@ def blood_pool_core(images, lv_mask, peak_index: int) -> np.ndarray:
     lv_mask : ndarray, shape (Y, X), bool
     peak_index : int
         Peak-enhancement dynamic.
+    scale : float, keyword-only
+        Pixels per acquired pixel (:mod:`perfmoco.quant.resolution`): the
+        depths and pixel counts above are in acquired pixels.
 
     Returns
     -------
@@ -103,7 +107,8 @@ def blood_pool_core(images, lv_mask, peak_index: int) -> np.ndarray:
         At least 4 pixels when the mask has them (else the mask itself).
     """
     mask = np.asarray(lv_mask, bool)
-    core = deepest_core(mask, _CORE_DEPTHS_PX, _CORE_MIN_PX)
+    core = deepest_core(mask, tuple(d * scale for d in _CORE_DEPTHS_PX),
+                        round(_CORE_MIN_PX * scale**2))
     if core is None:
         core = deepest_core(mask, (1.0,), 4)
     if core is None:
@@ -182,7 +187,8 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
     msgs: list[str] = []
     im = np.asarray(series.images, np.float64)
     pools = find_blood_pools(im, times_s=series.times_s, spacing_mm=series.pixel_spacing_mm)
-    core = blood_pool_core(im, pools.lv_mask, pools.peak_lv_index)
+    core = blood_pool_core(im, pools.lv_mask, pools.peak_lv_index,
+                           scale=series_interpolation(series, config.interpolation))
     sig = im[:, core].mean(axis=1)
     if qc is not None:
         bad = np.asarray(qc, bool)

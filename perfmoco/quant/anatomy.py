@@ -17,6 +17,7 @@ from perfmoco.config import QuantConfig
 from perfmoco.orientation import is_mirrored
 from perfmoco.quant.aif import blood_pool_core
 from perfmoco.quant.messages import warn
+from perfmoco.quant.resolution import series_interpolation
 from perfmoco.quant.segments import aha_segments, display_angle
 from perfmoco.study import SliceSeries, StudyError
 
@@ -82,6 +83,7 @@ def slice_anatomy(highres: list[SliceSeries], config: QuantConfig,
             warn(msgs, f"{s.name}: {exc}; no MBF map for this slice")
             continue
         mirrored = is_mirrored(s.geometry)
+        scale = series_interpolation(s, config.interpolation)
         try:
             ins = rv_insertion_points(myo, pools.rv_mask, pools.lv_centre,
                                       mirrored=bool(mirrored))
@@ -89,7 +91,7 @@ def slice_anatomy(highres: list[SliceSeries], config: QuantConfig,
             ins = None
         work[s.slice_index] = SliceWork(s.slice_index, myo, pools.lv_centre, ins,
                                          blood_pool_core(s.images, pools.lv_mask,
-                                                         pools.peak_lv_index),
+                                                         pools.peak_lv_index, scale=scale),
                                          pools.peak_lv_index, pools.lv_mask | pools.rv_mask,
                                          mirrored, pools.rv_mask)
     if not work:
