@@ -190,16 +190,21 @@ def main(argv=None) -> int:
         tp = sum(r.get("qc_true_pos", 0) for r in rows)
         false = sum(r["qc_flagged"] - r.get("qc_true_pos", 0) for r in rows)
         print(f"  QC: {tp}/{n_mis} mistriggered frames flagged, {false} other frames flagged")
-        print("  by slice position and by vendor (the targets hold for each):")
+        print("  by slice position and by vendor (the targets are to hold for each):")
         groups = [(g, "slice") for g in dict.fromkeys(r["slice"] for r in rows)]
         groups += [(v, "vendor") for v in dict.fromkeys(r["vendor"] for r in rows)]
         for pos, field in groups:
             sel = [r for r in rows if r[field] == pos]
-            print(f"    {pos:4s} dice {np.mean([r['dice'] for r in sel]):.3f} | centroid_mm "
-                  f"{np.median([r['centroid_mm'] for r in sel]):.2f} (median) | dice_peak "
-                  f"{np.mean([r['dice_peak'] for r in sel]):.3f} | raster "
+            dice = np.mean([r["dice"] for r in sel])
+            cen = np.median([r["centroid_mm"] for r in sel])
+            peak = np.mean([r["dice_peak"] for r in sel])
+            misses = [name for name, bad in (("dice", dice < 0.90), ("centroid", cen > 1.0),
+                                             ("dice_peak", peak < 0.92)) if bad]
+            print(f"    {pos:4s} dice {dice:.3f} | centroid_mm {cen:.2f} (median) | dice_peak "
+                  f"{peak:.3f} | raster "
                   f"{np.mean([r.get('dice_raster', np.nan) for r in sel]):.3f} / "
-                  f"{np.mean([r.get('dice_peak_raster', np.nan) for r in sel]):.3f} | n {len(sel)}")
+                  f"{np.mean([r.get('dice_peak_raster', np.nan) for r in sel]):.3f} | n {len(sel)}"
+                  f" | {'MISSES ' + ', '.join(misses) if misses else 'targets met'}")
 
     if a.accuracy_only:
         _write_json(a.json, {"rows": rows, "summary": summary})
