@@ -8,6 +8,7 @@ into pixel-wise stress MBF maps (ml/min/g) and a 16-segment table;
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 from scipy import ndimage
@@ -18,7 +19,6 @@ from perfmoco.quant.anatomy import aha_labels, slice_anatomy
 from perfmoco.quant.fermi import FermiFit, fit_fermi, resample_uniform
 from perfmoco.quant.grouped import fit_fermi_grouped
 from perfmoco.quant.messages import warn
-from perfmoco.quant.resolution import series_interpolation
 from perfmoco.quant.segments import segment_table, slice_levels
 from perfmoco.quant.signal import (
     baseline_m0,
@@ -39,6 +39,8 @@ __all__ = [
     "quantify_curves",
     "quantify_study",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Pixels used for segment statistics and the delay fits lie at least this far
 #: from the blood pools (partial volume fakes an early foot and biases MBF).
@@ -361,7 +363,10 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         dgroups.append(np.full(gd_u.shape[0], s.slice_index))
         # pixels off the partial-volume borders (blood pools, epicardium); distances
         # in acquired pixels (the point-spread's reach), i.e. scaled for zero-filling
-        f_px = series_interpolation(s, config.interpolation)
+        f_px = w.pixel_scale
+        if f_px != 1.0:
+            log.info("%s: pixel distances scaled by %.2f (images interpolated to a finer "
+                     "matrix than acquired)", s.name, f_px)
         cores.append(core_pixels(w.myo, w.blood, aha_maps[s.slice_index], f_px)[w.myo])
         rim = np.full(int(w.myo.sum()), -1)
         # pixels within the point-spread's reach of the LV cavity may hold some of its

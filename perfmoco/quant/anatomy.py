@@ -40,6 +40,8 @@ class SliceWork:
     blood: np.ndarray
     mirrored: bool | None  #: from the geometry; None: unknown
     rv: np.ndarray
+    #: display pixels per acquired pixel (:mod:`perfmoco.quant.resolution`)
+    pixel_scale: float = 1.0
 
 
 def stack_pools(highres, config: QuantConfig, msgs: list[str]) -> dict:
@@ -93,7 +95,7 @@ def slice_anatomy(highres: list[SliceSeries], config: QuantConfig,
                                          blood_pool_core(s.images, pools.lv_mask,
                                                          pools.peak_lv_index, scale=scale),
                                          pools.peak_lv_index, pools.lv_mask | pools.rv_mask,
-                                         mirrored, pools.rv_mask)
+                                         mirrored, pools.rv_mask, scale)
     if not work:
         raise StudyError("no high-resolution slice with a detectable LV and myocardium")
     return work
