@@ -136,6 +136,7 @@ def cmd_quantify(args) -> int:
     mbf = quantify_curves(
         load(args.gd), load(args.aif), dt_s=args.dt, mask=mask, hematocrit=args.hematocrit,
         spillover=not args.no_spillover, rim_px=args.rim_px,
+        interpolation=args.interpolation,
     )
     np.save(args.output, mbf.astype(np.float32))
     vals = mbf[np.isfinite(mbf) & (mbf > 0)]
@@ -267,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--rim-px", type=int, default=2, choices=(1, 2, 3, 4),
                    help="pixels this near the cavity (chessboard distance; 1: touching it) fit "
                         "the blood fraction (default 2, the reach of an image's point-spread)")
+    q.add_argument("--interpolation", type=float, default=1.0,
+                   help="display pixels per acquired pixel of the maps (k-space zero-filling; "
+                        "scales --rim-px and the core depth); 0: read it from the curves' "
+                        "spectrum; default 1 (as acquired)")
     q.add_argument("-o", "--output", required=True, help="MBF map .npy, ml/min/g")
     q.set_defaults(func=cmd_quantify)
 

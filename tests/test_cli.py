@@ -60,3 +60,16 @@ def test_console_script_runs(tmp_path):
         [sys.executable, "-m", "perfmoco.cli", "--version"], capture_output=True, text=True
     )
     assert out.returncode == 0 and out.stdout.startswith("perfmoco ")
+
+
+def test_quantify_bad_interpolation_is_one_clear_line(tmp_path, capsys):
+    t = np.arange(30) * 0.6
+    aif = np.clip(t - 3, 0, None) * np.exp(-np.clip(t - 3, 0, None) / 3)
+    np.save(tmp_path / "a.npy", aif)
+    np.save(tmp_path / "g.npy", np.broadcast_to(0.1 * aif[:, None, None], (30, 8, 8)).copy())
+    args = ["quantify", "--gd", str(tmp_path / "g.npy"), "--aif", str(tmp_path / "a.npy"),
+            "--dt", "0.6", "-o", str(tmp_path / "m.npy")]
+    assert main([*args, "--interpolation", "0.5"]) == 2
+    assert "interpolation must be 0" in _err(capsys)
+    assert main([*args, "--interpolation", "2"]) == 0
+    assert np.load(tmp_path / "m.npy").shape == (8, 8)

@@ -19,6 +19,7 @@ from perfmoco.quant.anatomy import aha_labels, slice_anatomy
 from perfmoco.quant.fermi import FermiFit, fit_fermi, resample_uniform
 from perfmoco.quant.grouped import fit_fermi_grouped
 from perfmoco.quant.messages import warn
+from perfmoco.quant.resolution import interpolation_factor
 from perfmoco.quant.segments import segment_table, slice_levels
 from perfmoco.quant.signal import (
     baseline_m0,
@@ -109,7 +110,7 @@ class QuantResult:
 
 def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=None,
                     density: float = 1.05, spillover: bool = True,
-                    rim_px: int = 2) -> np.ndarray:
+                    rim_px: int = 2, interpolation: float = 1.0) -> np.ndarray:
     """Pixel-wise Fermi MBF from [Gd] curves on a uniform grid (research use).
 
     The delay is fitted on the mean curve of the masked pixels away from the
@@ -140,6 +141,11 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
     rim_px : int, keyword-only
         How near (pixels, chessboard distance; 1: touching it) to the cavity
         a pixel takes that fraction (``QuantConfig.spillover_rim_px``).
+    interpolation : float, keyword-only
+        Display pixels per acquired pixel of the maps (k-space zero-filling):
+        ``rim_px`` and the core's depth are in acquired pixels.  1 (default):
+        the pixels are the acquired ones; 0: read it from the curves' spectrum
+        (:func:`perfmoco.quant.resolution.interpolation_factor`).
 
     Returns
     -------
@@ -170,13 +176,17 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
         raise ValueError("aif_gd has no positive values (flat AIF)")
     if int(rim_px) < 1:
         raise ValueError(f"rim_px must be >= 1, got {rim_px}")
+    f_px = float(interpolation)
+    if not (f_px == 0 or 1.0 <= f_px <= 4.0):
+        raise ValueError(f"interpolation must be 0 (automatic) or 1-4, got {interpolation}")
+    if f_px == 0:
+        f_px = interpolation_factor(tis)
     out = np.zeros(m.shape, np.float32)
     if m.any():  # one group: delay from the mean curve, pixels within +-0.3 s of it
         curves = tis[:, m].T
         cavity = ndimage.binary_fill_holes(m) & ~m
-        rim = (_distance_to(cavity) <= int(rim_px))[m]
-        to_cavity = ndimage.distance_transform_edt(~cavity) if cavity.any() else np.inf
-        core = (ndimage.binary_erosion(m) & (to_cavity >= CORE_DIST_PX))[m]
+        rim = (_distance_to(cavity) <= round(int(rim_px) * f_px))[m]
+        core = core_pixels(m, cavity, np.zeros(m.shape, int), f_px)[m]
         fit, _, _ = fit_fermi_grouped(curves, aif, groups=np.zeros(len(curves), int), dt_s=dt_s,
                                       density=density, core=core,
                                       spillover=rim if spillover and rim.any() else False)
@@ -213,8 +223,8 @@ def core_pixels(myo, blood, labels, scale: float = 1.0) -> np.ndarray:
     -------
     ndarray, shape (Y, X), bool
     """
-    myo = np.asarray(myo, bool)
-    to_blood = ndimage.distance_transform_edt(~np.asarray(blood, bool))
+    myo, blood = np.asarray(myo, bool), np.asarray(blood, bool)
+    to_blood = ndimage.distance_transform_edt(~blood) if blood.any() else np.full(myo.shape, np.inf)
     depth = ndimage.distance_transform_cdt(myo, metric="taxicab")
     scales = sorted({float(scale), (float(scale) + 1.0) / 2.0, 1.0}, reverse=True)
     levels = [(depth >= 1 + round(f)) & (to_blood >= CORE_DIST_PX * f) & myo for f in scales]
