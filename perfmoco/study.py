@@ -92,6 +92,10 @@ class SliceSeries:
         Saturation (recovery) time TS of the dynamics, s, when known.
     geometry : SliceGeometry or None
         Patient-space geometry, when known.
+    acquired_spacing_mm : tuple of 2 float or None
+        Pixel size ``(dy, dx)`` of the acquired (encoded) matrix, when known
+        (MRD header); larger than ``pixel_spacing_mm`` for images zero-filled
+        to a finer matrix (:mod:`perfmoco.quant.resolution`).
     source : Any
         Opaque per-frame MRD provenance kept by ``perfmoco.io.mrd`` so that
         results can be written back with the scanner's own headers
@@ -109,6 +113,7 @@ class SliceSeries:
     pd_times_s: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
     saturation_time_s: float | None = None
     geometry: SliceGeometry | None = None
+    acquired_spacing_mm: tuple[float, float] | None = None
     source: Any = None
 
     def __post_init__(self) -> None:
@@ -120,6 +125,9 @@ class SliceSeries:
             self.pd_images = np.zeros((0, *self.images.shape[1:]), np.float32)
         self.role = SliceRole(self.role)
         self.pixel_spacing_mm = (float(self.pixel_spacing_mm[0]), float(self.pixel_spacing_mm[1]))
+        if self.acquired_spacing_mm is not None:
+            a = tuple(float(v) for v in self.acquired_spacing_mm)
+            self.acquired_spacing_mm = a if len(a) == 2 and min(a) > 0 else None
 
     @property
     def name(self) -> str:

@@ -147,3 +147,28 @@ def test_quantify_curves_rim_in_acquired_pixels():
     assert np.nanmedian(err[2.0][ring2]) < np.nanmedian(err[1.0][ring2])
     with pytest.raises(ValueError, match="interpolation must be 0"):
         quantify_curves(gd2, aif, dt_s=dt, mask=ring2, interpolation=0.5)
+
+
+def test_factor_from_the_mrd_header(small_study):
+    """A study whose high-resolution slices were zero-filled to twice the encoded
+    matrix: the header's encodedSpace carries it through an MRD round trip, and it
+    decides the factor even where the images show no band edge (here noise-free
+    and flat); an encoding finer than the images is not trusted."""
+    from perfmoco.io.mrd import images_to_study, study_to_images
+    from perfmoco.io.mrd_header import build_header, parse_header
+    from perfmoco.quant.resolution import series_interpolation
+
+    hr = [s.replace(acquired_spacing_mm=tuple(2.0 * v for v in s.pixel_spacing_mm))
+          for s in small_study.highres]
+    study = small_study.replace_slices([*hr, small_study.aif])
+    header = build_header(study)
+    assert parse_header(header).encoding[0].encodedSpace.matrixSize.x == 20  # 40 / 2
+    back = images_to_study(study_to_images(study), header)
+    for s in back.highres:
+        assert s.acquired_spacing_mm == pytest.approx(hr[0].acquired_spacing_mm)
+        flat = s.replace(images=np.ones_like(s.images))
+        assert series_interpolation(flat, 0.0) == pytest.approx(2.0)
+        assert series_interpolation(flat, 1.0) == 1.0  # the setting wins
+    assert series_interpolation(back.aif, 0.0) == 1.0  # its own encoding: as acquired
+    finer = back.aif.replace(acquired_spacing_mm=(0.5, 0.5))
+    assert series_interpolation(finer, 0.0) == interpolation_factor(finer.images) == 1.0

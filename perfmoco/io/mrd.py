@@ -20,6 +20,7 @@ import numpy as np
 from perfmoco.config import MrdConfig
 from perfmoco.io.mrd_header import (
     build_header,
+    header_acquired_spacing_mm,
     header_saturation_times_s,
     parse_header,
     strip_nul,
@@ -150,6 +151,7 @@ def images_to_study(
     config = config or MrdConfig()
     hdr = parse_header(header)
     ts_by_encoding = header_saturation_times_s(hdr)
+    acquired_by_encoding = header_acquired_spacing_mm(hdr)
     received = []
     for i, img in enumerate(images):
         info = FrameInfo(copy.deepcopy(img.getHead()), dict(img.meta))
@@ -168,7 +170,7 @@ def images_to_study(
         raise StudyError(f"AIF images arrived for several slices {slices}; expected one")
 
     slices = [
-        _make_series(frames, is_aif, sl, config, ts_by_encoding)
+        _make_series(frames, is_aif, sl, config, ts_by_encoding, acquired_by_encoding)
         for (is_aif, sl), frames in sorted(groups.items())
     ]
     study = PerfusionStudy(slices=slices, mrd_header=strip_nul(header), study_id=study_id)
@@ -190,7 +192,8 @@ def _aif_by_matrix(received: list[tuple[FrameInfo, np.ndarray]]) -> list[bool | 
     return [int(info.header.image_series_index) == small[0] for info, _ in received]
 
 
-def _make_series(frames, is_aif, sl, config, ts_by_encoding) -> SliceSeries:
+def _make_series(frames, is_aif, sl, config, ts_by_encoding, acquired_by_encoding=()
+                 ) -> SliceSeries:
     role = SliceRole.AIF if is_aif else SliceRole.HIGHRES
     name = f"slice {sl} ({role.value})"
     shapes = sorted({p.shape for _, p in frames})
@@ -217,12 +220,13 @@ def _make_series(frames, is_aif, sl, config, ts_by_encoding) -> SliceSeries:
     fov = [float(v) for v in h0.field_of_view]
     mat = [int(v) for v in h0.matrix_size]
     spacing = (fov[1] / mat[1], fov[0] / mat[0]) if min(fov[:2]) > 0 else (1.0, 1.0)
+    enc = 1 if is_aif else 0
     ts = _meta_float(frames[0][0].meta, "SaturationTime_ms")
     if ts is not None:
         ts_s: float | None = ts / 1000.0
     else:
-        enc = 1 if is_aif else 0
         ts_s = ts_by_encoding[enc] if enc < len(ts_by_encoding) else None
+    acquired = acquired_by_encoding[enc] if enc < len(acquired_by_encoding) else None
     geometry = SliceGeometry(
         position=tuple(float(v) for v in h0.position),
         read_dir=tuple(float(v) for v in h0.read_dir),
@@ -251,6 +255,7 @@ def _make_series(frames, is_aif, sl, config, ts_by_encoding) -> SliceSeries:
         pd_times_s=pd_times,
         saturation_time_s=ts_s,
         geometry=geometry,
+        acquired_spacing_mm=acquired,
         source=MrdSource([i for i, _ in dyn], [i for i, _ in tagged]),
     )
 

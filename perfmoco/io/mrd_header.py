@@ -8,7 +8,13 @@ import ismrmrd.xsd as xsd
 
 from perfmoco.study import PerfusionStudy, SliceRole, StudyError
 
-__all__ = ["build_header", "header_saturation_times_s", "parse_header", "strip_nul"]
+__all__ = [
+    "build_header",
+    "header_acquired_spacing_mm",
+    "header_saturation_times_s",
+    "parse_header",
+    "strip_nul",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,24 @@ def header_saturation_times_s(header: xsd.ismrmrdHeader | None) -> list[float]:
     return [float(v) / 1000.0 for v in ti if v and v > 0]
 
 
+def header_acquired_spacing_mm(header: xsd.ismrmrdHeader | None) -> list[tuple | None]:
+    """Acquired pixel size ``(dy, dx)`` in mm per encoding, from its ``encodedSpace``.
+
+    None for an encoding without a field of view or matrix.  Readout
+    oversampling doubles both the encoded field of view and matrix, so their
+    ratio is the acquired pixel either way.
+    """
+    out: list[tuple | None] = []
+    for enc in (header.encoding if header is not None else None) or []:
+        space = enc.encodedSpace
+        try:
+            m, f = space.matrixSize, space.fieldOfView_mm
+            out.append((float(f.y) / int(m.y), float(f.x) / int(m.x)))
+        except (AttributeError, TypeError, ValueError, ZeroDivisionError):
+            out.append(None)
+    return out
+
+
 def _space(shape: tuple[int, int], fov: tuple[float, float, float]) -> xsd.encodingSpaceType:
     return xsd.encodingSpaceType(
         matrixSize=xsd.matrixSizeType(x=shape[1], y=shape[0], z=1),
@@ -73,6 +97,9 @@ def build_header(study: PerfusionStudy) -> str:
         thickness = s.geometry.field_of_view_mm[2] if s.geometry else 8.0
         fov = (s.shape[1] * dx, s.shape[0] * dy, thickness)
         space = _space(s.shape, fov)
+        if s.acquired_spacing_mm is not None:  # zero-filled images: the acquired matrix
+            ay, ax = s.acquired_spacing_mm
+            space = _space((max(1, round(fov[1] / ay)), max(1, round(fov[0] / ax))), fov)
         n_rep = max(x.n_dynamics + x.pd_images.shape[0] for x in group)
         limits = xsd.encodingLimitsType(
             slice=xsd.limitType(
