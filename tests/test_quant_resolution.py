@@ -118,37 +118,6 @@ def test_interpolation_setting_is_checked():
         load_config(overrides={"quant.interpolation": "0.5"})
 
 
-def test_quantify_curves_rim_in_acquired_pixels():
-    """[Gd] maps delivered at twice the acquired matrix (each acquired pixel shown as
-    2 x 2): the cavity's blood reaches two *acquired* pixels into the wall, so with
-    ``interpolation=2`` both layers fit their blood fraction; taken as acquired
-    pixels (1) the second layer reads tens of % high."""
-    from perfmoco.quant import quantify_curves
-    from perfmoco.quant.model import mbf_to_flow, tissue_curve
-
-    dt, n = 0.6, 70
-    t = np.arange(n) * dt
-    s = np.clip((t - 5) / 4, 0, None)
-    aif = 5.0 * s**3 * np.exp(3 * (1 - s))
-    yy, xx = np.mgrid[:40, :40] - 19.5
-    r = np.hypot(yy, xx)
-    ring, cavity = (r >= 7) & (r < 13), r < 7
-    d = ndimage.distance_transform_cdt(~cavity, metric="chessboard")
-    vb = np.where(ring & (d == 1), 0.2, np.where(ring & (d == 2), 0.1, 0.0))
-    gd = tissue_curve(aif, dt_s=dt, flow_per_s=mbf_to_flow(np.full(r.shape, 2.5)), tau0_s=5.0,
-                      k_per_s=0.9, delay_s=0.5) + vb[..., None] * aif
-    up = np.ones((2, 2))
-    gd2 = np.stack([np.kron(f, up) for f in np.moveaxis(gd, -1, 0)])
-    ring2, second = np.kron(ring, up).astype(bool), np.kron(ring & (d == 2), up).astype(bool)
-    err = {f: np.abs(quantify_curves(gd2, aif, dt_s=dt, mask=ring2, interpolation=f) / 2.5 - 1)
-           for f in (1.0, 2.0)}
-    assert np.nanmedian(err[1.0][second]) > 0.1
-    assert np.nanmedian(err[2.0][second]) < 0.03
-    assert np.nanmedian(err[2.0][ring2]) < np.nanmedian(err[1.0][ring2])
-    with pytest.raises(ValueError, match="interpolation must be 0"):
-        quantify_curves(gd2, aif, dt_s=dt, mask=ring2, interpolation=0.5)
-
-
 def test_factor_from_the_mrd_header(small_study):
     """A study whose high-resolution slices were zero-filled to twice the encoded
     matrix: the header's encodedSpace carries it through an MRD round trip, and it
