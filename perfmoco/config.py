@@ -334,6 +334,20 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
     return value
 
 
+def check_interpolation(value) -> float:
+    """``QuantConfig.interpolation`` / ``quantify_curves(interpolation=)``: 0 or 1-4.
+
+    Raises ValueError otherwise.
+    """
+    f = float(value)
+    if not (f == 0 or 1.0 <= f <= 4.0):
+        raise ValueError(f"interpolation must be 0 (automatic) or 1-4, got {value!r}")
+    return f
+
+
+#: Settings checked beyond their type (a ValueError names the problem).
+_CHECKS = {"quant.interpolation": check_interpolation}
+
 #: Settings that take one of a few words.
 _CHOICES: dict[str, tuple] = {
     "moco.resample": ("bicubic", "bilinear"),
@@ -365,10 +379,12 @@ def _merge(base: Config, data: Mapping[str, Any]) -> Config:
                     f"unknown setting {section}.{key}; known: {sorted(fields)}"
                 )
             upd[key] = _coerce(f"{section}.{key}", value, hints[key])
-            if f"{section}.{key}" == "quant.interpolation" and not (
-                    upd[key] == 0 or 1.0 <= upd[key] <= 4.0):
-                raise ConfigError(f"quant.interpolation must be 0 (automatic) or 1-4, "
-                                  f"got {upd[key]!r}")
+            check = _CHECKS.get(f"{section}.{key}")
+            if check is not None:
+                try:
+                    check(upd[key])
+                except ValueError as exc:
+                    raise ConfigError(f"{section}.{exc}") from None
             allowed = _CHOICES.get(f"{section}.{key}")
             if allowed and upd[key] not in allowed:
                 raise ConfigError(f"{section}.{key} must be one of {list(allowed)}, "

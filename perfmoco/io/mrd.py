@@ -192,8 +192,8 @@ def _aif_by_matrix(received: list[tuple[FrameInfo, np.ndarray]]) -> list[bool | 
     return [int(info.header.image_series_index) == small[0] for info, _ in received]
 
 
-def _make_series(frames, is_aif, sl, config, ts_by_encoding, acquired_by_encoding=()
-                 ) -> SliceSeries:
+def _make_series(frames, is_aif, sl, config, ts_by_encoding,
+                 acquired_by_encoding) -> SliceSeries:
     role = SliceRole.AIF if is_aif else SliceRole.HIGHRES
     name = f"slice {sl} ({role.value})"
     shapes = sorted({p.shape for _, p in frames})

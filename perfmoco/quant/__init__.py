@@ -13,7 +13,7 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from perfmoco.config import QuantConfig
+from perfmoco.config import QuantConfig, check_interpolation
 from perfmoco.quant.aif import AifResult, extract_aif
 from perfmoco.quant.anatomy import aha_labels, slice_anatomy
 from perfmoco.quant.fermi import FermiFit, fit_fermi, resample_uniform
@@ -176,9 +176,7 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
         raise ValueError("aif_gd has no positive values (flat AIF)")
     if int(rim_px) < 1:
         raise ValueError(f"rim_px must be >= 1, got {rim_px}")
-    f_px = float(interpolation)
-    if not (f_px == 0 or 1.0 <= f_px <= 4.0):
-        raise ValueError(f"interpolation must be 0 (automatic) or 1-4, got {interpolation}")
+    f_px = check_interpolation(interpolation)
     if f_px == 0:
         f_px = interpolation_factor(tis)
     out = np.zeros(m.shape, np.float32)
