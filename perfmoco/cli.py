@@ -136,7 +136,7 @@ def cmd_quantify(args) -> int:
     mbf = quantify_curves(
         load(args.gd), load(args.aif), dt_s=args.dt, mask=mask, hematocrit=args.hematocrit,
         spillover=not args.no_spillover, rim_px=args.rim_px,
-        interpolation=args.interpolation,
+        interpolation=args.interpolation, denoise=not args.no_denoise,
     )
     np.save(args.output, mbf.astype(np.float32))
     vals = mbf[np.isfinite(mbf) & (mbf > 0)]
@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="display pixels per acquired pixel of the maps (k-space zero-filling; "
                         "scales --rim-px and the core depth); 0: read it from the curves' "
                         "spectrum; default 1 (as acquired)")
+    q.add_argument("--no-denoise", action="store_true",
+                   help="fit the pixels' measured curves as they are (default: projected onto "
+                        "the temporal components that stand out of the noise)")
     q.add_argument("-o", "--output", required=True, help="MBF map .npy, ml/min/g")
     q.set_defaults(func=cmd_quantify)
 

@@ -73,3 +73,4 @@ def test_quantify_bad_interpolation_is_one_clear_line(tmp_path, capsys):
     assert "interpolation must be 0" in _err(capsys)
     assert main([*args, "--interpolation", "2"]) == 0
     assert np.load(tmp_path / "m.npy").shape == (8, 8)
+    assert main([*args, "--no-denoise"]) == 0

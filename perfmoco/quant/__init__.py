@@ -110,7 +110,8 @@ class QuantResult:
 
 def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=None,
                     density: float = 1.05, spillover: bool = True,
-                    rim_px: int = 2, interpolation: float = 1.0) -> np.ndarray:
+                    rim_px: int = 2, interpolation: float = 1.0,
+                    denoise: bool = True) -> np.ndarray:
     """Pixel-wise Fermi MBF from [Gd] curves on a uniform grid (research use).
 
     The delay is fitted on the mean curve of the masked pixels away from the
@@ -146,6 +147,10 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
         ``rim_px`` and the core's depth are in acquired pixels.  1 (default):
         the pixels are the acquired ones; 0: read it from the curves' spectrum
         (:func:`perfmoco.quant.resolution.interpolation_factor`).
+    denoise : bool, keyword-only
+        Fit the pixels on their curves projected onto the temporal components
+        that stand out of the noise (``QuantConfig.temporal_denoise``;
+        :mod:`perfmoco.quant.denoise`); needs at least 100 pixels.
 
     Returns
     -------
@@ -186,7 +191,7 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
         rim = (_distance_to(cavity) <= round(int(rim_px) * f_px))[m]
         core = core_pixels(m, cavity, np.zeros(m.shape, int), f_px)[m]
         fit, _, _ = fit_fermi_grouped(curves, aif, groups=np.zeros(len(curves), int), dt_s=dt_s,
-                                      density=density, core=core,
+                                      density=density, core=core, denoise=denoise,
                                       spillover=rim if spillover and rim.any() else False)
         out[m] = np.where(fit.ok, fit.mbf, np.nan)
     return out
@@ -401,7 +406,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         np.concatenate(curves), aif_u, groups=np.concatenate(groups), dt_s=dt,
         delay_groups=np.concatenate(dgroups), frame_mask=fm_arg, core=np.concatenate(cores),
         density=config.tissue_density, r2_min=config.r2_min,
-        fast_pixels=config.fast_pixel_fit,
+        fast_pixels=config.fast_pixel_fit, denoise=config.temporal_denoise,
         spillover=(rims_all := np.concatenate(rims)),
         spill_curves=np.array(spill) if spill else None)
     seg_fit = {(int(g) // 1000, int(g) % 1000): float(v) for g, v in zip(gids, gfit.mbf)}

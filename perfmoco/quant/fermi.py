@@ -143,6 +143,7 @@ def fit_fermi(
     r2_min: float = 0.5,
     spillover=False,
     spill_curves=None,
+    measured=None,
     dtype=np.float32,
 ) -> FermiFit:
     """Fit Fermi-constrained deconvolution to many tissue curves at once.
@@ -200,6 +201,10 @@ def fit_fermi(
     spill_curves : ndarray, shape (K, T), keyword-only, optional
         Further regressor curves for an int ``spillover``, on the AIF's grid,
         in the units of the curves.
+    measured : ndarray, shape like ``curves``, keyword-only, optional
+        Curves that ``r2`` and ``rmse`` (and so ``ok``) are scored against,
+        when ``curves`` are a processed version of them (e.g. denoised,
+        :mod:`perfmoco.quant.denoise`); default ``curves`` themselves.
     dtype : numpy dtype, keyword-only
         Working precision (float32, the default, is about twice as fast as
         float64 and gives the same MBF to well below 0.1 %).
@@ -297,6 +302,14 @@ def fit_fermi(
                   max_iter=max_iter if oversample == 1 or polish_iter <= 0 else polish_iter,
                   tol=tol,
                   fix_delay=fix_delay)
+    if measured is not None:  # score the fit against the measured curves
+        meas = np.asarray(measured, np.float64)
+        if meas.shape != (*lead, t_n) or not np.isfinite(meas).all():
+            raise ValueError(f"measured must be finite with shape {(*lead, t_n)}, "
+                             f"got {meas.shape}")
+        c = meas.reshape(-1, t_n).astype(dtype)
+        r = (model(p)[0] - c) * w
+        sse = np.einsum("nt,nt->n", r, r)
     used = np.broadcast_to(w, c.shape)
     n_used = used.sum(axis=1)
     mean = (c * used).sum(axis=1) / n_used

@@ -13,13 +13,17 @@ blood pools (six phantoms) 0.19 (noisy) and 0.07 (noise-free).
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 
 from perfmoco.quant.conv import FermiConvolution
+from perfmoco.quant.denoise import pca_denoise
 from perfmoco.quant.fermi import F_BOUNDS, FermiFit, fit_fermi
 
 __all__ = ["fit_fermi_grouped"]
+
+log = logging.getLogger(__name__)
 
 #: Levenberg-Marquardt iterations of the pixel fits (they start from their group's
 #: solution; more iterations only fit more noise: on four phantoms 4 instead of 8
@@ -52,7 +56,7 @@ def _start_from(curves, fm, aif, params, index, *, dt_s, oversample):
 def fit_fermi_grouped(
     curves, aif, *, groups, dt_s: float, delay_groups=None, frame_mask=None, core=None,
     shape_range: float = 2.0, delay_window_s: float = 0.3, fixed_delay_s: float | None = None,
-    fast_pixels: bool = False, spillover=False, **kwargs,
+    fast_pixels: bool = False, spillover=False, denoise: bool = False, **kwargs,
 ) -> tuple[FermiFit, FermiFit, np.ndarray]:
     """Hierarchical fit: delays on coarse mean curves, then groups, then pixels.
 
@@ -94,6 +98,11 @@ def fit_fermi_grouped(
         Pixels (all, or those marked) also fit a blood-pool fraction
         (``fit_fermi(spillover=...)``); groups and delays come from core
         curves and do without it.
+    denoise : bool, keyword-only
+        Fit the pixels on their curves projected onto the temporal components
+        that stand out of the noise (:func:`perfmoco.quant.denoise.pca_denoise`;
+        the delay and group fits use the measured curves, and the pixels'
+        ``r2`` is scored against them).
     **kwargs
         Further options of :func:`fit_fermi`.
 
@@ -136,8 +145,16 @@ def fit_fermi_grouped(
         gfit = fit_fermi(means, aif, dt_s=dt_s, frame_mask=gfm, init=init, fix_delay=True,
                          **kwargs)
     gp = np.column_stack([gfit.flow, gfit.tau0, gfit.k, gfit.delay]).astype(np.float64)
-    init = _start_from(c, fm, aif, gp, inv, dt_s=dt_s, oversample=over)
+    pc = c
+    if denoise:
+        pc, rank = pca_denoise(c)
+        if rank < c.shape[1]:
+            log.info("pixel curves denoised: %d of %d temporal components kept", rank,
+                     c.shape[1])
+    init = _start_from(pc, fm, aif, gp, inv, dt_s=dt_s, oversample=over)
     pkw = {"max_iter": PIXEL_ITER, "polish_iter": 0, **kwargs}  # pixels start near the solution
+    if pc is not c:
+        pkw["measured"] = c
     if fast_pixels and over > 1:
         # pixels with the 1-point model (half the cost); its discretisation bias is
         # taken out per group: the ratio of the group's F with both models
@@ -145,7 +162,7 @@ def fit_fermi_grouped(
         g1 = fit_fermi(means, aif, dt_s=dt_s, frame_mask=gfm, init=gp, fix_delay=True,
                        **{**kwargs, "oversample": 1, "polish_iter": 0})
         ratio = np.where(g1.flow > 0, gfit.flow / np.maximum(g1.flow, 1e-12), 1.0)
-    pfit = fit_fermi(c, aif, dt_s=dt_s, frame_mask=fm, init=init, fix_delay=delay_window_s <= 0,
+    pfit = fit_fermi(pc, aif, dt_s=dt_s, frame_mask=fm, init=init, fix_delay=delay_window_s <= 0,
                      shape_range=shape_range, delay_window_s=max(delay_window_s, 0.0),
                      spillover=spillover, **pkw)
     if fast_pixels and over > 1:
