@@ -273,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "scales --rim-px and the core depth); 0: read it from the curves' "
                         "spectrum; default 1 (as acquired)")
     q.add_argument("--no-denoise", action="store_true",
-                   help="fit the pixels' measured curves as they are (default: projected onto "
-                        "the temporal components that stand out of the noise)")
+                   help="fit the measured curves as they are (default: projected onto the "
+                        "temporal components that stand out of the noise)")
     q.add_argument("-o", "--output", required=True, help="MBF map .npy, ml/min/g")
     q.set_defaults(func=cmd_quantify)
 

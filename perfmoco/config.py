@@ -243,9 +243,9 @@ class QuantConfig:
     r2_min: float = 0.5
     #: Pixel fits with the cheaper 1-point model, bias-corrected per segment.
     fast_pixel_fit: bool = False
-    #: Pixel fits on the curves projected onto the temporal components that stand out
-    #: of the noise (:mod:`perfmoco.quant.denoise`): a nonlinear fit reads noisy
-    #: curves low; noise-free curves are left as they are.
+    #: Fermi fits (delays, segments, pixels) on the curves projected onto the temporal
+    #: components that stand out of the noise (:mod:`perfmoco.quant.denoise`): a
+    #: nonlinear fit reads noisy curves low; noise-free curves are left as they are.
     temporal_denoise: bool = True
     #: Pixel fits also take a blood-pool fraction (``vb * AIF``): LV-cavity partial
     #: volume at the endocardium is not read as flow.

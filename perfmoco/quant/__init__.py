@@ -148,8 +148,8 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
         the pixels are the acquired ones; 0: read it from the curves' spectrum
         (:func:`perfmoco.quant.resolution.interpolation_factor`).
     denoise : bool, keyword-only
-        Fit the pixels on their curves projected onto the temporal components
-        that stand out of the noise (``QuantConfig.temporal_denoise``;
+        Fit the curves projected onto the temporal components that stand out
+        of the noise (``QuantConfig.temporal_denoise``;
         :mod:`perfmoco.quant.denoise`); needs at least 100 pixels.
 
     Returns

@@ -99,10 +99,10 @@ def fit_fermi_grouped(
         (``fit_fermi(spillover=...)``); groups and delays come from core
         curves and do without it.
     denoise : bool, keyword-only
-        Fit the pixels on their curves projected onto the temporal components
-        that stand out of the noise (:func:`perfmoco.quant.denoise.pca_denoise`;
-        the delay and group fits use the measured curves, and the pixels'
-        ``r2`` is scored against them).
+        Fit the curves projected onto the temporal components that stand out
+        of the noise (:func:`perfmoco.quant.denoise.pca_denoise`): the delay,
+        group and pixel fits; the pixels' ``r2`` is still scored against the
+        measured curves.
     **kwargs
         Further options of :func:`fit_fermi`.
 
@@ -125,8 +125,13 @@ def fit_fermi_grouped(
     use = np.ones(g.size, bool) if core is None else np.asarray(core, bool).ravel()
     fm = None if frame_mask is None else np.asarray(frame_mask, bool)
     over = kwargs.get("oversample", 2)
+    pc = c  # the curves fitted; c stays the measured ones (r2)
+    if denoise:
+        pc, rank = pca_denoise(c)
+        if rank < c.shape[1]:
+            log.info("curves denoised: %d of %d temporal components kept", rank, c.shape[1])
     ids, inv = np.unique(g, return_inverse=True)
-    means, gfm = _group_means(c, inv, ids.size, use, fm)
+    means, gfm = _group_means(pc, inv, ids.size, use, fm)
     if fixed_delay_s is not None:
         start = fit_fermi(means, aif, dt_s=dt_s, frame_mask=gfm, **kwargs)
         sp = np.column_stack([start.flow, start.tau0, start.k,
@@ -137,7 +142,7 @@ def fit_fermi_grouped(
         gfit = fit_fermi(means, aif, dt_s=dt_s, frame_mask=gfm, **kwargs)
     else:  # the delay of each delay group comes from its mean curve
         d_ids, d_inv = np.unique(dg, return_inverse=True)
-        dmeans, dfm = _group_means(c, d_inv, d_ids.size, use, fm)
+        dmeans, dfm = _group_means(pc, d_inv, d_ids.size, use, fm)
         dfit = fit_fermi(dmeans, aif, dt_s=dt_s, frame_mask=dfm, **kwargs)
         dp = np.column_stack([dfit.flow, dfit.tau0, dfit.k, dfit.delay]).astype(np.float64)
         first = np.array([np.flatnonzero(inv == j)[0] for j in range(ids.size)])
@@ -145,12 +150,6 @@ def fit_fermi_grouped(
         gfit = fit_fermi(means, aif, dt_s=dt_s, frame_mask=gfm, init=init, fix_delay=True,
                          **kwargs)
     gp = np.column_stack([gfit.flow, gfit.tau0, gfit.k, gfit.delay]).astype(np.float64)
-    pc = c
-    if denoise:
-        pc, rank = pca_denoise(c)
-        if rank < c.shape[1]:
-            log.info("pixel curves denoised: %d of %d temporal components kept", rank,
-                     c.shape[1])
     init = _start_from(pc, fm, aif, gp, inv, dt_s=dt_s, oversample=over)
     pkw = {"max_iter": PIXEL_ITER, "polish_iter": 0, **kwargs}  # pixels start near the solution
     if pc is not c:
