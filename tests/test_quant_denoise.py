@@ -4,27 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from curve_common import FINE, aif_fine
 
 from perfmoco.quant.denoise import MIN_CURVES, hard_threshold_rank, pca_denoise
 from perfmoco.quant.fermi import fit_fermi
 from perfmoco.quant.grouped import fit_fermi_grouped
 from perfmoco.quant.model import mbf_to_flow, tissue_curve
 
-FINE = 0.05
 DT = 0.6
-
-
-def _aif_fine(t):
-    s = np.clip((t - 5.0) / 4.0, 0, None)
-    r = np.clip((t - 14.0) / 6.0, 0, None)
-    return 4.5 * s**3 * np.exp(3 * (1 - s)) + 0.8 * r**2 * np.exp(2 * (1 - r))
 
 
 def _population(n, seed=0, t_n=60):
     """``n`` curves of two flow levels whose shapes and delays differ pixel by pixel."""
     rng = np.random.default_rng(seed)
     tf = np.arange(0, t_n * DT + 1, FINE)
-    aif = _aif_fine(tf)
+    aif = aif_fine(tf)
     mbf = np.where(rng.random(n) < 0.5, 1.0, 3.0) * rng.uniform(0.9, 1.1, n)
     tau0 = rng.uniform(3.0, 5.5, n)
     k = rng.uniform(0.8, 1.6, n)

@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from curve_common import FINE, aif_fine
 
 from perfmoco.quant.conv import FermiConvolution
 from perfmoco.quant.fermi import fit_fermi, resample_uniform
 from perfmoco.quant.grouped import fit_fermi_grouped
 from perfmoco.quant.model import mbf_to_flow, tissue_curve
 
-FINE = 0.05
-
-
-def _aif_fine(t):
-    s = np.clip((t - 5.0) / 4.0, 0, None)
-    r = np.clip((t - 14.0) / 6.0, 0, None)
-    return 4.5 * s**3 * np.exp(3 * (1 - s)) + 0.8 * r**2 * np.exp(2 * (1 - r))
-
 
 def _curves(mbf, *, dt=0.6, n=70, tau0=4.0, k=1.2, delay=0.6):
     """Continuous-time (0.05 s grid) curves sampled every ``dt`` s, like the phantom."""
     tf = np.arange(0, n * dt + 1, FINE)
-    aif = _aif_fine(tf)
+    aif = aif_fine(tf)
     tis = tissue_curve(aif, dt_s=FINE, flow_per_s=mbf_to_flow(np.asarray(mbf)), tau0_s=tau0,
                        k_per_s=k, delay_s=delay)
     idx = np.round(np.arange(n) * dt / FINE).astype(int)

@@ -83,4 +83,6 @@ def pca_denoise(curves) -> tuple[np.ndarray, int]:
     if not s[0] > 0:
         return c, t_n
     k = hard_threshold_rank(s, c.shape)
+    if k >= s.size:  # every component stands out: nothing to remove
+        return c, t_n
     return mean + (u[:, :k] * s[:k]) @ vt[:k], k
