@@ -32,8 +32,10 @@ def test_compiled_networks_give_the_uncompiled_correction(series, eager):
     got, want = compiled.correct(series), eager.correct(series)
     assert not compiled._compile_failed and set(compiled._compiled) == set(eager.models)
     assert series.n_dynamics % COMPILE_BATCH != 0
-    # float rounding differs between the kernels, and the refinement iterates on it
-    np.testing.assert_allclose(got.displacement, want.displacement, atol=0.05)
+    # float rounding differs between the kernels (and with the CPU's instruction set),
+    # and the refinement iterates on it: a few pixels of one frame may move by ~0.05 px
+    diff = np.abs(got.displacement - want.displacement)
+    assert np.percentile(diff, 99.9) < 0.02 and diff.max() < 0.1
     np.testing.assert_array_equal(got.qc, want.qc)
 
 
