@@ -247,11 +247,13 @@ class QuantConfig:
     #: components that stand out of the noise (:mod:`perfmoco.quant.denoise`): a
     #: nonlinear fit reads noisy curves low; noise-free curves are left as they are.
     temporal_denoise: bool = True
-    #: Pixel fits also take a blood-pool fraction (``vb * AIF``): LV-cavity partial
-    #: volume at the endocardium is not read as flow.
+    #: Pixels near the LV cavity also fit the fraction of its blood's signal they hold,
+    #: mixed into theirs before the [Gd] conversion as partial volume mixes them
+    #: (:class:`perfmoco.quant.spillover.SignalMix`, with the slice's own LV pool
+    #: signal): endocardial partial volume is not read as flow.
     blood_spillover: bool = True
-    #: ... and septal pixels touching the RV cavity a fraction of the slice's own RV
-    #: blood curve (its bolus comes seconds before the LV's).
+    #: ... and septal pixels nearer the RV cavity the RV blood's (its bolus comes
+    #: seconds before the LV's; their baseline ends before it).
     rv_spillover: bool = True
     #: How far from the LV or RV cavity (pixels, chessboard distance) a pixel fits
     #: that blood fraction. The blood pool peaks at 5-10x the myocardium's [Gd], so

@@ -87,8 +87,28 @@ def test_septal_pixels_take_the_rv_blood_out(ph, clean_study, clean_result):
         rest += list(np.abs(clean_result.mbf_maps[k] - off.mbf_maps[k])[far] / truth[far])
     assert len(err[True]) > 30
     assert np.median(err[True]) < 0.8 * np.median(err[False])
-    assert np.median(err[True]) < 0.12
+    assert np.median(err[True]) < 0.05
     assert np.median(rest) < 0.01
+
+
+def test_every_myocardial_pixel_within_3_percent_noise_free(ph, clean_result):
+    """Issue 4's noise-free target over all myocardial pixels, the wall's edges included:
+    pixels touching the LV or RV cavity hold 10-40 % of its blood's signal (the
+    point-spread), which is unmixed before the [Gd] conversion's convexity (SignalMix);
+    they read within 3 % like the rest (the linear blood term left them 5 % off)."""
+    err, cavity = [], []
+    box = np.ones((3, 3), bool)
+    for k in range(3):
+        lab = ph.truth[f"s{k}_labels"]
+        both = clean_result.myocardium[k] & (lab == phantom.LABELS["lv_myocardium"])
+        truth = ph.truth[f"s{k}_mbf"]
+        pools = (lab == phantom.LABELS["lv_blood"]) | (lab == phantom.LABELS["rv_blood"])
+        rel = np.abs(clean_result.mbf_maps[k] / np.where(both, truth, 1.0) - 1)
+        err += list(rel[both])
+        cavity += list(rel[both & ndimage.binary_dilation(pools, box)])
+    assert len(cavity) > 100
+    assert np.median(err) <= 0.03
+    assert np.median(cavity) <= 0.03
 
 
 def test_missing_aif_slice_warns_and_flags(clean_study):

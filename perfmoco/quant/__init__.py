@@ -28,7 +28,7 @@ from perfmoco.quant.signal import (
     m0_map,
     signal_to_gd,
 )
-from perfmoco.quant.spillover import pool_core, pool_spill_curve
+from perfmoco.quant.spillover import baseline_q, pool_core, pool_signal
 from perfmoco.study import PerfusionStudy, StudyError
 
 __all__ = [
@@ -197,6 +197,42 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
     return out
 
 
+def rim_pools(work, reach: int, config: QuantConfig) -> np.ndarray:
+    """Which cavity's blood each myocardial pixel may hold: ``0`` LV, ``1`` RV, ``-1`` none.
+
+    Pixels within ``reach`` (chessboard distance, pixels) of the LV cavity
+    (``config.blood_spillover``) or of the RV blood pool (``config.rv_spillover``)
+    take the nearer one's, the LV's when equally near.
+    """
+    myo = work.myo
+    near = np.full(int(myo.sum()), -1)
+    d_lv = _distance_to(ndimage.binary_fill_holes(myo) & ~myo)[myo]
+    d_rv = _distance_to(work.rv)[myo]
+    if config.blood_spillover:
+        near[d_lv <= reach] = 0
+    if config.rv_spillover:
+        near[(d_rv <= reach) & ((d_rv < d_lv) | (not config.blood_spillover))] = 1
+    return near
+
+
+def _baseline_frames(images, pool, config: QuantConfig) -> int:
+    """Pre-contrast frames of a slice: ``config.baseline_frames``, else before the pool's bolus."""
+    n = config.baseline_frames or bolus_arrival_index(images[:, pool].mean(axis=1))
+    return int(min(n, images.shape[0] - 3))
+
+
+def _signal_to_gd(signal, m0, n_base, ts, relaxivity):
+    """:func:`signal_to_gd` of pixels ``(T, P)`` with their own baselines (int or ``(P,)``)."""
+    nb = np.broadcast_to(np.asarray(n_base), signal.shape[1:])
+    gd, sat = np.empty(signal.shape), np.empty(signal.shape[1:], bool)
+    m = np.asarray(m0, np.float64)
+    for k in np.unique(nb):
+        on = nb == k
+        gd[:, on], sat[on] = signal_to_gd(signal[:, on], m0=m[..., on], ts_s=ts,
+                                          relaxivity=relaxivity, baseline=int(k))
+    return gd, sat
+
+
 def _distance_to(region) -> np.ndarray:
     """Chessboard distance of every pixel to ``region`` (0 inside; inf without one)."""
     if not region.any():
@@ -339,18 +375,28 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
     aha_maps, ins_out = aha_labels(highres, work, levels, msgs)
     # 3. signal -> [Gd] -> uniform grid, every myocardial pixel of every slice
     curves, masks, owners, sat_all, groups, dgroups, cores, rims = [], [], [], {}, [], [], [], []
-    spill: list[np.ndarray] = []
+    pools: list[np.ndarray] = []  # the slices' blood pools' S / M0 on the grid ...
+    pool_base, base_q, ts_r = [], [], []  # ... at baseline; each pixel's baseline 1 - S / M0
     for s in highres:
         w = work.get(s.slice_index)
         if w is None:
             continue
         im = _fill_frames(np.asarray(s.images, np.float64), qc.get(s.slice_index))
         ts = s.saturation_time_s or config.saturation_time_highres_s
-        n_base = config.baseline_frames or bolus_arrival_index(im[:, w.lv_core].mean(axis=1))
-        n_base = int(min(n_base, im.shape[0] - 3))
+        # pixels within the point-spread's reach of the LV or RV cavity (acquired pixels)
+        near = rim_pools(w, round(config.spillover_rim_px * w.pixel_scale), config)
+        # pre-contrast frames: before the LV's bolus; pixels holding RV blood, before
+        # the RV's (it comes seconds earlier)
+        rv_core = pool_core(w.rv)
+        n_lv = _baseline_frames(im, w.lv_core, config)
+        n_rv = _baseline_frames(im, rv_core, config) if (near == 1).any() else None
+        n_base = n_lv if n_rv is None else np.where(near == 1, min(n_rv, n_lv), n_lv)
         if s.pd_images.shape[0] > 0:
+            # M0 smoothed within the tissue; pixels that hold blood keep their own PD
             sp = float(np.mean(s.pixel_spacing_mm))
-            m0 = m0_map(s.pd_images, mask=w.myo, sigma_px=config.pd_smooth_mm / sp,
+            tissue = w.myo.copy()
+            tissue[w.myo] = near < 0
+            m0 = m0_map(s.pd_images, mask=tissue, sigma_px=config.pd_smooth_mm / sp,
                         pd_scale=config.pd_scale)[w.myo]
             if displacements and s.slice_index in displacements:
                 m0 = m0 * coil_motion_factors(
@@ -360,10 +406,9 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         else:
             warn(msgs, f"{s.name}: no PD frames; M0 from the baseline and the native "
                         f"myocardial T1 ({config.t1_myocardium_s} s): MBF may be biased")
-            m0 = baseline_m0(im[:n_base, w.myo].mean(axis=0), ts_s=ts,
+            m0 = baseline_m0(im[:n_lv, w.myo].mean(axis=0), ts_s=ts,
                              t1_s=config.t1_myocardium_s)
-        gd, sat = signal_to_gd(im[:, w.myo], m0=m0, ts_s=ts, relaxivity=config.relaxivity,
-                               baseline=n_base)
+        gd, sat = _signal_to_gd(im[:, w.myo], m0, n_base, ts, config.relaxivity)
         sat_all[s.slice_index] = sat
         _, gd_u = resample_uniform(s.times_s, gd.T, dt_s=dt, t0_s=t0, n=n)
         fm = aif_ok & _frame_mask(qc.get(s.slice_index), s.times_s, grid)
@@ -376,39 +421,38 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         dgroups.append(np.full(gd_u.shape[0], s.slice_index))
         # pixels off the partial-volume borders (blood pools, epicardium); distances
         # in acquired pixels (the point-spread's reach), i.e. scaled for zero-filling
-        f_px = w.pixel_scale
-        if f_px != 1.0:
+        if w.pixel_scale != 1.0:
             log.info("%s: pixel distances scaled by %.2f (images interpolated to a finer "
-                     "matrix than acquired)", s.name, f_px)
-        cores.append(core_pixels(w.myo, w.blood, aha_maps[s.slice_index], f_px)[w.myo])
+                     "matrix than acquired)", s.name, w.pixel_scale)
+        cores.append(core_pixels(w.myo, w.blood, aha_maps[s.slice_index], w.pixel_scale)[w.myo])
+        # pixels near a cavity hold some of its blood's signal, mixed before the [Gd]
+        # conversion: fitted with the slice's own pool signal (spillover.SignalMix)
         rim = np.full(int(w.myo.sum()), -1)
-        # pixels within the point-spread's reach of the LV cavity may hold some of its
-        # blood: + v AIF (config.blood_spillover); septal pixels as near the RV cavity:
-        # + v times the slice's own RV signal, linearised (config.rv_spillover; its
-        # bolus passes before the myocardium enhances, where the linearisation holds).
-        # A pixel near both takes the nearer cavity's (the LV's when equally near).
-        reach = round(config.spillover_rim_px * f_px)
-        d_lv = d_rv = np.full(rim.shape, np.inf)
-        if config.blood_spillover:
-            d_lv = _distance_to(ndimage.binary_fill_holes(w.myo) & ~w.myo)[w.myo]
-            rim[d_lv <= reach] = 0
-        b = pool_spill_curve(im, pool_core(w.rv), m0=m0, myo_images=im[:, w.myo], ts_s=ts,
-                             relaxivity=config.relaxivity,
-                             baseline=n_base) if config.rv_spillover else None
-        if b is not None:
-            spill.append(resample_uniform(s.times_s, b, dt_s=dt, t0_s=t0, n=n)[1])
-            d_rv = _distance_to(w.rv)[w.myo]
-            rim[(d_rv <= reach) & (d_rv < d_lv)] = len(spill)
+        for kind, pool, nb in ((0, w.lv_core, n_lv), (1, rv_core, n_rv)):
+            sig = None
+            if (near == kind).any() and pool is not None and pool.any():
+                sig = pool_signal(im, pool, baseline=min(nb, n_lv), m0=(
+                    float(np.asarray(s.pd_images, np.float64)[:, pool].mean()) * config.pd_scale
+                    if s.pd_images.shape[0] else
+                    float(baseline_m0(im[:nb, pool].mean(), ts_s=ts,
+                                      t1_s=config.t1_blood_s))))
+            if sig is not None:
+                pools.append(resample_uniform(s.times_s, sig[0], dt_s=dt, t0_s=t0, n=n)[1])
+                pool_base.append(sig[1])
+                rim[near == kind] = len(pools)
         rims.append(rim)
+        base_q.append(baseline_q(im[:, w.myo], m0, n_base))
+        ts_r.append(np.full(rim.shape, ts * config.relaxivity))
     allm = np.concatenate(masks)
     fm_arg = allm[0] if (allm == allm[0]).all() else allm
+    spill = {"spillover": np.concatenate(rims), "spill_curves": np.array(pools),
+             "spill_signal": (np.array(pool_base), np.concatenate(base_q),
+                              np.concatenate(ts_r))} if pools else {}
     fit, gfit, gids = fit_fermi_grouped(
         np.concatenate(curves), aif_u, groups=np.concatenate(groups), dt_s=dt,
         delay_groups=np.concatenate(dgroups), frame_mask=fm_arg, core=np.concatenate(cores),
         density=config.tissue_density, r2_min=config.r2_min,
-        fast_pixels=config.fast_pixel_fit, denoise=config.temporal_denoise,
-        spillover=(rims_all := np.concatenate(rims)),
-        spill_curves=np.array(spill) if spill else None)
+        fast_pixels=config.fast_pixel_fit, denoise=config.temporal_denoise, **spill)
     seg_fit = {(int(g) // 1000, int(g) % 1000): float(v) for g, v in zip(gids, gfit.mbf)}
     # 4. maps, flags and the segment table (core pixels where a segment has enough)
     mbf_maps, quality, flagged, valid, pos = {}, {}, {}, {}, 0
@@ -416,9 +460,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         part = slice(pos, pos + cur.shape[0])
         pos += cur.shape[0]
         myo = work[sl].myo
-        mbf, r2 = fit.mbf[part], fit.r2[part]
-        # RV-rim pixels: flow per volume of their myocardium, 1 - v of the pixel
-        mbf = np.where(rims_all[part] > 0, mbf / (1.0 - fit.vb[part]), mbf)
+        mbf, r2 = fit.mbf[part], fit.r2[part]  # rim pixels: per volume of their myocardium
         bad = ~fit.ok[part] | ~np.isfinite(mbf) | (mbf > config.max_mbf) | sat_all[sl]
         mbf_maps[sl] = np.zeros(myo.shape, np.float32)
         mbf_maps[sl][myo] = np.nan_to_num(np.clip(mbf, 0.0, None))

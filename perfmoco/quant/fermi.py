@@ -29,6 +29,7 @@ from perfmoco.quant.conv import FermiConvolution
 from perfmoco.quant.model import flow_to_mbf
 from perfmoco.quant.spillover import (
     VB_BOUNDS,
+    SignalMix,
     WithSpillover,
     regressor_index,
     start_spillover,
@@ -143,6 +144,7 @@ def fit_fermi(
     r2_min: float = 0.5,
     spillover=False,
     spill_curves=None,
+    spill_signal=None,
     measured=None,
     dtype=np.float32,
 ) -> FermiFit:
@@ -201,6 +203,15 @@ def fit_fermi(
     spill_curves : ndarray, shape (K, T), keyword-only, optional
         Further regressor curves for an int ``spillover``, on the AIF's grid,
         in the units of the curves.
+    spill_signal : tuple, keyword-only, optional
+        ``(pool_baseline (K,), q, a)``: the partial volume is mixed in the
+        signal and converted exactly (:class:`perfmoco.quant.spillover.SignalMix`).
+        ``spill_curves`` then hold the pools' ``S / M0`` (``pool_baseline``
+        at their baseline), ``q`` (scalar or per curve) is ``1 - S / M0`` of
+        each curve's baseline and ``a`` (scalar or per curve) ``TS * r``;
+        ``spillover`` must be an int array (``0``, the AIF, is not allowed)
+        and ``vb`` is the pool's signal fraction ``w``: ``F`` is then the
+        myocardium's own, per its own volume.
     measured : ndarray, shape like ``curves``, keyword-only, optional
         Curves that ``r2`` and ``rmse`` (and so ``ok``) are scored against,
         when ``curves`` are a processed version of them (e.g. denoised,
@@ -267,7 +278,14 @@ def fit_fermi(
     vb_on = reg >= 0
     spillover = bool(vb_on.any())
     cw = c * w
-    if spillover:
+    if spillover and spill_signal is not None:
+        if extra is None or (reg == 0).any():
+            raise ValueError("spill_signal needs spill_curves and a pool (index >= 1) per "
+                             "curve with spillover (the AIF, index 0, is in mmol/l)")
+        base, q, a_ts = spill_signal
+        with_b = SignalMix.build(model, (extra, base), reg, q=np.ravel(q), a=np.ravel(a_ts),
+                                 dtype=dtype)
+    elif spillover:
         with_b = WithSpillover.build(model, a, extra, reg, dtype)
     if init is not None:
         p = np.clip(p0, [F_BOUNDS[0], TAU_BOUNDS[0], K_BOUNDS[0], d_lo],
@@ -282,7 +300,10 @@ def fit_fermi(
         lo = np.column_stack([lo, np.full(n, VB_BOUNDS[0], dtype)])
         hi = np.column_stack([hi, np.where(vb_on, VB_BOUNDS[1], VB_BOUNDS[0]).astype(dtype)])
         model = with_b
-        start_spillover(model, p, cw, w, vb_on, lo, hi)
+        if isinstance(model, SignalMix):
+            model.start(p, cw, w, vb_on, lo, hi)
+        else:
+            start_spillover(model, p, cw, w, vb_on, lo, hi)
     if init is not None and shape_range is not None:
         if not shape_range >= 1.0:
             raise ValueError(f"shape_range must be >= 1, got {shape_range!r}")
@@ -295,7 +316,7 @@ def fit_fermi(
     if oversample > 1 and polish_iter > 0:  # converge on the cheap 1-point model, polish
         coarse = FermiConvolution(a, dt_s=dt_s, oversample=1, min_delay_s=d_lo, dtype=dtype)
         if spillover:
-            coarse = WithSpillover(coarse, with_b.b)
+            coarse = with_b.over(coarse)
         _fit_lm(coarse, p, c, w, energy, lo=lo, hi=hi, max_iter=max_iter, tol=tol,
                 fix_delay=fix_delay)
     sse = _fit_lm(model, p, c, w, energy, lo=lo, hi=hi,
