@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from perfmoco.quant.model import gd_to_r1, saturation_recovery, signal_to_r1
-from perfmoco.quant.signal import baseline_m0, bolus_arrival_index, m0_map, signal_to_gd
+from perfmoco.quant.signal import (
+    baseline_m0,
+    bolus_arrival_index,
+    m0_map,
+    pre_contrast_frames,
+    signal_to_gd,
+)
 
 T1, TS, R = 1.471, 0.100, 4.5
 
@@ -90,6 +96,20 @@ def test_bolus_arrival_index():
     c = _gd_curve() * 100 + 50 + rng.normal(0, 0.5, 40)
     assert bolus_arrival_index(c) in (8, 9)
     assert bolus_arrival_index(np.linspace(1, 2, 10)[::-1]) == 2  # peak first: minimum baseline
+
+
+def test_pre_contrast_frames_stop_before_the_bolus_foot():
+    """A sampled bolus whose foot falls between frames: the frame before the first one
+    above 5 % of the peak already holds contrast; the baseline leaves it out."""
+    t = np.arange(40) * 0.8
+    s = np.clip((t - 6.3) / 6.0, 0, None)
+    c = 4.5 * s**3 * np.exp(3 * (1 - s))
+    arrival = bolus_arrival_index(c)
+    assert c[arrival - 1] > 0.01 * c.max()  # contrast in the frame before "arrival"
+    n = pre_contrast_frames(c)
+    assert n == arrival - 1 and c[:n].max() < 0.001 * c.max()
+    assert pre_contrast_frames(c, margin=0) == arrival
+    assert pre_contrast_frames(np.linspace(1, 2, 10)[::-1]) == 2  # at least min_baseline
 
 
 def test_coil_motion_factors():

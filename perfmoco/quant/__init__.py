@@ -23,9 +23,9 @@ from perfmoco.quant.resolution import interpolation_factor
 from perfmoco.quant.segments import segment_table, slice_levels
 from perfmoco.quant.signal import (
     baseline_m0,
-    bolus_arrival_index,
     coil_motion_factors,
     m0_map,
+    pre_contrast_frames,
     signal_to_gd,
 )
 from perfmoco.quant.spillover import baseline_q, pool_core, pool_signal
@@ -217,7 +217,7 @@ def rim_pools(work, reach: int, config: QuantConfig) -> np.ndarray:
 
 def _baseline_frames(images, pool, config: QuantConfig) -> int:
     """Pre-contrast frames of a slice: ``config.baseline_frames``, else before the pool's bolus."""
-    n = config.baseline_frames or bolus_arrival_index(images[:, pool].mean(axis=1))
+    n = config.baseline_frames or pre_contrast_frames(images[:, pool].mean(axis=1))
     return int(min(n, images.shape[0] - 3))
 
 

@@ -23,6 +23,7 @@ from perfmoco.quant.signal import (
     baseline_m0,
     bolus_arrival_index,
     coil_motion_factors,
+    pre_contrast_frames,
     signal_to_gd,
 )
 from perfmoco.study import SliceRole, SliceSeries, StudyError
@@ -41,7 +42,8 @@ class AifResult:
     times_s : ndarray, shape (T,), float64, s
         Acquisition times of the AIF slice's dynamics.
     arrival_index : int
-        First dynamic of the bolus (= number of baseline frames used).
+        First dynamic of the bolus (the baseline ends one frame before it,
+        :func:`perfmoco.quant.signal.pre_contrast_frames`).
     peak_index : int
         Dynamic of the AIF peak.
     mask : ndarray, shape (Y, X), bool
@@ -198,8 +200,8 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
     is_aif = series.role is SliceRole.AIF
     ts = series.saturation_time_s or (
         config.saturation_time_aif_s if is_aif else config.saturation_time_highres_s)
-    n_base = config.baseline_frames or bolus_arrival_index(sig)
-    n_base = int(min(n_base, sig.size - 3))
+    arrival = int(min(config.baseline_frames or bolus_arrival_index(sig), sig.size - 3))
+    n_base = int(min(config.baseline_frames or pre_contrast_frames(sig), sig.size - 3))
     if series.pd_images.shape[0] > 0:
         m0 = float(np.asarray(series.pd_images, np.float64)[:, core].mean()) * config.pd_scale
         if displacement is not None:  # the coil sensitivity each frame's pool was seen at
@@ -236,5 +238,5 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
         warn(msgs, f"AIF taken from {series.name} (no low-resolution AIF slice): the blood "
                     "signal saturates at this TS, so MBF is overestimated")
     return AifResult(gd=gd, times_s=np.asarray(series.times_s, np.float64),
-                     arrival_index=int(n_base), peak_index=peak, mask=core,
+                     arrival_index=arrival, peak_index=peak, mask=core,
                      slice_index=series.slice_index, warnings=msgs)

@@ -79,9 +79,14 @@ def pca_denoise(curves) -> tuple[np.ndarray, int]:
     if n < max(MIN_CURVES, 2 * t_n) or t_n < 4 or not np.isfinite(c).all():
         return c, t_n
     mean = c.mean(axis=0)
-    u, s, vt = np.linalg.svd(c - mean, full_matrices=False)
-    if not s[0] > 0:
+    scale = float(np.abs(c - mean).max())
+    if not scale > 0:
         return c, t_n
+    try:  # scaled to 1: curves of ~1e-15 (all saturated, say) made LAPACK fail
+        u, s, vt = np.linalg.svd((c - mean) / scale, full_matrices=False)
+    except np.linalg.LinAlgError:
+        return c, t_n
+    s = s * scale
     k = hard_threshold_rank(s, c.shape)
     if k >= s.size:  # every component stands out: nothing to remove
         return c, t_n
