@@ -25,6 +25,7 @@ from perfmoco.quant.signal import (
     baseline_m0,
     coil_motion_factors,
     m0_map,
+    pools_and_edges,
     pre_contrast_frames,
     signal_to_gd,
 )
@@ -402,7 +403,8 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                 m0 = m0 * coil_motion_factors(
                     s.pd_images, displacements[s.slice_index], pixels=w.myo, centre=w.centre,
                     spacing_mm=s.pixel_spacing_mm,
-                    pd_displacement=(pd_displacements or {}).get(s.slice_index))
+                    pd_displacement=(pd_displacements or {}).get(s.slice_index),
+                    exclude=pools_and_edges(w.blood, w.pixel_scale))
         else:
             warn(msgs, f"{s.name}: no PD frames; M0 from the baseline and the native "
                         f"myocardial T1 ({config.t1_myocardium_s} s): MBF may be biased")

@@ -28,6 +28,7 @@ __all__ = [
     "bolus_arrival_index",
     "coil_motion_factors",
     "m0_map",
+    "pools_and_edges",
     "pre_contrast_frames",
     "signal_to_gd",
 ]
@@ -206,16 +207,26 @@ def _poly_terms(u, v, degree):
     return np.stack([u**i * v**j for i in range(degree + 1) for j in range(degree + 1 - i)], -1)
 
 
+def pools_and_edges(pools, scale: float = 1.0) -> np.ndarray:
+    """Blood-pool pixels and their partial-volume edge (2 acquired pixels), for ``exclude``."""
+    mask = np.asarray(pools, bool)
+    reach = max(int(round(2 * scale)), 1)
+    return ndimage.binary_dilation(mask, iterations=reach) if mask.any() else mask
+
+
 def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
-                        pd_displacement=None, radius_mm: float = 100.0, degree: int = 2):
+                        pd_displacement=None, radius_mm: float = 100.0, degree: int = 2,
+                        exclude=None):
     """Change of the surface-coil sensitivity seen by motion-corrected pixels, per frame.
 
     The coil sensitivity stays put while the heart moves, so after motion
     correction a pixel's dynamics and its (corrected) PD value were seen at
     different coil positions.  The sensitivity is modelled as a smooth
     low-order polynomial of ``log PD`` around the heart (body pixels only,
-    lung and air excluded); a corrected pixel ``q`` of frame ``t`` was
-    acquired at ``q + d_t(q)``, its PD at ``q + d_pd(q)``.
+    lung and air excluded, and ``exclude``: the blood pools, whose PD stands
+    20-40 % above the wall's right where the gradient matters, so that the
+    fit read part of that contrast as coil); a corrected pixel ``q`` of frame
+    ``t`` was acquired at ``q + d_t(q)``, its PD at ``q + d_pd(q)``.
 
     Parameters
     ----------
@@ -234,6 +245,8 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
         Radius of the fitting region around ``centre``.
     degree : int, keyword-only
         Polynomial degree.
+    exclude : ndarray, shape (Y, X), bool, keyword-only, optional
+        Pixels left out of the fit (e.g. the blood pools and their edges).
 
     Returns
     -------
@@ -252,6 +265,8 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
     u, v = (yy - centre[0]) * sy, (xx - centre[1]) * sx
     region = np.hypot(u, v) < 1.0
     body = region & (pd > 0.3 * np.percentile(pd[region], 95))
+    if exclude is not None:
+        body &= ~np.asarray(exclude, bool)
     if body.sum() < 20:
         return np.ones((disp.shape[0], int(mask.sum())))
     coef, *_ = np.linalg.lstsq(_poly_terms(u[body], v[body], degree),
