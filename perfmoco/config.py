@@ -227,7 +227,8 @@ class QuantConfig:
     exclude_qc_frames: bool = True
     #: M0 / PD signal ratio (PD frames read out with another flip angle).
     pd_scale: float = 1.0
-    #: Gaussian SD of the M0 (PD) smoothing within the myocardium, mm.
+    #: Gaussian SD of the M0 (PD) smoothing within the myocardium, mm (pixels near a
+    #: cavity, which hold some of its blood, keep their own PD).
     pd_smooth_mm: float = 2.0
     #: Divide the AIF by (1 - hematocrit): plasma instead of blood [Gd].
     hematocrit_correction: bool = False
