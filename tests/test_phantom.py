@@ -96,6 +96,7 @@ def test_reproducible_and_seed_dependent():
         (dict(seed=1.5), "1.5"),
         (dict(n_dynamics=5), "5"),
         (dict(n_dynamics=20.5), "20.5"),
+        (dict(warp_order=2), "warp_order"),
     ],
 )
 def test_bad_arguments(kwargs, match):

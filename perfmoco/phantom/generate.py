@@ -50,7 +50,8 @@ class Phantom:
     noise_free : dict of str to ndarray
         The moved dynamics before noise, ``(T, Y, X)`` float32, keys ``"s0"``,
         ``"s1"``, ``"s2"`` and ``"aif"`` (and ``"s0_pd"`` ... for PD frames):
-        ``noise_free["s0"] == warp(truth["s0_motion_free"], truth["s0_displacement"])``.
+        ``noise_free["s0"] == warp(truth["s0_motion_free"], truth["s0_displacement"])``
+        (with ``order=warp_order``).
     """
 
     study: PerfusionStudy
@@ -115,6 +116,7 @@ def generate_phantom(
     motion: str = "breathing",
     vendor: str = "a",
     saturation_efficiency: float | None = None,
+    warp_order: int = 1,
 ) -> Phantom:
     """Generate a synthetic free-breathing dual-sequence stress perfusion study.
 
@@ -134,6 +136,12 @@ def generate_phantom(
         Effective saturation efficiency of the high-resolution dynamics (the
         AIF slice gets ``(1 + eta) / 2``); ``None`` draws a realistic 0.78-0.86,
         ``1.0`` gives ideal saturation recovery.  See :mod:`perfmoco.phantom.signal`.
+    warp_order : int, keyword-only
+        How each frame's (point-spread-blurred) image is moved: ``1`` bilinear,
+        the default every published figure was made with, or ``3`` cubic
+        B-spline.  Bilinear adds a blur that depends on each frame's sub-pixel
+        shift, which no scanner adds: on 10330-10337 even the exact correction
+        reads a segment error of 0.38 ml/min/g with it, 0.28 with ``3``.
 
     Returns
     -------
@@ -144,9 +152,12 @@ def generate_phantom(
     Raises
     ------
     ValueError
-        For a bad seed, number of dynamics, motion kind or vendor.
+        For a bad seed, number of dynamics, motion kind, vendor or warp order.
     """
     _check_args(seed, n_dynamics, motion, vendor, saturation_efficiency)
+    if warp_order not in (1, 3) or isinstance(warp_order, bool):
+        raise ValueError(f"warp_order must be 1 (bilinear) or 3 (cubic B-spline), got "
+                         f"{warp_order!r}")
     vp = VENDOR_PARAMS[vendor]
     q = QuantConfig()
     r_anat, r_time, r_kin, r_mot, r_sig, r_geo = (
@@ -192,7 +203,7 @@ def generate_phantom(
             ts=vp.ts_aif_s if is_aif else vp.ts_highres_s, eta=eta_aif if is_aif else eta,
             scale=vp.intensity_scale, sigma=sigma * (0.6 if is_aif else 1.0),
             rng=np.random.default_rng(np.random.SeedSequence([int(seed), 7, slot])),
-            relaxivity=q.relaxivity, blood_pd=blood_pd,
+            relaxivity=q.relaxivity, blood_pd=blood_pd, warp_order=warp_order,
         )
         for key, val in sl["truth"].items():
             if is_aif and key in ("aha", "rv_insertion", "mbf", "myo_gd"):
@@ -250,7 +261,7 @@ def _quantise(field: np.ndarray) -> np.ndarray:
 
 def _render_series(anat, *, level, slice_index, shape, spacing, times, beats, blood, curves,
                    fermi, healthy, defects, model, ts, eta, scale, sigma, rng, relaxivity,
-                   blood_pd):
+                   blood_pd, warp_order=1):
     """Images and truth of one slice (see :func:`generate_phantom`)."""
     labels, depth, theta = anatomy.render_slice(anat, shape, spacing)
     h = anat.heart
@@ -296,8 +307,8 @@ def _render_series(anat, *, level, slice_index, shape, spacing, times, beats, bl
     mf = ndimage.gaussian_filter(mf, (0, PSF_SIGMA_PX, PSF_SIGMA_PX)).astype(np.float32)
     m0_pd = pd_map[None] * signal.shading_at(coils, shape, spacing, inv_pd)
     mf_pd = ndimage.gaussian_filter(m0_pd, (0, PSF_SIGMA_PX, PSF_SIGMA_PX)).astype(np.float32)
-    clean = motion_mod.warp(mf, disp)
-    clean_pd = motion_mod.warp(mf_pd, disp_pd)
+    clean = motion_mod.warp(mf, disp, order=warp_order)
+    clean_pd = motion_mod.warp(mf_pd, disp_pd, order=warp_order)
     masks = motion_mod.warp(np.broadcast_to(myo.astype(np.float32), mf.shape), disp) > 0.5
     ny = shape[0]
     to_px = np.array([(ny - 1) / 2.0, (shape[1] - 1) / 2.0])
