@@ -10,8 +10,8 @@ from perfmoco.quant.conv import FermiConvolution
 from perfmoco.quant.fermi import fit_fermi
 from perfmoco.quant.grouped import fit_fermi_grouped
 from perfmoco.quant.model import mbf_to_flow, tissue_curve
-from perfmoco.quant.signal import signal_to_gd
-from perfmoco.quant.spillover import SignalMix, baseline_q, pool_signal
+from perfmoco.quant.signal import baseline_q, signal_to_gd
+from perfmoco.quant.spillover import SignalMix, pool_signal
 
 TS, R, ETA = 0.1, 4.5, 0.8  # saturation time (s), relaxivity, saturation efficiency
 N_BASE = 8

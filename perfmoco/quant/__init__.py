@@ -19,17 +19,19 @@ from perfmoco.quant.anatomy import aha_labels, slice_anatomy
 from perfmoco.quant.fermi import FermiFit, fit_fermi, resample_uniform
 from perfmoco.quant.grouped import fit_fermi_grouped
 from perfmoco.quant.messages import warn
+from perfmoco.quant.pixels import core_pixels, distance_to, rim_pools
 from perfmoco.quant.resolution import interpolation_factor
 from perfmoco.quant.segments import segment_table, slice_levels
 from perfmoco.quant.signal import (
     baseline_m0,
+    baseline_q,
     coil_motion_factors,
     m0_map,
     pools_and_edges,
     pre_contrast_frames,
     signal_to_gd,
 )
-from perfmoco.quant.spillover import baseline_q, pool_core, pool_signal
+from perfmoco.quant.spillover import pool_core, pool_signal
 from perfmoco.study import PerfusionStudy, StudyError
 
 __all__ = [
@@ -43,13 +45,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Pixels used for segment statistics and the delay fits lie at least this far
-#: from the blood pools (partial volume fakes an early foot and biases MBF).
-CORE_DIST_PX = 2.0
-#: Core pixels a segment of a zero-filled image keeps before its core is made shallower.
-MIN_CORE_PX = 8
-
 
 @dataclasses.dataclass
 class QuantResult:
@@ -189,7 +184,7 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
     if m.any():  # one group: delay from the mean curve, pixels within +-0.3 s of it
         curves = tis[:, m].T
         cavity = ndimage.binary_fill_holes(m) & ~m
-        rim = (_distance_to(cavity) <= round(int(rim_px) * f_px))[m]
+        rim = (distance_to(cavity) <= round(int(rim_px) * f_px))[m]
         core = core_pixels(m, cavity, np.zeros(m.shape, int), f_px)[m]
         fit, _, _ = fit_fermi_grouped(curves, aif, groups=np.zeros(len(curves), int), dt_s=dt_s,
                                       density=density, core=core, denoise=denoise,
@@ -198,84 +193,10 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
     return out
 
 
-def rim_pools(work, reach: int, config: QuantConfig) -> np.ndarray:
-    """Which cavity's blood each myocardial pixel may hold: ``0`` LV, ``1`` RV, ``-1`` none.
-
-    Pixels within ``reach`` (chessboard distance, pixels) of the LV cavity
-    (``config.blood_spillover``) or of the RV blood pool (``config.rv_spillover``)
-    take the nearer one's, the LV's when equally near.
-    """
-    myo = work.myo
-    near = np.full(int(myo.sum()), -1)
-    d_lv = _distance_to(ndimage.binary_fill_holes(myo) & ~myo)[myo]
-    d_rv = _distance_to(work.rv)[myo]
-    if config.blood_spillover:
-        near[d_lv <= reach] = 0
-    if config.rv_spillover:
-        near[(d_rv <= reach) & ((d_rv < d_lv) | (not config.blood_spillover))] = 1
-    return near
-
-
 def _baseline_frames(images, pool, config: QuantConfig) -> int:
     """Pre-contrast frames of a slice: ``config.baseline_frames``, else before the pool's bolus."""
     n = config.baseline_frames or pre_contrast_frames(images[:, pool].mean(axis=1))
     return int(min(n, images.shape[0] - 3))
-
-
-def _signal_to_gd(signal, m0, n_base, ts, relaxivity):
-    """:func:`signal_to_gd` of pixels ``(T, P)`` with their own baselines (int or ``(P,)``)."""
-    nb = np.broadcast_to(np.asarray(n_base), signal.shape[1:])
-    gd, sat = np.empty(signal.shape), np.empty(signal.shape[1:], bool)
-    m = np.asarray(m0, np.float64)
-    for k in np.unique(nb):
-        on = nb == k
-        gd[:, on], sat[on] = signal_to_gd(signal[:, on], m0=m[..., on], ts_s=ts,
-                                          relaxivity=relaxivity, baseline=int(k))
-    return gd, sat
-
-
-def _distance_to(region) -> np.ndarray:
-    """Chessboard distance of every pixel to ``region`` (0 inside; inf without one)."""
-    if not region.any():
-        return np.full(region.shape, np.inf)
-    return ndimage.distance_transform_cdt(~region, metric="chessboard").astype(np.float64)
-
-
-def core_pixels(myo, blood, labels, scale: float = 1.0) -> np.ndarray:
-    """Myocardial pixels off the partial-volume borders, for the delay and segment fits.
-
-    A core pixel lies at least ``CORE_DIST_PX`` from the blood pools and is not
-    on the myocardium's edge (city-block depth 2), both in acquired pixels:
-    ``scale`` display pixels each (:mod:`perfmoco.quant.resolution`).  Where a
-    zero-filled image's thin wall leaves a segment (``labels``) fewer than
-    ``MIN_CORE_PX`` such pixels, that segment takes them at a smaller scale,
-    down to the display pixels' (as for ``scale=1``).
-
-    Parameters
-    ----------
-    myo, blood : ndarray, shape (Y, X), bool
-    labels : ndarray, shape (Y, X), int
-        Segment label of each pixel.
-    scale : float
-        Display pixels per acquired pixel, >= 1.
-
-    Returns
-    -------
-    ndarray, shape (Y, X), bool
-    """
-    myo, blood = np.asarray(myo, bool), np.asarray(blood, bool)
-    to_blood = ndimage.distance_transform_edt(~blood) if blood.any() else np.full(myo.shape, np.inf)
-    depth = ndimage.distance_transform_cdt(myo, metric="taxicab")
-    scales = sorted({float(scale), (float(scale) + 1.0) / 2.0, 1.0}, reverse=True)
-    levels = [(depth >= 1 + round(f)) & (to_blood >= CORE_DIST_PX * f) & myo for f in scales]
-    if len(levels) == 1:
-        return levels[0]
-    core = np.zeros_like(myo)
-    for lab in np.unique(labels[myo]):
-        seg = myo & (labels == lab)
-        pick = next((c for c in levels if (c & seg).sum() >= MIN_CORE_PX), levels[-1])
-        core |= pick & seg
-    return core
 
 
 def _fill_frames(images, bad):
@@ -410,7 +331,8 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                         f"myocardial T1 ({config.t1_myocardium_s} s): MBF may be biased")
             m0 = baseline_m0(im[:n_lv, w.myo].mean(axis=0), ts_s=ts,
                              t1_s=config.t1_myocardium_s)
-        gd, sat = _signal_to_gd(im[:, w.myo], m0, n_base, ts, config.relaxivity)
+        gd, sat = signal_to_gd(im[:, w.myo], m0=m0, ts_s=ts, relaxivity=config.relaxivity,
+                               baseline=n_base)
         sat_all[s.slice_index] = sat
         _, gd_u = resample_uniform(s.times_s, gd.T, dt_s=dt, t0_s=t0, n=n)
         fm = aif_ok & _frame_mask(qc.get(s.slice_index), s.times_s, grid)

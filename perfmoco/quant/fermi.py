@@ -32,7 +32,6 @@ from perfmoco.quant.spillover import (
     SignalMix,
     WithSpillover,
     regressor_index,
-    start_spillover,
     two_column_gain,
 )
 
@@ -300,10 +299,7 @@ def fit_fermi(
         lo = np.column_stack([lo, np.full(n, VB_BOUNDS[0], dtype)])
         hi = np.column_stack([hi, np.where(vb_on, VB_BOUNDS[1], VB_BOUNDS[0]).astype(dtype)])
         model = with_b
-        if isinstance(model, SignalMix):
-            model.start(p, cw, w, vb_on, lo, hi)
-        else:
-            start_spillover(model, p, cw, w, vb_on, lo, hi)
+        model.start(p, cw, w, vb_on, lo, hi)
     if init is not None and shape_range is not None:
         if not shape_range >= 1.0:
             raise ValueError(f"shape_range must be >= 1, got {shape_range!r}")

@@ -25,6 +25,7 @@ from perfmoco.quant.model import signal_to_r1
 
 __all__ = [
     "baseline_m0",
+    "baseline_q",
     "bolus_arrival_index",
     "coil_motion_factors",
     "m0_map",
@@ -178,8 +179,9 @@ def signal_to_gd(
         Saturation time, s.
     relaxivity : float, keyword-only
         l/(mmol s).
-    baseline : int, keyword-only
-        Number of pre-contrast frames at the start (>= 1).
+    baseline : int or ndarray of int, shape (...), keyword-only
+        Number of pre-contrast frames at the start (>= 1), for all pixels or
+        per pixel.
 
     Returns
     -------
@@ -192,15 +194,45 @@ def signal_to_gd(
     m = np.asarray(m0, dtype=np.float64)
     if s.ndim < 1 or s.shape[0] < 2:
         raise ValueError(f"images must be (T, ...) with T >= 2, got shape {s.shape}")
-    if not 1 <= baseline < s.shape[0]:
-        raise ValueError(f"baseline must be 1..{s.shape[0] - 1} frames, got {baseline}")
     if not (ts_s > 0 and relaxivity > 0):
         raise ValueError(f"ts_s and relaxivity must be positive, got {ts_s}, {relaxivity}")
     ratio = s / np.where(m > 0, m, np.nan)
     saturated = ~np.all(np.isfinite(ratio) & (ratio < 0.999), axis=0)
     r1 = signal_to_r1(s, ts_s=ts_s, m0=np.where(m > 0, m, 1e-12))
-    gd = (r1 - r1[:baseline].mean(axis=0)) / relaxivity
+    gd = (r1 - _baseline_mean(r1, baseline)) / relaxivity
     return gd, saturated
+
+
+def _baseline_mean(values, baseline) -> np.ndarray:
+    """Mean of ``values`` (T, ...) over each pixel's first ``baseline`` frames (int or array)."""
+    n = np.broadcast_to(np.asarray(baseline), values.shape[1:])
+    if n.size and not (n.min() >= 1 and n.max() < values.shape[0]):
+        raise ValueError(f"baseline must be 1..{values.shape[0] - 1} frames, got {baseline}")
+    if n.ndim == 0:
+        return values[: int(n)].mean(axis=0)
+    use = np.arange(values.shape[0]).reshape((-1,) + (1,) * n.ndim) < n
+    return (values * use).sum(axis=0) / use.sum(axis=0)
+
+
+def baseline_q(signal, m0, baseline) -> np.ndarray:
+    """``1 - S / M0`` of each pixel's baseline (geometric mean, as :func:`signal_to_gd`
+    takes the baseline).
+
+    Parameters
+    ----------
+    signal : ndarray, shape (T, ...)
+    m0 : ndarray, shape (...) or (T, ...)
+    baseline : int or ndarray of int, shape (...)
+        Pre-contrast frames (per pixel).
+
+    Returns
+    -------
+    ndarray, shape (...)
+    """
+    s = np.asarray(signal, np.float64)
+    m = np.asarray(m0, np.float64)
+    return np.exp(-_baseline_mean(signal_to_r1(s, ts_s=1.0, m0=np.where(m > 0, m, 1e-12)),
+                                  baseline))
 
 
 def _poly_terms(u, v, degree):

@@ -37,7 +37,6 @@ __all__ = [
     "SignalMix",
     "WithSpillover",
     "regressor_index",
-    "baseline_q",
     "pool_core",
     "pool_signal",
     "start_spillover",
@@ -107,6 +106,10 @@ class WithSpillover:
     def take(self, rows) -> WithSpillover:
         """The model of a subset of the curves (the solver's compacted working set)."""
         return WithSpillover(self.model, self.b[rows])
+
+    def start(self, p, cw, w, on, lo, hi) -> None:
+        """Start ``(F, vb)`` of the curves in ``on`` (:func:`start_spillover`)."""
+        start_spillover(self, p, cw, w, on, lo, hi)
 
     def over(self, model) -> WithSpillover:
         """The same regressors over another Fermi model (e.g. the 1-point one)."""
@@ -308,24 +311,3 @@ def pool_signal(images, core, *, m0, baseline: int):
         return None
     y = np.clip(y, 0.0, 0.999)
     return y, float(-np.expm1(np.log1p(-y[:baseline]).mean()))
-
-
-def baseline_q(signal, m0, baseline) -> np.ndarray:
-    """``1 - S / M0`` of each pixel's baseline (geometric mean, as the [Gd] baseline is taken).
-
-    Parameters
-    ----------
-    signal : ndarray, shape (T, P)
-    m0 : ndarray, shape (P,) or (T, P)
-    baseline : int or ndarray, shape (P,), int
-        Pre-contrast frames (per pixel).
-
-    Returns
-    -------
-    ndarray, shape (P,)
-    """
-    s = np.asarray(signal, np.float64)
-    y = np.clip(s / np.maximum(np.asarray(m0, np.float64), 1e-12), 0.0, 0.999)
-    n = np.broadcast_to(np.asarray(baseline), s.shape[1:])
-    use = np.arange(s.shape[0])[:, None] < n[None]
-    return np.exp((np.log1p(-y) * use).sum(axis=0) / np.maximum(use.sum(axis=0), 1))
