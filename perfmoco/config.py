@@ -85,6 +85,15 @@ class MocoConfig:
     refine_window_mm: float = 30.0
     #: Principal components of its synthetic reference.
     refine_components: int = 2
+    #: Each frame's synthetic reference also carries its two temporal neighbours'
+    #: residuals from their PCA frames, smoothed by a Gaussian of this SD, mm (0:
+    #: not): two components miss part of the myocardial enhancement, which the
+    #: affine fit read as the heart shrinking by 1-2 % in those frames (see
+    #: :func:`perfmoco.moco.decompose.pca_reference` and the model card).
+    refine_neighbour_mm: float = 5.0
+    #: ... also on the low-resolution AIF slice (there its mistriggered frames, carried
+    #: into their neighbours' references, cost Dice: 0.919 -> 0.903 on 9800-9807).
+    refine_neighbour_aif: bool = False
     #: The first rounds use a 1-component reference (the temporal mean and the
     #: contrast's leading component): a large residual shared by many frames (deep
     #: breathing) is carried by a 2-component reference, not by this one.

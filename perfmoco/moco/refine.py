@@ -70,6 +70,7 @@ def refine_affine(
     isotropic_scale: bool = True,
     coarse_rounds: int = 0,
     translate: bool = True,
+    neighbour_sigma_px: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Refine each frame's alignment by a crop-space affine map.
 
@@ -107,6 +108,9 @@ def refine_affine(
         ``False`` fits the linear part only (rotation, scale, shear about the
         crop centre, which stays where it is): the heart's shape under a
         window on the heart, its position left to a wider window.
+    neighbour_sigma_px : float, keyword-only
+        The PCA reference also carries its temporal neighbours' residuals,
+        smoothed by this SD (:func:`.decompose.pca_reference`); 0: not.
 
     Returns
     -------
@@ -142,7 +146,7 @@ def refine_affine(
         cur = warped(lin, shift)
         k_ = 1 if r_ < coarse_rounds else components
         ref = fixed.float() if fixed is not None else pca_reference(
-            cur[:, 0].float(), components=min(k_, t - 1))
+            cur[:, 0].float(), components=min(k_, t - 1), neighbour_sigma_px=neighbour_sigma_px)
         rn = normalise_windowed(ref, win)
         best = windowed_ncc(cur[:, 0], ref, win)
         for _ in range(iterations):
@@ -288,6 +292,7 @@ def refine_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensity_range
         isotropic_scale=isotropic_scale,
         coarse_rounds=config.refine_coarse_rounds,
         translate=translate,
+        neighbour_sigma_px=config.refine_neighbour_mm / REFINE_SPACING_MM,
     )
     if rejected.any():
         log.info("%s: affine refinement kept the networks' result in %d of %d dynamics "

@@ -272,6 +272,9 @@ def refine_dynamics(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
     coarse = cfg.refine_coarse_rounds
     if series.role is SliceRole.AIF and not cfg.refine_coarse_aif:
         coarse = 0
+    neighbour = cfg.refine_neighbour_mm
+    if series.role is SliceRole.AIF and not cfg.refine_neighbour_aif:
+        neighbour = 0.0
 
     def refine(m_dyn: torch.Tensor, rounds: int, hold: torch.Tensor | None = None, *,
                window_mm: float = cfg.refine_window_mm, translate: bool = True):
@@ -279,7 +282,8 @@ def refine_dynamics(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
             return refine_full_fov(images, m_dyn, sc.centre_yx, series.pixel_spacing_mm,
                                    (sc.lo, sc.hi), dataclasses.replace(
                                        cfg, refine_rounds=rounds, refine_window_mm=window_mm,
-                                       refine_coarse_rounds=coarse if translate else 0),
+                                       refine_coarse_rounds=coarse if translate else 0,
+                                       refine_neighbour_mm=neighbour),
                                    name=series.name, hold=hold,
                                    isotropic_scale=not sc.dilates, translate=translate)
         return m_dyn
