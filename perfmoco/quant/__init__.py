@@ -199,6 +199,13 @@ def _baseline_frames(images, pool, config: QuantConfig) -> int:
     return int(min(n, images.shape[0] - 3))
 
 
+def _pool_m0(s, im, pool, n_base: int, ts: float, config: QuantConfig) -> float:
+    """M0 of a blood pool: its mean PD, else from its baseline and the native blood T1."""
+    if s.pd_images.shape[0]:
+        return float(np.asarray(s.pd_images, np.float64)[:, pool].mean()) * config.pd_scale
+    return float(baseline_m0(im[:n_base, pool].mean(), ts_s=ts, t1_s=config.t1_blood_s))
+
+
 def _fill_frames(images, bad):
     """Replace QC-flagged frames by linear interpolation in time (they are not fitted)."""
     if bad is None:
@@ -355,11 +362,8 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         for kind, pool, nb in ((0, w.lv_core, n_lv), (1, rv_core, n_rv)):
             sig = None
             if (near == kind).any() and pool is not None and pool.any():
-                sig = pool_signal(im, pool, baseline=min(nb, n_lv), m0=(
-                    float(np.asarray(s.pd_images, np.float64)[:, pool].mean()) * config.pd_scale
-                    if s.pd_images.shape[0] else
-                    float(baseline_m0(im[:nb, pool].mean(), ts_s=ts,
-                                      t1_s=config.t1_blood_s))))
+                sig = pool_signal(im, pool, baseline=min(nb, n_lv),
+                                  m0=_pool_m0(s, im, pool, nb, ts, config))
             if sig is not None:
                 pools.append(resample_uniform(s.times_s, sig[0], dt_s=dt, t0_s=t0, n=n)[1])
                 pool_base.append(sig[1])
