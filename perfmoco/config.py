@@ -251,6 +251,13 @@ class QuantConfig:
     #: Pixel MBF above this (ml/min/g) or with fit r2 below r2_min is flagged.
     max_mbf: float = 8.0
     r2_min: float = 0.5
+    #: A segment's value is marked unreliable (segment table, summary, MRD meta,
+    #: bullseye) when the standard error of its median exceeds this (ml/min/g;
+    #: 0.5 keeps its 95 % interval narrower than the gap between a defect, ~1,
+    #: and normal stress flow, ~3) ...
+    segment_max_se: float = 0.5
+    #: ... or when more than this share of its pixels' fits failed.
+    segment_max_flagged: float = 0.5
     #: Pixel fits with the cheaper 1-point model, bias-corrected per segment.
     fast_pixel_fit: bool = False
     #: Fermi fits (delays, segments, pixels) on the curves projected onto the temporal

@@ -104,3 +104,32 @@ def test_segment_table_statistics():
         assert r["n"] + r["n_flagged"] == int((aha == r["segment"]).sum())
     assert sum(r["n_flagged"] for r in rows) == 1
     assert rows[1]["fit"] == 1.1 and np.isnan(rows[0]["fit"])
+
+
+def test_segment_table_marks_unreliable_segments():
+    """A segment is unreliable when its median's standard error is too large, most of its
+    fits failed, or it has too few pixels; the standard error is the median's."""
+    ring = _ring()
+    aha = aha_segments(ring, (CY, CX), 120.0, level="basal")
+    rng = np.random.default_rng(0)
+    mbf = np.zeros(ring.shape)
+    for seg, sd in ((1, 0.3), (2, 8.0), (3, 0.3), (4, 0.3), (5, 0.3), (6, 0.3)):
+        sel = aha == seg
+        mbf[sel] = 3.0 + sd * rng.standard_normal(sel.sum())
+    flagged = np.zeros(ring.shape, bool)
+    s3 = np.flatnonzero(aha == 3)
+    flagged.flat[s3[: int(0.6 * s3.size)]] = True  # 60 % of segment 3's fits failed
+    valid = ring.copy()
+    valid.flat[np.flatnonzero(aha == 4)[3:]] = False  # segment 4: 3 usable pixels
+    rows = segment_table({0: mbf}, {0: aha}, valid={0: valid}, flagged={0: flagged})
+    by = {r["segment"]: r for r in rows}
+    assert [s for s in by if not by[s]["reliable"]] == [2, 3, 4]
+    assert by[3]["flagged_share"] == pytest.approx(0.6, abs=0.05)
+    for seg, sd in ((1, 0.3), (2, 8.0), (5, 0.3)):  # ~1.2533 sd / sqrt(n) for normal pixels
+        expect = 1.2533 * sd / np.sqrt(by[seg]["n"])
+        assert by[seg]["se"] == pytest.approx(expect, rel=0.45)
+    assert by[2]["se"] > 0.5 > by[1]["se"]
+    # the thresholds are the caller's (quant.segment_max_se / segment_max_flagged)
+    loose = segment_table({0: mbf}, {0: aha}, valid={0: valid}, flagged={0: flagged},
+                          max_se=10.0, max_flagged=0.7)
+    assert [r["segment"] for r in loose if not r["reliable"]] == [4]

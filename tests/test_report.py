@@ -15,7 +15,7 @@ from perfmoco.io.mrd import study_header
 from perfmoco.moco.result import MocoResult
 from perfmoco.pipeline import Method, StudyResult
 from perfmoco.report import load_result, report_images, write_report
-from perfmoco.report.bullseye import segment_angles, segment_values
+from perfmoco.report.bullseye import segment_angles, segment_values, uncertain_segments
 
 
 def _truth_quant(truth: dict) -> SimpleNamespace:
@@ -27,7 +27,8 @@ def _truth_quant(truth: dict) -> SimpleNamespace:
             v = mbf[aha == s]
             segments.append({"slice": k, "segment": int(s), "territory": "LAD",
                              "mean": float(v.mean()), "median": float(np.median(v)),
-                             "sd": float(v.std()), "n": int(v.size)})
+                             "sd": float(v.std()), "n": int(v.size), "se": 0.1,
+                             "reliable": (k, int(s)) != (2, 13)})
     return SimpleNamespace(
         mbf_maps={k: truth[f"s{k}_mbf"] for k in range(3)},
         aha={k: truth[f"s{k}_aha"] for k in range(3)},
@@ -111,7 +112,15 @@ def test_bullseye_layout_and_values():
         segment_angles(17)
     rows = [{"segment": 2, "mean": 1.0, "n": 30}, {"segment": 2, "mean": 3.0, "n": 10},
             {"segment": 5, "mean": float("nan"), "n": 5}, {"segment": "x", "mean": 1.0}]
-    assert segment_values(rows) == {2: 1.5}
+    assert segment_values(rows, key="mean") == {2: 1.5}
+    # an unreliable row is left out where its segment has a reliable one; a segment
+    # with none keeps its value and is marked (hatched in the bullseye)
+    rows = [{"segment": 2, "median": 1.0, "n": 30, "reliable": True},
+            {"segment": 2, "median": 9.0, "n": 10, "reliable": False},
+            {"segment": 7, "median": 5.0, "n": 8, "reliable": False},
+            {"segment": 8, "median": 3.0, "n": 20}]
+    assert segment_values(rows) == {2: 1.0, 7: 5.0, 8: 3.0}
+    assert uncertain_segments(rows) == {7}
 
 
 def test_report_images_are_secondary_captures(phantom_result, tmp_path):
@@ -141,6 +150,14 @@ def test_result_file_round_trip(phantom_result, tmp_path):
     if phantom_result.quant is not None and back.quant is not None:
         np.testing.assert_allclose(back.quant.mbf_maps[1], phantom_result.quant.mbf_maps[1],
                                    atol=1e-4)
+        # the segment table's medians, standard errors and reliability marks travel too
+        got = {(r["slice"], r["segment"]): r for r in back.quant.segments}
+        for r in phantom_result.quant.segments:
+            g = got[(r["slice"], r["segment"])]
+            assert g["median"] == pytest.approx(r["median"], abs=0.006)
+            assert g["mean"] == pytest.approx(r["mean"], abs=0.006)
+            assert g["se"] == pytest.approx(0.1) and g["reliable"] == r["reliable"]
+        assert not got[(2, 13)]["reliable"]
     assert any("not stored in result files" in m for m in back.messages)
 
 

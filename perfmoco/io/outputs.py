@@ -65,7 +65,9 @@ def result_to_images(result: StudyResult, *, config: MrdConfig) -> list[ismrmrd.
 def _map_images(result: StudyResult, config: MrdConfig) -> list[ismrmrd.Image]:
     quant = result.quant
     table = [
-        f"slice {r['slice']} seg {r['segment']}: mean {r['mean']:.2f} ml/min/g"
+        f"slice {r['slice']} seg {r['segment']}: mean {r['mean']:.2f} ml/min/g, "
+        f"median {r.get('median', float('nan')):.2f}, se {r.get('se', float('nan')):.2f}"
+        + ("" if r.get("reliable", True) else ", unreliable")
         for r in getattr(quant, "segments", [])
     ]
     out = []

@@ -96,10 +96,17 @@ class QuantResult:
             med = float(np.median(self.mbf_maps[sl][good])) if good.any() else float("nan")
             lines.append(f"slice {sl}: median MBF {med:.2f} ml/min/g over {int(good.sum())} "
                          f"pixels ({int((myo & self.flagged[sl]).sum())} flagged)")
-        lines.append("slice segment territory   mean median    sd     n")
+        lines.append("slice segment territory   mean median    sd    se     n")
         for r in self.segments:
+            mark = "" if r.get("reliable", True) else "  unreliable"
             lines.append(f"{r['slice']:5d} {r['segment']:7d} {r['territory']:>9s} "
-                         f"{r['mean']:6.2f} {r['median']:6.2f} {r['sd']:5.2f} {r['n']:5d}")
+                         f"{r['mean']:6.2f} {r['median']:6.2f} {r['sd']:5.2f} "
+                         f"{r.get('se', float('nan')):5.2f} {r['n']:5d}{mark}")
+        weak = [f"{r['slice']}/{r['segment']}" for r in self.segments
+                if not r.get("reliable", True)]
+        if weak:
+            lines.append(f"unreliable segments (slice/segment; standard error of the median or "
+                         f"share of failed fits too large): {', '.join(weak)}")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -407,7 +414,9 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         if bad.mean() > 0.2:
             warn(msgs, f"slice {sl}: {100 * bad.mean():.0f}% of myocardial pixels flagged "
                         "(poor fit, unphysical MBF or saturated signal)")
-    rows = segment_table(mbf_maps, aha_maps, valid=valid, fit_mbf=seg_fit)
+    rows = segment_table(mbf_maps, aha_maps, valid=valid, fit_mbf=seg_fit, flagged=flagged,
+                         max_se=config.segment_max_se,
+                         max_flagged=config.segment_max_flagged)
     return QuantResult(
         mbf_maps=mbf_maps, fit_quality=quality, flagged=flagged,
         myocardium={k: w.myo for k, w in work.items()}, aha=aha_maps, rv_insertion=ins_out,

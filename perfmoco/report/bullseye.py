@@ -10,7 +10,7 @@ counter-clockwise on screen, which is the order
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -18,7 +18,8 @@ from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Wedge
 
-__all__ = ["bullseye_figure", "draw_bullseye", "segment_angles", "segment_values"]
+__all__ = ["bullseye_figure", "draw_bullseye", "segment_angles", "segment_values",
+           "uncertain_segments"]
 
 #: Ring radii (inner, outer) of the apical, mid and basal rings.
 _RINGS = {"apical": (0.25, 0.55), "mid": (0.55, 0.8), "basal": (0.8, 1.05)}
@@ -50,36 +51,55 @@ def segment_angles(segment: int) -> tuple[str, float, float]:
     return "apical", centre - 45.0, centre + 45.0
 
 
-def segment_values(rows: Iterable[Mapping], *, key: str = "mean") -> dict[int, float]:
+def segment_values(rows: Iterable[Mapping], *, key: str = "median") -> dict[int, float]:
     """One value per AHA segment from segment table rows.
 
     Parameters
     ----------
     rows : iterable of mapping
-        Rows with ``segment`` (1..16), ``key`` and optionally ``n`` (pixels);
-        a segment met in several rows (several slices) gets their
-        pixel-weighted mean.
+        Rows with ``segment`` (1..16), ``key``, optionally ``n`` (pixels) and
+        ``reliable``; a segment met in several rows (several slices) gets their
+        pixel-weighted mean, over its reliable rows where it has any.
     key : str, keyword-only
-        The value to show, e.g. ``'mean'`` or ``'median'`` MBF.
+        The value to show, e.g. ``'median'`` or ``'mean'`` MBF.
 
     Returns
     -------
     dict of int to float
         Finite values only.
     """
+    rows = list(rows)
+    trusted = {_segment(r) for r in rows if r.get("reliable", True)}
     sums: dict[int, list[float]] = {}
     for r in rows:
+        seg = _segment(r)
         try:
-            seg, v = int(r["segment"]), float(r[key])
+            v = float(r[key])
         except (KeyError, TypeError, ValueError):
+            continue
+        if seg in trusted and not r.get("reliable", True):
             continue
         n = r.get("n")
         w = float(n) if isinstance(n, (int, float)) and math.isfinite(n) and n > 0 else 1.0
-        if 1 <= seg <= 16 and math.isfinite(v):
+        if seg is not None and 1 <= seg <= 16 and math.isfinite(v):
             acc = sums.setdefault(seg, [0.0, 0.0])
             acc[0] += w * v
             acc[1] += w
     return {s: a / w for s, (a, w) in sums.items() if w > 0}
+
+
+def uncertain_segments(rows: Iterable[Mapping]) -> set[int]:
+    """Segments whose every row is marked ``reliable=False`` (shown hatched)."""
+    rows = list(rows)
+    trusted = {_segment(r) for r in rows if r.get("reliable", True)}
+    return {s for s in (_segment(r) for r in rows) if s is not None and s not in trusted}
+
+
+def _segment(row: Mapping) -> int | None:
+    try:
+        return int(row["segment"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def draw_bullseye(
@@ -92,6 +112,7 @@ def draw_bullseye(
     unit: str = "ml/min/g",
     colorbar: bool = True,
     text_colour: str = "black",
+    uncertain: Collection[int] = (),
 ) -> None:
     """Draw the 16-segment bullseye on ``ax``; segments without a value are grey.
 
@@ -108,6 +129,8 @@ def draw_bullseye(
     colorbar : bool, keyword-only
     text_colour : str, keyword-only
         Label colour on light segments (labels on dark ones are white).
+    uncertain : collection of int, keyword-only
+        Segments whose value is unreliable: hatched, the value marked "?".
     """
     import matplotlib
 
@@ -119,10 +142,12 @@ def draw_bullseye(
         v = values.get(seg)
         face = cm(norm(v)) if v is not None and math.isfinite(v) else (0.82, 0.82, 0.82, 1.0)
         ax.add_patch(Wedge((0, 0), r1, a0, a1, width=r1 - r0, facecolor=face,
-                           edgecolor="white", linewidth=1.5))
+                           edgecolor="white", linewidth=1.5,
+                           hatch="///" if seg in uncertain else None))
         mid = math.radians(0.5 * (a0 + a1))
         rm = 0.5 * (r0 + r1)
         label = f"{seg}\n{v:.2f}" if v is not None and math.isfinite(v) else f"{seg}\nn/a"
+        label += "?" if seg in uncertain and v is not None and math.isfinite(v) else ""
         r, g, b = face[:3]
         dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.45
         ax.text(rm * math.cos(mid), rm * math.sin(mid), label, ha="center", va="center",
@@ -146,16 +171,17 @@ def draw_bullseye(
 
 
 def bullseye_figure(values: Mapping[int, float], *, title: str = "", size_in: float = 4.0,
-                    vmax: float | None = None) -> Figure:
+                    vmax: float | None = None, uncertain: Collection[int] = ()) -> Figure:
     """A figure holding only the bullseye (with colour bar), for PNGs and MRD images.
 
-    ``vmax`` defaults to ``max(4, largest value)`` ml/min/g.
+    ``vmax`` defaults to ``max(4, largest value)`` ml/min/g; ``uncertain``
+    segments are hatched (:func:`draw_bullseye`).
     """
     finite = [v for v in values.values() if math.isfinite(v)]
     top = vmax if vmax is not None else max(4.0, float(np.ceil(max(finite, default=0.0))))
     fig = Figure(figsize=(size_in * 1.2, size_in), dpi=100, layout="constrained")
     ax = fig.add_subplot()
-    draw_bullseye(ax, values, vmax=top)
+    draw_bullseye(ax, values, vmax=top, uncertain=uncertain)
     if title:
         ax.set_title(title, fontsize=9)
     return fig

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from perfmoco.config import Config, MrdConfig
 from perfmoco.io.mrd import make_image
-from perfmoco.report.bullseye import draw_bullseye, segment_values
+from perfmoco.report.bullseye import draw_bullseye, segment_values, uncertain_segments
 from perfmoco.report.data import slice_views
 from perfmoco.report.figures import draw_map
 
@@ -55,12 +55,15 @@ def _pictures(result: StudyResult) -> list[tuple[str, Figure]]:
     if quant is None:
         return []
     out = []
-    values = segment_values(getattr(quant, "segments", None) or [])
+    rows = getattr(quant, "segments", None) or []
+    values = segment_values(rows)
     if values:
         fig = _square_figure()
         ax = fig.add_subplot()
-        draw_bullseye(ax, values, vmax=max(4.0, float(np.ceil(max(values.values())))))
-        ax.set_title(f"{result.study.study_id}: mean MBF per AHA segment (ml/min/g)", fontsize=8)
+        draw_bullseye(ax, values, vmax=max(4.0, float(np.ceil(max(values.values())))),
+                      uncertain=uncertain_segments(rows))
+        ax.set_title(f"{result.study.study_id}: median MBF per AHA segment (ml/min/g; "
+                     f"hatched: unreliable)", fontsize=8)
         out.append(("BULLSEYE", fig))
     for v in slice_views(result):
         if v.mbf is None or v.mbf.shape != v.series.shape:

@@ -28,7 +28,8 @@ STUDY_COLUMNS = [
     "mbf_sd", "mbf_n", "tic_smoothness_before", "tic_smoothness_after", "messages", "input",
     "result",
 ]
-SEGMENT_COLUMNS = ["study", "slice", "segment", "territory", "mean", "median", "sd", "n"]
+SEGMENT_COLUMNS = ["study", "slice", "segment", "territory", "mean", "median", "sd", "n",
+                   "se", "reliable"]
 
 
 def json_safe(value: Any) -> Any:

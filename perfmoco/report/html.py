@@ -20,7 +20,7 @@ from PIL import Image
 
 from perfmoco import __version__
 from perfmoco.report import figures
-from perfmoco.report.bullseye import bullseye_figure, segment_values
+from perfmoco.report.bullseye import bullseye_figure, segment_values, uncertain_segments
 from perfmoco.report.data import SliceView, slice_views
 
 if TYPE_CHECKING:
@@ -165,14 +165,20 @@ def _section_mbf(result: StudyResult, views: list[SliceView], assets: _Assets) -
     rows = list(getattr(quant, "segments", None) or [])
     values = segment_values(rows)
     if values:
-        bull = bullseye_figure(values, title="mean MBF per AHA segment (ml/min/g)")
+        bull = bullseye_figure(values, title="median MBF per AHA segment (ml/min/g)",
+                               uncertain=uncertain_segments(rows))
         out.append(_img(assets.png(bull, "bullseye.png"), "AHA bullseye",
-                        "AHA 16-segment bullseye of mean MBF; grey = no data."))
+                        "AHA 16-segment bullseye of median MBF; grey = no data; hatched, "
+                        "value marked ?: unreliable (the median's standard error or the "
+                        "share of failed pixel fits too large)."))
         out.append(_table(
-            ["slice", "segment", "territory", "mean", "median", "SD", "pixels"],
+            ["slice", "segment", "territory", "mean", "median", "SD", "SE of median",
+             "pixels", "reliable"],
             [[r.get("slice", ""), r.get("segment", ""), r.get("territory", ""),
               _num(r.get("mean")), _num(r.get("median")), _num(r.get("sd")),
-              r.get("n", "")] for r in rows],
+              _num(r.get("se")), r.get("n", ""),
+              "" if "reliable" not in r else ("yes" if r["reliable"] else "NO")]
+             for r in rows],
         ))
     else:
         out.append(_missing("No segment values: no bullseye."))

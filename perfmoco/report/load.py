@@ -33,7 +33,10 @@ __all__ = ["LoadedQuant", "load_result"]
 
 log = logging.getLogger(__name__)
 
-_SEGMENT_RE = re.compile(r"slice\s+(\d+)\s+seg\s+(\d+):\s+mean\s+([-+0-9.eEnaNinf]+)")
+_NUM = r"([-+0-9.eEnaNinf]+)"
+#: ``slice S seg G: mean M ml/min/g[, median D, se E][, unreliable]`` (older files: mean only).
+_SEGMENT_RE = re.compile(rf"slice\s+(\d+)\s+seg\s+(\d+):\s+mean\s+{_NUM}(?:\s*ml/min/g)?"
+                         rf"(?:,\s*median\s+{_NUM},\s*se\s+{_NUM})?(,\s*unreliable)?")
 
 
 @dataclasses.dataclass
@@ -86,8 +89,11 @@ def _maps(images, mrd: MrdConfig) -> LoadedQuant | None:
         for text in _meta_list(meta, "perfmoco_Segments"):
             m = _SEGMENT_RE.search(text)
             if m:
-                segments.append({"slice": int(m[1]), "segment": int(m[2]), "mean": float(m[3]),
-                                 "median": float("nan"), "sd": float("nan"), "n": None})
+                mean = float(m[3])
+                segments.append({"slice": int(m[1]), "segment": int(m[2]), "mean": mean,
+                                 "median": float(m[4]) if m[4] else mean,
+                                 "se": float(m[5]) if m[5] else float("nan"),
+                                 "reliable": not m[6], "sd": float("nan"), "n": None})
     return LoadedQuant(mbf_maps=maps, segments=segments) if maps else None
 
 
