@@ -130,6 +130,28 @@ def test_coarse_round_removes_a_residual_shared_by_many_frames():
     assert err[1] < 0.5 < 1.0 < err[0]
 
 
+def test_coarse_round_fits_translation_alone_without_the_neighbours():
+    """The coarse round's 1-component reference misses the enhancing myocardium,
+    which a linear part would read as scale: it moves frames, never scales them, and
+    its reference does not yet take the neighbours' residuals in."""
+    frames = _enhancing_heart()
+    n = frames.shape[-1]
+    shifts = 1.5 * torch.randn(frames.shape[0], 2, generator=torch.Generator().manual_seed(1))
+    moving = sample(frames, identity_grid((n, n))[None] - shifts[:, :, None, None])
+    eye = torch.eye(2, dtype=torch.float64)
+    coarse = {}
+    for sigma in (0.0, 2.0):
+        coarse[sigma], _ = refine_affine(moving, window_sigma_px=12.0, components=2, rounds=1,
+                                         iterations=3, coarse_rounds=1, neighbour_sigma_px=sigma)
+        assert torch.equal(coarse[sigma][:, :, :2], eye.expand(len(moving), 2, 2))
+    assert torch.equal(coarse[0.0], coarse[2.0])
+    moved = (coarse[0.0][:, :, 2] - coarse[0.0][:, :, 2].mean(0)).float()
+    assert float((moved - (shifts - shifts.mean(0))).norm(dim=1).median()) < 0.3
+    full, _ = refine_affine(moving, window_sigma_px=12.0, components=2, rounds=1,
+                            iterations=3, coarse_rounds=0)
+    assert not torch.equal(full[:, :, :2], eye.expand(len(moving), 2, 2))
+
+
 def _enhancing_heart(n=64, t=40):
     """Perfectly aligned frames of a heart whose contrast passes RV, LV, then myocardium."""
     yy, xx = identity_grid((n, n))

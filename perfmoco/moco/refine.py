@@ -103,14 +103,19 @@ def refine_affine(
         The first rounds build their reference from one component only: a
         residual shared by many frames (the far end of deep breathing, which
         the networks under-correct) becomes a component of its own in a richer
-        reference, which then follows it instead of removing it.
+        reference, which then follows it instead of removing it.  They fit
+        translation alone (that one component misses the enhancing myocardium,
+        which a linear part reads as scale) and without the neighbours'
+        residuals (before them a deep breather's neighbours are still
+        misaligned, and their residuals carry edges, not contrast).
     translate : bool, keyword-only
         ``False`` fits the linear part only (rotation, scale, shear about the
         crop centre, which stays where it is): the heart's shape under a
         window on the heart, its position left to a wider window.
     neighbour_sigma_px : float, keyword-only
-        The PCA reference also carries its temporal neighbours' residuals,
-        smoothed by this SD (:func:`.decompose.pca_reference`); 0: not.
+        The PCA reference of the rounds after the coarse ones also carries its
+        temporal neighbours' residuals, smoothed by this SD
+        (:func:`.decompose.pca_reference`); 0: not.
 
     Returns
     -------
@@ -146,7 +151,8 @@ def refine_affine(
         cur = warped(lin, shift)
         k_ = 1 if r_ < coarse_rounds else components
         ref = fixed.float() if fixed is not None else pca_reference(
-            cur[:, 0].float(), components=min(k_, t - 1), neighbour_sigma_px=neighbour_sigma_px)
+            cur[:, 0].float(), components=min(k_, t - 1),
+            neighbour_sigma_px=neighbour_sigma_px if r_ >= coarse_rounds else 0.0)
         rn = normalise_windowed(ref, win)
         best = windowed_ncc(cur[:, 0], ref, win)
         for _ in range(iterations):
@@ -162,6 +168,8 @@ def refine_affine(
                                        grad[..., None])[..., 0]
             if not translate:  # shape only: the crop centre stays where it is
                 step = step * torch.tensor([1, 1, 0, 1, 1, 0], dtype=step.dtype, device=dev)
+            if r_ < coarse_rounds:  # coarse rounds: translation only
+                step = step * torch.tensor([0, 0, 1, 0, 0, 1], dtype=step.dtype, device=dev)
             ds = step[:, [2, 5]]
             big = ds.norm(dim=1, keepdim=True)
             f = (max_step_px / big.clamp_min(1e-12)).clamp(max=1.0)
