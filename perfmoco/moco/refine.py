@@ -147,7 +147,13 @@ def refine_affine(
         coords = lp + (c + shift_)[:, :, None, None]
         return sample(stack, coords, padding="border")
 
+    linear = torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0, 0.0], device=dev)  # (L00 L01 s0 L10 L11 s1)
     for r_ in range(rounds):
+        # the parameters this round moves: shape only keeps the crop centre where it is;
+        # the coarse rounds fit translation alone
+        free = linear if not translate else torch.ones_like(linear)
+        if r_ < coarse_rounds:
+            free = free * (1.0 - linear)
         cur = warped(lin, shift)
         k_ = 1 if r_ < coarse_rounds else components
         ref = fixed.float() if fixed is not None else pca_reference(
@@ -166,10 +172,7 @@ def refine_affine(
             damp = 1e-3 * hess.diagonal(dim1=1, dim2=2).mean(1)[:, None, None]
             step = -torch.linalg.solve(hess + damp * torch.eye(6, dtype=hess.dtype, device=dev),
                                        grad[..., None])[..., 0]
-            if not translate:  # shape only: the crop centre stays where it is
-                step = step * torch.tensor([1, 1, 0, 1, 1, 0], dtype=step.dtype, device=dev)
-            if r_ < coarse_rounds:  # coarse rounds: translation only
-                step = step * torch.tensor([0, 0, 1, 0, 0, 1], dtype=step.dtype, device=dev)
+            step = step * free
             ds = step[:, [2, 5]]
             big = ds.norm(dim=1, keepdim=True)
             f = (max_step_px / big.clamp_min(1e-12)).clamp(max=1.0)

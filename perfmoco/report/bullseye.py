@@ -69,7 +69,7 @@ def segment_values(rows: Iterable[Mapping], *, key: str = "median") -> dict[int,
         Finite values only.
     """
     rows = list(rows)
-    trusted = {_segment(r) for r in rows if r.get("reliable", True)}
+    trusted = _trusted(rows)
     sums: dict[int, list[float]] = {}
     for r in rows:
         seg = _segment(r)
@@ -91,8 +91,13 @@ def segment_values(rows: Iterable[Mapping], *, key: str = "median") -> dict[int,
 def uncertain_segments(rows: Iterable[Mapping]) -> set[int]:
     """Segments whose every row is marked ``reliable=False`` (shown hatched)."""
     rows = list(rows)
-    trusted = {_segment(r) for r in rows if r.get("reliable", True)}
+    trusted = _trusted(rows)
     return {s for s in (_segment(r) for r in rows) if s is not None and s not in trusted}
+
+
+def _trusted(rows: list[Mapping]) -> set[int | None]:
+    """Segments with at least one row not marked ``reliable=False``."""
+    return {_segment(r) for r in rows if r.get("reliable", True)}
 
 
 def _segment(row: Mapping) -> int | None:
