@@ -108,12 +108,15 @@ def test_segment_myocardium_and_insertion(angle):
     assert np.all(np.abs(err) < 10.0), (phi, expect)
 
 
+@pytest.mark.parametrize("liver_kind", ["uptake", "partial washout"])
 @pytest.mark.parametrize("defect", ["weak", "slow"])
-def test_segment_myocardium_leaves_out_a_liver_that_enhances_late(defect):
+def test_segment_myocardium_leaves_out_a_liver_that_enhances_late(defect, liver_kind):
     """A liver under the inferior wall taking contrast up early (0.6 of the wall's
-    first-pass enhancement, above the amplitude stop) but without washing out is
-    left out; a lateral defect keeps its thickness, whether it enhances half as
-    much (same course) or slowly, as the liver does (its whole wall has that course)."""
+    first-pass enhancement, above the amplitude stop) is left out, whether it keeps
+    taking contrast up or washes out a little (early / late 0.56 of the wall's, as the
+    phantom's liver under a thin apical wall: 1.2-1.3 against 2.3-3.0); a lateral
+    defect keeps its thickness, whether it enhances half as much (same course) or
+    slowly, as the liver does (its whole wall has that course)."""
     imgs, truth = synthetic_series(3, noise=3.0)
     n, (ny, nx) = imgs.shape[0], imgs.shape[1:]
     cy, cx = truth["centre"]
@@ -133,13 +136,18 @@ def test_segment_myocardium_leaves_out_a_liver_that_enhances_late(defect):
         imgs[:, sector] = base[sector] + slow[:, None] + np.random.default_rng(2).normal(
             0, 3.0, (n, int(sector.sum())))
     liver = (dy > 25) & (dy < 90) & (np.abs(dx) < 45) & (np.hypot(dx, dy) >= 32.0)
-    uptake = 0.75 * early * np.clip(1 - np.exp(-(t - 12) / 5.0), 0, None)  # early / late 0.8
+    if liver_kind == "uptake":  # early / late 0.8
+        uptake = 0.75 * early * np.clip(1 - np.exp(-(t - 12) / 5.0), 0, None)
+    else:  # 0.42 of the wall's course on a plateau: early 0.6 of the wall's, early / late 2
+        uptake = 0.415 * wall + 0.185 * early * np.clip((t - 12) / 6.0, 0, 1)
     imgs[:, liver] = (80.0 + uptake)[:, None] + np.random.default_rng(1).normal(
         0, 3.0, (n, int(liver.sum())))
     pools = find_blood_pools(imgs, spacing_mm=2.0)
     found = segment_myocardium(imgs, pools, spacing_mm=2.0)
-    # measured: liver 16 % of the mask before the course was compared, 0 % now
-    assert (found & liver).sum() < 0.02 * found.sum()
+    # measured: liver 16 % of the mask before the course was compared, 0 % now; the
+    # washing-out liver 20 % with the stop at half the wall's course, 4 % (a band along
+    # the wall, blurred by the enhancement's smoothing) at 0.6
+    assert (found & liver).sum() < (0.02 if liver_kind == "uptake" else 0.06) * found.sum()
     assert _dice(found, myo) > 0.93
     assert (found & sector).sum() > 0.9 * sector.sum()
 
