@@ -256,7 +256,7 @@ class QuantConfig:
     #: 0.5 keeps its 95 % interval narrower than the gap between a defect, ~1,
     #: and normal stress flow, ~3) ...
     segment_max_se: float = 0.5
-    #: ... or when more than this share of its pixels' fits failed.
+    #: ... or when more than this share of its pixels' fits failed, or of its slice's.
     segment_max_flagged: float = 0.5
     #: Pixel fits with the cheaper 1-point model, bias-corrected per segment.
     fast_pixel_fit: bool = False

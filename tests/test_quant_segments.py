@@ -133,3 +133,14 @@ def test_segment_table_marks_unreliable_segments():
     loose = segment_table({0: mbf}, {0: aha}, valid={0: valid}, flagged={0: flagged},
                           max_se=10.0, max_flagged=0.7)
     assert [r["segment"] for r in loose if not r["reliable"]] == [4]
+    # most of the slice's fits failed: all its segments are suspect, even those whose
+    # own pixels passed (segments 1 and 2 here: 40 % each)
+    broad = np.zeros(ring.shape, bool)
+    for seg, share in ((1, 0.4), (2, 0.4), (3, 0.6), (4, 0.6), (5, 0.6), (6, 0.6)):
+        idx = np.flatnonzero(aha == seg)
+        broad.flat[idx[: int(round(share * idx.size))]] = True
+    rows = segment_table({0: mbf}, {0: aha}, flagged={0: broad}, max_se=10.0, max_flagged=0.7)
+    assert broad[ring].mean() < 0.7 and all(r["reliable"] for r in rows)
+    rows = segment_table({0: mbf}, {0: aha}, flagged={0: broad}, max_se=10.0, max_flagged=0.5)
+    assert broad[ring].mean() > 0.5 and not any(r["reliable"] for r in rows)
+    assert {r["segment"]: r["flagged_share"] for r in rows}[1] == pytest.approx(0.4, abs=0.05)
