@@ -267,7 +267,8 @@ class QuantConfig:
     #: Pixels near the LV cavity also fit the fraction of its blood's signal they hold,
     #: mixed into theirs before the [Gd] conversion as partial volume mixes them
     #: (:class:`perfmoco.quant.spillover.SignalMix`, with the slice's own LV pool
-    #: signal): endocardial partial volume is not read as flow.
+    #: signal): endocardial partial volume is not read as flow; the segment fits
+    #: fit a blood volume too (``fit_fermi_grouped(group_blood=True)``).
     blood_spillover: bool = True
     #: ... and septal pixels nearer the RV cavity the RV blood's (its bolus comes
     #: seconds before the LV's; their baseline ends before it).

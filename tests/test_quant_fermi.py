@@ -154,6 +154,27 @@ def test_grouped_spillover_on_marked_pixels_with_noise():
     np.testing.assert_array_equal(fixed.mbf[~rim], plain.mbf[~rim])
 
 
+def test_group_fits_take_the_blood_of_a_thin_wall_out():
+    """Core curves of a thin (or slightly misaligned) wall hold some blood too: with
+    group_blood the segment's fit reads its tissue's flow and bounds its pixels' shapes
+    near the right one; a segment without blood keeps its fit."""
+    rng = np.random.default_rng(2)
+    n0, n1 = 400, 60
+    c, a = _curves(np.r_[np.full(n0, 2.5), np.full(n1, 1.2)])
+    vb = np.r_[np.zeros(n0), rng.uniform(0.04, 0.12, n1)]
+    mixed = (1 - vb[:, None]) * c + vb[:, None] * a + rng.normal(0, 0.02, c.shape)
+    kw = dict(groups=np.r_[np.zeros(n0, int), np.ones(n1, int)], fixed_delay_s=0.6, dt_s=0.6)
+    pix_plain, plain, _ = fit_fermi_grouped(mixed, a, **kw)
+    pix, blood, _ = fit_fermi_grouped(mixed, a, group_blood=True, **kw)
+    want = 1.2 * (1 - vb[n0:].mean())  # the tissue's flow per volume of the pixels
+    assert plain.mbf[1] > 3 * want  # measured 8.0 against 1.1: blood read as flow
+    assert abs(blood.mbf[1] - want) / want < 0.1
+    assert blood.vb[1] == pytest.approx(vb[n0:].mean(), abs=0.02)
+    assert abs(blood.mbf[0] - 2.5) / 2.5 < 0.05 and blood.vb[0] < 0.01
+    # the pixels (no blood term of their own here) start from and stay near its shape
+    assert np.median(pix.mbf[n0:]) < 0.4 * np.median(pix_plain.mbf[n0:])
+
+
 def test_per_curve_regressors_take_each_pools_blood_out():
     """Curves mixed with one of two pool curves (the AIF, an earlier 'RV' bolus) or
     neither: each marked curve takes its own regressor and reads its tissue part;

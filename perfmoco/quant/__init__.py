@@ -387,7 +387,8 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         np.concatenate(curves), aif_u, groups=np.concatenate(groups), dt_s=dt,
         delay_groups=np.concatenate(dgroups), frame_mask=fm_arg, core=np.concatenate(cores),
         density=config.tissue_density, r2_min=config.r2_min,
-        fast_pixels=config.fast_pixel_fit, denoise=config.temporal_denoise, **spill)
+        fast_pixels=config.fast_pixel_fit, denoise=config.temporal_denoise,
+        group_blood=config.blood_spillover, **spill)
     seg_fit = {(int(g) // 1000, int(g) % 1000): float(v) for g, v in zip(gids, gfit.mbf)}
     # 4. maps, flags and the segment table (core pixels where a segment has enough)
     mbf_maps, quality, flagged, valid, pos = {}, {}, {}, {}, 0
