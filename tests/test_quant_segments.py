@@ -124,6 +124,11 @@ def test_segment_table_marks_unreliable_segments():
     rows = segment_table({0: mbf}, {0: aha}, valid={0: valid}, flagged={0: flagged})
     by = {r["segment"]: r for r in rows}
     assert [s for s in by if not by[s]["reliable"]] == [2, 3, 4]
+    # each says why, in words; a reliable one says nothing
+    assert by[2]["reason"].startswith("standard error of the median")
+    assert by[3]["reason"] == "60% of its pixel fits failed"
+    assert by[4]["reason"] == "3 pixels used (fewer than 5)"
+    assert by[1]["reason"] == by[5]["reason"] == ""
     assert by[3]["flagged_share"] == pytest.approx(0.6, abs=0.05)
     for seg, sd in ((1, 0.3), (2, 8.0), (5, 0.3)):  # ~1.2533 sd / sqrt(n) for normal pixels
         expect = 1.2533 * sd / np.sqrt(by[seg]["n"])
@@ -143,4 +148,5 @@ def test_segment_table_marks_unreliable_segments():
     assert broad[ring].mean() < 0.7 and all(r["reliable"] for r in rows)
     rows = segment_table({0: mbf}, {0: aha}, flagged={0: broad}, max_se=10.0, max_flagged=0.5)
     assert broad[ring].mean() > 0.5 and not any(r["reliable"] for r in rows)
+    assert all(r["reason"].endswith("of its slice's pixel fits failed") for r in rows)
     assert {r["segment"]: r["flagged_share"] for r in rows}[1] == pytest.approx(0.4, abs=0.05)

@@ -28,7 +28,9 @@ def _truth_quant(truth: dict) -> SimpleNamespace:
             segments.append({"slice": k, "segment": int(s), "territory": "LAD",
                              "mean": float(v.mean()), "median": float(np.median(v)),
                              "sd": float(v.std()), "n": int(v.size), "se": 0.1,
-                             "reliable": (k, int(s)) != (2, 13)})
+                             "reliable": (k, int(s)) != (2, 13),
+                             "reason": "" if (k, int(s)) != (2, 13)
+                             else "52% of its pixel fits failed (a; b)"})
     return SimpleNamespace(
         mbf_maps={k: truth[f"s{k}_mbf"] for k in range(3)},
         aha={k: truth[f"s{k}_aha"] for k in range(3)},
@@ -158,6 +160,8 @@ def test_result_file_round_trip(phantom_result, tmp_path):
             assert g["mean"] == pytest.approx(r["mean"], abs=0.006)
             assert g["se"] == pytest.approx(0.1) and g["reliable"] == r["reliable"]
         assert not got[(2, 13)]["reliable"]
+        assert got[(2, 13)]["reason"] == "52% of its pixel fits failed (a; b)"
+        assert got[(2, 14)]["reason"] == ""
     assert any("not stored in result files" in m for m in back.messages)
 
 

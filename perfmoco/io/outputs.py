@@ -67,7 +67,8 @@ def _map_images(result: StudyResult, config: MrdConfig) -> list[ismrmrd.Image]:
     table = [
         f"slice {r['slice']} seg {r['segment']}: mean {r['mean']:.2f} ml/min/g, "
         f"median {r.get('median', float('nan')):.2f}, se {r.get('se', float('nan')):.2f}"
-        + ("" if r.get("reliable", True) else ", unreliable")
+        + ("" if r.get("reliable", True) else ", unreliable"
+           + (f" ({r['reason']})" if r.get("reason") else ""))
         for r in getattr(quant, "segments", [])
     ]
     out = []

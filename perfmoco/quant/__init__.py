@@ -98,15 +98,16 @@ class QuantResult:
                          f"pixels ({int((myo & self.flagged[sl]).sum())} flagged)")
         lines.append("slice segment territory   mean median    sd    se     n")
         for r in self.segments:
-            mark = "" if r.get("reliable", True) else "  unreliable"
+            mark = "" if r.get("reliable", True) else (
+                "  unreliable" + (f" ({r['reason']})" if r.get("reason") else ""))
             lines.append(f"{r['slice']:5d} {r['segment']:7d} {r['territory']:>9s} "
                          f"{r['mean']:6.2f} {r['median']:6.2f} {r['sd']:5.2f} "
                          f"{r.get('se', float('nan')):5.2f} {r['n']:5d}{mark}")
         weak = [f"{r['slice']}/{r['segment']}" for r in self.segments
                 if not r.get("reliable", True)]
         if weak:
-            lines.append(f"unreliable segments (slice/segment; standard error of the median or "
-                         f"share of failed fits too large): {', '.join(weak)}")
+            lines.append(f"unreliable segments (slice/segment; too few pixels, standard error "
+                         f"of the median or share of failed fits too large): {', '.join(weak)}")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 

@@ -168,7 +168,8 @@ def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None, flagged=None,
         interquartile range, ml/min/g), ``flagged_share`` (share of the
         segment's pixels whose fit failed) and ``reliable`` (fewer than 5
         pixels used, ``se > max_se``, ``flagged_share > max_flagged`` or more
-        than ``max_flagged`` of the slice's labelled pixels flagged: False).
+        than ``max_flagged`` of the slice's labelled pixels flagged: False)
+        and ``reason`` (why not reliable, in words; ``""`` for a reliable one).
     """
     rows = []
     for sl in sorted(aha_maps):
@@ -176,13 +177,20 @@ def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None, flagged=None,
         mbf = np.asarray(mbf_maps[sl], np.float64)
         ok = np.ones(aha.shape, bool) if valid is None else np.asarray(valid[sl], bool)
         bad = np.zeros(aha.shape, bool) if flagged is None else np.asarray(flagged[sl], bool)
-        slice_ok = not (aha > 0).any() or float(bad[aha > 0].mean()) <= max_flagged
+        slice_share = float(bad[aha > 0].mean()) if (aha > 0).any() else 0.0
         for seg in np.unique(aha[aha > 0]):
             sel = aha == seg
             vals = mbf[sel & ok & np.isfinite(mbf)]
             n = int(vals.size)
             se = _median_se(vals)
             share = float(bad[sel].mean())
+            why = [text for text, bad_ in (
+                (f"{n} pixels used (fewer than {_MIN_PIXELS})", n < _MIN_PIXELS),
+                (f"standard error of the median {se:.2f} ml/min/g, above {max_se:g}",
+                 n >= _MIN_PIXELS and not se <= max_se),
+                (f"{share:.0%} of its pixel fits failed", share > max_flagged),
+                (f"{slice_share:.0%} of its slice's pixel fits failed",
+                 slice_share > max_flagged)) if bad_]
             rows.append(dict(
                 slice=int(sl), segment=int(seg), territory=territory_of(int(seg)),
                 mean=float(vals.mean()) if n else float("nan"),
@@ -190,9 +198,7 @@ def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None, flagged=None,
                 sd=float(vals.std(ddof=1)) if n > 1 else float("nan"),
                 n=n, n_flagged=int(sel.sum()) - n,
                 fit=float(fit_mbf.get((int(sl), int(seg)), np.nan)) if fit_mbf else float("nan"),
-                se=se, flagged_share=share,
-                reliable=bool(n >= _MIN_PIXELS and se <= max_se and share <= max_flagged
-                              and slice_ok),
+                se=se, flagged_share=share, reliable=not why, reason="; ".join(why),
             ))
     return rows
 

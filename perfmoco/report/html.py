@@ -177,7 +177,9 @@ def _section_mbf(result: StudyResult, views: list[SliceView], assets: _Assets) -
             [[r.get("slice", ""), r.get("segment", ""), r.get("territory", ""),
               _num(r.get("mean")), _num(r.get("median")), _num(r.get("sd")),
               _num(r.get("se")), r.get("n", ""),
-              "" if "reliable" not in r else ("yes" if r["reliable"] else "NO")]
+              "" if "reliable" not in r else ("yes" if r["reliable"] else
+                                              "NO" + (f": {r['reason']}" if r.get("reason")
+                                                      else ""))]
              for r in rows],
         ))
     else:

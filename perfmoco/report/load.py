@@ -34,9 +34,11 @@ __all__ = ["LoadedQuant", "load_result"]
 log = logging.getLogger(__name__)
 
 _NUM = r"([-+0-9.eEnaNinf]+)"
-#: ``slice S seg G: mean M ml/min/g[, median D, se E][, unreliable]`` (older files: mean only).
+#: ``slice S seg G: mean M ml/min/g[, median D, se E][, unreliable[ (REASON)]]`` (older
+#: files: mean only, or no reason).
 _SEGMENT_RE = re.compile(rf"slice\s+(\d+)\s+seg\s+(\d+):\s+mean\s+{_NUM}(?:\s*ml/min/g)?"
-                         rf"(?:,\s*median\s+{_NUM},\s*se\s+{_NUM})?(,\s*unreliable)?")
+                         rf"(?:,\s*median\s+{_NUM},\s*se\s+{_NUM})?"
+                         rf"(,\s*unreliable(?:\s*\((.*)\))?)?")
 
 
 @dataclasses.dataclass
@@ -93,7 +95,8 @@ def _maps(images, mrd: MrdConfig) -> LoadedQuant | None:
                 segments.append({"slice": int(m[1]), "segment": int(m[2]), "mean": mean,
                                  "median": float(m[4]) if m[4] else mean,
                                  "se": float(m[5]) if m[5] else float("nan"),
-                                 "reliable": not m[6], "sd": float("nan"), "n": None})
+                                 "reliable": not m[6], "reason": m[7] or "",
+                                 "sd": float("nan"), "n": None})
     return LoadedQuant(mbf_maps=maps, segments=segments) if maps else None
 
 
