@@ -49,7 +49,8 @@ def truth_metrics(result: MocoResult, truth: dict, series: SliceSeries) -> dict[
         ``(T, 2, Y, X)`` (the true motion; then each frame's mask is rendered
         once in the corrected frame, :func:`perfmoco.metrics.true_masks_corrected`)
         and ``peak_index`` (peak-LV dynamic; default the frame of maximum mean
-        signal inside the LV ROI).
+        signal inside the LV ROI); optionally ``noise_free`` ``(T, Y, X)``, the
+        phantom's frames without image noise (as moved).
     series : SliceSeries
         The uncorrected series (for the TIC smoothness and the spacing).
 
@@ -61,7 +62,10 @@ def truth_metrics(result: MocoResult, truth: dict, series: SliceSeries) -> dict[
         ``centroid_mm`` / ``centroid_mm_none``: median LV-centroid residual in
         mm; ``dice_peak`` / ``dice_peak_none``: pairwise Dice over the 5 frames
         around peak LV; ``tic`` / ``tic_none``: TIC smoothness (paper metric,
-        lower is better) in the ROI of the reference mask.  With the
+        lower is better) in the ROI of the reference mask; with ``noise_free``
+        frames also ``tic_noise_free`` / ``tic_noise_free_none``: the same on
+        those frames resampled with the correction's displacement (bilinear),
+        i.e. the motion's share without the image noise's floor.  With the
         motion-free mask, also ``dice_raster`` and ``dice_peak_raster``: the
         same Dice with the binary per-frame masks warped instead (a second
         resampling of a binary raster, which caps even a perfect correction
@@ -97,4 +101,10 @@ def truth_metrics(result: MocoResult, truth: dict, series: SliceSeries) -> dict[
         out["dice_peak_raster"] = dice_around_peak(raster, peak_index=peak)
     out["tic"] = tic_smoothness(result.corrected, centre=centre, radius_px=radius)
     out["tic_none"] = tic_smoothness(series.images, centre=centre, radius_px=radius)
+    clean = truth.get("noise_free")
+    if clean is not None:  # motion alone: the same fields on the phantom's noise-free frames
+        clean = np.asarray(clean, np.float32)
+        out["tic_noise_free"] = tic_smoothness(warp_series(clean, disp), centre=centre,
+                                               radius_px=radius)
+        out["tic_noise_free_none"] = tic_smoothness(clean, centre=centre, radius_px=radius)
     return out
