@@ -61,6 +61,9 @@ def test_noise_free_phantom_against_truth(ph, clean_result):
         tr[f"s{row['slice']}_aha"] == row["segment"]])) for row in r.segments]
     assert np.median(seg_err) < 0.25
     assert {row["segment"] for row in r.segments} == set(range(1, 17))
+    # the segment fits' blood volume: the phantom's core pixels hold no blood (motion-free)
+    assert all(0.0 <= row["fit_vb"] < 0.03 for row in r.segments), [
+        round(row["fit_vb"], 3) for row in r.segments]
     assert abs(r.aif_gd.max() - tr["aif_gd"].max()) < 0.1 * tr["aif_gd"].max()
     text = r.summary_text()
     assert "AIF peak" in text and "slice 2" in text

@@ -391,6 +391,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         fast_pixels=config.fast_pixel_fit, denoise=config.temporal_denoise,
         group_blood=config.blood_spillover, **spill)
     seg_fit = {(int(g) // 1000, int(g) % 1000): float(v) for g, v in zip(gids, gfit.mbf)}
+    seg_vb = {(int(g) // 1000, int(g) % 1000): float(v) for g, v in zip(gids, gfit.vb)}
     # 4. maps, flags and the segment table (core pixels where a segment has enough)
     mbf_maps, quality, flagged, valid, pos = {}, {}, {}, {}, 0
     for sl, cur, core in zip(owners, curves, cores):
@@ -416,7 +417,8 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         if bad.mean() > 0.2:
             warn(msgs, f"slice {sl}: {100 * bad.mean():.0f}% of myocardial pixels flagged "
                         "(poor fit, unphysical MBF or saturated signal)")
-    rows = segment_table(mbf_maps, aha_maps, valid=valid, fit_mbf=seg_fit, flagged=flagged,
+    rows = segment_table(mbf_maps, aha_maps, valid=valid, fit_mbf=seg_fit, fit_vb=seg_vb,
+                         flagged=flagged,
                          max_se=config.segment_max_se,
                          max_flagged=config.segment_max_flagged)
     return QuantResult(

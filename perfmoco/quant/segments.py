@@ -130,7 +130,7 @@ def aha_segments(myo_mask, lv_centre, insertion, *, level: str,
     return np.where(myo, seg, 0).astype(np.int16)
 
 
-def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None, flagged=None,
+def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None, fit_vb=None, flagged=None,
                   max_se: float = 0.5, max_flagged: float = 0.5) -> list[dict]:
     """Per-segment MBF statistics, each with a reliability verdict.
 
@@ -144,6 +144,8 @@ def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None, flagged=None,
         Pixels to include (e.g. good fits); default all labelled pixels.
     fit_mbf : dict of (int, int) to float, keyword-only, optional
         MBF of a fit to the segment's mean curve, keyed ``(slice, segment)``.
+    fit_vb : dict of (int, int) to float, keyword-only, optional
+        Blood volume fraction of that fit (``quant.blood_spillover``), keyed alike.
     flagged : dict of int to ndarray, shape (Y, X), bool, keyword-only, optional
         Pixels whose fit failed (poor fit, unphysical MBF, saturated signal).
     max_se : float, keyword-only
@@ -164,7 +166,8 @@ def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None, flagged=None,
         One row per (slice, segment) with keys ``slice``, ``segment``,
         ``territory``, ``mean``, ``median``, ``sd`` (ml/min/g), ``n`` (pixels
         used), ``n_flagged`` (pixels not used), ``fit`` (segment-curve MBF or
-        NaN), ``se`` (standard error of the median from the pixels'
+        NaN), ``fit_vb`` (that fit's blood volume fraction or NaN), ``se``
+        (standard error of the median from the pixels'
         interquartile range, ml/min/g), ``flagged_share`` (share of the
         segment's pixels whose fit failed) and ``reliable`` (fewer than 5
         pixels used, ``se > max_se``, ``flagged_share > max_flagged`` or more
@@ -198,6 +201,7 @@ def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None, flagged=None,
                 sd=float(vals.std(ddof=1)) if n > 1 else float("nan"),
                 n=n, n_flagged=int(sel.sum()) - n,
                 fit=float(fit_mbf.get((int(sl), int(seg)), np.nan)) if fit_mbf else float("nan"),
+                fit_vb=float(fit_vb.get((int(sl), int(seg)), np.nan)) if fit_vb else float("nan"),
                 se=se, flagged_share=share, reliable=not why, reason="; ".join(why),
             ))
     return rows

@@ -29,7 +29,7 @@ STUDY_COLUMNS = [
     "result",
 ]
 SEGMENT_COLUMNS = ["study", "slice", "segment", "territory", "mean", "median", "sd", "n",
-                   "se", "reliable", "reason"]
+                   "se", "reliable", "reason", "fit", "fit_vb"]
 
 
 def json_safe(value: Any) -> Any:
