@@ -120,7 +120,9 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
 
     The delay is fitted on the mean curve of the masked pixels away from the
     mask's borders; each pixel keeps it within +-0.3 s
-    (:func:`perfmoco.quant.grouped.fit_fermi_grouped`).  When the mask is a
+    (:func:`perfmoco.quant.grouped.fit_fermi_grouped`), and starts from that
+    curve's fit (for a ring with ``spillover``, one that also takes a blood
+    volume out, as :func:`quantify_study`'s segment fits).  When the mask is a
     ring (a myocardium), the cavity it encloses is taken as the LV blood pool:
     as in :func:`quantify_study`, the pixels within ``rim_px`` of it may also
     take a fraction of the AIF itself (endocardial partial volume, ``spillover``).
@@ -194,9 +196,11 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
         cavity = ndimage.binary_fill_holes(m) & ~m
         rim = (distance_to(cavity) <= round(int(rim_px) * f_px))[m]
         core = core_pixels(m, cavity, np.zeros(m.shape, int), f_px)[m]
-        fit, _, _ = fit_fermi_grouped(curves, aif, groups=np.zeros(len(curves), int), dt_s=dt_s,
+        near = bool(spillover and rim.any())  # a ring: its cavity's blood
+        one = np.zeros(len(curves), int)  # the delay, then the group with its blood volume
+        fit, _, _ = fit_fermi_grouped(curves, aif, groups=one, delay_groups=one, dt_s=dt_s,
                                       density=density, core=core, denoise=denoise,
-                                      spillover=rim if spillover and rim.any() else False)
+                                      spillover=rim if near else False, group_blood=near)
         out[m] = np.where(fit.ok, fit.mbf, np.nan)
     return out
 
