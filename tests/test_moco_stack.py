@@ -60,12 +60,55 @@ def test_an_apical_slice_taking_the_aorta_for_the_lv_is_searched_again_near_the_
         assert _error_mm(slices[i], checked[i], ph.truth) < 5.0
 
 
-def test_no_check_without_geometry_or_when_switched_off(aorta_at_apex):
+def test_no_check_when_switched_off_or_without_a_common_grid(aorta_at_apex):
     slices = aorta_at_apex.study.slices
     own = [locate_lv(s) for s in slices]
     assert locate_lv_stack(slices, locations=own, tolerance_mm=0.0) == own
+    # no geometry, and one slice's field of view differs from the others': no common grid
     bare = [dataclasses.replace(s, geometry=None) for s in slices]
-    assert locate_lv_stack(bare, locations=own) == own
+    cut = bare[1].images[:, 20:]
+    odd = [*bare[:1], dataclasses.replace(bare[1], images=cut, pd_images=bare[1].pd_images[:, 20:]),
+           *bare[2:]]
+    wrong = [*own[:2], own[2]._replace(centre_yx=(own[2].centre_yx[0] + 25.0,
+                                                  own[2].centre_yx[1])), own[3]]
+    assert locate_lv_stack(odd, locations=wrong) == wrong
+    # geometry on one slice only: too few to compare in patient coordinates
+    one = [slices[0], *bare[1:]]
+    assert locate_lv_stack(one, locations=wrong) == wrong
+
+
+def test_without_geometry_slices_of_one_field_of_view_are_checked_on_a_common_grid(
+        aorta_at_apex, own_search_takes_the_aorta):
+    """Bare arrays or default headers: the slices of one perfusion protocol share their
+    field of view, so their LV centres are compared on one grid (centred, same axes)."""
+    ph = aorta_at_apex
+    bare = [dataclasses.replace(s, geometry=None) for s in ph.study.slices]
+    own = [own_search_takes_the_aorta(s) for s in ph.study.slices]
+    assert _error_mm(bare[2], own[2], ph.truth) > 30.0
+    checked = locate_lv_stack(bare, locations=own)
+    assert _error_mm(bare[2], checked[2], ph.truth) < 5.0
+    assert all(checked[i] is own[i] for i in (0, 1, 3))
+
+
+def test_without_geometry_the_checked_lv_orients_the_series():
+    """Phantom 10802 without its geometry: the mid slice's own search takes a pool 45 mm
+    off the LV, and the RV beside that pool turned the series the wrong way for the
+    networks (Dice 0.67 against 0.93 with the geometry). With the stack's LV both the
+    crop and the orientation come from the right pool."""
+    from perfmoco.config import Config
+    from perfmoco.moco.data import slice_truth
+    from perfmoco.moco.evaluate import truth_metrics
+    from perfmoco.moco.pipeline import MotionCorrector
+    from perfmoco.pipeline import stack_locations
+
+    ph = generate_phantom(seed=10802, motion="breathing", vendor="a")
+    study = ph.study.replace_slices([s.replace(geometry=None) for s in ph.study.slices])
+    locs = stack_locations(study, Config())
+    s = study.slices[1]
+    assert _error_mm(s, locate_lv(s), ph.truth) > 30.0  # its own search
+    assert _error_mm(s, locs[1], ph.truth) < 5.0
+    res = MotionCorrector.load(device="cpu").correct(s, lv=locs[1])
+    assert truth_metrics(res, slice_truth(ph.truth, s), s)["dice"] > 0.9
 
 
 def test_in_plane_coordinates_and_pixels_invert_each_other(aorta_at_apex):

@@ -82,6 +82,9 @@ COMPILE_BATCH = 16
 #: 71-frame call with the default layout (model card, "Why these sizes"; outputs within
 #: 2e-5 px).  Other devices take up to 128 frames a call.
 CPU_BATCH = 16
+#: Without geometry, the pools that orient a series are searched within this distance
+#: (mm) of its LV when that is known (the stack's check): the RV beside the right pool.
+NEAR_LV_MM = 15.0
 
 
 class MotionCorrector:
@@ -191,8 +194,12 @@ class MotionCorrector:
                     self._run_net(stage, x, x)
         return time.perf_counter() - t0
 
-    def _orientation(self, series: SliceSeries) -> Orientation:
-        """The re-ordering onto the standard display: from the geometry, else the anatomy."""
+    def _orientation(self, series: SliceSeries, lv: LvLocation | None = None) -> Orientation:
+        """The re-ordering onto the standard display: from the geometry, else the anatomy.
+
+        ``lv``: the series' LV when known (e.g. checked against the stack); the RV is
+        then looked for beside that pool.
+        """
         cfg = self.config
         if not cfg.canonical_orientation:
             return Orientation()
@@ -201,9 +208,10 @@ class MotionCorrector:
             return orient
         if not cfg.orientation_from_anatomy:
             return orient
+        near = {} if lv is None else {"near_yx": lv.centre_yx, "near_mm": NEAR_LV_MM}
         try:
             pools = find_blood_pools(series.images, times_s=series.times_s,
-                                     spacing_mm=series.pixel_spacing_mm)
+                                     spacing_mm=series.pixel_spacing_mm, **near)
         except Exception as exc:  # a heuristic failing must not stop the correction
             log.info("%s: no blood pools to orient the series by (%s); taken as stored",
                      series.name, exc)
@@ -253,7 +261,7 @@ class MotionCorrector:
             # trained networks produce denormal activations, ~7x slower on CPU;
             # flushing them to zero is process-wide and left on
             torch.set_flush_denormal(True)
-        orient = self._orientation(series)
+        orient = self._orientation(series, lv)
         try:
             with self._lock, torch.inference_mode():
                 if orient.identity:
