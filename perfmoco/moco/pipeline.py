@@ -198,7 +198,8 @@ class MotionCorrector:
         """The re-ordering onto the standard display: from the geometry, else the anatomy.
 
         ``lv``: the series' LV when known (e.g. checked against the stack); the RV is
-        then looked for beside that pool.
+        then looked for beside that pool (beside the series' own pick where no pool
+        is found there).
         """
         cfg = self.config
         if not cfg.canonical_orientation:
@@ -208,10 +209,17 @@ class MotionCorrector:
             return orient
         if not cfg.orientation_from_anatomy:
             return orient
-        near = {} if lv is None else {"near_yx": lv.centre_yx, "near_mm": NEAR_LV_MM}
+        kw = {"times_s": series.times_s, "spacing_mm": series.pixel_spacing_mm}
+        pools = None
+        if lv is not None:
+            try:
+                pools = find_blood_pools(series.images, near_yx=lv.centre_yx,
+                                         near_mm=NEAR_LV_MM, **kw)
+            except StudyError:  # no pool there: the series' own pick
+                pools = None
         try:
-            pools = find_blood_pools(series.images, times_s=series.times_s,
-                                     spacing_mm=series.pixel_spacing_mm, **near)
+            if pools is None:
+                pools = find_blood_pools(series.images, **kw)
         except Exception as exc:  # a heuristic failing must not stop the correction
             log.info("%s: no blood pools to orient the series by (%s); taken as stored",
                      series.name, exc)
