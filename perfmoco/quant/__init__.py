@@ -197,8 +197,9 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
         rim = (distance_to(cavity) <= round(int(rim_px) * f_px))[m]
         core = core_pixels(m, cavity, np.zeros(m.shape, int), f_px)[m]
         near = bool(spillover and rim.any())  # a ring: its cavity's blood
-        one = np.zeros(len(curves), int)  # the delay, then the group with its blood volume
-        fit, _, _ = fit_fermi_grouped(curves, aif, groups=one, delay_groups=one, dt_s=dt_s,
+        one = np.zeros(len(curves), int)  # (near: the delay, then the group with its blood)
+        fit, _, _ = fit_fermi_grouped(curves, aif, groups=one, delay_groups=one if near else None,
+                                      dt_s=dt_s,
                                       density=density, core=core, denoise=denoise,
                                       spillover=rim if near else False, group_blood=near)
         out[m] = np.where(fit.ok, fit.mbf, np.nan)
