@@ -68,6 +68,11 @@ def test_evaluate_none_and_oracle_writes_files_and_matches_truth(tmp_path, oracl
         assert float(b["centroid_mm"]) < min(1.0, float(a["centroid_mm"]))
         assert float(b["dice_peak"]) > float(a["dice_peak"])
         assert float(b["tic_smoothness"]) < float(a["tic_smoothness"])
+        # without the image noise the oracle's improvement shows in full (the noisy one is
+        # capped by the noise floor)
+        nf_a, nf_b = float(a["tic_noise_free"]), float(b["tic_noise_free"])
+        assert nf_b < float(b["tic_smoothness"])
+        assert nf_a / nf_b > float(a["tic_smoothness"]) / float(b["tic_smoothness"])
     assert any(np.isfinite(float(r["median_mbf"])) for r in rows)  # quant may skip a slice
     # the paper-shaped table and the p-values
     table = {r["metric"]: r for r in res.table}

@@ -30,6 +30,8 @@ METRICS = [
     ("dice_all", "Dice of true myocardium, all dynamics", "mean", "slice", "truth"),
     ("centroid_mm", "LV centroid residual, mm", "median", "slice", "truth"),
     ("displacement_error_mm", "displacement error in myocardium, mm", "median", "slice", "truth"),
+    ("tic_noise_free", "TIC smoothness of the noise-free frames, same fields", "median", "slice",
+     "truth"),
     ("mbf_mae", "MBF absolute error vs truth, ml/min/g", "median", "slice", "truth"),
     ("mbf_bias", "MBF bias vs truth, ml/min/g", "mean", "slice", "truth"),
     ("moco_s", "motion correction per study (4 slices), s", "mean", "study", "runtime"),
