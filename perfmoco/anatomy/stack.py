@@ -58,14 +58,30 @@ def _frame(series: SliceSeries):
     return pos, ax[0], ax[1]
 
 
+def _oriented(geometry) -> bool:
+    """Whether a geometry holds read and phase directions at all (not absent or zeroed)."""
+    if geometry is None:
+        return False
+    d = np.array([geometry.read_dir, geometry.phase_dir], np.float64)
+    return bool(np.isfinite(d).all() and (np.linalg.norm(d, axis=1) > 1e-6).all())
+
+
 def _grid_frames(slices: Sequence[SliceSeries]) -> list | None:
     """Frames of a stack with no geometry at all: one common grid, or None.
+
+    Only where no slice has read and phase directions (none, or a header's zeros) or
+    all share one position and one set of directions (a default header written for
+    them): a stack whose own geometry is known but not short-axis is left unchecked.
 
     Every slice centred at the origin with the same axes, where their fields of
     view (matrix x spacing, mm) agree within :data:`GRID_FOV_TOLERANCE` (the high-
     resolution slices and a low-resolution AIF slice of the same field of view).
     """
-    if any(s.geometry is not None and _frame(s) is not None for s in slices):
+    geoms = [s.geometry for s in slices]
+    if any(_oriented(g) for g in geoms) and not all(  # one header for all: no information
+            g is not None and all(np.allclose(getattr(g, a), getattr(geoms[0], a))
+                                  for a in ("position", "read_dir", "phase_dir"))
+            for g in geoms):
         return None
     fovs = np.array([[n * d for n, d in zip(s.shape, s.pixel_spacing_mm)] for s in slices])
     if len(slices) < 3 or np.any(np.abs(fovs / fovs[0] - 1.0) > GRID_FOV_TOLERANCE):
