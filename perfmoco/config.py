@@ -255,6 +255,11 @@ class QuantConfig:
     segment_max_se: float = 0.5
     #: ... or when more than this share of its pixels' fits failed, or of its slice's.
     segment_max_flagged: float = 0.5
+    #: Stress MBF (ml/min/g) below which a pixel counts as ischaemic: each segment's share
+    #: of such pixels (``below``) and the study's ischaemic burden (share of all fitted
+    #: myocardial pixels).  2.0 as the defect/healthy split of the phantom targets; the
+    #: literature's cut-offs for stress MBF lie near it (e.g. 1.94 ml/g/min).
+    ischemia_mbf: float = 2.0
     #: Pixel fits with the cheaper 1-point model, bias-corrected per segment.
     fast_pixel_fit: bool = False
     #: Fermi fits (delays, segments, pixels) on the curves projected onto the temporal

@@ -124,6 +124,7 @@ def test_segment_table_marks_unreliable_segments():
     rows = segment_table({0: mbf}, {0: aha}, valid={0: valid}, flagged={0: flagged})
     by = {r["segment"]: r for r in rows}
     assert [s for s in by if not by[s]["reliable"]] == [2, 3, 4]
+    assert np.isnan(by[1]["below"])  # no threshold asked for
     # each says why, in words; a reliable one says nothing
     assert by[2]["reason"].startswith("standard error of the median")
     assert by[3]["reason"] == "60% of its pixel fits failed"
@@ -150,3 +151,23 @@ def test_segment_table_marks_unreliable_segments():
     assert broad[ring].mean() > 0.5 and not any(r["reliable"] for r in rows)
     assert all(r["reason"].endswith("of its slice's pixel fits failed") for r in rows)
     assert {r["segment"]: r["flagged_share"] for r in rows}[1] == pytest.approx(0.4, abs=0.05)
+
+
+def test_segment_share_below_a_threshold_counts_every_fitted_pixel():
+    """``below``: the share of a segment's fitted pixels under the threshold, the
+    subendocardial ones too (not only ``valid``); failed fits are not counted."""
+    ring = _ring()
+    aha = aha_segments(ring, (CY, CX), 120.0, level="mid")
+    mbf = np.where(ring, 3.0, 0.0)
+    idx = np.flatnonzero(aha == 8)
+    mbf.flat[idx[: idx.size // 4]] = 1.0  # a quarter of segment 8 is a defect
+    valid = ring.copy()
+    valid.flat[idx[: idx.size // 4]] = False  # ... outside the pixels the median uses
+    flagged = np.zeros(ring.shape, bool)
+    flagged.flat[np.flatnonzero(aha == 9)[:5]] = True
+    mbf.flat[np.flatnonzero(aha == 9)[:5]] = 0.5  # failed fits reading low: not counted
+    rows = segment_table({0: mbf}, {0: aha}, valid={0: valid}, flagged={0: flagged}, below=2.0)
+    by = {r["segment"]: r for r in rows}
+    assert by[8]["below"] == pytest.approx((idx.size // 4) / idx.size)
+    assert by[8]["median"] == pytest.approx(3.0)
+    assert by[9]["below"] == 0.0 and by[7]["below"] == 0.0

@@ -72,6 +72,9 @@ class QuantResult:
     aif_times_s : ndarray, shape (T,), float64, s
         The fitting grid (acquisition clock).
     warnings : list of str
+    ischemia_mbf : float
+        MBF (ml/min/g) below which a pixel counts as ischaemic
+        (:meth:`ischemic_burden`, the segments' ``below``).
     """
 
     mbf_maps: dict[int, np.ndarray]
@@ -84,6 +87,19 @@ class QuantResult:
     aif_gd: np.ndarray
     aif_times_s: np.ndarray
     warnings: list[str]
+    ischemia_mbf: float = 2.0
+
+    def ischemic_burden(self) -> tuple[float, int]:
+        """The ischaemic burden: share of the fitted (not flagged) myocardial pixels.
+
+        Returns the share of all slices' fitted myocardial pixels with MBF below
+        :attr:`ischemia_mbf`, and how many pixels it is of (``(nan, 0)``: none).
+        """
+        vals = np.concatenate([np.asarray(m, np.float64)[self.myocardium[k] & ~self.flagged[k]]
+                               for k, m in self.mbf_maps.items()] or [np.zeros(0)])
+        vals = vals[np.isfinite(vals)]
+        return (float(np.mean(vals < self.ischemia_mbf)) if vals.size else float("nan"),
+                int(vals.size))
 
     def summary_text(self) -> str:
         """Human-readable summary: AIF, per-slice medians, segment table, warnings."""
@@ -96,6 +112,10 @@ class QuantResult:
             med = float(np.median(self.mbf_maps[sl][good])) if good.any() else float("nan")
             lines.append(f"slice {sl}: median MBF {med:.2f} ml/min/g over {int(good.sum())} "
                          f"pixels ({int((myo & self.flagged[sl]).sum())} flagged)")
+        burden, n_px = self.ischemic_burden()
+        if n_px:
+            lines.append(f"ischaemic burden: {100 * burden:.0f}% of {n_px} fitted myocardial "
+                         f"pixels below {self.ischemia_mbf:g} ml/min/g")
         lines.append("slice segment territory   mean median    sd    se     n")
         for r in self.segments:
             mark = "" if r.get("reliable", True) else (
@@ -425,9 +445,10 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
     rows = segment_table(mbf_maps, aha_maps, valid=valid, fit_mbf=seg_fit, fit_vb=seg_vb,
                          flagged=flagged,
                          max_se=config.segment_max_se,
-                         max_flagged=config.segment_max_flagged)
+                         max_flagged=config.segment_max_flagged, below=config.ischemia_mbf)
     return QuantResult(
         mbf_maps=mbf_maps, fit_quality=quality, flagged=flagged,
         myocardium={k: w.myo for k, w in work.items()}, aha=aha_maps, rv_insertion=ins_out,
         segments=rows, aif_gd=aif_u, aif_times_s=grid, warnings=msgs,
+        ischemia_mbf=config.ischemia_mbf,
     )

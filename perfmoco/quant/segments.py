@@ -131,7 +131,8 @@ def aha_segments(myo_mask, lv_centre, insertion, *, level: str,
 
 
 def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None, fit_vb=None, flagged=None,
-                  max_se: float = 0.5, max_flagged: float = 0.5) -> list[dict]:
+                  max_se: float = 0.5, max_flagged: float = 0.5,
+                  below: float | None = None) -> list[dict]:
     """Per-segment MBF statistics, each with a reliability verdict.
 
     Parameters
@@ -159,6 +160,10 @@ def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None, fit_vb=None, 
         pixels passed are suspect too (a vendor-b phantom's deep-breathing
         apical slice, 64 % flagged: segments read 7.7 and 7.1 ml/min/g against
         2.9 and 3.1, with 47 % and 22 % of their own pixels flagged).
+    below : float, keyword-only, optional
+        An MBF (ml/min/g): each row's ``below`` is then the share of the
+        segment's fitted pixels (all of them, not only ``valid``: a
+        subendocardial defect lies at the blood pool) under it; else NaN.
 
     Returns
     -------
@@ -172,7 +177,8 @@ def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None, fit_vb=None, 
         segment's pixels whose fit failed) and ``reliable`` (fewer than 5
         pixels used, ``se > max_se``, ``flagged_share > max_flagged`` or more
         than ``max_flagged`` of the slice's labelled pixels flagged: False)
-        and ``reason`` (why not reliable, in words; ``""`` for a reliable one).
+        ``reason`` (why not reliable, in words; ``""`` for a reliable one) and
+        ``below`` (see ``below``).
     """
     rows = []
     for sl in sorted(aha_maps):
@@ -187,6 +193,9 @@ def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None, fit_vb=None, 
             n = int(vals.size)
             se = _median_se(vals)
             share = float(bad[sel].mean())
+            fitted = mbf[sel & ~bad & np.isfinite(mbf)]
+            low = (float(np.mean(fitted < below)) if below is not None and fitted.size
+                   else float("nan"))
             why = [text for text, bad_ in (
                 (f"{n} pixels used (fewer than {_MIN_PIXELS})", n < _MIN_PIXELS),
                 (f"standard error of the median {se:.2f} ml/min/g, above {max_se:g}",
@@ -202,7 +211,7 @@ def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None, fit_vb=None, 
                 n=n, n_flagged=int(sel.sum()) - n,
                 fit=float(fit_mbf.get((int(sl), int(seg)), np.nan)) if fit_mbf else float("nan"),
                 fit_vb=float(fit_vb.get((int(sl), int(seg)), np.nan)) if fit_vb else float("nan"),
-                se=se, flagged_share=share, reliable=not why, reason="; ".join(why),
+                se=se, flagged_share=share, reliable=not why, reason="; ".join(why), below=low,
             ))
     return rows
 

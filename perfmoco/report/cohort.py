@@ -29,7 +29,7 @@ STUDY_COLUMNS = [
     "result",
 ]
 SEGMENT_COLUMNS = ["study", "slice", "segment", "territory", "mean", "median", "sd", "n",
-                   "se", "reliable", "reason", "fit", "fit_vb"]
+                   "se", "reliable", "reason", "fit", "fit_vb", "below"]
 
 
 def json_safe(value: Any) -> Any:
