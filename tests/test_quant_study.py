@@ -351,3 +351,19 @@ def test_temporal_denoising_sharpens_noisy_maps(ph):
     assert stats[True][0] < 0.85 * stats[False][0]
     assert stats[True][1] < 0.8 * stats[False][1]
     assert stats[True][2] <= stats[False][2] + 0.01  # fit quality still scored on the data
+
+
+def test_the_maps_carry_the_ischaemic_burden(ph, clean_study, clean_result):
+    """Every MBF map sent back names the study's ischaemic burden in its meta."""
+    from perfmoco.config import MrdConfig
+    from perfmoco.io.outputs import result_to_images
+    from perfmoco.pipeline import StudyResult
+
+    images = result_to_images(StudyResult(study=clean_study, moco=[], quant=clean_result),
+                              config=MrdConfig())
+    maps = [im for im in images if im.meta.get("GADGETRON_DataRole") == "Flow_Map"]
+    assert len(maps) == 3
+    burden, n_px = clean_result.ischemic_burden()
+    for im in maps:
+        text = im.meta["perfmoco_IschemicBurden"]
+        assert text.startswith(f"{burden:.3f} of {n_px} pixels below 2 ml/min/g")

@@ -94,6 +94,11 @@ def _map_images(result: StudyResult, config: MrdConfig) -> list[ismrmrd.Image]:
         if aif is not None and len(aif):
             meta["perfmoco_AIF_mmol_l"] = [f"{v:.4g}" for v in np.asarray(aif, float)]
             meta["perfmoco_AIF_times_s"] = [f"{v:.4f}" for v in np.asarray(quant.aif_times_s)]
+        if hasattr(quant, "ischemic_burden"):  # the study's, on every map
+            burden, n_px = quant.ischemic_burden()
+            if n_px:
+                meta["perfmoco_IschemicBurden"] = (
+                    f"{burden:.3f} of {n_px} pixels below {quant.ischemia_mbf:g} ml/min/g")
         if table:
             meta["perfmoco_Segments"] = [
                 t for t in table if t.startswith(f"slice {s.slice_index} ")
