@@ -61,6 +61,14 @@ def _truth_report(result, truth: dict) -> list[str]:
                 f"(truth {np.median(truth[f's{k}_mbf'][myo]):.2f}), "
                 f"median |error| {np.median(err):.2f} ml/min/g"
             )
+        burden, n_px = q.ischemic_burden()
+        keys = [f"s{s.slice_index}" for s in result.study.highres]
+        true_mbf = np.concatenate([truth[f"{p}_mbf"][truth[f"{p}_aha"] > 0]
+                                   for p in keys if f"{p}_aha" in truth] or [np.zeros(0)])
+        if n_px and true_mbf.size:
+            true_burden = float(np.mean(true_mbf < q.ischemia_mbf))
+            lines.append(f"  ischaemic burden (MBF < {q.ischemia_mbf:g} ml/min/g): "
+                         f"{100 * burden:.0f}% (truth {100 * true_burden:.0f}%)")
     return lines
 
 
