@@ -7,7 +7,6 @@ into pixel-wise stress MBF maps (ml/min/g) and a 16-segment table;
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import numpy as np
@@ -21,6 +20,7 @@ from perfmoco.quant.grouped import fit_fermi_grouped
 from perfmoco.quant.messages import warn
 from perfmoco.quant.pixels import core_pixels, distance_to, rim_pools
 from perfmoco.quant.resolution import interpolation_factor
+from perfmoco.quant.result import QuantResult
 from perfmoco.quant.segments import segment_table, slice_levels
 from perfmoco.quant.signal import (
     baseline_m0,
@@ -45,91 +45,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-@dataclasses.dataclass
-class QuantResult:
-    """MBF maps and segment table of one study; dicts are keyed by high-res ``slice_index``.
-
-    Attributes
-    ----------
-    mbf_maps : dict of int to ndarray, shape (Y, X), float32, ml/min/g
-        Pixel MBF, 0 outside the myocardium.
-    fit_quality : dict of int to ndarray, shape (Y, X), float32
-        Fit r2 per pixel (0 outside the myocardium).
-    flagged : dict of int to ndarray, shape (Y, X), bool
-        Myocardial pixels whose MBF is unreliable (poor fit, fit at a bound,
-        MBF above ``max_mbf``, saturated signal); left out of the segment table.
-    myocardium : dict of int to ndarray, shape (Y, X), bool
-    aha : dict of int to ndarray, shape (Y, X), int16
-        AHA segment 1-16, 0 outside the myocardium.
-    rv_insertion : dict of int to ndarray, shape (2, 2), float64
-        ``[[y_ant, x_ant], [y_inf, x_inf]]`` pixels (NaN where inferred).
-    segments : list of dict
-        Rows of :func:`perfmoco.quant.segments.segment_table` (``slice``,
-        ``segment``, ``territory``, ``mean``, ``median``, ``sd``, ``n``, ...).
-    aif_gd : ndarray, shape (T,), float64, mmol/l
-        AIF on the uniform fitting grid.
-    aif_times_s : ndarray, shape (T,), float64, s
-        The fitting grid (acquisition clock).
-    warnings : list of str
-    ischemia_mbf : float
-        MBF (ml/min/g) below which a pixel counts as ischaemic
-        (:meth:`ischemic_burden`, the segments' ``below``).
-    """
-
-    mbf_maps: dict[int, np.ndarray]
-    fit_quality: dict[int, np.ndarray]
-    flagged: dict[int, np.ndarray]
-    myocardium: dict[int, np.ndarray]
-    aha: dict[int, np.ndarray]
-    rv_insertion: dict[int, np.ndarray]
-    segments: list[dict]
-    aif_gd: np.ndarray
-    aif_times_s: np.ndarray
-    warnings: list[str]
-    ischemia_mbf: float = 2.0
-
-    def ischemic_burden(self) -> tuple[float, int]:
-        """The ischaemic burden: share of the fitted (not flagged) myocardial pixels.
-
-        Returns the share of all slices' fitted myocardial pixels with MBF below
-        :attr:`ischemia_mbf`, and how many pixels it is of (``(nan, 0)``: none).
-        """
-        vals = np.concatenate([np.asarray(m, np.float64)[self.myocardium[k] & ~self.flagged[k]]
-                               for k, m in self.mbf_maps.items()] or [np.zeros(0)])
-        vals = vals[np.isfinite(vals)]
-        return (float(np.mean(vals < self.ischemia_mbf)) if vals.size else float("nan"),
-                int(vals.size))
-
-    def summary_text(self) -> str:
-        """Human-readable summary: AIF, per-slice medians, segment table, warnings."""
-        lines = [f"AIF peak {float(np.max(self.aif_gd)):.2f} mmol/l, "
-                 f"{self.aif_gd.size} samples every "
-                 f"{float(np.median(np.diff(self.aif_times_s))):.3f} s"]
-        for sl in sorted(self.mbf_maps):
-            myo = self.myocardium[sl]
-            good = myo & ~self.flagged[sl]
-            med = float(np.median(self.mbf_maps[sl][good])) if good.any() else float("nan")
-            lines.append(f"slice {sl}: median MBF {med:.2f} ml/min/g over {int(good.sum())} "
-                         f"pixels ({int((myo & self.flagged[sl]).sum())} flagged)")
-        burden, n_px = self.ischemic_burden()
-        if n_px:
-            lines.append(f"ischaemic burden: {100 * burden:.0f}% of {n_px} fitted myocardial "
-                         f"pixels below {self.ischemia_mbf:g} ml/min/g")
-        lines.append("slice segment territory   mean median    sd    se     n")
-        for r in self.segments:
-            mark = "" if r.get("reliable", True) else (
-                "  unreliable" + (f" ({r['reason']})" if r.get("reason") else ""))
-            lines.append(f"{r['slice']:5d} {r['segment']:7d} {r['territory']:>9s} "
-                         f"{r['mean']:6.2f} {r['median']:6.2f} {r['sd']:5.2f} "
-                         f"{r.get('se', float('nan')):5.2f} {r['n']:5d}{mark}")
-        weak = [f"{r['slice']}/{r['segment']}" for r in self.segments
-                if not r.get("reliable", True)]
-        if weak:
-            lines.append(f"unreliable segments (slice/segment; too few pixels, standard error "
-                         f"of the median or share of failed fits too large): {', '.join(weak)}")
-        lines += [f"warning: {w}" for w in self.warnings]
-        return "\n".join(lines)
 
 
 def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=None,
