@@ -30,13 +30,16 @@ def _truth_quant(truth: dict) -> SimpleNamespace:
                              "sd": float(v.std()), "n": int(v.size), "se": 0.1,
                              "reliable": (k, int(s)) != (2, 13),
                              "reason": "" if (k, int(s)) != (2, 13)
-                             else "52% of its pixel fits failed (a; b)"})
+                             else "52% of its pixel fits failed (a; b)",
+                             "below": float(np.mean(v < 2.0))})
+    true_all = np.concatenate([truth[f"s{k}_mbf"][truth[f"s{k}_aha"] > 0] for k in range(3)])
     return SimpleNamespace(
         mbf_maps={k: truth[f"s{k}_mbf"] for k in range(3)},
         aha={k: truth[f"s{k}_aha"] for k in range(3)},
         myocardium={k: truth[f"s{k}_aha"] > 0 for k in range(3)},
         segments=segments, aif_gd=truth["aif_gd"], aif_times_s=truth["aif_times"],
-        warnings=[],
+        warnings=[], ischemia_mbf=2.0,
+        ischemic_burden=lambda: (float(np.mean(true_all < 2.0)), int(true_all.size)),
     )
 
 
@@ -81,6 +84,11 @@ def test_page_has_every_section(page, phantom_result):
         assert (page.parent / src).stat().st_size > 500
     assert "http" not in html.replace("http-equiv", "")
     assert "3, 8, 13" in html  # QC-flagged dynamics, 1-based
+    # the ischaemic burden and each segment's share below the threshold
+    burden, n_px = phantom_result.quant.ischemic_burden()
+    assert f"Ischaemic burden: <b>{100 * burden:.0f} %</b> of {n_px} fitted" in html
+    row = next(r for r in phantom_result.quant.segments if 0 < r["below"] < 1)
+    assert f"<td>{100 * row['below']:.0f}</td></tr>" in html
 
 
 def test_animation_has_every_dynamic(page, phantom_result):

@@ -163,6 +163,12 @@ def _section_mbf(result: StudyResult, views: list[SliceView], assets: _Assets) -
                         "Pixel-wise MBF (ml/min/g) in the myocardium over the peak frame; grey: "
                         "pixels flagged unreliable by the quantification (not in the segments)."))
     rows = list(getattr(quant, "segments", None) or [])
+    if callable(getattr(quant, "ischemic_burden", None)):
+        burden, n_px = quant.ischemic_burden()
+        if n_px:
+            out.append(f"<p>Ischaemic burden: <b>{100 * burden:.0f} %</b> of {n_px} fitted "
+                       f"myocardial pixels below {_e(f'{quant.ischemia_mbf:g}')} ml/min/g "
+                       "(the table's last column: each segment's share).</p>")
     values = segment_values(rows)
     if values:
         bull = bullseye_figure(values, title="median MBF per AHA segment (ml/min/g)",
@@ -173,13 +179,14 @@ def _section_mbf(result: StudyResult, views: list[SliceView], assets: _Assets) -
                         "share of failed pixel fits too large)."))
         out.append(_table(
             ["slice", "segment", "territory", "mean", "median", "SD", "SE of median",
-             "pixels", "reliable"],
+             "pixels", "reliable", "share below ischaemia MBF"],
             [[r.get("slice", ""), r.get("segment", ""), r.get("territory", ""),
               _num(r.get("mean")), _num(r.get("median")), _num(r.get("sd")),
               _num(r.get("se")), r.get("n", ""),
               "" if "reliable" not in r else ("yes" if r["reliable"] else
                                               "NO" + (f": {r['reason']}" if r.get("reason")
-                                                      else ""))]
+                                                      else "")),
+              "" if "below" not in r else _num(100 * float(r["below"]), ".0f")]
              for r in rows],
         ))
     else:
