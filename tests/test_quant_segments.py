@@ -154,20 +154,35 @@ def test_segment_table_marks_unreliable_segments():
 
 
 def test_segment_share_below_a_threshold_counts_every_fitted_pixel():
-    """``below``: the share of a segment's fitted pixels under the threshold, the
-    subendocardial ones too (not only ``valid``); failed fits are not counted."""
+    """``below``: the share of a segment's fitted pixels, the subendocardial ones too (not
+    only ``valid``), whose neighbourhood median is under the threshold: a defect region
+    counts, single noisy pixels and failed fits do not."""
     ring = _ring()
+    yy, xx = np.mgrid[0:80, 0:80]
+    inner = ring & (np.hypot(yy - CY, xx - CX) < 15)  # a subendocardial layer, 3 px deep
     aha = aha_segments(ring, (CY, CX), 120.0, level="mid")
     mbf = np.where(ring, 3.0, 0.0)
-    idx = np.flatnonzero(aha == 8)
-    mbf.flat[idx[: idx.size // 4]] = 1.0  # a quarter of segment 8 is a defect
-    valid = ring.copy()
-    valid.flat[idx[: idx.size // 4]] = False  # ... outside the pixels the median uses
+    defect = inner & (aha == 8)
+    mbf[defect] = 1.0
+    valid = ring & ~inner  # the median's pixels leave the layer out
+    lone = np.flatnonzero(aha == 7)[::25][:3]  # three isolated pixels reading low
+    mbf.flat[lone] = 1.0
     flagged = np.zeros(ring.shape, bool)
     flagged.flat[np.flatnonzero(aha == 9)[:5]] = True
     mbf.flat[np.flatnonzero(aha == 9)[:5]] = 0.5  # failed fits reading low: not counted
     rows = segment_table({0: mbf}, {0: aha}, valid={0: valid}, flagged={0: flagged}, below=2.0)
     by = {r["segment"]: r for r in rows}
-    assert by[8]["below"] == pytest.approx((idx.size // 4) / idx.size)
+    share = defect.sum() / (aha == 8).sum()
+    assert by[8]["below"] == pytest.approx(share, abs=0.1) and share > 0.25
     assert by[8]["median"] == pytest.approx(3.0)
-    assert by[9]["below"] == 0.0 and by[7]["below"] == 0.0
+    assert by[7]["below"] == 0.0 and by[9]["below"] == 0.0
+
+
+def test_neighbourhood_median_uses_only_the_pixels_given():
+    from perfmoco.quant.segments import neighbourhood_median
+
+    v = np.array([[1.0, 9.0, 1.0], [1.0, 1.0, 100.0], [5.0, 5.0, 5.0]])
+    ok = np.array([[True, True, True], [True, True, False], [False, False, False]])
+    m = neighbourhood_median(v, ok)
+    assert np.isnan(m[1, 2]) and np.isnan(m[2]).all()
+    assert m[1, 1] == 1.0 and m[0, 1] == 1.0  # 100 and the 5s are not among its pixels

@@ -6,6 +6,8 @@ import dataclasses
 
 import numpy as np
 
+from perfmoco.quant.segments import neighbourhood_median
+
 __all__ = ["QuantResult"]
 
 
@@ -55,11 +57,15 @@ class QuantResult:
     def ischemic_burden(self) -> tuple[float, int]:
         """The ischaemic burden: share of the fitted (not flagged) myocardial pixels.
 
-        Returns the share of all slices' fitted myocardial pixels with MBF below
-        :attr:`ischemia_mbf`, and how many pixels it is of (``(nan, 0)``: none).
+        Returns the share of all slices' fitted myocardial pixels whose
+        neighbourhood median MBF (:func:`perfmoco.quant.segments.neighbourhood_median`)
+        lies below :attr:`ischemia_mbf`, and how many pixels it is of (``(nan, 0)``: none).
         """
-        vals = np.concatenate([np.asarray(m, np.float64)[self.myocardium[k] & ~self.flagged[k]]
-                               for k, m in self.mbf_maps.items()] or [np.zeros(0)])
+        parts = []
+        for k, m in self.mbf_maps.items():
+            ok = self.myocardium[k] & ~self.flagged[k] & np.isfinite(m)
+            parts.append(neighbourhood_median(m, ok)[ok])
+        vals = np.concatenate(parts or [np.zeros(0)])
         vals = vals[np.isfinite(vals)]
         return (float(np.mean(vals < self.ischemia_mbf)) if vals.size else float("nan"),
                 int(vals.size))

@@ -19,6 +19,8 @@ assignment: LAD 1, 2, 7, 8, 13, 14 (17); RCA 3, 4, 9, 10, 15; LCX 5, 6,
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "TERRITORIES",
     "aha_segments",
     "display_angle",
+    "neighbourhood_median",
     "segment_table",
     "slice_levels",
     "territory_of",
@@ -130,6 +133,26 @@ def aha_segments(myo_mask, lv_centre, insertion, *, level: str,
     return np.where(myo, seg, 0).astype(np.int16)
 
 
+def neighbourhood_median(values, ok) -> np.ndarray:
+    """Median of each pixel's 3 x 3 neighbourhood over the pixels in ``ok`` (NaN elsewhere).
+
+    What the ischaemic share counts (:func:`segment_table`'s ``below``,
+    :meth:`perfmoco.quant.result.QuantResult.ischemic_burden`): single noisy pixels
+    under the threshold took the burden up (after the DL correction on 24 breathing
+    phantoms by +0.05 on average, median error 0.049; with the neighbourhood median
+    +0.00 and 0.029; noise-free 0.037 -> 0.016, motion-free noisy 0.025 either way).
+    """
+    x = np.where(np.asarray(ok, bool), np.asarray(values, np.float64), np.nan)
+    pad = np.pad(x, 1, constant_values=np.nan)
+    ny, nx = x.shape
+    stack = np.stack([pad[1 + dy : 1 + dy + ny, 1 + dx : 1 + dx + nx]
+                      for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN neighbourhoods
+        med = np.nanmedian(stack, axis=0)
+    return np.where(np.asarray(ok, bool), med, np.nan)
+
+
 def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None, fit_vb=None, flagged=None,
                   max_se: float = 0.5, max_flagged: float = 0.5,
                   below: float | None = None) -> list[dict]:
@@ -163,7 +186,8 @@ def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None, fit_vb=None, 
     below : float, keyword-only, optional
         An MBF (ml/min/g): each row's ``below`` is then the share of the
         segment's fitted pixels (all of them, not only ``valid``: a
-        subendocardial defect lies at the blood pool) under it; else NaN.
+        subendocardial defect lies at the blood pool) whose neighbourhood median
+        (:func:`neighbourhood_median`) is under it; else NaN.
 
     Returns
     -------
@@ -187,15 +211,16 @@ def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None, fit_vb=None, 
         ok = np.ones(aha.shape, bool) if valid is None else np.asarray(valid[sl], bool)
         bad = np.zeros(aha.shape, bool) if flagged is None else np.asarray(flagged[sl], bool)
         slice_share = float(bad[aha > 0].mean()) if (aha > 0).any() else 0.0
+        smooth = (neighbourhood_median(mbf, (aha > 0) & ~bad & np.isfinite(mbf))
+                  if below is not None else None)
         for seg in np.unique(aha[aha > 0]):
             sel = aha == seg
             vals = mbf[sel & ok & np.isfinite(mbf)]
             n = int(vals.size)
             se = _median_se(vals)
             share = float(bad[sel].mean())
-            fitted = mbf[sel & ~bad & np.isfinite(mbf)]
-            low = (float(np.mean(fitted < below)) if below is not None and fitted.size
-                   else float("nan"))
+            fitted = smooth[sel & ~bad & np.isfinite(mbf)] if below is not None else ()
+            low = float(np.mean(fitted < below)) if len(fitted) else float("nan")
             why = [text for text, bad_ in (
                 (f"{n} pixels used (fewer than {_MIN_PIXELS})", n < _MIN_PIXELS),
                 (f"standard error of the median {se:.2f} ml/min/g, above {max_se:g}",
