@@ -72,6 +72,8 @@ def _map_images(result: StudyResult, config: MrdConfig) -> list[ismrmrd.Image]:
         for r in getattr(quant, "segments", [])
     ]
     out = []
+    # the study's ischaemic burden, on every map (a result read back from a file has none)
+    burden = quant.ischemic_burden() if callable(getattr(quant, "ischemic_burden", None)) else None
     for n, s in enumerate(result.study.highres):
         mbf = quant.mbf_maps.get(s.slice_index)
         if mbf is None:
@@ -94,11 +96,9 @@ def _map_images(result: StudyResult, config: MrdConfig) -> list[ismrmrd.Image]:
         if aif is not None and len(aif):
             meta["perfmoco_AIF_mmol_l"] = [f"{v:.4g}" for v in np.asarray(aif, float)]
             meta["perfmoco_AIF_times_s"] = [f"{v:.4f}" for v in np.asarray(quant.aif_times_s)]
-        if hasattr(quant, "ischemic_burden"):  # the study's, on every map
-            burden, n_px = quant.ischemic_burden()
-            if n_px:
-                meta["perfmoco_IschemicBurden"] = (
-                    f"{burden:.3f} of {n_px} pixels below {quant.ischemia_mbf:g} ml/min/g")
+        if burden is not None and burden[1]:
+            meta["perfmoco_IschemicBurden"] = (
+                f"{burden[0]:.3f} of {burden[1]} pixels below {quant.ischemia_mbf:g} ml/min/g")
         if table:
             meta["perfmoco_Segments"] = [
                 t for t in table if t.startswith(f"slice {s.slice_index} ")

@@ -216,7 +216,7 @@ class MotionCorrector:
                 pools = find_blood_pools(series.images, near_yx=lv.centre_yx,
                                          near_mm=NEAR_LV_MM, **kw)
             except StudyError:  # no pool there: the series' own pick
-                pools = None
+                pass
         try:
             if pools is None:
                 pools = find_blood_pools(series.images, **kw)

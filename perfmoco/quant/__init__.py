@@ -330,8 +330,9 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         density=config.tissue_density, r2_min=config.r2_min,
         fast_pixels=config.fast_pixel_fit, denoise=config.temporal_denoise,
         group_blood=config.blood_spillover, **spill)
-    seg_fit = {(int(g) // 1000, int(g) % 1000): float(v) for g, v in zip(gids, gfit.mbf)}
-    seg_vb = {(int(g) // 1000, int(g) % 1000): float(v) for g, v in zip(gids, gfit.vb)}
+    seg_keys = [(int(g) // 1000, int(g) % 1000) for g in gids]  # (slice, segment)
+    seg_fit = dict(zip(seg_keys, map(float, gfit.mbf)))
+    seg_vb = dict(zip(seg_keys, map(float, gfit.vb)))
     # 4. maps, flags and the segment table (core pixels where a segment has enough)
     mbf_maps, quality, flagged, valid, pos = {}, {}, {}, {}, 0
     for sl, cur, core in zip(owners, curves, cores):
