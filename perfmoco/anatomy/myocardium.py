@@ -17,10 +17,61 @@ from perfmoco.study import StudyError
 SHAPE_STOP = 0.6
 #: Late enhancement: the mean of the last sixth of the dynamics, at least this many.
 LATE_FRAMES = 8
+#: A ray's wall is weak (a severe perfusion defect) where its early enhancement is
+#: below this fraction of the 75th percentile over the rays; its thickness then
+#: comes from its neighbours (:func:`_borrow_weak`).
+WEAK_WALL = 0.45
+#: Wall samples brighter than this fraction of the LV blood at peak hold blood.
+WEAK_BLOOD = 0.3
+#: Rays at least this fraction of the 75th percentile lend their thickness.
+DONOR_WALL = 0.7
+#: Donor rays taken on either side of a weak one (2-degree rays: 16 degrees).
+DONORS = 8
 
 
 def _circular_median(values, width):  # median filter around the circle
     return ndimage.median_filter(values, size=max(1, width), mode="wrap")
+
+
+def _borrow_weak(thick, wall):
+    """Thickness per ray, rays whose wall barely enhances taking their neighbours'.
+
+    A severe perfusion defect enhances too little for its epicardial edge to
+    show (on phantoms a transmural defect's early enhancement, 22-28, is that of
+    the tissue beyond it, 20-24, where a healthy wall's is 120-190), so the edge
+    search stopped inside it: the lateral defect of phantom 10903 kept 3-5 of
+    its 9-10 mm, and the mask held mostly the defect's blood-side rim.  A ray is
+    weak where its wall (``wall``: the early enhancement of its samples 1-6 mm
+    beyond the endocardium, partial-volume blood left out; 25th percentile)
+    lies below :data:`WEAK_WALL` of the 75th percentile over the rays; it then
+    takes the median thickness of the :data:`DONORS` nearest clearly enhancing
+    rays (:data:`DONOR_WALL`) on either side, where that is thicker than its
+    own and at least a quarter of the rays can lend.  Only ever thicker: a mild
+    defect whose edge shows keeps its own.  Motion-free noisy phantoms: defect
+    pixels (true MBF < 1.5) in the mask 0.86 -> 0.91 (10330-10345), 0.89 ->
+    0.93 (10700-10715 b), 0.89 -> 0.92 (10920-10935); worst slice 0.42-0.59 ->
+    0.80-0.81; healthy-wall recall and precision as before.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rays without wall samples
+        own = np.nanpercentile(wall, 25, axis=1)
+    ok = np.isfinite(own)
+    if ok.sum() < thick.size // 4:
+        return thick
+    top = float(np.percentile(own[ok], 75))
+    weak = ok & (own < WEAK_WALL * top)
+    donor = ok & (own >= DONOR_WALL * top)  # not the defect's blurred border
+    if not weak.any() or donor.sum() < thick.size // 4:
+        return thick
+    # the median of the nearest donors on either side (a single one may end short)
+    pos, n = np.flatnonzero(donor), thick.size
+    ext, vals = np.concatenate([pos - n, pos, pos + n]), np.tile(thick[donor], 3)
+    j = np.searchsorted(ext, np.flatnonzero(weak))
+    k = min(DONORS, pos.size)
+    near = np.stack([vals[j + i] for i in range(k)] + [vals[j - 1 - i] for i in range(k)])
+    out = thick.copy()
+    out[weak] = np.maximum(thick[weak], np.median(near, axis=0))
+    return out
 
 
 def segment_myocardium(images, pools: BloodPools, *, spacing_mm, n_angles: int = 180):
@@ -34,7 +85,9 @@ def segment_myocardium(images, pools: BloodPools, *, spacing_mm, n_angles: int =
     muscle: their early-to-late enhancement ratio falls below
     :data:`SHAPE_STOP` times the wall's own on that ray), or at the thickness
     limits :data:`MYO_THICKNESS_MM`.  Both radii are smoothed around the
-    circle, so a perfusion defect (weakly enhancing wall) keeps its thickness;
+    circle, so a perfusion defect (weakly enhancing wall) keeps its thickness,
+    and a severe one, whose edge does not show, takes its neighbours'
+    (:func:`_borrow_weak`);
     the course is compared with the wall's own on each ray, so a defect's
     outer layer, which enhances at least as early as its inner one, is kept.
 
@@ -119,7 +172,9 @@ def segment_myocardium(images, pools: BloodPools, *, spacing_mm, n_angles: int =
         stop |= (rel > lo) & (late > 0) & (m < SHAPE_STOP * wall_ratio[:, None] * late)
     stop |= rel >= hi
     first = np.argmax(stop, axis=1)
-    thick = _circular_median(np.clip(radii[first] - r_endo, lo, hi), n_angles // 8)
+    wall = (rel > 1.0) & (rel < 6.0) & (dl > 0.5) & (b < WEAK_BLOOD * blood_level)
+    thick = _borrow_weak(np.clip(radii[first] - r_endo, lo, hi), np.where(wall, m, np.nan))
+    thick = _circular_median(thick, n_angles // 8)
     r_epi = r_endo + ndimage.uniform_filter1d(thick, 5, mode="wrap")
     # rasterise: pixel inside the ring if r_endo(phi) < rho <= r_epi(phi)
     yy, xx = np.mgrid[0 : im.shape[1], 0 : im.shape[2]]
