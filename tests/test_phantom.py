@@ -367,3 +367,31 @@ def test_tic_smoothness_on_the_noise_free_frames_separates_motion_from_noise(ph_
     assert "tic_noise_free" not in truth_metrics(
         MocoResult(s.images, zero, s.n_dynamics - 10, qc, s.pd_images, no_pd),
         slice_truth(ph_a.truth, s), s)
+
+
+def test_tic_roi_margin_counts_the_series_own_pixels():
+    """``tic_margin_px`` sets the TIC ROI's margin beyond the myocardium: a smooth
+    (linear) uptake inside 2 pixels of the ring scores 0, noisy tissue 3-10 pixels
+    beyond it enters with the paper's 10 pixels (as 10 pixels of a low-resolution
+    AIF slice reach the liver and chest wall)."""
+    from perfmoco.moco.evaluate import truth_metrics
+    from perfmoco.moco.result import MocoResult
+    from perfmoco.study import SliceRole, SliceSeries
+
+    t_n, n = 20, 64
+    yy, xx = np.mgrid[:n, :n]
+    r = np.hypot(yy - 32, xx - 32)
+    ring = (r >= 10) & (r <= 14)
+    rng = np.random.default_rng(0)
+    images = np.where(r <= 16.5, np.linspace(0, 1, t_n)[:, None, None] * (1 + r / 20),
+                      rng.uniform(0, 1, (t_n, n, n))).astype(np.float32)
+    s = SliceSeries(images=images, times_s=np.arange(t_n, dtype=float), slice_index=0,
+                    role=SliceRole.HIGHRES, pixel_spacing_mm=(2.0, 2.0))
+    res = MocoResult(images, np.zeros((t_n, 2, n, n), np.float32), t_n - 10,
+                     np.zeros(t_n, bool), np.zeros((0, n, n), np.float32),
+                     np.zeros((0, 2, n, n), np.float32))
+    truth = {"myo_masks": np.broadcast_to(ring, (t_n, n, n)).copy(), "peak_index": 10}
+    near = truth_metrics(res, truth, s, tic_margin_px=2.0)
+    far = truth_metrics(res, truth, s)
+    assert near["tic"] < 1e-6, near
+    assert far["tic"] > 0.1, far

@@ -37,7 +37,8 @@ def corrected_true_masks(truth: dict, displacement) -> tuple[np.ndarray, np.ndar
     return warp_series(masks, displacement) >= 0.5, None
 
 
-def truth_metrics(result: MocoResult, truth: dict, series: SliceSeries) -> dict[str, float]:
+def truth_metrics(result: MocoResult, truth: dict, series: SliceSeries, *,
+                  tic_margin_px: float = 10.0) -> dict[str, float]:
     """Score a correction against the true myocardium masks.
 
     Parameters
@@ -53,6 +54,11 @@ def truth_metrics(result: MocoResult, truth: dict, series: SliceSeries) -> dict[
         phantom's frames without image noise (as moved).
     series : SliceSeries
         The uncorrected series (for the TIC smoothness and the spacing).
+    tic_margin_px : float, keyword-only
+        Pixels of this series added to the myocardium's extent for the TIC
+        ROI (the paper: 10 pixels of its ~2.3 mm high-resolution images).  On a
+        low-resolution AIF slice, 10 of its own ~4.5 mm pixels reach far into
+        the liver and chest wall; pass the same distance in mm instead.
 
     Returns
     -------
@@ -86,12 +92,13 @@ def truth_metrics(result: MocoResult, truth: dict, series: SliceSeries) -> dict[
             np.nanmedian(lv_centroid_residual_mm(masks, None, spacing_mm=sp, reference_index=ref))
         ),
     }
-    centre, radius = roi_from_mask(warped[ref])
+    centre, radius = roi_from_mask(warped[ref], margin_px=tic_margin_px)
     if "peak_index" in truth:
         peak = int(truth["peak_index"])
     else:
         yy, xx = np.mgrid[: masks.shape[1], : masks.shape[2]]
-        disc = (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= (0.5 * (radius - 10)) ** 2
+        inner = 0.5 * (radius - tic_margin_px)  # half the myocardium's extent
+        disc = (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= inner**2
         peak = int(np.argmax(result.corrected[:, disc].mean(axis=1))) if disc.any() else ref
     out["dice_peak"] = dice_around_peak(warped, peak_index=peak)
     out["dice_peak_none"] = dice_around_peak(masks, peak_index=peak)
