@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_fermi", "bench_moco", "bench_latency", "bench_dl_vs_iterative"]
+BENCHES = ["bench_fermi", "bench_moco", "bench_latency", "bench_dl_vs_iterative",
+           "bench_robustness"]
 
 
 def main(argv: list[str]) -> int:
