@@ -166,8 +166,7 @@ def bench_phantoms(k, motion, corrections, seed0=0, vendor="a", warp_order=1):
                 r = quantify_study(st, config=QuantConfig(), **fields)
             t_q.append(time.perf_counter() - t0)
             for row in r.segments:
-                truth = np.median(tr[f"s{row['slice']}_mbf"][
-                    tr[f"s{row['slice']}_aha"] == row["segment"]])
+                truth = segment_truth(tr, row)
                 seg_err.append(abs(row["median"] - truth))
                 sd_seg.append(row["sd"])
                 if abs(truth - 2.0) > 0.2:  # seeded defect (< 2) or healthy (> 2) segment
@@ -215,6 +214,12 @@ def bench_phantoms(k, motion, corrections, seed0=0, vendor="a", warp_order=1):
                 ("AHA labels", np.mean(aha_ok) < AHA_MIN)) if bad]
             print(f"  targets: segment error <= {SEGMENT_ERR_MAX}, every seeded segment on its "
                   f"side of 2.0, AHA labels >= {AHA_MIN:.0%}: {_verdict(misses)}")
+
+
+def segment_truth(truth, row) -> float:
+    """True MBF of a segment-table row: the median over the phantom's pixels of that segment."""
+    sl = row["slice"]
+    return float(np.median(truth[f"s{sl}_mbf"][truth[f"s{sl}_aha"] == row["segment"]]))
 
 
 def _dl(study):

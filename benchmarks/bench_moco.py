@@ -32,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from perfmoco.config import load_config
 from perfmoco.metrics import pd_residual_mm
+from perfmoco.metrics._common import TIC_MARGIN_PX
 from perfmoco.metrics.paper import pd_sd
 from perfmoco.moco.data import slice_truth
 from perfmoco.moco.evaluate import truth_metrics
@@ -73,7 +74,8 @@ def time_study(mc, study, config, repeat: int) -> tuple[float, float]:
     return float(np.median(walls)), float(np.median(cpus))
 
 
-def slice_metrics(mc, s, truth_all, prefix, lv=None, noise_free=None, tic_margin_px=10.0):
+def slice_metrics(mc, s, truth_all, prefix, lv=None, noise_free=None,
+                  tic_margin_px=TIC_MARGIN_PX):
     """Scores of one slice's correction; ``tic_margin_px``: the TIC ROI's margin (see main)."""
     from perfmoco.metrics._common import warp_series
 
@@ -114,7 +116,7 @@ def slice_metrics(mc, s, truth_all, prefix, lv=None, noise_free=None, tic_margin
         mo = truth_metrics(exact, truth, s, tic_margin_px=tic_margin_px)
         m.update({f"{k}_oracle": mo[k] for k in ("dice", "centroid_mm", "dice_peak", "tic",
                                                  "tic_noise_free") if k in mo})
-        if tic_margin_px != 10.0 and "tic_noise_free" in m:  # also 10 of its own pixels
+        if tic_margin_px != TIC_MARGIN_PX and "tic_noise_free" in m:  # also 10 of its own pixels
             t10 = truth_metrics(res, truth, s)  # "none" in the correction's ROI, as above
             m["tic_noise_free_px10"] = t10["tic_noise_free"]
             m["tic_noise_free_px10_none"] = t10["tic_noise_free_none"]
@@ -165,7 +167,7 @@ def main(argv=None) -> int:
         high = [s.pixel_spacing_mm[0] for s in ph.study.slices if s.role is not SliceRole.AIF]
         for s, lv in zip(ph.study.slices, locs):
             prefix = "aif" if s.role is SliceRole.AIF else f"s{s.slice_index}"
-            margin = 10.0 * (high[0] / s.pixel_spacing_mm[0] if high else 1.0)
+            margin = TIC_MARGIN_PX * (high[0] / s.pixel_spacing_mm[0] if high else 1.0)
             m = slice_metrics(mc, s, ph.truth, prefix, lv, ph.noise_free.get(prefix),
                               tic_margin_px=margin)
             m.update(seed=seed, vendor=vendor, slice=prefix)

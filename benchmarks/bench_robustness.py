@@ -52,7 +52,7 @@ def variant(study, name: str):
             im, pd = (np.round(a * (4095.0 / top)).astype(np.float32) for a in (im, pd))
         elif name in ("zf2", "zf2_noacq"):
             im = zero_fill_2x(im)
-            pd = zero_fill_2x(pd) if pd.shape[0] else pd[:, :0, :0].reshape(0, *im.shape[1:])
+            pd = zero_fill_2x(pd)  # also an empty (0, Y, X) stack
             kw = {"pixel_spacing_mm": tuple(v / 2 for v in s.pixel_spacing_mm)}
             if name == "zf2":
                 kw["acquired_spacing_mm"] = tuple(s.pixel_spacing_mm)
@@ -64,10 +64,11 @@ def variant(study, name: str):
 
 def score(quant, truth) -> tuple[list[float], list[bool], int]:
     """Segment errors, split right or wrong (segments > 0.2 from 2.0), unreliable count."""
+    from bench_fermi import segment_truth
+
     errs, split = [], []
     for row in quant.segments:
-        true = float(np.median(truth[f"s{row['slice']}_mbf"][
-            truth[f"s{row['slice']}_aha"] == row["segment"]]))
+        true = segment_truth(truth, row)
         errs.append(abs(row["median"] - true))
         if abs(true - 2.0) > 0.2:
             split.append((true < 2.0) == (row["median"] < 2.0))

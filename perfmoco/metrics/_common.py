@@ -91,7 +91,12 @@ def dice(a, b) -> float:
     return 2.0 * int((a & b).sum()) / total
 
 
-def roi_from_mask(myo_mask, *, margin_px: float = 10.0) -> tuple[tuple[float, float], float]:
+#: The paper's TIC ROI margin beyond the myocardium, pixels of its high-resolution images.
+TIC_MARGIN_PX = 10.0
+
+
+def roi_from_mask(myo_mask, *,
+                  margin_px: float = TIC_MARGIN_PX) -> tuple[tuple[float, float], float]:
     """Circular TIC ROI of the paper: LV centre and myocardium extent + margin.
 
     Parameters

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from perfmoco.metrics._common import roi_from_mask, warp_series
+from perfmoco.metrics._common import TIC_MARGIN_PX, roi_from_mask, warp_series
 from perfmoco.metrics.paper import dice_around_peak, tic_smoothness
 from perfmoco.metrics.truth import (
     dice_all_dynamics,
@@ -38,7 +38,7 @@ def corrected_true_masks(truth: dict, displacement) -> tuple[np.ndarray, np.ndar
 
 
 def truth_metrics(result: MocoResult, truth: dict, series: SliceSeries, *,
-                  tic_margin_px: float = 10.0) -> dict[str, float]:
+                  tic_margin_px: float = TIC_MARGIN_PX) -> dict[str, float]:
     """Score a correction against the true myocardium masks.
 
     Parameters

@@ -202,7 +202,7 @@ def _smoothness(images: np.ndarray, mask: np.ndarray, centre) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # flat ROIs give NaN; the table shows it
         try:
-            c, radius = roi_from_mask(mask, margin_px=10.0) if mask.any() else (centre, 20.0)
+            c, radius = roi_from_mask(mask) if mask.any() else (centre, 20.0)
             return tic_smoothness(images, centre=c, radius_px=radius)
         except ValueError:
             return float("nan")
