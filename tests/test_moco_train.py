@@ -35,6 +35,8 @@ def test_checkpoints_history_and_resume(tmp_path):
     info = meta["train_info"]
     assert info["config"]["stage"] == "affine1" and info["config"]["steps"] == 4
     assert info["step"] in (2, 4) and "val_loss" in info["metrics"]
+    # the steps' own time (what bench_gpu.py divides by the steps), within the whole run's
+    assert 0 < info["step_seconds"] < info["train_seconds"]
     hist = json.loads((tmp_path / "run" / "affine1_history.json").read_text())
     assert [h["step"] for h in hist] == [2, 4]
     # resume: continues from step 4 to 6 with the saved optimiser state

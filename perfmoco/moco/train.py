@@ -284,13 +284,14 @@ def train_main(
     opt = torch.optim.Adam(net.parameters(), lr=float(cfg["lr"]))
     gen = torch.Generator().manual_seed(int(cfg["seed"]))
     state_path = out / f"{stage}_state.pt"
-    start, best, history = 0, float("inf"), []
+    start, best, history, steps_before = 0, float("inf"), [], 0.0
     if resume and state_path.is_file():
         st = torch.load(state_path, map_location="cpu", weights_only=False)
         net.load_state_dict(st["model"])
         opt.load_state_dict(st["optim"])
         gen.set_state(st["generator"])
         start, best, history = st["step"], st["best"], st["history"]
+        steps_before = st.get("step_seconds", 0.0)
         log.info("resumed %s at step %d", stage, start)
 
     def info(step: int, metrics: dict) -> dict:
@@ -298,22 +299,28 @@ def train_main(
             "config": cfg,
             "step": step,
             "metrics": metrics,
-            "hardware": str(dev),
+            "hardware": (torch.cuda.get_device_name(dev) if dev.type == "cuda"
+                         else f"cpu, {torch.get_num_threads()} threads"),
             "train_seconds": time.time() - t0,
             "data_seconds": t_data,
+            "step_seconds": t_steps,  # all steps' optimisation alone (no validation, saving)
         }
 
     n_frames = pool["moving"].shape[0]
-    t_train = time.time()
+    t_train, t_steps = time.time(), steps_before
     bar = tqdm(
         range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=stage, mininterval=5.0
     )
     for step in bar:
+        t_step = time.perf_counter()
         idx = torch.randint(n_frames, (int(cfg["batch_size"]),), generator=gen).to(dev)
         loss = _step_loss(net, _batch(pool, idx), stage, cfg, gen, True)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t_steps += time.perf_counter() - t_step
         done = step + 1
         over = cfg["time_limit_min"] and time.time() - t_train > 60.0 * cfg["time_limit_min"]
         if over:
@@ -343,6 +350,7 @@ def train_main(
                     "step": done,
                     "best": best,
                     "history": history,
+                    "step_seconds": t_steps,
                 },
                 state_path,
             )
