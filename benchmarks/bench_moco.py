@@ -12,7 +12,7 @@ the low-resolution AIF slice (whose row also shows 10 of its own pixels).
 Usage::
 
     .venv/bin/python benchmarks/bench_moco.py [--seeds 9100 9101] [--threads 2]
-        [--weights DIR] [--json OUT.json] [--set moco.KEY=VALUE ...]
+        [--weights DIR] [--device cpu|cuda] [--json OUT.json] [--set moco.KEY=VALUE ...]
 
 The speed part times the study uncompiled and, in the same run, with the
 networks compiled (``moco.compile``, as the server and the gadget run them
@@ -52,7 +52,7 @@ def model_flops(mc: MotionCorrector) -> dict[str, float]:
     """GFLOP of one forward (one frame pair) of each network."""
     out = {}
     for name, net in mc.models.items():
-        x = torch.rand(1, 1, net.crop, net.crop)
+        x = torch.rand(1, 1, net.crop, net.crop, device=mc.device)
         fc = FlopCounterMode(display=False)
         with fc, torch.inference_mode():
             net(x, x)
@@ -145,6 +145,7 @@ def main(argv=None) -> int:
     p.add_argument("--motion", default="breathing")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--weights", default=None)
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     p.add_argument("--json", default=None)
     p.add_argument("--speed-only", action="store_true", help="skip the accuracy part")
     p.add_argument("--accuracy-only", action="store_true", help="skip the speed part")
@@ -156,7 +157,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     cfg = load_config(overrides=dict(kv.split("=", 1) for kv in a.set))
-    mc = MotionCorrector.load(a.weights, device="cpu", config=cfg.moco)
+    mc = MotionCorrector.load(a.weights, device=a.device, config=cfg.moco)
     rows = []
     for i, seed in enumerate([] if a.speed_only else a.seeds):
         vendor = "ab"[i % 2]
@@ -253,7 +254,8 @@ def main(argv=None) -> int:
     wall, cpu = time_study(mc, ph.study, cfg, a.repeat)
     compiled = None
     if not a.no_compile and not mc.config.compile:
-        mcc = MotionCorrector(mc.models, config=dataclasses.replace(mc.config, compile=True))
+        mcc = MotionCorrector(mc.models, device=mc.device,
+                              config=dataclasses.replace(mc.config, compile=True))
         print(f"\ncompiling the networks (moco.compile): {mcc.compile_networks():.1f} s")
         compiled = time_study(mcc, ph.study, cfg, a.repeat)
     frames = sum(s.n_dynamics + s.pd_images.shape[0] for s in slices)
@@ -263,7 +265,7 @@ def main(argv=None) -> int:
     total = sum(v * passes.get(k, 1) for k, v in flops.items()) * frames
     print(
         f"\nspeed: {len(slices)} slices x ~{slices[0].n_dynamics} dynamics (+PD), "
-        f"{a.threads} threads: {wall:.2f} s wall (target < 4 s), {cpu:.2f} s CPU"
+        f"{a.threads} threads, {mc.device}: {wall:.2f} s wall (target < 4 s), {cpu:.2f} s CPU"
         + (" (moco.compile)" if mc.config.compile else " (uncompiled)")
     )
     if compiled is not None:
