@@ -6,8 +6,8 @@ For a machine with an NVIDIA GPU (the CPU-only development machine cannot run it
    CPU (``--threads`` cores, the product's default path) and on the GPU.  Prints
    how far the GPU's displacements lie from the CPU's (px; TF32 convolutions and
    other kernels make them differ a little), the ground-truth Dice and LV centroid
-   residual of both, and the wall time of the whole study on each, uncompiled and
-   (GPU) compiled (``moco.compile``).
+   residual of both, and the wall time of the whole study on each (the stack's LV
+   location not counted), uncompiled and (GPU) compiled (``moco.compile``).
 2. Training: every stage (``affine1``, ``affine2``, ``dense``) run for a fixed
    wall time on the GPU from the shipped configs (``config/train``) on a few
    phantom studies, and for a few steps on the CPU in the same run: seconds per
@@ -45,7 +45,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _study_wall(mc: MotionCorrector, study, locs, repeat: int) -> float:
-    """Median wall seconds of correcting every slice (after one warm-up slice)."""
+    """Median wall seconds of correcting every slice (after one warm-up slice).
+
+    ``locs``, the stack's LV locations (numpy, on the CPU), are computed before and
+    not timed, unlike ``bench_moco.time_study``: this times what runs on the device.
+    """
     mc.correct(study.slices[0], lv=locs[0])
     walls = []
     for _ in range(repeat):
