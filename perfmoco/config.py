@@ -145,12 +145,16 @@ class MocoConfig:
     #: Fit one radial dilation of the heart per frame after the refinement
     #: (through-plane motion and cardiac-phase jitter change the heart's
     #: cross-section, not its surroundings; see :mod:`perfmoco.moco.dilation`).
-    #: Off by default: held-out breathing phantoms gain (Dice 0.885 -> 0.899),
-    #: gasping ones lose (0.900 -> 0.893), and frames with little contrast get
-    #: biased fits (see the model card).
+    #: Off by default: held-out breathing phantoms gained (Dice 0.885 -> 0.899),
+    #: gasping ones lost (0.900 -> 0.893), and frames with little contrast got
+    #: biased fits (see the model card); fitted on its own 80 mm crop, it left the
+    #: apical slices' scale better aligned but Dice and MBF no better
+    #: (docs/motion-correction.md).
     dilation_step: bool = False
     #: Radius of that dilation's plateau about the LV centre, mm.
     dilation_radius_mm: float = 35.0
+    #: Field of view of the crop it is fitted on (64 px about the LV), mm.
+    dilation_crop_mm: float = 80.0
     #: Largest dilation (|scale change|) accepted; a frame reaching it keeps none.
     dilation_max: float = 0.15
     #: Leave the frames before the bolus undilated (like the reference frame):

@@ -233,7 +233,8 @@ def remove_affine_part(displacement: torch.Tensor, *, window_sigma_px: float) ->
     return displacement - torch.einsum("tci,iyx->tcyx", coef.float(), basis)
 
 
-def refine_crop(images, matrix, centre_yx, pixel_spacing_mm, intensity_range):
+def refine_crop(images, matrix, centre_yx, pixel_spacing_mm, intensity_range, *,
+                size: int = REFINE_CROP, spacing_mm: float = REFINE_SPACING_MM):
     """The refinement's crop (64 px of 2.5 mm about the LV) of a series through its maps.
 
     Parameters
@@ -245,13 +246,15 @@ def refine_crop(images, matrix, centre_yx, pixel_spacing_mm, intensity_range):
     pixel_spacing_mm : tuple of 2 float
     intensity_range : tuple of 2 float
         ``(lo, hi)`` for the 0..1 scaling.
+    size, spacing_mm : int, float, keyword-only
+        Another crop (pixels, mm per pixel), e.g. the heart dilation's.
 
     Returns
     -------
     geometry : CropGeometry
-    crop : Tensor, shape (T, 64, 64), scaled to 0..1
+    crop : Tensor, shape (T, size, size), scaled to 0..1
     """
-    geo = CropGeometry.from_spacing(centre_yx, REFINE_CROP, crop_spacing_mm=REFINE_SPACING_MM,
+    geo = CropGeometry.from_spacing(centre_yx, size, crop_spacing_mm=spacing_mm,
                                     pixel_spacing_mm=pixel_spacing_mm)
     crop = sample(images, affine_coords(matrix, geo.grid(device=images.device)), padding="zeros")
     return geo, scale_to_unit(crop, *intensity_range)
