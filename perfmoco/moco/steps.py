@@ -317,7 +317,7 @@ def refine_dynamics(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
 def heart_dilation(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor | None:
     """One radial dilation of the heart per frame, after the affine maps (``(T + P,)``).
 
-    Fitted on the refinement's crop of the dynamics against a PCA reference
+    Fitted on a crop of ``moco.dilation_crop_mm`` about the LV against a PCA reference
     (:func:`.dilation.fit_dilation`); the reference frame keeps none, PD frames
     none.  None (no dilation) with ``moco.dilation_step`` off, and on the AIF
     slice unless ``moco.dilation_aif``.
@@ -335,7 +335,10 @@ def heart_dilation(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor | None
                           spacing_mm=spacing)
     hold = None
     if cfg.dilation_skip_precontrast:  # little heart contrast: biased fits (model card)
-        n_pre = baseline_length(crop, heart_disc(cfg.baseline_radius_mm, device=crop.device))
+        # the bolus found as everywhere else: on the refinement's crop, with its disc
+        _, rcrop = refine_crop(sc.imgs[:t_dyn], m_full[:t_dyn], sc.centre_yx,
+                               sc.series.pixel_spacing_mm, (sc.lo, sc.hi))
+        n_pre = baseline_length(rcrop, heart_disc(cfg.baseline_radius_mm, device=crop.device))
         hold = torch.arange(t_dyn, device=crop.device) < n_pre
     scale[:t_dyn] = fit_dilation(
         crop,
