@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
 import traceback
 from pathlib import Path
 
@@ -44,24 +43,10 @@ from perfmoco.pipeline import stack_locations
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _study_wall(mc: MotionCorrector, study, locs, repeat: int) -> float:
-    """Median wall seconds of correcting every slice (after one warm-up slice).
-
-    ``locs``, the stack's LV locations (numpy, on the CPU), are computed before and
-    not timed, unlike ``bench_moco.time_study``: this times what runs on the device.
-    """
-    mc.correct(study.slices[0], lv=locs[0])
-    walls = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for s, lv in zip(study.slices, locs):
-            mc.correct(s, lv=lv)  # returns numpy: the GPU work has finished
-        walls.append(time.perf_counter() - t0)
-    return float(np.median(walls))
-
-
 def inference(seed: int, threads: int, repeat: int, report: dict, gpu: str = "cuda") -> None:
     """CPU vs GPU on one study: agreement, accuracy, wall time."""
+    from bench_moco import time_study  # the stack's LV location not timed (``locs``)
+
     cfg = load_config()
     ph = generate_phantom(seed=seed, motion="breathing", vendor="ab"[seed % 2])
     locs = stack_locations(ph.study, cfg)
@@ -87,15 +72,15 @@ def inference(seed: int, threads: int, repeat: int, report: dict, gpu: str = "cu
               f"{row['max_disp_diff_px']:.3f} px, median {row['median_disp_diff_px']:.4f} px",
               flush=True)
     report["inference_rows"] = rows
-    walls = {f"cpu_{threads}_threads": _study_wall(mcs["cpu"], ph.study, locs, repeat),
-             "gpu": _study_wall(mcs[gpu], ph.study, locs, repeat)}
+    walls = {f"cpu_{threads}_threads": time_study(mcs["cpu"], ph.study, cfg, repeat, locs)[0],
+             "gpu": time_study(mcs[gpu], ph.study, cfg, repeat, locs)[0]}
     print(f"  study wall (median of {repeat}): cpu ({threads} threads) "
           f"{walls[f'cpu_{threads}_threads']:.2f} s, gpu {walls['gpu']:.2f} s", flush=True)
     try:
         cfg_c = load_config(overrides={"moco.compile": "true"})
         mcc = MotionCorrector.load(device=gpu, config=cfg_c.moco)
         print(f"  compiling on the GPU: {mcc.compile_networks():.1f} s", flush=True)
-        walls["gpu_compiled"] = _study_wall(mcc, ph.study, locs, repeat)
+        walls["gpu_compiled"] = time_study(mcc, ph.study, cfg, repeat, locs)[0]
         print(f"  study wall, gpu compiled: {walls['gpu_compiled']:.2f} s", flush=True)
     except Exception:
         traceback.print_exc()
