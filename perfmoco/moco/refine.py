@@ -20,6 +20,7 @@ windowed NCC to its reference does not fall.
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 
@@ -42,6 +43,7 @@ from perfmoco.moco.transforms import (
 )
 
 __all__ = [
+    "crop_validity",
     "refine_affine",
     "refine_crop",
     "refine_full_fov",
@@ -71,6 +73,7 @@ def refine_affine(
     coarse_rounds: int = 0,
     translate: bool = True,
     neighbour_sigma_px: float = 0.0,
+    valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Refine each frame's alignment by a crop-space affine map.
 
@@ -116,6 +119,14 @@ def refine_affine(
         The PCA reference of the rounds after the coarse ones also carries its
         temporal neighbours' residuals, smoothed by this SD
         (:func:`.decompose.pca_reference`); 0: not.
+    valid : Tensor, shape (T, H, W), optional, keyword-only
+        1 where a frame's crop pixel lies inside its image, 0 where the crop
+        left the field of view (:func:`crop_validity`).  Each round then
+        weights only the pixels that every frame holds, a margin inside their
+        edge: the edge of the field of view stays where the image was acquired
+        while the heart moves, so within the window it would pull every frame
+        back towards its acquired position (a heart near the image's edge).
+        None: every pixel is inside.
 
     Returns
     -------
@@ -131,12 +142,14 @@ def refine_affine(
     g = identity_grid((h, w_), device=dev)
     c = torch.tensor([(h - 1) / 2.0, (w_ - 1) / 2.0], dtype=torch.float32, device=dev)
     yy, xx = g[0] - c[0], g[1] - c[1]
-    win = gaussian_window(h, w_, window_sigma_px, device=dev)
+    win0 = gaussian_window(h, w_, window_sigma_px, device=dev)
     # affine about the crop centre: q = c + L (p - c) + s, with params (L00 L01 s0 L10 L11 s1)
     lin = torch.eye(2, dtype=torch.float32, device=dev).repeat(t, 1, 1)
     shift = torch.zeros(t, 2, dtype=torch.float32, device=dev)
     gy_img, gx_img = image_gradients(x)
-    stack = torch.stack([x, gy_img, gx_img], dim=1)  # (T, 3, H, W), sampled together
+    chans = [x, gy_img, gx_img] + ([valid.to(x)] if valid is not None else [])
+    stack = torch.stack(chans, dim=1)  # (T, 3 or 4, H, W), sampled together
+    margin = int(math.ceil(max_step_px))  # one step's largest move
     rel = torch.stack([yy, xx])  # (2, H, W)
     inv_sigma = 1.0 / window_sigma_px  # the linear part's columns scaled for conditioning
     ys, xs = yy * inv_sigma, xx * inv_sigma
@@ -156,8 +169,10 @@ def refine_affine(
             free = free * (1.0 - linear)
         cur = warped(lin, shift)
         k_ = 1 if r_ < coarse_rounds else components
+        win, held = _common_window(win0, cur[:, 3] if valid is not None else None, margin)
+        frames = cur[:, 0] if held is None else cur[:, 0] * held  # nothing moves outside
         ref = fixed.float() if fixed is not None else pca_reference(
-            cur[:, 0].float(), components=min(k_, t - 1),
+            frames.float(), components=min(k_, t - 1),
             neighbour_sigma_px=neighbour_sigma_px if r_ >= coarse_rounds else 0.0)
         rn = normalise_windowed(ref, win)
         best = windowed_ncc(cur[:, 0], ref, win)
@@ -203,6 +218,43 @@ def refine_affine(
     out[:, :, :2] = lin
     out[:, :, 2] = c + shift - torch.einsum("tpq,q->tp", lin, c)
     return out, rejected
+
+
+def _common_window(win: torch.Tensor, valid: torch.Tensor | None, margin: int):
+    """``(window, held)``: the Gaussian window on the pixels every frame holds.
+
+    ``valid`` ``(T, H, W)``: the frames' in-image share of each pixel (None:
+    all inside).  ``held`` ``(H, W)`` is 1 where every frame is inside, eroded
+    by ``margin`` pixels (None when nothing is cut); the window is zero
+    elsewhere and sums to 1.  Where less than a fifth of the window's weight
+    is left, the plain window is kept (nothing better is known).
+    """
+    if valid is None:
+        return win, None
+    inside = (valid >= 0.999).all(dim=0)
+    if inside.all():
+        return win, None
+    if margin > 0:  # erosion: a pixel is held when its whole neighbourhood is
+        k = 2 * margin + 1
+        out = torch.nn.functional.max_pool2d((~inside).float()[None, None], k, 1, margin)
+        inside = out[0, 0] == 0
+    held = inside.to(win.dtype)
+    w = win * held
+    if float(w.sum()) < 0.2:
+        return win, None
+    return w / w.sum(), held
+
+
+def crop_validity(matrix, geo: CropGeometry, image_shape) -> torch.Tensor:
+    """``(T, size, size)`` float: 1 where a frame's crop pixel lies inside its image, else 0.
+
+    ``matrix`` ``(T, 2, 3)``: the frames' full-FOV pull-back affine maps;
+    ``geo``: the crop; ``image_shape``: ``(Y, X)`` of the frames.
+    """
+    c = affine_coords(matrix, geo.grid(device=matrix.device))
+    ny, nx = image_shape
+    ok = (c[:, 0] >= 0) & (c[:, 0] <= ny - 1) & (c[:, 1] >= 0) & (c[:, 1] <= nx - 1)
+    return ok.float()
 
 
 def remove_affine_part(displacement: torch.Tensor, *, window_sigma_px: float) -> torch.Tensor:
@@ -295,6 +347,7 @@ def refine_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensity_range
     """
     geo, crop = refine_crop(images, matrix, centre_yx, pixel_spacing_mm, intensity_range)
     t = images.shape[0]
+    valid = crop_validity(matrix, geo, images.shape[-2:])
     ar, rejected = refine_affine(
         crop,
         window_sigma_px=config.refine_window_mm / REFINE_SPACING_MM,
@@ -307,6 +360,7 @@ def refine_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensity_range
         coarse_rounds=config.refine_coarse_rounds,
         translate=translate,
         neighbour_sigma_px=config.refine_neighbour_mm / REFINE_SPACING_MM,
+        valid=None if bool((valid > 0).all()) else valid,
     )
     if rejected.any():
         log.info("%s: affine refinement kept the networks' result in %d of %d dynamics "
