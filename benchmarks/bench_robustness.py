@@ -9,8 +9,9 @@ phantom in all of these ways; nothing here should move the figures much.
 Variants: ``base`` (as generated), ``scale`` (intensities x 0.013), ``uint12``
 (rounded to a 12-bit range, as DICOM magnitude images), ``zf2`` (zero-filled to
 twice the matrix in k-space, the encoded spacing given as an MRD header gives it)
-and ``zf2_noacq`` (the same without the header's encoded spacing: read from the
-images' spectrum).
+``zf2_noacq`` (the same without the header's encoded spacing: read from the
+images' spectrum) and ``corner`` (each slice cut 10 mm above and right of its heart,
+as a tight field of view stores it: ``bench_moco.fov_corner``).
 
 Usage::
 
@@ -26,7 +27,7 @@ import warnings
 
 import numpy as np
 
-VARIANTS = ("base", "scale", "uint12", "zf2", "zf2_noacq")
+VARIANTS = ("base", "scale", "uint12", "zf2", "zf2_noacq", "corner")
 
 
 def zero_fill_2x(images: np.ndarray) -> np.ndarray:
@@ -42,6 +43,8 @@ def variant(study, name: str):
     """A copy of ``study`` stored as ``name`` (see the module docstring)."""
     if name == "base":
         return study
+    if name == "corner":
+        raise ValueError("the corner variant needs the phantom's truth: use corner_study")
     top = max(float(max(s.images.max(), s.pd_images.max(initial=0.0))) for s in study.slices)
     out = []
     for s in study.slices:
@@ -60,6 +63,13 @@ def variant(study, name: str):
             raise ValueError(f"unknown variant {name!r}; choose from {VARIANTS}")
         out.append(s.replace(images=im, pd_images=pd, **kw))
     return study.replace_slices(out)
+
+
+def corner_study(ph):
+    """The ``corner`` variant of phantom ``ph``'s study (see ``bench_moco.fov_corner``)."""
+    from bench_moco import fov_corner
+
+    return fov_corner(ph, 10.0).study
 
 
 def score(quant, truth) -> tuple[list[float], list[bool], int]:
@@ -96,7 +106,8 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                res = process_study(variant(ph.study, name), config=Config(), method="dl")
+                st = corner_study(ph) if name == "corner" else variant(ph.study, name)
+                res = process_study(st, config=Config(), method="dl")
             if res.quant is None:
                 print(f"seed {seed} {name:10s} no MBF: {'; '.join(res.messages)}", flush=True)
                 continue
