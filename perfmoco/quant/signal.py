@@ -309,6 +309,8 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
     # disc's part in the image 0.23-0.36 of its radius off the heart), segment error with
     # the exact correction 0.38 with such factors, 0.30 without them
     if not region.any() or np.hypot(u[region].mean(), v[region].mean()) > MAX_COIL_OFFSET:
+        log.info("the heart lies near the image's edge: M0 does not follow the coil "
+                 "sensitivity through the motion (fitted from one side only, it would guess)")
         return np.ones((disp.shape[0], int(mask.sum())))
     body = region & (pd > 0.3 * np.percentile(pd[region], 95))
     if exclude is not None:
