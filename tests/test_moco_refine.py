@@ -290,7 +290,6 @@ def test_lv_radius_is_measured_from_the_blood_pool(ph_none):
         assert abs(locate_lv(s).lv_radius_mm - true_r) < 0.2 * true_r
 
 
-
 def test_refinement_is_not_held_by_the_edge_of_the_field_of_view(monkeypatch):
     """A heart near the image's edge: the edge stays where the image was acquired
     while the anatomy moves, so inside the refinement's window it pulls every
