@@ -61,6 +61,7 @@ def stage_loss(
     lncc_kernel: int = 19,
     bending_weight: float = 10.0,
     mi_samples: int = 4096,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The paper's loss of one stage.
 
@@ -77,16 +78,29 @@ def stage_loss(
         Weight of the bending energy against the -LNCC term (``dense``).
     mi_samples : int, keyword-only
         Random pixels per image for the MI terms (``affine1``); 0 = all.
+    mask : Tensor, shape (B, 1, n, n), keyword-only, optional
+        1 inside the field of view of both crops, 0 beyond its edge
+        (:func:`perfmoco.moco.augment.random_fov_cut`).  Only pixels inside
+        both the fixed crop's and the warped moving crop's field of view are
+        compared, so that aligning the edges themselves earns nothing.
 
     Returns
     -------
     Tensor, scalar
     """
+    if mask is not None:  # the pixels both crops hold (no gradient through the mask)
+        both = (mask * _WARP(mask, ddf)).detach()
+
+        def keep(x):
+            return x * both
+    else:
+        def keep(x):
+            return x
     if stage == "affine1":
         if low_moving is None or low_fixed is None:
             raise ValueError("stage affine1 needs the RPCA low-rank frames")
-        wl = _WARP(low_moving, ddf)
-        wi = _WARP(moving, ddf)
+        wl, wi = keep(_WARP(low_moving, ddf)), keep(_WARP(moving, ddf))
+        low_fixed, fixed = keep(low_fixed), keep(fixed)
         # MI on a random subset of pixels (as elastix samples for MI): the
         # Parzen-window histograms of MONAI's loss cost O(B * pixels * bins)
         pick = _mi_pixels(wl.shape, mi_samples, moving.device)
@@ -96,7 +110,7 @@ def stage_loss(
             + 0.25 * _MI(pick(wl), pick(fixed))
         )
     if stage == "affine2":
-        return global_ncc_loss(fixed, _WARP(moving, ddf))
+        return global_ncc_loss(keep(fixed), keep(_WARP(moving, ddf)))
     if stage == "dense":
         if lncc_kernel % 2 != 1:
             raise ValueError(f"lncc_kernel must be odd, got {lncc_kernel}")
@@ -105,5 +119,5 @@ def stage_loss(
                 spatial_dims=2, kernel_size=lncc_kernel
             )
         lncc = _LNCC[lncc_kernel]
-        return lncc(_WARP(moving, ddf), fixed) + bending_weight * _BENDING(ddf)
+        return lncc(keep(_WARP(moving, ddf)), keep(fixed)) + bending_weight * _BENDING(ddf)
     raise ValueError(f"stage must be affine1, affine2 or dense, got {stage!r}")

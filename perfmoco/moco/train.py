@@ -32,7 +32,7 @@ import torch
 import yaml
 
 from perfmoco.moco import networks
-from perfmoco.moco.augment import apply_affine, intensity_augment, random_affine
+from perfmoco.moco.augment import apply_affine, intensity_augment, random_affine, random_fov_cut
 from perfmoco.moco.data import load_series
 from perfmoco.moco.decompose import rpca_lowrank_cached
 from perfmoco.moco.losses import stage_loss
@@ -78,6 +78,9 @@ DEFAULTS: dict[str, Any] = {
         "max_shift_px": 20.0,
         "max_rotation_rad": 0.8,
         "p_geometric": 1.0,
+        # not in the paper: a tight field of view's edges (augment.random_fov_cut)
+        "fov_cut_p": 0.0,  # share of training pairs cut; 0 = off
+        "fov_cut_min_mm": 40.0,  # closest edge to the LV, mm
     },
     "loss": {"lncc_kernel": 19, "bending_weight": 10.0},
 }
@@ -166,11 +169,14 @@ def _batch(pool: dict, idx: torch.Tensor) -> dict:
     return {k: v[idx][:, None] for k, v in pool.items()}
 
 
-def _step_loss(net, b: dict, stage: str, cfg: dict, gen: torch.Generator | None, train: bool):
-    """Loss of one batch (augmented when ``train``)."""
+def _step_loss(net, b: dict, stage: str, cfg: dict, gen: torch.Generator | None, train: bool,
+               cut_gen: torch.Generator | None = None):
+    """Loss of one batch (augmented when ``train``; field-of-view cuts from ``cut_gen``
+    also when not: the validation's fixed cuts).
+    """
     aug = cfg["augment"]
     mov, fix = b["moving"], b["fixed"]
-    low_m = b.get("low_moving")
+    low_m, low_f = b.get("low_moving"), b.get("low_fixed")
     if train and stage != "dense":
         m = random_affine(
             mov.shape[0],
@@ -184,6 +190,16 @@ def _step_loss(net, b: dict, stage: str, cfg: dict, gen: torch.Generator | None,
         mov = apply_affine(mov, m)
         if low_m is not None:
             low_m = apply_affine(low_m, m)
+    mask = None
+    cut_gen = gen if train else cut_gen
+    if aug["fov_cut_p"] > 0 and cut_gen is not None:
+        # the image's edge stays put while the heart moves: the same cut in both crops
+        mask = random_fov_cut(mov.shape[0], mov.shape[-1], p=aug["fov_cut_p"] if train else 1.0,
+                              min_px=aug["fov_cut_min_mm"] / net.crop_spacing_mm,
+                              generator=cut_gen, device=mov.device)
+        mov, fix = mov * mask, fix * mask
+        if low_m is not None:
+            low_m, low_f = low_m * mask, low_f * mask
     m_in = histogram_equalise(mov[:, 0])[:, None]
     f_in = histogram_equalise(fix[:, 0])[:, None]
     if train:
@@ -197,9 +213,10 @@ def _step_loss(net, b: dict, stage: str, cfg: dict, gen: torch.Generator | None,
         moving=mov,
         fixed=fix,
         low_moving=low_m,
-        low_fixed=b.get("low_fixed"),
+        low_fixed=low_f,
         lncc_kernel=cfg["loss"]["lncc_kernel"],
         bending_weight=cfg["loss"]["bending_weight"],
+        mask=mask,
     )
 
 
@@ -208,13 +225,23 @@ def _validate(net, mc, val_pool, val_series, stage, cfg) -> dict:
     from perfmoco.moco.evaluate import truth_metrics
 
     net.eval()
-    losses = []
+    losses, cut_losses = [], []
+    cutting = cfg["augment"]["fov_cut_p"] > 0
+    cut_gen = torch.Generator().manual_seed(12345)  # the same cuts at every validation
     with torch.no_grad():
         n = val_pool["moving"].shape[0]
         for i in range(0, n, 64):
             idx = torch.arange(i, min(i + 64, n), device=val_pool["moving"].device)
-            losses.append(float(_step_loss(net, _batch(val_pool, idx), stage, cfg, None, False)))
+            b = _batch(val_pool, idx)
+            losses.append(float(_step_loss(net, b, stage, cfg, None, False)))
+            if cutting:
+                cut_losses.append(float(_step_loss(net, b, stage, cfg, None, False, cut_gen)))
     out = {"val_loss": float(np.mean(losses))}
+    if cutting:  # selection weighs both: the cut pairs as often as training cuts them
+        p = cfg["augment"]["fov_cut_p"]
+        out["val_loss_uncut"] = out["val_loss"]
+        out["val_loss_cut"] = float(np.mean(cut_losses))
+        out["val_loss"] = (1 - p) * out["val_loss_uncut"] + p * out["val_loss_cut"]
     mc.models[stage] = net
     m = [truth_metrics(mc.correct(s), t, s) for s, t in val_series if t is not None]
     if m:
