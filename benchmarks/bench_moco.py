@@ -13,12 +13,13 @@ Usage::
 
     .venv/bin/python benchmarks/bench_moco.py [--seeds 9100 9101] [--threads 2]
         [--weights DIR] [--device cpu|cuda] [--json OUT.json] [--set moco.KEY=VALUE ...]
-        [--fov full|corner] [--fov-margin-mm 10]
+        [--fov full|corner|corner-bl] [--fov-margin-mm 10]
 
 ``--fov corner`` stores every slice as a site with a tight field of view would:
 cut ``--fov-margin-mm`` above and to the right of the heart's myocardium over
 all frames (the heart in the image's top-right corner; the geometry and the
-truth cut alike), so the crops of the correction leave the image.
+truth cut alike), so the crops of the correction leave the image;
+``--fov corner-bl`` cuts below and to the left instead.
 
 The speed part times the study uncompiled and, in the same run, with the
 networks compiled (``moco.compile``, as the server and the gadget run them
@@ -84,30 +85,37 @@ def time_study(mc, study, config, repeat: int, locs=None) -> tuple[float, float]
     return float(np.median(walls)), float(np.median(cpus))
 
 
-def fov_corner(ph, margin_mm: float):
+def fov_corner(ph, margin_mm: float, corner: str = "top-right"):
     """A copy of phantom ``ph`` whose slices are cut ``margin_mm`` above and to the right of
-    the heart's myocardium over all frames (geometry, truth and noise-free frames alike)."""
+    the heart's myocardium over all frames (geometry, truth and noise-free frames alike);
+    ``corner="bottom-left"``: below and to the left instead."""
+    if corner not in ("top-right", "bottom-left"):
+        raise ValueError(f"corner must be top-right or bottom-left, got {corner!r}")
     slices, truth, clean = [], dict(ph.truth), dict(ph.noise_free)
     for s in ph.study.slices:
         prefix = "aif" if s.role is SliceRole.AIF else f"s{s.slice_index}"
         ys, xs = np.nonzero(np.asarray(ph.truth[f"{prefix}_myo_masks"]).any(axis=0))
         ny, nx = s.shape
         m = int(round(margin_mm / s.pixel_spacing_mm[0]))
-        y0, x1 = max(0, int(ys.min()) - m), min(nx, int(xs.max()) + 1 + m)
+        y0, y1, x0, x1 = 0, ny, 0, nx
+        if corner == "top-right":
+            y0, x1 = max(0, int(ys.min()) - m), min(nx, int(xs.max()) + 1 + m)
+        else:
+            y1, x0 = min(ny, int(ys.max()) + 1 + m), max(0, int(xs.min()) - m)
 
-        def cut(a, shape=(ny, nx), y0=y0, x1=x1):  # arrays on the slice's grid
+        def cut(a, shape=(ny, nx), rows=slice(y0, y1), cols=slice(x0, x1)):  # slice's grid
             a = np.asarray(a)
             ok = a.ndim >= 2 and a.shape[-2:] == shape
-            return np.ascontiguousarray(a[..., y0:, :x1]) if ok else a
+            return np.ascontiguousarray(a[..., rows, cols]) if ok else a
 
         geo = s.geometry
         if geo is not None:  # the new matrix's centre, and its field of view
-            dy = (y0 + (ny - y0 - 1) / 2 - (ny - 1) / 2) * s.pixel_spacing_mm[0]
-            dx = ((x1 - 1) / 2 - (nx - 1) / 2) * s.pixel_spacing_mm[1]
+            dy = ((y0 + y1 - 1) / 2 - (ny - 1) / 2) * s.pixel_spacing_mm[0]
+            dx = ((x0 + x1 - 1) / 2 - (nx - 1) / 2) * s.pixel_spacing_mm[1]
             pos = np.add(geo.position,
                          dy * np.asarray(geo.phase_dir) + dx * np.asarray(geo.read_dir))
-            fov = (geo.field_of_view_mm[0] * x1 / nx, geo.field_of_view_mm[1] * (ny - y0) / ny,
-                   geo.field_of_view_mm[2])
+            fov = (geo.field_of_view_mm[0] * (x1 - x0) / nx,
+                   geo.field_of_view_mm[1] * (y1 - y0) / ny, geo.field_of_view_mm[2])
             geo = dataclasses.replace(geo, position=tuple(float(v) for v in pos),
                                       field_of_view_mm=fov)
         slices.append(s.replace(images=cut(s.images), pd_images=cut(s.pd_images), geometry=geo))
@@ -197,7 +205,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="timed passes over the study (median)")
     p.add_argument("--no-compile", action="store_true",
                    help="time the uncompiled networks only (no torch.compile)")
-    p.add_argument("--fov", default="full", choices=("full", "corner"),
+    p.add_argument("--fov", default="full", choices=("full", "corner", "corner-bl"),
                    help="corner: each slice cut close to its heart (see above)")
     p.add_argument("--fov-margin-mm", type=float, default=10.0)
     p.add_argument("--set", action="append", default=[], metavar="moco.KEY=VALUE",
@@ -210,8 +218,9 @@ def main(argv=None) -> int:
     for i, seed in enumerate([] if a.speed_only else a.seeds):
         vendor = "ab"[i % 2]
         ph = generate_phantom(seed=seed, motion=a.motion, vendor=vendor)
-        if a.fov == "corner":
-            ph = fov_corner(ph, a.fov_margin_mm)
+        if a.fov in ("corner", "corner-bl"):
+            ph = fov_corner(ph, a.fov_margin_mm,
+                            "top-right" if a.fov == "corner" else "bottom-left")
         locs = stack_locations(ph.study, cfg)
         # the TIC ROI's margin: the paper's 10 pixels of the high-resolution slices, in mm
         # on the AIF slice too (10 of its own ~4.5 mm pixels reach into liver and chest wall)
