@@ -171,11 +171,14 @@ def test_coil_motion_factors_give_up_when_the_heart_is_near_the_image_edge():
     pix[44:52, 44:52] = True
     disp = np.zeros((2, 2, 96, 96))
     disp[1, 0] = 5.0
+    why: list[str] = []
     centred = coil_motion_factors((coil * 1000.0)[None], disp, pixels=pix, centre=(48, 48),
-                                  spacing_mm=(2.0, 2.0))
+                                  spacing_mm=(2.0, 2.0), skipped=why)
     np.testing.assert_allclose(centred[1], np.exp(0.02 * 5), rtol=1e-6)
+    assert why == []
     # the same image cut 16 px (32 mm) above and right of the heart's centre
     cut = (coil * 1000.0)[32:, :64]
     one_sided = coil_motion_factors(cut[None], disp[:, :, 32:, :64], pixels=pix[32:, :64],
-                                    centre=(16, 48), spacing_mm=(2.0, 2.0))
+                                    centre=(16, 48), spacing_mm=(2.0, 2.0), skipped=why)
     np.testing.assert_array_equal(one_sided, 1.0)
+    assert len(why) == 1 and "edge" in why[0]  # the reason, for the study's messages

@@ -367,3 +367,33 @@ def test_the_maps_carry_the_ischaemic_burden(ph, clean_study, clean_result):
     for im in maps:
         text = im.meta["perfmoco_IschemicBurden"]
         assert text.startswith(f"{burden:.3f} of {n_px} pixels below 2 ml/min/g")
+
+
+def test_coil_factors_skipped_near_the_image_edge_are_reported(ph, clean_study):
+    """Motion fields given, but the heart lies 10 mm from the image's edge (a tight field
+    of view): M0 cannot follow the coil through the motion, and the study says so."""
+    still = {s.slice_index: np.zeros((s.n_dynamics, 2, *s.shape), np.float32)
+             for s in clean_study.slices}
+    pd_still = {s.slice_index: np.zeros((s.pd_images.shape[0], 2, *s.shape), np.float32)
+                for s in clean_study.slices}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the full field of view: no such message
+        quantify_study(clean_study, config=QuantConfig(), displacements=still,
+                       pd_displacements=pd_still)
+    cut_slices, box = [], {}
+    for s in clean_study.slices:
+        ys, xs = np.nonzero(np.asarray(ph.truth[f"{_key(s)}_myo_masks"]).any(axis=0))
+        m = int(round(10.0 / s.pixel_spacing_mm[0]))
+        box[s.slice_index] = (slice(int(ys.min()) - m, None), slice(0, int(xs.max()) + 1 + m))
+        rows, cols = box[s.slice_index]
+        cut_slices.append(s.replace(images=np.ascontiguousarray(s.images[:, rows, cols]),
+                                    pd_images=np.ascontiguousarray(s.pd_images[:, rows, cols])))
+    cut = clean_study.replace_slices(cut_slices)
+    with pytest.warns(UserWarning, match="surface-coil sensitivity"):
+        r = quantify_study(cut, config=QuantConfig(),
+                           displacements={k: v[..., box[k][0], box[k][1]]
+                                          for k, v in still.items()},
+                           pd_displacements={k: v[..., box[k][0], box[k][1]]
+                                             for k, v in pd_still.items()})
+    assert sum("surface-coil sensitivity" in w and "edge" in w for w in r.warnings) >= 3
+    assert all(np.isfinite(m).all() for m in r.mbf_maps.values())

@@ -276,11 +276,16 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
             m0 = m0_map(s.pd_images, mask=tissue, sigma_px=config.pd_smooth_mm / sp,
                         pd_scale=config.pd_scale)[w.myo]
             if displacements and s.slice_index in displacements:
+                skipped: list[str] = []
                 m0 = m0 * coil_motion_factors(
                     s.pd_images, displacements[s.slice_index], pixels=w.myo, centre=w.centre,
                     spacing_mm=s.pixel_spacing_mm,
                     pd_displacement=(pd_displacements or {}).get(s.slice_index),
-                    exclude=pools_and_edges(w.blood, w.pixel_scale))
+                    exclude=pools_and_edges(w.blood, w.pixel_scale), skipped=skipped)
+                if skipped:
+                    warn(msgs, f"{s.name}: M0 does not follow the surface-coil sensitivity "
+                                f"through the breathing motion ({skipped[0]}): MBF may be "
+                                "biased by the coil's change over the heart's excursion")
         else:
             warn(msgs, f"{s.name}: no PD frames; M0 from the baseline and the native "
                         f"myocardial T1 ({config.t1_myocardium_s} s): MBF may be biased")

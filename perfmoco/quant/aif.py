@@ -206,10 +206,16 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
         m0 = float(np.asarray(series.pd_images, np.float64)[:, core].mean()) * config.pd_scale
         if displacement is not None:  # the coil sensitivity each frame's pool was seen at
             yy, xx = np.nonzero(core)
+            skipped: list[str] = []
             m0 = m0 * coil_motion_factors(
                 series.pd_images, displacement, pixels=core, centre=(yy.mean(), xx.mean()),
                 spacing_mm=series.pixel_spacing_mm, pd_displacement=pd_displacement,
+                skipped=skipped,
             ).mean(axis=1)
+            if skipped:
+                warn(msgs, f"{series.name}: the AIF's M0 does not follow the surface-coil "
+                            f"sensitivity through the breathing motion ({skipped[0]}): "
+                            "[Gd] may be biased by the coil's change over the excursion")
     else:
         m0 = float(baseline_m0(sig[:n_base].mean(), ts_s=ts, t1_s=config.t1_blood_s))
         warn(msgs, f"{series.name}: no PD frames; AIF M0 from the baseline and the native "

@@ -253,7 +253,7 @@ MAX_COIL_OFFSET = 0.15
 
 def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
                         pd_displacement=None, radius_mm: float = 100.0, degree: int = 2,
-                        exclude=None):
+                        exclude=None, skipped: list[str] | None = None):
     """Change of the surface-coil sensitivity seen by motion-corrected pixels, per frame.
 
     The coil sensitivity stays put while the heart moves, so after motion
@@ -284,6 +284,9 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
         Polynomial degree.
     exclude : ndarray, shape (Y, X), bool, keyword-only, optional
         Pixels left out of the fit (e.g. the blood pools and their edges).
+    skipped : list of str, keyword-only, optional
+        Where the factors are left at 1, the reason is appended here (for the
+        study's messages).
 
     Returns
     -------
@@ -308,14 +311,19 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
     # extrapolates onto the other: fresh 11240-11247 a/b cut 10 mm from the heart (the
     # disc's part in the image 0.23-0.36 of its radius off the heart), segment error with
     # the exact correction 0.38 with such factors, 0.30 without them
+    reason = None
     if not region.any() or np.hypot(u[region].mean(), v[region].mean()) > MAX_COIL_OFFSET:
-        log.info("the heart lies near the image's edge: M0 does not follow the coil "
-                 "sensitivity through the motion (fitted from one side only, it would guess)")
-        return np.ones((disp.shape[0], int(mask.sum())))
-    body = region & (pd > 0.3 * np.percentile(pd[region], 95))
-    if exclude is not None:
-        body &= ~np.asarray(exclude, bool)
-    if body.sum() < 20:
+        reason = "the heart lies near the image's edge (a fit from one side only would guess)"
+    else:
+        body = region & (pd > 0.3 * np.percentile(pd[region], 95))
+        if exclude is not None:
+            body &= ~np.asarray(exclude, bool)
+        if body.sum() < 20:
+            reason = f"only {int(body.sum())} body pixels near the heart in the PD frames"
+    if reason is not None:
+        log.info("M0 does not follow the coil sensitivity through the motion: %s", reason)
+        if skipped is not None:
+            skipped.append(reason)
         return np.ones((disp.shape[0], int(mask.sum())))
     coef, *_ = np.linalg.lstsq(_poly_terms(u[body], v[body], degree),
                                np.log(pd[body]), rcond=None)
