@@ -364,5 +364,6 @@ def refine_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensity_range
     )
     if rejected.any():
         log.info("%s: affine refinement kept the networks' result in %d of %d dynamics "
-                 "(it moved them > %.0f mm)", name, int(rejected.sum()), t, config.refine_max_mm)
+                 "(it moved them > %.0f mm or scaled / sheared them > 10 %%)", name,
+                 int(rejected.sum()), t, config.refine_max_mm)
     return compose_affine(matrix, affine_crop_to_full(ar, geo))
