@@ -88,14 +88,11 @@ def stage_loss(
     -------
     Tensor, scalar
     """
-    if mask is not None:  # the pixels both crops hold (no gradient through the mask)
-        both = (mask * _WARP(mask, ddf)).detach()
+    # the pixels both crops hold (no gradient through the mask); all without a mask
+    both = None if mask is None else (mask * _WARP(mask, ddf)).detach()
 
-        def keep(x):
-            return x * both
-    else:
-        def keep(x):
-            return x
+    def keep(x):
+        return x if both is None else x * both
     if stage == "affine1":
         if low_moving is None or low_fixed is None:
             raise ValueError("stage affine1 needs the RPCA low-rank frames")

@@ -17,7 +17,7 @@ from perfmoco.quant.aif import AifResult, extract_aif
 from perfmoco.quant.anatomy import aha_labels, slice_anatomy
 from perfmoco.quant.fermi import FermiFit, fit_fermi, resample_uniform
 from perfmoco.quant.grouped import fit_fermi_grouped
-from perfmoco.quant.messages import warn
+from perfmoco.quant.messages import coil_not_followed, warn
 from perfmoco.quant.pixels import core_pixels, distance_to, rim_pools
 from perfmoco.quant.resolution import interpolation_factor
 from perfmoco.quant.result import QuantResult
@@ -283,9 +283,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                     pd_displacement=(pd_displacements or {}).get(s.slice_index),
                     exclude=pools_and_edges(w.blood, w.pixel_scale), skipped=skipped)
                 if skipped:
-                    warn(msgs, f"{s.name}: M0 does not follow the surface-coil sensitivity "
-                                f"through the breathing motion ({skipped[0]}): MBF may be "
-                                "biased by the coil's change over the heart's excursion")
+                    coil_not_followed(msgs, s.name, skipped[0])
         else:
             warn(msgs, f"{s.name}: no PD frames; M0 from the baseline and the native "
                         f"myocardial T1 ({config.t1_myocardium_s} s): MBF may be biased")

@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from perfmoco.anatomy import find_blood_pools
 from perfmoco.config import QuantConfig
-from perfmoco.quant.messages import warn
+from perfmoco.quant.messages import coil_not_followed, warn
 from perfmoco.quant.resolution import series_interpolation
 from perfmoco.quant.signal import (
     baseline_m0,
@@ -213,9 +213,7 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
                 skipped=skipped,
             ).mean(axis=1)
             if skipped:
-                warn(msgs, f"{series.name}: the AIF's M0 does not follow the surface-coil "
-                            f"sensitivity through the breathing motion ({skipped[0]}): "
-                            "[Gd] may be biased by the coil's change over the excursion")
+                coil_not_followed(msgs, series.name, skipped[0], aif=True)
     else:
         m0 = float(baseline_m0(sig[:n_base].mean(), ts_s=ts, t1_s=config.t1_blood_s))
         warn(msgs, f"{series.name}: no PD frames; AIF M0 from the baseline and the native "
