@@ -309,7 +309,10 @@ def refine_dynamics(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
     if cfg.pd_align and sc.n_pd:
         m_pd = align_pd_full_fov(images, sc.imgs[t_dyn:], m_dyn, m_pd, sc.centre_yx,
                                  series.pixel_spacing_mm, (sc.lo, sc.hi), (sc.lo_pd, sc.hi_pd),
-                                 max_mm=cfg.pd_align_max_mm, radius_mm=cfg.baseline_radius_mm,
+                                 max_mm=cfg.pd_align_max_mm,
+                                 radius_mm=(cfg.pd_align_radius_aif_mm
+                                            if series.role is SliceRole.AIF
+                                            else cfg.pd_align_radius_mm),
                                  name=series.name)
     return torch.cat([m_dyn, m_pd.to(m_dyn)])
 
