@@ -45,6 +45,7 @@ from perfmoco.moco.data import slice_truth
 from perfmoco.moco.evaluate import truth_metrics
 from perfmoco.moco.pipeline import MotionCorrector, check_series
 from perfmoco.phantom import generate_phantom
+from perfmoco.phantom.fov import fov_corner
 from perfmoco.pipeline import stack_locations
 from perfmoco.study import SliceRole
 
@@ -83,48 +84,6 @@ def time_study(mc, study, config, repeat: int, locs=None) -> tuple[float, float]
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
     return float(np.median(walls)), float(np.median(cpus))
-
-
-def fov_corner(ph, margin_mm: float, corner: str = "top-right"):
-    """A copy of phantom ``ph`` whose slices are cut ``margin_mm`` above and to the right of
-    the heart's myocardium over all frames (geometry, truth and noise-free frames alike);
-    ``corner="bottom-left"``: below and to the left instead."""
-    if corner not in ("top-right", "bottom-left"):
-        raise ValueError(f"corner must be top-right or bottom-left, got {corner!r}")
-    slices, truth, clean = [], dict(ph.truth), dict(ph.noise_free)
-    for s in ph.study.slices:
-        prefix = "aif" if s.role is SliceRole.AIF else f"s{s.slice_index}"
-        ys, xs = np.nonzero(np.asarray(ph.truth[f"{prefix}_myo_masks"]).any(axis=0))
-        ny, nx = s.shape
-        m = int(round(margin_mm / s.pixel_spacing_mm[0]))
-        y0, y1, x0, x1 = 0, ny, 0, nx
-        if corner == "top-right":
-            y0, x1 = max(0, int(ys.min()) - m), min(nx, int(xs.max()) + 1 + m)
-        else:
-            y1, x0 = min(ny, int(ys.max()) + 1 + m), max(0, int(xs.min()) - m)
-
-        def cut(a, shape=(ny, nx), rows=slice(y0, y1), cols=slice(x0, x1)):  # slice's grid
-            a = np.asarray(a)
-            ok = a.ndim >= 2 and a.shape[-2:] == shape
-            return np.ascontiguousarray(a[..., rows, cols]) if ok else a
-
-        geo = s.geometry
-        if geo is not None:  # the new matrix's centre, and its field of view
-            dy = ((y0 + y1 - 1) / 2 - (ny - 1) / 2) * s.pixel_spacing_mm[0]
-            dx = ((x0 + x1 - 1) / 2 - (nx - 1) / 2) * s.pixel_spacing_mm[1]
-            pos = np.add(geo.position,
-                         dy * np.asarray(geo.phase_dir) + dx * np.asarray(geo.read_dir))
-            fov = (geo.field_of_view_mm[0] * (x1 - x0) / nx,
-                   geo.field_of_view_mm[1] * (y1 - y0) / ny, geo.field_of_view_mm[2])
-            geo = dataclasses.replace(geo, position=tuple(float(v) for v in pos),
-                                      field_of_view_mm=fov)
-        slices.append(s.replace(images=cut(s.images), pd_images=cut(s.pd_images), geometry=geo))
-        for k in [k for k in truth if k.startswith(prefix + "_")]:
-            truth[k] = cut(truth[k])
-        for k in [k for k in clean if k == prefix or k.startswith(prefix + "_")]:
-            clean[k] = cut(clean[k])
-    return dataclasses.replace(ph, study=ph.study.replace_slices(slices), truth=truth,
-                               noise_free=clean)
 
 
 def slice_metrics(mc, s, truth_all, prefix, lv=None, noise_free=None,

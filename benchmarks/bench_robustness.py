@@ -11,7 +11,7 @@ Variants: ``base`` (as generated), ``scale`` (intensities x 0.013), ``uint12``
 twice the matrix in k-space, the encoded spacing given as an MRD header gives it)
 ``zf2_noacq`` (the same without the header's encoded spacing: read from the
 images' spectrum) and ``corner`` (each slice cut 10 mm above and right of its heart,
-as a tight field of view stores it: ``bench_moco.fov_corner``).
+as a tight field of view stores it: ``perfmoco.phantom.fov.fov_corner``).
 
 Usage::
 
@@ -45,7 +45,7 @@ def variant(ph, name: str):
     if name == "base":
         return study
     if name == "corner":  # cut about the heart: needs the phantom's truth
-        from bench_moco import fov_corner
+        from perfmoco.phantom.fov import fov_corner
 
         return fov_corner(ph, 10.0).study
     top = max(float(max(s.images.max(), s.pd_images.max(initial=0.0))) for s in study.slices)

@@ -9,7 +9,8 @@ that generated it.  Modules: :mod:`.anatomy` (shapes, labels, AHA),
 :mod:`.kinetics` (timing, blood curves, Fermi tissue curves, MBF maps),
 :mod:`.motion` (breathing, displacement fields, warping), :mod:`.signal`
 (saturation recovery, coil shading, noise), :mod:`.generate`, :mod:`.files`,
-:mod:`.realism` (the paper-notes figures of real series, measured on a phantom).
+:mod:`.realism` (the paper-notes figures of real series, measured on a phantom),
+:mod:`.fov` (a phantom cut close to its heart, as a tight field of view stores it).
 
 Conventions
 -----------
