@@ -116,8 +116,16 @@ class MocoConfig:
     #: :mod:`perfmoco.moco.baseline`): the PCA references cannot see a
     #: block-wide offset between frames of different contrast.
     baseline_align: bool = True
-    #: Radius of the disc on the LV whose pixels enter that mutual information, mm.
+    #: Radius of the disc on the LV whose pixels enter that mutual information, mm
+    #: (also the PD frames' search, :attr:`pd_align`, and the deep-breathing restart's).
     baseline_radius_mm: float = 40.0
+    #: The same on the low-resolution AIF slice.  Its ~4.5 mm pixels leave ~250 in a
+    #: 40 mm disc, and the mutual information of frames of another contrast (PD frames,
+    #: pre-contrast frames) with the late frames could peak a pixel or two off.  On 16
+    #: fresh breathing phantoms (11330-11347) 60 mm raised the AIF slices' mean Dice
+    #: (see docs/motion-correction.md) and brought their PD frames from up to 8 mm off
+    #: to within 2-3 mm of the reference frame.
+    baseline_radius_aif_mm: float = 60.0
     #: Search range of the block offset per axis, mm (an optimum on its edge is not trusted).
     baseline_max_mm: float = 8.0
     #: The even and odd pre-contrast frames must give offsets this close, mm
@@ -137,14 +145,6 @@ class MocoConfig:
     pd_align: bool = True
     #: Its search range per axis, mm (an optimum on the edge keeps the networks' map).
     pd_align_max_mm: float = 12.0
-    #: Radius of the disc on the LV whose pixels enter that mutual information, mm.
-    pd_align_radius_mm: float = 40.0
-    #: The same on the low-resolution AIF slice (~4.5 mm pixels: a 40 mm disc holds
-    #: ~250 of them, and its mutual information with the late frames can peak a pixel
-    #: or two off).  16 breathing phantoms (11330-11347), PD frames' distance from the
-    #: reference frame at the LV, AIF slices: mean 1.8 -> 1.0 mm, worst 8.0 -> 2.8 mm.
-    #: On the high-resolution slices 60 mm was neutral (mean 0.72 -> 0.73 mm).
-    pd_align_radius_aif_mm: float = 60.0
     #: Rounds of the refinement re-run after the block alignment moved the block.
     baseline_refine_rounds: int = 2
     #: Keep the pre-contrast block where the block alignment put it during that
@@ -224,6 +224,10 @@ class MocoConfig:
     resample: str = "bicubic"
     #: Torch intra-op threads; 0 = torch's default.
     threads: int = 0
+
+    def disc_radius_mm(self, aif: bool) -> float:
+        """Disc on the LV of the mutual-information searches, mm (AIF slice or not)."""
+        return self.baseline_radius_aif_mm if aif else self.baseline_radius_mm
 
 
 @dataclasses.dataclass(frozen=True)

@@ -168,7 +168,7 @@ def test_pd_frames_reach_the_reference_frame(corrector):
 def test_pd_frames_of_the_aif_slice_reach_the_reference_frame(corrector):
     """On the low-resolution AIF slice (4.5 mm pixels) the PD frames' search needs a wider
     disc: with the high-resolution slices' 40 mm this phantom's AIF PD frames ended ~8 mm
-    off (acquired ~14 mm off); with moco.pd_align_radius_aif_mm (60 mm) within ~1 mm."""
+    off (acquired ~14 mm off); with moco.baseline_radius_aif_mm (60 mm) within ~1 mm."""
     import dataclasses
 
     from perfmoco.metrics import pd_residual_mm
@@ -178,7 +178,7 @@ def test_pd_frames_of_the_aif_slice_reach_the_reference_frame(corrector):
     s = ph.study.aif
     tr = ph.truth
     narrow = MotionCorrector(corrector.models, config=dataclasses.replace(
-        corrector.config, pd_align_radius_aif_mm=corrector.config.pd_align_radius_mm))
+        corrector.config, baseline_radius_aif_mm=corrector.config.baseline_radius_mm))
     err = {}
     for name, c in (("shipped", corrector), ("40 mm", narrow)):
         r = c.correct(s)

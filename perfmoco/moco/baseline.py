@@ -234,8 +234,9 @@ def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensi
     name : str, keyword-only
         Series name for the log.
     aif : bool, keyword-only
-        The low-resolution AIF slice: the halves must agree within
-        ``baseline_agreement_aif_mm`` instead of ``baseline_agreement_mm``.
+        The low-resolution AIF slice: the disc is ``baseline_radius_aif_mm`` and the
+        halves must agree within ``baseline_agreement_aif_mm`` (instead of
+        ``baseline_radius_mm`` and ``baseline_agreement_mm``).
 
     Returns
     -------
@@ -244,7 +245,7 @@ def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensi
     """
     t = images.shape[0]
     geo, crop = refine_crop(images, matrix, centre_yx, pixel_spacing_mm, intensity_range)
-    disc = heart_disc(config.baseline_radius_mm, device=images.device)
+    disc = heart_disc(config.disc_radius_mm(aif), device=images.device)
     n = baseline_length(crop, disc)
     n_late = max(MIN_LATE, t // 4)
     if n < MIN_FRAMES or t - n_late < n + 4:

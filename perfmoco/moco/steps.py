@@ -139,6 +139,11 @@ class SeriesCrops:
         return torch.cat([series_ref, series_ref[:1].expand(self.n_pd, -1, -1)])
 
     @property
+    def disc_radius_mm(self) -> float:
+        """Disc on the LV of the mutual-information searches (``moco.baseline_radius*``)."""
+        return self.config.disc_radius_mm(self.series.role is SliceRole.AIF)
+
+    @property
     def dilates(self) -> bool:
         """Whether the heart's dilation is fitted (``moco.dilation_step``, ``dilation_aif``)."""
         return self.config.dilation_step and (self.series.role is not SliceRole.AIF
@@ -198,7 +203,7 @@ def _coarse_restart(sc: SeriesCrops, run_net: RunNet, net, m_full: torch.Tensor,
     start, found = coarse_translations(sc.imgs[:t_dyn], idx, ref, sc.centre_yx,
                                        sc.series.pixel_spacing_mm, (sc.lo, sc.hi),
                                        max_mm=cfg.coarse_max_mm,
-                                       radius_mm=cfg.baseline_radius_mm)
+                                       radius_mm=sc.disc_radius_mm)
     moves = centre_moves(m_full[:t_dyn], ref, sc.centre_yx)[idx]
     found &= agrees(moves.cpu(), start[:, :, 2].cpu())
     found = found.to(idx.device)
@@ -309,10 +314,7 @@ def refine_dynamics(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
     if cfg.pd_align and sc.n_pd:
         m_pd = align_pd_full_fov(images, sc.imgs[t_dyn:], m_dyn, m_pd, sc.centre_yx,
                                  series.pixel_spacing_mm, (sc.lo, sc.hi), (sc.lo_pd, sc.hi_pd),
-                                 max_mm=cfg.pd_align_max_mm,
-                                 radius_mm=(cfg.pd_align_radius_aif_mm
-                                            if series.role is SliceRole.AIF
-                                            else cfg.pd_align_radius_mm),
+                                 max_mm=cfg.pd_align_max_mm, radius_mm=sc.disc_radius_mm,
                                  name=series.name)
     return torch.cat([m_dyn, m_pd.to(m_dyn)])
 
