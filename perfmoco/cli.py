@@ -45,7 +45,8 @@ def cmd_phantom(args) -> int:
 
     t0 = time.perf_counter()
     ph = generate_phantom(
-        seed=args.seed, n_dynamics=args.dynamics, motion=args.motion, vendor=args.vendor
+        seed=args.seed, n_dynamics=args.dynamics, motion=args.motion, vendor=args.vendor,
+        heart_scale=args.heart_scale,
     )
     write_phantom(ph, args.out)
     study = ph.study
@@ -234,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--motion", default="breathing",
                     choices=["none", "breathing", "breathing+gasp", "mistrigger"])
     ph.add_argument("--vendor", default="a", choices=["a", "b"])
+    ph.add_argument("--heart-scale", type=float, default=1.0,
+                    help="heart size against the usual one, 0.7-1.5 (e.g. 1.35: a dilated LV)")
     ph.set_defaults(func=cmd_phantom)
 
     c = sub.add_parser("correct", help="motion-correct a series (.npy, NIfTI) or a study (.h5)")

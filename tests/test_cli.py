@@ -47,6 +47,20 @@ def test_correct_too_short_series(tmp_path, capsys):
     assert "5 dynamics, at least 10" in _err(capsys)
 
 
+def test_phantom_with_a_dilated_heart_and_a_bad_heart_scale(tmp_path, capsys):
+    from perfmoco.io.files import read_study
+
+    assert main(["phantom", str(tmp_path / "p.h5"), "--dynamics", "12",
+                 "--heart-scale", "1.3"]) == 0
+    truth = np.load(tmp_path / "p.truth.npz")
+    assert read_study(tmp_path / "p.h5").highres[0].n_dynamics == 12
+    rc = main(["phantom", str(tmp_path / "q.h5"), "--heart-scale", "3"])
+    assert rc == 2
+    assert "heart_scale must be in [0.7, 1.5]" in _err(capsys)
+    assert not (tmp_path / "q.h5").exists()
+    assert "s0_labels" in truth
+
+
 def test_bad_setting_is_named(tmp_path, capsys):
     np.save(tmp_path / "s.npy", np.ones((12, 32, 32), np.float32))
     rc = main(["correct", str(tmp_path / "s.npy"), "-o", str(tmp_path / "o.npy"),

@@ -97,11 +97,32 @@ def test_reproducible_and_seed_dependent():
         (dict(n_dynamics=5), "5"),
         (dict(n_dynamics=20.5), "20.5"),
         (dict(warp_order=2), "warp_order"),
+        (dict(heart_scale=2.0), "heart_scale"),
+        (dict(heart_scale=True), "heart_scale"),
     ],
 )
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         generate_phantom(**kwargs)
+
+
+def test_heart_scale_makes_the_heart_larger_and_nothing_else():
+    """A dilated heart: the LV myocardium's area grows with the square of the scale and
+    its ring's mean radius with the scale; the body, timing and MBF draws stay the same."""
+    small, big = (generate_phantom(seed=3, motion="none", n_dynamics=12, heart_scale=h)
+                  for h in (1.0, 1.3))
+    for k in ("s0", "s1", "s2"):
+        a, b = (p.truth[f"{k}_labels"] == MYO for p in (small, big))
+        assert 1.3**2 * 0.85 < b.sum() / a.sum() < 1.3**2 * 1.15
+
+        def ring_radius(m):
+            yx = np.argwhere(m)
+            return np.linalg.norm(yx - yx.mean(axis=0), axis=1).mean()
+
+        assert 1.3 * 0.93 < ring_radius(b) / ring_radius(a) < 1.3 * 1.07
+    for key in ("fermi_tau0_s", "healthy_mbf", "s0_times", "noise_sd"):
+        np.testing.assert_array_equal(small.truth[key], big.truth[key])
+    assert small.study.slices[0].shape == big.study.slices[0].shape
 
 
 def test_public_constants():

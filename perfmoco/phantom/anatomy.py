@@ -134,7 +134,8 @@ def _ellipse(x, y, cx, cy, a, b, angle_deg=0.0):
     return np.sqrt((u / a) ** 2 + (v / b) ** 2)
 
 
-def draw_anatomy(rng: np.random.Generator, n_slices: int = 3) -> list[SliceAnatomy]:
+def draw_anatomy(rng: np.random.Generator, n_slices: int = 3, *,
+                 heart_scale: float = 1.0) -> list[SliceAnatomy]:
     """Draw seeded shapes for the basal-to-apical slices.
 
     Parameters
@@ -143,6 +144,10 @@ def draw_anatomy(rng: np.random.Generator, n_slices: int = 3) -> list[SliceAnato
         Seeded generator.
     n_slices : int
         Number of high-resolution slices (basal first).
+    heart_scale : float, keyword-only
+        Scales the LV's cavity radius and wall thickness and the RV's size (1: the
+        usual 25.5-28.5 mm basal endocardial radius; e.g. 1.35 for a dilated heart).
+        The random draws are the same for every value.
 
     Returns
     -------
@@ -156,7 +161,7 @@ def draw_anatomy(rng: np.random.Generator, n_slices: int = 3) -> list[SliceAnato
     t_amp, t_phase = u(0.01, 0.04), u(0, 2 * np.pi)
     lv_c = (torso_c[0] + u(5, 30), torso_c[1] - torso_b + u(78, 98))
     psi = rng.normal(0.0, 10.0)  # heart rotation, degrees
-    r_endo0, thick0 = u(25.5, 28.5), u(9.0, 11.0)
+    r_endo0, thick0 = u(25.5, 28.5) * heart_scale, u(9.0, 11.0) * heart_scale
     spine = (torso_c[0] + u(-25, -5), torso_c[1] + torso_b - u(38, 50), u(16, 20))
     aorta = (spine[0] + u(18, 30), spine[1] - u(22, 30), u(10, 13))
     pap = np.array([[u(35, 55), 0.0, 0.0], [u(250, 280), 0.0, 0.0]])
@@ -180,8 +185,8 @@ def draw_anatomy(rng: np.random.Generator, n_slices: int = 3) -> list[SliceAnato
             harm=harm,
             rv_dir=180.0 + psi + u(-5, 5),
             rv_dist=(r_endo + thick) * u(0.88, 1.02),
-            rv_a=u(42, 50) * (1 - 0.3 * frac),
-            rv_b=u(23, 29) * (1 - 0.3 * frac),
+            rv_a=u(42, 50) * (1 - 0.3 * frac) * heart_scale,
+            rv_b=u(23, 29) * (1 - 0.3 * frac) * heart_scale,
             rv_wall=u(2.5, 4.0),
             papillary=np.column_stack(
                 [pap[:, 0] + psi + rng.normal(0, 5, 2), r_endo * u(0.55, 0.7, 2),
