@@ -20,7 +20,7 @@ cut ``--fov-margin-mm`` above and to the right of the heart's myocardium over
 all frames (the heart in the image's top-right corner; the geometry and the
 truth cut alike), so the crops of the correction leave the image;
 ``--fov corner-bl`` cuts below and to the left instead.  ``--heart-scale 1.35``
-makes every phantom's heart larger (a dilated LV: cavity, wall and RV scaled).
+makes every phantom's heart larger (cavity, wall and RV scaled alike).
 
 The speed part times the study uncompiled and, in the same run, with the
 networks compiled (``moco.compile``, as the server and the gadget run them

@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
                     choices=["none", "breathing", "breathing+gasp", "mistrigger"])
     ph.add_argument("--vendor", default="a", choices=["a", "b"])
     ph.add_argument("--heart-scale", type=float, default=1.0,
-                    help="heart size against the usual one, 0.7-1.5 (e.g. 1.35: a dilated LV)")
+                    help="heart size against the usual one, 0.7-1.5 (e.g. 1.35: a large heart)")
     ph.set_defaults(func=cmd_phantom)
 
     c = sub.add_parser("correct", help="motion-correct a series (.npy, NIfTI) or a study (.h5)")

@@ -47,7 +47,7 @@ def test_correct_too_short_series(tmp_path, capsys):
     assert "5 dynamics, at least 10" in _err(capsys)
 
 
-def test_phantom_with_a_dilated_heart_and_a_bad_heart_scale(tmp_path, capsys):
+def test_phantom_with_a_larger_heart_and_a_bad_heart_scale(tmp_path, capsys):
     from perfmoco.io.files import read_study
 
     assert main(["phantom", str(tmp_path / "p.h5"), "--dynamics", "12",

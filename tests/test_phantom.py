@@ -107,7 +107,7 @@ def test_bad_arguments(kwargs, match):
 
 
 def test_heart_scale_makes_the_heart_larger_and_nothing_else():
-    """A dilated heart: the LV myocardium's area grows with the square of the scale and
+    """A larger heart: the LV myocardium's area grows with the square of the scale and
     its ring's mean radius with the scale; the body, timing and MBF draws stay the same."""
     small, big = (generate_phantom(seed=3, motion="none", n_dynamics=12, heart_scale=h)
                   for h in (1.0, 1.3))

@@ -146,7 +146,7 @@ def draw_anatomy(rng: np.random.Generator, n_slices: int = 3, *,
         Number of high-resolution slices (basal first).
     heart_scale : float, keyword-only
         Scales the LV's cavity radius and wall thickness and the RV's size (1: the
-        usual 25.5-28.5 mm basal endocardial radius; e.g. 1.35 for a dilated heart).
+        usual 25.5-28.5 mm basal endocardial radius; e.g. 1.35 for a large heart).
         The random draws are the same for every value.
 
     Returns

@@ -144,8 +144,9 @@ def generate_phantom(
         shift, which no scanner adds: on 10330-10337 even the exact correction
         reads a segment error of 0.38 ml/min/g with it, 0.28 with ``3``.
     heart_scale : float, keyword-only
-        Size of the heart against the usual one (0.7-1.5; e.g. 1.35: a dilated LV with a
-        ~36 mm basal cavity radius and a thicker wall).  Everything else is unchanged.
+        Size of the heart against the usual one (0.7-1.5; e.g. 1.35: a large LV with a
+        ~36 mm basal cavity radius, its wall and the RV scaled alike).  Everything else
+        is unchanged.
 
     Returns
     -------
