@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import logging
+import signal
 import socket
 import sys
 import threading
@@ -217,9 +218,19 @@ def serve(*, host: str = "127.0.0.1", port: int = 9002, config: Config | None = 
     if log.getEffectiveLevel() > logging.INFO:  # e.g. the CLI's WARNING default
         log.setLevel(logging.INFO)  # connection events are the server's audit trail
     server = MrdServer(host=host, port=port, config=config)
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C stops the server even where its launcher ignored SIGINT (a background job
+        # of a script), and SIGTERM (``docker stop``, systemd) stops it the same clean way
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         log.info(kv("interrupted"))
     finally:
         server.shutdown()
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM: end :func:`serve` as Ctrl-C does (stop accepting, close, log)."""
+    raise KeyboardInterrupt

@@ -312,11 +312,15 @@ def test_idle_timeout_closes_with_explanation(study_msgs):
         assert len(images_of(msgs)) == 2
 
 
-def test_serve_binds_loopback_and_stops_on_ctrl_c(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_serve_binds_loopback_and_stops_on_ctrl_c_or_sigterm(tmp_path, sig):
+    """Ctrl-C and SIGTERM (``docker stop``) end the server cleanly, also when it was
+    started with SIGINT ignored (as a script's background job is)."""
     code = ("from perfmoco.server import serve; from perfmoco.config import load_config; "
             "serve(host='127.0.0.1', port=0, config=load_config())")
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True,
-                            cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         line, deadline = "", time.monotonic() + 60
         while "event=listening" not in line and time.monotonic() < deadline:
@@ -328,7 +332,7 @@ def test_serve_binds_loopback_and_stops_on_ctrl_c(tmp_path):
         assert match.group(1) == "127.0.0.1"
         with socket.create_connection((LOOPBACK, int(match.group(2))), timeout=10):
             pass
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, sig))
         rest = proc.communicate(timeout=30)[1]
         assert proc.returncode == 0, rest
         assert "event=interrupted" in rest and "event=stopped" in rest
