@@ -316,11 +316,11 @@ def test_idle_timeout_closes_with_explanation(study_msgs):
 def test_serve_binds_loopback_and_stops_on_ctrl_c_or_sigterm(tmp_path, sig):
     """Ctrl-C and SIGTERM (``docker stop``) end the server cleanly, also when it was
     started with SIGINT ignored (as a script's background job is)."""
-    code = ("from perfmoco.server import serve; from perfmoco.config import load_config; "
+    code = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "  # as inherited
+            "from perfmoco.server import serve; from perfmoco.config import load_config; "
             "serve(host='127.0.0.1', port=0, config=load_config())")
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True,
-                            cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+                            cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         line, deadline = "", time.monotonic() + 60
         while "event=listening" not in line and time.monotonic() < deadline:
