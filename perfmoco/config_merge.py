@@ -63,8 +63,68 @@ def check_interpolation(value) -> float:
     return f
 
 
-#: Settings checked beyond their type (a ValueError names the problem).
-_CHECKS = {"quant.interpolation": check_interpolation}
+def _range(lo: float | None, hi: float | None = None, *, above: bool = False,
+           below: bool = False):
+    """A check that a number lies in a range (``above`` / ``below``: the bound excluded)."""
+    def check(value) -> None:
+        ok = lo is None or (value > lo if above else value >= lo)
+        ok = ok and (hi is None or (value < hi if below else value <= hi))
+        if not ok:
+            if hi is None:
+                want = f"{'>' if above else '>='} {lo:g}"
+            elif lo is None:
+                want = f"{'<' if below else '<='} {hi:g}"
+            else:
+                want = (f"in {'(' if above else '['}{lo:g}, {hi:g}{')' if below else ']'}")
+            raise ValueError(f"must be {want}, got {value!r}")
+    return check
+
+
+_POSITIVE = _range(0, above=True)
+_NON_NEGATIVE = _range(0)
+_AT_LEAST_1 = _range(1)
+
+#: Settings checked beyond their type (a ValueError names the problem): a radius,
+#: a time or a count out of its range would otherwise surface deep in a run (an empty
+#: disc, a division by zero) or, worse, pass silently.
+_CHECKS = {
+    "quant.interpolation": check_interpolation,
+    **{f"mrd.{k}": _NON_NEGATIVE for k in (
+        "moco_series_index", "moco_pd_series_index", "moco_aif_series_index",
+        "map_series_index", "report_series_index")},
+    "mrd.aif_series_index": _range(-1),
+    "mrd.time_stamp_tick_s": _POSITIVE,
+    "mrd.min_dynamics": _range(3),
+    **{f"moco.{k}": _range(16) for k in ("affine_crop", "nonrigid_crop")},
+    **{f"moco.{k}": _AT_LEAST_1 for k in (
+        "reference_from_end", "pca_components", "affine1_passes", "refine_components")},
+    **{f"moco.{k}": _NON_NEGATIVE for k in (
+        "affine2_passes", "refine_iterations", "refine_rounds", "refine_neighbour_mm",
+        "refine_coarse_rounds", "refine_shape_window", "baseline_refine_rounds",
+        "coarse_align_mm", "stack_lv_tolerance_mm", "qc_outlier_ratio", "threads")},
+    **{f"moco.{k}": _POSITIVE for k in (
+        "refine_window_mm", "refine_max_mm", "refine_shape_min_mm", "baseline_radius_mm",
+        "baseline_radius_aif_mm", "baseline_max_mm", "baseline_agreement_mm",
+        "baseline_agreement_aif_mm", "pd_align_max_mm", "dilation_radius_mm",
+        "dilation_crop_mm", "max_motion_mm", "coarse_max_mm", "qc_robust_z",
+        "qc_window_mm")},
+    "moco.dilation_max": _range(0, 1, above=True, below=True),
+    "moco.qc_threshold": _range(0, 2, above=True),
+    **{f"quant.{k}": _POSITIVE for k in (
+        "t1_blood_s", "t1_myocardium_s", "relaxivity", "saturation_time_highres_s",
+        "saturation_time_aif_s", "tissue_density", "pd_scale", "max_mbf",
+        "segment_max_se", "ischemia_mbf")},
+    **{f"quant.{k}": _NON_NEGATIVE for k in (
+        "baseline_frames", "pd_smooth_mm", "te_aif_s", "r2star_blood", "min_aif_peak_gd",
+        "stack_lv_tolerance_mm")},
+    "quant.hematocrit": _range(0, 1, below=True),
+    "quant.r2_min": _range(None, 1),
+    "quant.segment_max_flagged": _range(0, 1),
+    "server.port": _range(0, 65535),
+    **{f"server.{k}": _POSITIVE for k in (
+        "max_message_bytes", "max_study_bytes", "idle_timeout_s")},
+    "server.workers": _AT_LEAST_1,
+}
 
 #: Settings that take one of a few words.
 _CHOICES: dict[str, tuple] = {
@@ -103,7 +163,9 @@ def merge(base, data: Mapping[str, Any]):
                 try:
                     check(upd[key])
                 except ValueError as exc:
-                    raise ConfigError(f"{section}.{exc}") from None
+                    msg = str(exc)
+                    name = f"{section}.{key} " if msg.startswith("must") else f"{section}."
+                    raise ConfigError(name + msg) from None
             allowed = _CHOICES.get(f"{section}.{key}")
             if allowed and upd[key] not in allowed:
                 raise ConfigError(f"{section}.{key} must be one of {list(allowed)}, "

@@ -30,3 +30,29 @@ def test_overrides_are_typed_and_checked(tmp_path):
         load_config(p)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("moco.baseline_radius_mm", "0", r"moco.baseline_radius_mm must be > 0, got 0.0"),
+    ("moco.refine_window_mm", "-5", r"moco.refine_window_mm must be > 0"),
+    ("moco.reference_from_end", "0", r"moco.reference_from_end must be >= 1"),
+    ("moco.dilation_max", "1", r"moco.dilation_max must be in \(0, 1\)"),
+    ("moco.qc_threshold", "nan", r"moco.qc_threshold must be in \(0, 2\]"),
+    ("quant.hematocrit", "1.0", r"quant.hematocrit must be in \[0, 1\)"),
+    ("quant.t1_blood_s", "0", r"quant.t1_blood_s must be > 0"),
+    ("quant.r2_min", "1.5", r"quant.r2_min must be <= 1"),
+    ("server.port", "70000", r"server.port must be in \[0, 65535\]"),
+    ("server.workers", "0", r"server.workers must be >= 1"),
+    ("mrd.min_dynamics", "2", r"mrd.min_dynamics must be >= 3"),
+])
+def test_out_of_range_settings_are_named(setting, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides={setting: value})
+
+
+def test_in_range_edges_are_accepted():
+    cfg = load_config(overrides={"quant.hematocrit": "0", "server.port": "0",
+                                 "moco.refine_neighbour_mm": "0", "quant.r2_min": "-1",
+                                 "moco.qc_threshold": "2"})
+    assert cfg.quant.hematocrit == 0 and cfg.server.port == 0
+    assert cfg.moco.refine_neighbour_mm == 0 and cfg.moco.qc_threshold == 2
