@@ -321,9 +321,10 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
         if body.sum() < 20:
             reason = f"only {int(body.sum())} body pixels near the heart in the PD frames"
     if reason is not None:
-        log.info("M0 does not follow the coil sensitivity through the motion: %s", reason)
-        if skipped is not None:
+        if skipped is not None:  # the caller reports it with the study's messages
             skipped.append(reason)
+        else:
+            log.info("M0 does not follow the coil sensitivity through the motion: %s", reason)
         return np.ones((disp.shape[0], int(mask.sum())))
     coef, *_ = np.linalg.lstsq(_poly_terms(u[body], v[body], degree),
                                np.log(pd[body]), rcond=None)
