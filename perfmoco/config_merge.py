@@ -101,7 +101,8 @@ _CHECKS = {
     **{f"moco.{k}": _NON_NEGATIVE for k in (
         "affine2_passes", "refine_iterations", "refine_rounds", "refine_neighbour_mm",
         "refine_coarse_rounds", "refine_shape_window", "baseline_refine_rounds",
-        "coarse_align_mm", "stack_lv_tolerance_mm", "qc_outlier_ratio", "threads")},
+        "coarse_align_mm", "stack_lv_tolerance_mm", "qc_outlier_ratio", "threads",
+        "refine_basis_mm")},
     **{f"moco.{k}": _POSITIVE for k in (
         "refine_window_mm", "refine_max_mm", "refine_shape_min_mm", "baseline_radius_mm",
         "baseline_radius_aif_mm", "baseline_max_mm", "baseline_agreement_mm",
@@ -109,6 +110,7 @@ _CHECKS = {
         "dilation_crop_mm", "max_motion_mm", "coarse_max_mm", "qc_robust_z",
         "qc_window_mm")},
     "moco.dilation_max": _range(0, 1, above=True, below=True),
+    "moco.refine_basis_share": _range(0, 1),
     "moco.qc_threshold": _range(0, 2, above=True),
     **{f"quant.{k}": _POSITIVE for k in (
         "t1_blood_s", "t1_myocardium_s", "relaxivity", "saturation_time_highres_s",

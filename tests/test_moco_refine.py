@@ -11,7 +11,7 @@ from perfmoco.config import MocoConfig
 from perfmoco.moco import networks
 from perfmoco.moco.decompose import pca_reference
 from perfmoco.moco.pipeline import MotionCorrector
-from perfmoco.moco.refine import refine_affine, remove_affine_part
+from perfmoco.moco.refine import breathing_basis, refine_affine, remove_affine_part
 from perfmoco.moco.steps import shape_window_mm
 from perfmoco.moco.synthetic import synthetic_series
 from perfmoco.moco.transforms import identity_grid, sample
@@ -321,3 +321,102 @@ def test_refinement_is_not_held_by_the_edge_of_the_field_of_view(monkeypatch):
     held = error(cut)  # every pixel weighted, the edge too
     assert whole < 0.2  # pixels, of ~2 px of jitter
     assert held > 0.28 and masked < 0.25 and masked < 0.7 * held
+
+
+def test_pca_reference_from_a_subset_of_frames_leaves_out_what_only_the_others_hold():
+    """Frames of one breathing position make the components; a pattern only the
+    others hold (their heart size) is not in anyone's reference."""
+    g = torch.Generator().manual_seed(4)
+    t, n = 30, 16
+    mean, contrast, other = (torch.randn(n, n, generator=g) for _ in range(3))
+    other = other - (other * contrast).sum() / (contrast * contrast).sum() * contrast  # orthogonal
+    a = torch.linspace(0, 3, t) ** 2 * torch.exp(-torch.linspace(0, 3, t))
+    b = torch.zeros(t)
+    far = torch.arange(t) % 3 == 2  # a third of the frames, away from the usual position
+    b[far] = 1.0 + torch.rand(int(far.sum()), generator=g)
+    frames = mean + a[:, None, None] * contrast + b[:, None, None] * other
+    plain = pca_reference(frames, components=2)
+    torch.testing.assert_close(plain, frames, atol=1e-4, rtol=0)  # the pattern is a component
+    ref = pca_reference(frames, components=2, basis=~far)
+    torch.testing.assert_close(ref[~far], frames[~far], atol=1e-4, rtol=0)
+    without = mean + a[:, None, None] * contrast
+    torch.testing.assert_close(ref[far], without[far], atol=1e-4, rtol=0)
+    # all frames, or too few for the components: the plain reference
+    torch.testing.assert_close(pca_reference(frames, components=2, basis=torch.ones(t, dtype=bool)),
+                               plain, atol=1e-4, rtol=0)
+    few = torch.zeros(t, dtype=torch.bool)
+    few[:2] = True
+    assert torch.equal(pca_reference(frames, components=2, basis=few), plain)
+
+
+def test_breathing_basis_is_the_share_of_frames_nearest_the_median_position():
+    t = 10
+    m = torch.zeros(t, 2, 3, dtype=torch.float64)
+    m[:, 0, 0] = m[:, 1, 1] = 1.0
+    m[:, 0, 2] = torch.tensor([0.0, 0.2, 5.0, 0.1, 9.0, -0.3, 6.0, 0.0, 0.4, 7.0])  # y, pixels
+    near = breathing_basis(m, (20.0, 20.0), (2.0, 2.0), 0.5, 0.0)
+    assert near.tolist() == [True, True, False, True, False, False, False, True, True, False]
+    assert int(breathing_basis(m, (20.0, 20.0), (2.0, 2.0), 0.2, 0.0, minimum=6).sum()) == 6
+    # and every frame within 1.5 mm (frame 5: 1 mm); within 20 mm: all, so no subset
+    within = breathing_basis(m, (20.0, 20.0), (2.0, 2.0), 0.5, 1.5)
+    assert within.tolist() == [True, True, False, True, False, True, False, True, True, False]
+    assert breathing_basis(m, (20.0, 20.0), (2.0, 2.0), 0.5, 20.0) is None
+    # every block of 8 frames has its share: a gasp that held the second half away
+    g = torch.zeros(16, 2, 3, dtype=torch.float64)
+    g[:, 0, 0] = g[:, 1, 1] = 1.0
+    g[8:, 0, 2] = 10.0
+    gasp = breathing_basis(g, (20.0, 20.0), (2.0, 2.0), 0.5, 3.0)
+    assert gasp.tolist() == [True] * 8 + [True] * 4 + [False] * 4
+    assert breathing_basis(m, (20.0, 20.0), (2.0, 2.0), 0.0, 0.0) is None
+    assert breathing_basis(m, (20.0, 20.0), (2.0, 2.0), 1.0, 0.0) is None
+
+
+def test_components_of_one_breathing_position_let_the_refinement_undo_a_heart_size_change():
+    """Two of every five frames (a deep breath) show the heart 7 % larger, one more
+    2 %: the apex slides through the slice.  Components learned from all frames,
+    with the neighbours' residuals, carry that into those frames' references and
+    the refinement keeps part of it; learned from the frames near the usual
+    position, less."""
+    frames = _enhancing_heart()
+    t, n = frames.shape[0], frames.shape[-1]
+    depth = torch.tensor([0.0, 0.3, 1.0, 1.0, 0.3]).repeat(t // 5 + 1)[:t]
+    size = 1.0 + 0.07 * depth
+    c = (n - 1) / 2.0
+    rel = identity_grid((n, n)) - c
+    moved = sample(frames, rel[None] / size[:, None, None, None] + c)
+    err = {}
+    for basis in (None, depth < 0.5):
+        est, rejected = refine_affine(moved, window_sigma_px=12.0, components=2, rounds=4,
+                                      iterations=3, coarse_rounds=1, neighbour_sigma_px=2.0,
+                                      basis=basis)
+        assert not rejected.any()
+        scale = 0.5 * (est[:, 0, 0] + est[:, 1, 1])  # truth: size
+        err[basis is None] = (float((scale - size)[depth > 0.5].abs().median()),
+                              float((scale - size)[depth < 0.5].abs().median()))
+    assert err[True][0] > 0.028  # deep frames: 3 % or more of the 7 % left
+    assert err[False][0] < 0.022 and err[False][1] < 0.022
+
+
+def test_a_frame_that_would_scale_past_the_bound_keeps_its_shift_and_stops_at_the_bound():
+    """A heart 14 % larger and 1.5 px off: the fit's linear part stops at the 10 % bound
+    (steps beyond it are refused) and its shift is still found, instead of the whole
+    refinement of that frame being dropped (a deep breath at the apex)."""
+    n, t = 64, 3
+    fixed = _blobs(n, seed=5)[None].expand(t, n, n).contiguous()
+    c = (n - 1) / 2.0
+    rel = identity_grid((n, n)) - c
+    size = torch.tensor([1.0, 1.05, 1.14])
+    shift = torch.tensor([[1.5, -1.0], [0.0, 1.0], [1.5, -1.0]])
+    moving = sample(fixed, rel[None] / size[:, None, None, None] + c - shift[:, :, None, None])
+    est, rejected = refine_affine(moving, window_sigma_px=12.0, fixed=fixed, rounds=2,
+                                  iterations=8)
+    assert not rejected.any()
+    scale = torch.linalg.svdvals(est[:, :, :2])
+    assert float((scale - 1.0).abs().max()) <= 0.1 + 1e-4
+    assert float(scale[2].min()) > 1.08  # as far as the bound lets it
+    np.testing.assert_allclose(scale[:2].mean(dim=1).numpy(), [1.0, 1.05], atol=0.01)
+    centre = torch.tensor([c, c], dtype=torch.float64)
+    moved = est[:, :, :2] @ centre + est[:, :, 2] - centre  # where the centre is sampled
+    want = size[:, None] * shift  # the centre samples c + size * shift
+    np.testing.assert_allclose(moved[:2].numpy(), want[:2].numpy(), atol=0.15)
+    assert float((moved[2] - want[2].double()).norm()) < 0.6  # the 14 % one: near it

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def pca_reference(images: torch.Tensor, *, components: int = 4,
-                  neighbour_sigma_px: float = 0.0) -> torch.Tensor:
+                  neighbour_sigma_px: float = 0.0,
+                  basis: torch.Tensor | None = None) -> torch.Tensor:
     """Synthetic motion-reduced reference series from the leading temporal PCs.
 
     The temporal mean plus the projection on the ``components`` leading
@@ -40,6 +41,14 @@ def pca_reference(images: torch.Tensor, *, components: int = 4,
     their own misalignment, an edge-sized pattern of opposite signs, is
     averaged and smoothed away, and the frame's own is never used.
 
+    With ``basis`` the mean and the components are those of some frames only,
+    and every frame is projected onto them.  Where a frame's appearance changes
+    with its breathing position (at the apex the heart's cross-section grows
+    and shrinks as the heart slides through the slice), components learned from
+    all frames hold that change, and each frame's reference follows its own
+    heart size instead of removing it; components learned from frames near one
+    breathing position do not hold it.
+
     Parameters
     ----------
     images : Tensor, shape (T, H, W), float
@@ -49,6 +58,10 @@ def pca_reference(images: torch.Tensor, *, components: int = 4,
     neighbour_sigma_px : float, keyword-only
         SD of the smoothing of the neighbours' residuals, pixels; 0 (the
         default) leaves them out (needs ``T >= 3``).
+    basis : Tensor, shape (T,), bool, optional, keyword-only
+        The frames whose mean and principal components make the reference of
+        every frame; None (the default), or no more than ``components`` frames:
+        all frames.
 
     Returns
     -------
@@ -58,15 +71,31 @@ def pca_reference(images: torch.Tensor, *, components: int = 4,
     if not 1 <= components < t:
         raise ValueError(f"components must be in [1, {t - 1}], got {components}")
     x = images.reshape(t, -1).double()
-    mean = x.mean(0, keepdim=True)
-    xc = x - mean
-    gram = xc @ xc.T  # (T, T): cheaper than an SVD of (T, N)
-    _, vecs = torch.linalg.eigh(gram)
-    u = vecs[:, -components:]  # leading eigenvectors (ascending order)
-    rec = (mean + u @ (u.T @ xc)).reshape(images.shape).float()
+    if basis is not None and int(basis.sum()) > components:
+        rec = _project_on_subset(x, basis.to(x.device), components)
+    else:
+        mean = x.mean(0, keepdim=True)
+        xc = x - mean
+        gram = xc @ xc.T  # (T, T): cheaper than an SVD of (T, N)
+        _, vecs = torch.linalg.eigh(gram)
+        u = vecs[:, -components:]  # leading eigenvectors (ascending order)
+        rec = mean + u @ (u.T @ xc)
+    rec = rec.reshape(images.shape).float()
     if neighbour_sigma_px > 0 and t >= 3:
         rec = rec + _neighbour_residual(images.float() - rec, neighbour_sigma_px)
     return rec
+
+
+def _project_on_subset(x: torch.Tensor, subset: torch.Tensor, components: int) -> torch.Tensor:
+    """Rows of ``x`` ``(T, N)`` projected onto the mean and leading components of ``x[subset]``."""
+    fit = x[subset]
+    mean = fit.mean(0, keepdim=True)
+    fc = fit - mean
+    vals, vecs = torch.linalg.eigh(fc @ fc.T)
+    keep = vals[-components:] > 1e-9 * vals[-1].clamp_min(1e-300)  # none of zero variance
+    v = fc.T @ vecs[:, -components:][:, keep]  # the spatial components (N, k), orthogonal
+    v = v / v.norm(dim=0, keepdim=True)
+    return mean + ((x - mean) @ v) @ v.T
 
 
 def _neighbour_residual(res: torch.Tensor, sigma_px: float) -> torch.Tensor:

@@ -15,6 +15,13 @@ under the window), so the contrast passage does not enter the residual; the
 PCA reference already carries each frame's contrast.  Steps are damped
 (Levenberg-Marquardt), bounded, and a frame keeps its update only where the
 windowed NCC to its reference does not fall.
+
+The PCA reference's components are learned from the frames near the series'
+usual breathing position (:func:`breathing_basis`, ``moco.refine_basis_share``):
+near the apex the heart's cross-section changes with the breathing, and
+components learned from every frame carried that change into each frame's
+reference, so that the refinement kept the frames of deep breaths 10-15 %
+larger than the reference frame (see docs/motion-correction.md).
 """
 
 from __future__ import annotations
@@ -74,6 +81,7 @@ def refine_affine(
     translate: bool = True,
     neighbour_sigma_px: float = 0.0,
     valid: torch.Tensor | None = None,
+    basis: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Refine each frame's alignment by a crop-space affine map.
 
@@ -90,9 +98,10 @@ def refine_affine(
     max_step_px : float, keyword-only
         Largest change of a frame's window-centre position per step, pixels.
     max_total_px : float, keyword-only
-        A frame whose refinement moves its window centre further than this, or
-        scales / shears it by more than 10 %, keeps the identity (a refinement
-        only removes small residuals; larger moves mean the reference misled it).
+        A frame whose refinement moves its window centre further than this keeps
+        the identity (a refinement only removes small residuals; larger moves
+        mean the reference misled it).  Steps that would scale or shear a frame
+        by more than :data:`MAX_LINEAR` are clamped to it.
     fixed : Tensor, shape (T, H, W), optional, keyword-only
         A fixed reference series instead of the PCA one (tests).
     hold : Tensor, shape (T,), bool, optional, keyword-only
@@ -127,6 +136,10 @@ def refine_affine(
         while the heart moves, so within the window it would pull every frame
         back towards its acquired position (a heart near the image's edge).
         None: every pixel is inside.
+    basis : Tensor, shape (T,), bool, optional, keyword-only
+        The frames whose principal components make the PCA reference of the
+        rounds after the coarse ones (:func:`.decompose.pca_reference`,
+        :func:`breathing_basis`); None: all frames.
 
     Returns
     -------
@@ -134,7 +147,7 @@ def refine_affine(
         Pull-back affine map of crop pixels ``(y, x, 1)`` per frame, to be
         composed after the transform that produced ``moving``.
     rejected : Tensor, shape (T,), bool
-        Frames that kept the identity because of ``max_total_px`` / the 10 % bound.
+        Frames that kept the identity because of ``max_total_px``.
     """
     t, h, w_ = moving.shape
     dev = moving.device
@@ -173,7 +186,8 @@ def refine_affine(
         frames = cur[:, 0] if held is None else cur[:, 0] * held  # nothing moves outside
         ref = fixed.float() if fixed is not None else pca_reference(
             frames.float(), components=min(k_, t - 1),
-            neighbour_sigma_px=neighbour_sigma_px if r_ >= coarse_rounds else 0.0)
+            neighbour_sigma_px=neighbour_sigma_px if r_ >= coarse_rounds else 0.0,
+            basis=basis if r_ >= coarse_rounds else None)
         rn = normalise_windowed(ref, win)
         best = windowed_ncc(cur[:, 0], ref, win)
         for _ in range(iterations):
@@ -196,7 +210,7 @@ def refine_affine(
             if not isotropic_scale:  # the heart's own scale is left to the dilation step
                 tr = 0.5 * (dl[:, 0, 0] + dl[:, 1, 1])
                 dl = dl - tr[:, None, None] * torch.eye(2, device=dev)
-            new_lin = lin + dl
+            new_lin = _bounded(lin + dl)
             new_shift = shift + step[:, [2, 5]]
             trial = warped(new_lin, new_shift)
             ncc = windowed_ncc(trial[:, 0], ref, win)
@@ -209,7 +223,8 @@ def refine_affine(
             cur = torch.where(ok[:, None, None, None], trial, cur)  # the next step's frames
     lin, shift, c = lin.double(), shift.double(), c.double()
     sv = torch.linalg.svdvals(lin)
-    rejected = (shift.norm(dim=1) > max_total_px) | ((sv - 1.0).abs() > 0.1).any(dim=1)
+    over = ((sv - 1.0).abs() > MAX_LINEAR + 1e-4).any(dim=1)  # (clamped each step)
+    rejected = (shift.norm(dim=1) > max_total_px) | over
     rejected = rejected | ~torch.isfinite(lin).all(dim=(1, 2)) | ~torch.isfinite(shift).all(dim=1)
     eye = torch.eye(2, dtype=lin.dtype, device=dev).expand_as(lin)
     lin = torch.where(rejected[:, None, None], eye, lin)
@@ -218,6 +233,56 @@ def refine_affine(
     out[:, :, :2] = lin
     out[:, :, 2] = c + shift - torch.einsum("tpq,q->tp", lin, c)
     return out, rejected
+
+
+#: Largest scale / shear of a frame's refinement (singular values of its linear part
+#: within 1 +- this).  Each step's linear part is clamped to it, so that a frame whose
+#: heart would need more (a deep breath at the apex) keeps what it gained up to it, its
+#: shift included; a bound checked only at the end dropped that frame's refinement.
+MAX_LINEAR = 0.1
+
+#: Consecutive dynamics from each of which :func:`breathing_basis` takes its share
+#: (about a breath, or a third of the first pass, at one dynamic per heartbeat).
+BASIS_BLOCK = 8
+
+
+def breathing_basis(matrix: torch.Tensor, centre_yx, pixel_spacing_mm, share: float,
+                    within_mm: float, *, minimum: int = 1) -> torch.Tensor | None:
+    """The frames nearest the series' usual breathing position, ``(T,)`` bool.
+
+    In every block of :data:`BASIS_BLOCK` consecutive frames, the ``share``
+    whose full-FOV maps ``(T, 2, 3)`` move the LV centre least from where the
+    maps move it on median; and every frame they move it less than
+    ``within_mm`` from there; at least ``minimum`` frames.  The maps so far
+    follow the breathing, so these frames were acquired near one breathing
+    position, and every phase of the contrast passage has some of them
+    (chosen from the whole series, a gasp that shifted the breathing for a
+    while left the pre-contrast frames out, and their references were poor).
+    None when that is every frame (shallow breathing) or ``share`` is 0 or 1.
+    """
+    t = matrix.shape[0]
+    if not 0.0 < share < 1.0:
+        return None
+    c = torch.tensor([centre_yx[0], centre_yx[1], 1.0], dtype=torch.float64,
+                     device=matrix.device)
+    at = matrix.double() @ c  # (T, 2) where each map takes the LV centre
+    sp = torch.tensor(pixel_spacing_mm, dtype=torch.float64, device=matrix.device)
+    dist = ((at - at.median(dim=0).values) * sp).norm(dim=1)
+    out = dist <= within_mm
+    for a in range(0, t, BASIS_BLOCK):
+        block = dist[a : a + BASIS_BLOCK]
+        out[a + torch.argsort(block, stable=True)[: math.ceil(share * len(block))]] = True
+    if int(out.sum()) < minimum:
+        out[torch.argsort(dist, stable=True)[:minimum]] = True
+    return None if bool(out.all()) else out
+
+
+def _bounded(lin: torch.Tensor) -> torch.Tensor:
+    """Linear parts ``(T, 2, 2)`` with their singular values clamped to 1 +- :data:`MAX_LINEAR`."""
+    u, sv, vh = torch.linalg.svd(lin)
+    if bool(((sv - 1.0).abs() <= MAX_LINEAR).all()):
+        return lin
+    return u @ torch.diag_embed(sv.clamp(1.0 - MAX_LINEAR, 1.0 + MAX_LINEAR)) @ vh
 
 
 def _common_window(win: torch.Tensor, valid: torch.Tensor | None, margin: int):
@@ -348,10 +413,11 @@ def refine_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensity_range
     geo, crop = refine_crop(images, matrix, centre_yx, pixel_spacing_mm, intensity_range)
     t = images.shape[0]
     valid = crop_validity(matrix, geo, images.shape[-2:])
+    components = min(config.refine_components, t - 1)
     ar, rejected = refine_affine(
         crop,
         window_sigma_px=config.refine_window_mm / REFINE_SPACING_MM,
-        components=min(config.refine_components, t - 1),
+        components=components,
         rounds=config.refine_rounds,
         iterations=config.refine_iterations,
         max_total_px=config.refine_max_mm / REFINE_SPACING_MM,
@@ -361,9 +427,11 @@ def refine_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensity_range
         translate=translate,
         neighbour_sigma_px=config.refine_neighbour_mm / REFINE_SPACING_MM,
         valid=None if bool((valid > 0).all()) else valid,
+        basis=breathing_basis(matrix, centre_yx, pixel_spacing_mm, config.refine_basis_share,
+                              config.refine_basis_mm, minimum=2 * components + 2),
     )
     if rejected.any():
         log.info("%s: affine refinement kept the networks' result in %d of %d dynamics "
-                 "(it moved them > %.0f mm or scaled / sheared them > 10 %%)", name,
+                 "(it moved them > %.0f mm)", name,
                  int(rejected.sum()), t, config.refine_max_mm)
     return compose_affine(matrix, affine_crop_to_full(ar, geo))

@@ -282,6 +282,9 @@ def refine_dynamics(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
     neighbour = cfg.refine_neighbour_mm
     if series.role is SliceRole.AIF and not cfg.refine_neighbour_aif:
         neighbour = 0.0
+    basis_share = cfg.refine_basis_share
+    if series.role is SliceRole.AIF and not cfg.refine_basis_aif:
+        basis_share = 0.0
 
     def refine(m_dyn: torch.Tensor, rounds: int, hold: torch.Tensor | None = None, *,
                window_mm: float = cfg.refine_window_mm, translate: bool = True):
@@ -290,7 +293,8 @@ def refine_dynamics(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
                                    (sc.lo, sc.hi), dataclasses.replace(
                                        cfg, refine_rounds=rounds, refine_window_mm=window_mm,
                                        refine_coarse_rounds=coarse if translate else 0,
-                                       refine_neighbour_mm=neighbour),
+                                       refine_neighbour_mm=neighbour,
+                                       refine_basis_share=basis_share),
                                    name=series.name, hold=hold,
                                    isotropic_scale=not sc.dilates, translate=translate)
         return m_dyn
