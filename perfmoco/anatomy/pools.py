@@ -106,7 +106,7 @@ def find_blood_pools(images, *, times_s=None, spacing_mm, near_yx=None,
     rvc = _choose_rv(best, comps, sp_lo)
     if rvc is not None:
         peak_rv = int(np.argmax(rvc.curve))
-        rv = _grow(e[rvc.frame], _upsample(rvc.mask, f, e.shape[1:]), spx) & ~lv
+        rv = _grow_rv(e, rvc.frame, peak_rv, _upsample(rvc.mask, f, e.shape[1:]), lv, spx)
     else:
         log.info("no RV blood pool found; rv_mask is empty")
     centre = tuple(float(c) for c in np.argwhere(lv).mean(axis=0))
@@ -190,6 +190,10 @@ ARRIVAL_SCALE_FRAMES = 3.0
 NEIGHBOUR_FRAMES = 4
 #: The RV blood pool lies within this distance (mm) of the LV blood pool.
 RV_LV_GAP_MM = 25.0
+#: The RV pool is grown in its peak frame down to this share of its bright level.
+RV_GROW_LEVEL = 0.3
+#: ... no further than this from the pool it was grown from (a chamber is < ~90 mm long).
+RV_GROW_REACH_MM = 60.0
 
 
 def _frame_components(e, top, px_area):
@@ -374,6 +378,31 @@ def _choose_rv(k, comps, sp):
     """The largest earlier-filling neighbour of the LV component, or None."""
     near = _earlier_neighbours(k, comps, sp)
     return comps[max(near, key=lambda j: comps[j].area)] if near else None
+
+
+def _grow_rv(e, frame, peak, seed, lv, spx):
+    """The RV pool: grown from ``seed`` in the component's ``frame`` as any pool, and
+    the rest of the chamber from the RV's own ``peak`` frame.
+
+    In its peak frame the RV is bright and the LV and the myocardium still
+    dark, so a low level (:data:`RV_GROW_LEVEL` of the seed's bright level)
+    takes the whole chamber even where the surface coil or the inflow leave
+    part of it at half the brightness of the rest; its rim (the partial-volume
+    pixels a low level takes at its edge) is cut at half the brightness within
+    5 mm, and the LV's pool is left out (and what lies further than
+    :data:`RV_GROW_REACH_MM` from the seed: a leak, not the chamber).
+    """
+    rv = _grow(e[frame], seed, spx)
+    pk = e[peak]
+    level = float(np.percentile(pk[seed], 90))
+    reach = ndimage.distance_transform_edt(~seed) * spx <= RV_GROW_REACH_MM
+    lab, _ = ndimage.label(ndimage.binary_opening(pk > RV_GROW_LEVEL * level, _disk(1))
+                           & reach & ~lv)
+    ids = np.unique(lab[seed])
+    chamber = np.where(np.isin(lab, ids[ids > 0]), pk, 0.0)
+    # the rim: pixels below half the chamber's brightness near them (shading spares the rest)
+    near = ndimage.maximum_filter(chamber, footprint=_disk(max(1, round(5.0 / spx))))
+    return (rv | (chamber > 0.5 * near)) & ~lv
 
 
 def _grow(frame, seed, spx):
