@@ -21,10 +21,13 @@ from perfmoco.quant.resolution import series_interpolation
 from perfmoco.quant.segments import aha_segments, display_angle
 from perfmoco.study import SliceSeries, StudyError
 
-__all__ = ["DEFAULT_ANTERIOR_DEG", "SliceWork", "aha_labels", "slice_anatomy", "stack_pools"]
+__all__ = ["DEFAULT_ANTERIOR_DEG", "INSERTION_TOLERANCE_DEG", "SliceWork", "aha_labels",
+           "insertion_outliers", "slice_anatomy", "stack_pools"]
 
 #: Display angle of the anterior RV insertion assumed when no slice shows the RV.
 DEFAULT_ANTERIOR_DEG = 120.0
+#: A slice's anterior RV insertion further than this from the other slices' is not used.
+INSERTION_TOLERANCE_DEG = 30.0
 
 
 @dataclasses.dataclass
@@ -42,6 +45,8 @@ class SliceWork:
     rv: np.ndarray
     #: display pixels per acquired pixel (:mod:`perfmoco.quant.resolution`)
     pixel_scale: float = 1.0
+    #: its own insertion was found but left out (it disagreed with the stack's)
+    insertion_dropped: bool = False
 
 
 def stack_pools(highres, config: QuantConfig, msgs: list[str]) -> dict:
@@ -101,9 +106,73 @@ def slice_anatomy(highres: list[SliceSeries], config: QuantConfig,
     return work
 
 
+def _angle_diff(a: float, b: float) -> float:
+    """Circular distance of two angles, degrees (0..180)."""
+    return abs((a - b + 180.0) % 360.0 - 180.0)
+
+
+def _same_orientation(slices: list[SliceSeries]) -> bool:
+    """Whether the slices share their in-plane axes (one stack, displayed alike)."""
+    geo = [s.geometry for s in slices]
+    if all(g is None for g in geo):
+        return True  # bare arrays of one stack
+    if any(g is None for g in geo):
+        return False
+    ref = geo[0]
+    cos_max = np.cos(np.radians(10.0))
+    return all(float(np.dot(s.geometry.read_dir, ref.read_dir)) >= cos_max
+               and float(np.dot(s.geometry.phase_dir, ref.phase_dir)) >= cos_max
+               for s in slices[1:])
+
+
+def insertion_outliers(highres: list[SliceSeries], work: dict[int, SliceWork]) -> dict:
+    """Slices whose anterior RV insertion disagrees with the rest of the stack.
+
+    ``{slice_index: (its angle, the others' angle)}``, display degrees: a slice
+    whose anterior insertion lies more than :data:`INSERTION_TOLERANCE_DEG` from
+    that of at least two other slices that agree with each other within it.  Along
+    a short-axis stack the insertions turn little (the phantom: up to ~15 degrees
+    from base to apex), while a slice's own can be far off where the RV's tip is
+    thin and dim (near the apex) or part of the RV was not found.  Only for slices
+    displayed alike (same in-plane axes and mirroring).
+    """
+    with_ins = [s for s in highres if s.slice_index in work
+                and work[s.slice_index].insertion is not None]
+    if len(with_ins) < 3 or not _same_orientation(with_ins) or len(
+            {work[s.slice_index].mirrored for s in with_ins}) > 1:
+        return {}
+    ang = {s.slice_index: float(display_angle(work[s.slice_index].insertion[0],
+                                              work[s.slice_index].centre)) for s in with_ins}
+    out = {}
+    for k, a in ang.items():
+        others = [b for j, b in ang.items() if j != k]
+        if max(_angle_diff(b, c) for b in others for c in others) > INSERTION_TOLERANCE_DEG:
+            continue  # the others disagree among themselves: nothing to go by
+        mean = float(np.degrees(np.arctan2(np.mean(np.sin(np.radians(others))),
+                                           np.mean(np.cos(np.radians(others))))) % 360.0)
+        if _angle_diff(a, mean) > INSERTION_TOLERANCE_DEG:
+            out[k] = (a, mean)
+    return out if len(out) < len(ang) / 2 else {}
+
+
 def aha_labels(highres: list[SliceSeries], work: dict[int, SliceWork], levels: list[str],
                msgs: list[str]) -> tuple[dict, dict]:
-    """AHA segment maps and RV insertion points (NaN where assumed) per ``slice_index``."""
+    """AHA segment maps and RV insertion points (NaN where assumed) per ``slice_index``.
+
+    A slice whose insertion disagrees with the stack's (:func:`insertion_outliers`)
+    takes the anterior angle of the nearest slice that agrees, as one without an
+    RV does.
+    """
+    outliers = insertion_outliers(highres, work)
+    work = dict(work)  # the caller's stays as found
+    for s in highres:
+        if s.slice_index in outliers:
+            own, theirs = outliers[s.slice_index]
+            warn(msgs, f"{s.name}: anterior RV insertion found at {own:.0f} deg (display "
+                       f"angle), {_angle_diff(own, theirs):.0f} deg from the other slices' "
+                       f"({theirs:.0f} deg); the nearest of theirs is used for the AHA segments")
+            work[s.slice_index] = dataclasses.replace(work[s.slice_index], insertion=None,
+                                                      insertion_dropped=True)
     angles = {k: display_angle(w.insertion[0], w.centre) for k, w in work.items()
               if w.insertion is not None}
     aha_maps, ins_out = {}, {}
@@ -117,8 +186,9 @@ def aha_labels(highres: list[SliceSeries], work: dict[int, SliceWork], levels: l
             near = min(angles, key=lambda k: abs(k - s.slice_index)) if angles else None
             ins_arg = angles[near] if near is not None else DEFAULT_ANTERIOR_DEG
             ins_out[s.slice_index] = np.full((2, 2), np.nan)
-            warn(msgs, f"{s.name}: no RV insertion found; anterior insertion at "
-                        f"{ins_arg:.0f} deg (display angle) assumed for the AHA segments")
+            if not w.insertion_dropped:
+                warn(msgs, f"{s.name}: no RV insertion found; anterior insertion at "
+                            f"{ins_arg:.0f} deg (display angle) assumed for the AHA segments")
         aha_maps[s.slice_index] = aha_segments(w.myo, w.centre, ins_arg, level=lvl,
                                                mirrored=w.mirrored)
     return aha_maps, ins_out
