@@ -45,8 +45,6 @@ class SliceWork:
     rv: np.ndarray
     #: display pixels per acquired pixel (:mod:`perfmoco.quant.resolution`)
     pixel_scale: float = 1.0
-    #: its own insertion was found but left out (it disagreed with the stack's)
-    insertion_dropped: bool = False
 
 
 def stack_pools(highres, config: QuantConfig, msgs: list[str]) -> dict:
@@ -164,29 +162,28 @@ def aha_labels(highres: list[SliceSeries], work: dict[int, SliceWork], levels: l
     RV does.
     """
     outliers = insertion_outliers(highres, work)
-    work = dict(work)  # the caller's stays as found
     for s in highres:
         if s.slice_index in outliers:
             own, theirs = outliers[s.slice_index]
             warn(msgs, f"{s.name}: anterior RV insertion found at {own:.0f} deg (display "
                        f"angle), {_angle_diff(own, theirs):.0f} deg from the other slices' "
                        f"({theirs:.0f} deg); the nearest of theirs is used for the AHA segments")
-            work[s.slice_index] = dataclasses.replace(work[s.slice_index], insertion=None,
-                                                      insertion_dropped=True)
-    angles = {k: display_angle(w.insertion[0], w.centre) for k, w in work.items()
-              if w.insertion is not None}
+    # the insertions used: each slice's own, where it has one that agrees with the stack
+    used = {k: w.insertion for k, w in work.items()
+            if w.insertion is not None and k not in outliers}
+    angles = {k: display_angle(ins[0], work[k].centre) for k, ins in used.items()}
     aha_maps, ins_out = {}, {}
     for lvl, s in zip(levels, highres):
         w = work.get(s.slice_index)
         if w is None:
             continue
-        if w.insertion is not None:
+        if s.slice_index in used:
             ins_arg, ins_out[s.slice_index] = w.insertion, w.insertion
         else:
             near = min(angles, key=lambda k: abs(k - s.slice_index)) if angles else None
             ins_arg = angles[near] if near is not None else DEFAULT_ANTERIOR_DEG
             ins_out[s.slice_index] = np.full((2, 2), np.nan)
-            if not w.insertion_dropped:
+            if s.slice_index not in outliers:
                 warn(msgs, f"{s.name}: no RV insertion found; anterior insertion at "
                             f"{ins_arg:.0f} deg (display angle) assumed for the AHA segments")
         aha_maps[s.slice_index] = aha_segments(w.myo, w.centre, ins_arg, level=lvl,
