@@ -77,3 +77,15 @@ def test_slices_displayed_differently_are_not_compared():
     assert insertion_outliers(series, work) == {}
     series, work = _stack([100.0, 95.0, 150.0], geometry=[SliceGeometry()] * 3)
     assert set(insertion_outliers(series, work)) == {2}
+
+
+def test_zeroed_header_directions_count_as_one_bare_stack():
+    """A header written with its directions zeroed (as some converters do) says nothing about
+    orientation: such slices are compared as bare arrays are, not left unchecked."""
+    zeroed = SliceGeometry(read_dir=(0.0, 0.0, 0.0), phase_dir=(0.0, 0.0, 0.0),
+                           slice_dir=(0.0, 0.0, 0.0))
+    series, work = _stack([100.0, 95.0, 150.0], geometry=[zeroed] * 3)
+    assert set(insertion_outliers(series, work)) == {2}
+    # one slice with real directions among zeroed ones: they cannot be compared
+    series, work = _stack([100.0, 95.0, 150.0], geometry=[zeroed, zeroed, SliceGeometry()])
+    assert insertion_outliers(series, work) == {}

@@ -33,7 +33,7 @@ import numpy as np
 from perfmoco.orientation import short_axis_axes
 from perfmoco.study import SliceSeries
 
-__all__ = ["TOLERANCE_MM", "accept", "in_plane_mm", "pixel_of", "stack_outliers"]
+__all__ = ["TOLERANCE_MM", "accept", "has_directions", "in_plane_mm", "pixel_of", "stack_outliers"]
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def _frame(series: SliceSeries):
     return pos, ax[0], ax[1]
 
 
-def _oriented(geometry) -> bool:
+def has_directions(geometry) -> bool:
     """Whether a geometry holds read and phase directions at all (not absent or zeroed)."""
     if geometry is None:
         return False
@@ -78,7 +78,7 @@ def _grid_frames(slices: Sequence[SliceSeries]) -> list | None:
     resolution slices and a low-resolution AIF slice of the same field of view).
     """
     geoms = [s.geometry for s in slices]
-    if any(_oriented(g) for g in geoms) and not all(  # one header for all: no information
+    if any(has_directions(g) for g in geoms) and not all(  # one header for all: no information
             g is not None and all(np.allclose(getattr(g, a), getattr(geoms[0], a))
                                   for a in ("position", "read_dir", "phase_dir"))
             for g in geoms):

@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 
 from perfmoco.anatomy import find_blood_pools, rv_insertion_points, segment_myocardium
-from perfmoco.anatomy.stack import accept, stack_outliers
+from perfmoco.anatomy.stack import accept, has_directions, stack_outliers
 from perfmoco.config import QuantConfig
 from perfmoco.orientation import is_mirrored
 from perfmoco.quant.aif import blood_pool_core
@@ -111,9 +111,9 @@ def _angle_diff(a: float, b: float) -> float:
 
 def _same_orientation(slices: list[SliceSeries]) -> bool:
     """Whether the slices share their in-plane axes (one stack, displayed alike)."""
-    geo = [s.geometry for s in slices]
+    geo = [s.geometry if has_directions(s.geometry) else None for s in slices]
     if all(g is None for g in geo):
-        return True  # bare arrays of one stack
+        return True  # bare arrays of one stack (no header, or its directions zeroed)
     if any(g is None for g in geo):
         return False
     ref = geo[0]
