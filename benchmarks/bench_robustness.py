@@ -10,8 +10,12 @@ Variants: ``base`` (as generated), ``scale`` (intensities x 0.013), ``uint12``
 (rounded to a 12-bit range, as DICOM magnitude images), ``zf2`` (zero-filled to
 twice the matrix in k-space, the encoded spacing given as an MRD header gives it)
 ``zf2_noacq`` (the same without the header's encoded spacing: read from the
-images' spectrum) and ``corner`` (each slice cut 10 mm above and right of its heart,
-as a tight field of view stores it: ``perfmoco.phantom.fov.fov_corner``).
+images' spectrum), ``corner`` (each slice cut 10 mm above and right of its heart,
+as a tight field of view stores it: ``perfmoco.phantom.fov.fov_corner``),
+``transpose`` (rows and columns swapped, the header's read and phase directions
+with them: phase encoding along the other axis), ``rect`` (a rectangular field of
+view: the top and bottom eighth of every slice's rows cut off, the header's field
+of view with them) and ``reversed`` (the slices stored apex first).
 
 Usage::
 
@@ -22,12 +26,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 import warnings
 
 import numpy as np
 
-VARIANTS = ("base", "scale", "uint12", "zf2", "zf2_noacq", "corner")
+VARIANTS = ("base", "scale", "uint12", "zf2", "zf2_noacq", "corner", "transpose", "rect",
+            "reversed")
 
 
 def zero_fill_2x(images: np.ndarray) -> np.ndarray:
@@ -48,6 +54,8 @@ def variant(ph, name: str):
         from perfmoco.phantom.fov import fov_corner
 
         return fov_corner(ph, 10.0).study
+    if name == "reversed":
+        return study.replace_slices(list(study.slices)[::-1])
     top = max(float(max(s.images.max(), s.pd_images.max(initial=0.0))) for s in study.slices)
     out = []
     for s in study.slices:
@@ -62,10 +70,32 @@ def variant(ph, name: str):
             kw = {"pixel_spacing_mm": tuple(v / 2 for v in s.pixel_spacing_mm)}
             if name == "zf2":
                 kw["acquired_spacing_mm"] = tuple(s.pixel_spacing_mm)
+        elif name == "transpose":
+            im, pd = im.transpose(0, 2, 1).copy(), pd.transpose(0, 2, 1).copy()
+            kw = {"pixel_spacing_mm": s.pixel_spacing_mm[::-1], "geometry": _swapped(s.geometry)}
+            if s.acquired_spacing_mm is not None:
+                kw["acquired_spacing_mm"] = s.acquired_spacing_mm[::-1]
+        elif name == "rect":
+            cut = im.shape[1] // 8
+            im, pd = im[:, cut : im.shape[1] - cut].copy(), pd[:, cut : pd.shape[1] - cut].copy()
+            if s.geometry is not None:
+                fov = s.geometry.field_of_view_mm
+                kw = {"geometry": dataclasses.replace(
+                    s.geometry, field_of_view_mm=(fov[0], fov[1] * im.shape[1] / s.images.shape[1],
+                                                  fov[2]))}
         else:
             raise ValueError(f"unknown variant {name!r}; choose from {VARIANTS}")
         out.append(s.replace(images=im, pd_images=pd, **kw))
     return study.replace_slices(out)
+
+
+def _swapped(geometry):
+    """A slice header with its read and phase axes (and fields of view) swapped."""
+    if geometry is None:
+        return None
+    fov = geometry.field_of_view_mm
+    return dataclasses.replace(geometry, read_dir=geometry.phase_dir, phase_dir=geometry.read_dir,
+                               field_of_view_mm=(fov[1], fov[0], fov[2]))
 
 
 def score(quant, truth) -> tuple[list[float], list[bool], int]:
