@@ -15,7 +15,9 @@ as a tight field of view stores it: ``perfmoco.phantom.fov.fov_corner``),
 ``transpose`` (rows and columns swapped, the header's read and phase directions
 with them: phase encoding along the other axis), ``rect`` (a rectangular field of
 view: the top and bottom eighth of every slice's rows cut off, the header's field
-of view with them) and ``reversed`` (the slices stored apex first).
+of view with them), ``reversed`` (the slices stored apex first) and ``skip`` (two
+beats lost, dynamics 18 and 30 of every slice: missed ECG triggers leave gaps in the
+time grid).
 
 Usage::
 
@@ -33,7 +35,7 @@ import warnings
 import numpy as np
 
 VARIANTS = ("base", "scale", "uint12", "zf2", "zf2_noacq", "corner", "transpose", "rect",
-            "reversed")
+            "reversed", "skip")
 
 
 def zero_fill_2x(images: np.ndarray) -> np.ndarray:
@@ -75,6 +77,9 @@ def variant(ph, name: str):
             kw = {"pixel_spacing_mm": s.pixel_spacing_mm[::-1], "geometry": _swapped(s.geometry)}
             if s.acquired_spacing_mm is not None:
                 kw["acquired_spacing_mm"] = s.acquired_spacing_mm[::-1]
+        elif name == "skip":
+            keep = np.setdiff1d(np.arange(im.shape[0]), [18, 30])
+            im, kw = im[keep], {"times_s": s.times_s[keep]}
         elif name == "rect":
             cut = im.shape[1] // 8
             im, pd = im[:, cut : im.shape[1] - cut].copy(), pd[:, cut : pd.shape[1] - cut].copy()
