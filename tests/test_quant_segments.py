@@ -186,3 +186,19 @@ def test_neighbourhood_median_uses_only_the_pixels_given():
     m = neighbourhood_median(v, ok)
     assert np.isnan(m[1, 2]) and np.isnan(m[2]).all()
     assert m[1, 1] == 1.0 and m[0, 1] == 1.0  # 100 and the 5s are not among its pixels
+
+
+def test_a_segment_whose_core_is_one_spot_is_read_from_all_its_pixels():
+    from perfmoco.quant import segment_pixels
+
+    segments = np.repeat([1, 2, 3], 40)
+    fitted = np.ones(120, bool)
+    fitted[80:110] = False  # segment 3: 10 fitted pixels
+    core = np.zeros(120, bool)
+    core[:6] = True  # segment 1: 6 core pixels of 40, a spot at one border
+    core[40:60] = True  # segment 2: half its pixels
+    core[110:114] = True  # segment 3: 4 core pixels, fewer than 5 -> all fitted
+    use = segment_pixels(fitted, core, segments)
+    assert use[:40].all()
+    assert use[40:60].all() and not use[60:80].any()
+    assert use[110:].all() and not use[80:110].any()
