@@ -191,14 +191,19 @@ def test_neighbourhood_median_uses_only_the_pixels_given():
 def test_a_segment_whose_core_is_one_spot_is_read_from_all_its_pixels():
     from perfmoco.quant import segment_pixels
 
+    # three 60-degree segments of 40 pixels each, their angles spread over the arc
     segments = np.repeat([1, 2, 3], 40)
+    angles = np.concatenate([np.linspace(a, a + 59, 40) for a in (0.0, 60.0, 120.0)])
     fitted = np.ones(120, bool)
-    fitted[80:110] = False  # segment 3: 10 fitted pixels
     core = np.zeros(120, bool)
-    core[:6] = True  # segment 1: 6 core pixels of 40, a spot at one border
-    core[40:60] = True  # segment 2: half its pixels
-    core[110:114] = True  # segment 3: 4 core pixels, fewer than 5 -> all fitted
-    use = segment_pixels(fitted, core, segments)
-    assert use[:40].all()
-    assert use[40:60].all() and not use[60:80].any()
-    assert use[110:].all() and not use[80:110].any()
+    core[:8] = True  # segment 1: 8 core pixels in one spot (0-12 degrees)
+    core[40:80:3] = True  # segment 2: a thin core along the whole arc
+    core[80:84] = True  # segment 3: 4 core pixels, fewer than 5
+    use = segment_pixels(fitted, core, segments, angles)
+    assert use[:40].all()  # the spot stands for nothing: all fitted pixels
+    assert np.array_equal(use[40:80], core[40:80])  # the thin core is kept
+    assert use[80:].all()
+    fitted[100:] = False  # only fitted pixels are ever used
+    assert not segment_pixels(fitted, core, segments, angles)[100:].any()
+    # without angles only the count decides
+    assert np.array_equal(segment_pixels(np.ones(120, bool), core, segments)[:40], core[:40])

@@ -174,24 +174,34 @@ def _fill_frames(images, bad):
 
 
 #: A segment's median is taken over its core pixels (off the partial-volume borders)
-#: where they are at least this share of its fitted pixels, else over all of them.
-MIN_CORE_SHARE = 0.25
+#: where they reach round at least this share of its arc (in 10-degree bins about the LV
+#: centre), else over all its fitted pixels.
+MIN_CORE_ARC = 0.5
 
 
-def segment_pixels(fitted, core, segments) -> np.ndarray:
+def segment_pixels(fitted, core, segments, angles_deg=None) -> np.ndarray:
     """The pixels a segment's median is taken over: its core pixels, or all its fitted ones.
 
     The core (off the partial-volume borders) stands for the segment where it
-    holds at least 5 pixels and :data:`MIN_CORE_SHARE` of the fitted ones; a core
-    of a few pixels is one spot of the segment, not the segment (fresh phantom
-    11438 b: a basal anterior segment's 6 core pixels of 47, at the RV's tip, read
-    0.53 ml/min/g against a true 3.66, a defect where there is none; all 47: 2.43,
-    and marked unreliable by their spread).  Arrays of the myocardial pixels.
+    holds at least 5 pixels and, given each pixel's angle about the LV centre
+    (``angles_deg``), covers at least :data:`MIN_CORE_ARC` of the 10-degree bins
+    the segment's fitted pixels cover: a core in one spot is not the segment
+    (fresh phantom 11438 b: a basal anterior segment's 6 core pixels of 47, by
+    the RV's tip, read 0.53 ml/min/g against a true 3.66, a defect where there
+    is none; all 47: 2.43, marked unreliable by their spread).  A thin core
+    along the whole arc (a zero-filled image's, a thin wall's) is kept.  Arrays
+    of the myocardial pixels.
     """
-    use = np.asarray(fitted, bool) & np.asarray(core, bool)
+    fitted = np.asarray(fitted, bool)
+    use = fitted & np.asarray(core, bool)
+    bins = None if angles_deg is None else (np.asarray(angles_deg) % 360.0 // 10.0).astype(int)
     for g in np.unique(segments):
         seg = fitted & (segments == g)
-        if (use & seg).sum() < max(5, MIN_CORE_SHARE * seg.sum()):
+        own = use & seg
+        thin = own.sum() < 5
+        if not thin and bins is not None:
+            thin = np.unique(bins[own]).size < MIN_CORE_ARC * np.unique(bins[seg]).size
+        if thin:
             use |= seg
     return use
 
@@ -375,7 +385,9 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         flagged[sl][myo] = bad
         aha = aha_maps[sl][myo]
         fitted = np.isfinite(mbf) & ~sat_all[sl]  # the median is robust to the MBF flags
-        use = segment_pixels(fitted, core, aha)
+        yy, xx = np.nonzero(myo)
+        cy, cx = work[sl].centre
+        use = segment_pixels(fitted, core, aha, np.degrees(np.arctan2(cy - yy, xx - cx)))
         valid[sl] = np.zeros(myo.shape, bool)
         valid[sl][myo] = use
         if bad.mean() > 0.2:
