@@ -21,7 +21,7 @@ from perfmoco.quant.messages import coil_not_followed, warn
 from perfmoco.quant.pixels import core_pixels, distance_to, rim_pools
 from perfmoco.quant.resolution import interpolation_factor
 from perfmoco.quant.result import QuantResult
-from perfmoco.quant.segments import segment_table, slice_levels
+from perfmoco.quant.segments import display_angle, segment_table, slice_levels
 from perfmoco.quant.signal import (
     baseline_m0,
     baseline_q,
@@ -385,9 +385,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         flagged[sl][myo] = bad
         aha = aha_maps[sl][myo]
         fitted = np.isfinite(mbf) & ~sat_all[sl]  # the median is robust to the MBF flags
-        yy, xx = np.nonzero(myo)
-        cy, cx = work[sl].centre
-        use = segment_pixels(fitted, core, aha, np.degrees(np.arctan2(cy - yy, xx - cx)))
+        use = segment_pixels(fitted, core, aha, display_angle(np.argwhere(myo), work[sl].centre))
         valid[sl] = np.zeros(myo.shape, bool)
         valid[sl][myo] = use
         if bad.mean() > 0.2:

@@ -116,11 +116,9 @@ def _same_orientation(slices: list[SliceSeries]) -> bool:
         return True  # bare arrays of one stack (no header, or its directions zeroed)
     if any(g is None for g in geo):
         return False
-    ref = geo[0]
     cos_max = np.cos(np.radians(10.0))
-    return all(float(np.dot(s.geometry.read_dir, ref.read_dir)) >= cos_max
-               and float(np.dot(s.geometry.phase_dir, ref.phase_dir)) >= cos_max
-               for s in slices[1:])
+    return all(float(np.dot(g.read_dir, geo[0].read_dir)) >= cos_max
+               and float(np.dot(g.phase_dir, geo[0].phase_dir)) >= cos_max for g in geo[1:])
 
 
 def insertion_outliers(highres: list[SliceSeries], work: dict[int, SliceWork]) -> dict:
