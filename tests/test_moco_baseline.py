@@ -46,8 +46,12 @@ def test_block_offset_says_when_the_optimum_is_outside_the_range():
     moving = _heart(blood=0.30, myo=0.45, lung=0.05, shift=(6.0, 0.0))
     fixed = _heart(blood=0.95, myo=0.60, lung=0.05)
     disc = (identity_grid((64, 64)) - 31.5).norm(dim=0) < 24
-    _, interior = block_offset(moving, fixed, disc, max_px=3.0)
+    _, interior = block_offset(moving, fixed, disc, max_px=3.5)
     assert not interior
+    # twice the coarse grid's reach at the same step finds it, inside the wider range
+    d, interior = block_offset(moving, fixed, disc, max_px=3.5, reach=2)
+    assert interior
+    np.testing.assert_allclose(d.numpy(), (6.0, 0.0), atol=0.2)
 
 
 def test_baseline_length_is_the_frames_before_the_bolus_foot():
@@ -123,6 +127,24 @@ def test_pipeline_moves_an_offset_pre_contrast_block_onto_the_reference():
     # the same place either way; only step 3's non-rigid part may differ)
     np.testing.assert_allclose(on.pd_displacement[:, :, 48, 52],
                                off.pd_displacement[:, :, 48, 52], atol=0.3)
+
+
+def test_a_pre_contrast_block_beyond_the_search_range_is_found_by_a_wider_search():
+    """A deep breather's pre-contrast block ~15 mm off (beyond ``baseline_max_mm``, 8 mm,
+    per axis): the first search ends on its edge, a second one of twice the range at
+    the same step finds it (measured: 5.5 px left with the one search, 0.29 px now)."""
+    rng = np.random.default_rng(11)
+    n = 40
+    shift = rng.uniform(-0.8, 0.8, (n, 2))
+    shift[:12] += (7.3, -1.0)  # 14.6 mm at 2 mm pixels
+    series, disp, _ = synthetic_series(n_dynamics=n, shape=(96, 104), spacing_mm=2.0,
+                                       shift_px=shift, bolus_frame=12, seed=5)
+    torch.manual_seed(0)
+    models = {s: networks.RegNet(networks.default_spec(s)) for s in networks.STAGES}
+    on = MotionCorrector(models).correct(series)
+    want = disp[on.reference_index, :, 48, 52] - disp[:, :, 48, 52]
+    err = np.linalg.norm(on.displacement[:10, :, 48, 52] - want[:10], axis=1)
+    assert np.median(err) < 1.0
 
 
 def test_fast_mutual_information_ranks_shifts_as_monai_does():

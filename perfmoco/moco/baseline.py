@@ -144,7 +144,7 @@ def mutual_information(moving: torch.Tensor, fixed: torch.Tensor, bins: int) -> 
 
 def block_offset(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor, *,
                  max_px: float, start: torch.Tensor | None = None, levels: int = 3,
-                 bins: int = BINS) -> tuple[torch.Tensor, bool]:
+                 bins: int = BINS, reach: int = 1) -> tuple[torch.Tensor, bool]:
     """Translation ``d`` that maximises MI of ``moving(p + d)`` with ``fixed(p)``.
 
     An exhaustive search on a 9 x 9 grid spanning ``+-max_px`` about ``start``,
@@ -163,6 +163,9 @@ def block_offset(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor, 
     levels : int, keyword-only
     bins : int, keyword-only
         Parzen histogram bins.
+    reach : int, keyword-only
+        The coarse grid spans ``reach`` times ``+-max_px`` at the same step
+        (``8 reach + 1`` points a side); the finer grids are unchanged.
 
     Returns
     -------
@@ -173,13 +176,14 @@ def block_offset(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor, 
         (the true one may be outside it: not to be trusted).
     """
     d, ok = block_offsets(moving[None], fixed, disc, max_px=max_px, levels=levels, bins=bins,
-                          start=None if start is None else start[None])
+                          start=None if start is None else start[None], reach=reach)
     return d[0], bool(ok[0])
 
 
 def block_offsets(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor, *,
                   max_px: float, start: torch.Tensor | None = None, levels: int = 3,
-                  bins: int = BINS, chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+                  bins: int = BINS, chunk: int = 16,
+                  reach: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`block_offset` of many frames ``(N, H, W)`` to one ``fixed``, batched.
 
     Returns ``(N, 2)`` offsets (float64, CPU) and ``(N,)`` interior flags.
@@ -190,11 +194,14 @@ def block_offsets(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor,
             else start.double().cpu().reshape(n, 2).clone())
     origin = best.clone()
     fix = fixed[disc].float()
-    ax = torch.arange(-4, 5, dtype=torch.float64)
-    grid = torch.stack(torch.meshgrid(ax, ax, indexing="ij"), -1).reshape(-1, 2)  # (81, 2)
+    def square(k):  # ((2k + 1)^2, 2) grid points, in steps
+        ax = torch.arange(-k, k + 1, dtype=torch.float64)
+        return torch.stack(torch.meshgrid(ax, ax, indexing="ij"), -1).reshape(-1, 2)
+
     step = max_px / 4.0
     interior = torch.ones(n, dtype=torch.bool)
     for level in range(levels):
+        grid = square(4 * max(int(reach), 1) if level == 0 else 4)
         for i0 in range(0, n, chunk):
             sel = slice(i0, min(i0 + chunk, n))
             cand = best[sel, None] + grid[None] * step  # (c, 81, 2)
@@ -206,7 +213,8 @@ def block_offsets(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor,
             k = torch.argmax(mi.reshape(c, -1), dim=1)
             pick = cand[torch.arange(c), k.cpu()]
             if level == 0:
-                interior[sel] = ((pick - origin[sel]).abs() < max_px - 1e-9).all(dim=1)
+                interior[sel] = ((pick - origin[sel]).abs()
+                                 < max(int(reach), 1) * max_px - 1e-9).all(dim=1)
             best[sel] = pick
         step /= 4.0
     return best, interior
@@ -252,7 +260,13 @@ def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensi
         return matrix, BaselineOffset(n, (0.0, 0.0), False, "too few pre-contrast frames")
     late = crop[t - n_late:].mean(0)
     max_px = config.baseline_max_mm / SPACING_MM
-    d, ok = block_offset(crop[:n].mean(0), late, disc, max_px=max_px)
+    block = crop[:n].mean(0)
+    d, ok = block_offset(block, late, disc, max_px=max_px)
+    if not ok:  # a deep breather's block far off: twice the range at the same step
+        d, ok = block_offset(block, late, disc, max_px=max_px, reach=2)
+        log.info("%s: pre-contrast block offset beyond %.0f mm; searched to %.0f mm: %s",
+                 name, config.baseline_max_mm, 2 * config.baseline_max_mm,
+                 "found" if ok else "again at the edge")
     if not ok:
         return matrix, BaselineOffset(n, (0.0, 0.0), False, "offset at the edge of the search")
     # the halves, searched about the whole block's offset (+-2 px: beyond is disagreement)

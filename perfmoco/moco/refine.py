@@ -180,7 +180,8 @@ def refine_affine(
         free = linear if not translate else torch.ones_like(linear)
         if r_ < coarse_rounds:
             free = free * (1.0 - linear)
-        cur = warped(lin, shift)
+        if r_ == 0:  # later rounds: ``cur`` is already warped(lin, shift), frame by frame
+            cur = warped(lin, shift)
         k_ = 1 if r_ < coarse_rounds else components
         win, held = _common_window(win0, cur[:, 3] if valid is not None else None, margin)
         frames = cur[:, 0] if held is None else cur[:, 0] * held  # nothing moves outside
