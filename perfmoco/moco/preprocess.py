@@ -155,8 +155,11 @@ def robust_range(
     flat = images.reshape(-1).float()
     if flat.numel() > 250_000:  # a strided subsample is enough (and fast)
         flat = flat[:: flat.numel() // 250_000 + 1]
-    q = torch.quantile(flat, torch.tensor([low_pct / 100, high_pct / 100], dtype=flat.dtype,
-                                          device=flat.device))
+    if flat.device.type == "cpu":  # numpy's selection: ~6x faster than torch.quantile's sort
+        q = np.percentile(flat.numpy(), [low_pct, high_pct])
+    else:
+        q = torch.quantile(flat, torch.tensor([low_pct / 100, high_pct / 100],
+                                              dtype=flat.dtype, device=flat.device))
     lo, hi = float(q[0]), float(q[1])
     if not hi > lo:
         hi = lo + 1.0
