@@ -141,7 +141,9 @@ class MocoConfig:
     #: (see docs/motion-correction.md) and brought their PD frames from up to 8 mm off
     #: to within 2-3 mm of the reference frame.
     baseline_radius_aif_mm: float = 60.0
-    #: Search range of the block offset per axis, mm (an optimum on its edge is not trusted).
+    #: Search range of the block offset per axis, mm.  An optimum on its edge is searched
+    #: for again over twice the range at the same step (a deep breather's block far
+    #: off); on that edge too, it is not trusted and the block stays.
     baseline_max_mm: float = 8.0
     #: The even and odd pre-contrast frames must give offsets this close, mm
     #: (high-resolution slices).  On 8 breathing phantoms 1.5 mm turned down

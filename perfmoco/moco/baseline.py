@@ -149,7 +149,8 @@ def block_offset(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor, 
 
     An exhaustive search on a 9 x 9 grid spanning ``+-max_px`` about ``start``,
     then ``levels - 1`` finer 9 x 9 grids (each a quarter of the previous step)
-    about the best point so far: 81 MI evaluations a level, batched.
+    about the best point so far: 81 MI evaluations a level (more on the first with
+    ``reach``), batched.
 
     Parameters
     ----------
@@ -204,11 +205,11 @@ def block_offsets(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor,
         grid = square(4 * max(int(reach), 1) if level == 0 else 4)
         for i0 in range(0, n, chunk):
             sel = slice(i0, min(i0 + chunk, n))
-            cand = best[sel, None] + grid[None] * step  # (c, 81, 2)
+            cand = best[sel, None] + grid[None] * step  # (c, G, 2)
             c = cand.shape[0]
-            # only the disc's pixels are sampled: (c, 2, 81, P) coordinates
+            # only the disc's pixels are sampled: (c, 2, G, P) coordinates
             coords = g_disc[None, :, None, :] + cand.permute(0, 2, 1).to(g_disc)[..., None]
-            shifted = sample(moving[sel], coords, padding="border")  # (c, 81, P)
+            shifted = sample(moving[sel], coords, padding="border")  # (c, G, P)
             mi = mutual_information(shifted.reshape(c * len(grid), -1), fix, bins)
             k = torch.argmax(mi.reshape(c, -1), dim=1)
             pick = cand[torch.arange(c), k.cpu()]
