@@ -17,7 +17,9 @@ with them: phase encoding along the other axis), ``rect`` (a rectangular field o
 view: the top and bottom eighth of every slice's rows cut off, the header's field
 of view with them), ``reversed`` (the slices stored apex first) and ``skip`` (two
 beats lost, dynamics 18 and 30 of every slice: missed ECG triggers leave gaps in the
-time grid).
+time grid), ``short`` (the first 45 dynamics only: a shorter scan, ending in the
+recirculation) and ``nopd`` (no PD frames: a protocol without them, so no surface-coil
+correction).
 
 Usage::
 
@@ -35,7 +37,9 @@ import warnings
 import numpy as np
 
 VARIANTS = ("base", "scale", "uint12", "zf2", "zf2_noacq", "corner", "transpose", "rect",
-            "reversed", "skip")
+            "reversed", "skip", "short", "nopd")
+#: Dynamics kept by the ``short`` variant.
+SHORT_DYNAMICS = 45
 
 
 def zero_fill_2x(images: np.ndarray) -> np.ndarray:
@@ -80,6 +84,10 @@ def variant(ph, name: str):
         elif name == "skip":
             keep = np.setdiff1d(np.arange(im.shape[0]), [18, 30])
             im, kw = im[keep], {"times_s": s.times_s[keep]}
+        elif name == "short":
+            im, kw = im[:SHORT_DYNAMICS], {"times_s": s.times_s[:SHORT_DYNAMICS]}
+        elif name == "nopd":
+            pd, kw = pd[:0], {"pd_times_s": s.pd_times_s[:0]}
         elif name == "rect":
             cut = im.shape[1] // 8
             im, pd = im[:, cut : im.shape[1] - cut].copy(), pd[:, cut : pd.shape[1] - cut].copy()

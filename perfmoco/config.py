@@ -258,6 +258,14 @@ class QuantConfig:
     #: Defaults when the headers carry no saturation time.
     saturation_time_highres_s: float = 0.100
     saturation_time_aif_s: float = 0.025
+    #: Effective saturation efficiency of the high-resolution and the AIF sequence
+    #: (imperfect saturation and the recovery during the readout before the k-space
+    #: centre), used only without PD frames, where M0 comes from the baseline; 1 is
+    #: ideal.  With PD frames it cancels and is logged per slice
+    #: (``perfmoco.quant.signal.saturation_efficiency``): measure it there once for a
+    #: protocol whose other studies lack PD frames.
+    saturation_efficiency_highres: float = 1.0
+    saturation_efficiency_aif: float = 1.0
     hematocrit: float = 0.45
     #: Myocardial tissue density, g/ml (converts flow per ml to per g).
     tissue_density: float = 1.05

@@ -120,6 +120,8 @@ _CHECKS = {
         "baseline_frames", "pd_smooth_mm", "te_aif_s", "r2star_blood", "min_aif_peak_gd",
         "stack_lv_tolerance_mm")},
     "quant.hematocrit": _range(0, 1, below=True),
+    "quant.saturation_efficiency_highres": _range(0, 1, above=True),
+    "quant.saturation_efficiency_aif": _range(0, 1, above=True),
     "quant.r2_min": _range(None, 1),
     "quant.segment_max_flagged": _range(0, 1),
     "server.port": _range(0, 65535),

@@ -395,3 +395,41 @@ def test_coil_factors_skipped_near_the_image_edge_are_reported(ph, clean_study):
                                for s in cut.slices})
     assert sum("surface-coil sensitivity" in w and "edge" in w for w in r.warnings) >= 3
     assert all(np.isfinite(m).all() for m in r.mbf_maps.values())
+
+
+def test_without_pd_frames_a_known_saturation_efficiency_recovers_mbf(caplog):
+    """Without PD frames M0 comes from the baseline: an ideal-saturation M0 is too large
+    (most of the baseline is what the saturation left), which doubles MBF here; the
+    sequence's efficiency, as logged from a study that has PD frames, undoes it."""
+    import logging
+    import re
+
+    ph = phantom.generate_phantom(seed=0, motion="none", saturation_efficiency=0.8)
+    clean = ph.study.replace_slices([
+        s.replace(images=ph.noise_free[_key(s)], pd_images=ph.noise_free[_key(s) + "_pd"])
+        for s in ph.study.slices])
+    with caplog.at_level(logging.INFO, logger="perfmoco.quant"):
+        quantify_study(clean, config=QuantConfig())
+    found = [float(v) for v in re.findall(r"effective saturation efficiency ([0-9.]+)",
+                                          caplog.text)]
+    assert len(found) == 4  # three high-resolution slices and the AIF slice
+    np.testing.assert_allclose(sorted(found), [0.8, 0.8, 0.8, 0.9], atol=0.03)
+
+    no_pd = clean.replace_slices([
+        s.replace(pd_images=np.zeros((0, *s.shape), np.float32), pd_times_s=np.zeros(0))
+        for s in clean.slices])
+
+    def ratio(config):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = quantify_study(no_pd, config=config)
+        out = []
+        for k in range(3):
+            core = r.myocardium[k] & ndimage.binary_erosion(
+                ph.truth[f"s{k}_labels"] == phantom.LABELS["lv_myocardium"])
+            out += list(r.mbf_maps[k][core] / ph.truth[f"s{k}_mbf"][core])
+        return float(np.median(out))
+
+    assert ratio(QuantConfig()) > 1.4
+    known = QuantConfig(saturation_efficiency_highres=0.8, saturation_efficiency_aif=0.9)
+    assert abs(ratio(known) - 1.0) < 0.08

@@ -29,6 +29,7 @@ from perfmoco.quant.signal import (
     m0_map,
     pools_and_edges,
     pre_contrast_frames,
+    saturation_efficiency,
     signal_to_gd,
 )
 from perfmoco.quant.spillover import pool_core, pool_signal
@@ -151,7 +152,8 @@ def _pool_m0(s, im, pool, n_base: int, ts: float, config: QuantConfig) -> float:
     """M0 of a blood pool: its mean PD, else from its baseline and the native blood T1."""
     if s.pd_images.shape[0]:
         return float(np.asarray(s.pd_images, np.float64)[:, pool].mean()) * config.pd_scale
-    return float(baseline_m0(im[:n_base, pool].mean(), ts_s=ts, t1_s=config.t1_blood_s))
+    return float(baseline_m0(im[:n_base, pool].mean(), ts_s=ts, t1_s=config.t1_blood_s,
+                             efficiency=config.saturation_efficiency_highres))
 
 
 def _fill_frames(images, bad):
@@ -317,11 +319,19 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                     exclude=pools_and_edges(w.blood, w.pixel_scale), skipped=skipped)
                 if skipped:
                     coil_not_followed(msgs, s.name, skipped[0])
+            log.info("%s: effective saturation efficiency %.3f (myocardium's baseline against "
+                     "its PD-frame M0, native T1 %s s; quant.saturation_efficiency_highres "
+                     "for this protocol's studies without PD frames)", s.name,
+                     saturation_efficiency(im[:n_lv, w.myo], m0, ts_s=ts,
+                                           t1_s=config.t1_myocardium_s),
+                     config.t1_myocardium_s)
         else:
-            warn(msgs, f"{s.name}: no PD frames; M0 from the baseline and the native "
-                        f"myocardial T1 ({config.t1_myocardium_s} s): MBF may be biased")
+            eta = config.saturation_efficiency_highres
+            warn(msgs, f"{s.name}: no PD frames; M0 from the baseline, the native myocardial "
+                        f"T1 ({config.t1_myocardium_s} s) and a saturation efficiency of {eta:g} "
+                        "(quant.saturation_efficiency_highres): MBF may be biased")
             m0 = baseline_m0(im[:n_lv, w.myo].mean(axis=0), ts_s=ts,
-                             t1_s=config.t1_myocardium_s)
+                             t1_s=config.t1_myocardium_s, efficiency=eta)
         gd, sat = signal_to_gd(im[:, w.myo], m0=m0, ts_s=ts, relaxivity=config.relaxivity,
                                baseline=n_base)
         sat_all[s.slice_index] = sat

@@ -11,6 +11,7 @@ haematocrit (blood to plasma [Gd]: divide by ``1 - Hct``).
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 from scipy import ndimage
@@ -24,9 +25,12 @@ from perfmoco.quant.signal import (
     bolus_arrival_index,
     coil_motion_factors,
     pre_contrast_frames,
+    saturation_efficiency,
     signal_to_gd,
 )
 from perfmoco.study import SliceRole, SliceSeries, StudyError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["AifResult", "blood_pool_core", "deepest_core", "extract_aif", "t2star_correct"]
 
@@ -204,6 +208,11 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
     n_base = int(min(config.baseline_frames or pre_contrast_frames(sig), sig.size - 3))
     if series.pd_images.shape[0] > 0:
         m0 = float(np.asarray(series.pd_images, np.float64)[:, core].mean()) * config.pd_scale
+        log.info("%s: effective saturation efficiency %.3f (blood's baseline against its "
+                 "PD-frame M0, native T1 %s s; quant.saturation_efficiency_%s for this "
+                 "protocol's studies without PD frames)", series.name,
+                 saturation_efficiency(sig[:n_base], m0, ts_s=ts, t1_s=config.t1_blood_s),
+                 config.t1_blood_s, "aif" if is_aif else "highres")
         if displacement is not None:  # the coil sensitivity each frame's pool was seen at
             yy, xx = np.nonzero(core)
             skipped: list[str] = []
@@ -215,9 +224,13 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
             if skipped:
                 coil_not_followed(msgs, series.name, skipped[0], aif=True)
     else:
-        m0 = float(baseline_m0(sig[:n_base].mean(), ts_s=ts, t1_s=config.t1_blood_s))
-        warn(msgs, f"{series.name}: no PD frames; AIF M0 from the baseline and the native "
-                    f"blood T1 ({config.t1_blood_s} s): [Gd] may be biased")
+        eta = config.saturation_efficiency_aif if is_aif else config.saturation_efficiency_highres
+        m0 = float(baseline_m0(sig[:n_base].mean(), ts_s=ts, t1_s=config.t1_blood_s,
+                               efficiency=eta))
+        key = "aif" if is_aif else "highres"
+        warn(msgs, f"{series.name}: no PD frames; AIF M0 from the baseline, the native blood "
+                    f"T1 ({config.t1_blood_s} s) and a saturation efficiency of {eta:g} "
+                    f"(quant.saturation_efficiency_{key}): [Gd] may be biased")
     gd, saturated = signal_to_gd(sig, m0=m0, ts_s=ts, relaxivity=config.relaxivity,
                                  baseline=n_base)
     if config.t2star_correction:

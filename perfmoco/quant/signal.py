@@ -8,7 +8,7 @@ the dynamics, so the coil correction and the signal model are one step:
 adds the constant ``ln(1/eta) / TS`` to ``R1``, which cancels exactly when the
 pre-contrast baseline ``R1`` is subtracted:
 ``[Gd](t) = (R1(t) - mean R1(baseline)) / r``.  The native T1 is therefore
-needed only without PD frames (:func:`baseline_m0`).
+needed only without PD frames (:func:`baseline_m0`), and with it ``eta``.
 
 PD frames of a different readout (e.g. a lower flip angle) are proportional
 to ``M0``: ``M0 = pd_scale * PD``.
@@ -31,6 +31,7 @@ __all__ = [
     "m0_map",
     "pools_and_edges",
     "pre_contrast_frames",
+    "saturation_efficiency",
     "signal_to_gd",
 ]
 
@@ -77,8 +78,9 @@ def m0_map(pd_images, *, mask=None, sigma_px: float = 1.0, pd_scale: float = 1.0
     return np.where(mk & (den > 1e-6), num / np.maximum(den, 1e-6), m0)
 
 
-def baseline_m0(baseline_signal, *, ts_s: float, t1_s: float) -> np.ndarray:
-    """``M0`` without PD frames: ``S0 / (1 - exp(-TS / T1))`` (ideal saturation).
+def baseline_m0(baseline_signal, *, ts_s: float, t1_s: float,
+                efficiency: float = 1.0) -> np.ndarray:
+    """``M0`` without PD frames: ``S0 / (1 - eta exp(-TS / T1))``.
 
     Parameters
     ----------
@@ -86,13 +88,39 @@ def baseline_m0(baseline_signal, *, ts_s: float, t1_s: float) -> np.ndarray:
         Mean pre-contrast signal.
     ts_s, t1_s : float, keyword-only
         Saturation time and native T1, s.
+    efficiency : float, keyword-only
+        The sequence's effective saturation efficiency ``eta`` (1: ideal).  With
+        PD frames it cancels (module docstring); here it does not: at the AIF
+        slice's short TS the baseline is mostly what the saturation left, and an
+        ideal-saturation ``M0`` from it is several times too large
+        (:func:`saturation_efficiency` measures ``eta`` on a study with PD frames).
 
     Returns
     -------
     ndarray, same shape, float64
-        Approximate ``M0``; biased when saturation is imperfect.
+        ``M0``; biased when ``efficiency`` or ``t1_s`` is not the sequence's and tissue's.
     """
-    return np.asarray(baseline_signal, np.float64) / (1.0 - np.exp(-ts_s / t1_s))
+    if not 0.0 < efficiency <= 1.0:
+        raise ValueError(f"efficiency must be in (0, 1], got {efficiency}")
+    return np.asarray(baseline_signal, np.float64) / (1.0 - efficiency * np.exp(-ts_s / t1_s))
+
+
+def saturation_efficiency(baseline_signal, m0, *, ts_s: float, t1_s: float) -> float:
+    """Effective saturation efficiency ``eta`` from a pre-contrast signal and its ``M0``.
+
+    Inverts ``S0 = M0 (1 - eta exp(-TS / T1))`` for a tissue of known native T1 (the
+    means over its pixels), e.g. to set ``quant.saturation_efficiency_*`` for a
+    protocol that has no PD frames from one study of it that has them.
+
+    Returns
+    -------
+    float
+        ``eta``; NaN where ``M0`` is not positive.
+    """
+    s0, m = float(np.mean(baseline_signal)), float(np.mean(m0))
+    if not (m > 0 and np.isfinite(s0)):
+        return float("nan")
+    return (1.0 - s0 / m) / float(np.exp(-ts_s / t1_s))
 
 
 def bolus_arrival_index(curve, *, min_baseline: int = 2) -> int:
