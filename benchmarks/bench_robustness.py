@@ -18,8 +18,9 @@ view: the top and bottom eighth of every slice's rows cut off, the header's fiel
 of view with them), ``reversed`` (the slices stored apex first) and ``skip`` (two
 beats lost, dynamics 18 and 30 of every slice: missed ECG triggers leave gaps in the
 time grid), ``short`` (the first 45 dynamics only: a shorter scan, ending in the
-recirculation) and ``nopd`` (no PD frames: a protocol without them, so no surface-coil
-correction).
+recirculation), ``nopd`` (no PD frames: a protocol without them, so no surface-coil
+correction) and ``noaif`` (no low-resolution AIF slice: a single-sequence protocol, the
+AIF then from the basal slice's LV).
 
 Usage::
 
@@ -37,7 +38,7 @@ import warnings
 import numpy as np
 
 VARIANTS = ("base", "scale", "uint12", "zf2", "zf2_noacq", "corner", "transpose", "rect",
-            "reversed", "skip", "short", "nopd")
+            "reversed", "skip", "short", "nopd", "noaif")
 #: Dynamics kept by the ``short`` variant.
 SHORT_DYNAMICS = 45
 
@@ -62,6 +63,10 @@ def variant(ph, name: str):
         return fov_corner(ph, 10.0).study
     if name == "reversed":
         return study.replace_slices(list(study.slices)[::-1])
+    if name == "noaif":
+        from perfmoco.study import SliceRole
+
+        return study.replace_slices([s for s in study.slices if s.role is not SliceRole.AIF])
     top = max(float(max(s.images.max(), s.pd_images.max(initial=0.0))) for s in study.slices)
     out = []
     for s in study.slices:
