@@ -20,7 +20,9 @@ beats lost, dynamics 18 and 30 of every slice: missed ECG triggers leave gaps in
 time grid), ``short`` (the first 45 dynamics only: a shorter scan, ending in the
 recirculation), ``nopd`` (no PD frames: a protocol without them, so no surface-coil
 correction) and ``noaif`` (no low-resolution AIF slice: a single-sequence protocol, the
-AIF then from the basal slice's LV).
+AIF then from the basal slice's LV) and ``spike`` (a k-space spike in dynamics 25, 40
+and 55 of every slice: a herringbone stripe pattern of a fifth of the brightest pixel's
+value over the whole image, as an RF spike makes it).
 
 Usage::
 
@@ -38,7 +40,8 @@ import warnings
 import numpy as np
 
 VARIANTS = ("base", "scale", "uint12", "zf2", "zf2_noacq", "corner", "transpose", "rect",
-            "reversed", "skip", "short", "nopd", "noaif")
+            "reversed", "skip", "short", "nopd", "noaif",
+            "spike")
 #: Dynamics kept by the ``short`` variant.
 SHORT_DYNAMICS = 45
 
@@ -93,6 +96,14 @@ def variant(ph, name: str):
             im, kw = im[:SHORT_DYNAMICS], {"times_s": s.times_s[:SHORT_DYNAMICS]}
         elif name == "nopd":
             pd, kw = pd[:0], {"pd_times_s": s.pd_times_s[:0]}
+        elif name == "spike":
+            im = im.copy()
+            yy, xx = np.mgrid[: im.shape[1], : im.shape[2]]
+            for k, t in enumerate((25, 40, 55)):
+                if t < im.shape[0]:
+                    fy, fx = 0.11 + 0.05 * k, 0.23 - 0.04 * k  # cycles per pixel
+                    stripes = np.cos(2 * np.pi * (fy * yy + fx * xx) + k)
+                    im[t] = np.abs(im[t] + 0.2 * float(im.max()) * stripes)
         elif name == "rect":
             cut = im.shape[1] // 8
             im, pd = im[:, cut : im.shape[1] - cut].copy(), pd[:, cut : pd.shape[1] - cut].copy()
