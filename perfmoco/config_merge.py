@@ -102,6 +102,7 @@ _CHECKS = {
         "affine2_passes", "refine_iterations", "refine_rounds", "refine_neighbour_mm",
         "refine_coarse_rounds", "refine_shape_window", "baseline_refine_rounds",
         "coarse_align_mm", "stack_lv_tolerance_mm", "qc_outlier_ratio", "threads",
+        "reference_search",
         "refine_basis_mm")},
     **{f"moco.{k}": _POSITIVE for k in (
         "refine_window_mm", "refine_max_mm", "refine_shape_min_mm", "baseline_radius_mm",

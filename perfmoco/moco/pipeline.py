@@ -54,6 +54,8 @@ from perfmoco.moco.steps import (
     dense_step3,
     frame_qc,
     heart_dilation,
+    middle_reference,
+    rebase,
     refine_dynamics,
 )
 from perfmoco.orientation import (
@@ -324,6 +326,15 @@ class MotionCorrector:
             return {"moving": n0, "fixed": n0[ref : ref + 1].expand_as(n0).clone(),
                     "reference_index": ref}
         m_full, bad = affine_step1(sc, self._run_net, m1)
+        moved = middle_reference(sc, m_full, bad)
+        if moved != ref:
+            m_full, centre = rebase(m_full, moved, sc.centre_yx)
+            log.info("%s: reference dynamic %d instead of %d (nearer the median breathing "
+                     "position)", series.name, moved, ref)
+            sc = SeriesCrops.prepare(series, cfg, affine_net=m1, dense_net=m3,
+                                     device=self.device, ref=moved,
+                                     lv=LvLocation(centre, 0, sc.lv_radius_mm))
+            ref = moved
         if stop == "affine2":
             n1 = sc.crops(m_full, sc.grid_a)[:t_dyn]
             return {"moving": n1, "fixed": pca_reference(n1, components=k),
