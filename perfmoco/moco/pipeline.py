@@ -333,7 +333,7 @@ class MotionCorrector:
                      "position)", series.name, moved, ref)
             sc = SeriesCrops.prepare(series, cfg, affine_net=m1, dense_net=m3,
                                      device=self.device, ref=moved,
-                                     lv=LvLocation(centre, 0, sc.lv_radius_mm))
+                                     lv=LvLocation(centre, 0, sc.lv_radius_mm))  # (peak unused)
             ref = moved
         if stop == "affine2":
             n1 = sc.crops(m_full, sc.grid_a)[:t_dyn]

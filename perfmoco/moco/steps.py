@@ -4,7 +4,9 @@ Each step takes the series' :class:`SeriesCrops` (its frames, the reference
 frame, the LV-centred crop geometries and the 0..1 intensity scaling) and the
 full-FOV affine maps found so far:
 
-1. :func:`affine_step1`: GlobalNet, every frame to the reference frame.
+1. :func:`affine_step1`: GlobalNet, every frame to the reference frame;
+   :func:`middle_reference` may then move the reference to a late dynamic nearer
+   the median breathing position (the maps moved onto it by :func:`rebase`).
 2. :func:`affine_step2`: GlobalNet, every frame to a PCA synthetic reference.
    :func:`refine_dynamics`: the test-time affine refinement and the
    pre-contrast block alignment (:mod:`.refine`, :mod:`.baseline`);
