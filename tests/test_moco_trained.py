@@ -131,13 +131,18 @@ def test_deep_breathing_frames_reach_the_reference_frame(corrector, monkeypatch)
 
     assert centroid_error_mm(without(refine_coarse_rounds=0)) < 2.0
     assert centroid_error_mm(without(coarse_align_mm=0.0)) < 2.0
-    # neither: the refinement's scale, clamped at each step to its bound, keeps the
-    # frames' refinement (measured 1.12 mm); with the bound checked only at the end,
-    # as before, the frames of deep breaths past it dropped theirs (5.98 mm)
-    neither = dict(coarse_align_mm=0.0, refine_coarse_rounds=0)
+    # neither, and the paper's reference frame kept: the refinement's scale, clamped at
+    # each step to its bound, keeps the frames' refinement (measured 1.12 mm); with the
+    # bound checked only at the end, as before, the frames of deep breaths past it
+    # dropped theirs (5.98 mm)
+    neither = dict(coarse_align_mm=0.0, refine_coarse_rounds=0, reference_search=0)
     assert centroid_error_mm(without(**neither)) < 2.0
     monkeypatch.setattr(refine, "_bounded", lambda lin: lin)
     assert centroid_error_mm(without(**neither)) > 4.0
+    # ... where a reference frame nearer mid-breath halves every frame's way (measured
+    # 1.08 mm even so)
+    neither.pop("reference_search")
+    assert centroid_error_mm(without(**neither)) < 2.0
 
 
 def _pd_error_mm(r, truth, prefix, at, spacing_mm, *, uncorrected=False):
