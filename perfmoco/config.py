@@ -65,7 +65,7 @@ class MocoConfig:
     #: Reference frame counted back from the end of the series (paper: 10).
     reference_from_end: int = 10
     #: After step 1 the reference may move to the late dynamic, within this many of
-    #: it, nearest the series' median LV position (``steps.middle_reference``): a
+    #: it, nearest the series' median LV position (``perfmoco.moco.reference``): a
     #: reference at one end of deep breathing leaves every frame at the other end a
     #: whole breath to cover.  0 keeps the paper's frame.
     reference_search: int = 4

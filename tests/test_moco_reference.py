@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from perfmoco.config import MocoConfig
-from perfmoco.moco.steps import REFERENCE_GAIN_MM, middle_reference, rebase
+from perfmoco.moco.reference import REFERENCE_GAIN_MM, middle_reference, rebase
 
 
 def _maps(shifts_px):

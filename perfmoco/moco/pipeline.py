@@ -45,6 +45,7 @@ from perfmoco.moco import networks
 from perfmoco.moco.checks import check_series, identity_result, torch_device
 from perfmoco.moco.decompose import pca_reference
 from perfmoco.moco.preprocess import LvLocation
+from perfmoco.moco.reference import middle_reference, rebase
 from perfmoco.moco.result import MocoResult
 from perfmoco.moco.steps import (
     SeriesCrops,
@@ -54,8 +55,6 @@ from perfmoco.moco.steps import (
     dense_step3,
     frame_qc,
     heart_dilation,
-    middle_reference,
-    rebase,
     refine_dynamics,
 )
 from perfmoco.orientation import (

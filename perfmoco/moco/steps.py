@@ -5,8 +5,9 @@ frame, the LV-centred crop geometries and the 0..1 intensity scaling) and the
 full-FOV affine maps found so far:
 
 1. :func:`affine_step1`: GlobalNet, every frame to the reference frame;
-   :func:`middle_reference` may then move the reference to a late dynamic nearer
-   the median breathing position (the maps moved onto it by :func:`rebase`).
+   :func:`.reference.middle_reference` may then move the reference to a late
+   dynamic nearer the median breathing position (the maps moved onto it by
+   :func:`.reference.rebase`).
 2. :func:`affine_step2`: GlobalNet, every frame to a PCA synthetic reference.
    :func:`refine_dynamics`: the test-time affine refinement and the
    pre-contrast block alignment (:mod:`.refine`, :mod:`.baseline`);
@@ -230,49 +231,6 @@ def _coarse_restart(sc: SeriesCrops, run_net: RunNet, net, m_full: torch.Tensor,
     log.info("%s: %d of %d dynamics moved > %.0f mm by step 1 restarted from an exhaustive "
              "translation search", sc.series.name, idx.numel(), t_dyn, cfg.coarse_align_mm)
     return out
-
-
-#: The reference moves only to a dynamic this much nearer the median LV position, mm.
-REFERENCE_GAIN_MM = 3.0
-
-
-def middle_reference(sc: SeriesCrops, m_full: torch.Tensor, bad: torch.Tensor) -> int:
-    """The late dynamic near the reference frame nearest the series' median LV position.
-
-    Step 1's maps give each dynamic's LV position (a large move under-reported by the
-    network, but in order).  Among the dynamics within ``moco.reference_search`` of
-    the reference frame, the one nearest the median position over all dynamics takes
-    its place when it lies :data:`REFERENCE_GAIN_MM` nearer; else the reference stays.
-    """
-    cfg, t_dyn, ref = sc.config, sc.t_dyn, sc.ref
-    ok = ~bad[:t_dyn].to(m_full.device)
-    if cfg.reference_search <= 0 or int(ok.sum()) < 3:
-        return ref
-    sp = torch.tensor(sc.series.pixel_spacing_mm, dtype=torch.float64, device=m_full.device)
-    pos = centre_moves(m_full[:t_dyn], ref, sc.centre_yx) * sp  # (T, 2) mm
-    dist = (pos - pos[ok].median(dim=0).values).norm(dim=1)
-    lo, hi = max(ref - cfg.reference_search, 0), min(ref + cfg.reference_search, t_dyn - 1)
-    cand = [i for i in range(lo, hi + 1) if bool(ok[i])]
-    if not cand:
-        return ref
-    best = min(cand, key=lambda i: float(dist[i]))
-    return best if float(dist[ref] - dist[best]) >= REFERENCE_GAIN_MM else ref
-
-
-def rebase(m_full: torch.Tensor, ref: int, centre_yx) -> tuple[torch.Tensor, tuple]:
-    """Full-FOV maps to dynamic ``ref`` instead, and the LV centre in its coordinates.
-
-    ``m_full`` ``(T, 2, 3)`` pull back from the old reference's coordinates; the new
-    maps are ``H_t H_ref^-1`` (so the new reference's map is the identity).
-    """
-    m = m_full.double()
-    a_inv = torch.linalg.inv(m[ref, :, :2])
-    inv = torch.cat([a_inv, -(a_inv @ m[ref, :, 2:])], dim=1)  # (2, 3)
-    out = compose_affine(m, inv.expand(m.shape[0], -1, -1))
-    c = torch.tensor([centre_yx[0], centre_yx[1], 1.0], dtype=torch.float64,
-                     device=m_full.device)
-    at = m_full[ref].double() @ c
-    return out, (float(at[0]), float(at[1]))
 
 
 def affine_step2(sc: SeriesCrops, run_net: RunNet, net, m_full: torch.Tensor,
