@@ -174,6 +174,7 @@ def _summarise(result, name: str) -> dict[str, Any]:
         "slices": slices,
         "mbf": mbf,
         "segments": segments,
+        "saturation_efficiency": dict(getattr(result.quant, "saturation_efficiency", {}) or {}),
     }
 
 

@@ -336,6 +336,11 @@ class QuantConfig:
     #: again near theirs, mm (:mod:`perfmoco.anatomy.stack`; 0: each on its own).
     stack_lv_tolerance_mm: float = 30.0
 
+    def no_pd_efficiency(self, *, aif: bool) -> tuple[str, float]:
+        """The saturation efficiency used without PD frames and its setting's name."""
+        key = f"quant.saturation_efficiency_{'aif' if aif else 'highres'}"
+        return key, self.saturation_efficiency_aif if aif else self.saturation_efficiency_highres
+
 
 @dataclasses.dataclass(frozen=True)
 class ServerConfig:

@@ -121,9 +121,25 @@ def test_cohort_tables(cohort):
     assert float(rows["study01"]["runtime_s"]) > 0
     assert rows["study01"]["method"] == "none"
     assert int(rows["study01"]["qc_flagged_frames"]) >= 0
+    # 10 dynamics: no quantification, so no measured saturation efficiency (empty cells)
+    assert rows["study01"]["saturation_efficiency_highres"] == ""
     with res.segments_csv.open() as f:
         header = next(csv.reader(f))
     assert header[:3] == ["study", "slice", "segment"] and "median" in header
+
+
+def test_cohort_table_carries_the_measured_saturation_efficiency(tmp_path):
+    """A site reads its protocol's efficiency off the cohort table (set it for studies
+    without PD frames); a study that measured none leaves the cells empty."""
+    from perfmoco.report.cohort import write_cohort_tables
+
+    summaries = [{"study": "a", "status": "ok", "saturation_efficiency": {"highres": 0.8123}},
+                 {"study": "b", "status": "failed"}]
+    with write_cohort_tables(summaries, tmp_path)[0].open() as f:
+        rows = {r["study"]: r for r in csv.DictReader(f)}
+    assert float(rows["a"]["saturation_efficiency_highres"]) == 0.8123
+    assert rows["a"]["saturation_efficiency_aif"] == ""
+    assert rows["b"]["saturation_efficiency_highres"] == ""
 
 
 def test_resume_skips_finished_studies(cohort, client):

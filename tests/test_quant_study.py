@@ -409,20 +409,27 @@ def test_without_pd_frames_a_known_saturation_efficiency_recovers_mbf(caplog):
         s.replace(images=ph.noise_free[_key(s)], pd_images=ph.noise_free[_key(s) + "_pd"])
         for s in ph.study.slices])
     with caplog.at_level(logging.INFO, logger="perfmoco.quant"):
-        quantify_study(clean, config=QuantConfig())
+        measured = quantify_study(clean, config=QuantConfig())
     found = [float(v) for v in re.findall(r"effective saturation efficiency ([0-9.]+)",
                                           caplog.text)]
     assert len(found) == 4  # three high-resolution slices and the AIF slice
     np.testing.assert_allclose(sorted(found), [0.8, 0.8, 0.8, 0.9], atol=0.03)
+    # ... and the result carries them per sequence, for the report and the cohort table
+    assert measured.saturation_efficiency == pytest.approx({"highres": 0.8, "aif": 0.9},
+                                                           abs=0.03)
+    assert "effective saturation efficiency (baseline against PD M0): aif 0.9" in (
+        measured.summary_text())
 
     no_pd = clean.replace_slices([
         s.replace(pd_images=np.zeros((0, *s.shape), np.float32), pd_times_s=np.zeros(0))
         for s in clean.slices])
 
-    def ratio(config):
+    def run(config):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            r = quantify_study(no_pd, config=config)
+            return quantify_study(no_pd, config=config)
+
+    def ratio(r):
         out = []
         for k in range(3):
             core = r.myocardium[k] & ndimage.binary_erosion(
@@ -430,6 +437,8 @@ def test_without_pd_frames_a_known_saturation_efficiency_recovers_mbf(caplog):
             out += list(r.mbf_maps[k][core] / ph.truth[f"s{k}_mbf"][core])
         return float(np.median(out))
 
-    assert ratio(QuantConfig()) > 1.4
+    ideal = run(QuantConfig())
+    assert ratio(ideal) > 1.4
+    assert ideal.saturation_efficiency == {}  # nothing measured without PD frames
     known = QuantConfig(saturation_efficiency_highres=0.8, saturation_efficiency_aif=0.9)
-    assert abs(ratio(known) - 1.0) < 0.08
+    assert abs(ratio(run(known)) - 1.0) < 0.08

@@ -38,7 +38,7 @@ def _truth_quant(truth: dict) -> SimpleNamespace:
         aha={k: truth[f"s{k}_aha"] for k in range(3)},
         myocardium={k: truth[f"s{k}_aha"] > 0 for k in range(3)},
         segments=segments, aif_gd=truth["aif_gd"], aif_times_s=truth["aif_times"],
-        warnings=[], ischemia_mbf=2.0,
+        warnings=[], ischemia_mbf=2.0, saturation_efficiency={"highres": 0.8123, "aif": 0.9},
         ischemic_burden=lambda: (float(np.mean(true_all < 2.0)), int(true_all.size)),
     )
 
@@ -87,6 +87,8 @@ def test_page_has_every_section(page, phantom_result):
     # the ischaemic burden and each segment's share below the threshold
     burden, n_px = phantom_result.quant.ischemic_burden()
     assert f"Ischaemic burden: <b>{100 * burden:.0f} %</b> of {n_px} fitted" in html
+    assert ("Effective saturation efficiency, the pre-contrast signal against the PD frames' "
+            "M0: aif 0.900, highres 0.812") in html
     row = next(r for r in phantom_result.quant.segments if 0 < r["below"] < 1)
     assert f"<td>{100 * row['below']:.0f}</td></tr>" in html
 
@@ -170,6 +172,7 @@ def test_result_file_round_trip(phantom_result, tmp_path):
         assert not got[(2, 13)]["reliable"]
         assert got[(2, 13)]["reason"] == "52% of its pixel fits failed (a; b)"
         assert got[(2, 14)]["reason"] == ""
+        assert back.quant.saturation_efficiency == pytest.approx({"highres": 0.8123, "aif": 0.9})
     assert any("not stored in result files" in m for m in back.messages)
 
 

@@ -96,6 +96,9 @@ def _map_images(result: StudyResult, config: MrdConfig) -> list[ismrmrd.Image]:
         if aif is not None and len(aif):
             meta["perfmoco_AIF_mmol_l"] = [f"{v:.4g}" for v in np.asarray(aif, float)]
             meta["perfmoco_AIF_times_s"] = [f"{v:.4f}" for v in np.asarray(quant.aif_times_s)]
+        eff = getattr(quant, "saturation_efficiency", None)
+        if eff:
+            meta["perfmoco_SaturationEfficiency"] = [f"{k} {v:.4f}" for k, v in sorted(eff.items())]
         if burden is not None and burden[1]:
             meta["perfmoco_IschemicBurden"] = (
                 f"{burden[0]:.3f} of {burden[1]} pixels below {quant.ischemia_mbf:g} ml/min/g")

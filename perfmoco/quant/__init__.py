@@ -33,7 +33,7 @@ from perfmoco.quant.signal import (
     signal_to_gd,
 )
 from perfmoco.quant.spillover import pool_core, pool_signal
-from perfmoco.study import PerfusionStudy, StudyError
+from perfmoco.study import PerfusionStudy, SliceRole, StudyError
 
 __all__ = [
     "AifResult",
@@ -153,7 +153,15 @@ def _pool_m0(s, im, pool, n_base: int, ts: float, config: QuantConfig) -> float:
     if s.pd_images.shape[0]:
         return float(np.asarray(s.pd_images, np.float64)[:, pool].mean()) * config.pd_scale
     return float(baseline_m0(im[:n_base, pool].mean(), ts_s=ts, t1_s=config.t1_blood_s,
-                             efficiency=config.saturation_efficiency_highres))
+                             efficiency=config.no_pd_efficiency(aif=False)[1]))
+
+
+def _efficiencies(myocardium: dict, aif, *, aif_slice: bool) -> dict[str, float]:
+    """The measured saturation efficiencies per sequence (``QuantResult.saturation_efficiency``)."""
+    out = {"highres": float(np.mean(list(myocardium.values())))} if myocardium else {}
+    if aif_slice and np.isfinite(aif.efficiency):
+        out["aif"] = float(aif.efficiency)
+    return out
 
 
 def _fill_frames(images, bad):
@@ -289,6 +297,8 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
     curves, masks, owners, sat_all, groups, dgroups, cores, rims = [], [], [], {}, [], [], [], []
     pools: list[np.ndarray] = []  # the slices' blood pools' S / M0 on the grid ...
     pool_base, base_q, ts_r = [], [], []  # ... at baseline; each pixel's baseline 1 - S / M0
+    key, eta = config.no_pd_efficiency(aif=False)
+    efficiency: dict[str, float] = {}  # measured where PD frames exist, per slice
     for s in highres:
         w = work.get(s.slice_index)
         if w is None:
@@ -319,17 +329,15 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                     exclude=pools_and_edges(w.blood, w.pixel_scale), skipped=skipped)
                 if skipped:
                     coil_not_followed(msgs, s.name, skipped[0])
+            efficiency[s.name] = saturation_efficiency(im[:n_lv, w.myo], m0, ts_s=ts,
+                                                       t1_s=config.t1_myocardium_s)
             log.info("%s: effective saturation efficiency %.3f (myocardium's baseline against "
-                     "its PD-frame M0, native T1 %s s; quant.saturation_efficiency_highres "
-                     "for this protocol's studies without PD frames)", s.name,
-                     saturation_efficiency(im[:n_lv, w.myo], m0, ts_s=ts,
-                                           t1_s=config.t1_myocardium_s),
-                     config.t1_myocardium_s)
+                     "its PD-frame M0, native T1 %s s; %s for this protocol's studies without "
+                     "PD frames)", s.name, efficiency[s.name], config.t1_myocardium_s, key)
         else:
-            eta = config.saturation_efficiency_highres
             warn(msgs, f"{s.name}: no PD frames; M0 from the baseline, the native myocardial "
                         f"T1 ({config.t1_myocardium_s} s) and a saturation efficiency of {eta:g} "
-                        "(quant.saturation_efficiency_highres): MBF may be biased")
+                        f"({key}): MBF may be biased")
             m0 = baseline_m0(im[:n_lv, w.myo].mean(axis=0), ts_s=ts,
                              t1_s=config.t1_myocardium_s, efficiency=eta)
         gd, sat = signal_to_gd(im[:, w.myo], m0=m0, ts_s=ts, relaxivity=config.relaxivity,
@@ -410,4 +418,5 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         myocardium={k: w.myo for k, w in work.items()}, aha=aha_maps, rv_insertion=ins_out,
         segments=rows, aif_gd=aif_u, aif_times_s=grid, warnings=msgs,
         ischemia_mbf=config.ischemia_mbf,
+        saturation_efficiency=_efficiencies(efficiency, aif, aif_slice=src.role is SliceRole.AIF),
     )

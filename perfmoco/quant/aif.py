@@ -56,6 +56,9 @@ class AifResult:
         ``slice_index`` of the series the AIF came from.
     warnings : list of str
         Problems worth showing to a user (also issued as warnings).
+    efficiency : float
+        The sequence's effective saturation efficiency measured on the blood pool
+        (its baseline against its PD-frame ``M0``); NaN without PD frames.
     """
 
     gd: np.ndarray
@@ -65,6 +68,7 @@ class AifResult:
     mask: np.ndarray
     slice_index: int
     warnings: list[str]
+    efficiency: float = float("nan")
 
     @property
     def arrival_s(self) -> float:
@@ -206,13 +210,14 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
         config.saturation_time_aif_s if is_aif else config.saturation_time_highres_s)
     arrival = int(min(config.baseline_frames or bolus_arrival_index(sig), sig.size - 3))
     n_base = int(min(config.baseline_frames or pre_contrast_frames(sig), sig.size - 3))
+    key, eta = config.no_pd_efficiency(aif=is_aif)
+    measured = float("nan")
     if series.pd_images.shape[0] > 0:
         m0 = float(np.asarray(series.pd_images, np.float64)[:, core].mean()) * config.pd_scale
+        measured = saturation_efficiency(sig[:n_base], m0, ts_s=ts, t1_s=config.t1_blood_s)
         log.info("%s: effective saturation efficiency %.3f (blood's baseline against its "
-                 "PD-frame M0, native T1 %s s; quant.saturation_efficiency_%s for this "
-                 "protocol's studies without PD frames)", series.name,
-                 saturation_efficiency(sig[:n_base], m0, ts_s=ts, t1_s=config.t1_blood_s),
-                 config.t1_blood_s, "aif" if is_aif else "highres")
+                 "PD-frame M0, native T1 %s s; %s for this protocol's studies without PD "
+                 "frames)", series.name, measured, config.t1_blood_s, key)
         if displacement is not None:  # the coil sensitivity each frame's pool was seen at
             yy, xx = np.nonzero(core)
             skipped: list[str] = []
@@ -224,13 +229,11 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
             if skipped:
                 coil_not_followed(msgs, series.name, skipped[0], aif=True)
     else:
-        eta = config.saturation_efficiency_aif if is_aif else config.saturation_efficiency_highres
         m0 = float(baseline_m0(sig[:n_base].mean(), ts_s=ts, t1_s=config.t1_blood_s,
                                efficiency=eta))
-        key = "aif" if is_aif else "highres"
         warn(msgs, f"{series.name}: no PD frames; AIF M0 from the baseline, the native blood "
                     f"T1 ({config.t1_blood_s} s) and a saturation efficiency of {eta:g} "
-                    f"(quant.saturation_efficiency_{key}): [Gd] may be biased")
+                    f"({key}): [Gd] may be biased")
     gd, saturated = signal_to_gd(sig, m0=m0, ts_s=ts, relaxivity=config.relaxivity,
                                  baseline=n_base)
     if config.t2star_correction:
@@ -256,4 +259,4 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
                     "signal saturates at this TS, so MBF is overestimated")
     return AifResult(gd=gd, times_s=np.asarray(series.times_s, np.float64),
                      arrival_index=arrival, peak_index=peak, mask=core,
-                     slice_index=series.slice_index, warnings=msgs)
+                     slice_index=series.slice_index, warnings=msgs, efficiency=measured)

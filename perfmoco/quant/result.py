@@ -40,6 +40,12 @@ class QuantResult:
     ischemia_mbf : float
         MBF (ml/min/g) below which a pixel counts as ischaemic
         (:meth:`ischemic_burden`, the segments' ``below``).
+    saturation_efficiency : dict of str to float
+        The sequences' effective saturation efficiency measured where the series have PD
+        frames (:func:`perfmoco.quant.signal.saturation_efficiency`): ``'highres'``, the
+        myocardium's, mean over the slices; ``'aif'``, the AIF slice's blood pool.  What a
+        site sets as ``quant.saturation_efficiency_*`` for its studies of the protocol
+        without PD frames; only those measured.
     """
 
     mbf_maps: dict[int, np.ndarray]
@@ -53,6 +59,8 @@ class QuantResult:
     aif_times_s: np.ndarray
     warnings: list[str]
     ischemia_mbf: float = 2.0
+    saturation_efficiency: dict[str, float] = dataclasses.field(default_factory=dict)
+
 
     def ischemic_burden(self) -> tuple[float, int]:
         """The ischaemic burden: share of the fitted (not flagged) myocardial pixels.
@@ -85,6 +93,11 @@ class QuantResult:
         if n_px:
             lines.append(f"ischaemic burden: {100 * burden:.0f}% of {n_px} fitted myocardial "
                          f"pixels below {self.ischemia_mbf:g} ml/min/g")
+        eff = self.saturation_efficiency
+        if eff:
+            lines.append("effective saturation efficiency (baseline against PD M0): " + ", ".join(
+                f"{k} {v:.3f}" for k, v in sorted(eff.items()))
+                + " (quant.saturation_efficiency_* for this protocol without PD frames)")
         lines.append("slice segment territory   mean median    sd    se     n")
         for r in self.segments:
             mark = "" if r.get("reliable", True) else (

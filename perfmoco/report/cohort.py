@@ -25,8 +25,8 @@ __all__ = [
 STUDY_COLUMNS = [
     "study", "status", "error", "resumed", "method", "runtime_s", "n_slices", "n_dynamics",
     "corrected_slices", "qc_flagged_frames", "qc_flagged_by_slice", "mbf_mean", "mbf_median",
-    "mbf_sd", "mbf_n", "tic_smoothness_before", "tic_smoothness_after", "messages", "input",
-    "result",
+    "mbf_sd", "mbf_n", "tic_smoothness_before", "tic_smoothness_after",
+    "saturation_efficiency_highres", "saturation_efficiency_aif", "messages", "input", "result",
 ]
 SEGMENT_COLUMNS = ["study", "slice", "segment", "territory", "mean", "median", "sd", "n",
                    "se", "reliable", "reason", "fit", "fit_vb", "below"]
@@ -59,6 +59,7 @@ def _mean(values: list) -> float:
 def _study_row(s: dict[str, Any]) -> dict[str, Any]:
     slices = s.get("slices") or []
     mbf = s.get("mbf") or {}
+    eff = s.get("saturation_efficiency") or {}
     row = {
         "study": s["study"], "status": s["status"], "error": s.get("error", ""),
         "resumed": bool(s.get("resumed")), "method": s.get("method", ""),
@@ -71,6 +72,8 @@ def _study_row(s: dict[str, Any]) -> dict[str, Any]:
         "mbf_sd": mbf.get("mbf_sd"), "mbf_n": mbf.get("mbf_n", 0),
         "tic_smoothness_before": _mean([x.get("tic_smoothness_before") for x in slices]),
         "tic_smoothness_after": _mean([x.get("tic_smoothness_after") for x in slices]),
+        "saturation_efficiency_highres": eff.get("highres"),
+        "saturation_efficiency_aif": eff.get("aif"),
         "messages": " | ".join(s.get("messages") or []), "input": s.get("input", ""),
         "result": s.get("result", ""),
     }

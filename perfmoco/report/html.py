@@ -169,6 +169,12 @@ def _section_mbf(result: StudyResult, views: list[SliceView], assets: _Assets) -
             out.append(f"<p>Ischaemic burden: <b>{100 * burden:.0f} %</b> of {n_px} fitted "
                        f"myocardial pixels below {_e(f'{quant.ischemia_mbf:g}')} ml/min/g "
                        "(the table's last column: each segment's share).</p>")
+    eff = getattr(quant, "saturation_efficiency", None) or {}
+    if eff:
+        out.append("<p>Effective saturation efficiency, the pre-contrast signal against the "
+                   "PD frames' M0: " + ", ".join(f"{_e(k)} {v:.3f}" for k, v in sorted(eff.items()))
+                   + " (set <code>quant.saturation_efficiency_*</code> to these for this "
+                   "protocol's studies without PD frames).</p>")
     values = segment_values(rows)
     if values:
         bull = bullseye_figure(values, title="median MBF per AHA segment (ml/min/g)",

@@ -60,6 +60,7 @@ class LoadedQuant:
     aif_gd: np.ndarray | None = None
     aif_times_s: np.ndarray | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
+    saturation_efficiency: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def summary_text(self) -> str:
         """One line per slice with its median map value."""
@@ -79,9 +80,15 @@ def _meta_list(meta: Any, key: str) -> list[str]:
 def _maps(images, mrd: MrdConfig) -> LoadedQuant | None:
     from perfmoco.io.outputs import MBF_SCALE
 
-    maps, segments = {}, []
+    maps, segments, eff = {}, [], {}
     for img in images:
         meta = img.meta
+        for text in _meta_list(meta, "perfmoco_SaturationEfficiency"):
+            key, _, value = text.partition(" ")
+            try:
+                eff[key] = float(value)
+            except ValueError:
+                continue
         try:
             scale = float(_meta_list(meta, "GADGETRON_ScaleRatio")[0])
         except (IndexError, ValueError):
@@ -97,7 +104,8 @@ def _maps(images, mrd: MrdConfig) -> LoadedQuant | None:
                                  "se": float(m[5]) if m[5] else float("nan"),
                                  "reliable": not m[6], "reason": m[7] or "",
                                  "sd": float("nan"), "n": None})
-    return LoadedQuant(mbf_maps=maps, segments=segments) if maps else None
+    return LoadedQuant(mbf_maps=maps, segments=segments,
+                       saturation_efficiency=eff) if maps else None
 
 
 def _method(images) -> Method:
