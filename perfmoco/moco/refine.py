@@ -26,6 +26,7 @@ larger than the reference frame (see docs/motion-correction.md).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 
@@ -167,11 +168,11 @@ def refine_affine(
     inv_sigma = 1.0 / window_sigma_px  # the linear part's columns scaled for conditioning
     ys, xs = yy * inv_sigma, xx * inv_sigma
 
-    def warped(lin_, shift_):
+    def warped(lin_, shift_, sel=None):
         # L (p - c) per frame: (T, 2, H, W); elementwise is ~3x faster than einsum here
         lp = lin_[..., 0, None, None] * rel[0] + lin_[..., 1, None, None] * rel[1]
         coords = lp + (c + shift_)[:, :, None, None]
-        return sample(stack, coords, padding="border")
+        return sample(stack if sel is None else stack[sel], coords, padding="border")
 
     linear = torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0, 0.0], device=dev)  # (L00 L01 s0 L10 L11 s1)
     for r_ in range(rounds):
@@ -191,14 +192,24 @@ def refine_affine(
             basis=basis if r_ >= coarse_rounds else None)
         rn = normalise_windowed(ref, win)
         best = windowed_ncc(cur[:, 0], ref, win)
+        # a frame whose step was refused would compute the same step again (same frame,
+        # reference and parameters): it rests for the round; held frames never move
+        active = torch.ones(t, dtype=torch.bool, device=dev) if hold is None else ~hold
         for _ in range(iterations):
-            r, iy, ix = ncc_residual(cur, rn, win)
+            sel = active.nonzero()[:, 0]
+            if sel.numel() == 0:
+                break
+            if sel.numel() == t:
+                sel = None
+            pick = functools.partial(_rows, sel=sel)
+            n_ = t if sel is None else sel.numel()
+            r, iy, ix = ncc_residual(pick(cur), pick(rn), win)
             # Jacobian of the residual w.r.t. (L00 L01 s0 L10 L11 s1), linear part scaled
             jac = torch.stack([iy * ys, iy * xs, iy, ix * ys, ix * xs, ix], dim=1)  # (T,6,H,W)
-            jw = (jac * win).reshape(t, 6, -1)
+            jw = (jac * win).reshape(n_, 6, -1)
             # batched matrix products: 3-7x faster than the equivalent einsums on the CPU
-            hess = torch.bmm(jw, jac.reshape(t, 6, -1).transpose(1, 2))
-            grad = torch.bmm(jw, r.reshape(t, -1, 1))[..., 0]
+            hess = torch.bmm(jw, jac.reshape(n_, 6, -1).transpose(1, 2))
+            grad = torch.bmm(jw, r.reshape(n_, -1, 1))[..., 0]
             damp = 1e-3 * hess.diagonal(dim1=1, dim2=2).mean(1)[:, None, None]
             step = -torch.linalg.solve(hess + damp * torch.eye(6, dtype=hess.dtype, device=dev),
                                        grad[..., None])[..., 0]
@@ -211,17 +222,22 @@ def refine_affine(
             if not isotropic_scale:  # the heart's own scale is left to the dilation step
                 tr = 0.5 * (dl[:, 0, 0] + dl[:, 1, 1])
                 dl = dl - tr[:, None, None] * torch.eye(2, device=dev)
-            new_lin = _bounded(lin + dl)
-            new_shift = shift + step[:, [2, 5]]
-            trial = warped(new_lin, new_shift)
-            ncc = windowed_ncc(trial[:, 0], ref, win)
-            ok = ncc >= best
-            if hold is not None:
-                ok = ok & ~hold
-            lin = torch.where(ok[:, None, None], new_lin, lin)
-            shift = torch.where(ok[:, None], new_shift, shift)
-            best = torch.where(ok, ncc, best)
-            cur = torch.where(ok[:, None, None, None], trial, cur)  # the next step's frames
+            lin_a, shift_a = pick(lin), pick(shift)
+            new_lin = _bounded(lin_a + dl)
+            new_shift = shift_a + step[:, [2, 5]]
+            trial = warped(new_lin, new_shift, sel)
+            ncc = windowed_ncc(trial[:, 0], pick(ref), win)
+            best_a = pick(best)
+            ok = ncc >= best_a
+            upd = (torch.where(ok[:, None, None], new_lin, lin_a),
+                   torch.where(ok[:, None], new_shift, shift_a), torch.where(ok, ncc, best_a),
+                   torch.where(ok[:, None, None, None], trial, pick(cur)))  # the next frames
+            if sel is None:
+                lin, shift, best, cur = upd
+                active = active & ok
+            else:
+                lin[sel], shift[sel], best[sel], cur[sel] = upd
+                active[sel] = ok
     lin, shift, c = lin.double(), shift.double(), c.double()
     sv = torch.linalg.svdvals(lin)
     over = ((sv - 1.0).abs() > MAX_LINEAR + 1e-4).any(dim=1)  # (clamped each step)
@@ -284,6 +300,11 @@ def _bounded(lin: torch.Tensor) -> torch.Tensor:
     if bool(((sv - 1.0).abs() <= MAX_LINEAR).all()):
         return lin
     return u @ torch.diag_embed(sv.clamp(1.0 - MAX_LINEAR, 1.0 + MAX_LINEAR)) @ vh
+
+
+def _rows(v: torch.Tensor, sel: torch.Tensor | None) -> torch.Tensor:
+    """The frames ``sel`` of ``v`` (all: None)."""
+    return v if sel is None else v[sel]
 
 
 def _common_window(win: torch.Tensor, valid: torch.Tensor | None, margin: int):
