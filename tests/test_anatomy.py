@@ -241,3 +241,29 @@ def test_the_lv_is_the_pool_a_pulmonary_transit_after_its_neighbour(seed, index,
     c = np.argwhere(ph.truth[f"{key}_myo_masks"][pools.peak_lv_index]).mean(axis=0)
     err = np.hypot(*(np.asarray(pools.lv_centre) - c)) * s.pixel_spacing_mm[0]
     assert err < 5.0, why
+
+
+def test_region_shape_statistics_all_at_once():
+    """The regions' area, fill and elongation from their moments at once equal, region by
+    region, those of each one's covariance and eigenvalues."""
+    from perfmoco.anatomy.pools import _shape_stats_all
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:40, 0:50]
+    regions = [(np.hypot(yy - 12, xx - 10) < 6), ((yy - 25) ** 2 / 4 + (xx - 30) ** 2 / 64 < 9),
+               (rng.random((40, 50)) < 0.02) & (yy > 36), (yy == 3) & (xx == 45)]
+    lab = np.zeros((40, 50), int)
+    for k, r in enumerate(regions):
+        lab[r & (lab == 0)] = k + 1
+    pix = np.flatnonzero(lab)
+    got = _shape_stats_all(lab.ravel()[pix] - 1, pix // 50, pix % 50, len(regions), 2.5)
+    for k, (area, fill, elong) in enumerate(got):
+        y, x = np.nonzero(lab == k + 1)
+        assert area == pytest.approx(y.size * 2.5)
+        if y.size < 3:
+            assert (fill, elong) == (0.0, np.inf)
+            continue
+        ev = np.linalg.eigvalsh(np.cov(np.stack([y, x]).astype(float)) + np.eye(2) / 12.0)
+        assert fill == pytest.approx(y.size / (4 * np.pi * np.sqrt(ev[0] * ev[1])), rel=1e-9)
+        assert elong == pytest.approx(np.sqrt(ev[1] / ev[0]), rel=1e-9)
+    assert got[0][2] < 1.1 < 2.5 < got[1][2]  # a disc is round, the ellipse elongated
