@@ -193,13 +193,14 @@ def refine_affine(
         rn = normalise_windowed(ref, win)
         best = windowed_ncc(cur[:, 0], ref, win)
         # a frame whose step was refused would compute the same step again (same frame,
-        # reference and parameters): it rests for the round; held frames never move
+        # reference and parameters): on the CPU it rests for the round (on a GPU picking
+        # the others would wait for the device each step); held frames never move
         active = torch.ones(t, dtype=torch.bool, device=dev) if hold is None else ~hold
         for _ in range(iterations):
-            sel = active.nonzero()[:, 0]
-            if sel.numel() == 0:
+            sel = active.nonzero()[:, 0] if dev.type == "cpu" else None
+            if sel is not None and sel.numel() == 0:
                 break
-            if sel.numel() == t:
+            if sel is not None and sel.numel() == t:
                 sel = None
             pick = functools.partial(_rows, sel=sel)
             r, iy, ix = ncc_residual(pick(cur), pick(rn), win)
@@ -222,7 +223,7 @@ def refine_affine(
             trial = warped(new_lin, new_shift, sel)
             ncc = windowed_ncc(trial[:, 0], pick(ref), win)
             best_a = pick(best)
-            ok = ncc >= best_a
+            ok = (ncc >= best_a) & pick(active)
             upd = (torch.where(ok[:, None, None], new_lin, lin_a),
                    torch.where(ok[:, None], new_shift, shift_a), torch.where(ok, ncc, best_a),
                    torch.where(ok[:, None, None, None], trial, pick(cur)))  # the next frames
