@@ -420,3 +420,21 @@ def test_a_frame_that_would_scale_past_the_bound_keeps_its_shift_and_stops_at_th
     want = size[:, None] * shift  # the centre samples c + size * shift
     np.testing.assert_allclose(moved[:2].numpy(), want[:2].numpy(), atol=0.15)
     assert float((moved[2] - want[2].double()).norm()) < 0.6  # the 14 % one: near it
+
+
+def test_normal_equations_equal_those_of_the_jacobian():
+    """J^T W J and J^T W r from the products in pairs equal those of the explicit
+    Jacobian (columns d/dy * (y, x, 1), d/dx * (y, x, 1))."""
+    from perfmoco.moco.normal_equations import coordinate_pairs, normal_equations
+
+    g = torch.Generator().manual_seed(0)
+    t, h, w = 4, 12, 10
+    iy, ix, r = (torch.randn(t, h, w, generator=g, dtype=torch.float64) for _ in range(3))
+    win = torch.rand(h, w, generator=g, dtype=torch.float64)
+    ys, xs = torch.randn(h, w, generator=g, dtype=torch.float64), torch.randn(
+        h, w, generator=g, dtype=torch.float64)
+    jac = torch.stack([iy * ys, iy * xs, iy, ix * ys, ix * xs, ix], 1).reshape(t, 6, -1)
+    jw = jac * win.reshape(1, 1, -1)
+    hess, grad = normal_equations(iy, ix, r, win, coordinate_pairs(ys, xs))
+    torch.testing.assert_close(hess, jw @ jac.transpose(1, 2))
+    torch.testing.assert_close(grad, (jw @ r.reshape(t, -1, 1))[..., 0])

@@ -41,6 +41,7 @@ from perfmoco.moco.ncc import (
     normalise_windowed,
     windowed_ncc,
 )
+from perfmoco.moco.normal_equations import coordinate_pairs, normal_equations
 from perfmoco.moco.preprocess import scale_to_unit
 from perfmoco.moco.transforms import (
     CropGeometry,
@@ -166,7 +167,7 @@ def refine_affine(
     margin = int(math.ceil(max_step_px))  # one step's largest move
     rel = torch.stack([yy, xx])  # (2, H, W)
     inv_sigma = 1.0 / window_sigma_px  # the linear part's columns scaled for conditioning
-    basis_pairs = _coordinate_pairs(yy * inv_sigma, xx * inv_sigma)
+    basis_pairs = coordinate_pairs(yy * inv_sigma, xx * inv_sigma)
 
     def warped(lin_, shift_, sel=None):
         # L (p - c) per frame: (T, 2, H, W); elementwise is ~3x faster than einsum here
@@ -204,7 +205,7 @@ def refine_affine(
                 sel = None
             pick = functools.partial(_rows, sel=sel)
             r, iy, ix = ncc_residual(pick(cur), pick(rn), win)
-            hess, grad = _normal_equations(iy, ix, r, win, basis_pairs)
+            hess, grad = normal_equations(iy, ix, r, win, basis_pairs)
             damp = 1e-3 * hess.diagonal(dim1=1, dim2=2).mean(1)[:, None, None]
             step = -torch.linalg.solve(hess + damp * torch.eye(6, dtype=hess.dtype, device=dev),
                                        grad[..., None])[..., 0]
@@ -295,50 +296,6 @@ def _bounded(lin: torch.Tensor) -> torch.Tensor:
     if bool(((sv - 1.0).abs() <= MAX_LINEAR).all()):
         return lin
     return u @ torch.diag_embed(sv.clamp(1.0 - MAX_LINEAR, 1.0 + MAX_LINEAR)) @ vh
-
-
-#: The pairs (p, q), p <= q, of the coordinate functions (y, x, 1) and of the two
-#: gradient components (d/dy, d/dx), in the order :func:`_coordinate_pairs` and
-#: :func:`_normal_equations` stack them.
-_PQ = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
-_AB = [(0, 0), (0, 1), (1, 1)]
-
-
-def _coordinate_pairs(ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-    """``(6, N)``: the products of the coordinate functions ``(y, x, 1)`` in pairs (:data:`_PQ`)."""
-    c = torch.stack([ys.reshape(-1), xs.reshape(-1), torch.ones_like(ys).reshape(-1)])
-    return torch.stack([c[p] * c[q] for p, q in _PQ])
-
-
-def _pair_index(pairs, n: int) -> torch.Tensor:
-    """``(n, n)``: the position in ``pairs`` of ``(min(i, j), max(i, j))``."""
-    return torch.tensor([[pairs.index((min(i, j), max(i, j))) for j in range(n)]
-                         for i in range(n)])
-
-
-#: Where the 6 x 6 normal matrix of the parameters ``3 a + p`` (gradient component
-#: ``a``, coordinate function ``p``: L00 L01 s0 L10 L11 s1) finds its entries.
-_H_AB = _pair_index(_AB, 2).repeat_interleave(3, 0).repeat_interleave(3, 1)
-_H_PQ = _pair_index(_PQ, 3).repeat(2, 2)
-
-
-def _normal_equations(iy, ix, r, win, basis_pairs):
-    """``J^T W J`` ``(T, 6, 6)`` and ``J^T W r`` ``(T, 6)`` of an affine map's Gauss-Newton step.
-
-    ``J``, the residual's Jacobian with respect to ``(L00 L01 s0 L10 L11 s1)``, has
-    the columns ``iy * (y, x, 1)`` and ``ix * (y, x, 1)``: its normal matrix is the
-    windowed products of the two gradient components in pairs against those of the
-    coordinate functions (``basis_pairs``, :func:`_coordinate_pairs`), a ``(T, 3, N)``
-    by ``(N, 6)`` product instead of building the ``(T, 6, N)`` Jacobian itself.
-    """
-    n = iy.shape[0]
-    a = torch.stack([iy.reshape(n, -1), ix.reshape(n, -1)], 1)  # (T, 2, N)
-    aw = a * win.reshape(1, 1, -1)
-    m = torch.stack([aw[:, i] * a[:, j] for i, j in _AB], 1) @ basis_pairs.T  # (T, 3, 6)
-    hess = m[:, _H_AB.to(m.device), _H_PQ.to(m.device)]
-    coords = basis_pairs[[2, 4, 5]]  # y * 1, x * 1, 1 * 1: the coordinate functions
-    grad = ((aw * r.reshape(n, 1, -1)) @ coords.T).reshape(n, 6)
-    return hess, grad
 
 
 def _rows(v: torch.Tensor, sel: torch.Tensor | None) -> torch.Tensor:
