@@ -134,11 +134,9 @@ def _shape_stats_all(region, yy, xx, n_regions: int, px_area: float) -> list:
 
     ``(y, x)``: the regions' pixels (``region``: each one's region, ``0 ..
     n_regions - 1``); the moment ellipse from the pixels' covariance (plus a
-    pixel's own, 1/12); fewer than 3 pixels: fill 0, elongation infinite.
-
-    ``region``: each pixel's region ``0 .. n_regions - 1``.  The moments by
-    ``np.bincount`` and the 2 x 2 eigenvalues in closed form: one pass instead of
-    a covariance and an eigensolver per region (a thousand regions a study).
+    pixel's own, 1/12); fewer than 3 pixels: fill 0, elongation infinite.  The
+    moments by ``np.bincount`` and the 2 x 2 eigenvalues in closed form: one pass
+    instead of a covariance and an eigensolver per region (a thousand regions a study).
     """
     y, x = yy.astype(np.float64), xx.astype(np.float64)
 

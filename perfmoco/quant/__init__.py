@@ -158,7 +158,8 @@ def _pool_m0(s, im, pool, n_base: int, ts: float, config: QuantConfig) -> float:
 
 def _efficiencies(myocardium: dict, aif, *, aif_slice: bool) -> dict[str, float]:
     """The measured saturation efficiencies per sequence (``QuantResult.saturation_efficiency``)."""
-    out = {"highres": float(np.mean(list(myocardium.values())))} if myocardium else {}
+    vals = [v for v in myocardium.values() if np.isfinite(v)]  # NaN: no positive M0
+    out = {"highres": float(np.mean(vals))} if vals else {}
     if aif_slice and np.isfinite(aif.efficiency):
         out["aif"] = float(aif.efficiency)
     return out
