@@ -99,7 +99,7 @@ class MocoConfig:
     #: The PCA reference's components (after the coarse rounds) are learned from
     #: this share of the dynamics, those whose maps move the LV centre least from the
     #: median position, and every dynamic is projected onto them (0 or 1: from all;
-    #: :func:`perfmoco.moco.refine.breathing_basis`).  Near the apex the heart's
+    #: :func:`perfmoco.moco.basis.breathing_basis`).  Near the apex the heart's
     #: cross-section grows and shrinks with the breathing (the heart slides through
     #: the slice); components learned from every dynamic follow that, and the
     #: refinement left deep breaths' hearts 10-15 % larger than the reference

@@ -9,9 +9,10 @@ import torch
 
 from perfmoco.config import MocoConfig
 from perfmoco.moco import networks
+from perfmoco.moco.basis import breathing_basis
 from perfmoco.moco.decompose import pca_reference
 from perfmoco.moco.pipeline import MotionCorrector
-from perfmoco.moco.refine import breathing_basis, refine_affine, remove_affine_part
+from perfmoco.moco.refine import refine_affine, remove_affine_part
 from perfmoco.moco.steps import shape_window_mm
 from perfmoco.moco.synthetic import synthetic_series
 from perfmoco.moco.transforms import identity_grid, sample

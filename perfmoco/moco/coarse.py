@@ -42,7 +42,7 @@ import torch
 
 from perfmoco.moco.baseline import block_offsets, heart_disc
 from perfmoco.moco.refine import REFINE_SPACING_MM, refine_crop
-from perfmoco.moco.transforms import affine_crop_to_full
+from perfmoco.moco.transforms import affine_crop_to_full, map_points
 
 __all__ = ["agrees", "centre_moves", "centre_shift_mm", "coarse_translations"]
 
@@ -77,9 +77,7 @@ def centre_moves(matrix: torch.Tensor, reference: int, centre_yx) -> torch.Tenso
 
     Returns ``(T, 2)`` full-FOV pixels ``(y, x)``; full-FOV pull-back maps.
     """
-    c = torch.tensor([centre_yx[0], centre_yx[1], 1.0], dtype=torch.float64,
-                     device=matrix.device)
-    at = matrix.double() @ c
+    at = map_points(matrix, centre_yx)
     return at - at[reference]
 
 

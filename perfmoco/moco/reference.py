@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from perfmoco.moco.coarse import centre_moves
-from perfmoco.moco.transforms import compose_affine
+from perfmoco.moco.transforms import compose_affine, map_points
 
 if TYPE_CHECKING:
     from perfmoco.moco.steps import SeriesCrops
@@ -58,7 +58,5 @@ def rebase(m_full: torch.Tensor, ref: int, centre_yx) -> tuple[torch.Tensor, tup
     a_inv = torch.linalg.inv(m[ref, :, :2])
     inv = torch.cat([a_inv, -(a_inv @ m[ref, :, 2:])], dim=1)  # (2, 3)
     out = compose_affine(m, inv.expand(m.shape[0], -1, -1))
-    c = torch.tensor([centre_yx[0], centre_yx[1], 1.0], dtype=torch.float64,
-                     device=m_full.device)
-    at = m_full[ref].double() @ c
+    at = map_points(m_full[ref : ref + 1], centre_yx)[0]
     return out, (float(at[0]), float(at[1]))

@@ -38,6 +38,7 @@ __all__ = [
     "compose_displacements",
     "dense_crop_to_full",
     "identity_grid",
+    "map_points",
     "sample",
     "warp",
 ]
@@ -262,6 +263,13 @@ def affine_crop_to_full(matrix, geometry: CropGeometry):
     h = geometry.homogeneous().to(m.device)
     out = (h @ _hom(m) @ torch.linalg.inv(h))[:, :2]
     return out.numpy() if was_np else out
+
+
+def map_points(matrix: torch.Tensor, point_yx) -> torch.Tensor:
+    """Where pull-back affine maps ``(T, 2, 3)`` take the point ``(y, x)``: ``(T, 2)``, float64."""
+    c = torch.tensor([point_yx[0], point_yx[1], 1.0], dtype=torch.float64,
+                     device=matrix.device)
+    return matrix.double() @ c
 
 
 def compose_affine(first, second):
