@@ -330,9 +330,7 @@ class MotionCorrector:
             m_full, centre = rebase(m_full, moved, sc.centre_yx)
             log.info("%s: reference dynamic %d instead of %d (nearer the median breathing "
                      "position)", series.name, moved, ref)
-            sc = SeriesCrops.prepare(series, cfg, affine_net=m1, dense_net=m3,
-                                     device=self.device, ref=moved,
-                                     lv=LvLocation(centre, 0, sc.lv_radius_mm))  # (peak unused)
+            sc = sc.moved_to(moved, centre, affine_net=m1, dense_net=m3)
             ref = moved
         if stop == "affine2":
             n1 = sc.crops(m_full, sc.grid_a)[:t_dyn]

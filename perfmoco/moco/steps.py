@@ -118,6 +118,20 @@ class SeriesCrops:
         imgs = torch.from_numpy(
             np.concatenate([series.images, series.pd_images.reshape(n_pd, ny, nx)])
         ).to(device, torch.float32)
+        return cls._centred(series, config, imgs, ref, loc, affine_net=affine_net,
+                            dense_net=dense_net)
+
+    def moved_to(self, ref: int, centre_yx, *, affine_net, dense_net) -> SeriesCrops:
+        """The same frames with another reference and the LV centre in its coordinates
+        (:func:`.reference.rebase`): crops and intensity ranges again, the frames kept.
+        """
+        loc = LvLocation(tuple(centre_yx), 0, self.lv_radius_mm)  # (peak unused)
+        return self._centred(self.series, self.config, self.imgs, ref, loc,
+                             affine_net=affine_net, dense_net=dense_net)
+
+    @classmethod
+    def _centred(cls, series, config, imgs, ref, loc, *, affine_net, dense_net):
+        t_dyn, n_pd, device = series.images.shape[0], series.pd_images.shape[0], imgs.device
         geo_a = CropGeometry.from_spacing(
             loc.centre_yx, affine_net.crop, crop_spacing_mm=affine_net.crop_spacing_mm,
             pixel_spacing_mm=series.pixel_spacing_mm)
