@@ -16,7 +16,7 @@ from perfmoco.moco.coarse import centre_moves
 from perfmoco.moco.transforms import compose_affine, map_points
 
 if TYPE_CHECKING:
-    from perfmoco.moco.steps import SeriesCrops
+    from perfmoco.moco.crops import SeriesCrops
 
 __all__ = ["REFERENCE_GAIN_MM", "middle_reference", "rebase"]
 
