@@ -160,6 +160,10 @@ class MocoConfig:
     #: pre-contrast frames show little tissue contrast: the offsets it turned
     #: down at 1.5 mm (halves 1.8-3.0 mm apart) made Dice worse in 5 of 7 cases.
     baseline_agreement_aif_mm: float = 1.5
+    #: The similarity of that search on the high-resolution slices: ``ngf``
+    #: (normalised gradient fields on a 1.25 mm crop) or ``mi`` (mutual information on
+    #: the refinement's 2.5 mm crop).  The low-resolution AIF slice always uses ``mi``.
+    baseline_similarity: str = "ngf"
     #: Search each PD frame's translation onto the corrected late dynamics by mutual
     #: information, about where the networks put it (:mod:`perfmoco.moco.pdalign`;
     #: the networks left PD frames 4-7 mm off on breathing phantoms, and their M0

@@ -134,6 +134,7 @@ _CHECKS = {
 #: Settings that take one of a few words.
 _CHOICES: dict[str, tuple] = {
     "moco.resample": ("bicubic", "bilinear"),
+    "moco.baseline_similarity": ("ngf", "mi"),
     "quant.spillover_rim_px": (1, 2, 3, 4),
 }
 

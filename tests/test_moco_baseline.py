@@ -6,7 +6,14 @@ import torch
 
 from perfmoco.config import MocoConfig
 from perfmoco.moco import networks
-from perfmoco.moco.baseline import align_baseline_full_fov, baseline_length, block_offset
+from perfmoco.moco.baseline import (
+    align_baseline_full_fov,
+    baseline_length,
+    block_offset,
+    gradient_alignment,
+    gradient_images,
+    noise_sd,
+)
 from perfmoco.moco.pipeline import MotionCorrector
 from perfmoco.moco.synthetic import synthetic_series
 from perfmoco.moco.transforms import identity_grid
@@ -30,16 +37,82 @@ def _heart(n=64, *, blood, myo, lung, shift=(0.0, 0.0), noise=0.0, seed=0):
     return img.float()
 
 
+@pytest.mark.parametrize("similarity", ["mi", "ngf"])
 @pytest.mark.parametrize("shift", [(1.3, -0.7), (-2.2, 0.4)])
-def test_block_offset_finds_a_shift_between_different_contrasts(shift):
+def test_block_offset_finds_a_shift_between_different_contrasts(shift, similarity):
     # pre-contrast: blood darker than myocardium; late: blood much brighter (inverted edge)
     moving = _heart(blood=0.30, myo=0.45, lung=0.05, shift=shift, noise=0.02, seed=1)
     fixed = _heart(blood=0.95, myo=0.60, lung=0.05, noise=0.02, seed=2)
     disc = (identity_grid((64, 64)) - 31.5).norm(dim=0) < 24
-    d, interior = block_offset(moving, fixed, disc, max_px=4.0)
+    # ngf: told the images' noise (each pixel's SD before the point-spread blur)
+    noise = (0.02, 0.02) if similarity == "ngf" else None
+    d, interior = block_offset(moving, fixed, disc, max_px=4.0, similarity=similarity,
+                               noise=noise)
     assert interior
-    # moving(p + d) = fixed(p): the anatomy of ``moving`` sits at +shift
-    np.testing.assert_allclose(d.numpy(), shift, atol=0.2)
+    # moving(p + d) = fixed(p): the anatomy of ``moving`` sits at +shift; on these
+    # near-binary images (a 3-tap blur) the gradients' interpolation costs ngf some
+    # precision (0.23 px here; on phantom frames it is the finer one, test below)
+    np.testing.assert_allclose(d.numpy(), shift, atol=0.2 if similarity == "mi" else 0.3)
+
+
+def test_gradient_alignment_is_one_for_parallel_edges_of_either_polarity():
+    img = _heart(blood=0.95, myo=0.60, lung=0.05)
+    g = gradient_images(img)
+    assert g.shape == (2, 64, 64)
+    # a ramp's central differences are its slope; the edge rows and columns are 0
+    ramp = gradient_images(torch.arange(5.0)[None].expand(4, -1) * 0.5)
+    np.testing.assert_allclose(ramp[1, :, 1:-1].numpy(), 0.5)
+    np.testing.assert_allclose(ramp[1, :, [0, -1]].numpy(), 0.0)
+    np.testing.assert_allclose(ramp[0].numpy(), 0.0)
+    edges = g.reshape(2, -1)[:, g.reshape(2, -1).norm(dim=0) > 0.05]  # on the edges only
+    same = gradient_alignment(edges[None], edges, 0.0, 0.0)
+    flipped = gradient_alignment(-3.0 * edges[None], edges, 0.0, 0.0)  # inverted, stronger
+    np.testing.assert_allclose(same.numpy(), 1.0, atol=1e-6)
+    np.testing.assert_allclose(flipped.numpy(), 1.0, atol=1e-6)
+    across = torch.stack([edges[1], -edges[0]])  # every edge turned by 90 degrees
+    assert float(gradient_alignment(across[None], edges, 0.0, 0.0)) < 1e-6
+    # eps: a gradient small against it counts little (a flat region's noise)
+    weak = gradient_alignment(0.01 * edges[None], edges, 0.1, 0.0)
+    assert float(weak) < 0.02
+    # the noise of an image, robustly from its neighbour differences (edges are few)
+    gen = torch.Generator().manual_seed(0)
+    flat = 0.5 + 0.03 * torch.randn(64, 64, generator=gen)
+    disc = (identity_grid((64, 64)) - 31.5).norm(dim=0) < 24
+    assert noise_sd(flat, disc) == pytest.approx(0.03, rel=0.1)
+    noisy_heart = (_heart(blood=0.95, myo=0.60, lung=0.05)
+                   + 0.03 * torch.randn(64, 64, generator=gen))
+    assert noise_sd(noisy_heart, disc) == pytest.approx(0.03, rel=0.3)  # edges: a little more
+    with pytest.raises(ValueError, match="similarity"):
+        block_offset(img, img, torch.ones(64, 64, dtype=torch.bool), max_px=2.0,
+                     similarity="ncc")
+
+
+@pytest.mark.parametrize("similarity", ["mi", "ngf"])
+def test_the_block_offset_of_a_phantom_series_is_found_to_a_fraction_of_a_pixel(similarity):
+    """A breathing phantom's slice with the exact correction (every frame on the
+    motion-free anatomy), its pre-contrast frames then moved by a known amount: the
+    block search finds that move (here 0.08 mm off with ``mi``, 0.15 mm with ``ngf``).
+    Over 54 such cases (18 slices of 11600-11605, moves up to 1.5 px) the median error
+    was 0.64 mm with ``mi`` on the 2.5 mm crop (11 mm at worst) and 0.33 mm with ``ngf``
+    on the 1.25 mm crop (0.9 mm at worst): ``ngf`` is the default."""
+    from perfmoco.phantom import generate_phantom, warp
+
+    ph = generate_phantom(seed=10335, motion="breathing", vendor="b")
+    s = ph.study.slices[1]
+    exact = warp(np.asarray(s.images, np.float32), ph.truth["s1_inverse_displacement"])
+    t = exact.shape[0]
+    move = np.zeros((t, 2, *exact.shape[1:]), np.float32)
+    move[:24, 0], move[:24, 1] = 0.9, -0.6  # more frames than the block: it is found alone
+    images = torch.from_numpy(warp(exact, move))
+    eye = torch.eye(2, 3, dtype=torch.float64).expand(t, -1, -1)
+    labels = ph.truth["s1_labels"]
+    centre = tuple(float(v) for v in np.argwhere(labels == 7).mean(axis=0))
+    lo, hi = float(images.min()), float(images.max())
+    moved, found = align_baseline_full_fov(images, eye, centre, s.pixel_spacing_mm, (lo, hi),
+                                           MocoConfig(baseline_similarity=similarity))
+    assert found.applied and found.n_frames >= 6
+    err_mm = (moved[0, :, 2].numpy() + (0.9, -0.6)) * np.asarray(s.pixel_spacing_mm)
+    assert np.hypot(*err_mm) < 0.5
 
 
 def test_block_offset_says_when_the_optimum_is_outside_the_range():
