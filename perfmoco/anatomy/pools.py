@@ -187,6 +187,7 @@ class _Component:
     arrival: float  # half-peak time of ``curve``, frames
     candidate: bool  # at a candidate level, ``frame`` within one of the peak of ``curve``
     ring: float = 0.0  # wall enhancement after the peak, relative to the peak
+    holds_later: bool | None = None  # :func:`_holds_later_pool`, once computed
 
 
 #: The pools are searched for at about this pixel size, mm (finer series are block-averaged).
@@ -287,9 +288,12 @@ def _earlier_neighbours(k, comps, sp):
 
 
 def _holds_later_pool(j, comps) -> bool:
+    """Whether ``comps[j]`` holds most of a later-filling region of its own frame (kept)."""
     o = comps[j]
-    return any(m.frame == o.frame and m.arrival >= o.arrival + MIN_LEAD_FRAMES
-               and (m.mask & o.mask).sum() >= 0.5 * m.mask.sum() for m in comps)
+    if o.holds_later is None:  # asked for each candidate it neighbours: computed once
+        o.holds_later = any(m.frame == o.frame and m.arrival >= o.arrival + MIN_LEAD_FRAMES
+                            and (m.mask & o.mask).sum() >= 0.5 * m.mask.sum() for m in comps)
+    return o.holds_later
 
 
 def _ring(c: _Component, e, spx) -> float:
