@@ -358,14 +358,16 @@ def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensi
     late = crop[-n_late:].mean(0)
     max_px = config.baseline_max_mm / spacing
     block = crop[:n].mean(0)
-    def sd_of_mean(frames):  # the noise of a mean image, from its frames' spread
-        return float(frames[:, disc].std(dim=0).median()) / frames.shape[0] ** 0.5
+    def noise(frames):  # ngf: the noise SDs of a mean of these frames and of the late mean
+        if similarity != "ngf":
+            return None
+        return tuple(float(f[:, disc].std(dim=0).median()) / f.shape[0] ** 0.5
+                     for f in (frames, crop[-n_late:]))
 
-    sd_late = sd_of_mean(crop[-n_late:]) if similarity == "ngf" else 0.0
     search = functools.partial(block_offset, fixed=late, disc=disc, similarity=similarity)
-    d, ok = search(block, max_px=max_px, noise=(sd_of_mean(crop[:n]), sd_late))
+    d, ok = search(block, max_px=max_px, noise=noise(crop[:n]))
     if not ok:  # a deep breather's block far off: twice the range at the same step
-        d, ok = search(block, max_px=max_px, reach=2, noise=(sd_of_mean(crop[:n]), sd_late))
+        d, ok = search(block, max_px=max_px, reach=2, noise=noise(crop[:n]))
         log.info("%s: pre-contrast block offset beyond %.0f mm; searched to %.0f mm: %s",
                  name, config.baseline_max_mm, 2 * config.baseline_max_mm,
                  "found" if ok else "again at the edge")
@@ -374,9 +376,9 @@ def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensi
     # the halves, searched about the whole block's offset (further is disagreement)
     half = HALVES_MM / spacing
     d_even, ok_e = search(crop[0:n:2].mean(0), max_px=half, start=d, levels=2,
-                          noise=(sd_of_mean(crop[0:n:2]), sd_late))
+                          noise=noise(crop[0:n:2]))
     d_odd, ok_o = search(crop[1:n:2].mean(0), max_px=half, start=d, levels=2,
-                         noise=(sd_of_mean(crop[1:n:2]), sd_late))
+                         noise=noise(crop[1:n:2]))
     mm = tuple(float(v) * spacing for v in d)
     spread = float((d_even - d_odd).norm()) * spacing
     if not (ok_e and ok_o):
