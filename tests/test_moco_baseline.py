@@ -6,15 +6,9 @@ import torch
 
 from perfmoco.config import MocoConfig
 from perfmoco.moco import networks
-from perfmoco.moco.baseline import (
-    align_baseline_full_fov,
-    baseline_length,
-    block_offset,
-    gradient_alignment,
-    gradient_images,
-    noise_sd,
-)
+from perfmoco.moco.baseline import align_baseline_full_fov, baseline_length, block_offset
 from perfmoco.moco.pipeline import MotionCorrector
+from perfmoco.moco.similarity import gradient_alignment, gradient_images, noise_sd
 from perfmoco.moco.synthetic import synthetic_series
 from perfmoco.moco.transforms import identity_grid
 
@@ -224,7 +218,7 @@ def test_fast_mutual_information_ranks_shifts_as_monai_does():
     from monai.losses import GlobalMutualInformationLoss
     from scipy.stats import spearmanr
 
-    from perfmoco.moco.baseline import mutual_information
+    from perfmoco.moco.similarity import mutual_information
 
     fixed = _heart(blood=0.95, myo=0.60, lung=0.05, noise=0.02, seed=2)
     disc = (identity_grid((64, 64)) - 31.5).norm(dim=0) < 24
@@ -270,7 +264,7 @@ def test_coarse_search_finds_a_large_move_to_the_reference_frame():
 
 
 def test_mutual_information_is_that_of_the_linear_parzen_joint_histogram():
-    from perfmoco.moco.baseline import mutual_information
+    from perfmoco.moco.similarity import mutual_information
 
     rng = np.random.default_rng(4)
     fixed = rng.uniform(0, 1, 300)

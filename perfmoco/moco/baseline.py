@@ -46,6 +46,12 @@ from typing import NamedTuple
 import torch
 
 from perfmoco.moco.refine import REFINE_CROP, REFINE_SPACING_MM, refine_crop
+from perfmoco.moco.similarity import (
+    gradient_alignment,
+    gradient_images,
+    mutual_information,
+    noise_sd,
+)
 from perfmoco.moco.transforms import (
     affine_crop_to_full,
     compose_affine,
@@ -59,7 +65,6 @@ __all__ = [
     "baseline_length",
     "block_offset",
     "heart_disc",
-    "mutual_information",
 ]
 
 log = logging.getLogger(__name__)
@@ -136,76 +141,6 @@ def baseline_length(crop: torch.Tensor, disc: torch.Tensor, *, cnr: float = 6.0,
     return max(int(torch.nonzero(above)[0, 0]) - 1, 0)
 
 
-def mutual_information(moving: torch.Tensor, fixed: torch.Tensor, bins: int) -> torch.Tensor:
-    """Mutual information of each row of ``moving`` (N, P) with ``fixed`` (P,): (N,).
-
-    Joint histograms with linear (first-order B-spline) Parzen weights: each
-    pixel adds to the 2 x 2 bins around its pair of values, all N rows in one
-    ``scatter_add``.  MONAI's ``GlobalMutualInformationLoss`` (Gaussian Parzen
-    windows, used in training) gives the same optimum here but is ~10x slower,
-    and this search runs on every slice within the console's latency budget.
-    """
-    def binned(v):  # (..., P) -> lower bin and the weight of the upper one
-        lo, hi = v.min(dim=-1, keepdim=True).values, v.max(dim=-1, keepdim=True).values
-        x = (v - lo) / (hi - lo).clamp_min(1e-12) * (bins - 1)
-        i0 = x.floor().clamp(0, bins - 2)
-        return i0.long(), x - i0
-
-    n, p = moving.shape
-    im, fm = binned(moving.double())  # (N, P)
-    i_f, ff = binned(fixed.double())  # (P,)
-    base = im * bins + i_f
-    gm = 1.0 - fm
-    joint = torch.zeros(n, bins * bins, dtype=torch.float64, device=moving.device)
-    joint.scatter_add_(1, base, gm * (1.0 - ff))
-    joint.scatter_add_(1, base + 1, gm * ff)
-    joint.scatter_add_(1, base + bins, fm * (1.0 - ff))
-    joint.scatter_add_(1, base + bins + 1, fm * ff)
-    joint = joint.reshape(n, bins, bins) / p
-    pm = joint.sum(2, keepdim=True)
-    pf = joint.sum(1, keepdim=True)
-    ratio = joint / (pm * pf).clamp_min(1e-300)
-    return (joint * torch.log(ratio.clamp_min(1e-300))).sum((1, 2))
-
-
-def gradient_images(images: torch.Tensor) -> torch.Tensor:
-    """Central-difference gradients ``(..., 2, H, W)`` (y, x) of ``(..., H, W)``; 0 on the edge."""
-    g = torch.zeros(*images.shape[:-2], 2, *images.shape[-2:], dtype=images.dtype,
-                    device=images.device)
-    g[..., 0, 1:-1, :] = 0.5 * (images[..., 2:, :] - images[..., :-2, :])
-    g[..., 1, :, 1:-1] = 0.5 * (images[..., :, 2:] - images[..., :, :-2])
-    return g
-
-
-def noise_sd(image: torch.Tensor, mask: torch.Tensor) -> float:
-    """Robust noise SD of an image within ``mask``: MAD of its neighbour differences.
-
-    Edges are few among the pixels, so the median absolute difference of adjacent
-    pixels reads the noise (a difference of two pixels has ``sqrt(2)`` times its SD).
-    """
-    dy = (image[1:, :] - image[:-1, :])[mask[1:, :] & mask[:-1, :]]
-    dx = (image[:, 1:] - image[:, :-1])[mask[:, 1:] & mask[:, :-1]]
-    d = torch.cat([dy.flatten(), dx.flatten()]).double()
-    return float(d.abs().median()) / 0.6745 / 2 ** 0.5 if d.numel() else 0.0
-
-
-def gradient_alignment(moving: torch.Tensor, fixed: torch.Tensor, eps_moving: float,
-                       eps_fixed: float) -> torch.Tensor:
-    """Normalised gradient fields: mean squared cosine of the gradients' angle, ``(N,)``.
-
-    ``moving`` ``(N, 2, P)`` and ``fixed`` ``(2, P)`` are gradients at P pixels.  Each
-    pixel adds ``(gm . gf)^2 / ((|gm|^2 + em^2)(|gf|^2 + ef^2))``: 1 where the edges
-    are parallel, whichever tissue is brighter (contrast-invariant), ~0 where either
-    image's gradient is small against its ``eps`` (its noise: flat regions do not
-    count; Haber and Modersitzki 2006).
-    """
-    gm, gf = moving.float(), fixed.float()  # single precision: only the best of them counts
-    nf = gf.square().sum(0) + (eps_fixed ** 2 + 1e-20)
-    dot = gm[:, 0] * gf[0] + gm[:, 1] * gf[1]
-    den = (gm[:, 0].square() + gm[:, 1].square() + (eps_moving ** 2 + 1e-20)) * nf
-    return (dot.square() / den).mean(1)
-
-
 def block_offset(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor, *,
                  max_px: float, start: torch.Tensor | None = None, levels: int = 3,
                  bins: int = BINS, reach: int = 1, similarity: str = "mi",
@@ -233,12 +168,12 @@ def block_offset(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor, 
         The coarse grid spans ``reach`` times ``+-max_px`` at the same step
         (``8 reach + 1`` points a side); the finer grids are unchanged.
     similarity : {"mi", "ngf"}, keyword-only
-        Mutual information (:func:`mutual_information`) or normalised gradient
-        fields (:func:`gradient_alignment`, each image's ``eps`` :data:`NGF_EPS` times its
-        noise SD, :func:`noise_sd`).
+        Mutual information (:func:`.similarity.mutual_information`) or normalised
+        gradient fields (:func:`.similarity.gradient_alignment`, each image's ``eps``
+        :data:`NGF_EPS` times its noise SD, :func:`.similarity.noise_sd`).
     noise : tuple of 2 float, keyword-only, optional
         ``ngf``: the noise SDs of ``moving`` and ``fixed`` (e.g. from the frames
-        they average); default :func:`noise_sd` of each.
+        they average); default :func:`.similarity.noise_sd` of each.
 
     Returns
     -------

@@ -28,8 +28,9 @@ import logging
 
 import torch
 
-from perfmoco.moco.baseline import MIN_LATE, block_offsets, heart_disc, mutual_information
+from perfmoco.moco.baseline import MIN_LATE, block_offsets, heart_disc
 from perfmoco.moco.refine import REFINE_SPACING_MM, refine_crop
+from perfmoco.moco.similarity import mutual_information
 from perfmoco.moco.transforms import affine_crop_to_full, compose_affine
 
 __all__ = ["align_pd_full_fov"]
