@@ -131,12 +131,12 @@ class MocoConfig:
     #: 30 mm window fits neither (see the model card).
     refine_shape_window: float = 1.0
     refine_shape_min_mm: float = 15.0
-    #: Move the pre-contrast dynamics, as one block, onto the late frames by
-    #: mutual information of their means (translation; see
+    #: Move the pre-contrast dynamics, as one block, onto the late frames by the
+    #: similarity of their means (translation; :attr:`baseline_similarity`, see
     #: :mod:`perfmoco.moco.baseline`): the PCA references cannot see a
     #: block-wide offset between frames of different contrast.
     baseline_align: bool = True
-    #: Radius of the disc on the LV whose pixels enter that mutual information, mm
+    #: Radius of the disc on the LV whose pixels enter that similarity, mm
     #: (also the PD frames' search, :attr:`pd_align`, and the deep-breathing restart's).
     baseline_radius_mm: float = 40.0
     #: The same on the low-resolution AIF slice.  Its ~4.5 mm pixels leave ~250 in a
