@@ -293,16 +293,19 @@ def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensi
     late = crop[-n_late:].mean(0)
     max_px = config.baseline_max_mm / spacing
     block = crop[:n].mean(0)
+    def sd_of_mean(frames):  # the noise SD of the frames' mean, from their spread
+        return float(frames[:, disc].std(dim=0).median()) / frames.shape[0] ** 0.5
+
+    sd_late = sd_of_mean(crop[-n_late:]) if similarity == "ngf" else 0.0
+
     def noise(frames):  # ngf: the noise SDs of a mean of these frames and of the late mean
-        if similarity != "ngf":
-            return None
-        return tuple(float(f[:, disc].std(dim=0).median()) / f.shape[0] ** 0.5
-                     for f in (frames, crop[-n_late:]))
+        return (sd_of_mean(frames), sd_late) if similarity == "ngf" else None
 
     search = functools.partial(block_offset, fixed=late, disc=disc, similarity=similarity)
-    d, ok = search(block, max_px=max_px, noise=noise(crop[:n]))
+    block_noise = noise(crop[:n])
+    d, ok = search(block, max_px=max_px, noise=block_noise)
     if not ok:  # a deep breather's block far off: twice the range at the same step
-        d, ok = search(block, max_px=max_px, reach=2, noise=noise(crop[:n]))
+        d, ok = search(block, max_px=max_px, reach=2, noise=block_noise)
         log.info("%s: pre-contrast block offset beyond %.0f mm; searched to %.0f mm: %s",
                  name, config.baseline_max_mm, 2 * config.baseline_max_mm,
                  "found" if ok else "again at the edge")

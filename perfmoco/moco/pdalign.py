@@ -31,7 +31,7 @@ import torch
 from perfmoco.moco.baseline import MIN_LATE, block_offsets, heart_disc
 from perfmoco.moco.refine import REFINE_SPACING_MM, refine_crop
 from perfmoco.moco.similarity import mutual_information
-from perfmoco.moco.transforms import affine_crop_to_full, compose_affine
+from perfmoco.moco.transforms import affine_crop_to_full, compose_affine, map_points
 
 __all__ = ["align_pd_full_fov"]
 
@@ -100,9 +100,8 @@ def align_pd_full_fov(images, pd_images, matrix, pd_matrix, centre_yx, pixel_spa
         take = ok & (mi > best_mi)
         out = torch.where(take[:, None, None].to(out.device), moved, out)
         best_mi, found = torch.where(take, mi, best_mi), found | ok
-    c = torch.tensor([centre_yx[0], centre_yx[1], 1.0], dtype=torch.float64, device=out.device)
     sp = torch.tensor(pixel_spacing_mm, dtype=torch.float64, device=out.device)
-    mm = ((out @ c - pd_matrix.double() @ c) * sp).norm(dim=1).cpu()
+    mm = ((map_points(out, centre_yx) - map_points(pd_matrix, centre_yx)) * sp).norm(dim=1).cpu()
     log.info("%s: PD frames moved by %s mm onto the corrected dynamics%s", name,
              ", ".join(f"{float(v):.1f}" if k else "-" for v, k in zip(mm, found)),
              "" if bool(found.all()) else " (-: optimum at the edge of the search, kept)")
