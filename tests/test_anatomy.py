@@ -116,6 +116,27 @@ def test_segment_myocardium_and_insertion(angle, rv_shading):
     assert np.all(np.abs(err) < 10.0), (phi, expect)
 
 
+def test_insertion_where_the_lv_pool_mask_swallowed_the_septum():
+    """Where the LV pool's mask took in the inner septum next to the RV, the ring
+    has a gap there; the RV still borders the LV (11581 a, basal slice after the
+    DL correction: anterior insertion 33 degrees off, AHA labels 48 % right)."""
+    _, truth = synthetic_series(2, noise=0.0, n=30)
+    cy, cx = truth["centre"]
+    yy, xx = np.mgrid[0:128, 0:128].astype(float)
+    r = np.hypot(yy - cy, xx - cx) * 2.0
+    phi = np.degrees(np.arctan2(-(yy - cy), xx - cx)) % 360.0
+    gap = (phi > 150.0) & (phi < 175.0) & (r < 35.0)
+    myo, lv = truth["myo"] & ~gap, truth["lv"] | gap
+    expect = np.array([180.0 - 36.0, 180.0 + 36.0])
+
+    def error(pts):
+        ang = np.degrees(np.arctan2(-(pts[:, 0] - cy), pts[:, 1] - cx))
+        return np.abs((ang - expect + 180.0) % 360.0 - 180.0)
+
+    assert error(rv_insertion_points(myo, truth["rv"], (cy, cx)))[0] > 20.0  # the gap's end
+    assert np.all(error(rv_insertion_points(myo, truth["rv"], (cy, cx), lv_mask=lv)) < 10.0)
+
+
 @pytest.mark.parametrize("liver_kind", ["uptake", "partial washout"])
 @pytest.mark.parametrize("defect", ["weak", "slow"])
 def test_segment_myocardium_leaves_out_a_liver_that_enhances_late(defect, liver_kind):

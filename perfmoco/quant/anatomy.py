@@ -91,7 +91,7 @@ def slice_anatomy(highres: list[SliceSeries], config: QuantConfig,
         scale = series_interpolation(s, config.interpolation)
         try:
             ins = rv_insertion_points(myo, pools.rv_mask, pools.lv_centre,
-                                      mirrored=bool(mirrored))
+                                      mirrored=bool(mirrored), lv_mask=pools.lv_mask)
         except StudyError:
             ins = None
         work[s.slice_index] = SliceWork(s.slice_index, myo, pools.lv_centre, ins,
