@@ -161,8 +161,10 @@ class MocoConfig:
     #: down at 1.5 mm (halves 1.8-3.0 mm apart) made Dice worse in 5 of 7 cases.
     baseline_agreement_aif_mm: float = 1.5
     #: The similarity of that search on the high-resolution slices: ``ngf``
-    #: (normalised gradient fields on a 1.25 mm crop) or ``mi`` (mutual information on
-    #: the refinement's 2.5 mm crop).  The low-resolution AIF slice always uses ``mi``.
+    #: (normalised gradient fields on a 1.25 mm crop, smoothed by half a pixel; where its
+    #: halves disagree, ``mi`` instead, and a move over 4 mm is checked by ``mi``, the
+    #: smaller taken where the two disagree) or ``mi`` (mutual information on the
+    #: refinement's 2.5 mm crop).  The low-resolution AIF slice always uses ``mi``.
     baseline_similarity: str = "ngf"
     #: Search each PD frame's translation onto the corrected late dynamics by mutual
     #: information, about where the networks put it (:mod:`perfmoco.moco.pdalign`;
