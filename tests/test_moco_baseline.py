@@ -137,6 +137,22 @@ def test_baseline_length_is_the_frames_before_the_bolus_foot():
     assert baseline_length(flat, disc) == 0  # no bolus at all: nothing is called pre-contrast
 
 
+def test_pre_contrast_frames_left_off_the_first_ones_are_not_read_as_the_bolus():
+    """A deep breather's pre-contrast frames 4-11 left 2 px from frames 0-3 (11699 b's
+    basal slice: 3.5 mm) differ from them at the edges both ways; the bolus adds signal
+    only. Read by the 99th percentile alone, the block ended at frame 3."""
+    t = 30
+    frames = []
+    gen = torch.Generator().manual_seed(3)
+    for k in range(t):
+        c = 0.0 if k < 12 else min(1.0, 0.25 * (k - 11))  # first enhanced frame: 12
+        shift = (2.0, 1.5) if 4 <= k < 12 else (0.0, 0.0)
+        img = _heart(blood=0.3 + 0.6 * c, myo=0.45 + 0.2 * c, lung=0.05, shift=shift)
+        frames.append(img + 0.01 * torch.randn(img.shape, generator=gen))
+    disc = (identity_grid((64, 64)) - 31.5).norm(dim=0) < 24
+    assert baseline_length(torch.stack(frames), disc) == 11
+
+
 def test_the_aif_slice_needs_closer_halves_before_its_block_is_moved():
     """Even and odd pre-contrast frames 2 mm apart (one pixel of a 2 mm grid, the
     block at +3 mm on average): within the high-resolution gate (2.5 mm), not

@@ -140,9 +140,13 @@ def baseline_length(crop: torch.Tensor, disc: torch.Tensor, *, cnr: float = 6.0,
         Pixels that count (the heart).
     cnr, fraction : float, keyword-only
         A frame is enhanced when the 99th percentile of its difference to the
-        baseline (median of the first three frames) exceeds ``cnr`` noise SDs
-        (from the first four frames' successive differences) and ``fraction``
-        of the largest such value over the series.
+        baseline (median of the first three frames), less the magnitude of its
+        1st percentile, exceeds ``cnr`` noise SDs (from the first four frames'
+        successive differences) and ``fraction`` of the largest such value over
+        the series.  A frame left a few mm off the first ones differs from them
+        at the edges in both directions alike; contrast arrival adds signal
+        only (the 99th percentile alone had read a deep breather's pre-contrast
+        frames 4-12, sitting 3.5 mm from frames 0-3, as enhanced: 11699 b).
 
     Returns
     -------
@@ -156,7 +160,8 @@ def baseline_length(crop: torch.Tensor, disc: torch.Tensor, *, cnr: float = 6.0,
     base = x[:3].median(dim=0).values
     diff = x[1:4] - x[:3]
     noise = (diff.abs().median() / 0.6745 / 2**0.5).item()
-    enh = torch.quantile(x - base, 0.99, dim=1)
+    q = torch.quantile(x - base, torch.tensor([0.01, 0.99], dtype=x.dtype), dim=1)
+    enh = q[1] + q[0]  # the positive tail beyond the negative one's size
     above = enh > max(cnr * noise, fraction * enh.max().item())
     if not above.any():
         return 0
