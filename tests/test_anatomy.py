@@ -135,6 +135,8 @@ def test_insertion_where_the_lv_pool_mask_swallowed_the_septum():
 
     assert error(rv_insertion_points(myo, truth["rv"], (cy, cx)))[0] > 20.0  # the gap's end
     assert np.all(error(rv_insertion_points(myo, truth["rv"], (cy, cx), lv_mask=lv)) < 10.0)
+    with pytest.raises(ValueError, match="lv_mask"):
+        rv_insertion_points(myo, truth["rv"], (cy, cx), lv_mask=lv[:-1])
 
 
 @pytest.mark.parametrize("liver_kind", ["uptake", "partial washout"])

@@ -236,7 +236,10 @@ def rv_insertion_points(myo_mask, rv_mask, lv_centre, *, mirrored: bool = False,
     if not myo.any() or not rv.any():
         raise StudyError("no RV insertion points: empty myocardium or RV mask")
     cy, cx = float(lv_centre[0]), float(lv_centre[1])
-    wall = myo if lv_mask is None else myo | np.asarray(lv_mask, bool)
+    wall = myo if lv_mask is None else np.asarray(lv_mask, bool)
+    if wall.shape != myo.shape:
+        raise ValueError(f"lv_mask {wall.shape} must have the masks' shape {myo.shape}")
+    wall = wall | myo
     contact = wall & (ndimage.distance_transform_edt(~rv) <= 3.0)
     if contact.sum() < 3:
         raise StudyError("no RV insertion points: the RV does not border the myocardium")
