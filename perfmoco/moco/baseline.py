@@ -58,6 +58,7 @@ import logging
 from typing import NamedTuple
 
 import torch
+from monai.networks.layers import separable_filtering
 
 from perfmoco.moco.refine import REFINE_CROP, REFINE_SPACING_MM, refine_crop
 from perfmoco.moco.similarity import (
@@ -275,10 +276,7 @@ def _smooth(frames: torch.Tensor, sigma_px: float) -> torch.Tensor:
     r = max(1, int(round(3.0 * sigma_px)))
     x = torch.arange(-r, r + 1, dtype=frames.dtype, device=frames.device)
     k = torch.exp(-0.5 * (x / sigma_px) ** 2)
-    k = k / k.sum()
-    out = torch.nn.functional.pad(frames[:, None], (r, r, r, r), mode="replicate")
-    out = torch.nn.functional.conv2d(out, k.view(1, 1, 1, -1))
-    return torch.nn.functional.conv2d(out, k.view(1, 1, -1, 1))[:, 0]
+    return separable_filtering(frames[:, None], [k / k.sum()] * 2, mode="replicate")[:, 0]
 
 
 def _block_search(crop, disc, n: int, n_late: int, spacing: float, similarity: str, config,
@@ -299,10 +297,10 @@ def _block_search(crop, disc, n: int, n_late: int, spacing: float, similarity: s
         return (sd_of_mean(frames), sd_late) if similarity == "ngf" else None
 
     search = functools.partial(block_offset, fixed=late, disc=disc, similarity=similarity)
-    block_noise = noise(crop[:n])
-    d, ok = search(crop[:n].mean(0), max_px=max_px, noise=block_noise)
+    block, block_noise = crop[:n].mean(0), noise(crop[:n])
+    d, ok = search(block, max_px=max_px, noise=block_noise)
     if not ok:  # a deep breather's block far off: twice the range at the same step
-        d, ok = search(crop[:n].mean(0), max_px=max_px, reach=2, noise=block_noise)
+        d, ok = search(block, max_px=max_px, reach=2, noise=block_noise)
         log.info("%s: pre-contrast block offset beyond %.0f mm; searched to %.0f mm: %s",
                  name, config.baseline_max_mm, 2 * config.baseline_max_mm,
                  "found" if ok else "again at the edge")
