@@ -153,6 +153,23 @@ def test_pre_contrast_frames_left_off_the_first_ones_are_not_read_as_the_bolus()
     assert baseline_length(torch.stack(frames), disc) == 11
 
 
+def test_pre_contrast_frames_brightened_for_a_few_beats_are_not_read_as_the_bolus():
+    """A deep breath carries the heart towards the surface coils: its frames come out
+    brighter for a few beats, then dim again (11725 b's basal slice: frames 4-6 and
+    11-13, up to 10 %). Contrast, once it has come, stays; read frame by frame, the
+    block ended at frame 3."""
+    t = 30
+    frames = []
+    gen = torch.Generator().manual_seed(3)
+    for k in range(t):
+        c = 0.0 if k < 16 else min(1.0, 0.25 * (k - 15))  # first enhanced frame: 16
+        gain = 1.12 if k in (4, 5, 6, 11, 12, 13) else 1.0
+        img = gain * _heart(blood=0.3 + 0.6 * c, myo=0.45 + 0.2 * c, lung=0.05)
+        frames.append(img + 0.01 * torch.randn(img.shape, generator=gen))
+    disc = (identity_grid((64, 64)) - 31.5).norm(dim=0) < 24
+    assert baseline_length(torch.stack(frames), disc) == 15
+
+
 def test_the_aif_slice_needs_closer_halves_before_its_block_is_moved():
     """Even and odd pre-contrast frames 2 mm apart (one pixel of a 2 mm grid, the
     block at +3 mm on average): within the high-resolution gate (2.5 mm), not

@@ -91,6 +91,9 @@ SPACING_MM = REFINE_SPACING_MM
 MIN_FRAMES = 4
 #: Late block: the last quarter of the dynamics, at least this many frames.
 MIN_LATE = 8
+#: The bolus starts the first run of enhanced frames: at least this many less one of the
+#: next this many (:func:`baseline_length`).
+RUN = 5
 #: Parzen bins of the mutual information (means of many frames: smooth histograms).
 BINS = 32
 #: The high-resolution slices' block search (``moco.baseline_similarity: ngf``): normalised
@@ -148,6 +151,11 @@ def baseline_length(crop: torch.Tensor, disc: torch.Tensor, *, cnr: float = 6.0,
         at the edges in both directions alike; contrast arrival adds signal
         only (the 99th percentile alone had read a deep breather's pre-contrast
         frames 4-12, sitting 3.5 mm from frames 0-3, as enhanced: 11699 b).
+        Contrast, once it has come, stays: the first enhanced frame is the first
+        that starts a run of them (at least ``RUN - 1`` of ``RUN`` frames), not
+        one of a few beats that a deep breath brought nearer the surface coils
+        (11725 b's basal slice: frames 4-6 and 11-13 up to 10 % brighter, and
+        the block had ended at frame 3).
 
     Returns
     -------
@@ -164,9 +172,13 @@ def baseline_length(crop: torch.Tensor, disc: torch.Tensor, *, cnr: float = 6.0,
     q = torch.quantile(x - base, torch.tensor([0.01, 0.99], dtype=x.dtype), dim=1)
     enh = q[1] + q[0]  # the positive tail beyond the negative one's size
     above = enh > max(cnr * noise, fraction * enh.max().item())
-    if not above.any():
+    # contrast stays: the first frame that starts a run of enhanced ones
+    run = min(RUN, above.numel())
+    held = above & (torch.nn.functional.pad(above.double(), (0, run - 1))
+                    .unfold(0, run, 1).sum(dim=1) >= run - 1)
+    if not held.any():
         return 0
-    return max(int(torch.nonzero(above)[0, 0]) - 1, 0)
+    return max(int(torch.nonzero(held)[0, 0]) - 1, 0)
 
 
 def block_offset(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor, *,
