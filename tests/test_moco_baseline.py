@@ -296,6 +296,26 @@ def test_coarse_search_finds_a_large_move_to_the_reference_frame():
                                2.0 * np.hypot(*np.array(shifts).T), atol=1.0)
 
 
+def test_coarse_search_looks_twice_as_far_for_a_frame_beyond_its_range():
+    """A deep breather's frame 30 mm from the reference (11772 a's apical slice: the
+    reference frame at one end of the breath, frames at the other 21-30 mm away). The
+    search's first range (+-25 mm a side) ends short of it; it is searched again over
+    twice the range, and found."""
+    from perfmoco.moco.coarse import coarse_translations
+
+    shifts = [(2.0, 15.0), (-3.0, 5.0), (0.0, 0.0)]  # pixels of 2 mm; last: ref
+    gen = torch.Generator().manual_seed(5)
+    frames = []
+    for sh in shifts:
+        img = _heart(blood=0.95, myo=0.62, lung=0.05, shift=sh, n=96)
+        frames.append(img + 0.01 * torch.randn(img.shape, generator=gen))
+    maps, found = coarse_translations(torch.stack(frames), torch.tensor([0, 1]), 2,
+                                      (31.5, 31.5), (2.0, 2.0), (0.0, 1.0), max_mm=25.0,
+                                      radius_mm=40.0)
+    assert found.all()
+    np.testing.assert_allclose(maps[:, :, 2].numpy(), shifts[:2], atol=0.5)
+
+
 def test_mutual_information_is_that_of_the_linear_parzen_joint_histogram():
     from perfmoco.moco.similarity import mutual_information
 

@@ -15,9 +15,12 @@ translation to the reference frame searched
 exhaustively by mutual information (:func:`perfmoco.moco.baseline.block_offsets`:
 9 x 9 coarse-to-fine grids, so there is no capture range to fall out of; all
 frames at once) on the refinement's crop of the original frames, and the
-network runs once more from there.  Frames whose optimum lies on the edge of
-the search, or whose search disagrees with the network's direction or reach
-(:func:`agrees`), keep the network's result.
+network runs once more from there.  A frame whose optimum lies on the edge of
+the search is searched again over twice the range at the same step (a reference
+frame at one end of a deep breath, frames at the other 21-30 mm away: 11772 a's
+apical slice, Dice 0.28 -> 0.85); frames still on the edge, or whose search
+disagrees with the network's direction or reach (:func:`agrees`), keep the
+network's result.
 
 Why only with deep breathing: restarting the frames beyond 5 mm in every
 series changed 22-27 slices of 16 studies each way (breathing 9600-9615:
@@ -126,5 +129,9 @@ def coarse_translations(images: torch.Tensor, frames: torch.Tensor, reference: i
     shifts[:, 0, 0] = shifts[:, 1, 1] = 1.0
     d, found = block_offsets(crop[:-1], crop[-1], disc, max_px=max_mm / REFINE_SPACING_MM,
                              bins=BINS, levels=LEVELS)
+    far = torch.nonzero(~found).flatten()
+    if far.numel():  # at the edge: twice the range at the same step
+        d[far], found[far] = block_offsets(crop[far], crop[-1], disc, bins=BINS, levels=LEVELS,
+                                           max_px=max_mm / REFINE_SPACING_MM, reach=2)
     shifts[:, :, 2] = d.to(shifts)
     return affine_crop_to_full(shifts, geo), found
