@@ -316,6 +316,16 @@ def test_coarse_search_looks_twice_as_far_for_a_frame_beyond_its_range():
     np.testing.assert_allclose(maps[:, :, 2].numpy(), shifts[:2], atol=0.5)
 
 
+def test_a_search_is_trusted_where_it_extends_the_networks_move():
+    """The network under-reaches large moves (11772 a: 3.4 px where the frame was
+    14.9 px off); a search the other way, or much further still, is not used."""
+    from perfmoco.moco.coarse import agrees
+
+    net = torch.tensor([[1.1, 3.2], [1.1, 3.2], [1.1, 3.2], [1.1, 3.2], [1.1, 3.2]])
+    found = torch.tensor([[-2.8, 14.6], [1.0, 3.0], [-1.1, -3.2], [6.0, -1.0], [5.0, 20.0]])
+    assert agrees(net, found).tolist() == [True, True, False, False, False]
+
+
 def test_mutual_information_is_that_of_the_linear_parzen_joint_histogram():
     from perfmoco.moco.similarity import mutual_information
 
