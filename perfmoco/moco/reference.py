@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from perfmoco.moco.coarse import centre_moves
@@ -18,7 +19,7 @@ from perfmoco.moco.transforms import compose_affine, map_points
 if TYPE_CHECKING:
     from perfmoco.moco.crops import SeriesCrops
 
-__all__ = ["REFERENCE_GAIN_MM", "middle_reference", "rebase"]
+__all__ = ["REFERENCE_GAIN_MM", "middle_reference", "rebase", "unflagged_reference"]
 
 
 #: The reference moves only to a dynamic this much nearer the median LV position, mm.
@@ -46,6 +47,24 @@ def middle_reference(sc: SeriesCrops, m_full: torch.Tensor, bad: torch.Tensor) -
         return ref
     best = min(cand, key=lambda i: float(dist[i]))
     return best if float(dist[ref] - dist[best]) >= REFERENCE_GAIN_MM else ref
+
+
+def unflagged_reference(qc, ref: int) -> int:
+    """The dynamic nearest ``ref`` in time that motion QC did not flag (``ref`` if unflagged).
+
+    Every frame is registered to a PCA reference after step 1, so the reference
+    frame only anchors the result (``moco.anchor_reference``) and is the one the
+    others are compared with.  A flagged reference frame (mistriggered, caught in
+    another cardiac phase) gives way to its nearest unflagged neighbour, the later
+    one where two are as near: fresh 11867 a's basal slice had dynamic 62 (a
+    mistrigger) as its reference, every other frame's myocardium a different
+    shape from its own (Dice 0.833 against it).  All flagged: ``ref``.
+    """
+    flags = np.asarray(qc, bool)
+    if not flags[ref] or flags.all():
+        return ref
+    free = np.flatnonzero(~flags)
+    return int(free[np.lexsort((-free, np.abs(free - ref)))[0]])
 
 
 def rebase(m_full: torch.Tensor, ref: int, centre_yx) -> tuple[torch.Tensor, tuple]:
