@@ -106,7 +106,7 @@ def test_deep_breathing_frames_reach_the_reference_frame(corrector, monkeypatch)
     clamped to its bound at each step."""
     from dataclasses import replace
 
-    from perfmoco.moco import pipeline, refine
+    from perfmoco.moco import reference, refine
     from perfmoco.phantom import generate_phantom
 
     ph = generate_phantom(seed=9955, motion="breathing")
@@ -141,7 +141,7 @@ def test_deep_breathing_frames_reach_the_reference_frame(corrector, monkeypatch)
     # (the reference frame, left 6 mm from all the others, is QC-flagged, and its
     # neighbour anchoring the result instead catches that too: measured 0.91 mm)
     assert centroid_error_mm(without(**neither)) < 2.0
-    monkeypatch.setattr(pipeline, "unflagged_reference", lambda qc, ref: ref)
+    monkeypatch.setattr(reference, "unflagged_reference", lambda qc, ref: ref)
     assert centroid_error_mm(without(**neither)) > 4.0
     # ... where a reference frame nearer mid-breath halves every frame's way (measured
     # 1.08 mm even so)

@@ -30,7 +30,6 @@ caller passes the original frames through (``method="none"``).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -46,7 +45,7 @@ from perfmoco.moco import networks
 from perfmoco.moco.checks import check_series, identity_result, torch_device
 from perfmoco.moco.decompose import pca_reference
 from perfmoco.moco.preprocess import LvLocation
-from perfmoco.moco.reference import middle_reference, rebase, unflagged_reference
+from perfmoco.moco.reference import anchored_off_flags, middle_reference, rebase
 from perfmoco.moco.result import MocoResult
 from perfmoco.moco.steps import (
     SeriesCrops,
@@ -346,19 +345,14 @@ class MotionCorrector:
                     "reference_index": ref}
         d3, n2 = dense_step3(sc, self._run_net, m3, m_full, scale)
         qc = frame_qc(sc, n2, d3, bad, m3.crop, m3.crop_spacing_mm)
-        anchor = unflagged_reference(qc, ref)
-        if anchor != ref:
-            log.info("%s: reference dynamic %d instead of %d (QC-flagged)", series.name,
-                     anchor, ref)
-            sc = dataclasses.replace(sc, ref=anchor)
-            ref = anchor
+        sc = anchored_off_flags(sc, qc)  # not a mistriggered frame
         disp, corrected = compose_and_resample(sc, m_full, d3, scale)
         disp_np = disp.cpu().numpy().astype(np.float32)
         corr_np = corrected.cpu().numpy().astype(np.float32)
         return MocoResult(
             corrected=corr_np[:t_dyn],
             displacement=disp_np[:t_dyn],
-            reference_index=ref,
+            reference_index=sc.ref,
             qc=qc,
             pd_corrected=corr_np[t_dyn:],
             pd_displacement=disp_np[t_dyn:],

@@ -8,6 +8,8 @@ series' median LV position, and :func:`rebase` moves the maps onto it.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,7 +21,10 @@ from perfmoco.moco.transforms import compose_affine, map_points
 if TYPE_CHECKING:
     from perfmoco.moco.crops import SeriesCrops
 
-__all__ = ["REFERENCE_GAIN_MM", "middle_reference", "rebase", "unflagged_reference"]
+__all__ = ["REFERENCE_GAIN_MM", "anchored_off_flags", "middle_reference", "rebase",
+           "unflagged_reference"]
+
+log = logging.getLogger(__name__)
 
 
 #: The reference moves only to a dynamic this much nearer the median LV position, mm.
@@ -65,6 +70,16 @@ def unflagged_reference(qc, ref: int) -> int:
         return ref
     free = np.flatnonzero(~flags)
     return int(free[np.lexsort((-free, np.abs(free - ref)))[0]])
+
+
+def anchored_off_flags(sc: SeriesCrops, qc) -> SeriesCrops:
+    """``sc`` with its reference moved off a QC-flagged dynamic (:func:`unflagged_reference`)."""
+    anchor = unflagged_reference(qc, sc.ref)
+    if anchor == sc.ref:
+        return sc
+    log.info("%s: reference dynamic %d instead of %d (QC-flagged)", sc.series.name, anchor,
+             sc.ref)
+    return dataclasses.replace(sc, ref=anchor)
 
 
 def rebase(m_full: torch.Tensor, ref: int, centre_yx) -> tuple[torch.Tensor, tuple]:
