@@ -184,7 +184,8 @@ def baseline_length(crop: torch.Tensor, disc: torch.Tensor, *, cnr: float = 6.0,
 def block_offset(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor, *,
                  max_px: float, start: torch.Tensor | None = None, levels: int = 3,
                  bins: int = BINS, reach: int = 1, similarity: str = "mi",
-                 noise: tuple[float, float] | None = None) -> tuple[torch.Tensor, bool]:
+                 noise: tuple[float, float] | None = None,
+                 widen: bool = False) -> tuple[torch.Tensor, bool]:
     """Translation ``d`` that maximises the similarity of ``moving(p + d)`` with ``fixed(p)``.
 
     An exhaustive search on a 9 x 9 grid spanning ``+-max_px`` about ``start``,
@@ -214,6 +215,9 @@ def block_offset(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor, 
     noise : tuple of 2 float, keyword-only, optional
         ``ngf``: the noise SDs of ``moving`` and ``fixed`` (e.g. from the frames
         they average); default :func:`.similarity.noise_sd` of each.
+    widen : bool, keyword-only
+        Where the coarse optimum lies on the edge of the range, search again over
+        twice the range at the same step (a deep breather's frames far off).
 
     Returns
     -------
@@ -225,19 +229,21 @@ def block_offset(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor, 
     """
     d, ok = block_offsets(moving[None], fixed, disc, max_px=max_px, levels=levels, bins=bins,
                           start=None if start is None else start[None], reach=reach,
-                          similarity=similarity, noise=noise)
+                          similarity=similarity, noise=noise, widen=widen)
     return d[0], bool(ok[0])
 
 
 def block_offsets(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor, *,
                   max_px: float, start: torch.Tensor | None = None, levels: int = 3,
                   bins: int = BINS, chunk: int = 16, reach: int = 1,
-                  similarity: str = "mi",
-                  noise: tuple[float, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  similarity: str = "mi", noise: tuple[float, float] | None = None,
+                  widen: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`block_offset` of many frames ``(N, H, W)`` to one ``fixed``, batched.
 
-    Returns ``(N, 2)`` offsets (float64, CPU) and ``(N,)`` interior flags.
+    Returns ``(N, 2)`` offsets (float64, CPU) and ``(N,)`` interior flags (with
+    ``widen``: of the wider search, for the frames searched again).
     """
+    given = moving
     n = moving.shape[0]
     g_disc = identity_grid(moving.shape[-2:], device=moving.device)[:, disc]  # (2, P)
     best = (torch.zeros(n, 2, dtype=torch.float64) if start is None
@@ -280,6 +286,12 @@ def block_offsets(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor,
                                  < max(int(reach), 1) * max_px - 1e-9).all(dim=1)
             best[sel] = pick
         step /= 4.0
+    far = torch.nonzero(~interior).flatten()
+    if widen and far.numel():  # on the edge: twice the range at the same step
+        best[far], interior[far] = block_offsets(
+            given[far.to(given.device)], fixed, disc, max_px=max_px, levels=levels, bins=bins,
+            start=origin[far], chunk=chunk, reach=2 * max(int(reach), 1),
+            similarity=similarity, noise=noise)
     return best, interior
 
 
@@ -310,9 +322,8 @@ def _block_search(crop, disc, n: int, n_late: int, spacing: float, similarity: s
 
     search = functools.partial(block_offset, fixed=late, disc=disc, similarity=similarity)
     block, block_noise = crop[:n].mean(0), noise(crop[:n])
-    d, ok = search(block, max_px=max_px, noise=block_noise)
-    if not ok:  # a deep breather's block far off: twice the range at the same step
-        d, ok = search(block, max_px=max_px, reach=2, noise=block_noise)
+    d, ok = search(block, max_px=max_px, noise=block_noise, widen=True)
+    if not ok or float(d.abs().max()) >= max_px:  # a deep breather's block far off
         log.info("%s: pre-contrast block offset beyond %.0f mm; searched to %.0f mm: %s",
                  name, config.baseline_max_mm, 2 * config.baseline_max_mm,
                  "found" if ok else "again at the edge")

@@ -131,10 +131,6 @@ def coarse_translations(images: torch.Tensor, frames: torch.Tensor, reference: i
     shifts = torch.zeros(len(frames), 2, 3, dtype=torch.float64, device=images.device)
     shifts[:, 0, 0] = shifts[:, 1, 1] = 1.0
     d, found = block_offsets(crop[:-1], crop[-1], disc, max_px=max_mm / REFINE_SPACING_MM,
-                             bins=BINS, levels=LEVELS)
-    far = torch.nonzero(~found).flatten()
-    if far.numel():  # at the edge: twice the range at the same step
-        d[far], found[far] = block_offsets(crop[far], crop[-1], disc, bins=BINS, levels=LEVELS,
-                                           max_px=max_mm / REFINE_SPACING_MM, reach=2)
+                             bins=BINS, levels=LEVELS, widen=True)
     shifts[:, :, 2] = d.to(shifts)
     return affine_crop_to_full(shifts, geo), found

@@ -68,8 +68,7 @@ def unflagged_reference(qc, ref: int) -> int:
     flags = np.asarray(qc, bool)
     if not flags[ref] or flags.all():
         return ref
-    free = np.flatnonzero(~flags)
-    return int(free[np.lexsort((-free, np.abs(free - ref)))[0]])
+    return int(min(np.flatnonzero(~flags), key=lambda i: (abs(i - ref), -i)))
 
 
 def anchored_off_flags(sc: SeriesCrops, qc) -> SeriesCrops:
