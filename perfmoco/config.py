@@ -341,6 +341,12 @@ class QuantConfig:
     #: A slice whose LV lies further than this from the other slices' is searched
     #: again near theirs, mm (:mod:`perfmoco.anatomy.stack`; 0: each on its own).
     stack_lv_tolerance_mm: float = 30.0
+    #: The slices' bolus delays (AIF to myocardium, s) come from one fit of the mean
+    #: core curve of all slices, each slice's within +- this of it (its shape within a
+    #: factor 2); 0: that one delay for every slice, whose pixels then move within
+    #: +-0.3 s of it (:func:`perfmoco.quant.grouped.fit_fermi_grouped`).  A thin apical
+    #: wall's own mean curve is too noisy for a delay (see docs/quantification.md).
+    slice_delay_window_s: float = 0.0
 
     def no_pd_efficiency(self, *, aif: bool) -> tuple[str, float]:
         """The saturation efficiency used without PD frames and its setting's name."""

@@ -41,6 +41,7 @@ def test_overrides_are_typed_and_checked(tmp_path):
     ("quant.hematocrit", "1.0", r"quant.hematocrit must be in \[0, 1\)"),
     ("quant.t1_blood_s", "0", r"quant.t1_blood_s must be > 0"),
     ("quant.r2_min", "1.5", r"quant.r2_min must be <= 1"),
+    ("quant.slice_delay_window_s", "-0.1", r"quant.slice_delay_window_s must be >= 0"),
     ("server.port", "70000", r"server.port must be in \[0, 65535\]"),
     ("server.workers", "0", r"server.workers must be >= 1"),
     ("mrd.min_dynamics", "2", r"mrd.min_dynamics must be >= 3"),

@@ -205,3 +205,38 @@ def test_spillover_index_errors():
         fit_fermi(c, a, dt_s=0.6, spillover=np.array([0, 1]), spill_curves=a[None, :-1])
     with pytest.raises(ValueError, match="bool or an int"):
         fit_fermi(c, a, dt_s=0.6, spillover=np.array([0.5, 1.0]))
+
+
+def test_slices_take_the_delay_of_all_their_curves():
+    """A small slice's (a thin apical wall's) own mean curve is too noisy for a delay:
+    fitted on its own, the delay moved the slice's MBF by up to 1.2 ml/min/g over ten
+    noise draws; with the delay of all curves (``delay_group_window_s=0``) within 0.2."""
+    n0, n1 = 600, 30
+    lab = np.r_[np.zeros(n0, int), np.ones(n1, int)]
+    c, a = _curves(np.full(n0 + n1, 2.5))
+    err = {None: [], 0.0: []}
+    for seed in range(10):
+        noisy = c + np.random.default_rng(seed).normal(0, 0.1, c.shape)  # peak 0.65 mmol/l
+        for w in err:
+            _, grp, _ = fit_fermi_grouped(noisy, a, groups=lab, delay_groups=lab, dt_s=0.6,
+                                          delay_group_window_s=w)
+            err[w].append(abs(grp.mbf[1] - 2.5))
+    assert max(err[None]) > 0.8 and max(err[0.0]) < 0.25
+
+
+def test_slice_delays_within_a_window_of_the_shared_one():
+    """A slice whose bolus truly comes 0.25 s later keeps its own delay within a window
+    of the shared one (noise-free); with one shared delay its pixels, free within
+    +-0.3 s of it, still read its flow."""
+    n0, n1 = 600, 30
+    lab = np.r_[np.zeros(n0, int), np.ones(n1, int)]
+    c = np.r_[_curves(np.full(n0, 2.5))[0], _curves(np.full(n1, 2.5), delay=0.85)[0]]
+    a = _curves(np.array([1.0]))[1]
+    pix, grp, _ = fit_fermi_grouped(c, a, groups=lab, delay_groups=lab, dt_s=0.6,
+                                    delay_group_window_s=0.3)
+    np.testing.assert_allclose(grp.delay, [0.6, 0.85], atol=0.05)
+    np.testing.assert_allclose(grp.mbf, 2.5, rtol=0.03)
+    pix, grp, _ = fit_fermi_grouped(c, a, groups=lab, delay_groups=lab, dt_s=0.6,
+                                    delay_group_window_s=0.0)
+    assert grp.delay[1] == grp.delay[0] and grp.delay[0] == pytest.approx(0.6, abs=0.05)
+    assert np.median(pix.mbf[n0:]) == pytest.approx(2.5, rel=0.03)

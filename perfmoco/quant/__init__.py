@@ -384,7 +384,8 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         delay_groups=np.concatenate(dgroups), frame_mask=fm_arg, core=np.concatenate(cores),
         density=config.tissue_density, r2_min=config.r2_min,
         fast_pixels=config.fast_pixel_fit, denoise=config.temporal_denoise,
-        group_blood=config.blood_spillover, **spill)
+        group_blood=config.blood_spillover, delay_group_window_s=config.slice_delay_window_s,
+        **spill)
     seg_keys = [(int(g) // 1000, int(g) % 1000) for g in gids]  # (slice, segment)
     seg_fit = dict(zip(seg_keys, map(float, gfit.mbf)))
     seg_vb = dict(zip(seg_keys, map(float, gfit.vb)))
