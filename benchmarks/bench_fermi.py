@@ -127,7 +127,8 @@ def _oracle(ph, study):
     return study.replace_slices(out)
 
 
-def bench_phantoms(k, motion, corrections, seed0=0, vendor="a", warp_order=1, heart_scale=1.0):
+def bench_phantoms(k, motion, corrections, seed0=0, vendor="a", warp_order=1, heart_scale=1.0,
+                   slice_delays=None):
     from scipy import ndimage
 
     from perfmoco.config import QuantConfig
@@ -137,7 +138,7 @@ def bench_phantoms(k, motion, corrections, seed0=0, vendor="a", warp_order=1, he
     cases = [(True, "none")] if motion == "none" else []
     cases += [(False, c) for c in corrections]
     phs = [generate_phantom(seed=seed, motion=motion, vendor=vendor, warp_order=warp_order,
-                            heart_scale=heart_scale)
+                            heart_scale=heart_scale, slice_delays_s=slice_delays)
            for seed in range(seed0, seed0 + k)]
     for clean, corr in cases:
         seg_err, pix_all, pix_core, aha_ok, sd_seg, t_q, cls = [], [], [], [], [], [], []
@@ -281,6 +282,10 @@ def main():
                          "published figure), 3 cubic B-spline (no frame-dependent blur)")
     ap.add_argument("--heart-scale", type=float, default=1.0,
                     help="the phantoms' heart size against the usual one (0.7-1.5)")
+    ap.add_argument("--slice-delays", type=lambda v: tuple(float(x) for x in v.split(",")),
+                    default=None, metavar="B,M,A",
+                    help="add these delays (s) to the basal, mid and apical slices' bolus "
+                         "(e.g. -0.25,0,0.25: slices whose delays truly differ)")
     ap.add_argument("--corrections", default="none,oracle",
                     help="none, oracle (the phantom's true inverse displacement) and/or dl "
                          "(the shipped networks + refinement)")
@@ -290,7 +295,7 @@ def main():
         bench_speed(a.n, a.t, a.loop)
     if a.phantoms:
         bench_phantoms(a.phantoms, a.motion, a.corrections.split(","), a.seed0, a.vendor,
-                       a.warp_order, a.heart_scale)
+                       a.warp_order, a.heart_scale, a.slice_delays)
 
 
 if __name__ == "__main__":

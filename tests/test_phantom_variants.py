@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from phantom_common import MYO, prefix
+from scipy import ndimage
 
 from perfmoco.phantom import generate_phantom
 from perfmoco.phantom.fov import fov_corner
@@ -27,6 +28,27 @@ def test_heart_scale_makes_the_heart_larger_and_nothing_else():
     for key in ("fermi_tau0_s", "healthy_mbf", "s0_times", "noise_sd"):
         np.testing.assert_array_equal(small.truth[key], big.truth[key])
     assert small.study.slices[0].shape == big.study.slices[0].shape
+
+
+def test_slice_delays_move_only_their_slices_bolus():
+    """Slices whose bolus delays truly differ: the apical myocardium's curve arrives later
+    by the delay given, the basal slice and the AIF slice stay as they were."""
+    base, late = (generate_phantom(seed=3, motion="none", n_dynamics=40, slice_delays_s=d)
+                  for d in (None, (0.0, 0.0, 0.6)))
+    np.testing.assert_array_equal(late.truth["slice_delays_s"], [0.0, 0.0, 0.6])
+    np.testing.assert_array_equal(base.truth["slice_delays_s"], 0.0)
+    for k in ("s0", "aif"):
+        np.testing.assert_array_equal(base.noise_free[k], late.noise_free[k])
+    # the wall's core (its edge pixels hold some blood, whose bolus stays where it was)
+    m = ndimage.binary_erosion(base.truth["s2_labels"] == MYO)
+    t = base.truth["s2_times"] - base.truth["s2_times"][0]
+
+    a, b = (p.noise_free["s2"][:, m].mean(1) for p in (base, late))
+    shifts = np.arange(0.0, 1.21, 0.05)  # the late curve as the first one moved later
+    misfit = [np.sum((b - np.interp(t - d, t, a)) ** 2) for d in shifts]
+    assert shifts[int(np.argmin(misfit))] == pytest.approx(0.6, abs=0.1)
+    with pytest.raises(ValueError, match="slice_delays_s"):
+        generate_phantom(seed=3, slice_delays_s=(0.0, 3.0, 0.0))
 
 
 @pytest.mark.parametrize("corner", ["top-right", "bottom-left"])

@@ -51,7 +51,8 @@ AIF slice (prefix ``aif``), ``T`` dynamics (PD frames excluded), ``P`` PD frames
 - ``aif_gd`` (T_aif,) float64: true blood [Gd] at the AIF slice's dynamic times.
 - Scalars (0-d arrays unless noted): ``spacing_mm`` (2,), ``aif_spacing_mm`` (2,),
   ``fermi_tau0_s``, ``fermi_k_per_s``, ``fermi_delay_s`` (Fermi parameters of the
-  myocardium, see :func:`perfmoco.quant.model.tissue_curve`), ``healthy_mbf``,
+  myocardium, see :func:`perfmoco.quant.model.tissue_curve`), ``slice_delays_s`` (3,)
+  (added to that delay in the basal, mid and apical slice), ``healthy_mbf``,
   ``saturation_efficiency`` / ``aif_saturation_efficiency`` (see
   :mod:`perfmoco.phantom.signal`), ``noise_sd`` / ``aif_noise_sd`` (Rician SD per
   channel, pixel units), ``lv_peak_dynamic`` (1-based), ``mistriggered`` (T,) bool,

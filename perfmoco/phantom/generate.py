@@ -118,6 +118,7 @@ def generate_phantom(
     saturation_efficiency: float | None = None,
     warp_order: int = 1,
     heart_scale: float = 1.0,
+    slice_delays_s: tuple[float, float, float] | None = None,
 ) -> Phantom:
     """Generate a synthetic free-breathing dual-sequence stress perfusion study.
 
@@ -147,6 +148,10 @@ def generate_phantom(
         Size of the heart against the usual one (0.7-1.5; e.g. 1.35: a large LV with a
         ~36 mm basal cavity radius, its wall and the RV scaled alike).  Everything else
         is unchanged.
+    slice_delays_s : tuple of 3 float, keyword-only, optional
+        Added to the myocardium's bolus delay in the basal, mid and apical slice (s,
+        each within +-2): slices whose delays truly differ (by default they share
+        one).  The truth's ``slice_delays_s`` holds them (zeros by default).
 
     Returns
     -------
@@ -163,6 +168,9 @@ def generate_phantom(
     if (isinstance(heart_scale, bool) or not isinstance(heart_scale, numbers.Real)
             or not 0.7 <= heart_scale <= 1.5):
         raise ValueError(f"heart_scale must be in [0.7, 1.5], got {heart_scale!r}")
+    offsets = np.zeros(3) if slice_delays_s is None else np.asarray(slice_delays_s, np.float64)
+    if offsets.shape != (3,) or not np.all(np.abs(offsets) <= 2.0):
+        raise ValueError(f"slice_delays_s must be 3 delays (s) within +-2, got {slice_delays_s!r}")
     if warp_order not in (1, 3) or isinstance(warp_order, bool):
         raise ValueError(f"warp_order must be 1 (bilinear) or 3 (cubic B-spline), got "
                          f"{warp_order!r}")
@@ -206,7 +214,8 @@ def generate_phantom(
         prefix = "aif" if is_aif else f"s{slot}"
         sl = _render_series(
             anats[k], level=_LEVELS[k], slice_index=k, shape=(mat, mat), spacing=sp,
-            times=beats.times(slot), beats=beats, blood=blood, curves=curves, fermi=fermi,
+            times=beats.times(slot), beats=beats, blood=blood, curves=curves,
+            fermi=fermi if is_aif else {**fermi, "delay_s": fermi["delay_s"] + offsets[slot]},
             healthy=healthy, defects=defects, model=mot,
             ts=vp.ts_aif_s if is_aif else vp.ts_highres_s, eta=eta_aif if is_aif else eta,
             scale=vp.intensity_scale, sigma=sigma * (0.6 if is_aif else 1.0),
@@ -232,7 +241,8 @@ def generate_phantom(
     truth["aif_spacing_mm"] = np.array([2 * vp.spacing_mm] * 2)
     truth.update({
         "fermi_tau0_s": np.array(fermi["tau0_s"]), "fermi_k_per_s": np.array(fermi["k_per_s"]),
-        "fermi_delay_s": np.array(fermi["delay_s"]), "healthy_mbf": np.array(healthy),
+        "fermi_delay_s": np.array(fermi["delay_s"]), "slice_delays_s": offsets,
+        "healthy_mbf": np.array(healthy),
         "saturation_efficiency": np.array(eta), "aif_saturation_efficiency": np.array(eta_aif),
         "blood_pd_factor": np.array(blood_pd), "noise_sd": np.array(sigma),
         "aif_noise_sd": np.array(0.6 * sigma),
