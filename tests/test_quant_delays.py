@@ -37,3 +37,47 @@ def test_a_window_follows_slices_whose_delays_truly_differ():
         slice_delay_window_s=w))) for w in (0.0, 0.3))
     assert one[2] > 0.05 and window[2] < 0.6 * one[2]
     assert max(window[0], window[1], one[0], one[1]) < 0.03
+
+
+def test_blood_in_the_myocardial_mask_is_warned_of():
+    """A fifth to a third of the LV blood's signal mixed into every myocardial pixel (a
+    ring off the wall): the study's delay fit takes a near-exponential shape and the
+    study is warned of (the clean study of ``test_quant_study`` gives no warning)."""
+    ph = phantom.generate_phantom(seed=0, motion="none")
+    out = []
+    for s in ph.study.slices:
+        key = "aif" if s.role is SliceRole.AIF else f"s{s.slice_index}"
+        im = np.array(ph.noise_free[key], np.float64)
+        if s.role is not SliceRole.AIF:
+            lab = ph.truth[f"{key}_labels"]
+            myo = lab == phantom.LABELS["lv_myocardium"]
+            blood = im[:, lab == phantom.LABELS["lv_blood"]].mean(axis=1)
+            im[:, myo] = 0.7 * im[:, myo] + 0.3 * blood[:, None]
+        out.append(s.replace(images=im.astype(np.float32), pd_images=ph.noise_free[key + "_pd"]))
+    with pytest.warns(UserWarning, match="near-exponential response"):
+        r = quantify_study(ph.study.replace_slices(out), config=QuantConfig())
+    assert any("MBF may be overestimated" in w for w in r.warnings)
+
+
+def test_the_fits_that_set_the_delays_are_handed_back():
+    """``delay_fits``: one fit of all curves (labels None) with one shared delay, or the
+    delay groups' own fits under their labels."""
+    from curve_common import FINE, aif_fine
+
+    from perfmoco.quant.grouped import fit_fermi_grouped
+    from perfmoco.quant.model import tissue_curve
+
+    tf = np.arange(0, 43, FINE)  # continuous time, sampled every 0.6 s
+    idx = np.round(np.arange(70) * 0.6 / FINE).astype(int)
+    tis = tissue_curve(aif_fine(tf), dt_s=FINE, flow_per_s=0.04, tau0_s=4.0, k_per_s=1.0,
+                       delay_s=0.6)
+    c, aif = np.repeat(tis[idx][None], 40, axis=0), aif_fine(tf)[idx]
+    lab = np.repeat([3, 7], 20)
+    for window, labels in ((0.0, None), (None, [3, 7])):
+        fits: list = []
+        fit_fermi_grouped(c, aif, groups=lab, delay_groups=lab, dt_s=0.6,
+                          delay_group_window_s=window, delay_fits=fits)
+        (got, dfit), = fits
+        assert (got is None and labels is None) or list(got) == labels
+        assert dfit.tau0.shape == ((1,) if labels is None else (2,))
+        np.testing.assert_allclose(dfit.delay, 0.6, atol=0.1)

@@ -17,7 +17,7 @@ from perfmoco.quant.aif import AifResult, extract_aif
 from perfmoco.quant.anatomy import aha_labels, slice_anatomy
 from perfmoco.quant.fermi import FermiFit, fit_fermi, resample_uniform
 from perfmoco.quant.grouped import fit_fermi_grouped
-from perfmoco.quant.messages import coil_not_followed, warn
+from perfmoco.quant.messages import coil_not_followed, implausible_shape, warn
 from perfmoco.quant.pixels import core_pixels, distance_to, rim_pools
 from perfmoco.quant.resolution import interpolation_factor
 from perfmoco.quant.result import QuantResult
@@ -379,13 +379,15 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
     spill = {"spillover": np.concatenate(rims), "spill_curves": np.array(pools),
              "spill_signal": (np.array(pool_base), np.concatenate(base_q),
                               np.concatenate(ts_r))} if pools else {}
+    delay_fits: list = []
     fit, gfit, gids = fit_fermi_grouped(
         np.concatenate(curves), aif_u, groups=np.concatenate(groups), dt_s=dt,
         delay_groups=np.concatenate(dgroups), frame_mask=fm_arg, core=np.concatenate(cores),
         density=config.tissue_density, r2_min=config.r2_min,
         fast_pixels=config.fast_pixel_fit, denoise=config.temporal_denoise,
         group_blood=config.blood_spillover, delay_group_window_s=config.slice_delay_window_s,
-        **spill)
+        delay_fits=delay_fits, **spill)
+    implausible_shape(msgs, delay_fits, {s.slice_index: s.name for s in highres})
     seg_keys = [(int(g) // 1000, int(g) % 1000) for g in gids]  # (slice, segment)
     seg_fit = dict(zip(seg_keys, map(float, gfit.mbf)))
     seg_vb = dict(zip(seg_keys, map(float, gfit.vb)))

@@ -66,7 +66,8 @@ def fit_fermi_grouped(
     curves, aif, *, groups, dt_s: float, delay_groups=None, frame_mask=None, core=None,
     shape_range: float = 2.0, delay_window_s: float = 0.3, fixed_delay_s: float | None = None,
     fast_pixels: bool = False, spillover=False, denoise: bool = False,
-    group_blood: bool = False, delay_group_window_s: float | None = None, **kwargs,
+    group_blood: bool = False, delay_group_window_s: float | None = None,
+    delay_fits: list | None = None, **kwargs,
 ) -> tuple[FermiFit, FermiFit, np.ndarray]:
     """Hierarchical fit: delays on coarse mean curves, then groups, then pixels.
 
@@ -126,6 +127,10 @@ def fit_fermi_grouped(
         curve of all (core) curves, each delay group's within +- this (s) of
         it and its shape within ``shape_range`` of it; 0: that one delay for
         all.  Default: each delay group fits its own, unbounded.
+    delay_fits : list, keyword-only, optional
+        The fits that set the delays are appended to it as ``(labels, FermiFit)``:
+        the delay groups' labels and their fits, or ``(None, fit)`` for the one
+        fit of all curves (``delay_group_window_s=0``).
     **kwargs
         Further options of :func:`fit_fermi`.
 
@@ -170,17 +175,21 @@ def fit_fermi_grouped(
         d_ids, d_inv = np.unique(dg, return_inverse=True)
         dmeans, dfm = _group_means(pc, d_inv, d_ids.size, use, fm)
         if delay_group_window_s is None or d_ids.size == 1:
-            dp = _params(fit_fermi(dmeans, aif, dt_s=dt_s, frame_mask=dfm, **kwargs))
+            dfit, d_labels = fit_fermi(dmeans, aif, dt_s=dt_s, frame_mask=dfm, **kwargs), d_ids
         else:  # one delay for all first: the groups' own stay near it
             amean, afm = _group_means(pc, np.zeros(g.size, int), 1, use, fm)
-            dp = np.repeat(_params(fit_fermi(amean, aif, dt_s=dt_s, frame_mask=afm, **kwargs)),
-                           d_ids.size, axis=0)
+            dfit, d_labels = fit_fermi(amean, aif, dt_s=dt_s, frame_mask=afm, **kwargs), None
             if delay_group_window_s > 0:
-                init = _start_from(dmeans, dfm, aif, dp, np.arange(d_ids.size), dt_s=dt_s,
-                                   oversample=over)
-                dp = _params(fit_fermi(dmeans, aif, dt_s=dt_s, frame_mask=dfm, init=init,
-                                       shape_range=shape_range,
-                                       delay_window_s=delay_group_window_s, **kwargs))
+                init = _start_from(dmeans, dfm, aif, np.repeat(_params(dfit), d_ids.size, 0),
+                                   np.arange(d_ids.size), dt_s=dt_s, oversample=over)
+                dfit, d_labels = fit_fermi(dmeans, aif, dt_s=dt_s, frame_mask=dfm, init=init,
+                                           shape_range=shape_range,
+                                           delay_window_s=delay_group_window_s, **kwargs), d_ids
+        dp = _params(dfit)
+        if d_labels is None:
+            dp = np.repeat(dp, d_ids.size, axis=0)
+        if delay_fits is not None:
+            delay_fits.append((d_labels, dfit))
         first = np.array([np.flatnonzero(inv == j)[0] for j in range(ids.size)])
         init = _start_from(means, gfm, aif, dp, d_inv[first], dt_s=dt_s, oversample=over)
         gfit = fit_fermi(means, aif, dt_s=dt_s, frame_mask=gfm, init=init, fix_delay=True,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import warnings
 
-__all__ = ["coil_not_followed", "warn"]
+import numpy as np
+
+__all__ = ["MIN_TAU0_S", "coil_not_followed", "implausible_shape", "warn"]
 
 log = logging.getLogger("perfmoco.quant")
 
@@ -26,3 +28,27 @@ def coil_not_followed(msgs: list[str], name: str, reason: str, *, aif: bool = Fa
     warn(msgs, f"{name}: {whose} does not follow the surface-coil sensitivity through the "
                f"breathing motion ({reason}): {what} may be biased by the coil's change over "
                "the heart's excursion")
+
+
+#: A delay fit whose Fermi shape ``tau0`` (s) lies below this is near-exponential: the
+#: myocardium's mean curve looks like blood.  Over 16 studies after the DL correction
+#: (11886-11889 a / b, 11908-11915) the study's fit read 2.8-6.6 s, except 0.65 s on
+#: 11912 b, whose apical LV pool took a third of the wall (the ring lay off it); a
+#: tenth of blood in a clean curve takes it from 4.0 to 3.4 s, a fifth to 0.9 s.
+MIN_TAU0_S = 1.0
+
+
+def implausible_shape(msgs: list[str], delay_fits, names: dict) -> None:
+    """Warn where a fit that set the delays has a near-exponential shape.
+
+    ``delay_fits`` as :func:`perfmoco.quant.grouped.fit_fermi_grouped` fills it;
+    ``names`` maps its delay-group labels (slice indices) to slice names.
+    """
+    for labels, fit in delay_fits:
+        for j in np.flatnonzero(np.asarray(fit.tau0) < MIN_TAU0_S):
+            where = ("the myocardium's mean curve (all slices)" if labels is None else
+                     f"{names.get(int(labels[j]), labels[j])}: the myocardium's mean curve")
+            warn(msgs, f"{where} fits a near-exponential response (Fermi tau0 "
+                       f"{float(fit.tau0[j]):.2f} s, under {MIN_TAU0_S:g} s), as blood does: "
+                       "the myocardial mask may hold blood (a ring off the wall, residual "
+                       "motion); MBF may be overestimated")
