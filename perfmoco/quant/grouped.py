@@ -130,7 +130,8 @@ def fit_fermi_grouped(
     delay_fits : list, keyword-only, optional
         The fits that set the delays are appended to it as ``(labels, FermiFit)``:
         the delay groups' labels and their fits, or ``(None, fit)`` for the one
-        fit of all curves (``delay_group_window_s=0``).
+        fit of all curves (``delay_group_window_s=0``); nothing without
+        ``delay_groups`` or with ``fixed_delay_s``.
     **kwargs
         Further options of :func:`fit_fermi`.
 
