@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from phantom_common import prefix
 
 from perfmoco.config import QuantConfig
 from perfmoco.quant import quantify_study
@@ -27,11 +28,8 @@ def test_a_window_follows_slices_whose_delays_truly_differ():
     read 7.5 % off (median); with the slices' delays within 0.3 s of it, 1.9 %, and the
     basal and mid slices within the 3 % target either way."""
     ph = phantom.generate_phantom(seed=11931, motion="none", slice_delays_s=(-0.25, 0.0, 0.25))
-    key = {s.slice_index: "aif" if s.role is SliceRole.AIF else f"s{s.slice_index}"
-           for s in ph.study.slices}
     study = ph.study.replace_slices([
-        s.replace(images=ph.noise_free[key[s.slice_index]],
-                  pd_images=ph.noise_free[key[s.slice_index] + "_pd"])
+        s.replace(images=ph.noise_free[prefix(s)], pd_images=ph.noise_free[prefix(s) + "_pd"])
         for s in ph.study.slices])
     one, window = (_pixel_errors(ph, quantify_study(study, config=QuantConfig(
         slice_delay_window_s=w))) for w in (0.0, 0.3))
@@ -46,7 +44,7 @@ def test_blood_in_the_myocardial_mask_is_warned_of():
     ph = phantom.generate_phantom(seed=0, motion="none")
     out = []
     for s in ph.study.slices:
-        key = "aif" if s.role is SliceRole.AIF else f"s{s.slice_index}"
+        key = prefix(s)
         im = np.array(ph.noise_free[key], np.float64)
         if s.role is not SliceRole.AIF:
             lab = ph.truth[f"{key}_labels"]
