@@ -17,7 +17,7 @@ from perfmoco.quant.aif import AifResult, extract_aif
 from perfmoco.quant.anatomy import aha_labels, slice_anatomy
 from perfmoco.quant.fermi import FermiFit, fit_fermi, resample_uniform
 from perfmoco.quant.grouped import fit_fermi_grouped
-from perfmoco.quant.messages import coil_not_followed, implausible_shape, warn
+from perfmoco.quant.messages import MIN_TAU0_S, coil_not_followed, implausible_shape, warn
 from perfmoco.quant.pixels import core_pixels, distance_to, rim_pools
 from perfmoco.quant.resolution import interpolation_factor
 from perfmoco.quant.result import QuantResult
@@ -386,7 +386,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         density=config.tissue_density, r2_min=config.r2_min,
         fast_pixels=config.fast_pixel_fit, denoise=config.temporal_denoise,
         group_blood=config.blood_spillover, delay_group_window_s=config.slice_delay_window_s,
-        delay_fits=delay_fits, **spill)
+        delay_fits=delay_fits, min_tau0_s=MIN_TAU0_S, **spill)
     implausible_shape(msgs, delay_fits, {s.slice_index: s.name for s in highres})
     seg_keys = [(int(g) // 1000, int(g) % 1000) for g in gids]  # (slice, segment)
     seg_fit = dict(zip(seg_keys, map(float, gfit.mbf)))

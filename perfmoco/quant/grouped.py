@@ -62,12 +62,37 @@ def _start_from(curves, fm, aif, params, index, *, dt_s, oversample):
     return np.column_stack([np.clip(f0, *F_BOUNDS), params[index, 1:]])
 
 
+def _study_delay_fit(pc, aif, dmeans, dfm, d_ids, d_inv, use, fm, delay_fits, *, min_tau0_s,
+                     dt_s, **kwargs):
+    """The one delay fit of the mean of all (core) curves.
+
+    Where its shape is near-exponential (``tau0 < min_tau0_s``: blood in the
+    mask) and some delay groups' own mean curves are not, the fit is taken
+    again on the mean of those groups only.  The groups' own fits, where
+    they were needed, are appended to ``delay_fits`` (when given).
+    """
+    n = d_inv.size
+    amean, afm = _group_means(pc, np.zeros(n, int), 1, use, fm)
+    fit = fit_fermi(amean, aif, dt_s=dt_s, frame_mask=afm, **kwargs)
+    if min_tau0_s is not None and dmeans.shape[0] > 1 and float(fit.tau0[0]) < min_tau0_s:
+        own = fit_fermi(dmeans, aif, dt_s=dt_s, frame_mask=dfm, **kwargs)
+        ok = np.asarray(own.tau0) >= min_tau0_s
+        if ok.any() and not ok.all():
+            log.info("delay fit: %d of %d delay groups left out (near-exponential shape)",
+                     int((~ok).sum()), ok.size)
+            amean, afm = _group_means(pc, np.zeros(n, int), 1, use & ok[d_inv], fm)
+            fit = fit_fermi(amean, aif, dt_s=dt_s, frame_mask=afm, **kwargs)
+        if delay_fits is not None:
+            delay_fits.append((d_ids, own))
+    return fit
+
+
 def fit_fermi_grouped(
     curves, aif, *, groups, dt_s: float, delay_groups=None, frame_mask=None, core=None,
     shape_range: float = 2.0, delay_window_s: float = 0.3, fixed_delay_s: float | None = None,
     fast_pixels: bool = False, spillover=False, denoise: bool = False,
     group_blood: bool = False, delay_group_window_s: float | None = None,
-    delay_fits: list | None = None, **kwargs,
+    delay_fits: list | None = None, min_tau0_s: float | None = None, **kwargs,
 ) -> tuple[FermiFit, FermiFit, np.ndarray]:
     """Hierarchical fit: delays on coarse mean curves, then groups, then pixels.
 
@@ -131,7 +156,15 @@ def fit_fermi_grouped(
         The fits that set the delays are appended to it as ``(labels, FermiFit)``:
         the delay groups' labels and their fits, or ``(None, fit)`` for the one
         fit of all curves (``delay_group_window_s=0``); nothing without
-        ``delay_groups`` or with ``fixed_delay_s``.
+        ``delay_groups`` or with ``fixed_delay_s``.  Where ``min_tau0_s`` had the
+        delay groups fitted on their own, their fits come first.
+    min_tau0_s : float, keyword-only, optional
+        With ``delay_group_window_s``: where the fit of all curves has a Fermi
+        ``tau0`` below this (a near-exponential response, as blood gives), the
+        delay groups are fitted on their own and those below it are left out of
+        that fit (unless all are).  On 11912 b after the DL correction (its
+        apical myocardial mask a third blood) the segment error fell 1.01 ->
+        0.89 ml/min/g; 15 other studies never reach it.
     **kwargs
         Further options of :func:`fit_fermi`.
 
@@ -178,8 +211,9 @@ def fit_fermi_grouped(
         if delay_group_window_s is None or d_ids.size == 1:
             dfit, d_labels = fit_fermi(dmeans, aif, dt_s=dt_s, frame_mask=dfm, **kwargs), d_ids
         else:  # one delay for all first: the groups' own stay near it
-            amean, afm = _group_means(pc, np.zeros(g.size, int), 1, use, fm)
-            dfit, d_labels = fit_fermi(amean, aif, dt_s=dt_s, frame_mask=afm, **kwargs), None
+            dfit = _study_delay_fit(pc, aif, dmeans, dfm, d_ids, d_inv, use, fm, delay_fits,
+                                    min_tau0_s=min_tau0_s, dt_s=dt_s, **kwargs)
+            d_labels = None
             if delay_group_window_s > 0:
                 init = _start_from(dmeans, dfm, aif, np.repeat(_params(dfit), d_ids.size, 0),
                                    np.arange(d_ids.size), dt_s=dt_s, oversample=over)
