@@ -22,7 +22,9 @@ recirculation), ``nopd`` (no PD frames: a protocol without them, so no surface-c
 correction) and ``noaif`` (no low-resolution AIF slice: a single-sequence protocol, the
 AIF then from the basal slice's LV) and ``spike`` (a k-space spike in dynamics 25, 40
 and 55 of every slice: a herringbone stripe pattern of a fifth of the brightest pixel's
-value over the whole image, as an RF spike makes it).
+value over the whole image, as an RF spike makes it) and ``noisy`` (half the SNR: complex
+Gaussian noise of sqrt(3) times the phantom's SD added to every magnitude image, as a
+lower dose, a thinner slice or fewer coil elements give).
 
 Usage::
 
@@ -41,7 +43,7 @@ import numpy as np
 
 VARIANTS = ("base", "scale", "uint12", "zf2", "zf2_noacq", "corner", "transpose", "rect",
             "reversed", "skip", "short", "nopd", "noaif",
-            "spike")
+            "spike", "noisy")
 #: Dynamics kept by the ``short`` variant.
 SHORT_DYNAMICS = 45
 
@@ -71,6 +73,7 @@ def variant(ph, name: str):
 
         return study.replace_slices([s for s in study.slices if s.role is not SliceRole.AIF])
     top = max(float(max(s.images.max(), s.pd_images.max(initial=0.0))) for s in study.slices)
+    rng = np.random.default_rng(0)
     out = []
     for s in study.slices:
         im, pd, kw = s.images, s.pd_images, {}
@@ -104,6 +107,13 @@ def variant(ph, name: str):
                     fy, fx = 0.11 + 0.05 * k, 0.23 - 0.04 * k  # cycles per pixel
                     stripes = np.cos(2 * np.pi * (fy * yy + fx * xx) + k)
                     im[t] = np.abs(im[t] + 0.2 * float(im.max()) * stripes)
+        elif name == "noisy":
+            from perfmoco.phantom.signal import add_rician_noise
+            from perfmoco.study import SliceRole
+
+            sd = np.sqrt(3.0) * float(ph.truth["aif_noise_sd" if s.role is SliceRole.AIF
+                                              else "noise_sd"])
+            im, pd = add_rician_noise(rng, im, sd), add_rician_noise(rng, pd, sd)
         elif name == "rect":
             cut = im.shape[1] // 8
             im, pd = im[:, cut : im.shape[1] - cut].copy(), pd[:, cut : pd.shape[1] - cut].copy()
