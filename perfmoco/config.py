@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from perfmoco.config_merge import ConfigError, check_interpolation, merge
+from perfmoco.config_merge import ConfigError, check_interpolation, merge, parse_slice_levels
 
 __all__ = [
     "Config",
@@ -26,6 +26,7 @@ __all__ = [
     "QuantConfig",
     "ServerConfig",
     "check_interpolation",
+    "parse_slice_levels",
     "load_config",
 ]
 
@@ -347,6 +348,11 @@ class QuantConfig:
     #: +-0.3 s of it (:func:`perfmoco.quant.grouped.fit_fermi_grouped`).  A thin apical
     #: wall's own mean curve is too noisy for a delay (see docs/quantification.md).
     slice_delay_window_s: float = 0.0
+    #: Level of each high-resolution slice, most basal first, for the AHA segments:
+    #: ``"auto"`` (3 slices: basal, mid, apical; 1: mid; 2: basal and mid, or mid and
+    #: apical where the second's LV cavity is much smaller; more: thirds) or the levels,
+    #: e.g. ``"mid, apical"`` (:mod:`perfmoco.quant.levels`).
+    slice_levels: str = "auto"
 
     def no_pd_efficiency(self, *, aif: bool) -> tuple[str, float]:
         """The saturation efficiency used without PD frames and its setting's name."""

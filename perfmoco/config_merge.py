@@ -10,6 +10,7 @@ replaced on the frozen dataclasses.  Unknown sections, keys and bad values raise
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -63,6 +64,25 @@ def check_interpolation(value) -> float:
     return f
 
 
+#: Slice levels of the AHA model, most basal first.
+SLICE_LEVELS = ("basal", "mid", "apical")
+
+
+def parse_slice_levels(value) -> tuple[str, ...] | None:
+    """``quant.slice_levels``: ``"auto"`` (None) or levels, e.g. ``"mid, apical"``.
+
+    Raises ValueError for a word that is not a level.
+    """
+    words = re.findall(r"[A-Za-z]+", str(value).lower())
+    if words in ([], ["auto"]):
+        return None
+    bad = [w for w in words if w not in SLICE_LEVELS]
+    if bad:
+        raise ValueError(f"slice_levels must be 'auto' or levels from {', '.join(SLICE_LEVELS)} "
+                         f"(most basal slice first), got {value!r}")
+    return tuple(words)
+
+
 def _range(lo: float | None, hi: float | None = None, *, above: bool = False,
            below: bool = False):
     """A check that a number lies in a range (``above`` / ``below``: the bound excluded)."""
@@ -89,6 +109,7 @@ _AT_LEAST_1 = _range(1)
 #: disc, a division by zero) or, worse, pass silently.
 _CHECKS = {
     "quant.interpolation": check_interpolation,
+    "quant.slice_levels": parse_slice_levels,
     **{f"mrd.{k}": _NON_NEGATIVE for k in (
         "moco_series_index", "moco_pd_series_index", "moco_aif_series_index",
         "map_series_index", "report_series_index")},

@@ -17,11 +17,12 @@ from perfmoco.quant.aif import AifResult, extract_aif
 from perfmoco.quant.anatomy import aha_labels, slice_anatomy
 from perfmoco.quant.fermi import FermiFit, fit_fermi, resample_uniform
 from perfmoco.quant.grouped import fit_fermi_grouped
+from perfmoco.quant.levels import study_levels
 from perfmoco.quant.messages import MIN_TAU0_S, coil_not_followed, implausible_shape, warn
 from perfmoco.quant.pixels import core_pixels, distance_to, rim_pools
 from perfmoco.quant.resolution import interpolation_factor
 from perfmoco.quant.result import QuantResult
-from perfmoco.quant.segments import display_angle, segment_table, slice_levels
+from perfmoco.quant.segments import display_angle, segment_table
 from perfmoco.quant.signal import (
     baseline_m0,
     baseline_q,
@@ -290,9 +291,9 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         raise StudyError(f"the slices share only {n} time points on a {dt:.2f} s grid")
     grid, aif_u = resample_uniform(aif.times_s, aif.gd, dt_s=dt, t0_s=t0, n=n)
     aif_ok = _frame_mask(qc.get(src.slice_index), aif.times_s, grid)
-    levels = slice_levels(len(highres))
     # 1. anatomy per slice; 2. AHA labels
     work = slice_anatomy(highres, config, msgs)
+    levels = study_levels(highres, work, config.slice_levels, msgs)
     aha_maps, ins_out = aha_labels(highres, work, levels, msgs)
     # 3. signal -> [Gd] -> uniform grid, every myocardial pixel of every slice
     curves, masks, owners, sat_all, groups, dgroups, cores, rims = [], [], [], {}, [], [], [], []

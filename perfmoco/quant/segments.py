@@ -12,9 +12,9 @@ inferior insertion):
 * apical: 14, 15, 16, 13 (four 90-degree segments).
 
 Slice levels come from the slice order (most basal first): 3 slices are
-basal, mid, apical.  Coronary territories follow the standard AHA
-assignment: LAD 1, 2, 7, 8, 13, 14 (17); RCA 3, 4, 9, 10, 15; LCX 5, 6,
-11, 12, 16.
+basal, mid, apical (two: :mod:`perfmoco.quant.levels`).  Coronary
+territories follow the standard AHA assignment: LAD 1, 2, 7, 8, 13, 14 (17);
+RCA 3, 4, 9, 10, 15; LCX 5, 6, 11, 12, 16.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+
+from perfmoco.config_merge import SLICE_LEVELS
 
 __all__ = [
     "LEVELS",
@@ -34,7 +36,7 @@ __all__ = [
     "territory_of",
 ]
 
-LEVELS = ("basal", "mid", "apical")
+LEVELS = SLICE_LEVELS
 #: Fewest pixels whose median a segment's value may be.
 _MIN_PIXELS = 5
 
