@@ -54,7 +54,8 @@ def find_blood_pools(images, *, times_s=None, spacing_mm, near_yx=None,
     images : ndarray, shape (T, Y, X), float
         Saturation-prepared dynamics of one slice (no PD frames), any scale.
     times_s : ndarray, shape (T,), float, keyword-only, optional
-        Acquisition times in s (only checked; timing is counted in frames).
+        Acquisition times in s: a series sampled more coarsely than one frame every
+        :data:`TUNED_FRAME_S` has its timing rules kept in seconds (default: frames).
     spacing_mm : float or tuple of 2 float, keyword-only
         Pixel spacing ``(dy, dx)`` in mm, used for the size priors.
     near_yx : tuple of 2 float, keyword-only, optional
@@ -90,7 +91,7 @@ def find_blood_pools(images, *, times_s=None, spacing_mm, near_yx=None,
     # the search runs at ~3.6 mm pixels (a sixth of the work at 1.8 mm); masks are refined after
     f = max(1, int(round(DETECT_PIXEL_MM / min(sp))))
     e_lo, sp_lo = _block_mean(e, f), (sp[0] * f, sp[1] * f)
-    comps = _frame_components(e_lo, top, sp_lo[0] * sp_lo[1])
+    comps = _frame_components(e_lo, top, sp_lo[0] * sp_lo[1], _pace(times_s))
     near = None
     if near_yx is not None:  # in the coarse grid's mm: block i covers pixels f i .. f i + f - 1
         near = ((np.asarray(near_yx, np.float64) - (f - 1) / 2.0) / f * np.asarray(sp_lo),
@@ -184,10 +185,25 @@ class _Component:
     area: float
     fill: float
     elong: float
-    arrival: float  # half-peak time of ``curve``, frames
+    arrival: float  # half-peak time of ``curve``, in frames of the tuned pace (:func:`_pace`)
     candidate: bool  # at a candidate level, ``frame`` within one of the peak of ``curve``
     ring: float = 0.0  # wall enhancement after the peak, relative to the peak
     holds_later: bool | None = None  # :func:`_holds_later_pool`, once computed
+
+
+#: The timing rules below count frames as tuned on series of one frame every 0.5-0.6 s
+#: (stress heart rates). A series sampled more coarsely (a slow heart, every other
+#: beat) counts its arrival times in frames of this many seconds, so a pulmonary
+#: transit or the aorta's lag keeps its length in seconds; finer series as they are.
+TUNED_FRAME_S = 0.65
+
+
+def _pace(times_s) -> float:
+    """Factor from a series' frames to the frames the timing rules count (>= 1)."""
+    if times_s is None or len(times_s) < 2:
+        return 1.0
+    dt = float(np.median(np.diff(np.asarray(times_s, np.float64))))
+    return max(1.0, dt / TUNED_FRAME_S) if np.isfinite(dt) and dt > 0 else 1.0
 
 
 #: The pools are searched for at about this pixel size, mm (finer series are block-averaged).
@@ -215,7 +231,7 @@ RV_GROW_LEVEL = 0.3
 RV_GROW_REACH_MM = 60.0
 
 
-def _frame_components(e, top, px_area):
+def _frame_components(e, top, px_area, pace: float = 1.0):
     """Bright regions of every frame in which the blood is bright.
 
     Regions are taken frame by frame, not from the peak-enhancement map:
@@ -257,8 +273,8 @@ def _frame_components(e, top, px_area):
                 mask = lab == k
                 area, fill, elong = shapes[j]
                 at_peak = abs(int(np.argmax(curve)) - t) <= 1
-                out.append(_Component(int(t), mask, curve, area, fill, elong, _half_time(curve),
-                                      at_peak and lev >= LEVELS[0]))
+                out.append(_Component(int(t), mask, curve, area, fill, elong,
+                                      pace * _half_time(curve), at_peak and lev >= LEVELS[0]))
     return out
 
 

@@ -127,7 +127,8 @@ def myocardium_roi(
     from perfmoco.anatomy import find_blood_pools, segment_myocardium
 
     try:
-        pools = find_blood_pools(series.images, spacing_mm=series.pixel_spacing_mm)
+        pools = find_blood_pools(series.images, times_s=series.times_s,
+                                 spacing_mm=series.pixel_spacing_mm)
     except (StudyError, ValueError) as exc:
         log.info("%s: no LV found (%s); ring around the image centre", series.name, exc)
         centre = ((shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0)
