@@ -24,7 +24,8 @@ AIF then from the basal slice's LV) and ``spike`` (a k-space spike in dynamics 2
 and 55 of every slice: a herringbone stripe pattern of a fifth of the brightest pixel's
 value over the whole image, as an RF spike makes it) and ``noisy`` (half the SNR: complex
 Gaussian noise of sqrt(3) times the phantom's SD added to every magnitude image, as a
-lower dose, a thinner slice or fewer coil elements give).
+lower dose, a thinner slice or fewer coil elements give) and ``rr2`` (every other dynamic:
+one frame every ~1.1 s, as a slow heart or a protocol imaging every other beat gives).
 
 Usage::
 
@@ -43,7 +44,7 @@ import numpy as np
 
 VARIANTS = ("base", "scale", "uint12", "zf2", "zf2_noacq", "corner", "transpose", "rect",
             "reversed", "skip", "short", "nopd", "noaif",
-            "spike", "noisy")
+            "spike", "noisy", "rr2")
 #: Dynamics kept by the ``short`` variant.
 SHORT_DYNAMICS = 45
 
@@ -95,6 +96,8 @@ def variant(ph, name: str):
         elif name == "skip":
             keep = np.setdiff1d(np.arange(im.shape[0]), [18, 30])
             im, kw = im[keep], {"times_s": s.times_s[keep]}
+        elif name == "rr2":
+            im, kw = im[::2], {"times_s": s.times_s[::2]}
         elif name == "short":
             im, kw = im[:SHORT_DYNAMICS], {"times_s": s.times_s[:SHORT_DYNAMICS]}
         elif name == "nopd":
