@@ -427,3 +427,32 @@ def test_a_pre_contrast_block_with_few_edges_lands_on_the_anatomy():
     n = int(np.argmax(sig > sig[:3].mean() + 0.1 * (sig.max() - sig[:3].mean()))) - 1
     assert n >= 6
     assert np.hypot(*resid[:n].mean(0)) < 1.0
+
+
+def test_a_block_far_off_is_found_and_the_frames_still_with_it_follow():
+    """The exact-corrected phantom slice of the test above with its frames before the LV's
+    bolus (the block ends before the RV's) moved by 19 mm (beyond twice
+    ``baseline_max_mm``, as a deep breather's block: 11991 a, mid slice, 16.9 mm): the
+    third search finds the block's move, and the frames between the block and the LV's
+    bolus, which sit with it, follow it (before: they were left where they were)."""
+    from perfmoco.phantom import generate_phantom, warp
+
+    ph = generate_phantom(seed=10335, motion="breathing", vendor="b")
+    s = ph.study.slices[1]
+    exact = warp(np.asarray(s.images, np.float32), ph.truth["s1_inverse_displacement"])
+    lv = exact[:, ph.truth["s1_labels"] == 7].mean(axis=1)
+    rise = (lv - lv[:5].mean()) / (lv.max() - lv[:5].mean())
+    t, k = exact.shape[0], int(np.argmax(rise >= 0.2))  # the LV's bolus
+    px = 19.0 / s.pixel_spacing_mm[0]
+    move = np.zeros((t, 2, *exact.shape[1:]), np.float32)
+    move[:k, 0] = px
+    images = torch.from_numpy(warp(exact, move))
+    eye = torch.eye(2, 3, dtype=torch.float64).expand(t, -1, -1)
+    centre = tuple(float(v) for v in np.argwhere(ph.truth["s1_labels"] == 7).mean(axis=0))
+    lo, hi = float(images.min()), float(images.max())
+    moved, found = align_baseline_full_fov(images, eye, centre, s.pixel_spacing_mm, (lo, hi),
+                                           MocoConfig())
+    assert found.applied and 6 <= found.n_frames < k
+    err_mm = (moved[:k, 0, 2].numpy() + px) * s.pixel_spacing_mm[0]
+    assert np.max(np.abs(err_mm)) < 1.0  # the block and its followers
+    assert np.allclose(moved[k:].numpy(), eye[k:].numpy())  # the frames on the anatomy stay

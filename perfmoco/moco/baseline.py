@@ -28,6 +28,11 @@ gradient fields' halves disagree, mutual information is tried instead; and an
 offset of more than :data:`CONFIRM_MM` by gradient fields is checked by mutual
 information, the smaller of the two taken where they disagree.
 
+A block far off (a deep breath) is searched for again over twice and then three
+times the range, and the frames between it and the LV's bolus, which the steps
+before aligned with it, follow its move where they still sit with it
+(:func:`_followers`).
+
 Where a pre-contrast heart shows few edges (blood and myocardium alike before
 the bolus), resampled noise decides the gradient fields: its gradients' directions
 follow where the crop's grid falls on the series' own, so the block and the late
@@ -111,6 +116,14 @@ NGF_EPS = 0.5
 NGF_SMOOTH = 0.5
 #: A block offset by gradient fields larger than this (mm) is checked by mutual information.
 CONFIRM_MM = 4.0
+#: The frames after the block follow its move (:func:`_followers`) only for moves of at
+#: least this (mm; smaller ones are within the frames' own residual), ...
+FOLLOW_MIN_MM = 4.0
+#: ... and at most this many of them.
+FOLLOW_MAX = 8
+#: A block still on the edge of twice ``moco.baseline_max_mm`` is searched again to this
+#: many times it (11991 a, mid slice: a deep breather's block sat 16.9 mm off, beyond 16).
+FARTHEST_REACH = 3
 #: Range (mm) of the halves' searches about the whole block's offset: beyond is disagreement.
 HALVES_MM = 2.0
 
@@ -323,9 +336,13 @@ def _block_search(crop, disc, n: int, n_late: int, spacing: float, similarity: s
     search = functools.partial(block_offset, fixed=late, disc=disc, similarity=similarity)
     block, block_noise = crop[:n].mean(0), noise(crop[:n])
     d, ok = search(block, max_px=max_px, noise=block_noise, widen=True)
+    reach = 2
+    if not ok:  # still on the edge at twice the range: once more, further (a deep breath)
+        reach = FARTHEST_REACH
+        d, ok = search(block, max_px=max_px * reach / 2, noise=block_noise, widen=True)
     if not ok or float(d.abs().max()) >= max_px:  # a deep breather's block far off
         log.info("%s: pre-contrast block offset beyond %.0f mm; searched to %.0f mm: %s",
-                 name, config.baseline_max_mm, 2 * config.baseline_max_mm,
+                 name, config.baseline_max_mm, reach * config.baseline_max_mm,
                  "found" if ok else "again at the edge")
     if not ok:
         return None, "offset at the edge of the search"
@@ -430,12 +447,38 @@ def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensi
         found = (d, SPACING_MM, geo)
     d, spacing, geo = found
     mm = tuple(float(v) * spacing for v in d)
+    m = n + _followers(crop, disc, n, d * spacing / SPACING_MM)
     shift = torch.zeros(1, 2, 3, dtype=torch.float64, device=matrix.device)
     shift[0, 0, 0] = shift[0, 1, 1] = 1.0
     shift[0, :, 2] = d.to(matrix.device)
     step = affine_crop_to_full(shift, geo)
     out = matrix.double().clone()
-    out[:n] = compose_affine(out[:n], step.expand(n, -1, -1))
-    log.info("%s: pre-contrast dynamics 0-%d moved by (%.1f, %.1f) mm onto the late frames",
-             name, n - 1, *mm)
+    out[:m] = compose_affine(out[:m], step.expand(m, -1, -1))
+    log.info("%s: pre-contrast dynamics 0-%d moved by (%.1f, %.1f) mm onto the late frames%s",
+             name, n - 1, *mm, f" (and {n}-{m - 1}, still with them)" if m > n else "")
     return out, BaselineOffset(n, mm, True, "")
+
+
+def _followers(crop, disc, n: int, d) -> int:
+    """How many frames after the block still sit with it (the bolus's first frames).
+
+    The block ends a frame before the first enhancement in the disc (the RV's); the
+    frames up to the LV's arrival were aligned with it by the steps before, and a
+    block moved far leaves them behind (11991 a, mid slice: frames 13-17 11-15 mm off
+    after the block's 16.9 mm move).  A frame follows while, registered (mutual
+    information, coarse crop) onto the block's last frame, it lies nearer to it
+    unmoved than to where the late frames lie (``-d``).  Only for moves of at least
+    :data:`FOLLOW_MIN_MM`, and at most :data:`FOLLOW_MAX` frames.
+    """
+    d = d.double().cpu()
+    if float(d.norm()) * SPACING_MM < FOLLOW_MIN_MM:
+        return 0
+    last = crop[n - 1]
+    k = 0
+    while k < FOLLOW_MAX and n + k < crop.shape[0]:
+        r, ok = block_offset(crop[n + k], last, disc, max_px=float(d.abs().max()) + 2.0,
+                             levels=2)
+        if not ok or float(r.norm()) >= float((r + d).norm()):
+            break
+        k += 1
+    return k
