@@ -65,25 +65,16 @@ from typing import NamedTuple
 import torch
 from monai.networks.layers import separable_filtering
 
+from perfmoco.moco.blocksearch import block_offset, block_offsets
 from perfmoco.moco.refine import REFINE_CROP, REFINE_SPACING_MM, refine_crop
-from perfmoco.moco.similarity import (
-    gradient_alignment,
-    gradient_images,
-    mutual_information,
-    noise_sd,
-)
-from perfmoco.moco.transforms import (
-    affine_crop_to_full,
-    compose_affine,
-    identity_grid,
-    sample,
-)
+from perfmoco.moco.transforms import affine_crop_to_full, compose_affine, identity_grid
 
 __all__ = [
     "BaselineOffset",
     "align_baseline_full_fov",
     "baseline_length",
     "block_offset",
+    "block_offsets",
     "heart_disc",
 ]
 
@@ -99,15 +90,11 @@ MIN_LATE = 8
 #: The bolus starts the first run of enhanced frames: at least this many less one of the
 #: next this many (:func:`baseline_length`).
 RUN = 5
-#: Parzen bins of the mutual information (means of many frames: smooth histograms).
-BINS = 32
 #: The high-resolution slices' block search (``moco.baseline_similarity: ngf``): normalised
 #: gradient fields on a crop of this size and pixel spacing (the same 160 mm about the LV),
-#: each image's ``eps`` this share of its noise SD (0.5 and 1 alike on phantoms; 2 and
-#: more let a few strong edges decide, and offsets of 10 mm and more appeared).
+#: each image's ``eps`` a share of its noise SD (:data:`perfmoco.moco.blocksearch.NGF_EPS`).
 FINE_CROP = 128
 FINE_SPACING_MM = 1.25
-NGF_EPS = 0.5
 #: Both images of that search are smoothed by a Gaussian of this SD, in the series' own
 #: pixels, first: resampled noise has gradient directions that depend on where the crop's
 #: grid falls on the series' (more often along the axes between its pixels), and where the
@@ -192,120 +179,6 @@ def baseline_length(crop: torch.Tensor, disc: torch.Tensor, *, cnr: float = 6.0,
     if not held.any():
         return 0
     return max(int(torch.nonzero(held)[0, 0]) - 1, 0)
-
-
-def block_offset(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor, *,
-                 max_px: float, start: torch.Tensor | None = None, levels: int = 3,
-                 bins: int = BINS, reach: int = 1, similarity: str = "mi",
-                 noise: tuple[float, float] | None = None,
-                 widen: bool = False) -> tuple[torch.Tensor, bool]:
-    """Translation ``d`` that maximises the similarity of ``moving(p + d)`` with ``fixed(p)``.
-
-    An exhaustive search on a 9 x 9 grid spanning ``+-max_px`` about ``start``,
-    then ``levels - 1`` finer 9 x 9 grids (each a quarter of the previous step)
-    about the best point so far: 81 MI evaluations a level (more on the first with
-    ``reach``), batched.
-
-    Parameters
-    ----------
-    moving, fixed : Tensor, shape (H, W)
-    disc : Tensor, shape (H, W), bool
-        Pixels that enter the mutual information.
-    max_px : float, keyword-only
-        Search range per axis about ``start``, pixels.
-    start : Tensor, shape (2,), optional, keyword-only
-        Centre of the search (default: no shift).
-    levels : int, keyword-only
-    bins : int, keyword-only
-        Parzen histogram bins.
-    reach : int, keyword-only
-        The coarse grid spans ``reach`` times ``+-max_px`` at the same step
-        (``8 reach + 1`` points a side); the finer grids are unchanged.
-    similarity : {"mi", "ngf"}, keyword-only
-        Mutual information (:func:`.similarity.mutual_information`) or normalised
-        gradient fields (:func:`.similarity.gradient_alignment`, each image's ``eps``
-        :data:`NGF_EPS` times its noise SD, :func:`.similarity.noise_sd`).
-    noise : tuple of 2 float, keyword-only, optional
-        ``ngf``: the noise SDs of ``moving`` and ``fixed`` (e.g. from the frames
-        they average); default :func:`.similarity.noise_sd` of each.
-    widen : bool, keyword-only
-        Where the coarse optimum lies on the edge of the range, search again over
-        twice the range at the same step (a deep breather's frames far off).
-
-    Returns
-    -------
-    offset : Tensor, shape (2,), float64
-        ``(dy, dx)`` in pixels, to ``max_px / 4 ** levels``.
-    interior : bool
-        False when the coarse optimum lies on the edge of the search range
-        (the true one may be outside it: not to be trusted).
-    """
-    d, ok = block_offsets(moving[None], fixed, disc, max_px=max_px, levels=levels, bins=bins,
-                          start=None if start is None else start[None], reach=reach,
-                          similarity=similarity, noise=noise, widen=widen)
-    return d[0], bool(ok[0])
-
-
-def block_offsets(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor, *,
-                  max_px: float, start: torch.Tensor | None = None, levels: int = 3,
-                  bins: int = BINS, chunk: int = 16, reach: int = 1,
-                  similarity: str = "mi", noise: tuple[float, float] | None = None,
-                  widen: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`block_offset` of many frames ``(N, H, W)`` to one ``fixed``, batched.
-
-    Returns ``(N, 2)`` offsets (float64, CPU) and ``(N,)`` interior flags (with
-    ``widen``: of the wider search, for the frames searched again).
-    """
-    given = moving
-    n = moving.shape[0]
-    g_disc = identity_grid(moving.shape[-2:], device=moving.device)[:, disc]  # (2, P)
-    best = (torch.zeros(n, 2, dtype=torch.float64) if start is None
-            else start.double().cpu().reshape(n, 2).clone())
-    origin = best.clone()
-    if similarity not in ("mi", "ngf"):
-        raise ValueError(f"similarity must be 'mi' or 'ngf', got {similarity!r}")
-    if similarity == "ngf":  # the gradients are sampled (a translation moves them alike)
-        if noise is None:
-            noise = (max(noise_sd(m, disc) for m in moving), noise_sd(fixed, disc))
-        eps_m, eps_f = NGF_EPS * noise[0], NGF_EPS * noise[1]
-        moving = gradient_images(moving.float())
-        fix = gradient_images(fixed.float())[:, disc]
-    else:
-        fix = fixed[disc].float()
-    def square(k):  # ((2k + 1)^2, 2) grid points, in steps
-        ax = torch.arange(-k, k + 1, dtype=torch.float64)
-        return torch.stack(torch.meshgrid(ax, ax, indexing="ij"), -1).reshape(-1, 2)
-
-    step = max_px / 4.0
-    interior = torch.ones(n, dtype=torch.bool)
-    for level in range(levels):
-        grid = square(4 * max(int(reach), 1) if level == 0 else 4)
-        for i0 in range(0, n, chunk):
-            sel = slice(i0, min(i0 + chunk, n))
-            cand = best[sel, None] + grid[None] * step  # (c, G, 2)
-            c = cand.shape[0]
-            # only the disc's pixels are sampled: (c, 2, G, P) coordinates
-            coords = g_disc[None, :, None, :] + cand.permute(0, 2, 1).to(g_disc)[..., None]
-            shifted = sample(moving[sel], coords, padding="border")  # (c, [2,] G, P)
-            if similarity == "ngf":
-                score = gradient_alignment(
-                    shifted.transpose(1, 2).reshape(-1, 2, shifted.shape[-1]), fix, eps_m, eps_f)
-            else:
-                score = mutual_information(shifted.reshape(c * len(grid), -1), fix, bins)
-            k = torch.argmax(score.reshape(c, -1), dim=1)
-            pick = cand[torch.arange(c), k.cpu()]
-            if level == 0:
-                interior[sel] = ((pick - origin[sel]).abs()
-                                 < max(int(reach), 1) * max_px - 1e-9).all(dim=1)
-            best[sel] = pick
-        step /= 4.0
-    far = torch.nonzero(~interior).flatten()
-    if widen and far.numel():  # on the edge: twice the range at the same step
-        best[far], interior[far] = block_offsets(
-            given[far.to(given.device)], fixed, disc, max_px=max_px, levels=levels, bins=bins,
-            start=origin[far], chunk=chunk, reach=2 * max(int(reach), 1),
-            similarity=similarity, noise=noise)
-    return best, interior
 
 
 def _smooth(frames: torch.Tensor, sigma_px: float) -> torch.Tensor:
