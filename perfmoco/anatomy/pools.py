@@ -9,6 +9,7 @@ import numpy as np
 from scipy import ndimage
 
 from perfmoco.anatomy._common import check_series, enhancement, spacing_pair
+from perfmoco.anatomy.poolgrow import disk, grow_pool, grow_rv
 from perfmoco.study import StudyError
 
 log = logging.getLogger(__name__)
@@ -102,12 +103,12 @@ def find_blood_pools(images, *, times_s=None, spacing_mm, near_yx=None,
                          "with an enhancing wall")
     lvc = comps[best]
     peak_lv = lvc.frame
-    lv = _grow(e[peak_lv], _upsample(lvc.mask, f, e.shape[1:]), spx)
+    lv = grow_pool(e[peak_lv], _upsample(lvc.mask, f, e.shape[1:]), spx)
     rv, peak_rv = np.zeros_like(lv), peak_lv
     rvc = _choose_rv(best, comps, sp_lo)
     if rvc is not None:
         peak_rv = int(np.argmax(rvc.curve))
-        rv = _grow_rv(e, rvc.frame, peak_rv, _upsample(rvc.mask, f, e.shape[1:]), lv, spx)
+        rv = grow_rv(e, rvc.frame, peak_rv, _upsample(rvc.mask, f, e.shape[1:]), lv, spx)
     else:
         log.info("no RV blood pool found; rv_mask is empty")
     centre = tuple(float(c) for c in np.argwhere(lv).mean(axis=0))
@@ -170,11 +171,6 @@ def _half_time(curve: np.ndarray) -> float:
     return i - 1 + float(np.clip((half - a) / max(b - a, 1e-12), 0.0, 1.0))
 
 
-def _disk(r: int) -> np.ndarray:
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    return (yy * yy + xx * xx) <= r * r + 0.5  # structuring element of radius r
-
-
 @dataclasses.dataclass
 class _Component:
     """A bright connected region of one frame."""
@@ -225,10 +221,6 @@ ARRIVAL_SCALE_FRAMES = 3.0
 NEIGHBOUR_FRAMES = 4
 #: The RV blood pool lies within this distance (mm) of the LV blood pool.
 RV_LV_GAP_MM = 25.0
-#: The RV pool is grown in its peak frame down to this share of its bright level.
-RV_GROW_LEVEL = 0.3
-#: ... no further than this from the pool it was grown from (a chamber is < ~90 mm long).
-RV_GROW_REACH_MM = 60.0
 
 
 def _frame_components(e, top, px_area, pace: float = 1.0):
@@ -313,7 +305,7 @@ def _holds_later_pool(j, comps) -> bool:
 
 
 def _ring(c: _Component, e, spx) -> float:
-    r_in, r_out = _disk(max(1, round(2.0 / spx))), _disk(max(2, round(9.0 / spx)))
+    r_in, r_out = disk(max(1, round(2.0 / spx))), disk(max(2, round(9.0 / spx)))
     ring = ndimage.binary_dilation(c.mask, r_out) & ~ndimage.binary_dilation(c.mask, r_in)
     after = e[c.frame + 2 : c.frame + 8]
     pk = float(c.curve.max())
@@ -420,41 +412,3 @@ def _choose_rv(k, comps, sp):
     """The largest earlier-filling neighbour of the LV component, or None."""
     near = _earlier_neighbours(k, comps, sp)
     return comps[max(near, key=lambda j: comps[j].area)] if near else None
-
-
-def _grow_rv(e, frame, peak, seed, lv, spx):
-    """The RV pool: grown from ``seed`` in the component's ``frame`` as any pool, and
-    the rest of the chamber from the RV's own ``peak`` frame.
-
-    In its peak frame the RV is bright and the LV and the myocardium still
-    dark, so a low level (:data:`RV_GROW_LEVEL` of the seed's bright level)
-    takes the whole chamber even where the surface coil or the inflow leave
-    part of it at half the brightness of the rest; its rim (the partial-volume
-    pixels a low level takes at its edge) is cut at half the brightness within
-    5 mm, and the LV's pool is left out (and what lies further than
-    :data:`RV_GROW_REACH_MM` from the seed: a leak, not the chamber).
-    """
-    rv = _grow(e[frame], seed, spx)
-    pk = e[peak]
-    level = float(np.percentile(pk[seed], 90))
-    reach = ndimage.distance_transform_edt(~seed) * spx <= RV_GROW_REACH_MM
-    lab, _ = ndimage.label(ndimage.binary_opening(pk > RV_GROW_LEVEL * level, _disk(1))
-                           & reach & ~lv)
-    ids = np.unique(lab[seed])
-    chamber = np.where(np.isin(lab, ids[ids > 0]), pk, 0.0)
-    # the rim: pixels below half the chamber's brightness near them (shading spares the rest)
-    near = ndimage.maximum_filter(chamber, footprint=_disk(max(1, round(5.0 / spx))))
-    return (rv | (chamber > 0.5 * near)) & ~lv
-
-
-def _grow(frame, seed, spx):
-    """The pool around ``seed``: pixels above half its bright level, within ~3 mm of it.
-
-    ``seed`` may be blocky (found on a coarser grid); the level decides the edge.
-    """
-    level = float(np.percentile(frame[seed], 90))
-    reach = ndimage.binary_dilation(seed, _disk(max(1, round(3.0 / spx))))
-    lab, _ = ndimage.label(reach & (frame > 0.5 * level))
-    ids = np.unique(lab[seed])
-    grown = np.isin(lab, ids[ids > 0])
-    return ndimage.binary_fill_holes(grown) if grown.any() else seed
