@@ -231,6 +231,9 @@ def process_study(
                     )
                 result.messages.extend(getattr(result.quant, "warnings", []) or [])
                 step("quantified MBF")
+            except StudyError as exc:  # the study cannot be quantified: say why, no traceback
+                log.warning("quantification failed: %s", exc)
+                result.messages.append(f"MBF quantification failed ({exc})")
             except Exception as exc:  # quantification must not lose the corrected images
                 log.exception("quantification failed")
                 result.messages.append(f"MBF quantification failed ({exc})")

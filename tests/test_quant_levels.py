@@ -64,3 +64,18 @@ def test_slice_levels_setting_is_checked():
     with pytest.raises(ConfigError, match="quant.slice_levels must be 'auto' or levels"):
         load_config(overrides={"quant.slice_levels": "mid,apex"})
     assert parse_slice_levels("basal mid apical") == ("basal", "mid", "apical")
+
+
+def test_levels_that_do_not_match_leave_the_corrected_images_and_say_why(still, caplog):
+    """The whole product with levels named for three slices on a two-slice study: the
+    corrected images stay, the study's messages say why there is no MBF map, and the log
+    carries the reason without a traceback."""
+    from perfmoco.config import load_config
+    from perfmoco.pipeline import process_study
+
+    cfg = load_config(overrides={"quant.slice_levels": "basal,mid,apical"})
+    res = process_study(_keep(still, [0, 1]), config=cfg, method="none")
+    assert res.quant is None
+    assert any("names 3 level(s)" in m and "2 high-resolution slice" in m for m in res.messages)
+    failed = [r for r in caplog.records if "quantification failed" in r.getMessage()]
+    assert failed and all(r.exc_info is None for r in failed)
