@@ -348,6 +348,11 @@ class QuantConfig:
     #: +-0.3 s of it (:func:`perfmoco.quant.grouped.fit_fermi_grouped`).  A thin apical
     #: wall's own mean curve is too noisy for a delay (see docs/quantification.md).
     slice_delay_window_s: float = 0.0
+    #: Each segment's Fermi shape is also fitted within this factor of the study's (the
+    #: delay fit's) and that fit kept unless the segment's own shape fits its mean curve
+    #: clearly better (a likelihood-ratio test); 0: every segment fits its shape freely
+    #: (:func:`perfmoco.quant.grouped.fit_fermi_grouped`, ``group_shape_range``).
+    segment_shape_range: float = 2.0
     #: Level of each high-resolution slice, most basal first, for the AHA segments:
     #: ``"auto"`` (3 slices: basal, mid, apical; 1: mid; 2: basal and mid, or mid and
     #: apical where the second's LV cavity is much smaller; more: thirds) or the levels,

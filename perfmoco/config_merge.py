@@ -104,6 +104,12 @@ _POSITIVE = _range(0, above=True)
 _NON_NEGATIVE = _range(0)
 _AT_LEAST_1 = _range(1)
 
+
+def _off_or_at_least_1(value) -> None:
+    """A factor (>= 1) or 0 for off."""
+    if not (value == 0 or value >= 1):
+        raise ValueError(f"must be 0 (off) or >= 1, got {value!r}")
+
 #: Settings checked beyond their type (a ValueError names the problem): a radius,
 #: a time or a count out of its range would otherwise surface deep in a run (an empty
 #: disc, a division by zero) or, worse, pass silently.
@@ -142,6 +148,7 @@ _CHECKS = {
         "baseline_frames", "pd_smooth_mm", "te_aif_s", "r2star_blood", "min_aif_peak_gd",
         "stack_lv_tolerance_mm", "slice_delay_window_s")},
     "quant.hematocrit": _range(0, 1, below=True),
+    "quant.segment_shape_range": _off_or_at_least_1,
     "quant.saturation_efficiency_highres": _range(0, 1, above=True),
     "quant.saturation_efficiency_aif": _range(0, 1, above=True),
     "quant.r2_min": _range(None, 1),

@@ -42,6 +42,7 @@ def test_overrides_are_typed_and_checked(tmp_path):
     ("quant.t1_blood_s", "0", r"quant.t1_blood_s must be > 0"),
     ("quant.r2_min", "1.5", r"quant.r2_min must be <= 1"),
     ("quant.slice_delay_window_s", "-0.1", r"quant.slice_delay_window_s must be >= 0"),
+    ("quant.segment_shape_range", "0.5", r"quant.segment_shape_range must be 0 \(off\) or >= 1"),
     ("server.port", "70000", r"server.port must be in \[0, 65535\]"),
     ("server.workers", "0", r"server.workers must be >= 1"),
     ("mrd.min_dynamics", "2", r"mrd.min_dynamics must be >= 3"),

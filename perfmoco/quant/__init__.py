@@ -387,7 +387,8 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         density=config.tissue_density, r2_min=config.r2_min,
         fast_pixels=config.fast_pixel_fit, denoise=config.temporal_denoise,
         group_blood=config.blood_spillover, delay_group_window_s=config.slice_delay_window_s,
-        delay_fits=delay_fits, min_tau0_s=MIN_TAU0_S, **spill)
+        delay_fits=delay_fits, min_tau0_s=MIN_TAU0_S,
+        group_shape_range=config.segment_shape_range or None, **spill)
     implausible_shape(msgs, delay_fits, {s.slice_index: s.name for s in highres})
     seg_keys = [(int(g) // 1000, int(g) % 1000) for g in gids]  # (slice, segment)
     seg_fit = dict(zip(seg_keys, map(float, gfit.mbf)))

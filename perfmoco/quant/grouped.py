@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 #: gave the same segment errors and a lower SD within segments, 0.49 vs 0.58).
 PIXEL_ITER = 4
 
+#: A segment keeps the shape it fits on its own over one within ``group_shape_range``
+#: of the study's only where its own fits its mean curve clearly better: the drop in
+#: the squared residual, over the noise variance that fit leaves, at least this (the
+#: 95 % point of chi-square with 2 degrees of freedom: the two shape parameters).
+SHAPE_TEST_CHI2 = 5.99
+
 
 def _group_means(c, inv, n_groups, use, fm):
     means = np.empty((n_groups, c.shape[1]))
@@ -87,12 +93,43 @@ def _study_delay_fit(pc, aif, dmeans, dfm, d_ids, d_inv, use, fm, delay_fits, *,
     return fit
 
 
+def _replace_where(fit: FermiFit, other: FermiFit, take: np.ndarray) -> FermiFit:
+    """``fit`` with the curves marked in ``take`` (``(G,)`` bool) taken from ``other``."""
+    out = {}
+    for f in dataclasses.fields(fit):
+        a, b = getattr(fit, f.name), getattr(other, f.name)
+        if isinstance(a, np.ndarray) and a.shape[:1] == take.shape:
+            out[f.name] = np.where(take.reshape((-1,) + (1,) * (a.ndim - 1)), b, a)
+    return dataclasses.replace(fit, **out)
+
+
+def _shape_tested(free: FermiFit, means, gfm, aif, init, *, shape_range: float, dt_s, **gkw):
+    """Group fits whose shape stays within ``shape_range`` of their start (``init``,
+    the study's shape) unless their free fit (``free``) is clearly better
+    (:data:`SHAPE_TEST_CHI2`).
+    """
+    bound = fit_fermi(means, aif, dt_s=dt_s, frame_mask=gfm, init=init, fix_delay=True,
+                      shape_range=shape_range, **gkw)
+    n_t = (np.full(means.shape[0], means.shape[1]) if gfm is None
+           else np.broadcast_to(gfm, means.shape).sum(axis=1))
+    sse_free = free.rmse.astype(np.float64) ** 2 * n_t
+    sse_bound = bound.rmse.astype(np.float64) ** 2 * n_t
+    n_par = 3 + int(bool(gkw.get("spillover")))  # F, tau0, k (+ vb); the delay is kept
+    noise = sse_free / np.maximum(n_t - n_par, 1)
+    keep_free = sse_bound - sse_free >= SHAPE_TEST_CHI2 * np.maximum(noise, 1e-30)
+    if (~keep_free).any():
+        log.debug("segment shapes: %d of %d within %.3g of the study's", int((~keep_free).sum()),
+                  keep_free.size, shape_range)
+    return _replace_where(free, bound, ~keep_free)
+
+
 def fit_fermi_grouped(
     curves, aif, *, groups, dt_s: float, delay_groups=None, frame_mask=None, core=None,
     shape_range: float = 2.0, delay_window_s: float = 0.3, fixed_delay_s: float | None = None,
     fast_pixels: bool = False, spillover=False, denoise: bool = False,
     group_blood: bool = False, delay_group_window_s: float | None = None,
-    delay_fits: list | None = None, min_tau0_s: float | None = None, **kwargs,
+    delay_fits: list | None = None, min_tau0_s: float | None = None,
+    group_shape_range: float | None = None, **kwargs,
 ) -> tuple[FermiFit, FermiFit, np.ndarray]:
     """Hierarchical fit: delays on coarse mean curves, then groups, then pixels.
 
@@ -165,6 +202,15 @@ def fit_fermi_grouped(
         that fit (unless all are).  On 11912 b after the DL correction (its
         apical myocardial mask a third blood) the segment error fell 1.01 ->
         0.89 ml/min/g; 15 other studies never reach it.
+    group_shape_range : float, keyword-only, optional
+        With ``delay_groups``: each group is also fitted with its shape (``tau0``,
+        ``k``) within this factor of its delay group's (the study's, with
+        ``delay_group_window_s=0``), and that fit is kept unless the group's free
+        fit is clearly better (:data:`SHAPE_TEST_CHI2`); not where that shape is
+        near-exponential (below ``min_tau0_s``).  Shape, delay and ``F`` trade off
+        along a flat valley, so a noisy or mixed mean curve (a thin apical wall,
+        the liver or blood in its mask) moves a free shape far and ``F`` with it,
+        while a segment whose curve truly differs keeps its own.
     **kwargs
         Further options of :func:`fit_fermi`.
 
@@ -229,6 +275,10 @@ def fit_fermi_grouped(
         init = _start_from(means, gfm, aif, dp, d_inv[first], dt_s=dt_s, oversample=over)
         gfit = fit_fermi(means, aif, dt_s=dt_s, frame_mask=gfm, init=init, fix_delay=True,
                          **gkw)
+        if group_shape_range is not None and not (
+                min_tau0_s is not None and float(dp[:, 1].min()) < min_tau0_s):
+            gfit = _shape_tested(gfit, means, gfm, aif, init, shape_range=group_shape_range,
+                                 dt_s=dt_s, **gkw)
     gp = _params(gfit)
     init = _start_from(pc, fm, aif, gp, inv, dt_s=dt_s, oversample=over)
     pkw = {"max_iter": PIXEL_ITER, "polish_iter": 0, **kwargs}  # pixels start near the solution
