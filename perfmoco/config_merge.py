@@ -197,9 +197,8 @@ def merge(base, data: Mapping[str, Any]):
                 try:
                     check(upd[key])
                 except ValueError as exc:
-                    msg = str(exc)
-                    name = f"{section}.{key} " if msg.startswith("must") else f"{section}."
-                    raise ConfigError(name + msg) from None
+                    msg = str(exc).removeprefix(f"{key} ")  # a parser names its setting
+                    raise ConfigError(f"{section}.{key} {msg}") from None
             allowed = _CHOICES.get(f"{section}.{key}")
             if allowed and upd[key] not in allowed:
                 raise ConfigError(f"{section}.{key} must be one of {list(allowed)}, "
