@@ -137,8 +137,7 @@ def insertion_outliers(highres: list[SliceSeries], work: dict[int, SliceWork]) -
     if len(with_ins) < 3 or not _same_orientation(with_ins) or len(
             {work[s.slice_index].mirrored for s in with_ins}) > 1:
         return {}
-    ang = {s.slice_index: float(display_angle(work[s.slice_index].insertion[0],
-                                              work[s.slice_index].centre)) for s in with_ins}
+    ang = {s.slice_index: _anterior_angle(work[s.slice_index]) for s in with_ins}
     out = {}
     for k, a in ang.items():
         others = [b for j, b in ang.items() if j != k]
@@ -149,6 +148,11 @@ def insertion_outliers(highres: list[SliceSeries], work: dict[int, SliceWork]) -
         if _angle_diff(a, mean) > INSERTION_TOLERANCE_DEG:
             out[k] = (a, mean)
     return out if len(out) < len(ang) / 2 else {}
+
+
+def _anterior_angle(w: SliceWork) -> float:
+    """Display angle (degrees) of a slice's anterior RV insertion about its LV centre."""
+    return float(display_angle(w.insertion[0], w.centre))
 
 
 def aha_labels(highres: list[SliceSeries], work: dict[int, SliceWork], levels: list[str],
@@ -169,7 +173,7 @@ def aha_labels(highres: list[SliceSeries], work: dict[int, SliceWork], levels: l
     # the insertions used: each slice's own, where it has one that agrees with the stack
     used = {k: w.insertion for k, w in work.items()
             if w.insertion is not None and k not in outliers}
-    angles = {k: display_angle(ins[0], work[k].centre) for k, ins in used.items()}
+    angles = {k: _anterior_angle(work[k]) for k in used}
     aha_maps, ins_out = {}, {}
     for lvl, s in zip(levels, highres):
         w = work.get(s.slice_index)
