@@ -64,11 +64,10 @@ def test_blood_in_the_myocardial_mask_is_warned_of():
 
 
 def test_a_slice_whose_mask_holds_blood_is_left_out_of_the_delay_fit():
-    """Half the LV blood's signal in the apical slice's myocardium only: the slices' own
-    fits show the apical one is near-exponential and the study's delay is fitted without
-    it (with it the delay read 0.45 s early, basal and mid pixels 9 % off); the warning
-    names that slice, not the study, and the basal and mid slices stay within the 3 %
-    target."""
+    """Half the LV blood's signal in the apical slice's myocardium only: the study's
+    delay fit turns near-exponential, the slices' own fits show the apical one is, and
+    the delay is fitted again without it; the warning names that slice, not the study,
+    and the basal and mid slices stay within the 3 % target."""
     ph = phantom.generate_phantom(seed=0, motion="none")
     with pytest.warns(UserWarning, match="near-exponential response"):
         r = quantify_study(_blood_mixed(ph, 0.5, slices=("s2",)), config=QuantConfig())

@@ -72,15 +72,15 @@ def _study_delay_fit(pc, aif, dmeans, dfm, d_ids, d_inv, use, fm, delay_fits, *,
                      dt_s, **kwargs):
     """The one delay fit of the mean of all (core) curves.
 
-    Where some delay groups' own mean curves fit a near-exponential shape
-    (``tau0 < min_tau0_s``: blood in the mask) and others do not, it is the fit
-    of the mean of the others only.  The groups' own fits are appended to
-    ``delay_fits`` (when given).
+    Where its shape is near-exponential (``tau0 < min_tau0_s``: blood in the
+    mask) and some delay groups' own mean curves are not, the fit is taken
+    again on the mean of those groups only.  The groups' own fits, where
+    they were needed, are appended to ``delay_fits`` (when given).
     """
     n = d_inv.size
     amean, afm = _group_means(pc, np.zeros(n, int), 1, use, fm)
     fit = fit_fermi(amean, aif, dt_s=dt_s, frame_mask=afm, **kwargs)
-    if min_tau0_s is not None and dmeans.shape[0] > 1:
+    if min_tau0_s is not None and dmeans.shape[0] > 1 and float(fit.tau0[0]) < min_tau0_s:
         own = fit_fermi(dmeans, aif, dt_s=dt_s, frame_mask=dfm, **kwargs)
         ok = np.asarray(own.tau0) >= min_tau0_s
         if ok.any() and not ok.all():
@@ -193,18 +193,15 @@ def fit_fermi_grouped(
         The fits that set the delays are appended to it as ``(labels, FermiFit)``:
         the delay groups' labels and their fits, or ``(None, fit)`` for the one
         fit of all curves (``delay_group_window_s=0``); nothing without
-        ``delay_groups`` or with ``fixed_delay_s``.  With ``min_tau0_s`` the delay
-        groups' own fits come first.
+        ``delay_groups`` or with ``fixed_delay_s``.  Where ``min_tau0_s`` had the
+        delay groups fitted on their own, their fits come first.
     min_tau0_s : float, keyword-only, optional
-        With ``delay_group_window_s``: the delay groups are also fitted on their
-        own, and those whose Fermi ``tau0`` is below this (a near-exponential
-        response, as blood gives) are left out of the fit of all curves (unless
-        all are).  On 11912 b after the DL correction (its apical myocardial
-        mask a third blood) the segment error fell 1.01 -> 0.89 ml/min/g.  Until
-        the LV pool kept out of bright walls this ran only where the fit of all
-        curves was near-exponential itself; a slice's blood can pull the delay
-        early without that (phantom 0 with half the blood's signal in the apical
-        wall: basal and mid pixels 9 % off against 1 %).
+        With ``delay_group_window_s``: where the fit of all curves has a Fermi
+        ``tau0`` below this (a near-exponential response, as blood gives), the
+        delay groups are fitted on their own and those below it are left out of
+        that fit (unless all are).  On 11912 b after the DL correction (its
+        apical myocardial mask a third blood) the segment error fell 1.01 ->
+        0.89 ml/min/g; 15 other studies never reach it.
     group_shape_range : float, keyword-only, optional
         With ``delay_groups``: each group is also fitted with its shape (``tau0``,
         ``k``) within this factor of its delay group's (the study's, with
