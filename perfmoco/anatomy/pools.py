@@ -103,7 +103,7 @@ def find_blood_pools(images, *, times_s=None, spacing_mm, near_yx=None,
                          "with an enhancing wall")
     lvc = comps[best]
     peak_lv = lvc.frame
-    lv = grow_pool(e[peak_lv], _upsample(lvc.mask, f, e.shape[1:]), spx, wall_margin=True)
+    lv = grow_pool(e[peak_lv], _upsample(lvc.mask, f, e.shape[1:]), spx)
     rv, peak_rv = np.zeros_like(lv), peak_lv
     rvc = _choose_rv(best, comps, sp_lo)
     if rvc is not None:
