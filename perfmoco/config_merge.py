@@ -110,6 +110,7 @@ def _off_or_at_least_1(value) -> None:
     if not (value == 0 or value >= 1):
         raise ValueError(f"must be 0 (off) or >= 1, got {value!r}")
 
+
 #: Settings checked beyond their type (a ValueError names the problem): a radius,
 #: a time or a count out of its range would otherwise surface deep in a run (an empty
 #: disc, a division by zero) or, worse, pass silently.
