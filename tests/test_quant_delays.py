@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from phantom_common import prefix
@@ -63,16 +65,26 @@ def test_blood_in_the_myocardial_mask_is_warned_of():
     assert any("(all slices)" in w and "MBF may be overestimated" in w for w in r.warnings)
 
 
-def test_a_slice_whose_mask_holds_blood_is_left_out_of_the_delay_fit():
-    """Half the LV blood's signal in the apical slice's myocardium only: the study's
-    delay fit turns near-exponential, the slices' own fits show the apical one is, and
-    the delay is fitted again without it; the warning names that slice, not the study,
-    and the basal and mid slices stay within the 3 % target."""
+@pytest.mark.parametrize("fraction", [0.5, 0.7])
+def test_a_slice_whose_mask_holds_blood_is_left_out_of_the_delay_fit(fraction):
+    """Half or 70 % of the LV blood's signal in the apical slice's myocardium only: the
+    basal and mid slices stay within the 3 % target.  At 70 % the study's delay fit turns
+    near-exponential, the slices' own fits show the apical one is, and the delay is
+    fitted again without it; the warning names that slice, not the study.  (Half did
+    that too until the ring started at the cavity's edge: the pool as grown now takes
+    the blood-bright wall, which keeps the core and the delay fit off it.)"""
     ph = phantom.generate_phantom(seed=0, motion="none")
-    with pytest.warns(UserWarning, match="near-exponential response"):
-        r = quantify_study(_blood_mixed(ph, 0.5, slices=("s2",)), config=QuantConfig())
-    shape = [w for w in r.warnings if "near-exponential" in w]
-    assert len(shape) == 1 and shape[0].startswith("slice 2") and "(all slices)" not in shape[0]
+    study = _blood_mixed(ph, fraction, slices=("s2",))
+    if fraction > 0.6:
+        with pytest.warns(UserWarning, match="near-exponential response"):
+            r = quantify_study(study, config=QuantConfig())
+        shape = [w for w in r.warnings if "near-exponential" in w]
+        assert len(shape) == 1 and shape[0].startswith("slice 2")
+        assert "(all slices)" not in shape[0]
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = quantify_study(study, config=QuantConfig())
     err = _pixel_errors(ph, r)
     assert max(err[0], err[1]) < 0.03
 

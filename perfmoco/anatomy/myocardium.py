@@ -78,8 +78,9 @@ def segment_myocardium(images, pools: BloodPools, *, spacing_mm, n_angles: int =
     """LV myocardium as a ring around the LV blood pool, from its enhancement.
 
     Along rays from the LV centre the endocardium is the edge of
-    ``pools.lv_mask``; the epicardium is where the early post-peak
-    enhancement drops below half of the wall's own enhancement (lung, fat,
+    ``pools.lv_cavity`` (``pools.lv_mask`` where it is None); the epicardium is
+    where the early post-peak enhancement drops below half of the wall's own
+    enhancement (lung, fat,
     chest wall), where another blood pool (RV) starts, where the tissue's
     enhancement takes a slower course than the wall's (liver, skeletal
     muscle: their early-to-late enhancement ratio falls below
@@ -131,19 +132,20 @@ def segment_myocardium(images, pools: BloodPools, *, spacing_mm, n_angles: int =
     if pools.lv_mask.shape != im.shape[1:]:
         raise ValueError(f"pools are {pools.lv_mask.shape}, images are {im.shape[1:]}")
     e, _, _ = enhancement(im, sp)
+    cav = pools.lv_mask if pools.lv_cavity is None else pools.lv_cavity  # the ring's inside
     t0 = pools.peak_lv_index
     win = e[min(t0 + 2, im.shape[0] - 1) : min(t0 + 8, im.shape[0])].mean(axis=0)
     blood = e[t0]
-    blood_level = float(np.median(blood[pools.lv_mask]))
+    blood_level = float(np.median(blood[cav]))
     (cy, cx), step = pools.lv_centre, 0.5 * min(sp)
-    dist_lv = ndimage.distance_transform_edt(~pools.lv_mask, sampling=sp)
-    r_lv = float(np.sqrt(pools.lv_mask.sum() * sp[0] * sp[1] / np.pi))
+    dist_lv = ndimage.distance_transform_edt(~cav, sampling=sp)
+    r_lv = float(np.sqrt(cav.sum() * sp[0] * sp[1] / np.pi))
     radii = np.arange(0.0, 2.0 * r_lv + 2 * MYO_THICKNESS_MM[1], step)
     phi = np.linspace(0.0, 2 * np.pi, n_angles, endpoint=False)
     # ray sample points in pixels; phi is counter-clockwise on screen (y down)
     coords = np.stack([cy - np.sin(phi)[:, None] * radii[None] / sp[0],
                        cx + np.cos(phi)[:, None] * radii[None] / sp[1]])
-    inside_lv = ndimage.map_coordinates(pools.lv_mask.astype(np.float32), coords, order=1) > 0.5
+    inside_lv = ndimage.map_coordinates(cav.astype(np.float32), coords, order=1) > 0.5
     rv_near = ndimage.map_coordinates((pools.rv_mask).astype(np.float32), coords, order=1) > 0.25
     m = ndimage.map_coordinates(win, coords, order=1, mode="nearest")
     b = ndimage.map_coordinates(blood, coords, order=1, mode="nearest")
@@ -183,7 +185,7 @@ def segment_myocardium(images, pools: BloodPools, *, spacing_mm, n_angles: int =
     ang = np.mod(np.arctan2(-dy, dx), 2 * np.pi) / (2 * np.pi) * n_angles
     myo = ((rho > np.interp(ang, knots, np.append(r_endo, r_endo[0])))
            & (rho <= np.interp(ang, knots, np.append(r_epi, r_epi[0])))
-           & ~pools.lv_mask & ~pools.rv_mask)
+           & ~cav & ~pools.rv_mask)
     lab, n = ndimage.label(myo)
     if n > 1:  # keep the ring, drop specks cut off by the RV
         sizes = ndimage.sum_labels(myo, lab, index=np.arange(1, n + 1))

@@ -37,6 +37,13 @@ class BloodPools:
         Centroid ``(y, x)`` of ``lv_mask`` in pixels.
     peak_lv_index, peak_rv_index : int
         Dynamic (0-based, PD frames excluded) of peak LV / RV blood signal.
+    lv_cavity : ndarray, shape (Y, X), bool, optional
+        ``lv_mask`` cut to :data:`perfmoco.anatomy.poolgrow.POOL_MARGIN_MM` beyond
+        the blood-wall contrast edge (:func:`perfmoco.anatomy.poolgrow.grow_pool`):
+        where the wall enhances to about half the blood's (stress, the surface
+        coil, small hearts) ``lv_mask`` takes it in.  The myocardial ring starts
+        at its edge; ``lv_mask``, a pixel or more wider, keeps the core pixels
+        and the delay fit off the blood.  None: ``lv_mask``.
     """
 
     lv_mask: np.ndarray
@@ -44,6 +51,7 @@ class BloodPools:
     lv_centre: tuple[float, float]
     peak_lv_index: int
     peak_rv_index: int
+    lv_cavity: np.ndarray | None = None
 
 
 def find_blood_pools(images, *, times_s=None, spacing_mm, near_yx=None,
@@ -104,6 +112,7 @@ def find_blood_pools(images, *, times_s=None, spacing_mm, near_yx=None,
     lvc = comps[best]
     peak_lv = lvc.frame
     lv = grow_pool(e[peak_lv], _upsample(lvc.mask, f, e.shape[1:]), spx)
+    cavity = grow_pool(e[peak_lv], _upsample(lvc.mask, f, e.shape[1:]), spx, wall_margin=True)
     rv, peak_rv = np.zeros_like(lv), peak_lv
     rvc = _choose_rv(best, comps, sp_lo)
     if rvc is not None:
@@ -113,7 +122,7 @@ def find_blood_pools(images, *, times_s=None, spacing_mm, near_yx=None,
         log.info("no RV blood pool found; rv_mask is empty")
     centre = tuple(float(c) for c in np.argwhere(lv).mean(axis=0))
     return BloodPools(lv_mask=lv, rv_mask=rv, lv_centre=centre, peak_lv_index=peak_lv,
-                      peak_rv_index=peak_rv)
+                      peak_rv_index=peak_rv, lv_cavity=cavity)
 
 
 def _block_mean(e: np.ndarray, f: int) -> np.ndarray:
