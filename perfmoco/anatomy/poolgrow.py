@@ -9,14 +9,15 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["POOL_MARGIN_MM", "RV_GROW_LEVEL", "RV_GROW_REACH_MM", "disk", "grow_pool", "grow_rv"]
+__all__ = ["POOL_MARGIN_MM", "RV_GROW_LEVEL", "RV_GROW_REACH_MM", "disk", "grow_pool", "grow_rv",
+           "pool_cavity"]
 
 #: The RV pool is grown in its peak frame down to this share of its bright level.
 RV_GROW_LEVEL = 0.3
 #: ... no further than this from the pool it was grown from (a chamber is < ~90 mm long).
 RV_GROW_REACH_MM = 60.0
 #: The LV pool reaches at most this far (at least a pixel) beyond its blood-wall
-#: contrast edge: the partial-volume rim it has always held (:func:`grow_pool`).
+#: contrast edge: the partial-volume rim it has always held (:func:`pool_cavity`).
 POOL_MARGIN_MM = 2.0
 
 
@@ -51,42 +52,46 @@ def grow_rv(e, frame, peak, seed, lv, spx):
     return (rv | (chamber > 0.5 * near)) & ~lv
 
 
-def grow_pool(frame, seed, spx, *, wall_margin: bool = False):
+def _bright_and_reach(frame, seed, spx):
+    """The seed's bright level (90th percentile) and the ~3 mm a pool may grow from it."""
+    return (float(np.percentile(frame[seed], 90)),
+            ndimage.binary_dilation(seed, disk(max(1, round(3.0 / spx)))))
+
+
+def _grow(frame, seed, reach, level):
+    """The pixels of ``reach`` above ``level`` connected to ``seed``, holes filled."""
+    lab, _ = ndimage.label(reach & (frame > level))
+    ids = np.unique(lab[seed])
+    grown = np.isin(lab, ids[ids > 0])
+    return ndimage.binary_fill_holes(grown) if grown.any() else seed
+
+
+def grow_pool(frame, seed, spx):
     """The pool around ``seed``: pixels above half its bright level, within ~3 mm of it.
 
     ``seed`` may be blocky (found on a coarser grid); the level decides the edge.
-    With ``wall_margin`` the pool reaches at most :data:`POOL_MARGIN_MM` beyond the
-    edge half-way between its bright level and the tissue around it
-    (:func:`_contrast_edge`): where the wall itself enhances to about half the
-    blood's (at stress; near the surface coil) half the bright level lies inside
-    the wall, and the pool took it in.
     """
-    bright = float(np.percentile(frame[seed], 90))
-    reach = ndimage.binary_dilation(seed, disk(max(1, round(3.0 / spx))))
-
-    def grow(level):
-        lab, _ = ndimage.label(reach & (frame > level))
-        ids = np.unique(lab[seed])
-        grown = np.isin(lab, ids[ids > 0])
-        return ndimage.binary_fill_holes(grown) if grown.any() else seed
-
-    pool = grow(0.5 * bright)
-    if wall_margin:
-        edge = _contrast_edge(frame, pool, spx, bright, grow)
-        pool &= ndimage.binary_dilation(edge, disk(max(1, round(POOL_MARGIN_MM / spx))))
-    return pool
+    bright, reach = _bright_and_reach(frame, seed, spx)
+    return _grow(frame, seed, reach, 0.5 * bright)
 
 
-def _contrast_edge(frame, pool, spx, bright, grow):
-    """The pool grown to half-way between ``bright`` and the tissue around it.
+def pool_cavity(frame, seed, pool, spx):
+    """``pool`` (:func:`grow_pool` of the same ``frame`` and ``seed``) cut to at most
+    :data:`POOL_MARGIN_MM` beyond the edge half-way between its bright level and
+    the tissue around it.
 
-    The tissue level is the median of ``frame`` in a shell 1-3 pixels (at least
-    2-6 mm) outside the pool, over its pixels below half ``bright`` (other
-    blood pools left out); taken twice, the second time around the first edge.
+    Where the wall itself enhances to about half the blood's (at stress; near
+    the surface coil) half the bright level lies inside the wall, and the pool
+    took it in.  The tissue level is the median of ``frame`` in a shell 1-3
+    pixels (at least 2-6 mm) outside the pool, over its pixels below half the
+    bright level (other blood pools left out); taken twice, the second time
+    around the first edge.
     """
+    bright, reach = _bright_and_reach(frame, seed, spx)
+    edge = pool
     for _ in range(2):
-        d = ndimage.distance_transform_edt(~pool) * spx
+        d = ndimage.distance_transform_edt(~edge) * spx
         shell = (d > max(spx, 2.0)) & (d <= max(3 * spx, 6.0)) & (frame < 0.5 * bright)
         tissue = float(np.median(frame[shell])) if shell.any() else 0.0
-        pool = grow(0.5 * (bright + min(max(tissue, 0.0), bright)))
-    return pool
+        edge = _grow(frame, seed, reach, 0.5 * (bright + min(max(tissue, 0.0), bright)))
+    return pool & ndimage.binary_dilation(edge, disk(max(1, round(POOL_MARGIN_MM / spx))))

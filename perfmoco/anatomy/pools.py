@@ -9,7 +9,7 @@ import numpy as np
 from scipy import ndimage
 
 from perfmoco.anatomy._common import check_series, enhancement, spacing_pair
-from perfmoco.anatomy.poolgrow import disk, grow_pool, grow_rv
+from perfmoco.anatomy.poolgrow import disk, grow_pool, grow_rv, pool_cavity
 from perfmoco.study import StudyError
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class BloodPools:
         Dynamic (0-based, PD frames excluded) of peak LV / RV blood signal.
     lv_cavity : ndarray, shape (Y, X), bool, optional
         ``lv_mask`` cut to :data:`perfmoco.anatomy.poolgrow.POOL_MARGIN_MM` beyond
-        the blood-wall contrast edge (:func:`perfmoco.anatomy.poolgrow.grow_pool`):
+        the blood-wall contrast edge (:func:`perfmoco.anatomy.poolgrow.pool_cavity`):
         where the wall enhances to about half the blood's (stress, the surface
         coil, small hearts) ``lv_mask`` takes it in.  The myocardial ring starts
         at its edge; ``lv_mask``, a pixel or more wider, keeps the core pixels
@@ -111,8 +111,9 @@ def find_blood_pools(images, *, times_s=None, spacing_mm, near_yx=None,
                          "with an enhancing wall")
     lvc = comps[best]
     peak_lv = lvc.frame
-    lv = grow_pool(e[peak_lv], _upsample(lvc.mask, f, e.shape[1:]), spx)
-    cavity = grow_pool(e[peak_lv], _upsample(lvc.mask, f, e.shape[1:]), spx, wall_margin=True)
+    seed = _upsample(lvc.mask, f, e.shape[1:])
+    lv = grow_pool(e[peak_lv], seed, spx)
+    cavity = pool_cavity(e[peak_lv], seed, lv, spx)
     rv, peak_rv = np.zeros_like(lv), peak_lv
     rvc = _choose_rv(best, comps, sp_lo)
     if rvc is not None:
