@@ -42,6 +42,7 @@ from perfmoco.config import load_config
 from perfmoco.metrics import pd_residual_mm
 from perfmoco.metrics._common import TIC_MARGIN_PX
 from perfmoco.metrics.paper import pd_sd
+from perfmoco.moco.companion import follow_tissue_study
 from perfmoco.moco.data import slice_truth
 from perfmoco.moco.evaluate import truth_metrics
 from perfmoco.moco.pipeline import MotionCorrector, check_series
@@ -80,22 +81,28 @@ def time_study(mc, study, config, repeat: int, locs=None) -> tuple[float, float]
     walls, cpus = [], []
     for _ in range(repeat):
         t0, c0 = time.perf_counter(), time.process_time()
-        for s, lv in zip(slices, stack_locations(study, config) if locs is None else locs):
-            mc.correct(s, lv=lv)  # returns numpy: work on a GPU has finished
+        # returns numpy: work on a GPU has finished
+        correct_study(mc, study, stack_locations(study, config) if locs is None else locs)
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
     return float(np.median(walls)), float(np.median(cpus))
 
 
-def slice_metrics(mc, s, truth_all, prefix, lv=None, noise_free=None,
-                  tic_margin_px=TIC_MARGIN_PX):
-    """Scores of one slice's correction; ``tic_margin_px``: the TIC ROI's margin (see main)."""
+def correct_study(mc, study, locs):
+    """Every slice corrected as ``process_study`` does (the AIF slice's pre-contrast
+    frames then follow a tissue slice: :mod:`perfmoco.moco.companion`)."""
+    results = [mc.correct(s, lv=lv) for s, lv in zip(study.slices, locs)]
+    return follow_tissue_study(study.slices, results, locs, config=mc.config)
+
+
+def slice_metrics(res, s, truth_all, prefix, noise_free=None, tic_margin_px=TIC_MARGIN_PX):
+    """Scores of one slice's correction ``res``; ``tic_margin_px``: the TIC ROI's margin
+    (see main)."""
     from perfmoco.metrics._common import warp_series
 
     truth = slice_truth(truth_all, s)
     if noise_free is not None:  # the phantom's frames without image noise
         truth["noise_free"] = noise_free
-    res = mc.correct(s, lv=lv)
     m = truth_metrics(res, truth, s, tic_margin_px=tic_margin_px)
     for k in ("dice", "dice_peak"):  # the old scoring (binary masks warped): same "none"
         if f"{k}_raster" in m:
@@ -188,10 +195,10 @@ def main(argv=None) -> int:
         # the TIC ROI's margin: the paper's 10 pixels of the high-resolution slices, in mm
         # on the AIF slice too (10 of its own ~4.5 mm pixels reach into liver and chest wall)
         high = [s.pixel_spacing_mm[0] for s in ph.study.slices if s.role is not SliceRole.AIF]
-        for s, lv in zip(ph.study.slices, locs):
+        for s, res in zip(ph.study.slices, correct_study(mc, ph.study, locs)):
             prefix = "aif" if s.role is SliceRole.AIF else f"s{s.slice_index}"
             margin = TIC_MARGIN_PX * (high[0] / s.pixel_spacing_mm[0] if high else 1.0)
-            m = slice_metrics(mc, s, ph.truth, prefix, lv, ph.noise_free.get(prefix),
+            m = slice_metrics(res, s, ph.truth, prefix, ph.noise_free.get(prefix),
                               tic_margin_px=margin)
             m.update(seed=seed, vendor=vendor, slice=prefix)
             rows.append(m)

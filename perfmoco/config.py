@@ -179,6 +179,15 @@ class MocoConfig:
     #: Keep the pre-contrast block where the block alignment put it during that
     #: re-run (its PCA reference otherwise drags the block back part of the way).
     baseline_hold: bool = True
+    #: Move the low-resolution AIF slice's pre-contrast dynamics with the breathing
+    #: that a high-resolution slice's correction found in the same heartbeats
+    #: (:mod:`perfmoco.moco.companion`): its own short-saturation pre-contrast frames
+    #: show too little to be aligned by (17 breathing phantoms: that block 1.8 -> 0.8
+    #: mm off the reference frame, mean).
+    aif_follow_tissue: bool = True
+    #: Only where the two slices' tracks agree over the late dynamics within this,
+    #: mm (median distance, their constant offset taken out; 0.2-0.8 mm on phantoms).
+    aif_follow_spread_mm: float = 1.0
     #: Fit one radial dilation of the heart per frame after the refinement
     #: (through-plane motion and cardiac-phase jitter change the heart's
     #: cross-section, not its surroundings; see :mod:`perfmoco.moco.dilation`).

@@ -135,9 +135,9 @@ _CHECKS = {
     **{f"moco.{k}": _POSITIVE for k in (
         "refine_window_mm", "refine_max_mm", "refine_shape_min_mm", "baseline_radius_mm",
         "baseline_radius_aif_mm", "baseline_max_mm", "baseline_agreement_mm",
-        "baseline_agreement_aif_mm", "pd_align_max_mm", "dilation_radius_mm",
-        "dilation_crop_mm", "max_motion_mm", "coarse_max_mm", "qc_robust_z",
-        "qc_window_mm")},
+        "baseline_agreement_aif_mm", "aif_follow_spread_mm", "pd_align_max_mm",
+        "dilation_radius_mm", "dilation_crop_mm", "max_motion_mm", "coarse_max_mm",
+        "qc_robust_z", "qc_window_mm")},
     "moco.dilation_max": _range(0, 1, above=True, below=True),
     "moco.refine_basis_share": _range(0, 1),
     "moco.qc_threshold": _range(0, 2, above=True),

@@ -163,6 +163,14 @@ def _correct(study: PerfusionStudy, method: Method, config: Config, result: Stud
             log.warning("%s: motion correction failed: %s", s.name, exc)
             out.append(None)
         step(f"corrected {s.name}")
+    if method is Method.DL:
+        from perfmoco.moco.companion import follow_tissue_study
+
+        try:
+            out = follow_tissue_study(study.slices, out, locs, config=config.moco)
+        except (StudyError, ValueError, RuntimeError) as exc:  # its own correction stands
+            log.warning("AIF slice's pre-contrast dynamics not moved with the tissue "
+                        "slices: %s", exc)
     return out
 
 
