@@ -35,7 +35,7 @@ from perfmoco.quant.spillover import (
     two_column_gain,
 )
 
-__all__ = ["F_BOUNDS", "FermiFit", "fit_fermi", "resample_uniform"]
+__all__ = ["F_BOUNDS", "MIN_DELAY_S", "FermiFit", "fit_fermi", "resample_uniform"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 F_BOUNDS = (0.0, 0.35)
 TAU_BOUNDS = (0.0, 60.0)
 K_BOUNDS = (0.02, 20.0)
+#: The earliest delay of the default delay grid (s): the tissue at most this far ahead of
+#: the AIF (two sequences acquired at different moments of the heartbeat).
+MIN_DELAY_S = -0.5
 @dataclasses.dataclass(frozen=True)
 class FermiFit:
     """Pixel-wise Fermi fits; every array has the leading shape of the curves.
@@ -255,7 +258,7 @@ def fit_fermi(
         if fm.ndim == 1:
             w = w[:1]
     if delays_s is None:
-        delays_s = np.arange(-0.5, 3.0 + 1e-9, dt_s / 4.0)
+        delays_s = np.arange(MIN_DELAY_S, 3.0 + 1e-9, dt_s / 4.0)
     delays = np.asarray(delays_s, dtype=np.float64).ravel()
     d_lo, d_hi = float(delays.min()), float(delays.max())
     if init is not None:

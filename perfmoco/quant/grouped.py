@@ -23,7 +23,7 @@ import numpy as np
 
 from perfmoco.quant.conv import FermiConvolution
 from perfmoco.quant.denoise import pca_denoise
-from perfmoco.quant.fermi import F_BOUNDS, FermiFit, fit_fermi
+from perfmoco.quant.fermi import F_BOUNDS, MIN_DELAY_S, FermiFit, fit_fermi
 
 __all__ = ["fit_fermi_grouped"]
 
@@ -68,23 +68,31 @@ def _start_from(curves, fm, aif, params, index, *, dt_s, oversample):
     return np.column_stack([np.clip(f0, *F_BOUNDS), params[index, 1:]])
 
 
+def not_myocardium(fit: FermiFit, min_tau0_s: float) -> np.ndarray:
+    """Delay fits that no myocardium gives: a near-exponential shape (``tau0 <
+    min_tau0_s``, as blood gives) or the curve ahead of the AIF by the delay grid's
+    whole reach (:data:`~perfmoco.quant.fermi.MIN_DELAY_S`, as the RV's blood is).
+    """
+    return (np.asarray(fit.tau0) < min_tau0_s) | (np.asarray(fit.delay) <= MIN_DELAY_S + 1e-3)
+
+
 def _study_delay_fit(pc, aif, dmeans, dfm, d_ids, d_inv, use, fm, delay_fits, *, min_tau0_s,
                      dt_s, **kwargs):
     """The one delay fit of the mean of all (core) curves.
 
-    Where its shape is near-exponential (``tau0 < min_tau0_s``: blood in the
-    mask) and some delay groups' own mean curves are not, the fit is taken
-    again on the mean of those groups only.  The groups' own fits, where
-    they were needed, are appended to ``delay_fits`` (when given).
+    Where no myocardium gives that fit (:func:`not_myocardium`: blood in a
+    mask) and some delay groups' own mean curves do, the fit is taken again on
+    the mean of those groups only.  The groups' own fits, where they were
+    needed, are appended to ``delay_fits`` (when given).
     """
     n = d_inv.size
     amean, afm = _group_means(pc, np.zeros(n, int), 1, use, fm)
     fit = fit_fermi(amean, aif, dt_s=dt_s, frame_mask=afm, **kwargs)
-    if min_tau0_s is not None and dmeans.shape[0] > 1 and float(fit.tau0[0]) < min_tau0_s:
+    if min_tau0_s is not None and dmeans.shape[0] > 1 and not_myocardium(fit, min_tau0_s)[0]:
         own = fit_fermi(dmeans, aif, dt_s=dt_s, frame_mask=dfm, **kwargs)
-        ok = np.asarray(own.tau0) >= min_tau0_s
+        ok = ~not_myocardium(own, min_tau0_s)
         if ok.any() and not ok.all():
-            log.info("delay fit: %d of %d delay groups left out (near-exponential shape)",
+            log.info("delay fit: %d of %d delay groups left out (not a myocardial curve)",
                      int((~ok).sum()), ok.size)
             amean, afm = _group_means(pc, np.zeros(n, int), 1, use & ok[d_inv], fm)
             fit = fit_fermi(amean, aif, dt_s=dt_s, frame_mask=afm, **kwargs)

@@ -39,16 +39,24 @@ MIN_TAU0_S = 1.0
 
 
 def implausible_shape(msgs: list[str], delay_fits, names: dict) -> None:
-    """Warn where a fit that set the delays has a near-exponential shape.
+    """Warn where a fit that set the delays is not a myocardial curve's.
 
-    ``delay_fits`` as :func:`perfmoco.quant.grouped.fit_fermi_grouped` fills it;
-    ``names`` maps its delay-group labels (slice indices) to slice names.
+    A near-exponential shape, or a curve ahead of the AIF by the delay grid's
+    whole reach (:func:`perfmoco.quant.grouped.not_myocardium`).  ``delay_fits`` as
+    :func:`perfmoco.quant.grouped.fit_fermi_grouped` fills it; ``names`` maps its
+    delay-group labels (slice indices) to slice names.
     """
+    from perfmoco.quant.fermi import MIN_DELAY_S
+    from perfmoco.quant.grouped import not_myocardium
+
     for labels, fit in delay_fits:
-        for j in np.flatnonzero(np.asarray(fit.tau0) < MIN_TAU0_S):
+        for j in np.flatnonzero(not_myocardium(fit, MIN_TAU0_S)):
             where = ("the myocardium's mean curve (all slices)" if labels is None else
                      f"{names.get(int(labels[j]), labels[j])}: the myocardium's mean curve")
-            warn(msgs, f"{where} fits a near-exponential response (Fermi tau0 "
-                       f"{float(fit.tau0[j]):.2f} s, under {MIN_TAU0_S:g} s), as blood does: "
-                       "the myocardial mask may hold blood (a ring off the wall, residual "
-                       "motion); MBF may be overestimated")
+            tau0 = float(fit.tau0[j])
+            what = (f"fits a near-exponential response (Fermi tau0 {tau0:.2f} s, under "
+                    f"{MIN_TAU0_S:g} s), as blood does" if tau0 < MIN_TAU0_S else
+                    f"rises {-MIN_DELAY_S:g} s or more before the AIF, as the RV's blood does")
+            effect = "overestimated" if tau0 < MIN_TAU0_S else "wrong"
+            warn(msgs, f"{where} {what}: the myocardial mask may hold blood (a ring off the "
+                       f"wall, residual motion); MBF may be {effect}")
