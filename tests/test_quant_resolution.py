@@ -79,13 +79,25 @@ def test_core_pixels_in_acquired_pixels():
     np.testing.assert_array_equal(got & away, two & away)
 
 
-def test_mbf_on_a_zero_filled_study(ph):
+def test_mbf_on_a_zero_filled_study(ph, monkeypatch):
     """Maps of a noise-free study delivered at twice its acquired matrix: with the
-    distances in acquired pixels the segments (their core pixels) are closer to the
-    truth than with them in display pixels (0.057 against 0.079 ml/min/g, median; 0.052
-    against 0.085 while each slice fitted its own delay on its core's mean curve), and
-    the pixels within 4.5 % (the blood's signal share, fitted within the rim, reads
-    about the same either way)."""
+    distances in acquired pixels the core behind the study's delay fit keeps off the
+    blood and the delay is right (0.445 s, truth 0.457 s); in display pixels it reads
+    early (0.135 s).  The segments (0.056 against 0.046 ml/min/g, median) and pixels
+    (3.3 against 1.8 %) are within the targets either way: since the delay fit keeps
+    off the RV (``pixels.delay_core``) an early delay no longer costs the display-pixel
+    setting its segments (0.079 before), other biases of this phantom offsetting it."""
+    import perfmoco.quant.grouped as grouped
+
+    delays = []
+    study_fit = grouped._study_delay_fit
+
+    def record(*args, **kwargs):
+        fit = study_fit(*args, **kwargs)
+        delays.append(float(fit.delay[0]))
+        return fit
+
+    monkeypatch.setattr(grouped, "_study_delay_fit", record)
     tr = ph.truth
     study = ph.study.replace_slices([
         s.replace(images=zero_fill(ph.noise_free[_key(s)], 2.0),
@@ -110,9 +122,10 @@ def test_mbf_on_a_zero_filled_study(ph):
         seg[setting] = np.median([abs(row["median"] - np.median(
             tr[f"s{row['slice']}_mbf"][tr[f"s{row['slice']}_aha"] == row["segment"]]))
             for row in r.segments])
-    assert seg[0.0] < 0.8 * seg[1.0]
-    assert pix[0.0] < 0.045
-    assert seg[0.0] < 0.1
+    truth = float(tr["fermi_delay_s"])
+    assert abs(delays[0] - truth) < 0.05 and delays[1] < truth - 0.2, (delays, truth)
+    assert max(pix.values()) < 0.045
+    assert max(seg.values()) < 0.1
 
 
 def test_interpolation_setting_is_checked():

@@ -19,7 +19,7 @@ from perfmoco.quant.fermi import FermiFit, fit_fermi, resample_uniform
 from perfmoco.quant.grouped import fit_fermi_grouped
 from perfmoco.quant.levels import study_levels
 from perfmoco.quant.messages import MIN_TAU0_S, coil_not_followed, implausible_shape, warn
-from perfmoco.quant.pixels import core_pixels, distance_to, rim_pools
+from perfmoco.quant.pixels import core_pixels, delay_core, distance_to, rim_pools
 from perfmoco.quant.resolution import interpolation_factor
 from perfmoco.quant.result import QuantResult
 from perfmoco.quant.segments import display_angle, segment_table
@@ -297,6 +297,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
     aha_maps, ins_out = aha_labels(highres, work, levels, msgs)
     # 3. signal -> [Gd] -> uniform grid, every myocardial pixel of every slice
     curves, masks, owners, sat_all, groups, dgroups, cores, rims = [], [], [], {}, [], [], [], []
+    dcores = []  # the cores' pixels away from the RV's blood: the study's delay fit
     pools: list[np.ndarray] = []  # the slices' blood pools' S / M0 on the grid ...
     pool_base, base_q, ts_r = [], [], []  # ... at baseline; each pixel's baseline 1 - S / M0
     key, eta = config.no_pd_efficiency(aif=False)
@@ -360,6 +361,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
             log.info("%s: pixel distances scaled by %.2f (images interpolated to a finer "
                      "matrix than acquired)", s.name, w.pixel_scale)
         cores.append(core_pixels(w.myo, w.blood, aha_maps[s.slice_index], w.pixel_scale)[w.myo])
+        dcores.append(delay_core(cores[-1], w.myo, w.rv, w.pixel_scale))
         # pixels near a cavity hold some of its blood's signal, mixed before the [Gd]
         # conversion: fitted with the slice's own pool signal (spillover.SignalMix)
         rim = np.full(int(w.myo.sum()), -1)
@@ -388,7 +390,8 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         fast_pixels=config.fast_pixel_fit, denoise=config.temporal_denoise,
         group_blood=config.blood_spillover, delay_group_window_s=config.slice_delay_window_s,
         delay_fits=delay_fits, min_tau0_s=MIN_TAU0_S,
-        group_shape_range=config.segment_shape_range or None, **spill)
+        group_shape_range=config.segment_shape_range or None,
+        delay_core=np.concatenate(dcores), **spill)
     implausible_shape(msgs, delay_fits, {s.slice_index: s.name for s in highres})
     seg_keys = [(int(g) // 1000, int(g) % 1000) for g in gids]  # (slice, segment)
     seg_fit = dict(zip(seg_keys, map(float, gfit.mbf)))

@@ -137,7 +137,7 @@ def fit_fermi_grouped(
     fast_pixels: bool = False, spillover=False, denoise: bool = False,
     group_blood: bool = False, delay_group_window_s: float | None = None,
     delay_fits: list | None = None, min_tau0_s: float | None = None,
-    group_shape_range: float | None = None, **kwargs,
+    group_shape_range: float | None = None, delay_core=None, **kwargs,
 ) -> tuple[FermiFit, FermiFit, np.ndarray]:
     """Hierarchical fit: delays on coarse mean curves, then groups, then pixels.
 
@@ -210,6 +210,10 @@ def fit_fermi_grouped(
         that fit (unless all are).  On 11912 b after the DL correction (its
         apical myocardial mask a third blood) the segment error fell 1.01 ->
         0.89 ml/min/g; 15 other studies never reach it.
+    delay_core : ndarray, shape (N,), bool, keyword-only, optional
+        The curves whose means set the delays (within ``core``; default all of
+        ``core``): :func:`perfmoco.quant.pixels.delay_core` keeps the septum's
+        pixels near the RV's early blood out.
     group_shape_range : float, keyword-only, optional
         With ``delay_groups``: each group is also fitted with its shape (``tau0``,
         ``k``) within this factor of its delay group's (the study's, with
@@ -261,11 +265,12 @@ def fit_fermi_grouped(
         gfit = fit_fermi(means, aif, dt_s=dt_s, frame_mask=gfm, **kwargs)
     else:  # the delay of each delay group comes from its mean curve
         d_ids, d_inv = np.unique(dg, return_inverse=True)
-        dmeans, dfm = _group_means(pc, d_inv, d_ids.size, use, fm)
+        duse = use if delay_core is None else use & np.asarray(delay_core, bool).ravel()
+        dmeans, dfm = _group_means(pc, d_inv, d_ids.size, duse, fm)
         if delay_group_window_s is None or d_ids.size == 1:
             dfit, d_labels = fit_fermi(dmeans, aif, dt_s=dt_s, frame_mask=dfm, **kwargs), d_ids
         else:  # one delay for all first: the groups' own stay near it
-            dfit = _study_delay_fit(pc, aif, dmeans, dfm, d_ids, d_inv, use, fm, delay_fits,
+            dfit = _study_delay_fit(pc, aif, dmeans, dfm, d_ids, d_inv, duse, fm, delay_fits,
                                     min_tau0_s=min_tau0_s, dt_s=dt_s, **kwargs)
             d_labels = None
             if delay_group_window_s > 0:
