@@ -101,6 +101,8 @@ def follow_tissue(aif: SliceSeries, result: MocoResult, centre_yx,
     block_radius_mm : float, keyword-only
         Disc on the AIF slice's LV whose first enhancement ends the pre-contrast
         block (``moco.baseline_radius_aif_mm``; :func:`.baseline.baseline_length`).
+    resample : {"bicubic", "bilinear"}, keyword-only
+        How the moved frames are resampled from the originals (``moco.resample``).
 
     Returns
     -------

@@ -46,6 +46,8 @@ K_BOUNDS = (0.02, 20.0)
 #: The earliest delay of the default delay grid (s): the tissue at most this far ahead of
 #: the AIF (two sequences acquired at different moments of the heartbeat).
 MIN_DELAY_S = -0.5
+
+
 @dataclasses.dataclass(frozen=True)
 class FermiFit:
     """Pixel-wise Fermi fits; every array has the leading shape of the curves.

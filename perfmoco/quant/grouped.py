@@ -25,7 +25,7 @@ from perfmoco.quant.conv import FermiConvolution
 from perfmoco.quant.denoise import pca_denoise
 from perfmoco.quant.fermi import F_BOUNDS, MIN_DELAY_S, FermiFit, fit_fermi
 
-__all__ = ["fit_fermi_grouped"]
+__all__ = ["fit_fermi_grouped", "not_myocardium"]
 
 log = logging.getLogger(__name__)
 

@@ -46,6 +46,7 @@ def implausible_shape(msgs: list[str], delay_fits, names: dict) -> None:
     :func:`perfmoco.quant.grouped.fit_fermi_grouped` fills it; ``names`` maps its
     delay-group labels (slice indices) to slice names.
     """
+    # here, not above: the fit modules import this one's neighbours (aif -> spillover)
     from perfmoco.quant.fermi import MIN_DELAY_S
     from perfmoco.quant.grouped import not_myocardium
 

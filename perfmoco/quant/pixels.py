@@ -28,7 +28,8 @@ MIN_CORE_PX = 8
 #: 19 cached DL corrections 0.273 -> 0.270 mean, bias -0.069 -> -0.036, split 288 ->
 #: 290 of 298; small hearts 0.393 -> 0.377; motion-free noise-free 0.9 -> 1.2 %).
 RV_DELAY_DIST_PX = 4.0
-#: ... where a slice keeps at least this many such pixels (else its whole core).
+#: ... where a slice keeps at least this many such pixels (acquired pixels; else its
+#: whole core).
 MIN_DELAY_CORE_PX = 10
 
 
@@ -105,4 +106,4 @@ def delay_core(core, myo, rv, scale: float = 1.0) -> np.ndarray:
     core = np.asarray(core, bool)
     off_rv = distance_to(np.asarray(rv, bool)) >= RV_DELAY_DIST_PX * scale
     far = core & off_rv[np.asarray(myo, bool)]
-    return far if int(far.sum()) >= MIN_DELAY_CORE_PX else core
+    return far if int(far.sum()) >= MIN_DELAY_CORE_PX * scale**2 else core
