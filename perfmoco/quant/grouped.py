@@ -25,7 +25,7 @@ from perfmoco.quant.conv import FermiConvolution
 from perfmoco.quant.denoise import pca_denoise
 from perfmoco.quant.fermi import F_BOUNDS, MIN_DELAY_S, FermiFit, fit_fermi
 
-__all__ = ["fit_fermi_grouped", "not_myocardium"]
+__all__ = ["ahead_of_aif", "fit_fermi_grouped", "not_myocardium"]
 
 log = logging.getLogger(__name__)
 
@@ -70,34 +70,46 @@ def _start_from(curves, fm, aif, params, index, *, dt_s, oversample):
 
 def not_myocardium(fit: FermiFit, min_tau0_s: float) -> np.ndarray:
     """Delay fits that no myocardium gives: a near-exponential shape (``tau0 <
-    min_tau0_s``, as blood gives) or the curve ahead of the AIF by the delay grid's
-    whole reach (:data:`~perfmoco.quant.fermi.MIN_DELAY_S`, as the RV's blood is).
+    min_tau0_s``, as blood gives) or the curve ahead of the AIF (:func:`ahead_of_aif`).
     """
-    return (np.asarray(fit.tau0) < min_tau0_s) | (np.asarray(fit.delay) <= MIN_DELAY_S + 1e-3)
+    return (np.asarray(fit.tau0) < min_tau0_s) | ahead_of_aif(fit)
+
+
+def ahead_of_aif(fit: FermiFit) -> np.ndarray:
+    """Delay fits on the delay grid's earliest value
+    (:data:`~perfmoco.quant.fermi.MIN_DELAY_S`): the curve rises that far before the
+    AIF or more, as the RV's blood does (seconds before the LV's), and no myocardium.
+    """
+    return np.asarray(fit.delay) <= MIN_DELAY_S + 1e-3
 
 
 def _study_delay_fit(pc, aif, dmeans, dfm, d_ids, d_inv, use, fm, delay_fits, *, min_tau0_s,
                      dt_s, **kwargs):
     """The one delay fit of the mean of all (core) curves.
 
-    Where no myocardium gives that fit (:func:`not_myocardium`: blood in a
-    mask) and some delay groups' own mean curves do, the fit is taken again on
-    the mean of those groups only.  The groups' own fits, where they were
-    needed, are appended to ``delay_fits`` (when given).
+    The delay groups are also fitted on their own.  Those ahead of the AIF
+    (:func:`ahead_of_aif`) are left out of it when others are not; where the
+    fit of all of them is no myocardium's (:func:`not_myocardium`: blood in a
+    mask), so are those whose own fit is none either.  The groups' own fits,
+    where any was left out or the fit of all is no myocardium's, are appended to
+    ``delay_fits`` (when given).
     """
     n = d_inv.size
     amean, afm = _group_means(pc, np.zeros(n, int), 1, use, fm)
     fit = fit_fermi(amean, aif, dt_s=dt_s, frame_mask=afm, **kwargs)
-    if min_tau0_s is not None and dmeans.shape[0] > 1 and not_myocardium(fit, min_tau0_s)[0]:
-        own = fit_fermi(dmeans, aif, dt_s=dt_s, frame_mask=dfm, **kwargs)
-        ok = ~not_myocardium(own, min_tau0_s)
-        if ok.any() and not ok.all():
-            log.info("delay fit: %d of %d delay groups left out (not a myocardial curve)",
-                     int((~ok).sum()), ok.size)
-            amean, afm = _group_means(pc, np.zeros(n, int), 1, use & ok[d_inv], fm)
-            fit = fit_fermi(amean, aif, dt_s=dt_s, frame_mask=afm, **kwargs)
-        if delay_fits is not None:
-            delay_fits.append((d_ids, own))
+    if min_tau0_s is None or dmeans.shape[0] < 2:
+        return fit
+    own = fit_fermi(dmeans, aif, dt_s=dt_s, frame_mask=dfm, **kwargs)
+    study_bad = bool(not_myocardium(fit, min_tau0_s)[0])
+    ok = ~(not_myocardium(own, min_tau0_s) if study_bad else ahead_of_aif(own))
+    left_out = bool(ok.any() and not ok.all())
+    if left_out:
+        log.info("delay fit: %d of %d delay groups left out (not a myocardial curve)",
+                 int((~ok).sum()), ok.size)
+        amean, afm = _group_means(pc, np.zeros(n, int), 1, use & ok[d_inv], fm)
+        fit = fit_fermi(amean, aif, dt_s=dt_s, frame_mask=afm, **kwargs)
+    if delay_fits is not None and (study_bad or left_out):
+        delay_fits.append((d_ids, own))
     return fit
 
 
@@ -204,12 +216,14 @@ def fit_fermi_grouped(
         ``delay_groups`` or with ``fixed_delay_s``.  Where ``min_tau0_s`` had the
         delay groups fitted on their own, their fits come first.
     min_tau0_s : float, keyword-only, optional
-        With ``delay_group_window_s``: where the fit of all curves has a Fermi
-        ``tau0`` below this (a near-exponential response, as blood gives), the
-        delay groups are fitted on their own and those below it are left out of
-        that fit (unless all are).  On 11912 b after the DL correction (its
-        apical myocardial mask a third blood) the segment error fell 1.01 ->
-        0.89 ml/min/g; 15 other studies never reach it.
+        With ``delay_group_window_s``: the delay groups are also fitted on their
+        own; those ahead of the AIF (:func:`ahead_of_aif`) are left out of the
+        fit of all curves, and where that fit has a Fermi ``tau0`` below this (a
+        near-exponential response, as blood gives) or is ahead of the AIF itself,
+        so are those near-exponential (unless all would be).  On 11912 b after the
+        DL correction (its apical myocardial mask a third blood) the segment error
+        fell 1.01 -> 0.89 ml/min/g; on fresh 12294 a and 12280 a (an apical ring
+        holding the RV's blood) 0.81 -> 0.32 and 0.62 -> 0.35.
     delay_core : ndarray, shape (N,), bool, keyword-only, optional
         The curves whose means set the delays (within ``core``; default all of
         ``core``): :func:`perfmoco.quant.pixels.delay_core` keeps the septum's
