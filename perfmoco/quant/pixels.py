@@ -26,7 +26,7 @@ MIN_CORE_PX = 8
 #: a moving heart, which reads as an early delay and every MBF low (fresh 12151 a after
 #: the DL correction: delay 0.15 s against 0.71 s, median segment error 0.48 -> 0.37;
 #: 19 cached DL corrections 0.273 -> 0.270 mean, bias -0.069 -> -0.036, split 288 ->
-#: 290 of 298; small hearts 0.393 -> 0.377; motion-free noise-free 0.9 -> 1.2 %).
+#: 290 of 298; small hearts 0.393 -> 0.380; motion-free noise-free 0.9 -> 1.2 %).
 RV_DELAY_DIST_PX = 4.0
 #: ... where a slice keeps at least this many such pixels (acquired pixels; else its
 #: whole core).
