@@ -82,6 +82,14 @@ def test_a_tissue_slice_with_other_image_axes_is_turned_into_the_aifs():
     assert np.abs(got - truth[:BLOCK]).max() < 0.05
 
 
+def test_a_header_with_zeroed_directions_counts_as_the_common_grid():
+    zeros = SliceGeometry(read_dir=(0.0, 0.0, 0.0), phase_dir=(0.0, 0.0, 0.0))
+    aif, res, truth, tissue = _aif_case()
+    t_series, t_res, c = tissue[0]
+    got = _follow(aif, res, [(t_series.replace(geometry=zeros), t_res, c)])
+    assert np.abs(got.displacement[:BLOCK, :, 24, 24] - truth[:BLOCK]).max() < 0.05
+
+
 def test_a_tissue_slice_that_breathes_otherwise_is_not_followed():
     aif, res, _, tissue = _aif_case(tissue_motion=_breathing(phase=1.5))
     assert _follow(aif, res, tissue) is res

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from perfmoco.anatomy.stack import has_directions
 from perfmoco.moco.baseline import MIN_FRAMES, MIN_LATE, baseline_length
 from perfmoco.moco.result import MocoResult
 from perfmoco.moco.transforms import identity_grid, sample
@@ -49,8 +50,12 @@ def _disc(shape, centre_yx, spacing_mm, radius_mm: float) -> np.ndarray:
 
 
 def _axes(series: SliceSeries) -> np.ndarray:
-    """Patient-space unit vectors of the image's y (phase) and x (read) axes, ``(2, 3)``."""
-    g = series.geometry or SliceGeometry()
+    """Patient-space unit vectors of the image's y (phase) and x (read) axes, ``(2, 3)``.
+
+    The default geometry's where the series has none or its header's are zeros
+    (:func:`perfmoco.anatomy.stack.has_directions`): such slices share one grid.
+    """
+    g = series.geometry if has_directions(series.geometry) else SliceGeometry()
     return np.array([g.phase_dir, g.read_dir], np.float64)
 
 
