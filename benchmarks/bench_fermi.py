@@ -240,16 +240,14 @@ def segment_truth(truth, row) -> float:
 def _dl(study):
     """Correct every slice with the shipped networks; the fields and QC for quantify_study."""
     from perfmoco.config import Config
-    from perfmoco.moco.companion import follow_tissue_study
     from perfmoco.moco.pipeline import MotionCorrector
+    from perfmoco.moco.whole_study import correct_slices
     from perfmoco.pipeline import stack_locations
 
     mc = MotionCorrector.load(device="cpu")
     out, fields, ref = [], {"displacements": {}, "pd_displacements": {}, "qc": {}}, {}
-    locs = stack_locations(study, Config())
-    results = follow_tissue_study(study.slices, [mc.correct(s, lv=lv) for s, lv in
-                                                 zip(study.slices, locs)], locs,
-                                  config=mc.config)
+    results = correct_slices(study, mc.correct, stack_locations(study, Config()),
+                             config=mc.config)
     for s, r in zip(study.slices, results):
         out.append(s.replace(images=r.corrected, pd_images=r.pd_corrected))
         fields["displacements"][s.slice_index] = r.displacement

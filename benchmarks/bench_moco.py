@@ -42,10 +42,10 @@ from perfmoco.config import load_config
 from perfmoco.metrics import pd_residual_mm
 from perfmoco.metrics._common import TIC_MARGIN_PX
 from perfmoco.metrics.paper import pd_sd
-from perfmoco.moco.companion import follow_tissue_study
 from perfmoco.moco.data import slice_truth
 from perfmoco.moco.evaluate import truth_metrics
 from perfmoco.moco.pipeline import MotionCorrector, check_series
+from perfmoco.moco.whole_study import correct_slices
 from perfmoco.phantom import generate_phantom
 from perfmoco.phantom.fov import fov_corner
 from perfmoco.pipeline import stack_locations
@@ -91,8 +91,7 @@ def time_study(mc, study, config, repeat: int, locs=None) -> tuple[float, float]
 def correct_study(mc, study, locs):
     """Every slice corrected as ``process_study`` does (the AIF slice's pre-contrast
     frames then follow a tissue slice: :mod:`perfmoco.moco.companion`)."""
-    results = [mc.correct(s, lv=lv) for s, lv in zip(study.slices, locs)]
-    return follow_tissue_study(study.slices, results, locs, config=mc.config)
+    return correct_slices(study, mc.correct, locs, config=mc.config)
 
 
 def slice_metrics(res, s, truth_all, prefix, noise_free=None, tic_margin_px=TIC_MARGIN_PX):

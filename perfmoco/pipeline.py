@@ -153,25 +153,14 @@ def _correct(study: PerfusionStudy, method: Method, config: Config, result: Stud
         from perfmoco.moco.iterative import correct_iterative as run
     else:
         run = _load_corrector(config).correct
-    locs = stack_locations(study, config)
-    out: list[MocoResult | None] = []
-    for i, s in enumerate(study.slices):
-        try:
-            out.append(run(s, lv=locs[i]))
-        except (StudyError, ValueError, RuntimeError) as exc:
-            result.messages.append(f"{s.name}: motion correction failed ({exc}); originals kept")
-            log.warning("%s: motion correction failed: %s", s.name, exc)
-            out.append(None)
-        step(f"corrected {s.name}")
-    if method is Method.DL:
-        from perfmoco.moco.companion import follow_tissue_study
+    from perfmoco.moco.whole_study import correct_slices
 
-        try:
-            out = follow_tissue_study(study.slices, out, locs, config=config.moco)
-        except (StudyError, ValueError, RuntimeError) as exc:  # its own correction stands
-            log.warning("AIF slice's pre-contrast dynamics not moved with the tissue "
-                        "slices: %s", exc)
-    return out
+    def failed(s, exc):
+        result.messages.append(f"{s.name}: motion correction failed ({exc}); originals kept")
+        log.warning("%s: motion correction failed: %s", s.name, exc)
+
+    return correct_slices(study, run, stack_locations(study, config), config=config.moco,
+                          follow_tissue=method is Method.DL, failed=failed, step=step)
 
 
 def process_study(

@@ -196,3 +196,23 @@ def test_process_study_runs_the_step_after_the_dl_correction_only(monkeypatch, s
     assert failed.ok and all(r is not None for r in failed.moco)
     pipeline.process_study(small_study, quantify=False, method="none")
     assert len(calls) == 2
+
+
+def test_correct_slices_passes_over_a_failing_slice_or_raises(small_study):
+    from perfmoco.moco.pipeline import correct_series
+    from perfmoco.moco.whole_study import correct_slices
+
+    bad = small_study.slices[1].name
+
+    def correct(series, *, lv=None):
+        if series.name == bad:
+            raise ValueError("blank frame")
+        return correct_series(series, method="none")
+
+    seen, steps = [], []
+    out = correct_slices(small_study, correct, config=MocoConfig(),
+                         failed=lambda s, exc: seen.append((s.name, str(exc))), step=steps.append)
+    assert [r is None for r in out] == [s.name == bad for s in small_study.slices]
+    assert seen == [(bad, "blank frame")] and len(steps) == len(small_study.slices)
+    with pytest.raises(ValueError, match="blank frame"):
+        correct_slices(small_study, correct, config=MocoConfig())
