@@ -167,6 +167,27 @@ def test_unphysical_signal_is_flagged(clean_study):
     assert any(r.flagged[k][r.myocardium[k]].mean() > 0.2 for k in r.flagged)
 
 
+def test_pd_frames_of_another_readout_are_named(ph, clean_study, clean_result):
+    """PD frames read out with a lower flip angle are darker than the dynamics' M0 (here
+    by half): the measured saturation efficiency says so, and the warning names the
+    setting; with the protocol's ratio set, the efficiency and the maps are the truth's."""
+    dark = clean_study.replace_slices([s.replace(pd_images=s.pd_images * 0.5)
+                                       for s in clean_study.slices])
+    with pytest.warns(UserWarning, match="quant.pd_scale"):
+        r = quantify_study(dark, config=QuantConfig())
+    assert r.saturation_efficiency["highres"] < 0.6
+    assert any("PD frames do not read as the dynamics' M0" in w for w in r.warnings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fixed = quantify_study(dark, config=dataclasses.replace(QuantConfig(), pd_scale=2.0))
+    assert abs(fixed.saturation_efficiency["highres"]
+               - float(ph.truth["saturation_efficiency"])) < 0.02
+    for k in range(3):
+        m = fixed.myocardium[k]
+        np.testing.assert_allclose(fixed.mbf_maps[k][m], clean_result.mbf_maps[k][m],
+                                   rtol=1e-3, atol=1e-3)
+
+
 def test_qc_frames_are_excluded(ph, clean_study):
     t_n = clean_study.highres[0].n_dynamics
     bad = np.zeros(t_n, bool)

@@ -18,7 +18,13 @@ from perfmoco.quant.anatomy import aha_labels, slice_anatomy
 from perfmoco.quant.fermi import FermiFit, fit_fermi, resample_uniform
 from perfmoco.quant.grouped import fit_fermi_grouped
 from perfmoco.quant.levels import study_levels
-from perfmoco.quant.messages import MIN_TAU0_S, coil_not_followed, implausible_shape, warn
+from perfmoco.quant.messages import (
+    MIN_TAU0_S,
+    coil_not_followed,
+    implausible_efficiency,
+    implausible_shape,
+    warn,
+)
 from perfmoco.quant.pixels import core_pixels, delay_core, distance_to, rim_pools
 from perfmoco.quant.resolution import interpolation_factor
 from perfmoco.quant.result import QuantResult
@@ -377,6 +383,8 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         rims.append(rim)
         base_q.append(baseline_q(im[:, w.myo], m0, n_base))
         ts_r.append(np.full(rim.shape, ts * config.relaxivity))
+    measured = _efficiencies(efficiency, aif, aif_slice=src.role is SliceRole.AIF)
+    implausible_efficiency(msgs, measured, pd_scale=config.pd_scale)
     allm = np.concatenate(masks)
     fm_arg = allm[0] if (allm == allm[0]).all() else allm
     spill = {"spillover": np.concatenate(rims), "spill_curves": np.array(pools),
@@ -427,5 +435,5 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         myocardium={k: w.myo for k, w in work.items()}, aha=aha_maps, rv_insertion=ins_out,
         segments=rows, aif_gd=aif_u, aif_times_s=grid, warnings=msgs,
         ischemia_mbf=config.ischemia_mbf,
-        saturation_efficiency=_efficiencies(efficiency, aif, aif_slice=src.role is SliceRole.AIF),
+        saturation_efficiency=measured,
     )

@@ -7,7 +7,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["MIN_TAU0_S", "coil_not_followed", "implausible_shape", "warn"]
+__all__ = ["MIN_TAU0_S", "PLAUSIBLE_EFFICIENCY", "coil_not_followed", "implausible_efficiency",
+           "implausible_shape", "warn"]
 
 log = logging.getLogger("perfmoco.quant")
 
@@ -17,6 +18,39 @@ def warn(msgs: list[str], text: str) -> None:
     msgs.append(text)
     warnings.warn(text, stacklevel=3)
     log.warning(text)
+
+
+#: Effective saturation efficiencies a saturation pulse gives, with some margin (the phantom
+#: draws 0.76-0.86, scanners' sequences up to ~1; above 1 / exp(-TS / T1) no signal model
+#: fits).  Outside it, the PD frames are not the dynamics' M0.
+PLAUSIBLE_EFFICIENCY = (0.6, 1.1)
+
+
+def implausible_efficiency(msgs: list[str], measured: dict[str, float], *,
+                           pd_scale: float) -> None:
+    """Warn where the measured saturation efficiency says the PD frames are not ``M0``.
+
+    ``measured``: per sequence (``"highres"``, ``"aif"``), the efficiency that the
+    pre-contrast signal against the PD frames' ``M0`` gives
+    (:func:`perfmoco.quant.signal.saturation_efficiency`).  PD frames read out with
+    another flip angle than the dynamics (a low-angle PD readout is common) are
+    darker than the dynamics' ``M0`` by a factor ``c``; the efficiency then reads
+    ``(1 - (1 - eta E) / c) / E`` (``E = exp(-TS / T1)``), e.g. 0.45 instead of 0.76
+    at ``c`` 0.5, and every [Gd] is wrong (MBF off by 0.4 ml/min/g at ``c`` 0.7, most
+    pixels saturated at 0.5, on phantom 12335 a).  Only gross mismatches are told
+    apart from a sequence's own efficiency: ``c`` under about 0.55 where ``eta`` is
+    0.8.
+    """
+    lo, hi = PLAUSIBLE_EFFICIENCY
+    odd = {k: v for k, v in measured.items() if np.isfinite(v) and not lo <= v <= hi}
+    if odd:
+        vals = ", ".join(f"{v:.2f} ({'AIF' if k == 'aif' else 'high-resolution'} slices)"
+                         for k, v in odd.items())
+        warn(msgs, f"the PD frames do not read as the dynamics' M0: the pre-contrast signal "
+                   f"against them gives a saturation efficiency of {vals}, where a saturation "
+                   f"pulse gives {lo:g}-{hi:g}. PD frames read out with another flip angle? "
+                   f"Set quant.pd_scale (M0 / PD signal, now {pd_scale:g}) for this protocol; "
+                   "until then [Gd] and MBF are wrong")
 
 
 def coil_not_followed(msgs: list[str], name: str, reason: str, *, aif: bool = False) -> None:
