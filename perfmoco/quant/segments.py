@@ -31,6 +31,8 @@ __all__ = [
     "aha_segments",
     "display_angle",
     "neighbourhood_median",
+    "MIN_CORE_ARC",
+    "segment_pixels",
     "segment_table",
     "slice_levels",
     "territory_of",
@@ -249,3 +251,36 @@ def _median_se(vals: np.ndarray) -> float:
         return float("inf")
     q1, q3 = np.percentile(vals, [25.0, 75.0])
     return float(1.2533 * (q3 - q1) / 1.349 / np.sqrt(vals.size))
+
+
+#: A segment's median is taken over its core pixels (off the partial-volume borders)
+#: where they reach round at least this share of its arc (in 10-degree bins about the LV
+#: centre), else over all its fitted pixels.
+MIN_CORE_ARC = 0.5
+
+
+def segment_pixels(fitted, core, segments, angles_deg=None) -> np.ndarray:
+    """The pixels a segment's median is taken over: its core pixels, or all its fitted ones.
+
+    The core (off the partial-volume borders) stands for the segment where it
+    holds at least 5 pixels and, given each pixel's angle about the LV centre
+    (``angles_deg``), covers at least :data:`MIN_CORE_ARC` of the 10-degree bins
+    the segment's fitted pixels cover: a core in one spot is not the segment
+    (fresh phantom 11438 b: a basal anterior segment's 6 core pixels of 47, by
+    the RV's tip, read 0.53 ml/min/g against a true 3.66, a defect where there
+    is none; all 47: 2.43, marked unreliable by their spread).  A thin core
+    along the whole arc (a zero-filled image's, a thin wall's) is kept.  Arrays
+    of the myocardial pixels.
+    """
+    fitted = np.asarray(fitted, bool)
+    use = fitted & np.asarray(core, bool)
+    bins = None if angles_deg is None else (np.asarray(angles_deg) % 360.0 // 10.0).astype(int)
+    for g in np.unique(segments):
+        seg = fitted & (segments == g)
+        own = use & seg
+        thin = own.sum() < 5
+        if not thin and bins is not None:
+            thin = np.unique(bins[own]).size < MIN_CORE_ARC * np.unique(bins[seg]).size
+        if thin:
+            use |= seg
+    return use

@@ -1,0 +1,107 @@
+"""Pixel-wise Fermi MBF of curves already converted to [Gd] (``perfmoco quantify``)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from perfmoco.config import check_interpolation
+from perfmoco.quant.grouped import fit_fermi_grouped
+from perfmoco.quant.pixels import core_pixels, distance_to
+from perfmoco.quant.resolution import interpolation_factor
+
+__all__ = ["quantify_curves"]
+
+
+def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=None,
+                    density: float = 1.05, spillover: bool = True,
+                    rim_px: int = 2, interpolation: float = 1.0,
+                    denoise: bool = True) -> np.ndarray:
+    """Pixel-wise Fermi MBF from [Gd] curves on a uniform grid (research use).
+
+    The delay is fitted on the mean curve of the masked pixels away from the
+    mask's borders; each pixel keeps it within +-0.3 s
+    (:func:`perfmoco.quant.grouped.fit_fermi_grouped`), and starts from that
+    curve's fit (for a ring with ``spillover``, one that also takes a blood
+    volume out, as :func:`quantify_study`'s segment fits).  When the mask is a
+    ring (a myocardium), the cavity it encloses is taken as the LV blood pool:
+    as in :func:`quantify_study`, the pixels within ``rim_px`` of it may also
+    take a fraction of the AIF itself (endocardial partial volume, ``spillover``).
+
+    Parameters
+    ----------
+    tissue_gd : ndarray, shape (T, Y, X), float, mmol/l
+        Tissue [Gd] per pixel.
+    aif_gd : ndarray, shape (T,), float, mmol/l
+        Blood [Gd] of the AIF on the same grid.
+    dt_s : float, keyword-only
+        Grid step, s.
+    mask : ndarray, shape (Y, X), bool, keyword-only, optional
+        Pixels to fit; default all.
+    hematocrit : float, keyword-only, optional
+        If given, the AIF is divided by ``1 - hematocrit`` (blood to plasma
+        [Gd]) before fitting.
+    density : float, keyword-only
+        Tissue density, g/ml.
+    spillover : bool, keyword-only
+        Fit a blood-pool fraction on the pixels near the cavity of a
+        ring-shaped mask (no effect for a mask without a hole).
+    rim_px : int, keyword-only
+        How near (pixels, chessboard distance; 1: touching it) to the cavity
+        a pixel takes that fraction (``QuantConfig.spillover_rim_px``).
+    interpolation : float, keyword-only
+        Display pixels per acquired pixel of the maps (k-space zero-filling):
+        ``rim_px`` and the core's depth are in acquired pixels.  1 (default):
+        the pixels are the acquired ones; 0: read it from the curves' spectrum
+        (:func:`perfmoco.quant.resolution.interpolation_factor`).
+    denoise : bool, keyword-only
+        Fit the curves projected onto the temporal components that stand out
+        of the noise (``QuantConfig.temporal_denoise``;
+        :mod:`perfmoco.quant.denoise`); needs at least 100 pixels.
+
+    Returns
+    -------
+    ndarray, shape (Y, X), float32, ml/min/g
+        0 outside ``mask``; NaN where the fit failed (r2 < 0.5 or at a bound).
+
+    Raises
+    ------
+    ValueError
+        For wrong shapes, NaN/Inf, a bad ``dt_s`` or ``hematocrit``.
+    """
+    tis = np.asarray(tissue_gd, np.float64)
+    aif = np.asarray(aif_gd, np.float64)
+    if tis.ndim != 3:
+        raise ValueError(f"tissue_gd must be (T, Y, X), got shape {tis.shape}")
+    if aif.shape != (tis.shape[0],):
+        raise ValueError(f"aif_gd must be ({tis.shape[0]},) to match tissue_gd, got {aif.shape}")
+    if not (np.isfinite(tis).all() and np.isfinite(aif).all()):
+        raise ValueError("tissue_gd and aif_gd must not contain NaN or Inf")
+    m = np.ones(tis.shape[1:], bool) if mask is None else np.asarray(mask, bool)
+    if m.shape != tis.shape[1:]:
+        raise ValueError(f"mask must be {tis.shape[1:]}, got {m.shape}")
+    if hematocrit is not None:
+        if not 0.0 <= float(hematocrit) < 0.9:
+            raise ValueError(f"hematocrit must be in [0, 0.9), got {hematocrit}")
+        aif = aif / (1.0 - float(hematocrit))
+    if float(aif.max()) <= 0:
+        raise ValueError("aif_gd has no positive values (flat AIF)")
+    if int(rim_px) < 1:
+        raise ValueError(f"rim_px must be >= 1, got {rim_px}")
+    f_px = check_interpolation(interpolation)
+    if f_px == 0:
+        f_px = interpolation_factor(tis)
+    out = np.zeros(m.shape, np.float32)
+    if m.any():  # one group: delay from the mean curve, pixels within +-0.3 s of it
+        curves = tis[:, m].T
+        cavity = ndimage.binary_fill_holes(m) & ~m
+        rim = (distance_to(cavity) <= round(int(rim_px) * f_px))[m]
+        core = core_pixels(m, cavity, np.zeros(m.shape, int), f_px)[m]
+        near = bool(spillover and rim.any())  # a ring: its cavity's blood
+        one = np.zeros(len(curves), int)  # (near: the delay, then the group with its blood)
+        fit, _, _ = fit_fermi_grouped(curves, aif, groups=one, delay_groups=one if near else None,
+                                      dt_s=dt_s,
+                                      density=density, core=core, denoise=denoise,
+                                      spillover=rim if near else False, group_blood=near)
+        out[m] = np.where(fit.ok, fit.mbf, np.nan)
+    return out
