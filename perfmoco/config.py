@@ -51,6 +51,12 @@ class MrdConfig:
     time_stamp_tick_s: float = 0.0025
     #: Fewest dynamics per slice to process a study.
     min_dynamics: int = 10
+    #: Leading frames of each slice that are PD frames where no image is tagged
+    #: ``GADGETRON_DataRole=PD``: -1 = found by brightness (leading frames at least
+    #: ``perfmoco.io.mrd.PD_BRIGHTNESS_RATIO`` x the following ones), else this many
+    #: (0: none).  Set it for a protocol whose PD frames are untagged and read out with
+    #: a low flip angle: they are then about as bright as the dynamics.
+    pd_frames: int = -1
 
 
 @dataclasses.dataclass(frozen=True)

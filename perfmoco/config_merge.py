@@ -123,6 +123,7 @@ _CHECKS = {
     "mrd.aif_series_index": _range(-1),
     "mrd.time_stamp_tick_s": _POSITIVE,
     "mrd.min_dynamics": _range(3),
+    "mrd.pd_frames": _range(-1),
     **{f"moco.{k}": _range(16) for k in ("affine_crop", "nonrigid_crop")},
     **{f"moco.{k}": _AT_LEAST_1 for k in (
         "reference_from_end", "pca_components", "affine1_passes", "refine_components")},

@@ -94,6 +94,32 @@ def test_untagged_pd_frames_are_found_by_brightness(small_study):
     _assert_same_study(small_study, back)
 
 
+def _pd_scaled(study, factor):
+    return study.replace_slices([s.replace(pd_images=s.pd_images * factor) for s in study.slices])
+
+
+def test_untagged_pd_frames_of_a_lower_flip_angle(small_study):
+    """PD frames read out with a lower flip angle are less bright: about twice the
+    dynamics' mean here (found by brightness), or as bright (the protocol's count,
+    ``mrd.pd_frames``, says how many lead each slice)."""
+    dim = _pd_scaled(small_study, 0.05)  # mean ~125 against the dynamics' ~60
+    back = images_to_study(_untagged(study_to_images(dim), "PD"), build_header(dim))
+    _assert_same_study(dim, back)
+    flat = _pd_scaled(small_study, 0.024)  # as bright as the dynamics: not told apart
+    images = _untagged(study_to_images(flat), "PD")
+    guessed = images_to_study(images, build_header(flat))
+    assert all(s.pd_images.shape[0] == 0 and s.n_dynamics == 14 for s in guessed.slices)
+    told = images_to_study(_untagged(study_to_images(flat), "PD"), build_header(flat),
+                           config=MrdConfig(pd_frames=2))
+    _assert_same_study(flat, told)
+    none = images_to_study(_untagged(study_to_images(small_study), "PD"),
+                           build_header(small_study), config=MrdConfig(pd_frames=0))
+    assert all(s.pd_images.shape[0] == 0 for s in none.slices)
+    with pytest.raises(StudyError, match="mrd.pd_frames"):
+        images_to_study(_untagged(study_to_images(flat), "PD"), build_header(flat),
+                        config=MrdConfig(pd_frames=5))
+
+
 def test_aif_found_by_matrix_when_untagged(small_study):
     images = _untagged(study_to_images(small_study), "AIF")
     back = images_to_study(images, None)
