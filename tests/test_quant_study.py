@@ -188,6 +188,19 @@ def test_pd_frames_of_another_readout_are_named(ph, clean_study, clean_result):
                                    rtol=1e-3, atol=1e-3)
 
 
+def test_a_missing_saturation_time_is_named(clean_study, clean_result):
+    """Headers without the saturation time: the defaults (here the phantom's own, 100 /
+    25 ms) are used, and the settings are named, since [Gd] scales with them."""
+    bare = clean_study.replace_slices([s.replace(saturation_time_s=None)
+                                       for s in clean_study.slices])
+    with pytest.warns(UserWarning, match="quant.saturation_time_highres_s"):
+        r = quantify_study(bare, config=QuantConfig())
+    assert any("100 ms" in w and "25 ms (quant.saturation_time_aif_s)" in w for w in r.warnings)
+    for k in range(3):
+        m = r.myocardium[k]
+        np.testing.assert_allclose(r.mbf_maps[k][m], clean_result.mbf_maps[k][m], atol=1e-6)
+
+
 def test_qc_frames_are_excluded(ph, clean_study):
     t_n = clean_study.highres[0].n_dynamics
     bad = np.zeros(t_n, bool)

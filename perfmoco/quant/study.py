@@ -255,6 +255,19 @@ def _maps(fit, px: _Pixels, work, aha_maps, config: QuantConfig, msgs):
     return mbf_maps, quality, flagged, valid
 
 
+def _default_saturation_times(msgs, slices, config: QuantConfig) -> None:
+    """Warn where a slice's header gave no saturation time and the default is used."""
+    missing = [s for s in slices if not s.saturation_time_s]
+    if not missing:
+        return
+    used = sorted({(s.role is SliceRole.AIF) for s in missing})
+    what = " and ".join(
+        f"{1000 * (config.saturation_time_aif_s if aif else config.saturation_time_highres_s):g} ms"
+        f" (quant.saturation_time_{'aif' if aif else 'highres'}_s)" for aif in used)
+    warn(msgs, f"no saturation time in the headers of {', '.join(s.name for s in missing)}: "
+               f"{what} used; [Gd] and MBF scale with it, so set it for the protocol")
+
+
 def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                    qc: dict[int, np.ndarray] | None = None,
                    displacements: dict[int, np.ndarray] | None = None,
@@ -311,6 +324,8 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                       pd_displacement=(pd_displacements or {}).get(src.slice_index))
     for w in aif.warnings:
         msgs.append(w)
+    _default_saturation_times(msgs, [*highres, src] if src.role is SliceRole.AIF else highres,
+                              config)
     dt = float(np.median(np.diff(aif.times_s)))
     t0 = max([aif.times_s[0]] + [s.times_s[0] for s in highres])
     t1 = min([aif.times_s[-1]] + [s.times_s[-1] for s in highres])
