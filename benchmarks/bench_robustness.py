@@ -25,7 +25,10 @@ and 55 of every slice: a herringbone stripe pattern of a fifth of the brightest 
 value over the whole image, as an RF spike makes it) and ``noisy`` (half the SNR: complex
 Gaussian noise of sqrt(3) times the phantom's SD added to every magnitude image, as a
 lower dose, a thinner slice or fewer coil elements give) and ``rr2`` (every other dynamic:
-one frame every ~1.1 s, as a slow heart or a protocol imaging every other beat gives).
+one frame every ~1.1 s, as a slow heart or a protocol imaging every other beat gives) and
+``pd_low`` (PD frames at half the dynamics' M0, as a PD readout with a lower flip angle
+gives, ``quant.pd_scale`` left at 1: the maps are wrong, and the study's messages must say
+why; each line shows whether they did).
 
 Usage::
 
@@ -44,7 +47,7 @@ import numpy as np
 
 VARIANTS = ("base", "scale", "uint12", "zf2", "zf2_noacq", "corner", "transpose", "rect",
             "reversed", "skip", "short", "nopd", "noaif",
-            "spike", "noisy", "rr2")
+            "spike", "noisy", "rr2", "pd_low")
 #: Dynamics kept by the ``short`` variant.
 SHORT_DYNAMICS = 45
 
@@ -100,6 +103,8 @@ def variant(ph, name: str):
             im, kw = im[::2], {"times_s": s.times_s[::2]}
         elif name == "short":
             im, kw = im[:SHORT_DYNAMICS], {"times_s": s.times_s[:SHORT_DYNAMICS]}
+        elif name == "pd_low":
+            pd = pd * 0.5
         elif name == "nopd":
             pd, kw = pd[:0], {"pd_times_s": s.pd_times_s[:0]}
         elif name == "spike":
@@ -181,9 +186,11 @@ def main(argv=None) -> int:
             errs, split, unrel = score(res.quant, ph.truth)
             e, s, u = tally[name]
             tally[name] = (e + errs, s + split, u + unrel)
+            named = any("pd_scale" in m for m in res.messages)
             print(f"seed {seed} {name:10s} segment |error| median {np.median(errs):.2f} "
                   f"max {np.max(errs):.2f} ml/min/g, split {sum(split)}/{len(split)}, "
-                  f"unreliable {unrel}, {time.perf_counter() - t0:.1f} s", flush=True)
+                  f"unreliable {unrel}, {time.perf_counter() - t0:.1f} s"
+                  + (", messages name quant.pd_scale" if named else ""), flush=True)
     print(f"\nover {len(a.seeds)} phantom(s), vendor {a.vendor}:")
     for name, (e, s, u) in tally.items():
         if e:
