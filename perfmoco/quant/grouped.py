@@ -113,6 +113,38 @@ def _study_delay_fit(pc, aif, dmeans, dfm, d_ids, d_inv, use, fm, delay_fits, *,
     return fit
 
 
+def _delay_params(pc, aif, dg, duse, fm, *, dt_s, window_s, delay_fits, min_tau0_s,
+                  shape_range, **kwargs):
+    """Each delay group's Fermi parameters ``(D, 4)`` from its mean (core) curve, and each
+    curve's delay group index.
+
+    With ``window_s`` None (or one group) each group's own fit; otherwise one fit for
+    all first (:func:`_study_delay_fit`) and, where ``window_s`` > 0, each group's own
+    within +-``window_s`` of it.  The fits are appended to ``delay_fits`` (when given).
+    """
+    over = kwargs.get("oversample", 2)
+    d_ids, d_inv = np.unique(dg, return_inverse=True)
+    dmeans, dfm = _group_means(pc, d_inv, d_ids.size, duse, fm)
+    if window_s is None or d_ids.size == 1:
+        dfit, d_labels = fit_fermi(dmeans, aif, dt_s=dt_s, frame_mask=dfm, **kwargs), d_ids
+    else:  # one delay for all first: the groups' own stay near it
+        dfit = _study_delay_fit(pc, aif, dmeans, dfm, d_ids, d_inv, duse, fm, delay_fits,
+                                min_tau0_s=min_tau0_s, dt_s=dt_s, **kwargs)
+        d_labels = None
+        if window_s > 0:
+            init = _start_from(dmeans, dfm, aif, np.repeat(_params(dfit), d_ids.size, 0),
+                               np.arange(d_ids.size), dt_s=dt_s, oversample=over)
+            dfit, d_labels = fit_fermi(dmeans, aif, dt_s=dt_s, frame_mask=dfm, init=init,
+                                       shape_range=shape_range, delay_window_s=window_s,
+                                       **kwargs), d_ids
+    dp = _params(dfit)
+    if d_labels is None:
+        dp = np.repeat(dp, d_ids.size, axis=0)
+    if delay_fits is not None:
+        delay_fits.append((d_labels, dfit))
+    return dp, d_inv
+
+
 def _replace_where(fit: FermiFit, other: FermiFit, take: np.ndarray) -> FermiFit:
     """``fit`` with the curves marked in ``take`` (``(G,)`` bool) taken from ``other``."""
     out = {}
@@ -278,26 +310,10 @@ def fit_fermi_grouped(
     elif delay_groups is None:
         gfit = fit_fermi(means, aif, dt_s=dt_s, frame_mask=gfm, **kwargs)
     else:  # the delay of each delay group comes from its mean curve
-        d_ids, d_inv = np.unique(dg, return_inverse=True)
-        duse = use if delay_core is None else use & np.asarray(delay_core, bool).ravel()
-        dmeans, dfm = _group_means(pc, d_inv, d_ids.size, duse, fm)
-        if delay_group_window_s is None or d_ids.size == 1:
-            dfit, d_labels = fit_fermi(dmeans, aif, dt_s=dt_s, frame_mask=dfm, **kwargs), d_ids
-        else:  # one delay for all first: the groups' own stay near it
-            dfit = _study_delay_fit(pc, aif, dmeans, dfm, d_ids, d_inv, duse, fm, delay_fits,
-                                    min_tau0_s=min_tau0_s, dt_s=dt_s, **kwargs)
-            d_labels = None
-            if delay_group_window_s > 0:
-                init = _start_from(dmeans, dfm, aif, np.repeat(_params(dfit), d_ids.size, 0),
-                                   np.arange(d_ids.size), dt_s=dt_s, oversample=over)
-                dfit, d_labels = fit_fermi(dmeans, aif, dt_s=dt_s, frame_mask=dfm, init=init,
-                                           shape_range=shape_range,
-                                           delay_window_s=delay_group_window_s, **kwargs), d_ids
-        dp = _params(dfit)
-        if d_labels is None:
-            dp = np.repeat(dp, d_ids.size, axis=0)
-        if delay_fits is not None:
-            delay_fits.append((d_labels, dfit))
+        dp, d_inv = _delay_params(pc, aif, dg, use if delay_core is None else
+                                  use & np.asarray(delay_core, bool).ravel(), fm, dt_s=dt_s,
+                                  window_s=delay_group_window_s, delay_fits=delay_fits,
+                                  min_tau0_s=min_tau0_s, shape_range=shape_range, **kwargs)
         first = np.array([np.flatnonzero(inv == j)[0] for j in range(ids.size)])
         init = _start_from(means, gfm, aif, dp, d_inv[first], dt_s=dt_s, oversample=over)
         gfit = fit_fermi(means, aif, dt_s=dt_s, frame_mask=gfm, init=init, fix_delay=True,
