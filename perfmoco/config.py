@@ -165,6 +165,11 @@ class QuantConfig:
         key = f"quant.saturation_efficiency_{'aif' if aif else 'highres'}"
         return key, self.saturation_efficiency_aif if aif else self.saturation_efficiency_highres
 
+    def default_saturation_time(self, *, aif: bool) -> tuple[str, float]:
+        """The saturation time (s) used where a header gives none, and its setting's name."""
+        key = f"quant.saturation_time_{'aif' if aif else 'highres'}_s"
+        return key, self.saturation_time_aif_s if aif else self.saturation_time_highres_s
+
 
 @dataclasses.dataclass(frozen=True)
 class ServerConfig:

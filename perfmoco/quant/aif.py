@@ -206,8 +206,7 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
             idx = np.arange(sig.size)
             sig = np.interp(idx, idx[~bad], sig[~bad])
     is_aif = series.role is SliceRole.AIF
-    ts = series.saturation_time_s or (
-        config.saturation_time_aif_s if is_aif else config.saturation_time_highres_s)
+    ts = series.saturation_time_s or config.default_saturation_time(aif=is_aif)[1]
     arrival = int(min(config.baseline_frames or bolus_arrival_index(sig), sig.size - 3))
     n_base = int(min(config.baseline_frames or pre_contrast_frames(sig), sig.size - 3))
     key, eta = config.no_pd_efficiency(aif=is_aif)

@@ -179,7 +179,7 @@ def _add_slice(px: _Pixels, s, w, aha, on: _Grid, *, config: QuantConfig, qc, ms
     PD displacements (or Nones).
     """
     im = _fill_frames(np.asarray(s.images, np.float64), qc)
-    ts = s.saturation_time_s or config.saturation_time_highres_s
+    ts = s.saturation_time_s or config.default_saturation_time(aif=False)[1]
     # pixels within the point-spread's reach of the LV or RV cavity (acquired pixels)
     near = rim_pools(w, round(config.spillover_rim_px * w.pixel_scale), config)
     # pre-contrast frames: before the LV's bolus; pixels holding RV blood, before
@@ -260,10 +260,9 @@ def _default_saturation_times(msgs, slices, config: QuantConfig) -> None:
     missing = [s for s in slices if not s.saturation_time_s]
     if not missing:
         return
-    used = sorted({(s.role is SliceRole.AIF) for s in missing})
-    what = " and ".join(
-        f"{1000 * (config.saturation_time_aif_s if aif else config.saturation_time_highres_s):g} ms"
-        f" (quant.saturation_time_{'aif' if aif else 'highres'}_s)" for aif in used)
+    used = [config.default_saturation_time(aif=aif)
+            for aif in sorted({s.role is SliceRole.AIF for s in missing})]
+    what = " and ".join(f"{1000 * ts:g} ms ({key})" for key, ts in used)
     warn(msgs, f"no saturation time in the headers of {', '.join(s.name for s in missing)}: "
                f"{what} used; [Gd] and MBF scale with it, so set it for the protocol")
 
