@@ -58,7 +58,10 @@ def test_a_segment_whose_curve_truly_differs_keeps_its_own_shape():
     groups = np.repeat(np.arange(4), per)
     _, free, _ = _fit(noisy, aif, groups, None)
     _, held, _ = _fit(noisy, aif, groups, 2.0)
-    np.testing.assert_allclose(held.mbf, free.mbf, rtol=1e-6)
+    # segment 3 keeps its free fit; the others' bound fits (their free shape lies within
+    # the bound) converge to it separately, so agree to the fit's tolerance, not bitwise
+    assert held.mbf[3] == free.mbf[3]
+    np.testing.assert_allclose(held.mbf, free.mbf, rtol=1e-3)
     assert held.tau0[3] < held.tau0[:3].min() / 2.0  # outside the factor 2
     forced = grouped.SHAPE_TEST_CHI2
     try:  # without the test the bound alone would take it
