@@ -7,9 +7,10 @@ import pytest
 from curve_common import FINE, aif_fine
 
 from perfmoco.quant.conv import FermiConvolution
-from perfmoco.quant.fermi import fit_fermi, resample_uniform
+from perfmoco.quant.fermi import fit_fermi
 from perfmoco.quant.grouped import fit_fermi_grouped
 from perfmoco.quant.model import mbf_to_flow, tissue_curve
+from perfmoco.quant.timegrid import resample_uniform
 
 
 def _curves(mbf, *, dt=0.6, n=70, tau0=4.0, k=1.2, delay=0.6):

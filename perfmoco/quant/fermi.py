@@ -13,8 +13,8 @@ once, in numpy:
    damping per curve; converged curves leave the working set.
 
 Curves on a non-uniform time grid (beat-to-beat RR variation) are first
-resampled with :func:`resample_uniform`.  For noisy pixel curves use
-:func:`perfmoco.quant.grouped.fit_fermi_grouped`.
+resampled with :func:`perfmoco.quant.timegrid.resample_uniform` (re-exported here).
+For noisy pixel curves use :func:`perfmoco.quant.grouped.fit_fermi_grouped`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import dataclasses
 import logging
 
 import numpy as np
-from scipy.interpolate import CubicSpline
 
 from perfmoco.quant.conv import FermiConvolution
 from perfmoco.quant.model import flow_to_mbf
@@ -34,6 +33,7 @@ from perfmoco.quant.spillover import (
     regressor_index,
     two_column_gain,
 )
+from perfmoco.quant.timegrid import resample_uniform
 
 __all__ = ["F_BOUNDS", "MIN_DELAY_S", "FermiFit", "fit_fermi", "resample_uniform"]
 
@@ -81,52 +81,6 @@ class FermiFit:
     r2: np.ndarray
     ok: np.ndarray
     vb: np.ndarray | None = None
-
-
-def resample_uniform(times_s, values, *, dt_s=None, t0_s=None, n=None, method="cubic"):
-    """Resample curves from irregular beat times onto a uniform grid.
-
-    Parameters
-    ----------
-    times_s : ndarray, shape (T,), float, s
-        Increasing sample times.
-    values : ndarray, shape (..., T)
-        Curves sampled at ``times_s``.
-    dt_s : float, keyword-only, optional
-        Grid step; default the median interval of ``times_s``.
-    t0_s : float, keyword-only, optional
-        First grid time; default ``times_s[0]``.
-    n : int, keyword-only, optional
-        Number of grid points; default as many as fit within ``times_s``.
-    method : {"cubic", "linear"}, keyword-only
-        Cubic spline (default: linear interpolation clips the sharp AIF
-        peak, which biased MBF by 2-6 % on the phantom) or linear.
-
-    Returns
-    -------
-    grid : ndarray, shape (n,), float64, s
-    resampled : ndarray, shape (..., n), float64
-        Values outside ``times_s`` are held at the end values.
-    """
-    t = np.asarray(times_s, dtype=np.float64)
-    v = np.asarray(values, dtype=np.float64)
-    if t.ndim != 1 or t.size < 2 or v.shape[-1] != t.size:
-        raise ValueError(f"times_s (T,) must match values (..., T), got {t.shape}, {v.shape}")
-    if np.any(np.diff(t) <= 0):
-        raise ValueError("times_s must be strictly increasing")
-    dt = float(np.median(np.diff(t))) if dt_s is None else float(dt_s)
-    start = float(t[0]) if t0_s is None else float(t0_s)
-    if n is None:
-        n = int(np.floor((t[-1] - start) / dt + 1e-9)) + 1
-    grid = start + dt * np.arange(n)
-    inside = np.clip(grid, t[0], t[-1])  # hold the end values outside
-    if method == "cubic" and t.size >= 4:
-        return grid, CubicSpline(t, v, axis=-1)(inside)
-    if method not in ("cubic", "linear"):
-        raise ValueError(f"method must be 'cubic' or 'linear', got {method!r}")
-    idx = np.clip(np.searchsorted(t, inside, side="right") - 1, 0, t.size - 2)
-    w = np.clip((inside - t[idx]) / (t[idx + 1] - t[idx]), 0.0, 1.0)
-    return grid, v[..., idx] * (1.0 - w) + v[..., idx + 1] * w
 
 
 def fit_fermi(
@@ -234,31 +188,11 @@ def fit_fermi(
     ValueError
         For mismatched shapes, non-finite values or a non-positive ``dt_s``.
     """
-    c = np.asarray(curves, dtype=np.float64)
-    a = np.asarray(aif, dtype=np.float64)
-    if a.ndim != 1 or c.ndim < 1 or c.shape[-1] != a.size:
-        raise ValueError(f"curves (..., T) and aif (T,) must share T, got {c.shape}, {a.shape}")
-    if a.size < 5:
-        raise ValueError(f"at least 5 time points are needed, got {a.size}")
-    if not (np.isfinite(dt_s) and dt_s > 0):
-        raise ValueError(f"dt_s must be a positive number, got {dt_s!r}")
-    if not (np.isfinite(c).all() and np.isfinite(a).all()):
-        raise ValueError("curves and aif must be finite (no NaN/Inf)")
+    c, a = _checked(curves, aif, dt_s)
     lead, t_n = c.shape[:-1], a.size
     c = c.reshape(-1, t_n).astype(dtype)
     n = c.shape[0]
-    if frame_mask is None:
-        w = np.ones((1, t_n), dtype)
-    else:
-        fm = np.asarray(frame_mask, dtype=bool)
-        try:
-            w = np.broadcast_to(fm, (*lead, t_n)).reshape(-1, t_n).astype(dtype)
-        except ValueError:
-            raise ValueError(f"frame_mask {fm.shape} does not fit curves {(*lead, t_n)}") from None
-        if (w.sum(axis=1) < 5).any():
-            raise ValueError("frame_mask leaves fewer than 5 frames for some curves")
-        if fm.ndim == 1:
-            w = w[:1]
+    w = _frame_weights(frame_mask, lead, t_n, dtype)
     if delays_s is None:
         delays_s = np.arange(MIN_DELAY_S, 3.0 + 1e-9, dt_s / 4.0)
     delays = np.asarray(delays_s, dtype=np.float64).ravel()
@@ -282,15 +216,8 @@ def fit_fermi(
     vb_on = reg >= 0
     spillover = bool(vb_on.any())
     cw = c * w
-    if spillover and spill_signal is not None:
-        if extra is None or (reg == 0).any():
-            raise ValueError("spill_signal needs spill_curves and a pool (index >= 1) per "
-                             "curve with spillover (the AIF, index 0, is in mmol/l)")
-        base, q, a_ts = spill_signal
-        with_b = SignalMix.build(model, (extra, base), reg, q=np.ravel(q), a=np.ravel(a_ts),
-                                 dtype=dtype)
-    elif spillover:
-        with_b = WithSpillover.build(model, a, extra, reg, dtype)
+    if spillover:
+        with_b = _spill_model(model, a, extra, reg, spill_signal, dtype)
     if init is not None:
         p = np.clip(p0, [F_BOUNDS[0], TAU_BOUNDS[0], K_BOUNDS[0], d_lo],
                     [F_BOUNDS[1], TAU_BOUNDS[1], K_BOUNDS[1], d_hi]).astype(dtype)
@@ -305,14 +232,8 @@ def fit_fermi(
         hi = np.column_stack([hi, np.where(vb_on, VB_BOUNDS[1], VB_BOUNDS[0]).astype(dtype)])
         model = with_b
         model.start(p, cw, w, vb_on, lo, hi)
-    if init is not None and shape_range is not None:
-        if not shape_range >= 1.0:
-            raise ValueError(f"shape_range must be >= 1, got {shape_range!r}")
-        lo[:, 1:3] = np.maximum(lo[:, 1:3], p[:, 1:3] / shape_range)
-        hi[:, 1:3] = np.minimum(hi[:, 1:3], p[:, 1:3] * shape_range)
-    if init is not None and delay_window_s is not None:
-        lo[:, 3] = np.maximum(lo[:, 3], p[:, 3] - delay_window_s)
-        hi[:, 3] = np.minimum(hi[:, 3], p[:, 3] + delay_window_s)
+    if init is not None:
+        _narrow_to_start(p, lo, hi, shape_range, delay_window_s)
     energy = np.einsum("nt,nt->n", cw, cw)
     if oversample > 1 and polish_iter > 0:  # converge on the cheap 1-point model, polish
         coarse = FermiConvolution(a, dt_s=dt_s, oversample=1, min_delay_s=d_lo, dtype=dtype)
@@ -332,6 +253,65 @@ def fit_fermi(
         c = meas.reshape(-1, t_n).astype(dtype)
         r = (model(p)[0] - c) * w
         sse = np.einsum("nt,nt->n", r, r)
+    return _scored(p, c, w, sse, lead=lead, r2_min=r2_min, density=density,
+                   spillover=spillover)
+
+
+def _checked(curves, aif, dt_s):
+    """``curves`` and ``aif`` as float64 arrays, or a ValueError saying what is wrong."""
+    c = np.asarray(curves, dtype=np.float64)
+    a = np.asarray(aif, dtype=np.float64)
+    if a.ndim != 1 or c.ndim < 1 or c.shape[-1] != a.size:
+        raise ValueError(f"curves (..., T) and aif (T,) must share T, got {c.shape}, {a.shape}")
+    if a.size < 5:
+        raise ValueError(f"at least 5 time points are needed, got {a.size}")
+    if not (np.isfinite(dt_s) and dt_s > 0):
+        raise ValueError(f"dt_s must be a positive number, got {dt_s!r}")
+    if not (np.isfinite(c).all() and np.isfinite(a).all()):
+        raise ValueError("curves and aif must be finite (no NaN/Inf)")
+    return c, a
+
+
+def _frame_weights(frame_mask, lead: tuple, t_n: int, dtype) -> np.ndarray:
+    """0/1 weight per frame, shape ``(1, T)`` (one mask for all) or ``(N, T)``."""
+    if frame_mask is None:
+        return np.ones((1, t_n), dtype)
+    fm = np.asarray(frame_mask, dtype=bool)
+    try:
+        w = np.broadcast_to(fm, (*lead, t_n)).reshape(-1, t_n).astype(dtype)
+    except ValueError:
+        raise ValueError(f"frame_mask {fm.shape} does not fit curves {(*lead, t_n)}") from None
+    if (w.sum(axis=1) < 5).any():
+        raise ValueError("frame_mask leaves fewer than 5 frames for some curves")
+    return w[:1] if fm.ndim == 1 else w
+
+
+def _spill_model(model, aif, extra, reg, spill_signal, dtype):
+    """The Fermi model with each curve's blood-pool term (signal mix or [Gd] sum)."""
+    if spill_signal is None:
+        return WithSpillover.build(model, aif, extra, reg, dtype)
+    if extra is None or (reg == 0).any():
+        raise ValueError("spill_signal needs spill_curves and a pool (index >= 1) per "
+                         "curve with spillover (the AIF, index 0, is in mmol/l)")
+    base, q, a_ts = spill_signal
+    return SignalMix.build(model, (extra, base), reg, q=np.ravel(q), a=np.ravel(a_ts),
+                           dtype=dtype)
+
+
+def _narrow_to_start(p, lo, hi, shape_range, delay_window_s) -> None:
+    """Bound ``tau0``, ``k`` and the delay about their start values (in place)."""
+    if shape_range is not None:
+        if not shape_range >= 1.0:
+            raise ValueError(f"shape_range must be >= 1, got {shape_range!r}")
+        lo[:, 1:3] = np.maximum(lo[:, 1:3], p[:, 1:3] / shape_range)
+        hi[:, 1:3] = np.minimum(hi[:, 1:3], p[:, 1:3] * shape_range)
+    if delay_window_s is not None:
+        lo[:, 3] = np.maximum(lo[:, 3], p[:, 3] - delay_window_s)
+        hi[:, 3] = np.minimum(hi[:, 3], p[:, 3] + delay_window_s)
+
+
+def _scored(p, c, w, sse, *, lead, r2_min, density, spillover) -> FermiFit:
+    """The fitted parameters ``p`` with each curve's ``r2``, ``rmse`` and ``ok``."""
     used = np.broadcast_to(w, c.shape)
     n_used = used.sum(axis=1)
     mean = (c * used).sum(axis=1) / n_used
@@ -340,15 +320,14 @@ def fit_fermi(
     rmse = np.sqrt(sse / n_used)
     at_bound = (p[:, 0] >= F_BOUNDS[1] * 0.999) | (p[:, 0] <= 0)
     ok = np.isfinite(p).all(axis=1) & (r2 >= r2_min) & ~at_bound
-    mbf = flow_to_mbf(p[:, 0], density=density)
 
     def out(x, dt=np.float32):
         return np.asarray(x, dtype=dt).reshape(lead)
 
     return FermiFit(
-        mbf=out(mbf), flow=out(p[:, 0]), tau0=out(p[:, 1]), k=out(p[:, 2]), delay=out(p[:, 3]),
-        rmse=out(rmse), r2=out(r2), ok=out(ok, bool),
-        vb=out(p[:, 4] if spillover else np.zeros(n)),
+        mbf=out(flow_to_mbf(p[:, 0], density=density)), flow=out(p[:, 0]), tau0=out(p[:, 1]),
+        k=out(p[:, 2]), delay=out(p[:, 3]), rmse=out(rmse), r2=out(r2), ok=out(ok, bool),
+        vb=out(p[:, 4] if spillover else np.zeros(p.shape[0])),
     )
 
 

@@ -322,6 +322,18 @@ def fit_fermi_grouped(
                 min_tau0_s is not None and float(dp[:, 1].min()) < min_tau0_s):
             gfit = _shape_tested(gfit, means, gfm, aif, init, shape_range=group_shape_range,
                                  dt_s=dt_s, **gkw)
+    pfit = _pixel_fit(pc, c, aif, fm, gfit, means, gfm, inv, dt_s=dt_s, shape_range=shape_range,
+                      delay_window_s=delay_window_s, spillover=spillover,
+                      fast_pixels=fast_pixels, gkw=gkw, **kwargs)
+    return pfit, gfit, ids
+
+
+def _pixel_fit(pc, c, aif, fm, gfit, means, gfm, inv, *, dt_s, shape_range, delay_window_s,
+               spillover, fast_pixels, gkw, **kwargs) -> FermiFit:
+    """Every pixel from its group's fit, delay within ``delay_window_s``, shape within
+    ``shape_range`` (:func:`fit_fermi_grouped`'s last step); ``c``: the measured curves.
+    """
+    over = kwargs.get("oversample", 2)
     gp = _params(gfit)
     init = _start_from(pc, fm, aif, gp, inv, dt_s=dt_s, oversample=over)
     pkw = {"max_iter": PIXEL_ITER, "polish_iter": 0, **kwargs}  # pixels start near the solution
@@ -340,4 +352,4 @@ def fit_fermi_grouped(
     if fast_pixels and over > 1:
         scale = np.clip(ratio, 0.5, 2.0)[inv].astype(np.float32)
         pfit = dataclasses.replace(pfit, mbf=pfit.mbf * scale, flow=pfit.flow * scale)
-    return pfit, gfit, ids
+    return pfit

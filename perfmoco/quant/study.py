@@ -11,7 +11,6 @@ import numpy as np
 from perfmoco.config import QuantConfig
 from perfmoco.quant.aif import extract_aif
 from perfmoco.quant.anatomy import aha_labels, slice_anatomy
-from perfmoco.quant.fermi import resample_uniform
 from perfmoco.quant.grouped import fit_fermi_grouped
 from perfmoco.quant.levels import study_levels
 from perfmoco.quant.messages import (
@@ -35,6 +34,7 @@ from perfmoco.quant.signal import (
     signal_to_gd,
 )
 from perfmoco.quant.spillover import pool_core, pool_signal
+from perfmoco.quant.timegrid import resample_uniform
 from perfmoco.study import PerfusionStudy, SliceRole, StudyError
 
 __all__ = ["quantify_study"]
