@@ -19,6 +19,7 @@ tables ``OUT_DIR/cohort.csv`` (one row per study) and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -32,6 +33,8 @@ from typing import Any
 
 from perfmoco import __version__
 from perfmoco.config import Config
+from perfmoco.io.paths import check_pixel_spacing
+from perfmoco.logs import log_failure, quiet
 from perfmoco.report.cohort import json_safe, write_cohort_tables
 from perfmoco.study import StudyError
 
@@ -187,6 +190,7 @@ def process_file(
     quantify: bool = True,
     report: bool = False,
     name: str | None = None,
+    pixel_spacing_mm: float | None = None,
 ) -> dict[str, Any]:
     """Run one study file through the pipeline and write its outputs; never raises.
 
@@ -205,6 +209,8 @@ def process_file(
         to ``result.h5``.
     name : str, keyword-only, optional
         Output folder name (default: the file name without its suffix).
+    pixel_spacing_mm : float, keyword-only, optional
+        Pixel size of bare ``.npy`` / NIfTI series (MRD files carry their own).
 
     Returns
     -------
@@ -213,7 +219,7 @@ def process_file(
         is ``'ok'``, ``'warnings'`` (results written, problems in
         ``messages``) or ``'failed'`` (no result; ``error`` says why).
     """
-    from perfmoco.io.files import read_study, write_mrd_images
+    from perfmoco.io.files import SERIES_SUFFIXES, read_study, write_mrd_images
     from perfmoco.io.mrd import study_header
     from perfmoco.pipeline import process_study
 
@@ -229,7 +235,9 @@ def process_file(
     try:
         study_dir.mkdir(parents=True, exist_ok=True)
         (study_dir / DONE_MARKER).unlink(missing_ok=True)
-        study = read_study(path, config=config.mrd)
+        bare = path.name.lower().endswith(SERIES_SUFFIXES)
+        study = read_study(path, config=config.mrd,
+                           pixel_spacing_mm=pixel_spacing_mm if bare else None)
         stamp = _stamp(path)  # after reading: the MRD reader may touch the file's mtime
         with warnings.catch_warnings(record=True) as caught:  # worker-local: into the summary
             warnings.simplefilter("always")
@@ -246,7 +254,7 @@ def process_file(
                 summary["report"] = str(page.relative_to(study_dir))
                 images += report_images(result, config=config)
             except Exception as exc:
-                log.exception("%s: QA report failed", path)
+                log_failure(log, "%s: QA report failed", path)
                 result.messages.append(f"QA report failed ({type(exc).__name__}: {exc})")
         summary.update(_summarise(result, name))
         write_mrd_images(study_dir / RESULT_NAME, study_header(study), images)
@@ -255,7 +263,7 @@ def process_file(
     except StudyError as exc:
         summary["error"] = str(exc)
     except Exception as exc:  # one study must never stop the batch
-        log.exception("%s: failed", path)
+        log_failure(log, "%s: failed", path)
         summary["error"] = f"{type(exc).__name__}: {exc}"
     summary["runtime_s"] = time.perf_counter() - t0
     try:
@@ -292,6 +300,7 @@ def run_batch(
     report: bool = False,
     client: Any = None,
     progress: bool = True,
+    pixel_spacing_mm: float | None = None,
 ) -> BatchResult:
     """Process every study of ``in_dir`` on Dask; skip the ones already done.
 
@@ -313,6 +322,8 @@ def run_batch(
         Use this client (and leave it open) instead of starting one.
     progress : bool, keyword-only
         Show a progress bar on stderr.
+    pixel_spacing_mm : float, keyword-only, optional
+        Pixel size of the bare ``.npy`` / NIfTI series (MRD files carry their own).
 
     Returns
     -------
@@ -342,8 +353,10 @@ def run_batch(
             n = workers or min(2, os.cpu_count() or 1)
             threads = max(1, (os.cpu_count() or 1) // n)
             config = config.with_overrides({"moco.threads": threads})
-        summaries.update(_run_tasks(todo, out_dir, config, method, quantify, report,
-                                    scheduler, workers, client, progress))
+        options = {"config": config, "method": method, "quantify": quantify, "report": report,
+                   "pixel_spacing_mm": check_pixel_spacing(pixel_spacing_mm)}
+        summaries.update(_run_tasks(todo, out_dir, options, scheduler, workers, client,
+                                    progress))
     ordered = [summaries[n] for n in names]
     tables = write_cohort_tables(ordered, out_dir)
     result = BatchResult(ordered, tables[0], tables[1], time.perf_counter() - t0)
@@ -354,45 +367,43 @@ def run_batch(
     return result
 
 
-def _run_tasks(todo, out_dir, config, method, quantify, report, scheduler, workers, client,
+def _run_tasks(todo, out_dir, options, scheduler, workers, client,
                progress) -> dict[str, dict[str, Any]]:
+    with contextlib.ExitStack() as stack:
+        if client is None:  # our own client, closed (and its cluster) at the end
+            stack.enter_context(quiet("distributed"))  # the cluster's start/stop chatter
+            client, cluster = _client(scheduler, workers)
+            if cluster is not None:
+                stack.callback(cluster.close)
+            stack.callback(client.close)
+        return _gather(client, todo, out_dir, options, progress)
+
+
+def _gather(client, todo, out_dir, options, progress) -> dict[str, dict[str, Any]]:
+    """Submit every study, collect their summaries as they finish."""
     from dask.distributed import as_completed
     from tqdm import tqdm
 
-    own = client is None
-    cluster = None
-    quiet = logging.getLogger("distributed")
-    level = quiet.level
-    if own:
-        quiet.setLevel(max(level, logging.ERROR))  # the cluster's start/stop chatter
-        client, cluster = _client(scheduler, workers)
     out: dict[str, dict[str, Any]] = {}
-    try:
-        futures = {
-            client.submit(
-                process_file, str(path.resolve()), str(out_dir.resolve()), config=config,
-                method=method, quantify=quantify, report=report, name=name, pure=False,
-                key=f"perfmoco-study-{name}-{time.time_ns()}",
-            ): (path, name)
-            for path, name in todo
-        }
-        bar = tqdm(total=len(futures), desc="studies", unit="study", file=sys.stderr,
-                   disable=not progress)
-        for fut in as_completed(futures):
-            path, name = futures[fut]
-            try:
-                summary = fut.result()
-            except Exception as exc:  # a worker died (KilledWorker) or lost contact
-                summary = {"study": name, "input": str(path), "status": "failed",
-                           "error": f"{type(exc).__name__}: {exc}", "method": method}
-            out[name] = summary
-            bar.set_postfix_str(f"{name}: {summary['status']}"[:50])
-            bar.update(1)
-        bar.close()
-    finally:
-        if own:
-            client.close()
-            if cluster is not None:
-                cluster.close()
-            quiet.setLevel(level)
+    futures = {
+        client.submit(
+            process_file, str(path.resolve()), str(out_dir.resolve()), **options,
+            name=name, pure=False,
+            key=f"perfmoco-study-{name}-{time.time_ns()}",
+        ): (path, name)
+        for path, name in todo
+    }
+    bar = tqdm(total=len(futures), desc="studies", unit="study", file=sys.stderr,
+               disable=not progress)
+    for fut in as_completed(futures):
+        path, name = futures[fut]
+        try:
+            summary = fut.result()
+        except Exception as exc:  # a worker died (KilledWorker) or lost contact
+            summary = {"study": name, "input": str(path), "status": "failed",
+                       "error": f"{type(exc).__name__}: {exc}", "method": options["method"]}
+        out[name] = summary
+        bar.set_postfix_str(f"{name}: {summary['status']}"[:50])
+        bar.update(1)
+    bar.close()
     return out

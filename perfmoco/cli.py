@@ -23,14 +23,18 @@ class UsageError(Exception):
     """A problem with the command line or its files, reported as one line."""
 
 
-def _config(args):
+def _overrides(args) -> dict[str, str]:
     overrides = {}
     for item in getattr(args, "set", None) or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise UsageError(f"--set expects section.key=value, got {item!r}")
         overrides[key.strip()] = value.strip()
-    return load_config(getattr(args, "config", None), overrides=overrides)
+    return overrides
+
+
+def _config(args):
+    return load_config(getattr(args, "config", None), overrides=_overrides(args))
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -41,8 +45,11 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_phantom(args) -> int:
+    from perfmoco.io.files import MRD_SUFFIXES
+    from perfmoco.io.paths import output_file
     from perfmoco.phantom import generate_phantom, write_phantom
 
+    output_file(args.out, MRD_SUFFIXES)
     t0 = time.perf_counter()
     ph = generate_phantom(
         seed=args.seed, n_dynamics=args.dynamics, motion=args.motion, vendor=args.vendor,
@@ -74,18 +81,30 @@ def _progress(total: int, desc: str):
 def cmd_correct(args) -> int:
     import numpy as np
 
-    from perfmoco.io.files import read_study, write_series, write_study
+    from perfmoco.io.files import (
+        MRD_SUFFIXES,
+        SERIES_SUFFIXES,
+        read_study,
+        write_series,
+        write_study,
+    )
+    from perfmoco.io.paths import output_file
     from perfmoco.pipeline import process_study
 
     config = _config(args)
     study = read_study(args.input, config=config.mrd, pixel_spacing_mm=args.pixel_spacing)
+    series_out = len(study.slices) == 1 and not args.output.lower().endswith(MRD_SUFFIXES)
+    out = output_file(args.output, SERIES_SUFFIXES + MRD_SUFFIXES if len(study.slices) == 1
+                      else MRD_SUFFIXES)
+    if args.displacement:  # checked before the work, as the output
+        output_file(args.displacement, (".npy",) if series_out else (".npz",),
+                    what="--displacement")
     bar, step = _progress(len(study.slices), f"correcting ({args.method})")
     result = process_study(study, config=config, method=args.method, quantify=False, progress=step)
     bar.close()
     if any(m is None for m in result.moco):
         raise UsageError("; ".join(result.messages) or "motion correction failed")
-    out = Path(args.output)
-    if len(study.slices) == 1 and out.suffix.lower() not in (".h5", ".mrd"):
+    if series_out:
         spacing = study.slices[0].pixel_spacing_mm
         write_series(out, result.moco[0].corrected, pixel_spacing_mm=spacing)
         if args.displacement:
@@ -103,12 +122,18 @@ def cmd_correct(args) -> int:
 
 
 def cmd_replay(args) -> int:
+    from perfmoco.io.files import MRD_SUFFIXES
+    from perfmoco.io.paths import output_file
     from perfmoco.replay import replay
 
+    if args.server and args.config:
+        raise UsageError("--config is read here, not by the server; with --server give single "
+                         "settings with --set (the server applies those it allows)")
     config = _config(args)
+    output_file(args.output, MRD_SUFFIXES)
     summary = replay(
         args.input, args.output, server=args.server, config_name=args.config_name,
-        config=config, method=args.method,
+        config=config, method=args.method, settings=_overrides(args) if args.server else None,
     )
     print(summary)
     if args.report:
@@ -119,23 +144,24 @@ def cmd_replay(args) -> int:
             print(f"wrote {page}")
         if errors:
             raise UsageError("; ".join(errors))
+    if not summary.processed:
+        print(f"perfmoco replay: the study was not processed; its images are in {args.output}",
+              file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_quantify(args) -> int:
     import numpy as np
 
+    from perfmoco.io.files import load_npy
+    from perfmoco.io.paths import output_file
     from perfmoco.quant import quantify_curves
 
-    def load(p):
-        try:
-            return np.load(p, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"{p}: cannot read ({exc})") from None
-
-    mask = load(args.mask).astype(bool) if args.mask else None
+    output_file(args.output, (".npy",))
+    mask = load_npy(args.mask).astype(bool) if args.mask else None
     mbf = quantify_curves(
-        load(args.gd), load(args.aif), dt_s=args.dt, mask=mask, hematocrit=args.hematocrit,
+        load_npy(args.gd), load_npy(args.aif), dt_s=args.dt, mask=mask, hematocrit=args.hematocrit,
         spillover=not args.no_spillover, rim_px=args.rim_px,
         interpolation=args.interpolation, denoise=not args.no_denoise,
     )
@@ -143,13 +169,21 @@ def cmd_quantify(args) -> int:
     vals = mbf[np.isfinite(mbf) & (mbf > 0)]
     med = float(np.median(vals)) if vals.size else float("nan")
     print(f"wrote {args.output}: {vals.size} pixels fitted, median MBF {med:.2f} ml/min/g")
+    if not vals.size:
+        print("perfmoco quantify: no pixel gave a usable fit: check that --dt is the curves' "
+              "time step in s and that both are [Gd] in mmol/l", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_train(args) -> int:
     from perfmoco.moco.train import train_main
 
-    train_main(args.config, out_dir=args.out, resume=args.resume, max_steps=args.max_steps)
+    if args.max_steps is not None and args.max_steps < 1:
+        raise UsageError(f"--max-steps must be at least 1, got {args.max_steps}")
+    weights = train_main(args.config, out_dir=args.out, resume=args.resume,
+                         max_steps=args.max_steps)
+    print(f"wrote {weights} (its run folder holds the checkpoint, history and validation)")
     return 0
 
 
@@ -159,6 +193,8 @@ def cmd_serve(args) -> int:
     config = _config(args)
     host = config.server.host if args.host is None else args.host
     port = config.server.port if args.port is None else args.port
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port must be 0-65535 (0: any free port), got {port}")
     serve(host=host, port=port, config=config)
     return 0
 
@@ -194,6 +230,7 @@ def cmd_batch(args) -> int:
     result = run_batch(
         args.input, args.output, config=_config(args), method=args.method,
         scheduler=args.scheduler, workers=args.workers, report=args.report,
+        pixel_spacing_mm=args.pixel_spacing,
     )
     print(result.summary_text())
     return 1 if result.failed else 0
@@ -203,6 +240,8 @@ def cmd_report(args) -> int:
     from perfmoco.report.cli import make_reports
 
     pages, errors = make_reports(args.input, output=args.output, config=_config(args))
+    if errors and not Path(args.input).is_dir():  # the one file given cannot be read
+        raise UsageError(errors[0])
     for page in pages:
         print(f"wrote {page}")
     for err in errors:
@@ -317,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local worker processes (default min(2, CPUs))")
     b.add_argument("--method", default="dl", choices=["none", "dl", "iterative"])
     b.add_argument("--report", action="store_true", help="also write a QA report per study")
+    b.add_argument("--pixel-spacing", type=float, default=None, metavar="MM",
+                   help="pixel size in mm for files that do not carry it (npy)")
     _add_config_args(b)
     b.set_defaults(func=cmd_batch)
 
@@ -326,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="OUT.html for one result file (default beside the input)")
     _add_config_args(rp)
     rp.set_defaults(func=cmd_report)
+    for command in sub.choices.values():  # -v after the command too
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="show the log on stderr")
     return p
 
 

@@ -238,6 +238,8 @@ def load_config(
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p}: not valid YAML ({exc})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: not a text (YAML) file") from None
         cfg = merge(cfg, data)
     if overrides:
         cfg = cfg.with_overrides(overrides)

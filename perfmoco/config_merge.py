@@ -105,6 +105,12 @@ _NON_NEGATIVE = _range(0)
 _AT_LEAST_1 = _range(1)
 
 
+def check_device(value) -> None:
+    """``moco.device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(value)):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}")
+
+
 def _off_or_at_least_1(value) -> None:
     """A factor (>= 1) or 0 for off."""
     if not (value == 0 or value >= 1):
@@ -124,6 +130,7 @@ _CHECKS = {
     "mrd.time_stamp_tick_s": _POSITIVE,
     "mrd.min_dynamics": _range(3),
     "mrd.pd_frames": _range(-1),
+    "moco.device": check_device,
     **{f"moco.{k}": _range(16) for k in ("affine_crop", "nonrigid_crop")},
     **{f"moco.{k}": _AT_LEAST_1 for k in (
         "reference_from_end", "pca_components", "affine1_passes", "refine_components")},
@@ -165,6 +172,7 @@ _CHECKS = {
 _CHOICES: dict[str, tuple] = {
     "moco.resample": ("bicubic", "bilinear"),
     "moco.baseline_similarity": ("ngf", "mi"),
+    "server.method": ("dl", "iterative", "none"),
     "quant.spillover_rim_px": (1, 2, 3, 4),
 }
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from perfmoco.config import Config
+from perfmoco.logs import log_failure
 from perfmoco.moco.result import MocoResult
 from perfmoco.study import PerfusionStudy, SliceRole, StudyError
 
@@ -205,7 +206,7 @@ def process_study(
     try:
         result.moco = _correct(study, method, config, result, step)
     except Exception as exc:  # a failing model load must not lose the study
-        log.exception("motion correction failed")
+        log_failure(log, "motion correction failed")
         result.messages.append(f"motion correction failed ({exc}); originals kept")
     result.timings_s["motion correction"] = time.perf_counter() - t0
 

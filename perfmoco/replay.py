@@ -30,7 +30,7 @@ from perfmoco.io.stream import (
     MessageWriter,
     StreamError,
 )
-from perfmoco.session import StudySession
+from perfmoco.session import NOT_PROCESSED, StudySession
 
 __all__ = ["ClientResult", "ReplaySummary", "parse_address", "replay", "stream_images"]
 
@@ -67,6 +67,11 @@ class ReplaySummary(NamedTuple):
     texts: list[str]
     out_path: Path
     closed_cleanly: bool
+
+    @property
+    def processed(self) -> bool:
+        """False where the study came back unprocessed (the texts say why)."""
+        return self.closed_cleanly and not any(t.startswith(NOT_PROCESSED) for t in self.texts)
 
     def __str__(self) -> str:
         series = ", ".join(f"{k}: {v}" for k, v in sorted(self.series.items())) or "none"
@@ -221,6 +226,7 @@ def replay(
     config_name: str = "perfmoco",
     config: Config | None = None,
     method: str | None = None,
+    settings: dict[str, str] | None = None,
 ) -> ReplaySummary:
     """Run an MRD image file through perfmoco and write the results.
 
@@ -240,6 +246,9 @@ def replay(
     method : str, keyword-only, optional
         Correction method (``dl``, ``iterative``, ``none``); sent to a server
         as JSON settings ``{"server.method": ...}``.
+    settings : dict, keyword-only, optional
+        Further ``section.key`` settings sent to a server with ``method`` (it
+        applies those its operator allows and says which it did not).
 
     Returns
     -------
@@ -264,9 +273,9 @@ def replay(
         result = run_in_process(images, header, config=config, config_name=config_name)
     else:
         host, port = parse_address(server)
-        settings = {"server.method": method} if method else None
+        settings = {**(settings or {}), **({"server.method": method} if method else {})}
         result = stream_images(images, header, host=host, port=port, config_name=config_name,
-                               settings=settings)
+                               settings=settings or None)
     for text in result.texts:
         log.info("server: %s", text)
     if result.error:

@@ -21,9 +21,11 @@ import ismrmrd
 from perfmoco.config import Config, ConfigError
 from perfmoco.io.mrd_header import parse_header
 from perfmoco.io.stream import Message, MessageId
+from perfmoco.logs import log_failure
 from perfmoco.study import StudyError
 
-__all__ = ["PIPELINES", "Outbox", "StudyOutput", "StudySession", "kv", "run_study", "warm_up"]
+__all__ = ["NOT_PROCESSED", "PIPELINES", "Outbox", "StudyOutput", "StudySession", "kv",
+           "run_study", "warm_up"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,12 @@ class StudyOutput:
     def texts(self) -> list[str]:
         """The TEXT lines a streaming client gets: problems, then the summary."""
         return self.problems + ([self.summary] if self.summary else [])
+
+
+#: Starts of the TEXT messages that say a study was passed back unprocessed (a client
+#: such as ``perfmoco replay`` tells its user from them; warnings start otherwise).
+NOT_PROCESSED = ("perfmoco: study not processed", "perfmoco: internal error",
+                 "perfmoco: processing failed", "perfmoco: not processed", "perfmoco ERROR:")
 
 
 def kv(event: str, **fields: Any) -> str:
@@ -156,7 +164,7 @@ def run_study(
         msg = f"perfmoco: study not processed: {exc}; the {len(images)} images are passed back"
         return StudyOutput(list(images), [msg], ok=False)
     except Exception as exc:  # a bug must not lose the study
-        log.exception(kv("study_failed", study=study_id, stage="convert"))
+        log_failure(log, kv("study_failed", study=study_id, stage="convert"))
         text = f"perfmoco: internal error ({exc}); images passed back"
         return StudyOutput(list(images), [text], ok=False)
     try:
@@ -164,7 +172,7 @@ def run_study(
                                quantify=quantify)
         out = result.to_images(config)
     except Exception as exc:  # process_study records data problems; this is a bug or bad method
-        log.exception(kv("study_failed", study=study_id, stage="process"))
+        log_failure(log, kv("study_failed", study=study_id, stage="process"))
         text = f"perfmoco: processing failed ({exc}); images passed back"
         return StudyOutput(list(images), [text], ok=False)
     problems = [f"perfmoco WARNING: {m}" for m in result.messages]

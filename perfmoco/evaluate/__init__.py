@@ -22,6 +22,7 @@ from pathlib import Path
 from perfmoco.config import Config
 from perfmoco.evaluate.report import write_report
 from perfmoco.evaluate.study import BUILTIN_METHODS, evaluate_study
+from perfmoco.logs import quiet
 from perfmoco.moco.result import MocoResult
 from perfmoco.study import SliceSeries
 
@@ -124,6 +125,11 @@ def _run_local(specs, names, custom, config, opts, progress):
 
 
 def _run_dask(specs, names, custom, config, opts, progress, workers, scheduler):
+    with quiet("distributed"):  # the cluster's start/stop chatter
+        return _on_cluster(specs, names, custom, config, opts, progress, workers, scheduler)
+
+
+def _on_cluster(specs, names, custom, config, opts, progress, workers, scheduler):
     from dask.distributed import Client, LocalCluster, as_completed
     from tqdm.auto import tqdm
 

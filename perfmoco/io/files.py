@@ -18,10 +18,13 @@ import numpy as np
 from perfmoco.config import MrdConfig
 from perfmoco.io.mrd import group_by_series, images_to_study, study_header, study_to_images
 from perfmoco.io.mrd_header import strip_nul
+from perfmoco.io.paths import check_pixel_spacing, input_file
 from perfmoco.study import PerfusionStudy, SliceSeries, StudyError
 
 __all__ = [
+    "MRD_SUFFIXES",
     "SERIES_SUFFIXES",
+    "load_npy",
     "read_mrd_images",
     "read_series",
     "read_study",
@@ -68,9 +71,7 @@ def read_mrd_images(
     images : list of ismrmrd.Image
         All images of all ``image_*`` groups, in file order.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise StudyError(f"{path}: no such file")
+    path = input_file(path)
     groups = _groups(path)
     if not groups:
         raise StudyError(f"{path}: the file holds no MRD dataset (no groups)")
@@ -94,6 +95,25 @@ def read_mrd_images(
     return header, images
 
 
+def load_npy(path: str | Path) -> np.ndarray:
+    """A numeric ``.npy`` array, or a :class:`StudyError` naming the file and what it is."""
+    path = input_file(path)
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except EOFError:
+        raise StudyError(f"{path}: empty or cut short (not a whole .npy array)") from None
+    except (ValueError, OSError) as exc:
+        what = ("holds Python objects or is another kind of file" if "pickle" in str(exc)
+                else str(exc))
+        raise StudyError(f"{path}: not a numeric .npy array ({what})") from None
+    if not isinstance(arr, np.ndarray):  # np.load opens an .npz archive as a mapping
+        arr.close()
+        raise StudyError(f"{path}: an .npz archive of several arrays, not one .npy array")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise StudyError(f"{path}: pixels must be numbers, got dtype {arr.dtype}")
+    return arr
+
+
 def write_mrd_images(
     path: str | Path, header: str | None, images: Sequence[ismrmrd.Image], *, group: str = "dataset"
 ) -> None:
@@ -102,16 +122,21 @@ def write_mrd_images(
     An existing file is replaced, so a re-run never mixes old and new results.
     """
     path = Path(path)
+    if path.is_dir():
+        raise StudyError(f"{path}: is a folder; give a file name for the MRD output")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     tmp.unlink(missing_ok=True)
-    with ismrmrd.Dataset(str(tmp), group, create_if_needed=True) as dset:
-        if header:
-            dset.write_xml_header(header)
-        for index, imgs in group_by_series(images).items():
-            for img in imgs:
-                dset.append_image(f"image_{index}", img)
-    tmp.replace(path)
+    try:
+        with ismrmrd.Dataset(str(tmp), group, create_if_needed=True) as dset:
+            if header:
+                dset.write_xml_header(header)
+            for index, imgs in group_by_series(images).items():
+                for img in imgs:
+                    dset.append_image(f"image_{index}", img)
+        tmp.replace(path)
+    finally:  # a failed write leaves nothing half-written behind
+        tmp.unlink(missing_ok=True)
 
 
 def write_study(study: PerfusionStudy, path: str | Path) -> None:
@@ -128,15 +153,11 @@ def read_series(
     ``frame_interval_s`` apart.  NIfTI spacing comes from the header unless
     ``pixel_spacing_mm`` is given; npy spacing defaults to 1 mm with a warning.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise StudyError(f"{path}: no such file")
+    path = input_file(path)
+    pixel_spacing_mm = check_pixel_spacing(pixel_spacing_mm)
     suffix = _suffix(path)
     if suffix == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise StudyError(f"{path}: not a readable .npy array ({exc})") from None
+        arr = load_npy(path)
         spacing = (pixel_spacing_mm or 1.0,) * 2
         if pixel_spacing_mm is None:
             log.warning("%s: no pixel spacing given; assuming 1 mm (use --pixel-spacing)", path)
@@ -200,7 +221,7 @@ def read_study(
     if suffix in MRD_SUFFIXES:
         header, images = read_mrd_images(path)
         study = images_to_study(images, header, config=config, study_id=path.stem)
-        if pixel_spacing_mm:
+        if check_pixel_spacing(pixel_spacing_mm):
             for s in study.slices:
                 s.pixel_spacing_mm = (pixel_spacing_mm, pixel_spacing_mm)
         return study

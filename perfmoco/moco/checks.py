@@ -159,4 +159,8 @@ def torch_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
+    if name != "cpu" and not torch.cuda.is_available():
+        build = "CPU only" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+        raise ValueError(f"device {name!r}: torch finds no CUDA GPU here (its build: {build}); "
+                         "use 'auto' or 'cpu'")
     return torch.device(name)

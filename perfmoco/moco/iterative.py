@@ -36,6 +36,7 @@ import torch
 import yaml
 
 from perfmoco.config import MocoConfig
+from perfmoco.logs import log_failure
 from perfmoco.moco.decompose import pca_reference, rpca
 from perfmoco.moco.preprocess import locate_lv
 from perfmoco.moco.result import MocoResult
@@ -284,7 +285,7 @@ def correct_iterative(
     try:
         result = _correct(itk, series, config or MocoConfig(), maps, lv)
     except RuntimeError as exc:  # elastix reports every failure as RuntimeError
-        log.exception("%s: elastix failed", series.name)
+        log_failure(log, "%s: elastix failed", series.name)
         raise StudyError(f"{series.name}: iterative motion correction failed ({exc})") from exc
     log.info("%s: iterative correction in %.1f s", series.name, time.perf_counter() - t0)
     return result

@@ -41,6 +41,7 @@ import torch
 
 from perfmoco.anatomy import find_blood_pools
 from perfmoco.config import MocoConfig
+from perfmoco.logs import log_failure
 from perfmoco.moco import networks
 from perfmoco.moco.checks import check_series, identity_result, torch_device
 from perfmoco.moco.decompose import pca_reference
@@ -283,7 +284,7 @@ class MotionCorrector:
         except StudyError:
             raise
         except Exception as exc:  # never lose images: the caller keeps the originals
-            log.exception("%s: deep-learning motion correction failed", series.name)
+            log_failure(log, "%s: deep-learning motion correction failed", series.name)
             raise StudyError(
                 f"{series.name}: deep-learning motion correction failed "
                 f"({type(exc).__name__}: {exc})"
@@ -436,7 +437,7 @@ def correct_series(
     except StudyError:
         raise
     except Exception as exc:
-        log.exception("%s: deep-learning motion correction failed", series.name)
+        log_failure(log, "%s: deep-learning motion correction failed", series.name)
         raise StudyError(
             f"{series.name}: deep-learning motion correction failed ({type(exc).__name__}: {exc})"
         ) from exc

@@ -33,6 +33,7 @@ import yaml
 
 from perfmoco.moco import networks
 from perfmoco.moco.augment import apply_affine, intensity_augment, random_affine, random_fov_cut
+from perfmoco.moco.checks import torch_device
 from perfmoco.moco.data import load_series
 from perfmoco.moco.decompose import rpca_lowrank_cached
 from perfmoco.moco.losses import stage_loss
@@ -96,8 +97,20 @@ def _merge(base: dict, upd: dict, where: str = "") -> dict:
                 raise ValueError(f"training setting {where}{k} must be a mapping, got {v!r}")
             out[k] = _merge(base[k], v, f"{where}{k}.")
         else:
+            _check_type(base[k], v, f"{where}{k}")
             out[k] = v
     return out
+
+
+def _check_type(default, value, name: str) -> None:
+    """A setting's value of its default's kind (a count an int, a rate a number)."""
+    if default is None or value is None:
+        return
+    kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,), list: (list,)}
+    want = kinds.get(type(default))
+    if want and (not isinstance(value, want) or (bool not in want and isinstance(value, bool))):
+        raise ValueError(f"training setting {name} must be {type(default).__name__}, "
+                         f"got {value!r}")
 
 
 def load_train_config(path: str | Path) -> dict[str, Any]:
@@ -105,16 +118,17 @@ def load_train_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training config not found: {path}")
-    cfg = _merge(DEFAULTS, yaml.safe_load(path.read_text()) or {})
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable YAML file ({exc})".replace("\n", " ")) from None
+    if not isinstance(raw, dict) or "stage" not in raw:
+        raise ValueError(f"{path}: a training config is a mapping that names its stage "
+                         f"(stage: {' | '.join(networks.STAGES)}; see config/train/)")
+    cfg = _merge(DEFAULTS, raw)
     if cfg["stage"] not in networks.STAGES:
         raise ValueError(f"stage must be one of {networks.STAGES}, got {cfg['stage']!r}")
     return cfg
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _corrector(cfg: dict, stage: str, device: torch.device) -> MotionCorrector:
@@ -285,15 +299,18 @@ def train_main(
         cfg["steps"] = int(max_steps)
     stage = cfg["stage"]
     out = Path(cfg["out_dir"])
+    if resume and not (out / f"{stage}_state.pt").is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint {out / f'{stage}_state.pt'} to "
+                                f"continue from (train without --resume to start)")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg["seed"])
     if cfg["threads"]:
         torch.set_num_threads(int(cfg["threads"]))
     # MONAI's Parzen-window MI produces denormal floats, 1.5x slower on CPU
     torch.set_flush_denormal(True)
+    dev = torch_device(cfg["device"])
     t0 = time.time()
     train_series, val_series = load_series(cfg["data"])  # before torch threads spin up
-    dev = _device(cfg["device"])
     log.info(
         "stage %s on %s: %d train / %d val series", stage, dev, len(train_series), len(val_series)
     )

@@ -13,6 +13,14 @@ from perfmoco.quant.resolution import interpolation_factor
 __all__ = ["quantify_curves"]
 
 
+#: Time steps accepted (s): finer is a unit slip (ms) and would make the fit's delay
+#: grid and convolution huge; coarser cannot sample a first pass.
+DT_RANGE_S = (0.05, 10.0)
+#: The AIF's rise from its first three frames to its peak, as a share of the peak, below
+#: which it holds no bolus to deconvolve.
+MIN_AIF_RISE = 0.2
+
+
 def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=None,
                     density: float = 1.05, spillover: bool = True,
                     rim_px: int = 2, interpolation: float = 1.0,
@@ -67,7 +75,8 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
     Raises
     ------
     ValueError
-        For wrong shapes, NaN/Inf, a bad ``dt_s`` or ``hematocrit``.
+        For wrong shapes, NaN/Inf, a ``dt_s`` outside :data:`DT_RANGE_S`, an AIF
+        without a bolus (:data:`MIN_AIF_RISE`) or a bad ``hematocrit``.
     """
     tis = np.asarray(tissue_gd, np.float64)
     aif = np.asarray(aif_gd, np.float64)
@@ -86,6 +95,14 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
         aif = aif / (1.0 - float(hematocrit))
     if float(aif.max()) <= 0:
         raise ValueError("aif_gd has no positive values (flat AIF)")
+    if float(aif.max() - np.median(aif[:3])) < MIN_AIF_RISE * float(aif.max()):
+        raise ValueError(f"aif_gd does not rise from its first frames (median "
+                         f"{np.median(aif[:3]):.3g}, peak {aif.max():.3g} mmol/l): no contrast "
+                         f"bolus, or the curve starts after its arrival")
+    lo, hi = DT_RANGE_S
+    if not lo <= float(dt_s) <= hi:
+        raise ValueError(f"dt_s {dt_s!r} s: expected the curves' time step, {lo}-{hi} s (one "
+                         f"frame per heartbeat is about 0.3-2 s)")
     if int(rim_px) < 1:
         raise ValueError(f"rim_px must be >= 1, got {rim_px}")
     f_px = check_interpolation(interpolation)

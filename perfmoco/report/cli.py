@@ -79,7 +79,8 @@ def make_reports(
             pages.append(write_report(result, folder, title=title, html_name=name))
         except (StudyError, OSError, ValueError) as exc:
             log.info("%s: no report", path, exc_info=True)
-            errors.append(f"{path}: {exc}")
+            text = str(exc)
+            errors.append(text if text.startswith(str(path)) else f"{path}: {text}")
     if src.is_dir():
         _refresh_index(src)
     return pages, errors
