@@ -106,16 +106,20 @@ def find_inputs(in_dir: str | Path) -> list[Path]:
     Raises
     ------
     StudyError
-        When ``in_dir`` is not a folder.
+        When ``in_dir`` is not a folder or holds no study file.
     """
     in_dir = Path(in_dir)
     if not in_dir.is_dir():
         raise StudyError(f"input folder not found: {in_dir}")
-    return sorted(
+    found = sorted(
         p for p in in_dir.iterdir()
         if p.is_file() and not p.name.startswith(".") and _suffix(p)
         and not p.name.lower().endswith((".truth.npz", ".part"))
     )
+    if not found:
+        raise StudyError(f"{in_dir}: no study files (MRD .h5 / .hdf5 / .mrd, .npy, .nii, "
+                         f".nii.gz) in the folder (subfolders are not searched)")
+    return found
 
 
 def _study_names(paths: Sequence[Path]) -> list[str]:

@@ -185,3 +185,10 @@ def test_verbose_after_the_command_and_a_binary_config(tmp_path, capsys, series)
     assert main(["correct", str(series), "-o", str(tmp_path / "o.npy"), "--config",
                  str(cfg)]) == 2
     assert f"{cfg}: not a text (YAML) file" in _err(capsys)
+
+
+def test_batch_over_a_folder_without_studies(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("no study here")
+    assert main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out")]) == 2
+    assert "no study files" in _err(capsys)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -76,9 +77,11 @@ class IterativeUnavailableError(ImportError):
 
 def _itk():
     try:
-        import itk
+        with warnings.catch_warnings():  # its SWIG bindings' import-time deprecation notes
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import itk
 
-        itk.ElastixRegistrationMethod  # noqa: B018  (the elastix module is lazy-loaded)
+            itk.ElastixRegistrationMethod  # noqa: B018  (the elastix module is lazy-loaded)
     except (ImportError, AttributeError) as exc:
         raise IterativeUnavailableError(
             f"the iterative method needs itk-elastix, which is not installed: {INSTALL_HINT}"
