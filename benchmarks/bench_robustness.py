@@ -15,7 +15,8 @@ as a tight field of view stores it: ``perfmoco.phantom.fov.fov_corner``),
 ``transpose`` (rows and columns swapped, the header's read and phase directions
 with them: phase encoding along the other axis), ``rect`` (a rectangular field of
 view: the top and bottom eighth of every slice's rows cut off, the header's field
-of view with them), ``reversed`` (the slices stored apex first) and ``skip`` (two
+of view with them), ``reversed`` (the slices numbered and stored apex
+first: their positions in the headers say which is basal) and ``skip`` (two
 beats lost, dynamics 18 and 30 of every slice: missed ECG triggers leave gaps in the
 time grid), ``short`` (the first 45 dynamics only: a shorter scan, ending in the
 recirculation), ``nopd`` (no PD frames: a protocol without them, so no surface-coil
@@ -70,8 +71,11 @@ def variant(ph, name: str):
         from perfmoco.phantom.fov import fov_corner
 
         return fov_corner(ph, 10.0).study
-    if name == "reversed":
-        return study.replace_slices(list(study.slices)[::-1])
+    if name == "reversed":  # numbered (and stored) apex first; scored with truth_of
+        n = len(study.highres)
+        return study.replace_slices([
+            s if s.role.value == "aif" else s.replace(slice_index=n - 1 - s.slice_index)
+            for s in study.slices[::-1]])
     if name == "noaif":
         from perfmoco.study import SliceRole
 
@@ -145,6 +149,18 @@ def _swapped(geometry):
                                field_of_view_mm=(fov[1], fov[0], fov[2]))
 
 
+def truth_of(name: str, truth: dict, n_highres: int) -> dict:
+    """The phantom's truth keyed by the variant's slice numbers (``reversed``: apex first)."""
+    if name != "reversed":
+        return truth
+    out = dict(truth)
+    for i in range(n_highres):
+        for key, val in truth.items():
+            if key.startswith(f"s{i}_"):
+                out[f"s{n_highres - 1 - i}_" + key[len(f"s{i}_"):]] = val
+    return out
+
+
 def score(quant, truth) -> tuple[list[float], list[bool], int]:
     """Segment errors, split right or wrong (segments > 0.2 from 2.0), unreliable count."""
     from bench_fermi import segment_truth
@@ -183,7 +199,8 @@ def main(argv=None) -> int:
             if res.quant is None:
                 print(f"seed {seed} {name:10s} no MBF: {'; '.join(res.messages)}", flush=True)
                 continue
-            errs, split, unrel = score(res.quant, ph.truth)
+            errs, split, unrel = score(res.quant, truth_of(name, ph.truth,
+                                                           len(ph.study.highres)))
             e, s, u = tally[name]
             tally[name] = (e + errs, s + split, u + unrel)
             named = any("pd_scale" in m for m in res.messages)

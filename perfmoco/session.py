@@ -327,8 +327,9 @@ class StudySession:
             self.out.text(text)
         self.closed = True
         self.out.close()
+        why = {} if output.ok else {"reason": (output.texts or [self.problem or "?"])[0][:200]}
         self.log.info(kv("study_done", ok=output.ok, images_out=len(output.images),
-                          seconds=time.perf_counter() - t0))
+                          seconds=time.perf_counter() - t0, **why))
         return output
 
     def abort(self, reason: str) -> None:

@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "ABSURD_RATIO",
     "MIN_DYNAMICS",
+    "apex_depths_mm",
     "PerfusionStudy",
     "SliceGeometry",
     "SliceRole",
@@ -30,6 +32,9 @@ __all__ = [
 
 #: Fewest dynamics a slice series must have to be corrected / quantified.
 MIN_DYNAMICS = 10
+#: A dynamic's pixel this many times the series' bright level (its 99.9th percentile) is
+#: not an MR signal (an overflow, corrupt data); bright fat or blood stand ~2-10x.
+ABSURD_RATIO = 1e3
 
 
 class StudyError(ValueError):
@@ -170,6 +175,13 @@ class SliceSeries:
             raise StudyError(
                 f"{self.name}: non-finite pixels (NaN/Inf) in dynamics {frames[:10].tolist()}"
             )
+        level = float(np.percentile(np.abs(im[:, ::4, ::4]), 99.9))  # the series' bright level
+        wild = np.flatnonzero(np.abs(im).max(axis=(1, 2)) > ABSURD_RATIO * level) if level else []
+        if len(wild):  # one such pixel would rule every scale and fit after it
+            raise StudyError(
+                f"{self.name}: implausible pixel values (over {ABSURD_RATIO:g} x the series' "
+                f"bright level, {level:.3g}) in dynamics {wild[:10].tolist()}: corrupt data?"
+            )
         if self.pd_images.size and self.pd_images.shape[1:] != im.shape[1:]:
             raise StudyError(
                 f"{self.name}: PD frames are {self.pd_images.shape[1:]}, "
@@ -195,6 +207,37 @@ class SliceSeries:
             raise StudyError(f"{self.name}: invalid pixel spacing {self.pixel_spacing_mm} mm")
 
 
+def apex_depths_mm(geometries: Sequence[SliceGeometry | None]) -> list[float] | None:
+    """Each slice's position towards the apex (mm), or None where the geometry cannot say.
+
+    The slices must be parallel, across the LV's long axis (their normal within
+    ~70 degrees of the usual base-to-apex direction,
+    :data:`perfmoco.orientation.APEX_DIRECTION_LPS`) and at distinct positions.
+    """
+    from perfmoco.orientation import APEX_DIRECTION_LPS
+
+    if len(geometries) < 2 or any(g is None for g in geometries):
+        return None
+    normals = np.array([g.slice_dir for g in geometries], np.float64)
+    pos = np.array([g.position for g in geometries], np.float64)
+    if not (np.isfinite(normals).all() and np.isfinite(pos).all()):
+        return None
+    length = np.linalg.norm(normals, axis=1)
+    if (length < 1e-6).any():
+        return None
+    normals /= length[:, None]
+    if (np.abs(normals @ normals[0]) < 0.99).any():  # not one parallel stack
+        return None
+    apex = np.asarray(APEX_DIRECTION_LPS, np.float64)
+    along = float(normals[0] @ apex / np.linalg.norm(apex))
+    if abs(along) < 0.35:
+        return None
+    depth = pos @ (normals[0] * np.sign(along))
+    if np.min(np.diff(np.sort(depth))) < 1.0:  # a default header: one position for all
+        return None
+    return [float(d) for d in depth]
+
+
 @dataclasses.dataclass
 class PerfusionStudy:
     """A dual-sequence perfusion study: high-resolution slices + AIF slice.
@@ -216,10 +259,19 @@ class PerfusionStudy:
 
     @property
     def highres(self) -> list[SliceSeries]:
-        """High-resolution slices ordered by ``slice_index``."""
-        return sorted(
+        """High-resolution slices, most basal first.
+
+        By their positions along the LV's long axis where every slice's geometry
+        gives one (parallel slices across it, at distinct positions: a site may
+        number its slices apex first), else by ``slice_index``.
+        """
+        ordered = sorted(
             (s for s in self.slices if s.role is SliceRole.HIGHRES), key=lambda s: s.slice_index
         )
+        depth = apex_depths_mm([s.geometry for s in ordered])
+        if depth is None:
+            return ordered
+        return [s for _, s in sorted(zip(depth, ordered), key=lambda pair: pair[0])]
 
     @property
     def aif(self) -> SliceSeries | None:

@@ -183,7 +183,7 @@ def test_missing_timing_is_refused(small_study):
 
 
 def test_not_mrd_header_is_refused(small_study):
-    with pytest.raises(StudyError, match="not MRD XML"):
+    with pytest.raises(StudyError, match="not valid MRD XML"):
         images_to_study(_images(small_study), "<html>hello</html>")
 
 

@@ -115,7 +115,7 @@ def _bad_cases(header, images):
          "stream ended inside", images),
         ("unknown id", good + unknown_message(4242), "unknown MRD message id 4242", images),
         ("non-MRD header", encode(header="Dummy XML header", images=images),
-         "not MRD XML", images),
+         "not valid MRD XML", images),
         ("inconsistent sizes", encode(header=header, images=mixed), "", mixed),
         ("non-finite pixels", encode(header=header, images=nan), "non-finite", nan),
         ("too short", encode(header=too_short_h, images=too_short), "dynamics", too_short),

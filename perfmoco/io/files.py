@@ -1,7 +1,8 @@
 """Readers and writers: MRD HDF5 studies, NIfTI and ``.npy`` series.
 
 MRD HDF5 files keep one ``image_N`` group per ``image_series_index`` (one
-matrix size per group), as the MRD client tools write them.  NIfTI and npy
+matrix size per group), as the MRD client tools write them; a series that holds
+images of another matrix size or data type puts them in ``image_N_1``, ... .  NIfTI and npy
 hold one bare slice series ``(T, Y, X)`` for offline research use.
 """
 
@@ -89,7 +90,11 @@ def read_mrd_images(
         images = []
         for name in sorted(n for n in dset.list() if n.startswith("image")):
             for i in range(dset.number_of_images(name)):
-                images.append(dset.read_image(name, i))
+                try:
+                    images.append(dset.read_image(name, i))
+                except Exception as exc:  # ismrmrd raises what its XML / HDF5 parts raise
+                    raise StudyError(f"{path}: image {i} of {name} cannot be read "
+                                     f"({type(exc).__name__}: {exc})") from None
     if not images:
         raise StudyError(f"{path}: the file holds no images (group {group!r})")
     return header, images
@@ -132,8 +137,12 @@ def write_mrd_images(
             if header:
                 dset.write_xml_header(header)
             for index, imgs in group_by_series(images).items():
+                kinds: dict[tuple, str] = {}  # an HDF5 dataset holds one matrix size and type
                 for img in imgs:
-                    dset.append_image(f"image_{index}", img)
+                    kind = (tuple(img.data.shape), img.data.dtype.str)
+                    name = kinds.setdefault(kind, f"image_{index}" + (f"_{len(kinds)}" if kinds
+                                                                       else ""))
+                    dset.append_image(name, img)
         tmp.replace(path)
     finally:  # a failed write leaves nothing half-written behind
         tmp.unlink(missing_ok=True)

@@ -21,6 +21,7 @@ from perfmoco.config import MrdConfig
 from perfmoco.io.mrd_header import (
     build_header,
     header_acquired_spacing_mm,
+    header_recon_spacing_mm,
     header_saturation_times_s,
     parse_header,
     strip_nul,
@@ -173,31 +174,67 @@ def images_to_study(
         slices = sorted(s for a, s in groups if a)
         raise StudyError(f"AIF images arrived for several slices {slices}; expected one")
 
-    slices = [
-        _make_series(frames, is_aif, sl, config, ts_by_encoding, acquired_by_encoding)
+    recon_by_encoding = header_recon_spacing_mm(hdr)
+    slices = _unique_indices([
+        _make_series(frames, is_aif, sl, config, ts_by_encoding, acquired_by_encoding,
+                     recon_by_encoding)
         for (is_aif, sl), frames in sorted(groups.items())
-    ]
+    ])
     study = PerfusionStudy(slices=slices, mrd_header=strip_nul(header), study_id=study_id)
     study.validate(min_dynamics=config.min_dynamics)
     return study
 
 
 def _aif_by_matrix(received: list[tuple[FrameInfo, np.ndarray]]) -> list[bool | None]:
-    """Without tags: the series whose matrix is smaller than the others is the AIF."""
-    sizes = {}
-    for info, pix in received:
-        sizes.setdefault(int(info.header.image_series_index), set()).add(pix.size)
-    if len(sizes) < 2:
-        return [False] * len(received)
-    largest = max(max(v) for v in sizes.values())
-    small = [s for s, v in sizes.items() if max(v) < largest]
-    if len(small) != 1:
-        return [False] * len(received)
-    return [int(info.header.image_series_index) == small[0] for info, _ in received]
+    """Without tags: the series whose matrix is smaller than the others' is the AIF; where
+    all images share one series index, the slice whose matrix is.
+    """
+    for field in ("image_series_index", "slice"):
+        keys = [int(getattr(info.header, field)) for info, _ in received]
+        sizes: dict[int, set] = {}
+        for key, (_, pix) in zip(keys, received):
+            sizes.setdefault(key, set()).add(pix.size)
+        if len(sizes) < 2:
+            continue
+        largest = max(max(v) for v in sizes.values())
+        small = [k for k, v in sizes.items() if max(v) < largest]
+        return [k == small[0] for k in keys] if len(small) == 1 else [False] * len(received)
+    return [False] * len(received)
+
+
+def _spacing(fov, matrix, recon, name: str) -> tuple[float, float]:
+    """``(dy, dx)`` in mm: the images' field of view over their matrix, else the MRD
+    header's recon space (``recon``), else 1 mm with a warning.
+    """
+    if min(fov[:2]) > 0:
+        return fov[1] / matrix[1], fov[0] / matrix[0]
+    if recon is not None:
+        log.info("%s: no field of view in the image headers; pixel size %.3g x %.3g mm from "
+                 "the MRD header's recon space", name, *recon)
+        return recon
+    log.warning("%s: no field of view in the image headers or the MRD header; pixels taken "
+                "as 1 mm (distances, the heart's size and the maps' geometry are off)", name)
+    return 1.0, 1.0
+
+
+def _unique_indices(slices: list[SliceSeries]) -> list[SliceSeries]:
+    """The AIF slice numbered apart from the high-resolution slices (its own encoding may
+    count its slices from 0 as theirs does).
+    """
+    taken = {s.slice_index for s in slices if s.role is SliceRole.HIGHRES}
+    out = []
+    for s in slices:
+        if s.role is SliceRole.AIF and s.slice_index in taken:
+            new = max(taken) + 1
+            log.info("AIF slice numbered %d as a high-resolution slice is: %d here",
+                     s.slice_index, new)
+            s = s.replace(slice_index=new)
+        out.append(s)
+    return out
 
 
 def _make_series(frames, is_aif, sl, config, ts_by_encoding,
-                 acquired_by_encoding) -> SliceSeries:
+                 acquired_by_encoding, recon_by_encoding=()) -> SliceSeries:
     role = SliceRole.AIF if is_aif else SliceRole.HIGHRES
     name = f"slice {sl} ({role.value})"
     shapes = sorted({p.shape for _, p in frames})
@@ -227,9 +264,10 @@ def _make_series(frames, is_aif, sl, config, ts_by_encoding,
     h0 = frames[0][0].header
     fov = [float(v) for v in h0.field_of_view]
     mat = [int(v) for v in h0.matrix_size]
-    spacing = (fov[1] / mat[1], fov[0] / mat[0]) if min(fov[:2]) > 0 else (1.0, 1.0)
     enc = 1 if is_aif else 0
-    ts = _meta_float(frames[0][0].meta, "SaturationTime_ms")
+    spacing = _spacing(fov, mat, recon_by_encoding[enc] if enc < len(recon_by_encoding)
+                       else None, name)
+    ts = _meta_float((dyn or frames)[0][0].meta, "SaturationTime_ms")  # PD frames may lack it
     if ts is not None:
         ts_s: float | None = ts / 1000.0
     else:

@@ -11,6 +11,7 @@ from perfmoco.study import PerfusionStudy, SliceRole, StudyError
 __all__ = [
     "build_header",
     "header_acquired_spacing_mm",
+    "header_recon_spacing_mm",
     "header_saturation_times_s",
     "parse_header",
     "strip_nul",
@@ -42,9 +43,12 @@ def parse_header(text: str | bytes | None) -> xsd.ismrmrdHeader | None:
     try:
         return xsd.CreateFromDocument(text)
     except Exception as exc:  # xsdata raises several parser error types
-        snippet = text[:60].replace("\n", " ")
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        if "missing" in reason and "argument" in reason:  # a required element left out
+            reason = reason.split(".")[-1].replace("__init__()", "an element")
+        snippet = " ".join(text[:60].split())
         raise StudyError(
-            f"the header is not MRD XML ({type(exc).__name__}: {snippet!r}...)"
+            f"the header is not valid MRD XML ({reason}; it begins {snippet!r})"
         ) from None
 
 
@@ -63,12 +67,24 @@ def header_acquired_spacing_mm(header: xsd.ismrmrdHeader | None) -> list[tuple |
     oversampling doubles both the encoded field of view and matrix, so their
     ratio is the acquired pixel either way.
     """
+    return _spacings(header, "encodedSpace")
+
+
+def header_recon_spacing_mm(header: xsd.ismrmrdHeader | None) -> list[tuple | None]:
+    """Reconstructed pixel size ``(dy, dx)`` in mm per encoding, from its ``reconSpace``
+    (None where it has no field of view or matrix).
+    """
+    return _spacings(header, "reconSpace")
+
+
+def _spacings(header, space_name: str) -> list[tuple | None]:
     out: list[tuple | None] = []
     for enc in (header.encoding if header is not None else None) or []:
-        space = enc.encodedSpace
         try:
+            space = getattr(enc, space_name)
             m, f = space.matrixSize, space.fieldOfView_mm
-            out.append((float(f.y) / int(m.y), float(f.x) / int(m.x)))
+            dy, dx = float(f.y) / int(m.y), float(f.x) / int(m.x)
+            out.append((dy, dx) if dy > 0 and dx > 0 else None)
         except (AttributeError, TypeError, ValueError, ZeroDivisionError):
             out.append(None)
     return out

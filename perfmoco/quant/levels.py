@@ -40,6 +40,11 @@ def study_levels(highres, work: dict, setting: str, msgs: list[str]) -> list[str
     StudyError
         Where the setting names a different number of levels than there are slices.
     """
+    order = [s.slice_index for s in highres]
+    if order != sorted(order):  # PerfusionStudy.highres: by the slices' positions
+        warn(msgs, f"high-resolution slices taken base to apex in the order of their "
+                   f"positions in the image headers, slices {', '.join(map(str, order))}, not "
+                   f"in the order of their numbers (set quant.slice_levels if that is wrong)")
     named = parse_slice_levels(setting)
     if named is not None:
         if len(named) != len(highres):

@@ -1,0 +1,140 @@
+"""MRD studies as other sites send them: numbering, fields of view, meta, mixed matrices."""
+
+from __future__ import annotations
+
+import ismrmrd
+import numpy as np
+import pytest
+
+from perfmoco.io.files import read_mrd_images, write_mrd_images
+from perfmoco.io.mrd import images_to_study, study_header, study_to_images
+from perfmoco.phantom import generate_phantom
+from perfmoco.quant.levels import study_levels
+from perfmoco.study import SliceRole, StudyError
+
+
+@pytest.fixture(scope="module")
+def sent():
+    """A phantom study as MRD images and header, and the study itself."""
+    study = generate_phantom(seed=7, n_dynamics=12, motion="none").study
+    return study_to_images(study), study_header(study), study
+
+
+def _copy(img, **fields):
+    out = ismrmrd.Image.from_array(np.asarray(img.data).copy())
+    out.setHead(img.getHead())
+    out.attribute_string = img.attribute_string
+    for key, val in fields.items():
+        setattr(out, key, val)
+    return out
+
+
+def test_slices_numbered_apex_first_are_ordered_by_their_positions(sent):
+    images, header, study = sent
+    flip = {0: 2, 2: 0}
+    hr = [s.slice_index for s in study.highres]
+    got = images_to_study([_copy(im, slice=flip.get(int(im.slice), int(im.slice)))
+                           if int(im.slice) in hr else _copy(im) for im in images], header)
+    assert [s.slice_index for s in got.highres] == [2, 1, 0]  # basal first, by position
+    np.testing.assert_array_equal(got.highres[0].images, study.highres[0].images)
+    msgs: list[str] = []
+    assert study_levels(got.highres, {}, "auto", msgs) == ["basal", "mid", "apical"]
+    assert any("order of their positions" in m and "slices 2, 1, 0" in m for m in msgs)
+    msgs.clear()
+    study_levels(study.highres, {}, "auto", msgs)  # numbered base first: nothing to say
+    assert not msgs
+
+
+def test_an_aif_slice_numbered_as_a_tissue_slice_is_kept_apart(sent):
+    images, header, study = sent
+    aif_index = study.aif.slice_index
+    got = images_to_study([_copy(im, slice=0) if int(im.slice) == aif_index else _copy(im)
+                           for im in images], header)
+    indices = [s.slice_index for s in got.slices]
+    assert len(set(indices)) == len(indices) == 4
+    assert got.aif is not None and got.aif.slice_index not in {s.slice_index for s in got.highres}
+    np.testing.assert_array_equal(got.aif.images, study.aif.images)
+
+
+def test_no_field_of_view_in_the_images_takes_the_headers_recon_space(sent):
+    images, header, study = sent
+    got = images_to_study([_copy(im, field_of_view=(0.0, 0.0, 0.0)) for im in images], header)
+    for s, want in zip(got.slices, study.slices):
+        if s.role is SliceRole.HIGHRES:  # encoding 0's recon space is theirs
+            np.testing.assert_allclose(s.pixel_spacing_mm, want.pixel_spacing_mm, rtol=1e-6)
+
+
+def test_a_saturation_time_on_the_dynamics_alone_is_read(sent):
+    images, _, _ = sent
+    out = []
+    for im in images:
+        meta = ismrmrd.Meta.deserialize(im.attribute_string)
+        if "PD" in str(meta.get("GADGETRON_DataRole", "")):
+            meta.pop("SaturationTime_ms", None)
+        else:
+            meta["SaturationTime_ms"] = "150"
+        out.append(_copy(im, attribute_string=meta.serialize()))
+    got = images_to_study(out, None)
+    assert all(s.saturation_time_s == pytest.approx(0.150) for s in got.slices)
+
+
+def test_a_series_of_two_matrix_sizes_is_written_without_loss(tmp_path):
+    imgs = []
+    for shape, dtype in [((8, 8), np.float32), ((12, 12), np.float32), ((8, 8), np.uint16),
+                         ((8, 8), np.float32)]:
+        im = ismrmrd.Image.from_array(np.full(shape, 3, dtype))
+        im.image_series_index = 100
+        imgs.append(im)
+    write_mrd_images(tmp_path / "r.h5", None, imgs)
+    _, back = read_mrd_images(tmp_path / "r.h5")
+    assert sorted((b.data.shape, b.data.dtype.str) for b in back) == sorted(
+        (i.data.shape, i.data.dtype.str) for i in imgs)
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_unreadable_meta_in_a_file_is_named(tmp_path):
+    import h5py
+
+    write_mrd_images(tmp_path / "bad.h5", None,
+                     [ismrmrd.Image.from_array(np.ones((8, 8), np.float32))])
+    with h5py.File(tmp_path / "bad.h5", "r+") as f:  # meta cut short, as a broken writer leaves
+        f["dataset/image_0/attributes"][0] = "<ismrmrdMeta><meta><name>GADGETRON_DataRole</name>"
+    with pytest.raises(StudyError, match="image 0 of image_0 cannot be read"):
+        read_mrd_images(tmp_path / "bad.h5")
+
+
+def test_untagged_images_all_in_series_0_find_the_aif_by_its_matrix(sent):
+    images, header, study = sent
+    out = []
+    for im in images:
+        meta = ismrmrd.Meta.deserialize(im.attribute_string)
+        meta.pop("GADGETRON_DataRole", None)
+        out.append(_copy(im, image_series_index=0, attribute_string=meta.serialize()))
+    got = images_to_study(out, header)
+    assert got.aif is not None and got.aif.shape == study.aif.shape
+    assert len(got.highres) == len(study.highres)
+
+
+def test_an_absurd_pixel_stops_the_study_with_its_dynamic_named(sent):
+    images, header, study = sent
+    dyn = [i for i, im in enumerate(images) if int(im.slice) == study.highres[1].slice_index
+           and "PD" not in str(ismrmrd.Meta.deserialize(im.attribute_string)
+                               .get("GADGETRON_DataRole", ""))]
+    level = float(np.percentile(study.highres[1].images, 99.9))
+    for value, ok in ((1e30, False), (100 * level, True)):  # corrupt; a bright spike
+        out = [_copy(im) for im in images]
+        data = np.asarray(out[dyn[7]].data).copy()
+        data[..., 50, 50] = value
+        out[dyn[7]] = _with(out[dyn[7]], data)
+        if ok:
+            images_to_study(out, header)
+        else:
+            with pytest.raises(StudyError, match=r"implausible pixel values .* dynamics \[7\]"):
+                images_to_study(out, header)
+
+
+def _with(img, data):
+    out = ismrmrd.Image.from_array(data.reshape(np.asarray(img.data).shape[-2:]))
+    out.setHead(img.getHead())
+    out.attribute_string = img.attribute_string
+    return out
