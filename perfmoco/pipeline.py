@@ -105,11 +105,15 @@ class StudyResult:
         lines.extend(f"  problem: {msg}" for msg in self.messages if msg not in shown)
         return "\n".join(lines)
 
-    def to_images(self, config: Config | None = None) -> list:
-        """All images to send back: originals, corrected series, MBF maps (ismrmrd.Image)."""
+    def to_images(self, config: Config | None = None, originals: list | None = None) -> list:
+        """All images to send back: originals, corrected series, MBF maps (ismrmrd.Image).
+
+        ``originals``: the images as received, passed back untouched (default: rebuilt
+        from the study).
+        """
         from perfmoco.io.outputs import result_to_images
 
-        return result_to_images(self, config=(config or Config()).mrd)
+        return result_to_images(self, config=(config or Config()).mrd, originals=originals)
 
 
 def _load_corrector(config: Config):

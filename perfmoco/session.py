@@ -170,7 +170,7 @@ def run_study(
     try:
         result = process_study(study, config=config, method=config.server.method,
                                quantify=quantify)
-        out = result.to_images(config)
+        out = result.to_images(config, originals=list(images))  # as they came in
     except Exception as exc:  # process_study records data problems; this is a bug or bad method
         log_failure(log, kv("study_failed", study=study_id, stage="process"))
         text = f"perfmoco: processing failed ({exc}); images passed back"

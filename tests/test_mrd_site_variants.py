@@ -138,3 +138,27 @@ def _with(img, data):
     out.setHead(img.getHead())
     out.attribute_string = img.attribute_string
     return out
+
+
+def test_the_originals_go_back_as_they_came_in(sent):
+    from perfmoco.config import load_config
+    from perfmoco.session import run_study
+
+    images, header, _ = sent
+    ints = []
+    for n, im in enumerate(images):  # uint16 pixels, the site's own running image_index
+        out = ismrmrd.Image.from_array(np.asarray(im.data).astype(np.uint16)[0, 0])
+        head = im.getHead()
+        head.data_type = out.getHead().data_type
+        out.setHead(head)
+        out.attribute_string = im.attribute_string
+        out.image_index = 1000 + n
+        ints.append(out)
+    config = load_config(overrides={"server.method": "none"})
+    got = run_study(ints, header, config=config, pipeline="perfmoco-moco", study_id="t")
+    assert got.ok
+    back = [im for im in got.images if int(im.image_index) >= 1000]
+    assert len(back) == len(ints)
+    for a, b in zip(back, ints):
+        assert a.data.dtype == np.uint16 and int(a.image_index) == int(b.image_index)
+        np.testing.assert_array_equal(a.data, b.data)

@@ -31,9 +31,15 @@ def _history(meta: dict, step: str) -> list[str]:
     return ([old] if isinstance(old, str) else list(old)) + [step]
 
 
-def result_to_images(result: StudyResult, *, config: MrdConfig) -> list[ismrmrd.Image]:
-    """Originals, corrected series and MBF maps of one study as MRD images."""
-    out = study_to_images(result.study, config=config)
+def result_to_images(result: StudyResult, *, config: MrdConfig,
+                     originals: list[ismrmrd.Image] | None = None) -> list[ismrmrd.Image]:
+    """Originals, corrected series and MBF maps of one study as MRD images.
+
+    ``originals``: the images as they were received, sent back untouched (their data
+    type, indices and meta); default: rebuilt from the study (float32).
+    """
+    out = list(originals) if originals is not None else study_to_images(result.study,
+                                                                         config=config)
     for s, m in zip(result.study.slices, result.moco):
         if m is None:
             continue
