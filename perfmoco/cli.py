@@ -201,7 +201,9 @@ def cmd_serve(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from perfmoco.evaluate import evaluate
+    from perfmoco.io.paths import output_folder
 
+    output_folder(args.out)
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     res = evaluate(
         n_studies=args.studies, seed=args.seed, methods=methods, out_dir=args.out,
@@ -226,7 +228,9 @@ def cmd_demo(args) -> int:
 
 def cmd_batch(args) -> int:
     from perfmoco.batch import run_batch
+    from perfmoco.io.paths import output_folder
 
+    output_folder(args.output)
     result = run_batch(
         args.input, args.output, config=_config(args), method=args.method,
         scheduler=args.scheduler, workers=args.workers, report=args.report,

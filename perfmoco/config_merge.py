@@ -156,7 +156,7 @@ _CHECKS = {
     **{f"quant.{k}": _NON_NEGATIVE for k in (
         "baseline_frames", "pd_smooth_mm", "te_aif_s", "r2star_blood", "min_aif_peak_gd",
         "stack_lv_tolerance_mm", "slice_delay_window_s")},
-    "quant.hematocrit": _range(0, 1, below=True),
+    "quant.hematocrit": _range(0, 0.9, below=True),  # as quantify --hematocrit
     "quant.segment_shape_range": _off_or_at_least_1,
     "quant.saturation_efficiency_highres": _range(0, 1, above=True),
     "quant.saturation_efficiency_aif": _range(0, 1, above=True),

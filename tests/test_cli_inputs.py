@@ -192,3 +192,13 @@ def test_batch_over_a_folder_without_studies(tmp_path, capsys):
     (tmp_path / "in" / "notes.txt").write_text("no study here")
     assert main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out")]) == 2
     assert "no study files" in _err(capsys)
+
+
+def test_result_folders_are_checked_before_the_work(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["evaluate", "--studies", "1", "--methods", "none", "--out",
+                 str(tmp_path / "file")]) == 2
+    assert "is a file; give a folder" in _err(capsys)
+    (tmp_path / "in").mkdir()
+    assert main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "file")]) == 2
+    assert "is a file; give a folder" in _err(capsys)

@@ -39,7 +39,7 @@ def test_overrides_are_typed_and_checked(tmp_path):
     ("moco.reference_from_end", "0", r"moco.reference_from_end must be >= 1"),
     ("moco.dilation_max", "1", r"moco.dilation_max must be in \(0, 1\)"),
     ("moco.qc_threshold", "nan", r"moco.qc_threshold must be in \(0, 2\]"),
-    ("quant.hematocrit", "1.0", r"quant.hematocrit must be in \[0, 1\)"),
+    ("quant.hematocrit", "0.95", r"quant.hematocrit must be in \[0, 0.9\)"),
     ("quant.t1_blood_s", "0", r"quant.t1_blood_s must be > 0"),
     ("quant.r2_min", "1.5", r"quant.r2_min must be <= 1"),
     ("quant.slice_delay_window_s", "-0.1", r"quant.slice_delay_window_s must be >= 0"),

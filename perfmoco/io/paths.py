@@ -14,7 +14,8 @@ from pathlib import Path
 
 from perfmoco.study import StudyError
 
-__all__ = ["PIXEL_SPACING_RANGE_MM", "check_pixel_spacing", "input_file", "output_file"]
+__all__ = ["PIXEL_SPACING_RANGE_MM", "check_pixel_spacing", "input_file", "output_file",
+           "output_folder"]
 
 #: Pixel sizes accepted for files that do not carry one (mm): MR images of the heart
 #: are acquired at about 1-4 mm; outside this range a value is a unit slip (m, um).
@@ -62,6 +63,20 @@ def output_file(path: str | Path, suffixes: tuple[str, ...], *, what: str = "out
             pass
     except OSError as exc:
         raise StudyError(f"{what} {path}: cannot write in {path.parent} ({exc.strerror})") from None
+    return path
+
+
+def output_folder(path: str | Path, *, what: str = "output folder") -> Path:
+    """``path`` checked as a folder to write results in (created if missing)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise StudyError(f"{what} {path}: is a file; give a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise StudyError(f"{what} {path}: cannot write there ({exc.strerror})") from None
     return path
 
 
