@@ -213,7 +213,8 @@ def test_gadget_bad_study_passes_originals_with_meta(tmp_path):
     assert "dynamics" in log  # the reason is in the log too
 
 
-@pytest.mark.parametrize("name", ["perfmoco-chain-execute.xml", "perfmoco-chain-connect.xml"])
+@pytest.mark.parametrize("name", ["perfmoco-chain-execute.xml", "perfmoco-chain-connect.xml",
+                                  "perfmoco-chain-connect-compose.xml"])
 def test_chain_files_match_the_gadget(name):
     import importlib
     import inspect
@@ -236,6 +237,8 @@ def test_chain_files_match_the_gadget(name):
     else:
         default_port = inspect.signature(perfmoco_gadget.listen).parameters["port"].default
         assert int(connect.get("port")) == default_port
+        # Gadgetron connects to the first address a name resolves to: never "localhost"
+        assert connect.get("address") in ("127.0.0.1", "perfmoco-gadget")
 
 
 def test_docker_files_match_the_code():
@@ -248,8 +251,9 @@ def test_docker_files_match_the_code():
     assert re.search(r"^ARG GADGETRON_TAG=\S+$", gt, re.M)
     assert "FROM ${GADGETRON_IMAGE}:${GADGETRON_TAG}" in gt and "@sha256" in gt
     assert "torch==2.13.0" in gt and "-c constraints.txt" in gt
-    for chain in ("perfmoco-chain-execute.xml", "perfmoco-chain-connect.xml"):
-        assert (REPO / "config" / chain).is_file()
+    for chain in ("perfmoco-chain-execute.xml", "perfmoco-chain-connect.xml",
+                  "perfmoco-chain-connect-compose.xml"):
+        assert (REPO / "config" / chain).is_file() and f"config/{chain}" in gt
     assert "share/gadgetron/python" in gt and "share/gadgetron/config" in gt
     assert "import gadgetron, gadgets.perfmoco_gadget" in gt
     compose = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
