@@ -138,7 +138,7 @@ class MrdServer:
 
     def _handle(self, sock: socket.socket, addr, cid: int) -> None:
         clog = _ConnLog(log, {"conn": cid})
-        clog.info(kv("connected", peer=f"{addr[0]}:{addr[1]}"))
+        peer = f"{addr[0]}:{addr[1]}"
         cfg = self.config.server
         sock.settimeout(cfg.idle_timeout_s)
         rfile, wfile = sock.makefile("rb"), sock.makefile("wb")
@@ -146,10 +146,12 @@ class MrdServer:
                                log=clog, study_id=f"conn{cid}")
         try:
             reader = MessageReader(rfile, max_message_bytes=cfg.max_message_bytes)
-            for msg in reader:
+            for n, msg in enumerate(reader):
+                if n == 0:  # logged once it speaks: health checks connect every 30 s
+                    clog.info(kv("connected", peer=peer))
                 session.handle(msg)
             if reader.bytes_read == 0 and not reader.closed_cleanly:
-                clog.info(kv("empty_connection"))  # a health check or port probe
+                clog.debug(kv("empty_connection", peer=peer))  # a health check or port probe
             elif not reader.closed_cleanly:
                 session.abort("the stream ended without a CLOSE message")
         except StreamError as exc:

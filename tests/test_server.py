@@ -345,8 +345,12 @@ def test_serve_binds_loopback_and_stops_on_ctrl_c_or_sigterm(tmp_path, sig):
 def test_empty_connection_is_a_probe_not_an_error(study_msgs, caplog):
     header, images = study_msgs
     with running_server() as server:
-        with caplog.at_level("INFO", logger="perfmoco.server"):
+        with caplog.at_level("DEBUG", logger="perfmoco.server"):
             socket.create_connection(server.address, timeout=10).close()
             _still_serves(server, images, header)
     assert "event=empty_connection" in caplog.text
     assert "event=stream_error" not in caplog.text
+    # a probe is not logged at INFO (health checks connect every 30 s); a client is
+    info = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert not any("empty_connection" in m for m in info)
+    assert sum("event=connected" in m for m in info) == 1
