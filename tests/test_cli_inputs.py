@@ -202,3 +202,13 @@ def test_result_folders_are_checked_before_the_work(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     assert main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "file")]) == 2
     assert "is a file; give a folder" in _err(capsys)
+
+
+def test_a_small_matrix_read_for_its_interpolation_warns_of_nothing(tmp_path, curves):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main([*curves, "--dt", "0.6", "--interpolation", "0", "-o",
+                     str(tmp_path / "m.npy")]) == 0
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]

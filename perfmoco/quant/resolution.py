@@ -50,9 +50,11 @@ def _band_edge(power: np.ndarray, axis: int) -> float:
     step = 2.0 / p.shape[0]
     best, edge = CLIFF, 1.0
     for c in np.arange(0.3, 0.9, step):
-        inner = p[(np.abs(k) <= c) & (np.abs(k) > c - 0.1)].mean()
-        outer = max(p[k > c + step].mean(), p[k < -c - step].mean())
-        ratio = inner / max(outer, 1e-300)
+        band, above, below = p[(np.abs(k) <= c) & (np.abs(k) > c - 0.1)], p[k > c + step], \
+            p[k < -c - step]
+        if not (band.size and above.size and below.size):  # a small matrix: no such band
+            continue
+        ratio = band.mean() / max(above.mean(), below.mean(), 1e-300)
         if ratio > best:
             best, edge = ratio, float(c)
     return edge
