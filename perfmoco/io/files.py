@@ -19,7 +19,7 @@ import numpy as np
 from perfmoco.config import MrdConfig
 from perfmoco.io.mrd import group_by_series, images_to_study, study_header, study_to_images
 from perfmoco.io.mrd_header import strip_nul
-from perfmoco.io.paths import check_pixel_spacing, input_file
+from perfmoco.io.paths import check_pixel_spacing, input_file, suffix_of
 from perfmoco.study import PerfusionStudy, SliceSeries, StudyError
 
 __all__ = [
@@ -38,11 +38,6 @@ log = logging.getLogger(__name__)
 
 SERIES_SUFFIXES = (".npy", ".nii", ".nii.gz")
 MRD_SUFFIXES = (".h5", ".hdf5", ".mrd")
-
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
 def _groups(path: Path) -> list[str]:
@@ -164,7 +159,7 @@ def read_series(
     """
     path = input_file(path)
     pixel_spacing_mm = check_pixel_spacing(pixel_spacing_mm)
-    suffix = _suffix(path)
+    suffix = suffix_of(path)
     if suffix == ".npy":
         arr = load_npy(path)
         spacing = (pixel_spacing_mm or 1.0,) * 2
@@ -202,7 +197,7 @@ def write_series(path: str | Path, images: np.ndarray, *, pixel_spacing_mm=(1.0,
     """Write a ``(T, Y, X)`` (or ``(T, 2, Y, X)`` for ``.npy``) array as npy or NIfTI."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = _suffix(path)
+    suffix = suffix_of(path)
     images = np.asarray(images, dtype=np.float32)
     if suffix == ".npy":
         np.save(path, images)
@@ -226,7 +221,7 @@ def read_study(
 ) -> PerfusionStudy:
     """A study from an MRD file, or a one-slice study from a bare npy / NIfTI series."""
     path = Path(path)
-    suffix = _suffix(path)
+    suffix = suffix_of(path)
     if suffix in MRD_SUFFIXES:
         header, images = read_mrd_images(path)
         study = images_to_study(images, header, config=config, study_id=path.stem)

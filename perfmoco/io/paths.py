@@ -15,14 +15,15 @@ from pathlib import Path
 from perfmoco.study import StudyError
 
 __all__ = ["PIXEL_SPACING_RANGE_MM", "check_pixel_spacing", "input_file", "output_file",
-           "output_folder"]
+           "output_folder", "suffix_of"]
 
 #: Pixel sizes accepted for files that do not carry one (mm): MR images of the heart
 #: are acquired at about 1-4 mm; outside this range a value is a unit slip (m, um).
 PIXEL_SPACING_RANGE_MM = (0.1, 20.0)
 
 
-def _suffix(path: Path) -> str:
+def suffix_of(path: Path) -> str:
+    """The file name's extension, lower case (``.nii.gz`` as one)."""
     name = path.name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
@@ -50,19 +51,11 @@ def output_file(path: str | Path, suffixes: tuple[str, ...], *, what: str = "out
         What the file is, for the message (e.g. ``"--displacement"``).
     """
     path = Path(path)
-    if _suffix(path) not in suffixes:
+    if suffix_of(path) not in suffixes:
         raise StudyError(f"{what} {path}: expected a {' / '.join(suffixes)} file name")
     if path.is_dir():
         raise StudyError(f"{what} {path}: is a folder; give a file name")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StudyError(f"{what} {path}: cannot create its folder ({exc.strerror})") from None
-    try:  # a real write: permissions alone do not say (root, read-only mounts, /proc)
-        with tempfile.TemporaryFile(dir=path.parent):
-            pass
-    except OSError as exc:
-        raise StudyError(f"{what} {path}: cannot write in {path.parent} ({exc.strerror})") from None
+    _writable(path.parent, f"{what} {path}")
     return path
 
 
@@ -71,13 +64,20 @@ def output_folder(path: str | Path, *, what: str = "output folder") -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise StudyError(f"{what} {path}: is a file; give a folder")
+    _writable(path, f"{what} {path}")
+    return path
+
+
+def _writable(folder: Path, label: str) -> None:
+    """Make ``folder`` and write a scratch file in it, or a :class:`StudyError` naming
+    ``label``: permissions alone do not say (root, read-only mounts, /proc).
+    """
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise StudyError(f"{what} {path}: cannot write there ({exc.strerror})") from None
-    return path
+        raise StudyError(f"{label}: cannot write in {folder} ({exc.strerror})") from None
 
 
 def check_pixel_spacing(value: float | None) -> float | None:
