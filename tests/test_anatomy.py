@@ -290,3 +290,39 @@ def test_region_shape_statistics_all_at_once():
         assert fill == pytest.approx(y.size / (4 * np.pi * np.sqrt(ev[0] * ev[1])), rel=1e-9)
         assert elong == pytest.approx(np.sqrt(ev[1] / ev[0]), rel=1e-9)
     assert got[0][2] < 1.1 < 2.5 < got[1][2]  # a disc is round, the ellipse elongated
+
+
+@pytest.mark.parametrize("seed", [12001, 12005])
+def test_find_blood_pools_when_the_scan_starts_late(seed):
+    """A scan started after the injection: the RV's blood rises in the first frames, which
+    the enhancement's baseline (a tenth of the series) took in, so the RV hardly enhanced
+    and the aorta was taken for the LV of these apical slices (63 / 71 mm off).  The
+    baseline now ends before the earliest blood's rise."""
+    from perfmoco.phantom import LABELS, generate_phantom
+
+    ph = generate_phantom(seed=seed, motion="none", vendor="a")
+    gd = ph.truth["aif_gd"]
+    cut = int(np.argmax(gd > 0.05 * gd.max())) - 5  # the AIF's bolus in dynamic 5
+    assert cut > 0
+    for s in ph.study.highres:
+        pools = find_blood_pools(s.images[cut:], times_s=s.times_s[cut:],
+                                 spacing_mm=s.pixel_spacing_mm)
+        true = np.argwhere(ph.truth[f"s{s.slice_index}_labels"] == LABELS["lv_blood"]).mean(0)
+        err = np.hypot(*(np.asarray(pools.lv_centre) - true)) * s.pixel_spacing_mm[0]
+        assert err < 4.0, (s.slice_index, err)
+        if pools.rv_mask.any():
+            assert pools.peak_rv_index < pools.peak_lv_index
+
+
+def test_enhancement_baseline_ends_before_the_bolus():
+    """The enhancement's baseline frames: a tenth of the series (2-5) where the bolus comes
+    later, fewer (at least 1) where the blood already rises within them."""
+    from perfmoco.anatomy._common import enhancement
+
+    t, yy, xx = np.arange(40.0), *np.mgrid[:48, :48]
+    pool = (yy - 24) ** 2 + (xx - 24) ** 2 < 36
+    rng = np.random.default_rng(0)
+    for first, expect in ((20, 4), (3, 3), (1, 1), (0, 1)):  # first frame of the rise
+        rise = np.clip((t - first + 1) / 4.0, 0.0, 1.0)
+        im = 100 + 400 * rise[:, None, None] * pool + rng.normal(0, 3, (40, 48, 48))
+        assert enhancement(im.astype(np.float32), (2.0, 2.0))[1] == expect, first
