@@ -29,7 +29,11 @@ lower dose, a thinner slice or fewer coil elements give) and ``rr2`` (every othe
 one frame every ~1.1 s, as a slow heart or a protocol imaging every other beat gives) and
 ``pd_low`` (PD frames at half the dynamics' M0, as a PD readout with a lower flip angle
 gives, ``quant.pd_scale`` left at 1: the maps are wrong, and the study's messages must say
-why; each line shows whether they did).
+why; each line shows whether they did) and ``late`` (the first dynamics cut so that the
+AIF's bolus arrives in dynamic :data:`LATE_FOOT`, the RV's a frame or two in: a scan
+started after the injection) and ``rot90`` (every image turned a quarter counter-clockwise,
+the header's directions with it: another site's short-axis prescription) and ``pd1`` (one
+PD frame only).
 
 Usage::
 
@@ -48,9 +52,11 @@ import numpy as np
 
 VARIANTS = ("base", "scale", "uint12", "zf2", "zf2_noacq", "corner", "transpose", "rect",
             "reversed", "skip", "short", "nopd", "noaif",
-            "spike", "noisy", "rr2", "pd_low")
+            "spike", "noisy", "rr2", "pd_low", "late", "rot90", "pd1")
 #: Dynamics kept by the ``short`` variant.
 SHORT_DYNAMICS = 45
+#: The ``late`` variant's dynamic (0-based) in which the AIF's bolus reaches 5 % of its peak.
+LATE_FOOT = 5
 
 
 def zero_fill_2x(images: np.ndarray) -> np.ndarray:
@@ -107,8 +113,19 @@ def variant(ph, name: str):
             im, kw = im[::2], {"times_s": s.times_s[::2]}
         elif name == "short":
             im, kw = im[:SHORT_DYNAMICS], {"times_s": s.times_s[:SHORT_DYNAMICS]}
+        elif name == "late":
+            gd = np.asarray(ph.truth["aif_gd"])
+            cut = max(0, int(np.argmax(gd > 0.05 * gd.max())) - LATE_FOOT)
+            im, kw = im[cut:], {"times_s": s.times_s[cut:]}
         elif name == "pd_low":
             pd = pd * 0.5
+        elif name == "pd1":
+            pd, kw = pd[:1], {"pd_times_s": s.pd_times_s[:1]}
+        elif name == "rot90":
+            im, pd = np.rot90(im, axes=(1, 2)).copy(), np.rot90(pd, axes=(1, 2)).copy()
+            kw = {"pixel_spacing_mm": s.pixel_spacing_mm[::-1], "geometry": _turned(s.geometry)}
+            if s.acquired_spacing_mm is not None:
+                kw["acquired_spacing_mm"] = s.acquired_spacing_mm[::-1]
         elif name == "nopd":
             pd, kw = pd[:0], {"pd_times_s": s.pd_times_s[:0]}
         elif name == "spike":
@@ -146,6 +163,17 @@ def _swapped(geometry):
         return None
     fov = geometry.field_of_view_mm
     return dataclasses.replace(geometry, read_dir=geometry.phase_dir, phase_dir=geometry.read_dir,
+                               field_of_view_mm=(fov[1], fov[0], fov[2]))
+
+
+def _turned(geometry):
+    """A slice header for its images turned a quarter counter-clockwise (``np.rot90``):
+    a new column runs along an old row, a new row against an old column."""
+    if geometry is None:
+        return None
+    fov = geometry.field_of_view_mm
+    return dataclasses.replace(geometry, read_dir=geometry.phase_dir,
+                               phase_dir=tuple(-v for v in geometry.read_dir),
                                field_of_view_mm=(fov[1], fov[0], fov[2]))
 
 

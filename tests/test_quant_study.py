@@ -143,6 +143,18 @@ def test_missing_pd_frames_falls_back(clean_study):
     assert all(np.isfinite(m).all() for m in r.mbf_maps.values())
 
 
+def test_a_scan_started_after_the_injection_is_named(ph, clean_study):
+    """The AIF's bolus in the third dynamic leaves two baseline frames, which may hold its
+    foot: the study says so (the clean study as a whole gives no warning)."""
+    gd = ph.truth["aif_gd"]
+    cut = int(np.argmax(gd > 0.05 * gd.max())) - 2
+    study = clean_study.replace_slices([
+        s.replace(images=s.images[cut:], times_s=s.times_s[cut:]) for s in clean_study.slices])
+    with pytest.warns(UserWarning, match="pre-contrast frames"):
+        r = quantify_study(study, config=QuantConfig())
+    assert any("started after the injection" in w for w in r.warnings)
+
+
 def test_flat_aif_is_a_clear_error(clean_study):
     aif = clean_study.aif
     flat = np.repeat(aif.images[:1], aif.n_dynamics, axis=0)

@@ -76,6 +76,8 @@ class AifResult:
         return float(self.times_s[self.arrival_index])
 
 
+#: An AIF whose bolus arrives within this many frames has too short a baseline (a warning).
+MIN_PRE_FRAMES = 2
 #: Depths (pixels from the mask's edge) tried for the blood-pool core, deepest first.
 _CORE_DEPTHS_PX = (3.0, 2.5, 2.0, 1.5, 1.0)
 #: Fewest pixels a core of a given depth must keep to be used.
@@ -209,6 +211,10 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
     ts = series.saturation_time_s or config.default_saturation_time(aif=is_aif)[1]
     arrival = int(min(config.baseline_frames or bolus_arrival_index(sig), sig.size - 3))
     n_base = int(min(config.baseline_frames or pre_contrast_frames(sig), sig.size - 3))
+    if not config.baseline_frames and arrival <= MIN_PRE_FRAMES:
+        warn(msgs, f"{series.name}: the AIF's bolus arrives by dynamic {arrival + 1}, leaving "
+                    f"at most {arrival} pre-contrast frames (was the scan started after the "
+                    "injection?): the baselines and MBF are uncertain")
     key, eta = config.no_pd_efficiency(aif=is_aif)
     measured = float("nan")
     if series.pd_images.shape[0] > 0:
