@@ -162,3 +162,39 @@ def test_the_originals_go_back_as_they_came_in(sent):
     for a, b in zip(back, ints):
         assert a.data.dtype == np.uint16 and int(a.image_index) == int(b.image_index)
         np.testing.assert_array_equal(a.data, b.data)
+
+
+def test_outputs_move_off_the_series_the_scanner_used(sent, tmp_path):
+    """A Gadgetron reconstruction numbers its image series from 100, perfmoco's corrected
+    frames' default: its outputs move on by 1000 (a console showed corrected and
+    uncorrected frames as one series), add to the received description and history, and
+    a result file with them reads back as before."""
+    from perfmoco.config import Config
+    from perfmoco.pipeline import process_study
+    from perfmoco.report.load import load_result
+
+    images, header, _ = sent
+    received = []
+    for im in images:
+        meta = ismrmrd.Meta.deserialize(im.attribute_string)
+        meta["GADGETRON_SeqDescription"] = "PERF_STRESS"
+        meta["GADGETRON_ImageProcessingHistory"] = ["GT", "NORM"]
+        idx = 100 if int(im.image_series_index) == 1 else int(im.image_series_index)
+        received.append(_copy(im, image_series_index=idx, attribute_string=meta.serialize()))
+    result = process_study(images_to_study(received, header), config=Config(), method="none",
+                           quantify=False)
+    out = result.to_images(Config(), originals=received)
+    ours = out[len(received):]
+    assert {int(im.image_series_index) for im in ours} == {1100, 1101, 1102}
+    meta = ismrmrd.Meta.deserialize(ours[-1].attribute_string)
+    assert meta["GADGETRON_SeqDescription"].startswith("PERF_STRESS_MOCO_")
+    assert list(meta["GADGETRON_ImageProcessingHistory"])[:3] == ["GT", "NORM", "PERFMOCO"]
+    path = tmp_path / "result.h5"
+    write_mrd_images(path, header, out)
+    back = load_result(path)
+    assert ([s.slice_index for s in back.study.slices]
+            == [s.slice_index for s in result.study.slices])
+    assert all(m is not None for m in back.moco)
+    plain = process_study(images_to_study(images, header), config=Config(), method="none",
+                          quantify=False).to_images(Config(), originals=list(images))
+    assert {int(im.image_series_index) for im in plain[len(images):]} == {100, 101, 102}

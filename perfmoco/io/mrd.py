@@ -26,6 +26,7 @@ from perfmoco.io.mrd_header import (
     parse_header,
     strip_nul,
 )
+from perfmoco.io.mrd_meta import appended_meta, meta_float, meta_roles
 from perfmoco.study import PerfusionStudy, SliceGeometry, SliceRole, SliceSeries, StudyError
 
 __all__ = [
@@ -67,22 +68,6 @@ class MrdSource:
     pd_frames: list[FrameInfo]
 
 
-def meta_roles(meta: dict) -> list[str]:
-    """The ``GADGETRON_DataRole`` values of an image's meta, as a list of strings."""
-    value = meta.get("GADGETRON_DataRole", [])
-    return [value] if isinstance(value, str) else [str(v) for v in value]
-
-
-def _meta_float(meta: dict, key: str) -> float | None:
-    value = meta.get(key)
-    if isinstance(value, list):
-        value = value[0] if value else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
 def _pixels(image: ismrmrd.Image, index: int) -> np.ndarray:
     """The (Y, X) float32 pixels of a single-channel 2-D image."""
     data = np.asarray(image.data)  # MRD layout: [cha, z, y, x]
@@ -103,7 +88,7 @@ def _is_aif(info: FrameInfo, config: MrdConfig) -> bool | None:
         return int(info.header.image_series_index) == config.aif_series_index
     if "AIF" in meta_roles(info.meta):
         return True
-    enc = _meta_float(info.meta, "encoding")
+    enc = meta_float(info.meta, "encoding")
     if enc is not None:
         return enc > 0
     return None
@@ -267,7 +252,7 @@ def _make_series(frames, is_aif, sl, config, ts_by_encoding,
     enc = 1 if is_aif else 0
     spacing = _spacing(fov, mat, recon_by_encoding[enc] if enc < len(recon_by_encoding)
                        else None, name)
-    ts = _meta_float((dyn or frames)[0][0].meta, "SaturationTime_ms")  # PD frames may lack it
+    ts = meta_float((dyn or frames)[0][0].meta, "SaturationTime_ms")  # PD frames may lack it
     if ts is not None:
         ts_s: float | None = ts / 1000.0
     else:
@@ -369,6 +354,7 @@ def series_to_images(
     pd_series_index: int | None = None,
     role: str = "Image",
     extra_meta: dict | None = None,
+    append_meta: dict | None = None,
     tick_s: float = 0.0025,
 ) -> list[ismrmrd.Image]:
     """MRD images of a slice series: PD frames (tagged ``PD``) then dynamics.
@@ -376,6 +362,9 @@ def series_to_images(
     ``images`` / ``pd_images`` replace the pixels (e.g. motion-corrected ones)
     while headers come from the received frames (``series.source``) or, for
     series without MRD provenance, from the series' geometry and times.
+    ``extra_meta`` replaces meta values; ``append_meta`` adds to the received ones
+    (:func:`appended_meta`: a processing step to the history, a suffix to the
+    sequence description, as Gadgetron's own outputs do).
     """
     images = series.images if images is None else images
     pd_images = series.pd_images if pd_images is None else pd_images
@@ -395,6 +384,8 @@ def series_to_images(
             if series.saturation_time_s and kind != "PD":
                 meta.setdefault("SaturationTime_ms", f"{1000 * series.saturation_time_s:g}")
             meta.update(extra_meta or {})
+            for key, value in (append_meta or {}).items():
+                meta[key] = appended_meta(meta, key, value)
             fields = {} if infos else _fresh_header(series, float(times[t]), tick_s)
             idx = series_index if kind != "PD" or pd_series_index is None else pd_series_index
             fields.update(image_series_index=idx, image_index=rep + 1)

@@ -3,11 +3,17 @@
 Originals first (as received), then the corrected series (``MOCO``), then one
 MBF map per high-resolution slice (``Flow_Map``).  Each output kind has its
 own series index (``MrdConfig``) because MRD HDF5 needs one matrix size per
-series.
+series; where the received images already use one of them (Gadgetron's image
+reconstructions number their series from 100), all of ours move on by 1000s
+(:func:`output_config`), so a console never shows corrected and uncorrected
+frames as one series.  The outputs add to the received sequence description
+and processing history, as Gadgetron's own do.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from typing import TYPE_CHECKING
 
 import ismrmrd
@@ -15,20 +21,48 @@ import numpy as np
 
 from perfmoco.config import MrdConfig
 from perfmoco.io.mrd import MrdSource, make_image, series_to_images, study_to_images
-from perfmoco.study import SliceRole
+from perfmoco.io.mrd_meta import appended_meta
+from perfmoco.study import PerfusionStudy, SliceRole
 
 if TYPE_CHECKING:
     from perfmoco.pipeline import StudyResult
 
-__all__ = ["MBF_SCALE", "result_to_images"]
+__all__ = ["MBF_SCALE", "output_config", "result_to_images"]
+
+log = logging.getLogger(__name__)
 
 #: Map pixels are MBF x 100 (float32), as Gadgetron's perfusion maps are scaled.
 MBF_SCALE = 100.0
 
 
-def _history(meta: dict, step: str) -> list[str]:
-    old = meta.get("GADGETRON_ImageProcessingHistory", [])
-    return ([old] if isinstance(old, str) else list(old)) + [step]
+#: The series indices of perfmoco's outputs (``MrdConfig``).
+OUTPUT_SERIES = ("moco_series_index", "moco_pd_series_index", "moco_aif_series_index",
+                 "map_series_index", "report_series_index")
+
+
+def output_config(config: MrdConfig, study: PerfusionStudy,
+                  received: list[ismrmrd.Image] | None = None) -> MrdConfig:
+    """``config`` with its output series moved on by 1000s where the study's own images
+    (``received``, else as :func:`perfmoco.io.mrd.study_to_images` numbers them) use one
+    of them.
+    """
+    used = {int(img.image_series_index) for img in received or []}
+    for s in study.slices:
+        src = s.source if isinstance(s.source, MrdSource) else None
+        if src is not None:
+            used |= {int(f.header.image_series_index) for f in src.frames + src.pd_frames}
+        elif not received:
+            used.add(2 if s.role is SliceRole.AIF else 1)
+    ours = {name: int(getattr(config, name)) for name in OUTPUT_SERIES}
+    shift = 0
+    while any(i + shift in used for i in ours.values()):
+        shift += 1000
+    if not shift:
+        return config
+    log.warning("the received images use series %s, which perfmoco's outputs use by default: "
+                "its outputs go to series %s", ", ".join(map(str, sorted(used & {
+                    i for i in ours.values()}))), ", ".join(str(i + shift) for i in ours.values()))
+    return dataclasses.replace(config, **{k: v + shift for k, v in ours.items()})
 
 
 def result_to_images(result: StudyResult, *, config: MrdConfig,
@@ -40,6 +74,7 @@ def result_to_images(result: StudyResult, *, config: MrdConfig,
     """
     out = list(originals) if originals is not None else study_to_images(result.study,
                                                                          config=config)
+    config = output_config(config, result.study, originals)
     for s, m in zip(result.study.slices, result.moco):
         if m is None:
             continue
@@ -55,9 +90,12 @@ def result_to_images(result: StudyResult, *, config: MrdConfig,
                 role="MOCO",
                 extra_meta={
                     "perfmoco_QCFlaggedDynamics": [str(i) for i in np.flatnonzero(m.qc)] or "none",
-                    "GADGETRON_ImageProcessingHistory": ["PERFMOCO", f"MOCO_{result.method.value}"],
-                    "GADGETRON_SeqDescription": f"_MOCO_{result.method.value.upper()}",
                     "GADGETRON_ImageComment": "MOCO",
+                },
+                append_meta={
+                    "GADGETRON_ImageProcessingHistory": ["PERFMOCO", f"MOCO_{result.method.value}"],
+                    "GADGETRON_SeqDescription": f"_MOCO_{result.method.value.upper()}"
+                                                + ("_AIF" if aif else ""),
                 },
                 tick_s=config.time_stamp_tick_s,
             )
@@ -90,8 +128,9 @@ def _map_images(result: StudyResult, config: MrdConfig) -> list[ismrmrd.Image]:
         meta.update(
             GADGETRON_DataRole="Flow_Map",
             GADGETRON_ImageComment=["MBF", "ml/min/g", f"x{MBF_SCALE:g}"],
-            GADGETRON_SeqDescription="_Flow_Map",
-            GADGETRON_ImageProcessingHistory=_history(meta, "PERFMOCO_FLOW_MAP"),
+            GADGETRON_SeqDescription=appended_meta(meta, "GADGETRON_SeqDescription", "_Flow_Map"),
+            GADGETRON_ImageProcessingHistory=appended_meta(
+                meta, "GADGETRON_ImageProcessingHistory", "PERFMOCO_FLOW_MAP"),
             GADGETRON_ScaleRatio=f"{MBF_SCALE:g}",
             GADGETRON_WindowCenter=f"{2.0 * MBF_SCALE:g}",
             GADGETRON_WindowWidth=f"{4.0 * MBF_SCALE:g}",

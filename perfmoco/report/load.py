@@ -108,6 +108,31 @@ def _maps(images, mrd: MrdConfig) -> LoadedQuant | None:
                        saturation_efficiency=eff) if maps else None
 
 
+#: The processing steps perfmoco adds to its outputs' ``GADGETRON_ImageProcessingHistory``.
+_OUR_STEPS = {"PERFMOCO", "PERFMOCO_FLOW_MAP", "QA_REPORT"}
+
+
+def _steps(img) -> set[str]:
+    return set(_meta_list(img.meta, "GADGETRON_ImageProcessingHistory"))
+
+
+def _kind(img, mrd: MrdConfig, tagged: bool) -> str:
+    """``orig``, ``moco``, ``map`` or ``report``: by the processing step perfmoco added
+    to the image's history where the file's outputs carry one (``tagged``; their series
+    may have moved: ``io.outputs.output_config``), else by the configured series indices.
+    """
+    steps = _steps(img)
+    if tagged:
+        return ("report" if "QA_REPORT" in steps else "map" if "PERFMOCO_FLOW_MAP" in steps
+                else "moco" if "PERFMOCO" in steps else "orig")
+    idx = int(img.getHead().image_series_index)
+    if idx == mrd.report_series_index:
+        return "report"
+    if idx in (mrd.moco_series_index, mrd.moco_pd_series_index, mrd.moco_aif_series_index):
+        return "moco"
+    return "map" if idx == mrd.map_series_index else "orig"
+
+
 def _method(images) -> Method:
     for img in images:
         for step in _meta_list(img.meta, "GADGETRON_ImageProcessingHistory"):
@@ -150,14 +175,12 @@ def load_result(path: str | Path, *, config: Config | MrdConfig | None = None) -
     path = Path(path)
     mrd = config.mrd if isinstance(config, Config) else (config or MrdConfig())
     header, images = read_mrd_images(path)
-    moco_idx = {mrd.moco_series_index, mrd.moco_pd_series_index, mrd.moco_aif_series_index}
     groups: dict[str, list] = {"orig": [], "moco": [], "map": []}
+    tagged = any(_steps(img) & _OUR_STEPS for img in images)
     for img in images:
-        idx = int(img.getHead().image_series_index)
-        if idx == mrd.report_series_index:
-            continue
-        kind = "moco" if idx in moco_idx else "map" if idx == mrd.map_series_index else "orig"
-        groups[kind].append(img)
+        kind = _kind(img, mrd, tagged)
+        if kind != "report":
+            groups[kind].append(img)
     if not groups["orig"]:
         raise StudyError(f"{path}: no original images (only output series) in the file")
     summary = _summary(path)
