@@ -11,7 +11,9 @@ Per study, ``OUT_DIR/<study>/`` receives ``result.h5`` (originals, corrected
 series and MBF maps as MRD), ``summary.json`` and, last, a ``DONE`` marker;
 every file is written to a temporary name and renamed, so an interrupted run
 leaves no half-written result.  A study whose ``DONE`` marker matches its
-input (size and modification time) is skipped on the next run.  A failing
+input (size and modification time) and its run (:func:`run_key`: the method, the
+settings, the report, the pixel spacing given and the version) is skipped on the next
+run; otherwise its earlier results are removed before it is run again.  A failing
 study never stops the others: its error goes into its summary and the cohort
 tables ``OUT_DIR/cohort.csv`` (one row per study) and
 ``OUT_DIR/cohort_segments.csv`` (one row per study, slice and AHA segment).
@@ -21,9 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -119,16 +123,35 @@ def find_inputs(in_dir: str | Path) -> list[Path]:
     if not found:
         raise StudyError(f"{in_dir}: no study files (MRD .h5 / .hdf5 / .mrd, .npy, .nii, "
                          f".nii.gz) in the folder (subfolders are not searched)")
+    nested = sorted(p.relative_to(in_dir) for d in in_dir.iterdir()
+                    if d.is_dir() and not d.name.startswith(".") for p in d.rglob("*")
+                    if p.is_file() and _suffix(p) and not p.name.lower().endswith(
+                        (".truth.npz", ".part")))
+    if nested:
+        log.warning("%s: %d study file(s) in subfolders left out (only the folder's own "
+                    "files are processed): %s", in_dir, len(nested),
+                    ", ".join(map(str, nested[:5])) + (" ..." if len(nested) > 5 else ""))
     return found
 
 
 def _study_names(paths: Sequence[Path]) -> list[str]:
-    """Unique output folder names: the file name without its suffix."""
+    """Unique output folder names (also where case does not count, as on macOS and
+    Windows): the file name without its suffix, then with it, then numbered.
+    """
     stems = [p.name[: -len(_suffix(p) or "")] or p.name for p in paths]
-    return [
-        stem if stems.count(stem) == 1 else stem + (_suffix(p) or "").replace(".", "_")
-        for stem, p in zip(stems, paths)
-    ]
+    low = [s.lower() for s in stems]
+    names = [stem if low.count(stem.lower()) == 1 else stem + (_suffix(p) or "").replace(".", "_")
+             for stem, p in zip(stems, paths)]
+    taken: set[str] = set()
+    out = []
+    for name in names:
+        unique, k = name, 1
+        while unique.lower() in taken:
+            k += 1
+            unique = f"{name}_{k}"
+        taken.add(unique.lower())
+        out.append(unique)
+    return out
 
 
 def _stamp(path: Path) -> dict[str, int]:
@@ -142,14 +165,29 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _is_done(study_dir: Path, stamp: dict[str, int]) -> dict[str, Any] | None:
-    """The earlier summary when the study finished for this same input, else None."""
+def run_key(config: Config, *, method: str, quantify: bool, report: bool,
+            pixel_spacing_mm: float | None) -> dict[str, Any]:
+    """What a study's results depend on besides its file: a finished study is redone
+    when any of it differs (the method, the settings, the report, the version).
+    """
+    settings = dataclasses.asdict(config)
+    settings.get("moco", {}).pop("threads", None)  # how fast, not what comes out
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    return {"method": method, "quantify": quantify, "report": report,
+            "pixel_spacing_mm": pixel_spacing_mm, "settings": digest.hexdigest()[:16],
+            "perfmoco_version": __version__}
+
+
+def _is_done(study_dir: Path, stamp: dict[str, int], key: dict[str, Any]
+             ) -> dict[str, Any] | None:
+    """The earlier summary when the study finished for this same input and run, else None."""
     try:
         marker = json.loads((study_dir / DONE_MARKER).read_text())
         summary = json.loads((study_dir / SUMMARY_NAME).read_text())
     except (OSError, ValueError):
         return None
-    if marker.get("input") != stamp or not (study_dir / RESULT_NAME).is_file():
+    if (marker.get("input") != stamp or marker.get("run") != json_safe(key)
+            or not (study_dir / RESULT_NAME).is_file()):
         return None
     return summary
 
@@ -236,9 +274,14 @@ def process_file(
         "study": name, "input": str(path), "status": "failed", "error": "", "method": method,
         "resumed": False, "perfmoco_version": __version__,
     }
+    key = run_key(config, method=method, quantify=quantify, report=report,
+                  pixel_spacing_mm=pixel_spacing_mm)
     try:
         study_dir.mkdir(parents=True, exist_ok=True)
         (study_dir / DONE_MARKER).unlink(missing_ok=True)
+        # an earlier run's results go: a failed or different run must not leave them
+        (study_dir / RESULT_NAME).unlink(missing_ok=True)
+        shutil.rmtree(study_dir / "report", ignore_errors=True)
         bare = path.name.lower().endswith(SERIES_SUFFIXES)
         study = read_study(path, config=config.mrd,
                            pixel_spacing_mm=pixel_spacing_mm if bare else None)
@@ -273,7 +316,8 @@ def process_file(
     try:
         _write_atomic(study_dir / SUMMARY_NAME, json.dumps(json_safe(summary), indent=1))
         if summary["status"] != "failed":
-            _write_atomic(study_dir / DONE_MARKER, json.dumps({"input": stamp}))
+            _write_atomic(study_dir / DONE_MARKER,
+                          json.dumps(json_safe({"input": stamp, "run": key})))
     except OSError as exc:
         summary.update(status="failed", error=f"cannot write outputs: {exc}")
     return json_safe(summary)
@@ -346,8 +390,10 @@ def run_batch(
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries: dict[str, dict[str, Any]] = {}
     todo = []
+    key = run_key(config, method=method, quantify=quantify, report=report,
+                  pixel_spacing_mm=pixel_spacing_mm)
     for path, name in zip(paths, names):
-        done = _is_done(out_dir / name, _stamp(path))
+        done = _is_done(out_dir / name, _stamp(path), key)
         if done is not None:
             summaries[name] = {**done, "resumed": True}
         else:
@@ -375,6 +421,8 @@ def _run_tasks(todo, out_dir, options, scheduler, workers, client,
                progress) -> dict[str, dict[str, Any]]:
     with contextlib.ExitStack() as stack:
         if client is None:  # our own client, closed (and its cluster) at the end
+            import dask.distributed  # noqa: F401  (its first import sets its loggers' levels)
+
             stack.enter_context(quiet("distributed"))  # the cluster's start/stop chatter
             client, cluster = _client(scheduler, workers)
             if cluster is not None:

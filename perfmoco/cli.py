@@ -227,9 +227,10 @@ def cmd_demo(args) -> int:
 
 
 def cmd_batch(args) -> int:
-    from perfmoco.batch import run_batch
+    from perfmoco.batch import find_inputs, run_batch
     from perfmoco.io.paths import output_folder
 
+    find_inputs(args.input)  # a wrong input folder leaves no empty output folder behind
     output_folder(args.output)
     result = run_batch(
         args.input, args.output, config=_config(args), method=args.method,

@@ -158,6 +158,44 @@ def test_resume_skips_finished_studies(cohort, client):
     assert not {s["study"]: s for s in res.summaries}["study00"]["resumed"]
 
 
+def test_a_different_run_redoes_and_a_failed_one_leaves_no_old_result(cohort, client, tmp_path):
+    """Another method, other settings or the report redo a finished study (its summary
+    said the earlier method before); a study that fails on rerun keeps no earlier result
+    (a report was built from it)."""
+    from perfmoco.config import Config
+
+    root, _, _ = cohort
+    shutil.copytree(root / "in", tmp_path / "in")
+    shutil.copytree(root / "out", tmp_path / "out")
+    for kw in ({"quantify": False},
+               {"config": Config().with_overrides({"quant.hematocrit": 0.4})}):
+        res = run_batch(tmp_path / "in", tmp_path / "out", method="none", client=client,
+                        progress=False, **kw)
+        assert not any(s.get("resumed") for s in res.summaries), kw
+    res = run_batch(tmp_path / "in", tmp_path / "out", method="none", client=client,
+                    progress=False, config=Config().with_overrides({"quant.hematocrit": 0.4}))
+    assert {s["study"] for s in res.summaries if s.get("resumed")} == {"series", "study00",
+                                                                        "study01"}
+    src = tmp_path / "in" / "study01.h5"
+    src.write_bytes(src.read_bytes()[:1000])
+    res = run_batch(tmp_path / "in", tmp_path / "out", method="none", client=client,
+                    progress=False)
+    assert {s["study"]: s for s in res.summaries}["study01"]["status"] == "failed"
+    assert not (tmp_path / "out" / "study01" / "result.h5").exists()
+
+
+def test_study_names_are_unique_where_case_does_not_count(tmp_path, caplog):
+    from perfmoco.batch import _study_names
+
+    names = _study_names([Path(n) for n in ("x.h5", "x.H5", "x.hdf5", "x_h5.npy", "y.h5")])
+    assert len({n.lower() for n in names}) == 5 and names[-1] == "y"
+    (tmp_path / "a.h5").write_bytes(b"")
+    (tmp_path / "site2").mkdir()
+    (tmp_path / "site2" / "b.h5").write_bytes(b"")
+    assert [p.name for p in find_inputs(tmp_path)] == ["a.h5"]
+    assert "site2/b.h5" in caplog.text and "left out" in caplog.text
+
+
 def test_process_file_never_raises(tmp_path):
     bad = tmp_path / "objects.npy"
     np.save(bad, np.array([{"a": 1}], dtype=object), allow_pickle=True)
