@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 #: Study files picked up from the input folder (lower-case name endings).
 INPUT_SUFFIXES = (".h5", ".hdf5", ".mrd", ".npy", ".nii", ".nii.gz")
 DONE_MARKER = "DONE"
+#: A study's status where MBF maps were asked for and none could be made.
+NO_MBF = "no_mbf"
 SUMMARY_NAME = "summary.json"
 RESULT_NAME = "result.h5"
 
@@ -84,16 +86,25 @@ class BatchResult:
         """Summaries of the studies that produced no result."""
         return [s for s in self.summaries if s["status"] == "failed"]
 
+    @property
+    def without_mbf(self) -> list[dict[str, Any]]:
+        """Summaries of the studies corrected but not quantified (e.g. no AIF slice)."""
+        return [s for s in self.summaries if s["status"] == NO_MBF]
+
     def summary_text(self) -> str:
         """A few lines for the terminal: counts, failures, where the tables are."""
         n = len(self.summaries)
         resumed = sum(bool(s.get("resumed")) for s in self.summaries)
-        counts = {k: sum(s["status"] == k for s in self.summaries) for k in ("ok", "warnings")}
+        counts = {k: sum(s["status"] == k for s in self.summaries)
+                  for k in ("ok", "warnings", NO_MBF)}
         lines = [
             f"perfmoco batch: {n} studies in {self.wall_s:.1f} s: {counts['ok']} ok, "
-            f"{counts['warnings']} with warnings, {len(self.failed)} failed"
+            f"{counts['warnings']} with warnings, {counts[NO_MBF]} without MBF maps, "
+            f"{len(self.failed)} failed"
             + (f" ({resumed} already done, skipped)" if resumed else "")
         ]
+        lines += [f"  NO MBF {s['study']}: {(s.get('messages') or ['?'])[0]}"
+                  for s in self.without_mbf]
         lines += [f"  FAILED {s['study']}: {s['error']}" for s in self.failed]
         lines.append(f"  cohort tables: {self.cohort_csv} and {self.segments_csv}")
         return "\n".join(lines)
@@ -259,7 +270,9 @@ def process_file(
     dict
         The study's summary (also written to ``summary.json``): ``status``
         is ``'ok'``, ``'warnings'`` (results written, problems in
-        ``messages``) or ``'failed'`` (no result; ``error`` says why).
+        ``messages``), ``'no_mbf'`` (corrected images written, but MBF maps were
+        asked for and none could be made; ``messages`` say why) or ``'failed'``
+        (no result; ``error`` says why).
     """
     from perfmoco.io.files import SERIES_SUFFIXES, read_study, write_mrd_images
     from perfmoco.io.mrd import study_header
@@ -306,7 +319,8 @@ def process_file(
         summary.update(_summarise(result, name))
         write_mrd_images(study_dir / RESULT_NAME, study_header(study), images)
         summary["result"] = RESULT_NAME
-        summary["status"] = "warnings" if result.messages else "ok"
+        summary["status"] = (NO_MBF if quantify and not getattr(result.quant, "mbf_maps", None)
+                             else "warnings" if result.messages else "ok")
     except StudyError as exc:
         summary["error"] = str(exc)
     except Exception as exc:  # one study must never stop the batch

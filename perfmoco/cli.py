@@ -238,7 +238,7 @@ def cmd_batch(args) -> int:
         pixel_spacing_mm=args.pixel_spacing,
     )
     print(result.summary_text())
-    return 1 if result.failed else 0
+    return 1 if result.failed or result.without_mbf else 0
 
 
 def cmd_report(args) -> int:

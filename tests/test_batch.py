@@ -100,7 +100,7 @@ def test_cohort_with_a_corrupt_file(cohort):
     assert not (root / "out" / "corrupt" / "DONE").exists()
     for name in ["series", "study00", "study01"]:
         s = by_name[name]
-        assert s["status"] in ("ok", "warnings"), s
+        assert s["status"] in ("ok", "warnings", "no_mbf"), s
         study_dir = root / "out" / name
         assert (study_dir / "DONE").is_file()
         saved = json.loads((study_dir / "summary.json").read_text())
@@ -110,6 +110,9 @@ def test_cohort_with_a_corrupt_file(cohort):
         assert len(images) >= n_in  # originals always come back
         assert all(isinstance(sl["qc_flagged"], list) for sl in s["slices"])
     assert "corrupt" in res.summary_text() and "1 failed" in res.summary_text()
+    # a bare series has no AIF slice: corrected, but no MBF maps, and said so
+    assert by_name["series"]["status"] == "no_mbf"
+    assert "NO MBF series: " in res.summary_text() and "AIF" in res.summary_text()
 
 
 def test_cohort_tables(cohort):
@@ -215,10 +218,11 @@ def test_batch_cli_on_a_running_scheduler(tmp_path, capsys, client):
     rc = main(["batch", str(src), "-o", str(tmp_path / "out"), "--method", "none",
                "--scheduler", client.scheduler.address, "--set", "mrd.min_dynamics=10"])
     out = capsys.readouterr().out
-    assert rc == 0, out
-    assert "1 studies" in out and "0 failed" in out
-    assert (tmp_path / "out" / "one" / "DONE").is_file()
+    assert rc == 1, out  # no AIF slice: corrected, no MBF maps (exit 1, as a failure)
+    assert "1 studies" in out and "0 failed" in out and "1 without MBF maps" in out
+    assert (tmp_path / "out" / "one" / "DONE").is_file()  # done: a rerun skips it
     assert main(["batch", str(tmp_path / "nowhere"), "-o", str(tmp_path / "o2")]) == 2
+    assert not (tmp_path / "o2").exists()
 
 
 def test_batch_rejects_bad_worker_count(tmp_path):
@@ -255,7 +259,7 @@ def _one_study(folder: Path) -> Path:
 def test_process_file_with_report(tmp_path):
     summary = process_file(_one_study(tmp_path / "in"), tmp_path / "out", method="none",
                            report=True)
-    assert summary["status"] in ("ok", "warnings"), summary
+    assert summary["status"] in ("ok", "warnings", "no_mbf"), summary  # a noise study
     page = tmp_path / "out" / "one" / summary["report"]
     assert page.is_file() and "<h2>Runtime</h2>" in page.read_text()
 
@@ -269,7 +273,7 @@ def test_a_failing_report_does_not_lose_the_study(tmp_path, monkeypatch):
     monkeypatch.setattr(perfmoco.report.html, "write_report", broken)
     summary = process_file(_one_study(tmp_path / "in"), tmp_path / "out", method="none",
                            report=True)
-    assert summary["status"] == "warnings"
+    assert summary["status"] in ("warnings", "no_mbf")  # a noise study: no bolus either
     assert any("QA report failed (RuntimeError: no fonts)" in m for m in summary["messages"])
     assert (tmp_path / "out" / "one" / "result.h5").is_file()
     assert (tmp_path / "out" / "one" / "DONE").is_file()

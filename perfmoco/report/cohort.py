@@ -111,7 +111,8 @@ def write_cohort_tables(
     return paths
 
 
-_STATUS_COLOUR = {"ok": "#2e7d32", "warnings": "#ef6c00", "failed": "#c62828"}
+_STATUS_COLOUR = {"ok": "#2e7d32", "warnings": "#ef6c00", "no_mbf": "#c62828",
+                  "failed": "#c62828"}
 
 
 def write_cohort_index(summaries: Sequence[dict[str, Any]], out_dir: str | Path) -> Path:
