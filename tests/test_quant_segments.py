@@ -104,6 +104,8 @@ def test_segment_table_statistics():
         assert r["n"] + r["n_flagged"] == int((aha == r["segment"]).sum())
     assert sum(r["n_flagged"] for r in rows) == 1
     assert rows[1]["fit"] == 1.1 and np.isnan(rows[0]["fit"])
+    assert [r["name"] for r in rows[:3]] == ["basal anterior", "basal anteroseptal",
+                                             "basal inferoseptal"]
 
 
 def test_segment_table_marks_unreliable_segments():

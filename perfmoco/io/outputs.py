@@ -113,6 +113,7 @@ def _map_images(result: StudyResult, config: MrdConfig) -> list[ismrmrd.Image]:
         f"median {r.get('median', float('nan')):.2f}, se {r.get('se', float('nan')):.2f}"
         + ("" if r.get("reliable", True) else ", unreliable"
            + (f" ({r['reason']})" if r.get("reason") else ""))
+        + (f"; {r['name']}, {r['territory']}" if r.get("name") and r.get("territory") else "")
         for r in getattr(quant, "segments", [])
     ]
     out = []

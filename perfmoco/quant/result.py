@@ -98,13 +98,14 @@ class QuantResult:
             lines.append("effective saturation efficiency (baseline against PD M0): " + ", ".join(
                 f"{k} {v:.3f}" for k, v in sorted(eff.items()))
                 + " (quant.saturation_efficiency_* for this protocol without PD frames)")
-        lines.append("slice segment territory   mean median    sd    se     n")
+        lines.append("slice segment name                 territory   mean median    sd    se"
+                     "     n  (ml/min/g)")
         for r in self.segments:
             mark = "" if r.get("reliable", True) else (
                 "  unreliable" + (f" ({r['reason']})" if r.get("reason") else ""))
-            lines.append(f"{r['slice']:5d} {r['segment']:7d} {r['territory']:>9s} "
-                         f"{r['mean']:6.2f} {r['median']:6.2f} {r['sd']:5.2f} "
-                         f"{r.get('se', float('nan')):5.2f} {r['n']:5d}{mark}")
+            lines.append(f"{r['slice']:5d} {r['segment']:7d} {r.get('name', ''):20s} "
+                         f"{r['territory']:>9s} {r['mean']:6.2f} {r['median']:6.2f} "
+                         f"{r['sd']:5.2f} {r.get('se', float('nan')):5.2f} {r['n']:5d}{mark}")
         weak = [f"{r['slice']}/{r['segment']}" for r in self.segments
                 if not r.get("reliable", True)]
         if weak:

@@ -32,6 +32,7 @@ __all__ = [
     "display_angle",
     "neighbourhood_median",
     "MIN_CORE_ARC",
+    "SEGMENT_NAMES",
     "segment_pixels",
     "segment_table",
     "slice_levels",
@@ -47,6 +48,15 @@ TERRITORIES: dict[str, tuple[int, ...]] = {
     "LAD": (1, 2, 7, 8, 13, 14, 17),
     "RCA": (3, 4, 9, 10, 15),
     "LCX": (5, 6, 11, 12, 16),
+}
+
+#: The AHA 17-segment model's names of segments 1-16 (Cerqueira et al. 2002).
+SEGMENT_NAMES: dict[int, str] = {
+    1: "basal anterior", 2: "basal anteroseptal", 3: "basal inferoseptal", 4: "basal inferior",
+    5: "basal inferolateral", 6: "basal anterolateral", 7: "mid anterior",
+    8: "mid anteroseptal", 9: "mid inferoseptal", 10: "mid inferior", 11: "mid inferolateral",
+    12: "mid anterolateral", 13: "apical anterior", 14: "apical septal", 15: "apical inferior",
+    16: "apical lateral",
 }
 
 _ORDER = {
@@ -196,10 +206,10 @@ def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None, fit_vb=None, 
     Returns
     -------
     list of dict
-        One row per (slice, segment) with keys ``slice``, ``segment``,
-        ``territory``, ``mean``, ``median``, ``sd`` (ml/min/g), ``n`` (pixels
-        used), ``n_flagged`` (pixels not used), ``fit`` (segment-curve MBF or
-        NaN), ``fit_vb`` (that fit's blood volume fraction or NaN), ``se``
+        One row per (slice, segment) with keys ``slice``, ``segment``, ``name``
+        (:data:`SEGMENT_NAMES`), ``territory``, ``mean``, ``median``, ``sd``
+        (ml/min/g), ``n`` (pixels used), ``n_flagged`` (pixels not used), ``fit``
+        (segment-curve MBF or NaN), ``fit_vb`` (that fit's blood volume fraction or NaN), ``se``
         (standard error of the median from the pixels'
         interquartile range, ml/min/g), ``flagged_share`` (share of the
         segment's pixels whose fit failed) and ``reliable`` (fewer than 5
@@ -233,7 +243,8 @@ def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None, fit_vb=None, 
                 (f"{slice_share:.0%} of its slice's pixel fits failed",
                  slice_share > max_flagged)) if bad_]
             rows.append(dict(
-                slice=int(sl), segment=int(seg), territory=territory_of(int(seg)),
+                slice=int(sl), segment=int(seg), name=SEGMENT_NAMES.get(int(seg), ""),
+                territory=territory_of(int(seg)),
                 mean=float(vals.mean()) if n else float("nan"),
                 median=float(np.median(vals)) if n else float("nan"),
                 sd=float(vals.std(ddof=1)) if n > 1 else float("nan"),

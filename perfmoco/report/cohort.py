@@ -28,7 +28,7 @@ STUDY_COLUMNS = [
     "mbf_sd", "mbf_n", "tic_smoothness_before", "tic_smoothness_after",
     "saturation_efficiency_highres", "saturation_efficiency_aif", "messages", "input", "result",
 ]
-SEGMENT_COLUMNS = ["study", "slice", "segment", "territory", "mean", "median", "sd", "n",
+SEGMENT_COLUMNS = ["study", "slice", "segment", "name", "territory", "mean", "median", "sd", "n",
                    "se", "reliable", "reason", "fit", "fit_vb", "below"]
 
 
