@@ -386,3 +386,28 @@ def test_without_pd_frames_a_known_saturation_efficiency_recovers_mbf(caplog):
     assert ideal.saturation_efficiency == {}  # nothing measured without PD frames
     known = QuantConfig(saturation_efficiency_highres=0.8, saturation_efficiency_aif=0.9)
     assert abs(ratio(run(known)) - 1.0) < 0.08
+
+
+def test_a_maps_warnings_ride_on_the_map(clean_study, clean_result):
+    """The console shows the map, not always the TEXT lines: each map carries the study's
+    messages that concern it (its slice's, the AIF slice's, the study's) and says how many
+    in its comment."""
+    import ismrmrd
+
+    from perfmoco.config import MrdConfig
+    from perfmoco.io.outputs import result_to_images
+    from perfmoco.pipeline import StudyResult
+
+    aif = clean_study.aif.slice_index
+    msgs = ["slice 1 (highres): one", "slice 0 (highres): zero", "the study's delay",
+            f"slice {aif} (aif): the AIF's"]
+    result = StudyResult(study=clean_study, moco=[None] * len(clean_study.slices),
+                         quant=clean_result, messages=msgs)
+    maps = {}
+    for img in result_to_images(result, config=MrdConfig()):
+        meta = ismrmrd.Meta.deserialize(img.attribute_string)
+        if "Flow_Map" in str(meta.get("GADGETRON_DataRole")):
+            maps[int(img.slice)] = meta
+    assert list(maps[0]["perfmoco_Messages"]) == [msgs[1], msgs[2], msgs[3]]
+    assert list(maps[1]["perfmoco_Messages"]) == [msgs[0], msgs[2], msgs[3]]
+    assert "2 warning(s)" in list(maps[2]["GADGETRON_ImageComment"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from typing import TYPE_CHECKING
 
 import ismrmrd
@@ -106,6 +107,14 @@ def result_to_images(result: StudyResult, *, config: MrdConfig,
     return out
 
 
+def _concerns(message: str, slice_index: int, aif_index: int | None) -> bool:
+    """Whether a study's message concerns the map of slice ``slice_index``: it names no
+    slice, this slice or the AIF slice (whose curve every map is fitted with).
+    """
+    m = re.match(r"slice (\d+)\b", message)
+    return m is None or int(m.group(1)) in (slice_index, aif_index)
+
+
 def _map_images(result: StudyResult, config: MrdConfig) -> list[ismrmrd.Image]:
     quant = result.quant
     table = [
@@ -119,6 +128,7 @@ def _map_images(result: StudyResult, config: MrdConfig) -> list[ismrmrd.Image]:
     out = []
     # the study's ischaemic burden, on every map (a result read back from a file has none)
     burden = quant.ischemic_burden() if callable(getattr(quant, "ischemic_burden", None)) else None
+    aif_index = result.study.aif.slice_index if result.study.aif is not None else None
     for n, s in enumerate(result.study.highres):
         mbf = quant.mbf_maps.get(s.slice_index)
         if mbf is None:
@@ -152,6 +162,11 @@ def _map_images(result: StudyResult, config: MrdConfig) -> list[ismrmrd.Image]:
             meta["perfmoco_Segments"] = [
                 t for t in table if t.startswith(f"slice {s.slice_index} ")
             ]
+        notes = [m for m in result.messages if _concerns(m, s.slice_index, aif_index)]
+        if notes:  # on the map itself, where the console shows it, not only as TEXT
+            meta["perfmoco_Messages"] = notes
+            meta["GADGETRON_ImageComment"] = [*meta["GADGETRON_ImageComment"],
+                                              f"{len(notes)} warning(s)"]
         pixels = np.nan_to_num(np.asarray(mbf, np.float32)) * MBF_SCALE
         fields = {"image_series_index": config.map_series_index, "image_index": n + 1}
         if template is None:
