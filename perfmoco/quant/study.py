@@ -11,6 +11,7 @@ import numpy as np
 from perfmoco.config import QuantConfig
 from perfmoco.quant.aif import extract_aif
 from perfmoco.quant.anatomy import aha_labels, slice_anatomy
+from perfmoco.quant.fermi import F_BOUNDS
 from perfmoco.quant.grouped import fit_fermi_grouped
 from perfmoco.quant.levels import study_levels
 from perfmoco.quant.messages import (
@@ -358,8 +359,10 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         group_shape_range=config.segment_shape_range or None, **px.fit_inputs())
     implausible_shape(msgs, delay_fits, {s.slice_index: s.name for s in highres})
     seg_keys = [(int(g) // 1000, int(g) % 1000) for g in gids]  # (slice, segment)
-    seg_fit = dict(zip(seg_keys, map(float, gfit.mbf)))
-    seg_vb = dict(zip(seg_keys, map(float, gfit.vb)))
+    # a segment fit on its bound did not converge on a flow (the table's fit says NaN)
+    at_bound = gfit.mbf >= 0.999 * F_BOUNDS[1] * 60.0 / config.tissue_density
+    seg_fit = dict(zip(seg_keys, map(float, np.where(at_bound, np.nan, gfit.mbf))))
+    seg_vb = dict(zip(seg_keys, map(float, np.where(at_bound, np.nan, gfit.vb))))
     # 4. maps, flags and the segment table (core pixels where a segment has enough)
     mbf_maps, quality, flagged, valid = _maps(fit, px, work, aha_maps, config, msgs)
     rows = segment_table(mbf_maps, aha_maps, valid=valid, fit_mbf=seg_fit, fit_vb=seg_vb,
