@@ -305,6 +305,9 @@ def process_file(
         for w in caught:
             if str(w.message) not in result.messages:
                 result.messages.append(str(w.message))
+        if bare and pixel_spacing_mm is None:  # said in the worker's log only, before
+            result.messages.append(f"{path.name}: no pixel spacing given; 1 mm assumed "
+                                   "(perfmoco batch --pixel-spacing MM)")
         images = result.to_images(config)
         if report:
             try:  # a report that cannot be drawn must not lose the study's results
