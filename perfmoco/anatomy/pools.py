@@ -6,7 +6,7 @@ import dataclasses
 import logging
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, sparse
 
 from perfmoco.anatomy._common import check_series, enhancement, spacing_pair
 from perfmoco.anatomy.poolgrow import disk, grow_pool, grow_rv, pool_cavity
@@ -265,9 +265,11 @@ def _frame_components(e, top, px_area, pace: float = 1.0):
             sub = idx[lab].ravel()
             pix = np.flatnonzero(sub)
             region = sub[pix] - 1
-            # pixels per (region, block): a dense (regions, blocks) matrix is small
-            counts = np.bincount(region * n_blocks + block_of[pix],
-                                 minlength=keep.size * n_blocks).reshape(keep.size, n_blocks)
+            # pixels per (region, block) as a sparse matrix: its product with the block
+            # curves runs on one thread (a dense product went to the BLAS's thread pool,
+            # which, with torch's threads busy beside it, took seconds a slice)
+            counts = sparse.csr_matrix((np.ones(pix.size, np.float32), (region, block_of[pix])),
+                                       shape=(keep.size, n_blocks))
             curves = (counts @ block_t).T / sizes[keep][None]  # (T, regions) mean curves
             shapes = _shape_stats_all(region, pix // nx, pix % nx, keep.size, px_area)
             for j, k in enumerate(keep):
