@@ -31,11 +31,11 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from perfmoco import __version__
+from perfmoco.batch_inputs import INPUT_SUFFIXES, find_inputs, study_names
 from perfmoco.config import Config
 from perfmoco.io.paths import check_pixel_spacing
 from perfmoco.logs import log_failure, quiet
@@ -53,8 +53,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Study files picked up from the input folder (lower-case name endings).
-INPUT_SUFFIXES = (".h5", ".hdf5", ".mrd", ".npy", ".nii", ".nii.gz")
 DONE_MARKER = "DONE"
 #: A study's status where MBF maps were asked for and none could be made.
 NO_MBF = "no_mbf"
@@ -108,61 +106,6 @@ class BatchResult:
         lines += [f"  FAILED {s['study']}: {s['error']}" for s in self.failed]
         lines.append(f"  cohort tables: {self.cohort_csv} and {self.segments_csv}")
         return "\n".join(lines)
-
-
-def _suffix(path: Path) -> str | None:
-    name = path.name.lower()
-    return next((s for s in INPUT_SUFFIXES if name.endswith(s)), None)
-
-
-def find_inputs(in_dir: str | Path) -> list[Path]:
-    """The study files of a folder (top level only), sorted by name.
-
-    Raises
-    ------
-    StudyError
-        When ``in_dir`` is not a folder or holds no study file.
-    """
-    in_dir = Path(in_dir)
-    if not in_dir.is_dir():
-        raise StudyError(f"input folder not found: {in_dir}")
-    found = sorted(
-        p for p in in_dir.iterdir()
-        if p.is_file() and not p.name.startswith(".") and _suffix(p)
-        and not p.name.lower().endswith((".truth.npz", ".part"))
-    )
-    if not found:
-        raise StudyError(f"{in_dir}: no study files (MRD .h5 / .hdf5 / .mrd, .npy, .nii, "
-                         f".nii.gz) in the folder (subfolders are not searched)")
-    nested = sorted(p.relative_to(in_dir) for d in in_dir.iterdir()
-                    if d.is_dir() and not d.name.startswith(".") for p in d.rglob("*")
-                    if p.is_file() and _suffix(p) and not p.name.lower().endswith(
-                        (".truth.npz", ".part")))
-    if nested:
-        log.warning("%s: %d study file(s) in subfolders left out (only the folder's own "
-                    "files are processed): %s", in_dir, len(nested),
-                    ", ".join(map(str, nested[:5])) + (" ..." if len(nested) > 5 else ""))
-    return found
-
-
-def _study_names(paths: Sequence[Path]) -> list[str]:
-    """Unique output folder names (also where case does not count, as on macOS and
-    Windows): the file name without its suffix, then with it, then numbered.
-    """
-    stems = [p.name[: -len(_suffix(p) or "")] or p.name for p in paths]
-    low = [s.lower() for s in stems]
-    names = [stem if low.count(stem.lower()) == 1 else stem + (_suffix(p) or "").replace(".", "_")
-             for stem, p in zip(stems, paths)]
-    taken: set[str] = set()
-    out = []
-    for name in names:
-        unique, k = name, 1
-        while unique.lower() in taken:
-            k += 1
-            unique = f"{name}_{k}"
-        taken.add(unique.lower())
-        out.append(unique)
-    return out
 
 
 def _stamp(path: Path) -> dict[str, int]:
@@ -281,7 +224,7 @@ def process_file(
     t0 = time.perf_counter()
     config = config or Config()
     path = Path(path)
-    name = name or _study_names([path])[0]
+    name = name or study_names([path])[0]
     study_dir = Path(out_dir) / name
     summary: dict[str, Any] = {
         "study": name, "input": str(path), "status": "failed", "error": "", "method": method,
@@ -403,7 +346,7 @@ def run_batch(
     config = config or Config()
     out_dir = Path(out_dir)
     paths = find_inputs(in_dir)
-    names = _study_names(paths)
+    names = study_names(paths)
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries: dict[str, dict[str, Any]] = {}
     todo = []

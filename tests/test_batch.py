@@ -189,9 +189,9 @@ def test_a_different_run_redoes_and_a_failed_one_leaves_no_old_result(cohort, cl
 
 
 def test_study_names_are_unique_where_case_does_not_count(tmp_path, caplog):
-    from perfmoco.batch import _study_names
+    from perfmoco.batch_inputs import study_names
 
-    names = _study_names([Path(n) for n in ("x.h5", "x.H5", "x.hdf5", "x_h5.npy", "y.h5")])
+    names = study_names([Path(n) for n in ("x.h5", "x.H5", "x.hdf5", "x_h5.npy", "y.h5")])
     assert len({n.lower() for n in names}) == 5 and names[-1] == "y"
     (tmp_path / "a.h5").write_bytes(b"")
     (tmp_path / "site2").mkdir()
