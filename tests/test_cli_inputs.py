@@ -200,6 +200,7 @@ def test_result_folders_are_checked_before_the_work(tmp_path, capsys):
                  str(tmp_path / "file")]) == 2
     assert "is a file; give a folder" in _err(capsys)
     (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.npy").write_bytes(b"")  # the input folder is checked first
     assert main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "file")]) == 2
     assert "is a file; give a folder" in _err(capsys)
 
