@@ -219,6 +219,7 @@ def process_file(
     """
     from perfmoco.io.files import SERIES_SUFFIXES, read_study, write_mrd_images
     from perfmoco.io.mrd import study_header
+    from perfmoco.io.outputs import output_config
     from perfmoco.pipeline import process_study
 
     t0 = time.perf_counter()
@@ -258,7 +259,7 @@ def process_file(
 
                 page = write_report(result, study_dir / "report", title=name)
                 summary["report"] = str(page.relative_to(study_dir))
-                images += report_images(result, config=config)
+                images += report_images(result, config=output_config(config.mrd, result.study))
             except Exception as exc:
                 log_failure(log, "%s: QA report failed", path)
                 result.messages.append(f"QA report failed ({type(exc).__name__}: {exc})")

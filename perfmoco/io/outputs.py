@@ -60,9 +60,10 @@ def output_config(config: MrdConfig, study: PerfusionStudy,
         shift += 1000
     if not shift:
         return config
+    taken = ", ".join(map(str, sorted(used & set(ours.values()))))
+    moved = ", ".join(str(i + shift) for i in ours.values())
     log.warning("the received images use series %s, which perfmoco's outputs use by default: "
-                "its outputs go to series %s", ", ".join(map(str, sorted(used & {
-                    i for i in ours.values()}))), ", ".join(str(i + shift) for i in ours.values()))
+                "its outputs go to series %s", taken, moved)
     return dataclasses.replace(config, **{k: v + shift for k, v in ours.items()})
 
 
