@@ -279,8 +279,9 @@ def process_file(
         if summary["status"] != "failed":
             _write_atomic(study_dir / DONE_MARKER,
                           json.dumps(json_safe({"input": stamp, "run": key})))
-    except OSError as exc:
-        summary.update(status="failed", error=f"cannot write outputs: {exc}")
+    except OSError as exc:  # the first error, where there was one, stays first
+        summary.update(status="failed", error="; ".join(
+            e for e in (summary.get("error"), f"cannot write outputs: {exc}") if e))
     return json_safe(summary)
 
 

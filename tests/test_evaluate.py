@@ -115,3 +115,12 @@ def test_evaluate_on_a_dask_local_cluster(tmp_path):
                    progress=False, n_dynamics=N_DYN, quantify=False)
     assert len(res.slice_rows) == 6
     assert {r["study"] for r in res.slice_rows} == {"phantom-seed0", "phantom-seed1"}
+
+
+def test_a_cohort_folder_names_the_studies_it_leaves_out(tmp_path, caplog):
+    from perfmoco.evaluate import _cohort
+
+    for name in ("a.h5", "a.truth.npz", "b.h5"):
+        (tmp_path / name).write_bytes(b"")
+    assert [s["path"] for s in _cohort(None, 0, tmp_path)] == [str(tmp_path / "a.h5")]
+    assert "b.h5" in caplog.text and "without a *.truth.npz" in caplog.text

@@ -109,7 +109,11 @@ def _cohort(n_studies: int | None, seed: int, cohort_dir: str | Path | None) -> 
     from perfmoco.phantom.files import truth_path
 
     folder = Path(cohort_dir)
-    files = sorted(p for p in folder.glob("*.h5") if truth_path(p).is_file())
+    found = sorted(folder.glob("*.h5"))
+    files = [p for p in found if truth_path(p).is_file()]
+    if len(files) < len(found):  # said, not skipped silently
+        log.warning("%s: %d study file(s) without a *.truth.npz left out: %s", folder,
+                    len(found) - len(files), ", ".join(p.name for p in found if p not in files))
     if not files:
         raise FileNotFoundError(f"{folder}: no study files (*.h5) with a *.truth.npz next to them")
     return [{"path": str(p)} for p in files[: n_studies or None]]
@@ -125,6 +129,8 @@ def _run_local(specs, names, custom, config, opts, progress):
 
 
 def _run_dask(specs, names, custom, config, opts, progress, workers, scheduler):
+    import dask.distributed  # noqa: F401  (its first import sets its loggers' levels)
+
     with quiet("distributed"):  # the cluster's start/stop chatter
         return _on_cluster(specs, names, custom, config, opts, progress, workers, scheduler)
 
