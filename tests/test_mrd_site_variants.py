@@ -186,6 +186,9 @@ def test_outputs_move_off_the_series_the_scanner_used(sent, tmp_path):
     out = result.to_images(Config(), originals=received)
     ours = out[len(received):]
     assert {int(im.image_series_index) for im in ours} == {1100, 1101, 1102}
+    for idx in (1100, 1101, 1102):  # numbered 1..N within each series, as Gadgetron does
+        numbers = [int(im.image_index) for im in ours if int(im.image_series_index) == idx]
+        assert sorted(numbers) == list(range(1, len(numbers) + 1))
     meta = ismrmrd.Meta.deserialize(ours[-1].attribute_string)
     assert meta["GADGETRON_SeqDescription"].startswith("PERF_STRESS_MOCO_")
     assert list(meta["GADGETRON_ImageProcessingHistory"])[:3] == ["GT", "NORM", "PERFMOCO"]

@@ -77,12 +77,13 @@ def result_to_images(result: StudyResult, *, config: MrdConfig,
     out = list(originals) if originals is not None else study_to_images(result.study,
                                                                          config=config)
     config = output_config(config, result.study, originals)
+    corrected: list[ismrmrd.Image] = []
     for s, m in zip(result.study.slices, result.moco):
         if m is None:
             continue
         aif = s.role is SliceRole.AIF
         index = config.moco_aif_series_index if aif else config.moco_series_index
-        out.extend(
+        corrected.extend(
             series_to_images(
                 s,
                 images=m.corrected,
@@ -102,10 +103,24 @@ def result_to_images(result: StudyResult, *, config: MrdConfig,
                 tick_s=config.time_stamp_tick_s,
             )
         )
+    out.extend(_numbered(corrected))
     quant = result.quant
     if quant is not None:
         out.extend(_map_images(result, config))
     return out
+
+
+def _numbered(images: list[ismrmrd.Image]) -> list[ismrmrd.Image]:
+    """``images`` with ``image_index`` 1, 2, ... within each series, slice by slice in
+    time order, as Gadgetron numbers a series (each slice's frames had counted from 1,
+    and a series' dynamics from after its PD frames, which have their own series).
+    """
+    seen: dict[int, int] = {}
+    for img in sorted(images, key=lambda i: (int(i.image_series_index), int(i.slice),
+                                             int(i.image_index))):
+        k = seen[int(img.image_series_index)] = seen.get(int(img.image_series_index), 0) + 1
+        img.image_index = k
+    return images
 
 
 def _concerns(message: str, slice_index: int, aif_index: int | None) -> bool:
