@@ -31,6 +31,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -311,6 +312,7 @@ def run_batch(
     client: Any = None,
     progress: bool = True,
     pixel_spacing_mm: float | None = None,
+    inputs: Sequence[Path] | None = None,
 ) -> BatchResult:
     """Process every study of ``in_dir`` on Dask; skip the ones already done.
 
@@ -334,6 +336,8 @@ def run_batch(
         Show a progress bar on stderr.
     pixel_spacing_mm : float, keyword-only, optional
         Pixel size of the bare ``.npy`` / NIfTI series (MRD files carry their own).
+    inputs : sequence of Path, keyword-only, optional
+        The study files, where the caller has listed them (default: :func:`find_inputs`).
 
     Returns
     -------
@@ -347,7 +351,7 @@ def run_batch(
         raise ValueError(f"workers must be at least 1, got {workers}")
     config = config or Config()
     out_dir = Path(out_dir)
-    paths = find_inputs(in_dir)
+    paths = list(inputs) if inputs is not None else find_inputs(in_dir)
     names = study_names(paths)
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries: dict[str, dict[str, Any]] = {}

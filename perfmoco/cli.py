@@ -230,10 +230,10 @@ def cmd_batch(args) -> int:
     from perfmoco.batch import find_inputs, run_batch
     from perfmoco.io.paths import output_folder
 
-    find_inputs(args.input)  # a wrong input folder leaves no empty output folder behind
+    inputs = find_inputs(args.input)  # a wrong input folder leaves no output folder behind
     output_folder(args.output)
     result = run_batch(
-        args.input, args.output, config=_config(args), method=args.method,
+        args.input, args.output, inputs=inputs, config=_config(args), method=args.method,
         scheduler=args.scheduler, workers=args.workers, report=args.report,
         pixel_spacing_mm=args.pixel_spacing,
     )

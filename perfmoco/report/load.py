@@ -116,12 +116,11 @@ def _steps(img) -> set[str]:
     return set(_meta_list(img.meta, "GADGETRON_ImageProcessingHistory"))
 
 
-def _kind(img, mrd: MrdConfig, tagged: bool) -> str:
+def _kind(img, steps: set[str], mrd: MrdConfig, tagged: bool) -> str:
     """``orig``, ``moco``, ``map`` or ``report``: by the processing step perfmoco added
     to the image's history where the file's outputs carry one (``tagged``; their series
     may have moved: ``io.outputs.output_config``), else by the configured series indices.
     """
-    steps = _steps(img)
     if tagged:
         return ("report" if "QA_REPORT" in steps else "map" if "PERFMOCO_FLOW_MAP" in steps
                 else "moco" if "PERFMOCO" in steps else "orig")
@@ -176,9 +175,10 @@ def load_result(path: str | Path, *, config: Config | MrdConfig | None = None) -
     mrd = config.mrd if isinstance(config, Config) else (config or MrdConfig())
     header, images = read_mrd_images(path)
     groups: dict[str, list] = {"orig": [], "moco": [], "map": []}
-    tagged = any(_steps(img) & _OUR_STEPS for img in images)
-    for img in images:
-        kind = _kind(img, mrd, tagged)
+    steps = [_steps(img) for img in images]  # each image's meta parsed once
+    tagged = any(st & _OUR_STEPS for st in steps)
+    for img, st in zip(images, steps):
+        kind = _kind(img, st, mrd, tagged)
         if kind != "report":
             groups[kind].append(img)
     if not groups["orig"]:
