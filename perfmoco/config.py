@@ -46,6 +46,9 @@ class MrdConfig:
     moco_pd_series_index: int = 101
     moco_aif_series_index: int = 102
     map_series_index: int = 110
+    #: The MBF maps' fit quality (``Quality_Map``: fit r2 x 100 where the pixel's MBF
+    #: counts, 0 where it is flagged or outside the myocardium); -1: not sent.
+    quality_series_index: int = 111
     #: QA report images (bullseye, MBF maps) sent back as secondary captures.
     report_series_index: int = 120
     #: Seconds per tick of ``acquisition_time_stamp`` (2.5 ms on most scanners).

@@ -127,6 +127,7 @@ _CHECKS = {
         "moco_series_index", "moco_pd_series_index", "moco_aif_series_index",
         "map_series_index", "report_series_index")},
     "mrd.aif_series_index": _range(-1),
+    "mrd.quality_series_index": _range(-1),
     "mrd.time_stamp_tick_s": _POSITIVE,
     "mrd.min_dynamics": _range(3),
     "mrd.pd_frames": _range(-1),

@@ -7,7 +7,13 @@ import pytest
 
 from perfmoco.config import MrdConfig
 from perfmoco.io.files import read_mrd_images, read_study, write_mrd_images, write_study
-from perfmoco.io.mrd import images_to_study, make_image, meta_roles, study_to_images
+from perfmoco.io.mrd import (
+    images_to_study,
+    make_image,
+    meta_roles,
+    series_to_images,
+    study_to_images,
+)
 from perfmoco.io.mrd_header import build_header, parse_header
 from perfmoco.study import SliceRole, StudyError
 
@@ -68,6 +74,17 @@ def test_images_carry_tags_and_series(small_study):
     # time stamps in 2.5 ms ticks, as scanners set them
     first = images[0].getHead()
     assert first.acquisition_time_stamp == round(small_study.slices[0].pd_times_s[0] / 0.0025)
+
+
+def test_corrected_pd_frames_say_they_are_corrected(small_study):
+    """A corrected series' PD frames carry ``MOCO`` beside ``PD`` (a console tells them
+    from the received ones by their role, not only by their series)."""
+    s = small_study.slices[0]
+    images = series_to_images(s, series_index=100, pd_series_index=101, role="MOCO")
+    roles = [meta_roles(i.meta) for i in images]
+    assert roles[:2] == [["PD", "MOCO"]] * 2 and all(r == ["MOCO"] for r in roles[2:])
+    assert [meta_roles(i.meta) for i in series_to_images(s, series_index=1)][:3] == [
+        ["PD"], ["PD"], ["Image"]]
 
 
 def test_shuffled_interleaved_input_gives_the_same_study(small_study):

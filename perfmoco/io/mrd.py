@@ -357,7 +357,7 @@ def series_to_images(
     append_meta: dict | None = None,
     tick_s: float = 0.0025,
 ) -> list[ismrmrd.Image]:
-    """MRD images of a slice series: PD frames (tagged ``PD``) then dynamics.
+    """MRD images of a slice series: PD frames (tagged ``PD``, and ``role``) then dynamics.
 
     ``images`` / ``pd_images`` replace the pixels (e.g. motion-corrected ones)
     while headers come from the received frames (``series.source``) or, for
@@ -378,6 +378,8 @@ def series_to_images(
             meta = dict(infos[t].meta) if infos else {}
             # Keep the sender's other roles; ours describe what these pixels are now.
             roles = [r for r in meta_roles(meta) if r not in _OUR_ROLES] + [kind]
+            if kind == "PD" and role != "Image":  # corrected PD frames: say so, as the dynamics
+                roles.append(role)
             if series.role is SliceRole.AIF:
                 roles.append("AIF")
             meta["GADGETRON_DataRole"] = roles

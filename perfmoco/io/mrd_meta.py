@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["appended_meta", "meta_float", "meta_roles"]
+__all__ = ["appended_meta", "meta_float", "meta_list", "meta_roles"]
+
+
+def meta_list(meta, key: str) -> list[str]:
+    """An image's meta value as a list of strings (``[]`` where absent)."""
+    value = meta.get(key, []) if hasattr(meta, "get") else []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
 
 
 def meta_roles(meta: dict) -> list[str]:
     """The ``GADGETRON_DataRole`` values of an image's meta, as a list of strings."""
-    value = meta.get("GADGETRON_DataRole", [])
-    return [value] if isinstance(value, str) else [str(v) for v in value]
+    return meta_list(meta, "GADGETRON_DataRole")
 
 
 def meta_float(meta: dict, key: str) -> float | None:

@@ -1,7 +1,8 @@
 """A :class:`~perfmoco.pipeline.StudyResult` as MRD images to send back.
 
 Originals first (as received), then the corrected series (``MOCO``), then one
-MBF map per high-resolution slice (``Flow_Map``).  Each output kind has its
+MBF map per high-resolution slice (``Flow_Map``) and one map of its fit quality
+(``Quality_Map``: where the MBF map can be trusted).  Each output kind has its
 own series index (``MrdConfig``) because MRD HDF5 needs one matrix size per
 series; where the received images already use one of them (Gadgetron's image
 reconstructions number their series from 100), all of ours move on by 1000s
@@ -22,7 +23,7 @@ import numpy as np
 
 from perfmoco.config import MrdConfig
 from perfmoco.io.mrd import MrdSource, make_image, series_to_images, study_to_images
-from perfmoco.io.mrd_meta import appended_meta
+from perfmoco.io.mrd_meta import appended_meta, meta_list
 from perfmoco.study import PerfusionStudy, SliceRole
 
 if TYPE_CHECKING:
@@ -38,7 +39,13 @@ MBF_SCALE = 100.0
 
 #: The series indices of perfmoco's outputs (``MrdConfig``).
 OUTPUT_SERIES = ("moco_series_index", "moco_pd_series_index", "moco_aif_series_index",
-                 "map_series_index", "report_series_index")
+                 "map_series_index", "quality_series_index", "report_series_index")
+
+#: Meta of a map's source frame that describes that frame, not the map.
+_FRAME_META = ("SaturationTime_ms", "GADGETRON_DataRole", "perfmoco_QCFlaggedDynamics")
+
+#: Quality map pixels are the fit's r2 x 100 (0: flagged or not myocardium).
+QUALITY_SCALE = 100.0
 
 
 def output_config(config: MrdConfig, study: PerfusionStudy,
@@ -54,7 +61,8 @@ def output_config(config: MrdConfig, study: PerfusionStudy,
             used |= {int(f.header.image_series_index) for f in src.frames + src.pd_frames}
         elif not received:
             used.add(2 if s.role is SliceRole.AIF else 1)
-    ours = {name: int(getattr(config, name)) for name in OUTPUT_SERIES}
+    ours = {name: int(getattr(config, name)) for name in OUTPUT_SERIES
+            if int(getattr(config, name)) >= 0}  # -1: not sent
     shift = 0
     while any(i + shift in used for i in ours.values()):
         shift += 1000
@@ -106,7 +114,10 @@ def result_to_images(result: StudyResult, *, config: MrdConfig,
     out.extend(_numbered(corrected))
     quant = result.quant
     if quant is not None:
-        out.extend(_map_images(result, config))
+        maps = _map_images(result, config)
+        out.extend(maps)
+        if config.quality_series_index >= 0:
+            out.extend(_quality_images(result, maps, config))
     return out
 
 
@@ -152,6 +163,8 @@ def _map_images(result: StudyResult, config: MrdConfig) -> list[ismrmrd.Image]:
         src = s.source if isinstance(s.source, MrdSource) else None
         template = src.frames[-1].header if src and src.frames else None
         meta = dict(src.frames[-1].meta) if src and src.frames else {}
+        for key in _FRAME_META:  # the frame's own (its saturation time, roles, QC)
+            meta.pop(key, None)
         meta.update(
             GADGETRON_DataRole="Flow_Map",
             GADGETRON_ImageComment=["MBF", "ml/min/g", f"x{MBF_SCALE:g}"],
@@ -198,4 +211,48 @@ def _map_images(result: StudyResult, config: MrdConfig) -> list[ismrmrd.Image]:
                     field_of_view=(s.shape[1] * dx, s.shape[0] * dy, g.field_of_view_mm[2]),
                 )
         out.append(make_image(pixels, template=template, meta=meta, **fields))
+    return out
+
+
+def _quality_images(result: StudyResult, maps: list[ismrmrd.Image],
+                    config: MrdConfig) -> list[ismrmrd.Image]:
+    """One ``Quality_Map`` per MBF map, on its geometry: the fit's r2 x 100 where the
+    pixel's MBF counts, 0 where the fit flagged it (poor fit, fit at a bound, unphysical
+    MBF, saturated signal) and outside the myocardium.  A result read back from a file
+    has no fit quality of its own: none is sent.
+    """
+    quant = result.quant
+    quality = getattr(quant, "fit_quality", None)
+    flagged = getattr(quant, "flagged", None) or {}
+    myo = getattr(quant, "myocardium", None) or {}
+    if not quality:
+        return []
+    out = []
+    for img in maps:
+        k = int(img.getHead().slice)
+        r2 = quality.get(k)
+        if r2 is None or k not in myo:
+            continue
+        good = np.asarray(myo[k], bool) & ~np.asarray(flagged.get(k, False), bool)
+        pixels = np.where(good, np.clip(np.nan_to_num(r2), 0.0, 1.0) * QUALITY_SCALE, 0.0)
+        meta = {key: img.meta[key] for key in img.meta.keys()
+                if key.startswith("GADGETRON_") or key == "perfmoco_Messages"}
+        n_flag = int((np.asarray(myo[k], bool) & ~good).sum())
+        meta.update(
+            GADGETRON_DataRole="Quality_Map",
+            GADGETRON_ImageComment=["MBF fit r2", f"x{QUALITY_SCALE:g}",
+                                    f"{n_flag} flagged (0)"],
+            GADGETRON_SeqDescription=str(meta.get("GADGETRON_SeqDescription", ""))
+            .removesuffix("_Flow_Map") + "_Quality_Map",
+            GADGETRON_ImageProcessingHistory=[
+                "PERFMOCO_QUALITY_MAP" if h == "PERFMOCO_FLOW_MAP" else h
+                for h in meta_list(meta, "GADGETRON_ImageProcessingHistory")],
+            GADGETRON_ScaleRatio=f"{QUALITY_SCALE:g}",
+            GADGETRON_WindowCenter=f"{0.5 * QUALITY_SCALE:g}",
+            GADGETRON_WindowWidth=f"{QUALITY_SCALE:g}",
+            perfmoco_FlaggedPixels=str(n_flag),
+        )
+        meta.pop("GADGETRON_ColorMap", None)
+        out.append(make_image(pixels, template=img.getHead(), meta=meta,
+                              image_series_index=config.quality_series_index))
     return out

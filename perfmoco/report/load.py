@@ -4,7 +4,8 @@ Result files (``perfmoco batch`` / ``replay`` / ``demo``) hold the originals
 as received, the corrected series (``MrdConfig.moco_series_index``,
 ``moco_pd_series_index``, ``moco_aif_series_index``), the MBF maps
 (``map_series_index``, pixels = MBF x ``GADGETRON_ScaleRatio``) with the
-segment table in their meta, and perhaps the report's own secondary captures
+segment table in their meta, their fit quality (``quality_series_index``: the
+pixels the fit flagged), and perhaps the report's own secondary captures
 (``report_series_index``, ignored).  Displacement fields and the AIF curve are
 not stored, so the rebuilt result has zero displacements and no AIF [Gd];
 QC flags, problems and timings come from a ``summary.json`` beside the file
@@ -25,6 +26,7 @@ import numpy as np
 from perfmoco.config import Config, MrdConfig
 from perfmoco.io.files import read_mrd_images
 from perfmoco.io.mrd import images_to_study
+from perfmoco.io.mrd_meta import meta_list
 from perfmoco.moco.result import MocoResult
 from perfmoco.pipeline import Method, StudyResult
 from perfmoco.study import StudyError
@@ -51,6 +53,9 @@ class LoadedQuant:
         Per high-resolution ``slice_index``.
     segments : list of dict
         ``{slice, segment, mean}`` rows from the maps' meta (other columns NaN).
+    flagged : dict of int to ndarray, shape (Y, X), bool
+        Pixels the fit flagged (0 on the quality map, not on the MBF map); only
+        for slices whose quality map the file holds.
     """
 
     mbf_maps: dict[int, np.ndarray]
@@ -61,6 +66,7 @@ class LoadedQuant:
     aif_times_s: np.ndarray | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
     saturation_efficiency: dict[str, float] = dataclasses.field(default_factory=dict)
+    flagged: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def summary_text(self) -> str:
         """One line per slice with its median map value."""
@@ -72,30 +78,38 @@ class LoadedQuant:
         return "\n".join(lines)
 
 
-def _meta_list(meta: Any, key: str) -> list[str]:
-    value = meta.get(key, []) if hasattr(meta, "get") else []
-    return [value] if isinstance(value, str) else [str(v) for v in value]
+def _flagged(quality_images, maps: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Per slice, the map pixels the fit flagged: valued on the MBF map, 0 on its quality
+    map (``perfmoco.io.outputs``).
+    """
+    out = {}
+    for img in quality_images:
+        k = int(img.getHead().slice)
+        q = np.asarray(img.data, np.float32)[0, 0]
+        if k in maps and maps[k].shape == q.shape:
+            out[k] = (q <= 0) & (maps[k] != 0)
+    return out
 
 
-def _maps(images, mrd: MrdConfig) -> LoadedQuant | None:
+def _maps(images, mrd: MrdConfig, quality_images=()) -> LoadedQuant | None:
     from perfmoco.io.outputs import MBF_SCALE
 
     maps, segments, eff = {}, [], {}
     for img in images:
         meta = img.meta
-        for text in _meta_list(meta, "perfmoco_SaturationEfficiency"):
+        for text in meta_list(meta, "perfmoco_SaturationEfficiency"):
             key, _, value = text.partition(" ")
             try:
                 eff[key] = float(value)
             except ValueError:
                 continue
         try:
-            scale = float(_meta_list(meta, "GADGETRON_ScaleRatio")[0])
+            scale = float(meta_list(meta, "GADGETRON_ScaleRatio")[0])
         except (IndexError, ValueError):
             scale = MBF_SCALE
         k = int(img.getHead().slice)
         maps[k] = np.asarray(img.data, np.float32)[0, 0] / (scale or 1.0)  # [cha, z, y, x]
-        for text in _meta_list(meta, "perfmoco_Segments"):
+        for text in meta_list(meta, "perfmoco_Segments"):
             m = _SEGMENT_RE.search(text)
             if m:
                 mean = float(m[3])
@@ -104,37 +118,40 @@ def _maps(images, mrd: MrdConfig) -> LoadedQuant | None:
                                  "se": float(m[5]) if m[5] else float("nan"),
                                  "reliable": not m[6], "reason": m[7] or "",
                                  "sd": float("nan"), "n": None})
-    return LoadedQuant(mbf_maps=maps, segments=segments,
-                       saturation_efficiency=eff) if maps else None
+    return LoadedQuant(mbf_maps=maps, segments=segments, saturation_efficiency=eff,
+                       flagged=_flagged(quality_images, maps)) if maps else None
 
 
 #: The processing steps perfmoco adds to its outputs' ``GADGETRON_ImageProcessingHistory``.
-_OUR_STEPS = {"PERFMOCO", "PERFMOCO_FLOW_MAP", "QA_REPORT"}
+_OUR_STEPS = {"PERFMOCO", "PERFMOCO_FLOW_MAP", "PERFMOCO_QUALITY_MAP", "QA_REPORT"}
 
 
 def _steps(img) -> set[str]:
-    return set(_meta_list(img.meta, "GADGETRON_ImageProcessingHistory"))
+    return set(meta_list(img.meta, "GADGETRON_ImageProcessingHistory"))
 
 
 def _kind(img, steps: set[str], mrd: MrdConfig, tagged: bool) -> str:
-    """``orig``, ``moco``, ``map`` or ``report``: by the processing step perfmoco added
+    """``orig``, ``moco``, ``map``, ``quality`` or ``report``: by the processing step perfmoco added
     to the image's history where the file's outputs carry one (``tagged``; their series
     may have moved: ``io.outputs.output_config``), else by the configured series indices.
     """
     if tagged:
         return ("report" if "QA_REPORT" in steps else "map" if "PERFMOCO_FLOW_MAP" in steps
+                else "quality" if "PERFMOCO_QUALITY_MAP" in steps
                 else "moco" if "PERFMOCO" in steps else "orig")
     idx = int(img.getHead().image_series_index)
     if idx == mrd.report_series_index:
         return "report"
     if idx in (mrd.moco_series_index, mrd.moco_pd_series_index, mrd.moco_aif_series_index):
         return "moco"
+    if idx == mrd.quality_series_index:
+        return "quality"
     return "map" if idx == mrd.map_series_index else "orig"
 
 
 def _method(images) -> Method:
     for img in images:
-        for step in _meta_list(img.meta, "GADGETRON_ImageProcessingHistory"):
+        for step in meta_list(img.meta, "GADGETRON_ImageProcessingHistory"):
             if step.upper().startswith("MOCO_"):
                 try:
                     return Method(step[5:].lower())
@@ -174,7 +191,7 @@ def load_result(path: str | Path, *, config: Config | MrdConfig | None = None) -
     path = Path(path)
     mrd = config.mrd if isinstance(config, Config) else (config or MrdConfig())
     header, images = read_mrd_images(path)
-    groups: dict[str, list] = {"orig": [], "moco": [], "map": []}
+    groups: dict[str, list] = {"orig": [], "moco": [], "map": [], "quality": []}
     steps = [_steps(img) for img in images]  # each image's meta parsed once
     tagged = any(st & _OUR_STEPS for st in steps)
     for img, st in zip(images, steps):
@@ -220,7 +237,7 @@ def load_result(path: str | Path, *, config: Config | MrdConfig | None = None) -
     return StudyResult(
         study=study,
         moco=moco,
-        quant=_maps(groups["map"], mrd),
+        quant=_maps(groups["map"], mrd, groups["quality"]),
         method=Method(summary["method"]) if summary.get("method") else _method(groups["moco"]),
         messages=messages,
         timings_s=dict(summary.get("timings_s", {})),
