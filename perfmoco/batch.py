@@ -39,7 +39,7 @@ from perfmoco import __version__
 from perfmoco.batch_inputs import INPUT_SUFFIXES, find_inputs, study_names
 from perfmoco.config import Config
 from perfmoco.io.paths import check_pixel_spacing
-from perfmoco.logs import log_failure, quiet
+from perfmoco.logs import log_failure, quiet, study_named
 from perfmoco.report.cohort import json_safe, write_cohort_tables
 from perfmoco.study import StudyError
 
@@ -232,57 +232,58 @@ def process_file(
         "study": name, "input": str(path), "status": "failed", "error": "", "method": method,
         "resumed": False, "perfmoco_version": __version__,
     }
-    key = run_key(config, method=method, quantify=quantify, report=report,
-                  pixel_spacing_mm=pixel_spacing_mm)
-    try:
-        study_dir.mkdir(parents=True, exist_ok=True)
-        (study_dir / DONE_MARKER).unlink(missing_ok=True)
-        # an earlier run's results go: a failed or different run must not leave them
-        (study_dir / RESULT_NAME).unlink(missing_ok=True)
-        shutil.rmtree(study_dir / "report", ignore_errors=True)
-        bare = path.name.lower().endswith(SERIES_SUFFIXES)
-        study = read_study(path, config=config.mrd,
-                           pixel_spacing_mm=pixel_spacing_mm if bare else None)
-        stamp = _stamp(path)  # after reading: the MRD reader may touch the file's mtime
-        with warnings.catch_warnings(record=True) as caught:  # worker-local: into the summary
-            warnings.simplefilter("always")
-            result = process_study(study, config=config, method=method, quantify=quantify)
-        for w in caught:
-            if str(w.message) not in result.messages:
-                result.messages.append(str(w.message))
-        if bare and pixel_spacing_mm is None:  # said in the worker's log only, before
-            result.messages.append(f"{path.name}: no pixel spacing given; 1 mm assumed "
-                                   "(perfmoco batch --pixel-spacing MM)")
-        images = result.to_images(config)
-        if report:
-            try:  # a report that cannot be drawn must not lose the study's results
-                from perfmoco.report import report_images, write_report
+    with study_named(name):  # its log lines name it (workers run studies side by side)
+        key = run_key(config, method=method, quantify=quantify, report=report,
+                      pixel_spacing_mm=pixel_spacing_mm)
+        try:
+            study_dir.mkdir(parents=True, exist_ok=True)
+            (study_dir / DONE_MARKER).unlink(missing_ok=True)
+            # an earlier run's results go: a failed or different run must not leave them
+            (study_dir / RESULT_NAME).unlink(missing_ok=True)
+            shutil.rmtree(study_dir / "report", ignore_errors=True)
+            bare = path.name.lower().endswith(SERIES_SUFFIXES)
+            study = read_study(path, config=config.mrd,
+                               pixel_spacing_mm=pixel_spacing_mm if bare else None)
+            stamp = _stamp(path)  # after reading: the MRD reader may touch the file's mtime
+            with warnings.catch_warnings(record=True) as caught:  # worker-local: into the summary
+                warnings.simplefilter("always")
+                result = process_study(study, config=config, method=method, quantify=quantify)
+            for w in caught:
+                if str(w.message) not in result.messages:
+                    result.messages.append(str(w.message))
+            if bare and pixel_spacing_mm is None:  # said in the worker's log only, before
+                result.messages.append(f"{path.name}: no pixel spacing given; 1 mm assumed "
+                                       "(perfmoco batch --pixel-spacing MM)")
+            images = result.to_images(config)
+            if report:
+                try:  # a report that cannot be drawn must not lose the study's results
+                    from perfmoco.report import report_images, write_report
 
-                page = write_report(result, study_dir / "report", title=name)
-                summary["report"] = str(page.relative_to(study_dir))
-                images += report_images(result, config=output_config(config.mrd, result.study))
-            except Exception as exc:
-                log_failure(log, "%s: QA report failed", path)
-                result.messages.append(f"QA report failed ({type(exc).__name__}: {exc})")
-        summary.update(_summarise(result, name))
-        write_mrd_images(study_dir / RESULT_NAME, study_header(study), images)
-        summary["result"] = RESULT_NAME
-        summary["status"] = (NO_MBF if quantify and not getattr(result.quant, "mbf_maps", None)
-                             else "warnings" if result.messages else "ok")
-    except StudyError as exc:
-        summary["error"] = str(exc)
-    except Exception as exc:  # one study must never stop the batch
-        log_failure(log, "%s: failed", path)
-        summary["error"] = f"{type(exc).__name__}: {exc}"
-    summary["runtime_s"] = time.perf_counter() - t0
-    try:
-        _write_atomic(study_dir / SUMMARY_NAME, json.dumps(json_safe(summary), indent=1))
-        if summary["status"] != "failed":
-            _write_atomic(study_dir / DONE_MARKER,
-                          json.dumps(json_safe({"input": stamp, "run": key})))
-    except OSError as exc:  # the first error, where there was one, stays first
-        summary.update(status="failed", error="; ".join(
-            e for e in (summary.get("error"), f"cannot write outputs: {exc}") if e))
+                    page = write_report(result, study_dir / "report", title=name)
+                    summary["report"] = str(page.relative_to(study_dir))
+                    images += report_images(result, config=output_config(config.mrd, result.study))
+                except Exception as exc:
+                    log_failure(log, "%s: QA report failed", path)
+                    result.messages.append(f"QA report failed ({type(exc).__name__}: {exc})")
+            summary.update(_summarise(result, name))
+            write_mrd_images(study_dir / RESULT_NAME, study_header(study), images)
+            summary["result"] = RESULT_NAME
+            summary["status"] = (NO_MBF if quantify and not getattr(result.quant, "mbf_maps", None)
+                                 else "warnings" if result.messages else "ok")
+        except StudyError as exc:
+            summary["error"] = str(exc)
+        except Exception as exc:  # one study must never stop the batch
+            log_failure(log, "%s: failed", path)
+            summary["error"] = f"{type(exc).__name__}: {exc}"
+        summary["runtime_s"] = time.perf_counter() - t0
+        try:
+            _write_atomic(study_dir / SUMMARY_NAME, json.dumps(json_safe(summary), indent=1))
+            if summary["status"] != "failed":
+                _write_atomic(study_dir / DONE_MARKER,
+                              json.dumps(json_safe({"input": stamp, "run": key})))
+        except OSError as exc:  # the first error, where there was one, stays first
+            summary.update(status="failed", error="; ".join(
+                e for e in (summary.get("error"), f"cannot write outputs: {exc}") if e))
     return json_safe(summary)
 
 

@@ -10,10 +10,15 @@ which only a developer reads, goes to the INFO level: the servers' and
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import sys
 
-__all__ = ["log_failure", "quiet"]
+__all__ = ["log_failure", "quiet", "study_named"]
+
+#: The study whose work is being logged (``study_named``); None: none.
+_STUDY: contextvars.ContextVar[str | None] = contextvars.ContextVar("perfmoco_study",
+                                                                   default=None)
 
 
 def log_failure(logger: logging.Logger, msg: str, *args) -> None:
@@ -39,3 +44,33 @@ def quiet(name: str, level: int = logging.ERROR):
         yield
     finally:
         logger.setLevel(before)
+
+
+def _named_records(make):
+    """A log record factory: records of perfmoco's loggers made while a study is named
+    (``study_named``) start with its name.
+    """
+    def factory(*args, **kwargs):
+        record = make(*args, **kwargs)
+        study = _STUDY.get()
+        if study and record.name.startswith("perfmoco") and isinstance(record.msg, str):
+            prefix = study.replace("%", "%%") if record.args else study
+            record.msg = f"{prefix}: {record.msg}"
+        return record
+
+    factory.perfmoco_named = True
+    return factory
+
+
+@contextlib.contextmanager
+def study_named(name: str):
+    """Log lines of perfmoco's loggers in the block start with ``name: `` (a batch's workers run
+    several studies at once, and their lines reach one console).
+    """
+    if not getattr(logging.getLogRecordFactory(), "perfmoco_named", False):
+        logging.setLogRecordFactory(_named_records(logging.getLogRecordFactory()))
+    token = _STUDY.set(name)
+    try:
+        yield
+    finally:
+        _STUDY.reset(token)

@@ -278,3 +278,18 @@ def test_a_failing_report_does_not_lose_the_study(tmp_path, monkeypatch):
     assert any("QA report failed (RuntimeError: no fonts)" in m for m in summary["messages"])
     assert (tmp_path / "out" / "one" / "result.h5").is_file()
     assert (tmp_path / "out" / "one" / "DONE").is_file()
+
+
+def test_a_studys_log_lines_name_it(tmp_path, caplog):
+    """A batch's workers run studies side by side and their lines reach one console:
+    each of perfmoco's lines logged while a study runs starts with its name."""
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        process_file(_one_study(tmp_path / "in"), tmp_path / "out", method="none")
+        logging.getLogger("perfmoco.quant").warning("after the study, %s", "unnamed")
+    ours = [r for r in caplog.records if r.name.startswith("perfmoco.")]
+    during = [r.getMessage() for r in ours[:-1]]
+    assert len(during) >= 3
+    assert all(m.startswith("one: ") for m in during), during
+    assert ours[-1].getMessage() == "after the study, unnamed"
