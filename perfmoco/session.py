@@ -21,7 +21,7 @@ import ismrmrd
 from perfmoco.config import Config, ConfigError
 from perfmoco.io.mrd_header import parse_header
 from perfmoco.io.stream import Message, MessageId
-from perfmoco.logs import log_failure
+from perfmoco.logs import log_failure, study_named
 from perfmoco.study import StudyError
 
 __all__ = ["NOT_PROCESSED", "PIPELINES", "Outbox", "StudyOutput", "StudySession", "kv",
@@ -168,8 +168,9 @@ def run_study(
         text = f"perfmoco: internal error ({exc}); images passed back"
         return StudyOutput(list(images), [text], ok=False)
     try:
-        result = process_study(study, config=config, method=config.server.method,
-                               quantify=quantify)
+        with study_named(study_id):  # a server's workers run studies side by side
+            result = process_study(study, config=config, method=config.server.method,
+                                   quantify=quantify)
         out = result.to_images(config, originals=list(images))  # as they came in
     except Exception as exc:  # process_study records data problems; this is a bug or bad method
         log_failure(log, kv("study_failed", study=study_id, stage="process"))
