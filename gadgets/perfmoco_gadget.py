@@ -17,7 +17,8 @@ series and the MBF maps are sent on.  Every other message goes straight
 through (``connection.filter``).  Gadgetron refuses TEXT from an external
 gadget, so problems go to the log (stderr) and to image meta
 (``PERFMOCO_Status``, ``PERFMOCO_Message``; the summary in
-``PERFMOCO_Summary`` on the maps).
+``PERFMOCO_Summary`` on the maps): on perfmoco's outputs, the originals going on
+as they came, and on the originals only where the study gave no outputs.
 """
 
 from __future__ import annotations
@@ -114,10 +115,20 @@ class ExpectedStudy:
         return True
 
 
+def _ours(img: ismrmrd.Image) -> bool:
+    """Whether ``img`` is one of perfmoco's outputs (a step of ours in its history)."""
+    history = img.meta.get("GADGETRON_ImageProcessingHistory", [])
+    return any(str(h).startswith("PERFMOCO") for h in
+               ([history] if isinstance(history, str) else history))
+
+
 def _tag(output: StudyOutput, pipeline: str) -> None:
+    """The study's status on perfmoco's outputs, or on the originals where there are none
+    (a failed study: the originals are all the console gets, and the reason rides on them).
+    """
     status = "ok" if output.ok and not output.problems else ("partial" if output.ok else "failed")
     message = [p.removeprefix("perfmoco WARNING: ") for p in output.problems] or ["none"]
-    for img in output.images:
+    for img in [i for i in output.images if _ours(i)] or output.images:
         img.meta["PERFMOCO_Status"] = status
         img.meta["PERFMOCO_Pipeline"] = pipeline
         if output.problems:
