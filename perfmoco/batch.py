@@ -165,6 +165,8 @@ def _summarise(result, name: str) -> dict[str, Any]:
     else:
         mbf = mbf_stats(None, None)
     segments = [dict(r) for r in getattr(result.quant, "segments", None) or []]
+    burden = getattr(result.quant, "ischemic_burden", None)
+    burden = burden() if callable(burden) else (float("nan"), 0)
     return {
         "study": name,
         "study_id": result.study.study_id,
@@ -173,6 +175,7 @@ def _summarise(result, name: str) -> dict[str, Any]:
         "timings_s": dict(result.timings_s),
         "slices": slices,
         "mbf": mbf,
+        "ischemic_burden": burden[0] if burden[1] else float("nan"),
         "segments": segments,
         "saturation_efficiency": dict(getattr(result.quant, "saturation_efficiency", {}) or {}),
     }

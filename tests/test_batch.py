@@ -293,3 +293,26 @@ def test_a_studys_log_lines_name_it(tmp_path, caplog):
     assert len(during) >= 3
     assert all(m.startswith("one: ") for m in during), during
     assert ours[-1].getMessage() == "after the study, unnamed"
+
+
+def test_the_cohort_table_gives_each_studys_ischaemic_burden(tmp_path):
+    """The share of fitted myocardium under ``quant.ischemia_mbf`` is the cohort's headline
+    per study: against the phantom's truth (its seeded defects), motion-free."""
+    from perfmoco.phantom import LABELS, generate_phantom, write_phantom
+
+    ph = generate_phantom(seed=22, motion="none")
+    write_phantom(ph, tmp_path / "in" / "p.h5")
+    true = []
+    for k in range(3):
+        myo = ph.truth[f"s{k}_labels"] == LABELS["lv_myocardium"]
+        true.append(ph.truth[f"s{k}_mbf"][myo] < 2.0)
+    true_burden = float(np.concatenate(true).mean())
+    assert 0.1 < true_burden < 0.6  # the phantom has defects, and healthy wall
+    summary = process_file(tmp_path / "in" / "p.h5", tmp_path / "out", method="none")
+    assert abs(summary["ischemic_burden"] - true_burden) < 0.08, (summary["ischemic_burden"],
+                                                                  true_burden)
+    from perfmoco.report.cohort import write_cohort_tables
+
+    with write_cohort_tables([summary], tmp_path)[0].open() as f:
+        row = next(csv.DictReader(f))
+    assert float(row["ischemic_burden"]) == round(summary["ischemic_burden"], 4)

@@ -25,7 +25,7 @@ __all__ = [
 STUDY_COLUMNS = [
     "study", "status", "error", "resumed", "method", "runtime_s", "n_slices", "n_dynamics",
     "corrected_slices", "qc_flagged_frames", "qc_flagged_by_slice", "mbf_mean", "mbf_median",
-    "mbf_sd", "mbf_n", "tic_smoothness_before", "tic_smoothness_after",
+    "mbf_sd", "mbf_n", "ischemic_burden", "tic_smoothness_before", "tic_smoothness_after",
     "saturation_efficiency_highres", "saturation_efficiency_aif", "messages", "input", "result",
 ]
 SEGMENT_COLUMNS = ["study", "slice", "segment", "name", "territory", "mean", "median", "sd", "n",
@@ -70,6 +70,7 @@ def _study_row(s: dict[str, Any]) -> dict[str, Any]:
         "qc_flagged_by_slice": ";".join(f"{x['slice']}:{len(x['qc_flagged'])}" for x in slices),
         "mbf_mean": mbf.get("mbf_mean"), "mbf_median": mbf.get("mbf_median"),
         "mbf_sd": mbf.get("mbf_sd"), "mbf_n": mbf.get("mbf_n", 0),
+        "ischemic_burden": s.get("ischemic_burden"),
         "tic_smoothness_before": _mean([x.get("tic_smoothness_before") for x in slices]),
         "tic_smoothness_after": _mean([x.get("tic_smoothness_after") for x in slices]),
         "saturation_efficiency_highres": eff.get("highres"),
