@@ -89,6 +89,7 @@ def cmd_correct(args) -> int:
         write_study,
     )
     from perfmoco.io.paths import output_file
+    from perfmoco.io.series import spacing_assumed, spacing_note
     from perfmoco.pipeline import process_study
 
     config = _config(args)
@@ -105,8 +106,9 @@ def cmd_correct(args) -> int:
     if any(m is None for m in result.moco):
         raise UsageError("; ".join(result.messages) or "motion correction failed")
     if series_out:
-        spacing = study.slices[0].pixel_spacing_mm
-        write_series(out, result.moco[0].corrected, pixel_spacing_mm=spacing)
+        s0 = study.slices[0]
+        write_series(out, result.moco[0].corrected, pixel_spacing_mm=s0.pixel_spacing_mm,
+                     like=s0.source)
         if args.displacement:
             np.save(args.displacement, result.moco[0].displacement.astype(np.float32))
     else:
@@ -117,6 +119,8 @@ def cmd_correct(args) -> int:
                 **{s.name: m.displacement for s, m in zip(study.slices, result.moco)},
             )
     print(result.summary_text())
+    if spacing_assumed(study.slices[0], args.input, args.pixel_spacing):
+        print(f"note: {spacing_note(args.input)}")
     print(f"wrote {out}" + (f" and {args.displacement}" if args.displacement else ""))
     return 0
 
@@ -289,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--displacement", help="also write the displacement (.npy / .npz), pixels")
     c.add_argument("--method", default="dl", choices=["none", "dl", "iterative"])
     c.add_argument("--pixel-spacing", type=float, default=None, metavar="MM",
-                   help="pixel size in mm for files that do not carry it (npy)")
+                   help="pixel size in mm of a series file (npy: it has none, 2 mm is "
+                        "assumed; NIfTI: instead of its header's)")
     _add_config_args(c)
     c.set_defaults(func=cmd_correct)
 
@@ -362,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--method", default="dl", choices=["none", "dl", "iterative"])
     b.add_argument("--report", action="store_true", help="also write a QA report per study")
     b.add_argument("--pixel-spacing", type=float, default=None, metavar="MM",
-                   help="pixel size in mm for files that do not carry it (npy)")
+                   help="pixel size in mm of a series file (npy: it has none, 2 mm is "
+                        "assumed; NIfTI: instead of its header's)")
     _add_config_args(b)
     b.set_defaults(func=cmd_batch)
 

@@ -112,7 +112,7 @@ def test_cohort_with_a_corrupt_file(cohort):
     assert "corrupt" in res.summary_text() and "1 failed" in res.summary_text()
     # a bare series has no AIF slice: corrected, but no MBF maps, and said so
     assert by_name["series"]["status"] == "no_mbf"
-    assert any("1 mm assumed" in m for m in by_name["series"]["messages"])
+    assert any("2 mm assumed" in m for m in by_name["series"]["messages"])
     assert "NO MBF series: " in res.summary_text() and "AIF" in res.summary_text()
 
 

@@ -43,3 +43,62 @@ def test_bad_series_files(tmp_path):
     np.save(tmp_path / "inf.npy", bad)
     with pytest.raises(StudyError, match="non-finite"):
         read_study(tmp_path / "inf.npy", pixel_spacing_mm=2.0)
+
+
+def test_a_series_stored_with_time_last_is_refused(tmp_path):
+    """(Y, X, T) read as (T, Y, X) would be 160 dynamics of a 160 x 71 image."""
+    arr = np.random.default_rng(0).random((71, 160, 160)).astype(np.float32)
+    np.save(tmp_path / "yxt.npy", arr.transpose(1, 2, 0))
+    with pytest.raises(StudyError, match=r"160 dynamics of a 160 x 71 image.*moveaxis"):
+        read_series(tmp_path / "yxt.npy", pixel_spacing_mm=2.0)
+    np.save(tmp_path / "tyx.npy", arr)  # as it should be: read
+    assert read_series(tmp_path / "tyx.npy", pixel_spacing_mm=2.0).images.shape == arr.shape
+
+
+def _nifti(path, vol, zooms, unit):
+    import nibabel as nib
+
+    img = nib.Nifti1Image(vol, np.diag([*zooms, 1.0]))
+    img.header.set_xyzt_units(unit, "sec")
+    img.header.set_zooms((*zooms, 0.9))
+    nib.save(img, str(path))
+
+
+def test_a_nifti_spacing_is_read_in_its_unit_and_checked(tmp_path):
+    vol = np.random.default_rng(0).random((24, 20, 1, 12)).astype(np.float32)
+    _nifti(tmp_path / "m.nii", vol, (0.0025, 0.002, 8.0), "meter")
+    assert read_series(tmp_path / "m.nii").pixel_spacing_mm == pytest.approx((2.0, 2.5))
+    _nifti(tmp_path / "bad.nii", vol, (0.0025, 0.002, 8.0), "mm")  # metres said to be mm
+    with pytest.raises(StudyError, match="--pixel-spacing"):
+        read_series(tmp_path / "bad.nii")
+    assert read_series(tmp_path / "bad.nii", pixel_spacing_mm=2.2).pixel_spacing_mm == (2.2, 2.2)
+
+
+def test_a_corrected_nifti_keeps_the_inputs_geometry(tmp_path):
+    import nibabel as nib
+
+    vol = np.random.default_rng(0).integers(0, 3000, (24, 20, 1, 12)).astype(np.int16)
+    affine = np.array([[0, -1.8, 0, 90], [2.2, 0, 0.3, -40], [0, 0.2, 8, 12], [0, 0, 0, 1]])
+    img = nib.Nifti1Image(vol, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_zooms((2.2, 1.8, 8.0, 0.9))
+    nib.save(img, str(tmp_path / "in.nii.gz"))
+    s = read_series(tmp_path / "in.nii.gz")
+    write_series(tmp_path / "out.nii.gz", s.images * 0.5, like=s.source)
+    out = nib.load(str(tmp_path / "out.nii.gz"))
+    assert out.shape == vol.shape
+    np.testing.assert_allclose(out.affine, affine)
+    assert out.header.get_xyzt_units() == ("mm", "sec")
+    assert float(out.header.get_zooms()[3]) == pytest.approx(0.9)
+    np.testing.assert_allclose(np.asarray(out.dataobj)[:, :, 0, :], vol[:, :, 0, :] * 0.5)
+
+
+def test_a_series_without_spacing_takes_a_typical_one_and_says_so(tmp_path, caplog):
+    from perfmoco.io.series import ASSUMED_SPACING_MM, spacing_assumed
+
+    np.save(tmp_path / "a.npy", np.ones((12, 20, 24), np.float32))
+    s = read_series(tmp_path / "a.npy")
+    assert s.pixel_spacing_mm == (ASSUMED_SPACING_MM,) * 2
+    assert "2 mm assumed" in caplog.text and spacing_assumed(s, tmp_path / "a.npy", None)
+    assert not spacing_assumed(read_series(tmp_path / "a.npy", pixel_spacing_mm=1.5),
+                               tmp_path / "a.npy", 1.5)

@@ -3,7 +3,7 @@
 MRD HDF5 files keep one ``image_N`` group per ``image_series_index`` (one
 matrix size per group), as the MRD client tools write them; a series that holds
 images of another matrix size or data type puts them in ``image_N_1``, ... .  NIfTI and npy
-hold one bare slice series ``(T, Y, X)`` for offline research use.
+hold one bare slice series ``(T, Y, X)`` for offline research use (:mod:`perfmoco.io.series`).
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from pathlib import Path
 
 import h5py
 import ismrmrd
-import numpy as np
 
 from perfmoco.config import MrdConfig
 from perfmoco.io.mrd import group_by_series, images_to_study, study_header, study_to_images
 from perfmoco.io.mrd_header import strip_nul
 from perfmoco.io.paths import check_pixel_spacing, input_file, suffix_of
-from perfmoco.study import PerfusionStudy, SliceSeries, StudyError
+from perfmoco.io.series import load_npy, read_series, write_series
+from perfmoco.study import PerfusionStudy, StudyError
 
 __all__ = [
     "MRD_SUFFIXES",
@@ -95,25 +95,6 @@ def read_mrd_images(
     return header, images
 
 
-def load_npy(path: str | Path) -> np.ndarray:
-    """A numeric ``.npy`` array, or a :class:`StudyError` naming the file and what it is."""
-    path = input_file(path)
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except EOFError:
-        raise StudyError(f"{path}: empty or cut short (not a whole .npy array)") from None
-    except (ValueError, OSError) as exc:
-        what = ("holds Python objects or is another kind of file" if "pickle" in str(exc)
-                else str(exc))
-        raise StudyError(f"{path}: not a numeric .npy array ({what})") from None
-    if not isinstance(arr, np.ndarray):  # np.load opens an .npz archive as a mapping
-        arr.close()
-        raise StudyError(f"{path}: an .npz archive of several arrays, not one .npy array")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise StudyError(f"{path}: pixels must be numbers, got dtype {arr.dtype}")
-    return arr
-
-
 def write_mrd_images(
     path: str | Path, header: str | None, images: Sequence[ismrmrd.Image], *, group: str = "dataset"
 ) -> None:
@@ -146,71 +127,6 @@ def write_mrd_images(
 def write_study(study: PerfusionStudy, path: str | Path) -> None:
     """Write a study's original frames (PD, dynamics, AIF) as MRD HDF5."""
     write_mrd_images(path, study_header(study), study_to_images(study))
-
-
-def read_series(
-    path: str | Path, *, pixel_spacing_mm: float | None = None, frame_interval_s: float = 1.0
-) -> SliceSeries:
-    """A bare slice series from ``.npy`` ``(T, Y, X)`` or NIfTI ``(X, Y[, 1], T)``.
-
-    Such files have no PD frames or acquisition times: dynamics are assumed
-    ``frame_interval_s`` apart.  NIfTI spacing comes from the header unless
-    ``pixel_spacing_mm`` is given; npy spacing defaults to 1 mm with a warning.
-    """
-    path = input_file(path)
-    pixel_spacing_mm = check_pixel_spacing(pixel_spacing_mm)
-    suffix = suffix_of(path)
-    if suffix == ".npy":
-        arr = load_npy(path)
-        spacing = (pixel_spacing_mm or 1.0,) * 2
-        if pixel_spacing_mm is None:
-            log.warning("%s: no pixel spacing given; assuming 1 mm (use --pixel-spacing)", path)
-    elif suffix in (".nii", ".nii.gz"):
-        import nibabel as nib
-
-        try:
-            img = nib.load(str(path))
-            vol = np.asarray(img.dataobj)
-        except Exception as exc:  # nibabel raises many error types for bad files
-            raise StudyError(f"{path}: not a readable NIfTI file ({exc})") from None
-        zooms = img.header.get_zooms()
-        if vol.ndim == 4 and vol.shape[2] == 1:
-            vol = vol[:, :, 0, :]
-        if vol.ndim != 3:
-            raise StudyError(f"{path}: expected a (X, Y, T) series, got shape {vol.shape}")
-        arr = vol.transpose(2, 1, 0)  # NIfTI (x, y, t) -> ours (T, Y, X)
-        dx, dy = float(zooms[0]), float(zooms[1])
-        spacing = (pixel_spacing_mm,) * 2 if pixel_spacing_mm else (dy, dx)
-    else:
-        raise StudyError(f"{path}: unknown series format {suffix!r} (use .npy, .nii, .nii.gz)")
-    if arr.ndim != 3:
-        raise StudyError(f"{path}: expected a (T, Y, X) series, got shape {arr.shape}")
-    if np.iscomplexobj(arr):
-        arr = np.abs(arr)
-    if not np.issubdtype(arr.dtype, np.number):
-        raise StudyError(f"{path}: pixels must be numbers, got dtype {arr.dtype}")
-    times = np.arange(arr.shape[0]) * frame_interval_s
-    return SliceSeries(images=arr, times_s=times, pixel_spacing_mm=spacing)
-
-
-def write_series(path: str | Path, images: np.ndarray, *, pixel_spacing_mm=(1.0, 1.0)) -> None:
-    """Write a ``(T, Y, X)`` (or ``(T, 2, Y, X)`` for ``.npy``) array as npy or NIfTI."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = suffix_of(path)
-    images = np.asarray(images, dtype=np.float32)
-    if suffix == ".npy":
-        np.save(path, images)
-    elif suffix in (".nii", ".nii.gz"):
-        import nibabel as nib
-
-        if images.ndim != 3:
-            raise StudyError(f"{path}: NIfTI output needs a (T, Y, X) array, got {images.shape}")
-        dy, dx = pixel_spacing_mm
-        vol = images.transpose(2, 1, 0)  # ours (T, Y, X) -> NIfTI (x, y, t)
-        nib.save(nib.Nifti1Image(vol, np.diag([dx, dy, 1.0, 1.0])), str(path))
-    else:
-        raise StudyError(f"{path}: unknown output format {suffix!r} (use .npy, .nii, .nii.gz)")
 
 
 def read_study(
