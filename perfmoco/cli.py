@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -155,6 +156,11 @@ def cmd_replay(args) -> int:
     return 0
 
 
+#: quantify_curves' argument names as ``perfmoco quantify`` spells them.
+_QUANTIFY_OPTIONS = {"tissue_gd": "--gd", "aif_gd": "--aif", "dt_s": "--dt", "mask": "--mask",
+                     "hematocrit": "--hematocrit"}
+
+
 def cmd_quantify(args) -> int:
     import numpy as np
 
@@ -164,11 +170,15 @@ def cmd_quantify(args) -> int:
 
     output_file(args.output, (".npy",))
     mask = load_npy(args.mask).astype(bool) if args.mask else None
-    mbf = quantify_curves(
-        load_npy(args.gd), load_npy(args.aif), dt_s=args.dt, mask=mask, hematocrit=args.hematocrit,
-        spillover=not args.no_spillover, rim_px=args.rim_px,
-        interpolation=args.interpolation, denoise=not args.no_denoise,
-    )
+    try:
+        mbf = quantify_curves(
+            load_npy(args.gd), load_npy(args.aif), dt_s=args.dt, mask=mask,
+            hematocrit=args.hematocrit, spillover=not args.no_spillover, rim_px=args.rim_px,
+            interpolation=args.interpolation, denoise=not args.no_denoise,
+        )
+    except ValueError as exc:  # the library's argument names as the command's options
+        raise UsageError(re.sub(r"\b(tissue_gd|aif_gd|dt_s|mask|hematocrit)\b",
+                                lambda m: _QUANTIFY_OPTIONS[m[1]], str(exc))) from None
     np.save(args.output, mbf.astype(np.float32))
     vals = mbf[np.isfinite(mbf) & (mbf > 0)]
     med = float(np.median(vals)) if vals.size else float("nan")
@@ -314,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--aif", required=True, help="AIF [Gd] (T,) .npy, mmol/l")
     q.add_argument("--dt", type=float, required=True, help="time step of the curves, s")
     q.add_argument("--mask", help="(Y, X) .npy of pixels to fit (default: all)")
-    q.add_argument("--hematocrit", type=float, default=None)
+    q.add_argument("--hematocrit", type=float, default=None, metavar="H",
+                   help="blood hematocrit as a fraction (e.g. 0.42): the AIF is divided by "
+                        "1 - H (blood to plasma [Gd]); default: the AIF as given")
     q.add_argument("--no-spillover", action="store_true",
                    help="do not fit a blood fraction on pixels near the cavity of a ring mask")
     q.add_argument("--rim-px", type=int, default=2, choices=(1, 2, 3, 4),

@@ -213,3 +213,38 @@ def test_a_small_matrix_read_for_its_interpolation_warns_of_nothing(tmp_path, cu
         assert main([*curves, "--dt", "0.6", "--interpolation", "0", "-o",
                      str(tmp_path / "m.npy")]) == 0
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
+def test_quantify_takes_curves_as_sites_save_them(tmp_path, capsys, curves):
+    """A boolean mask, NaN outside it (a masked background), an AIF saved as a column."""
+    out = ["--dt", "0.6", "-o", str(tmp_path / "m.npy")]
+    g = np.load(tmp_path / "g.npy")
+    mask = np.zeros((8, 8), bool)
+    mask[2:6, 2:6] = True
+    g[:, ~mask] = np.nan
+    np.save(tmp_path / "g.npy", g)
+    np.save(tmp_path / "mask.npy", mask)
+    np.save(tmp_path / "a.npy", np.load(tmp_path / "a.npy")[:, None])
+    assert main([*curves, "--mask", str(tmp_path / "mask.npy"), *out]) == 0, _err(capsys)
+    mbf = np.load(tmp_path / "m.npy")
+    assert np.isfinite(mbf).all() and (mbf[mask] > 0).all() and (mbf[~mask] == 0).all()
+
+
+def test_quantify_names_curves_that_cannot_be_right(tmp_path, capsys, curves):
+    """Curves that keep their pre-contrast level (the fit would read it as flow), tissue
+    stored with time last, an empty mask: one line each, in the command's own terms."""
+    out = ["--dt", "0.6", "-o", str(tmp_path / "m.npy")]
+    g, a = np.load(tmp_path / "g.npy"), np.load(tmp_path / "a.npy")
+    np.save(tmp_path / "g_off.npy", g + 0.3 * g.max())
+    assert main([curves[0], "--gd", str(tmp_path / "g_off.npy"), *curves[3:], *out]) == 2
+    assert "--gd: the mean of the pixels fitted starts at" in _err(capsys)
+    np.save(tmp_path / "a_off.npy", a + 0.2 * a.max())
+    assert main([*curves[:3], "--aif", str(tmp_path / "a_off.npy"), *out]) == 2
+    assert "--aif: the AIF starts at" in _err(capsys)
+    np.save(tmp_path / "g_last.npy", np.moveaxis(g, 0, -1))
+    assert main([curves[0], "--gd", str(tmp_path / "g_last.npy"), *curves[3:], *out]) == 2
+    assert "--gd looks like (Y, X, T)" in _err(capsys)
+    np.save(tmp_path / "none.npy", np.zeros((8, 8), bool))
+    assert main([*curves, "--mask", str(tmp_path / "none.npy"), *out]) == 2
+    assert "--mask selects no pixel" in _err(capsys)
+    assert not (tmp_path / "m.npy").exists()

@@ -80,15 +80,24 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
     """
     tis = np.asarray(tissue_gd, np.float64)
     aif = np.asarray(aif_gd, np.float64)
+    if aif.ndim == 2 and 1 in aif.shape:  # a column or row vector
+        aif = aif.ravel()
     if tis.ndim != 3:
         raise ValueError(f"tissue_gd must be (T, Y, X), got shape {tis.shape}")
     if aif.shape != (tis.shape[0],):
-        raise ValueError(f"aif_gd must be ({tis.shape[0]},) to match tissue_gd, got {aif.shape}")
-    if not (np.isfinite(tis).all() and np.isfinite(aif).all()):
-        raise ValueError("tissue_gd and aif_gd must not contain NaN or Inf")
+        hint = ("; tissue_gd looks like (Y, X, T): store it as (T, Y, X), e.g. "
+                "numpy.moveaxis(a, -1, 0)") if aif.shape == (tis.shape[2],) else ""
+        raise ValueError(f"aif_gd must be ({tis.shape[0]},) to match tissue_gd's "
+                         f"{tis.shape[0]} frames, got {aif.shape}{hint}")
     m = np.ones(tis.shape[1:], bool) if mask is None else np.asarray(mask, bool)
     if m.shape != tis.shape[1:]:
         raise ValueError(f"mask must be {tis.shape[1:]}, got {m.shape}")
+    if not m.any():
+        raise ValueError("mask selects no pixel")
+    if not np.isfinite(aif).all():
+        raise ValueError("aif_gd must not contain NaN or Inf")
+    if not np.isfinite(tis[:, m]).all():  # outside the mask they do not matter
+        raise ValueError("tissue_gd must not contain NaN or Inf in the pixels fitted")
     if hematocrit is not None:
         if not 0.0 <= float(hematocrit) < 0.9:
             raise ValueError(f"hematocrit must be in [0, 0.9), got {hematocrit}")
@@ -106,6 +115,7 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
     if int(rim_px) < 1:
         raise ValueError(f"rim_px must be >= 1, got {rim_px}")
     f_px = check_interpolation(interpolation)
+    _check_baselines(tis[:, m].mean(axis=1), aif)
     if f_px == 0:
         f_px = interpolation_factor(tis)
     out = np.zeros(m.shape, np.float32)
@@ -122,3 +132,21 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
                                       spillover=rim if near else False, group_blood=near)
         out[m] = np.where(fit.ok, fit.mbf, np.nan)
     return out
+
+
+#: The largest pre-contrast level a [Gd] curve may start at, as a share of its peak:
+#: [Gd] is a change from the pre-contrast state (0 there, up to its noise).
+MAX_BASELINE_SHARE = 0.1
+
+
+def _check_baselines(tissue_mean: np.ndarray, aif: np.ndarray) -> None:
+    """Refuse curves that do not start at 0 (their pre-contrast level kept): the fit
+    would read the offset as flow (tissue +0.3 mmol/l read 4.8 for 3.2 ml/min/g).
+    """
+    for name, curve in (("aif_gd", aif), ("tissue_gd", tissue_mean)):
+        base, peak = float(np.median(curve[:3])), float(np.max(curve))
+        if peak > 0 and abs(base) > MAX_BASELINE_SHARE * peak:
+            what = "the mean of the pixels fitted" if name == "tissue_gd" else "the AIF"
+            raise ValueError(f"{name}: {what} starts at {base:.3g} mmol/l against a peak of "
+                             f"{peak:.3g}: [Gd] curves start at 0 before the contrast arrives "
+                             f"(subtract each curve's pre-contrast mean)")
