@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from perfmoco.config import Config
+from perfmoco.frames import blank_frames
 from perfmoco.logs import log_failure
 from perfmoco.moco.result import MocoResult
 from perfmoco.study import PerfusionStudy, SliceRole, StudyError
@@ -164,8 +165,16 @@ def _correct(study: PerfusionStudy, method: Method, config: Config, result: Stud
         result.messages.append(f"{s.name}: motion correction failed ({exc}); originals kept")
         log.warning("%s: motion correction failed: %s", s.name, exc)
 
-    return correct_slices(study, run, stack_locations(study, config), config=config.moco,
-                          follow_tissue=method is Method.DL, failed=failed, step=step)
+
+    out = correct_slices(study, run, stack_locations(study, config), config=config.moco,
+                         follow_tissue=method is Method.DL, failed=failed, step=step)
+    for s, m in zip(study.slices, out):  # lost frames, filled from their neighbours
+        blank = np.flatnonzero(blank_frames(s.images))
+        if blank.size and m is not None:
+            result.messages.append(f"{s.name}: blank (constant) dynamics {blank.tolist()} "
+                                   "(frames lost before perfmoco): sent back as received, "
+                                   "QC-flagged and left out of the fits")
+    return out
 
 
 def process_study(

@@ -63,6 +63,33 @@ def test_breathing_phantom_dice_improves(corrector):
     assert m["tic"] < m["tic_none"]
 
 
+def test_lost_frames_are_filled_flagged_and_sent_back_as_received(corrector):
+    """Two dynamics lost before perfmoco (sent as zeros): the others are corrected as
+    well as without them, the lost ones QC-flagged (left out of the fits) and returned
+    as they came, nothing made up."""
+    from perfmoco.moco.data import slice_truth
+    from perfmoco.moco.evaluate import truth_metrics
+    from perfmoco.phantom import generate_phantom
+
+    ph = generate_phantom(seed=9302, motion="breathing", n_dynamics=40)
+    s = ph.study.highres[1]
+    im = s.images.copy()
+    im[[12, 30]] = 0.0
+    lost = s.replace(images=im)
+    r = corrector.correct(lost)
+    assert {12, 30} <= set(np.flatnonzero(r.qc).tolist())
+    assert (r.corrected[[12, 30]] == 0).all() and np.isfinite(r.corrected).all()
+    keep = np.setdiff1d(np.arange(40), [12, 30])
+    truth = slice_truth(ph.truth, s)
+    truth["myo_masks"] = truth["myo_masks"][keep]
+    truth["displacement"] = truth["displacement"][keep]
+    truth.pop("peak_index", None)
+    sub = r._replace(corrected=r.corrected[keep], displacement=r.displacement[keep],
+                     qc=r.qc[keep], reference_index=int(np.searchsorted(keep, r.reference_index)))
+    m = truth_metrics(sub, truth, s.replace(images=s.images[keep], times_s=s.times_s[keep]))
+    assert m["dice"] > 0.9 and m["dice"] > m["dice_none"] + 0.1
+
+
 def test_refinement_improves_on_the_networks_alone(corrector):
     from perfmoco.config import MocoConfig
     from perfmoco.moco.data import slice_truth

@@ -2,31 +2,47 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
+from perfmoco.frames import blank_frames, interpolate_frames
 from perfmoco.moco.result import MocoResult
 from perfmoco.study import MIN_DYNAMICS, SliceSeries, StudyError
 
 __all__ = [
     "affine_coords",
     "check_series",
+    "fill_blank_dynamics",
     "identity_result",
     "ncc_per_frame",
     "plausible_affine",
     "qc_flags",
+    "restore_blank_dynamics",
     "torch_device",
 ]
 
+log = logging.getLogger(__name__)
 
-def check_series(series: SliceSeries) -> None:
+
+#: The largest share of a series' dynamics that may be blank (lost frames, sent as zeros)
+#: for the deep-learning correction to fill them from their neighbours.
+MAX_BLANK_SHARE = 0.2
+
+
+def check_series(series: SliceSeries, *, blank_ok: bool = False) -> None:
     """Refuse series the correction cannot handle, with a clear message.
+
+    ``blank_ok``: blank dynamics are allowed, up to :data:`MAX_BLANK_SHARE` of them
+    (the deep-learning correction fills them from their neighbours and QC-flags them).
 
     Raises
     ------
     StudyError
         Fewer than 10 dynamics, wrong shape, non-finite pixels, or a blank
-        (constant) frame among the dynamics or PD frames.
+        (constant) frame among the dynamics (too many of them, with ``blank_ok``)
+        or PD frames.
     """
     im = np.asarray(series.images)
     if im.ndim != 3:
@@ -44,8 +60,9 @@ def check_series(series: SliceSeries) -> None:
             f"{series.name}: non-finite pixels (NaN/Inf) in dynamics "
             f"{np.flatnonzero(bad)[:10].tolist()}"
         )
-    flat = im.max(axis=(1, 2)) <= im.min(axis=(1, 2))
-    if flat.any():
+    flat = blank_frames(im)
+    if flat.any() and not (blank_ok and flat.mean() <= MAX_BLANK_SHARE
+                           and (~flat).sum() >= MIN_DYNAMICS):
         raise StudyError(
             f"{series.name}: blank (constant) frames at dynamics "
             f"{np.flatnonzero(flat)[:10].tolist()}"
@@ -62,6 +79,29 @@ def check_series(series: SliceSeries) -> None:
             raise StudyError(f"{series.name}: a PD frame is blank (constant)")
     if not all(s > 0 and np.isfinite(s) for s in series.pixel_spacing_mm):
         raise StudyError(f"{series.name}: invalid pixel spacing {series.pixel_spacing_mm} mm")
+
+
+def fill_blank_dynamics(series: SliceSeries) -> tuple[SliceSeries, np.ndarray]:
+    """``series`` with its blank dynamics (lost frames) filled from their neighbours in
+    time, and which they were (``(T,)`` bool; the series itself where none is blank).
+    """
+    blank = blank_frames(series.images)
+    if not blank.any():
+        return series, blank
+    log.warning("%s: blank (constant) dynamics %s: corrected with their neighbours' motion "
+                "and QC-flagged (left out of the fits)", series.name,
+                np.flatnonzero(blank).tolist())
+    return series.replace(images=interpolate_frames(series.images, blank)), blank
+
+
+def restore_blank_dynamics(result: MocoResult, series: SliceSeries,
+                           blank: np.ndarray) -> MocoResult:
+    """The correction of a series filled by :func:`fill_blank_dynamics`: its blank
+    dynamics as received (nothing made up is sent) and QC-flagged.
+    """
+    result.corrected[blank] = np.asarray(series.images, np.float32)[blank]
+    result.qc[blank] = True
+    return result
 
 
 def identity_result(series: SliceSeries, *, reference_index: int | None = None) -> MocoResult:

@@ -43,7 +43,13 @@ from perfmoco.anatomy import find_blood_pools
 from perfmoco.config import MocoConfig
 from perfmoco.logs import log_failure
 from perfmoco.moco import networks
-from perfmoco.moco.checks import check_series, identity_result, torch_device
+from perfmoco.moco.checks import (
+    check_series,
+    fill_blank_dynamics,
+    identity_result,
+    restore_blank_dynamics,
+    torch_device,
+)
 from perfmoco.moco.decompose import pca_reference
 from perfmoco.moco.preprocess import LvLocation
 from perfmoco.moco.reference import anchored_off_flags, middle_reference, rebase
@@ -263,7 +269,10 @@ class MotionCorrector:
             correction (the message names the slice; images are never lost:
             the caller keeps the originals).
         """
-        check_series(series)
+        check_series(series, blank_ok=True)
+        filled, blank = fill_blank_dynamics(series)
+        if blank.any():  # lost frames: corrected with their neighbours' motion, QC-flagged
+            return restore_blank_dynamics(self.correct(filled, lv=lv), series, blank)
         cfg = self.config
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
@@ -430,7 +439,7 @@ def correct_series(
         return identity_result(series, reference_index=ref)
     if method != "dl":
         raise ValueError(f"method must be 'dl' or 'none', got {method!r}")
-    check_series(series)
+    check_series(series, blank_ok=True)
     try:
         mc = corrector if corrector is not None else _default_corrector(config)
         return mc.correct(series)

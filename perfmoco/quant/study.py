@@ -9,6 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from perfmoco.config import QuantConfig
+from perfmoco.frames import interpolate_frames
 from perfmoco.quant.aif import extract_aif
 from perfmoco.quant.anatomy import aha_labels, slice_anatomy
 from perfmoco.quant.fermi import F_BOUNDS
@@ -63,25 +64,6 @@ def _efficiencies(myocardium: dict, aif, *, aif_slice: bool) -> dict[str, float]
     out = {"highres": float(np.mean(vals))} if vals else {}
     if aif_slice and np.isfinite(aif.efficiency):
         out["aif"] = float(aif.efficiency)
-    return out
-
-
-def _fill_frames(images, bad):
-    """Replace QC-flagged frames by linear interpolation in time (they are not fitted)."""
-    if bad is None:
-        return images
-    b = np.asarray(bad, bool)
-    if b.shape != (images.shape[0],):
-        raise ValueError(f"qc flags must have shape ({images.shape[0]},), got {b.shape}")
-    if not b.any() or b.all():
-        return images
-    idx = np.arange(b.size)
-    good = idx[~b]
-    j = np.clip(np.searchsorted(good, idx[b]), 1, good.size - 1)
-    lo, hi = good[j - 1], good[j]
-    w = np.clip((idx[b] - lo) / np.maximum(hi - lo, 1), 0.0, 1.0)[:, None, None]
-    out = images.copy()
-    out[b] = images[lo] * (1.0 - w) + images[hi] * w
     return out
 
 
@@ -179,7 +161,7 @@ def _add_slice(px: _Pixels, s, w, aha, on: _Grid, *, config: QuantConfig, qc, ms
     label map; ``qc``: its QC flags or None; ``fields``: the study's displacements and
     PD displacements (or Nones).
     """
-    im = _fill_frames(np.asarray(s.images, np.float64), qc)
+    im = interpolate_frames(np.asarray(s.images, np.float64), qc)  # QC frames: not fitted
     ts = s.saturation_time_s or config.default_saturation_time(aif=False)[1]
     # pixels within the point-spread's reach of the LV or RV cavity (acquired pixels)
     near = rim_pools(w, round(config.spillover_rim_px * w.pixel_scale), config)
