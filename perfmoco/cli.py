@@ -104,8 +104,10 @@ def cmd_correct(args) -> int:
     bar, step = _progress(len(study.slices), f"correcting ({args.method})")
     result = process_study(study, config=config, method=args.method, quantify=False, progress=step)
     bar.close()
-    if any(m is None for m in result.moco):
-        raise UsageError("; ".join(result.messages) or "motion correction failed")
+    if any(m is None for m in result.moco):  # the pipeline's "originals kept": not here
+        raise UsageError("; ".join(m.replace("; originals kept", "") for m in result.messages)
+                         + f"; nothing written to {out}" if result.messages
+                         else "motion correction failed")
     if series_out:
         s0 = study.slices[0]
         write_series(out, result.moco[0].corrected, pixel_spacing_mm=s0.pixel_spacing_mm,

@@ -205,10 +205,13 @@ def run_in_process(
     *,
     config: Config,
     config_name: str = "perfmoco",
+    study_id: str = "replay",
 ) -> ClientResult:
-    """The server's session logic without sockets: same messages, same replies."""
+    """The server's session logic without sockets: same messages, same replies;
+    ``study_id`` names the study in its log lines and results (the file's name).
+    """
     out = _Collector()
-    session = StudySession(out, config=config, study_id="replay")
+    session = StudySession(out, config=config, study_id=study_id)
     session.handle(Message(MessageId.CONFIG_FILE, config_name, 0))
     if header is not None:
         session.handle(Message(MessageId.HEADER, header, 0))
@@ -270,7 +273,8 @@ def replay(
         config = config or load_config()
         if method:
             config = config.with_overrides({"server.method": method})
-        result = run_in_process(images, header, config=config, config_name=config_name)
+        result = run_in_process(images, header, config=config, config_name=config_name,
+                                study_id=Path(in_path).name.split(".")[0])
     else:
         host, port = parse_address(server)
         settings = {**(settings or {}), **({"server.method": method} if method else {})}

@@ -116,6 +116,9 @@ def test_a_gpu_asked_for_where_there_is_none_is_one_line(tmp_path, series):
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert "no CUDA GPU" in out.stderr.splitlines()[-1]
+    # nothing is written, and the line says so (not the pipeline's "originals kept")
+    assert "nothing written to" in out.stderr and "originals kept" not in out.stderr
+    assert not (tmp_path / "o.npy").exists()
 
 
 def test_serve_port_out_of_range(capsys):
