@@ -50,7 +50,7 @@ def check_series(series: SliceSeries, *, blank_ok: bool = False) -> None:
     if im.shape[0] < MIN_DYNAMICS:
         raise StudyError(
             f"{series.name}: {im.shape[0]} dynamics, motion correction needs at least "
-            f"{MIN_DYNAMICS}"
+            f"{MIN_DYNAMICS} (a lower mrd.min_dynamics lets such series through uncorrected)"
         )
     if min(im.shape[1:]) < 16:
         raise StudyError(f"{series.name}: matrix {im.shape[1:]} is too small (min 16x16)")
