@@ -132,6 +132,11 @@ def test_serve_port_out_of_range(capsys):
     ("", "names its stage"),
     ("stage: affine1\nsteps: many\n", "steps must be int"),
     ("stage: affine1\nlr: fast\n", "lr must be float"),
+    ("stage: affine1\nval_every: 0\n", "val_every must be >= 1"),
+    ("stage: affine1\nbatch_size: -3\n", "batch_size must be >= 1"),
+    ("stage: affine1\nlr: -1\n", "lr must be > 0"),
+    ("stage: affine1\nspec: {channel: 8}\n", "unknown network setting spec.channel"),
+    ("stage: affine1\ndata: {source: folder}\n", "data.folder is not set"),
 ])
 def test_bad_training_configs_stop_before_any_work(tmp_path, capsys, text, words):
     cfg = tmp_path / "t.yaml"

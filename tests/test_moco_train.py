@@ -57,3 +57,63 @@ def test_init_from_shipped_weights(tmp_path):
 def test_init_missing_file_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="init weights"):
         train_main(_config(tmp_path, init=str(tmp_path / "nope.pt")))
+
+
+def test_a_rate_written_without_a_dot_is_a_number(tmp_path):
+    """YAML reads 2e-4 as text; the setting takes it as the number it says."""
+    from perfmoco.moco.train import load_train_config
+
+    path = tmp_path / "t.yaml"
+    path.write_text("stage: affine1\nlr: 2e-4\n")
+    assert load_train_config(path)["lr"] == 2e-4
+
+
+def test_ctrl_c_keeps_the_steps_done_and_resume_continues(tmp_path, monkeypatch):
+    import perfmoco.moco.train as train
+
+    real, calls = train._step_loss, []
+
+    def interrupted(*a, **k):
+        calls.append(a[5])  # train: a step, not a validation
+        if sum(calls) == 4:  # during the fourth step
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(train, "_step_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_main(_config(tmp_path, steps=6, ckpt_every=100, val_every=2))
+    state = torch.load(tmp_path / "run" / "affine1_state.pt", weights_only=False)
+    assert state["step"] == 3  # three steps done, kept (the checkpoints were due at 6)
+    assert (tmp_path / "run" / "affine1_last.pt").is_file()
+    monkeypatch.setattr(train, "_step_loss", real)
+    train_main(_config(tmp_path, steps=6, ckpt_every=100, val_every=2), resume=True)
+    hist = json.loads((tmp_path / "run" / "affine1_history.json").read_text())
+    assert [h["step"] for h in hist] == [2, 4, 6]
+
+
+def test_a_site_folder_of_one_file_or_hdf5_studies(tmp_path):
+    from perfmoco.io.files import write_study
+    from perfmoco.phantom import generate_phantom
+
+    folder = tmp_path / "site"
+    folder.mkdir()
+    write_study(generate_phantom(seed=12528, n_dynamics=12).study, folder / "a.hdf5")
+    data = {"source": "folder", "folder": str(folder), "cache_dir": ""}
+    with pytest.raises(ValueError, match="1 study / series file.*at least 2"):
+        train_main(_config(tmp_path, data=data))
+    write_study(generate_phantom(seed=12529, n_dynamics=12).study, folder / "b.hdf5")
+    assert train_main(_config(tmp_path, data=data, steps=1, val_every=1)).is_file()
+
+
+def test_weights_filed_under_another_stage_are_refused(tmp_path):
+    import shutil
+
+    from perfmoco.moco.pipeline import MotionCorrector
+
+    if not (WEIGHTS_DIR / "dense.pt").is_file():
+        pytest.skip("no shipped weights")
+    for s in networks.STAGES:
+        shutil.copy(WEIGHTS_DIR / f"{s}.pt", tmp_path / f"{s}.pt")
+    shutil.copy(WEIGHTS_DIR / "dense.pt", tmp_path / "affine1.pt")
+    with pytest.raises(ValueError, match="affine1.pt holds the dense stage's weights"):
+        MotionCorrector.load(tmp_path)

@@ -122,19 +122,39 @@ def _synthetic(seeds) -> list[Item]:
 
 
 def _folder(d: dict) -> tuple[list[Item], list[Item]]:
-    from perfmoco.io.files import read_study
+    """A site's series: every study / series file of ``data.folder`` (not its subfolders);
+    the first ``val_fraction`` of them by name (at least one) held out for validation.
+    """
+    from perfmoco.io.files import MRD_SUFFIXES, SERIES_SUFFIXES, read_study
+    from perfmoco.study import StudyError
 
+    if not d["folder"]:
+        raise ValueError("data.folder is not set (the folder of the site's studies)")
     folder = Path(d["folder"])
-    files = sorted(
-        p for p in folder.iterdir() if p.name.endswith((".h5", ".mrd", ".npy", ".nii", ".nii.gz"))
-    )
-    if not files:
-        raise FileNotFoundError(f"no .h5 / .npy / .nii(.gz) series in {folder}")
-    n_val = max(1, int(round(len(files) * float(d["val_fraction"])))) if len(files) > 1 else 0
+    if not folder.is_dir():
+        raise FileNotFoundError(f"data.folder {folder}: no such folder")
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.name.lower().endswith(MRD_SUFFIXES + SERIES_SUFFIXES))
+    if len(files) < 2:
+        raise ValueError(f"data.folder {folder}: {len(files)} study / series file(s) "
+                         f"({', '.join(MRD_SUFFIXES + SERIES_SUFFIXES)}); training needs at "
+                         "least 2, one of them held out for validation")
+    n_val = min(max(1, int(round(len(files) * float(d["val_fraction"])))), len(files) - 1)
     spacing = float(d["pixel_spacing_mm"]) or None
+    log.info("validation on %d held-out file(s): %s", n_val,
+             ", ".join(p.name for p in files[:n_val]))
 
     def read(paths):
-        return [(s, None) for p in paths for s in read_study(p, pixel_spacing_mm=spacing).slices]
+        out = []
+        for p in paths:  # spacing for bare .npy series only: the others carry theirs
+            try:
+                study = read_study(p, pixel_spacing_mm=spacing
+                                   if p.name.lower().endswith(".npy") else None)
+            except StudyError as exc:
+                msg = str(exc)
+                raise StudyError(msg if str(p.name) in msg else f"{p.name}: {msg}") from None
+            out += [(s, None) for s in study.slices]
+        return out
 
     return read(files[n_val:]), read(files[:n_val])
 

@@ -172,6 +172,9 @@ class MotionCorrector:
                     f"`perfmoco train --config config/train/{stage}.yaml`, or set moco.weights_dir)"
                 )
             models[stage], meta[stage] = networks.load(path, device=dev)
+            if meta[stage].get("stage", stage) != stage:  # a file copied under another name
+                raise ValueError(f"{path} holds the {meta[stage]['stage']} stage's weights, "
+                                 f"not {stage}'s")
             networks.fuse_batchnorm(models[stage])  # inference only: ~10 % faster
         return cls(models, device=dev, config=config, meta=meta)
 

@@ -20,16 +20,13 @@ best checkpoint uses the unsupervised validation loss.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from perfmoco.moco import networks
 from perfmoco.moco.augment import apply_affine, intensity_augment, random_affine, random_fov_cut
@@ -39,97 +36,11 @@ from perfmoco.moco.decompose import rpca_lowrank_cached
 from perfmoco.moco.losses import stage_loss
 from perfmoco.moco.pipeline import MotionCorrector
 from perfmoco.moco.preprocess import histogram_equalise
+from perfmoco.moco.train_config import DEFAULTS, load_train_config
 
-__all__ = ["DEFAULTS", "train_main"]
+__all__ = ["DEFAULTS", "load_train_config", "train_main"]
 
 log = logging.getLogger(__name__)
-
-#: Every key a training config may set (nested ``data`` / ``augment`` / ``loss``).
-DEFAULTS: dict[str, Any] = {
-    "stage": "affine1",
-    "out_dir": "runs/train",
-    "previous_dir": "",  # earlier stages' checkpoints; "" = out_dir
-    "steps": 4000,
-    "batch_size": 16,
-    "lr": 1e-4,  # paper: 1e-5 over far longer runs
-    "seed": 0,
-    "device": "auto",
-    "val_every": 500,
-    "ckpt_every": 500,
-    "time_limit_min": 0.0,  # stop (validate + checkpoint) after this wall time; 0 = none
-    "threads": 0,
-    "init": "",  # start from a checkpoint: a .pt path, or "shipped" (the package's weights)
-    "spec": {},  # overrides of networks.default_spec(stage)
-    "data": {
-        "source": "phantom",  # phantom | folder | synthetic
-        "train_seeds": [1000, 1040],  # range(start, stop)
-        "val_seeds": [9000, 9003],
-        "vendors": ["a", "b"],
-        "motion": "breathing",
-        "folder": "",
-        "val_fraction": 0.1,
-        "pixel_spacing_mm": 0.0,  # for bare .npy series; 0 = from the file
-        "cache_dir": "runs/cache",
-        "workers": 0,  # phantom generation processes; 0 = all cores
-    },
-    "augment": {
-        "noise_sd": 0.01,
-        "scale": 0.3,
-        "shift": 0.2,
-        "max_shift_px": 20.0,
-        "max_rotation_rad": 0.8,
-        "p_geometric": 1.0,
-        # not in the paper: a tight field of view's edges (augment.random_fov_cut)
-        "fov_cut_p": 0.0,  # share of training pairs cut; 0 = off
-        "fov_cut_min_mm": 40.0,  # closest edge to the LV, mm
-    },
-    "loss": {"lncc_kernel": 19, "bending_weight": 10.0},
-}
-
-
-def _merge(base: dict, upd: dict, where: str = "") -> dict:
-    out = copy.deepcopy(base)
-    for k, v in (upd or {}).items():
-        if k not in base:
-            raise ValueError(f"unknown training setting {where}{k}; known: {sorted(base)}")
-        if isinstance(base[k], dict) and k != "spec":
-            if not isinstance(v, dict):
-                raise ValueError(f"training setting {where}{k} must be a mapping, got {v!r}")
-            out[k] = _merge(base[k], v, f"{where}{k}.")
-        else:
-            _check_type(base[k], v, f"{where}{k}")
-            out[k] = v
-    return out
-
-
-def _check_type(default, value, name: str) -> None:
-    """A setting's value of its default's kind (a count an int, a rate a number)."""
-    if default is None or value is None:
-        return
-    kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,), list: (list,)}
-    want = kinds.get(type(default))
-    if want and (not isinstance(value, want) or (bool not in want and isinstance(value, bool))):
-        raise ValueError(f"training setting {name} must be {type(default).__name__}, "
-                         f"got {value!r}")
-
-
-def load_train_config(path: str | Path) -> dict[str, Any]:
-    """Read a training YAML and fill in the defaults (unknown keys refused)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"training config not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable YAML file ({exc})".replace("\n", " ")) from None
-    if not isinstance(raw, dict) or "stage" not in raw:
-        raise ValueError(f"{path}: a training config is a mapping that names its stage "
-                         f"(stage: {' | '.join(networks.STAGES)}; see config/train/)")
-    cfg = _merge(DEFAULTS, raw)
-    if cfg["stage"] not in networks.STAGES:
-        raise ValueError(f"stage must be one of {networks.STAGES}, got {cfg['stage']!r}")
-    return cfg
-
 
 def _corrector(cfg: dict, stage: str, device: torch.device) -> MotionCorrector:
     """Earlier stages from ``previous_dir``, this and later stages identity."""
@@ -350,57 +261,62 @@ def train_main(
             "step_seconds": t_steps,  # all steps' optimisation alone (no validation, saving)
         }
 
+    def checkpoint(done: int) -> None:
+        """The last weights and the state ``--resume`` continues from (written whole)."""
+        networks.save(out / f"{stage}_last.pt", net, stage=stage,
+                      train_info=info(done, history[-1] if history else {}))
+        part = state_path.with_name(state_path.name + ".part")
+        torch.save({"model": net.state_dict(), "optim": opt.state_dict(),
+                    "generator": gen.get_state(), "step": done, "best": best,
+                    "history": history, "step_seconds": t_steps}, part)
+        part.replace(state_path)
+
     n_frames = pool["moving"].shape[0]
     t_train, t_steps = time.time(), steps_before
     bar = tqdm(
         range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=stage, mininterval=5.0
     )
-    for step in bar:
-        t_step = time.perf_counter()
-        idx = torch.randint(n_frames, (int(cfg["batch_size"]),), generator=gen).to(dev)
-        loss = _step_loss(net, _batch(pool, idx), stage, cfg, gen, True)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        t_steps += time.perf_counter() - t_step
-        done = step + 1
-        over = cfg["time_limit_min"] and time.time() - t_train > 60.0 * cfg["time_limit_min"]
-        if over:
-            cfg["steps"] = done  # the last step: validate and checkpoint below
-        if done % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        if done % cfg["val_every"] == 0 or done == cfg["steps"]:
-            metrics = _validate(net, mc, val_pool, val_series, stage, cfg)
-            metrics.update(step=done, train_loss=loss.item(), seconds=round(time.time() - t0))
-            history.append(metrics)
-            log.info("%s step %d: %s", stage, done, json.dumps(metrics))
-            if metrics["val_loss"] < best:
-                best = metrics["val_loss"]
-                networks.save(out / f"{stage}.pt", net, stage=stage, train_info=info(done, metrics))
-        if done % cfg["ckpt_every"] == 0 or done == cfg["steps"]:
-            networks.save(
-                out / f"{stage}_last.pt",
-                net,
-                stage=stage,
-                train_info=info(done, history[-1] if history else {}),
-            )
-            torch.save(
-                {
-                    "model": net.state_dict(),
-                    "optim": opt.state_dict(),
-                    "generator": gen.get_state(),
-                    "step": done,
-                    "best": best,
-                    "history": history,
-                    "step_seconds": t_steps,
-                },
-                state_path,
-            )
-        if over:
-            log.info("%s: time limit reached at step %d", stage, done)
-            break
+    done = start
+    try:
+        for step in bar:
+            t_step = time.perf_counter()
+            idx = torch.randint(n_frames, (int(cfg["batch_size"]),), generator=gen).to(dev)
+            loss = _step_loss(net, _batch(pool, idx), stage, cfg, gen, True)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            t_steps += time.perf_counter() - t_step
+            done = step + 1
+            over = cfg["time_limit_min"] and time.time() - t_train > 60.0 * cfg["time_limit_min"]
+            if over:
+                cfg["steps"] = done  # the last step: validate and checkpoint below
+            if done % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+            if done % cfg["val_every"] == 0 or done == cfg["steps"]:
+                metrics = _validate(net, mc, val_pool, val_series, stage, cfg)
+                metrics.update(step=done, train_loss=loss.item(), seconds=round(time.time() - t0))
+                history.append(metrics)
+                log.info("%s step %d: %s", stage, done, json.dumps(metrics))
+                if metrics["val_loss"] < best:
+                    best = metrics["val_loss"]
+                    networks.save(out / f"{stage}.pt", net, stage=stage,
+                                  train_info=info(done, metrics))
+            if done % cfg["ckpt_every"] == 0 or done == cfg["steps"]:
+                checkpoint(done)
+            if over:
+                log.warning("%s: time limit (time_limit_min %g) reached at step %d",
+                            stage, cfg["time_limit_min"], done)
+                break
+    except KeyboardInterrupt:  # Ctrl-C: keep what was trained, say where
+        bar.close()
+        checkpoint(done)
+        (out / f"{stage}_history.json").write_text(json.dumps(history, indent=1))
+        log.warning("%s: interrupted at step %d; its weights are in %s and --resume continues "
+                    "from %s", stage, done, out / f"{stage}_last.pt", state_path)
+        raise
+    bar.close()
     (out / f"{stage}_history.json").write_text(json.dumps(history, indent=1))
     if not (out / f"{stage}.pt").is_file():  # zero steps asked: keep the (identity) net
         networks.save(out / f"{stage}.pt", net, stage=stage, train_info=info(start, {}))
