@@ -171,6 +171,7 @@ def _summarise(result, name: str) -> dict[str, Any]:
         "study": name,
         "study_id": result.study.study_id,
         "method": result.method.value,
+        "weights": result.weights,
         "messages": list(result.messages),
         "timings_s": dict(result.timings_s),
         "slices": slices,

@@ -56,6 +56,9 @@ class StudyResult:
         Problems met on the way, for the user (log, TEXT messages, report).
     timings_s : dict of str to float
         Wall time per stage, s.
+    weights : str
+        The motion-correction weights that ran (``shipped`` or their folder, and a hash of
+        the files); ``""`` where none ran.
     """
 
     study: PerfusionStudy
@@ -64,6 +67,7 @@ class StudyResult:
     method: Method = Method.DL
     messages: list[str] = dataclasses.field(default_factory=list)
     timings_s: dict[str, float] = dataclasses.field(default_factory=dict)
+    weights: str = ""
 
     @property
     def ok(self) -> bool:
@@ -94,7 +98,8 @@ class StudyResult:
 
     def summary_text(self) -> str:
         """A short plain-text summary: what ran, how long, problems, MBF segments."""
-        lines = [f"perfmoco: study {self.study.study_id}, method {self.method.value}"]
+        lines = [f"perfmoco: study {self.study.study_id}, method {self.method.value}"
+                 + (f", weights {self.weights}" if self.weights else "")]
         for s, m in zip(self.study.slices, self.moco):
             state = "not corrected" if m is None else f"corrected, {int(m.qc.sum())} QC-flagged"
             lines.append(f"  {s.name}: {s.n_dynamics} dynamics, {state}")
@@ -158,7 +163,8 @@ def _correct(study: PerfusionStudy, method: Method, config: Config, result: Stud
     if method is Method.ITERATIVE:
         from perfmoco.moco.iterative import correct_iterative as run
     else:
-        run = _load_corrector(config).correct
+        corrector = _load_corrector(config)
+        run, result.weights = corrector.correct, corrector.weights_id
     from perfmoco.moco.whole_study import correct_slices
 
     def failed(s, exc):

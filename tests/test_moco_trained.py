@@ -233,3 +233,37 @@ def test_pd_frames_of_the_aif_slice_reach_the_reference_frame(corrector):
         err[name] = _pd_error_mm(r, tr, "aif", at, s.pixel_spacing_mm)
     assert np.median(err["shipped"]) < 2.0, err
     assert np.median(err["40 mm"]) > 4.0, err
+
+
+def test_results_say_which_weights_ran(tmp_path):
+    """An audit trail: the corrector names its weights (shipped, or a site's folder) and
+    their files' hash; the corrected series carry it and a result file gives it back."""
+    import hashlib
+    import shutil
+
+    from perfmoco.io.files import write_mrd_images
+    from perfmoco.io.mrd import study_header
+    from perfmoco.moco import networks
+    from perfmoco.moco.checks import identity_result
+    from perfmoco.phantom import generate_phantom
+    from perfmoco.pipeline import StudyResult
+    from perfmoco.report.load import load_result
+
+    digest = hashlib.sha256()
+    for s in networks.STAGES:
+        digest.update((WEIGHTS_DIR / f"{s}.pt").read_bytes())
+    shipped = MotionCorrector.load()
+    assert shipped.weights_id == f"shipped (sha256 {digest.hexdigest()[:12]})"
+    site = tmp_path / "site"
+    shutil.copytree(WEIGHTS_DIR, site)
+    assert MotionCorrector.load(site).weights_id.startswith(str(site.resolve()))
+
+    study = generate_phantom(seed=12527, n_dynamics=12, motion="none").study
+    result = StudyResult(study=study, moco=[identity_result(s) for s in study.slices],
+                         weights=shipped.weights_id)
+    images = result.to_images()
+    moco = [i for i in images if "MOCO" in str(i.meta.get("GADGETRON_DataRole", ""))]
+    assert moco and all(i.meta["perfmoco_Weights"] == shipped.weights_id for i in moco)
+    assert f"weights {shipped.weights_id}" in result.summary_text()
+    write_mrd_images(tmp_path / "result.h5", study_header(study), images)
+    assert load_result(tmp_path / "result.h5").weights == shipped.weights_id

@@ -102,6 +102,7 @@ def result_to_images(result: StudyResult, *, config: MrdConfig,
                 extra_meta={
                     "perfmoco_QCFlaggedDynamics": [str(i) for i in np.flatnonzero(m.qc)] or "none",
                     "GADGETRON_ImageComment": "MOCO",
+                    **({"perfmoco_Weights": result.weights} if result.weights else {}),
                 },
                 append_meta={
                     "GADGETRON_ImageProcessingHistory": ["PERFMOCO", f"MOCO_{result.method.value}"],
@@ -181,6 +182,8 @@ def _map_images(result: StudyResult, config: MrdConfig) -> list[ismrmrd.Image]:
         if aif is not None and len(aif):
             meta["perfmoco_AIF_mmol_l"] = [f"{v:.4g}" for v in np.asarray(aif, float)]
             meta["perfmoco_AIF_times_s"] = [f"{v:.4f}" for v in np.asarray(quant.aif_times_s)]
+        if result.weights:
+            meta["perfmoco_Weights"] = result.weights
         eff = getattr(quant, "saturation_efficiency", None)
         if eff:
             meta["perfmoco_SaturationEfficiency"] = [f"{k} {v:.4f}" for k, v in sorted(eff.items())]

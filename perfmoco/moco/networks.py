@@ -18,6 +18,7 @@ size), the perfmoco version and training metadata, and are rebuilt with
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ import torch
 from monai.networks.nets import GlobalNet, LocalNet
 from torch import nn
 
-__all__ = ["CHECKPOINT_FORMAT", "STAGES", "RegNet", "default_spec", "load", "save"]
+__all__ = ["CHECKPOINT_FORMAT", "STAGES", "RegNet", "default_spec", "load", "save",
+           "weights_id"]
 
 log = logging.getLogger(__name__)
 
@@ -247,3 +249,15 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[RegNe
     model.to(device).eval()
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
     return model, meta
+
+
+def weights_id(folder: str | Path, shipped: str | Path) -> str:
+    """Which weights a corrector runs (for the results' audit trail): ``shipped`` or the
+    folder, and the first 12 hex digits of the SHA-256 of its three stages' files.
+    """
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for stage in STAGES:
+        digest.update((folder / f"{stage}.pt").read_bytes())
+    label = "shipped" if folder.resolve() == Path(shipped).resolve() else str(folder.resolve())
+    return f"{label} (sha256 {digest.hexdigest()[:12]})"

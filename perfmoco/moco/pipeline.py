@@ -126,6 +126,7 @@ class MotionCorrector:
                 m.to(memory_format=torch.channels_last)
         self.config = config
         self.meta = meta or {}
+        self.weights_id = "networks given in memory"  # load(): the folder and its hash
         self._lock = threading.Lock()  # one correction at a time (the nets use all cores)
         self._compiled: dict = {}  # stage -> torch.compile'd RegNet.predict (moco.compile)
         self._compile_failed = False
@@ -176,7 +177,9 @@ class MotionCorrector:
                 raise ValueError(f"{path} holds the {meta[stage]['stage']} stage's weights, "
                                  f"not {stage}'s")
             networks.fuse_batchnorm(models[stage])  # inference only: ~10 % faster
-        return cls(models, device=dev, config=config, meta=meta)
+        mc = cls(models, device=dev, config=config, meta=meta)
+        mc.weights_id = networks.weights_id(folder, WEIGHTS_DIR)
+        return mc
 
     # ------------------------------------------------------------------ helpers
     def _run_net(self, stage: str, moving: torch.Tensor, fixed: torch.Tensor):

@@ -23,7 +23,8 @@ __all__ = [
 ]
 
 STUDY_COLUMNS = [
-    "study", "status", "error", "resumed", "method", "runtime_s", "n_slices", "n_dynamics",
+    "study", "status", "error", "resumed", "method", "weights", "runtime_s", "n_slices",
+    "n_dynamics",
     "corrected_slices", "qc_flagged_frames", "qc_flagged_by_slice", "mbf_mean", "mbf_median",
     "mbf_sd", "mbf_n", "ischemic_burden", "tic_smoothness_before", "tic_smoothness_after",
     "saturation_efficiency_highres", "saturation_efficiency_aif", "messages", "input", "result",
@@ -63,6 +64,7 @@ def _study_row(s: dict[str, Any]) -> dict[str, Any]:
     row = {
         "study": s["study"], "status": s["status"], "error": s.get("error", ""),
         "resumed": bool(s.get("resumed")), "method": s.get("method", ""),
+        "weights": s.get("weights", ""),
         "runtime_s": s.get("runtime_s"), "n_slices": len(slices),
         "n_dynamics": max((x["n_dynamics"] for x in slices), default=""),
         "corrected_slices": sum(bool(x["corrected"]) for x in slices),

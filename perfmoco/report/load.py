@@ -239,6 +239,8 @@ def load_result(path: str | Path, *, config: Config | MrdConfig | None = None) -
         moco=moco,
         quant=_maps(groups["map"], mrd, groups["quality"]),
         method=Method(summary["method"]) if summary.get("method") else _method(groups["moco"]),
+        weights=summary.get("weights") or next(
+            (w for img in groups["moco"][:1] for w in meta_list(img.meta, "perfmoco_Weights")), ""),
         messages=messages,
         timings_s=dict(summary.get("timings_s", {})),
     )
