@@ -197,6 +197,8 @@ def cmd_train(args) -> int:
 
     if args.max_steps is not None and args.max_steps < 1:
         raise UsageError(f"--max-steps must be at least 1, got {args.max_steps}")
+    for name in ("perfmoco.moco.train", "perfmoco.moco.data"):  # its phases, without -v
+        logging.getLogger(name).setLevel(logging.INFO)
     weights = train_main(args.config, out_dir=args.out, resume=args.resume,
                          max_steps=args.max_steps)
     print(f"wrote {weights} (its run folder holds the checkpoint, history and validation)")
