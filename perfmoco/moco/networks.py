@@ -27,8 +27,8 @@ import torch
 from monai.networks.nets import GlobalNet, LocalNet
 from torch import nn
 
-__all__ = ["CHECKPOINT_FORMAT", "STAGES", "RegNet", "default_spec", "load", "save",
-           "weights_id"]
+__all__ = ["CHECKPOINT_FORMAT", "STAGES", "RegNet", "default_spec", "in_chunks", "load",
+           "save", "weights_id"]
 
 log = logging.getLogger(__name__)
 
@@ -261,3 +261,25 @@ def weights_id(folder: str | Path, shipped: str | Path) -> str:
         digest.update((folder / f"{stage}.pt").read_bytes())
     label = "shipped" if folder.resolve() == Path(shipped).resolve() else str(folder.resolve())
     return f"{label} (sha256 {digest.hexdigest()[:12]})"
+
+
+def in_chunks(fn, moving: torch.Tensor, fixed: torch.Tensor, n: int, *, pad: bool):
+    """``fn`` (a network's ``predict``) on frames ``(T, n, n)`` in calls of ``n`` frames.
+
+    ``pad``: the last call is padded to ``n`` frames and every input made contiguous
+    (an expanded, stride-0 reference would be another shape to a compiled ``fn``).
+    """
+    outs, affs = [], []
+    for i in range(0, moving.shape[0], n):
+        m, f = moving[i : i + n, None], fixed[i : i + n, None]
+        k = m.shape[0]
+        if pad:
+            m, f = m.contiguous(), f.contiguous()
+            if k < n:
+                m = torch.cat([m, m.new_zeros(n - k, *m.shape[1:])])
+                f = torch.cat([f, f.new_zeros(n - k, *f.shape[1:])])
+        d, a = fn(m, f)
+        outs.append(d[:k])
+        if a is not None:
+            affs.append(a[:k])
+    return torch.cat(outs), (torch.cat(affs).double() if affs else None)

@@ -190,13 +190,13 @@ class MotionCorrector:
                 if fn is None:  # inductor was slower with channels-last weights
                     net = self.models[stage].to(memory_format=torch.contiguous_format)
                     fn = self._compiled[stage] = torch.compile(net.predict, dynamic=False)
-                return _in_chunks(fn, moving, fixed, COMPILE_BATCH, pad=True)
+                return networks.in_chunks(fn, moving, fixed, COMPILE_BATCH, pad=True)
             except Exception as exc:  # no C++ compiler, unsupported backend, ...
                 log.warning("torch.compile of the networks failed (%s: %s); running them "
                             "uncompiled", type(exc).__name__, exc)
                 self._compile_failed = True
         chunk = CPU_BATCH if self.device.type == "cpu" else 128
-        return _in_chunks(self.models[stage].predict, moving, fixed, chunk, pad=False)
+        return networks.in_chunks(self.models[stage].predict, moving, fixed, chunk, pad=False)
 
     def compile_networks(self) -> float:
         """Compile the networks now (``moco.compile``), e.g. while a server waits; seconds."""
@@ -377,28 +377,6 @@ class MotionCorrector:
 
 _CACHE: dict[tuple, MotionCorrector] = {}
 _CACHE_LOCK = threading.Lock()
-
-
-def _in_chunks(fn, moving: torch.Tensor, fixed: torch.Tensor, n: int, *, pad: bool):
-    """``fn`` (a network's ``predict``) on frames ``(T, n, n)`` in calls of ``n`` frames.
-
-    ``pad``: the last call is padded to ``n`` frames and every input made contiguous
-    (an expanded, stride-0 reference would be another shape to a compiled ``fn``).
-    """
-    outs, affs = [], []
-    for i in range(0, moving.shape[0], n):
-        m, f = moving[i : i + n, None], fixed[i : i + n, None]
-        k = m.shape[0]
-        if pad:
-            m, f = m.contiguous(), f.contiguous()
-            if k < n:
-                m = torch.cat([m, m.new_zeros(n - k, *m.shape[1:])])
-                f = torch.cat([f, f.new_zeros(n - k, *f.shape[1:])])
-        d, a = fn(m, f)
-        outs.append(d[:k])
-        if a is not None:
-            affs.append(a[:k])
-    return torch.cat(outs), (torch.cat(affs).double() if affs else None)
 
 
 def _default_corrector(config: MocoConfig) -> MotionCorrector:
