@@ -117,10 +117,12 @@ def cmd_correct(args) -> int:
     else:
         write_study(result.corrected_study(), out)
         if args.displacement:
-            np.savez_compressed(
-                args.displacement,
-                **{s.name: m.displacement for s, m in zip(study.slices, result.moco)},
-            )
+            fields = {}
+            for s, m in zip(study.slices, result.moco):  # "slice 0 (highres)" [+ " PD"]
+                fields[s.name] = m.displacement
+                if m.pd_displacement.shape[0]:
+                    fields[f"{s.name} PD"] = m.pd_displacement
+            np.savez_compressed(args.displacement, **fields)
     print(result.summary_text())
     if spacing_assumed(study.slices[0], args.input, args.pixel_spacing):
         print(f"note: {spacing_note(args.input)}")

@@ -88,3 +88,21 @@ def test_quantify_bad_interpolation_is_one_clear_line(tmp_path, capsys):
     assert main([*args, "--interpolation", "2"]) == 0
     assert np.load(tmp_path / "m.npy").shape == (8, 8)
     assert main([*args, "--no-denoise"]) == 0
+
+
+def test_correct_an_mrd_study_writes_every_slices_fields(tmp_path, capsys):
+    """``--displacement`` of a study: one field per slice, and its PD frames' beside it."""
+    from streaming_helpers import small_study
+
+    from perfmoco.io.files import write_study
+
+    study = small_study(n_dynamics=12)
+    write_study(study, tmp_path / "s.h5")
+    assert main(["correct", str(tmp_path / "s.h5"), "-o", str(tmp_path / "c.h5"),
+                 "--method", "none", "--displacement", str(tmp_path / "d.npz")]) == 0
+    with np.load(tmp_path / "d.npz") as d:
+        for s in study.slices:
+            assert d[s.name].shape == (s.n_dynamics, 2, *s.shape)
+            if s.pd_images.shape[0]:
+                assert d[f"{s.name} PD"].shape == (s.pd_images.shape[0], 2, *s.shape)
+        assert any(k.endswith(" PD") for k in d.files)
