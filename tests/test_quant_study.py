@@ -312,6 +312,12 @@ def test_the_maps_carry_the_ischaemic_burden(ph, clean_study, clean_result):
     for im in maps:
         text = im.meta["perfmoco_IschemicBurden"]
         assert text.startswith(f"{burden:.3f} of {n_px} pixels below 2 ml/min/g")
+        # and the AIF it was fitted with, in time from its first sample (plus that clock)
+        t = [float(v) for v in im.meta["perfmoco_AIF_times_s"]]
+        assert t[0] == 0 and np.allclose(np.diff(t), np.diff(clean_result.aif_times_s), atol=2e-3)
+        assert float(im.meta["perfmoco_AIF_time_origin_s"]) == pytest.approx(
+            clean_result.aif_times_s[0], abs=1e-3)
+        assert len(im.meta["perfmoco_AIF_mmol_l"]) == len(t)
 
 
 def test_coil_factors_skipped_near_the_image_edge_are_reported(ph, clean_study):

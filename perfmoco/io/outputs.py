@@ -181,7 +181,9 @@ def _map_images(result: StudyResult, config: MrdConfig) -> list[ismrmrd.Image]:
         aif = getattr(quant, "aif_gd", None)
         if aif is not None and len(aif):
             meta["perfmoco_AIF_mmol_l"] = [f"{v:.4g}" for v in np.asarray(aif, float)]
-            meta["perfmoco_AIF_times_s"] = [f"{v:.4f}" for v in np.asarray(quant.aif_times_s)]
+            t = np.asarray(quant.aif_times_s, float)  # from its first sample; that sample's
+            meta["perfmoco_AIF_times_s"] = [f"{v:.3f}" for v in t - t[0]]  # clock beside
+            meta["perfmoco_AIF_time_origin_s"] = f"{t[0]:.4f}"
         if result.weights:
             meta["perfmoco_Weights"] = result.weights
         eff = getattr(quant, "saturation_efficiency", None)
