@@ -91,6 +91,10 @@ def test_page_has_every_section(page, phantom_result):
             "M0: aif 0.900, highres 0.812") in html
     row = next(r for r in phantom_result.quant.segments if 0 < r["below"] < 1)
     assert f"<td>{100 * row['below']:.0f}</td></tr>" in html
+    # each slice's level, by the segments the table gives it
+    for level in ("slice 0 (highres), basal", "slice 1 (highres), mid",
+                  "slice 2 (highres), apical"):
+        assert level in html
 
 
 def test_animation_has_every_dynamic(page, phantom_result):
@@ -133,6 +137,18 @@ def test_bullseye_layout_and_values():
             {"segment": 8, "median": 3.0, "n": 20}]
     assert segment_values(rows) == {2: 1.0, 7: 5.0, 8: 3.0}
     assert uncertain_segments(rows) == {7}
+    # drawn: the unreliable segment grey (its 5.0 would read as high flow), the others in
+    # colour; its value still written, marked "?"
+    from matplotlib.figure import Figure
+
+    from perfmoco.report.bullseye import draw_bullseye
+
+    ax = Figure().add_subplot()
+    draw_bullseye(ax, segment_values(rows), uncertain=uncertain_segments(rows), colorbar=False)
+    faces = [tuple(p.get_facecolor()) for p in ax.patches[:16]]  # segments 1..16 in order
+    assert faces[6] == pytest.approx((0.82, 0.82, 0.82, 1.0))
+    assert faces[7] != pytest.approx((0.82, 0.82, 0.82, 1.0))
+    assert any(t.get_text() == "7\n5.00?" for t in ax.texts)
 
 
 def test_report_images_are_secondary_captures(phantom_result, tmp_path):
@@ -173,7 +189,24 @@ def test_result_file_round_trip(phantom_result, tmp_path):
         assert got[(2, 13)]["reason"] == "52% of its pixel fits failed (a; b)"
         assert got[(2, 14)]["reason"] == ""
         assert back.quant.saturation_efficiency == pytest.approx({"highres": 0.8123, "aif": 0.9})
-    assert any("not stored in result files" in m for m in back.messages)
+        # ... with their pixel counts, shares below 2.0 and territories, the study's burden,
+        # the AIF it was fitted with and the fitted myocardium (no automatic outline)
+        for r in phantom_result.quant.segments:
+            g = got[(r["slice"], r["segment"])]
+            assert g["n"] == r["n"] and g["territory"] == r["territory"]
+            assert g["below"] == pytest.approx(r["below"], abs=0.001)
+        want = phantom_result.quant.ischemic_burden()
+        assert back.quant.ischemic_burden()[0] == pytest.approx(want[0], abs=0.001)
+        assert back.quant.ischemic_burden()[1] == want[1]
+        np.testing.assert_allclose(back.quant.aif_gd, phantom_result.quant.aif_gd, rtol=1e-3)
+        np.testing.assert_allclose(back.quant.aif_times_s, phantom_result.quant.aif_times_s,
+                                   atol=2e-3)
+        for k, m in phantom_result.quant.mbf_maps.items():
+            np.testing.assert_array_equal(back.quant.myocardium[k], m != 0)
+    # the corrected series' QC flags come back (slice 0: dynamics 3, 8 and 13, from 1)
+    qc = {s.slice_index: m.qc for s, m in zip(back.study.slices, back.moco) if m is not None}
+    assert np.flatnonzero(qc[0]).tolist() == [2, 7, 12]
+    assert not back.messages  # nothing said that the run did not say
 
 
 def test_report_cli_single_file_and_folder(small_study, tmp_path, capsys):

@@ -148,9 +148,11 @@ def _map_images(result: StudyResult, config: MrdConfig) -> list[ismrmrd.Image]:
     table = [
         f"slice {r['slice']} seg {r['segment']}: mean {r['mean']:.2f} ml/min/g, "
         f"median {r.get('median', float('nan')):.2f}, se {r.get('se', float('nan')):.2f}"
+        + (f", n {r['n']}" if r.get("n") is not None else "")
+        + (f", below {r['below']:.3f}" if r.get("below") is not None else "")
         + ("" if r.get("reliable", True) else ", unreliable"
            + (f" ({r['reason']})" if r.get("reason") else ""))
-        + (f"; {r['name']}, {r['territory']}" if r.get("name") and r.get("territory") else "")
+        + (f"; {r.get('name', '')}, {r['territory']}" if r.get("territory") else "")
         for r in getattr(quant, "segments", [])
     ]
     out = []

@@ -135,7 +135,8 @@ def draw_bullseye(
     text_colour : str, keyword-only
         Label colour on light segments (labels on dark ones are white).
     uncertain : collection of int, keyword-only
-        Segments whose value is unreliable: hatched, the value marked "?".
+        Segments whose value is unreliable: grey (not coloured by it), hatched, the value
+        marked "?".
     """
     import matplotlib
 
@@ -145,7 +146,9 @@ def draw_bullseye(
         ring, a0, a1 = segment_angles(seg)
         r0, r1 = _RINGS[ring]
         v = values.get(seg)
-        face = cm(norm(v)) if v is not None and math.isfinite(v) else (0.82, 0.82, 0.82, 1.0)
+        # no value, or one not to be trusted: grey, not a colour that reads as flow
+        face = (cm(norm(v)) if v is not None and math.isfinite(v) and seg not in uncertain
+                else (0.82, 0.82, 0.82, 1.0))
         ax.add_patch(Wedge((0, 0), r1, a0, a1, width=r1 - r0, facecolor=face,
                            edgecolor="white", linewidth=1.5,
                            hatch="///" if seg in uncertain else None))

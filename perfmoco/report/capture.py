@@ -19,7 +19,7 @@ from perfmoco.config import Config, MrdConfig
 from perfmoco.io.mrd import make_image
 from perfmoco.report.bullseye import draw_bullseye, segment_values, uncertain_segments
 from perfmoco.report.data import slice_views
-from perfmoco.report.figures import draw_map
+from perfmoco.report.figures import draw_map, mbf_vmax
 
 if TYPE_CHECKING:
     from perfmoco.pipeline import StudyResult
@@ -57,20 +57,22 @@ def _pictures(result: StudyResult) -> list[tuple[str, Figure]]:
     out = []
     rows = getattr(quant, "segments", None) or []
     values = segment_values(rows)
+    views = slice_views(result)
+    finite = [v for v in values.values() if np.isfinite(v)]
+    vmax = max(mbf_vmax(views), float(np.ceil(max(finite, default=0.0))))  # one scale for all
     if values:
         fig = _square_figure()
         ax = fig.add_subplot()
-        draw_bullseye(ax, values, vmax=max(4.0, float(np.ceil(max(values.values())))),
-                      uncertain=uncertain_segments(rows))
+        draw_bullseye(ax, values, vmax=vmax, uncertain=uncertain_segments(rows))
         ax.set_title(f"{result.study.study_id}: median MBF per AHA segment (ml/min/g; "
-                     f"hatched: unreliable)", fontsize=8)
+                     f"hatched, grey: unreliable)", fontsize=8)
         out.append(("BULLSEYE", fig))
-    for v in slice_views(result):
+    for v in views:
         if v.mbf is None or v.mbf.shape != v.series.shape:
             continue
         fig = _square_figure()
         ax = fig.add_subplot()
-        im = draw_map(ax, v, vmax=4.0)
+        im = draw_map(ax, v, vmax=vmax)
         ax.set_title(f"{v.name}: MBF (ml/min/g)", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="ml/min/g")
         out.append((f"MAP_SLICE{v.series.slice_index}", fig))

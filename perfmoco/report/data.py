@@ -67,6 +67,7 @@ class SliceView:
     mbf: np.ndarray | None = None
     aha: np.ndarray | None = None
     flagged: np.ndarray | None = None
+    level: str = ""
 
     def mbf_mask(self) -> np.ndarray:
         """Pixels whose MBF counts: the AHA myocardium (else the TIC mask), not flagged."""
@@ -77,8 +78,10 @@ class SliceView:
 
     @property
     def name(self) -> str:
-        """The slice's display name, e.g. ``'slice 2 (highres)'``."""
-        return self.series.name
+        """The slice's display name, e.g. ``'slice 2 (highres)'``, with its level where the
+        segment table gives one (``'slice 2 (highres), apical'``).
+        """
+        return self.series.name + (f", {self.level}" if self.level else "")
 
 
 def _get_map(container: Any, key: int) -> np.ndarray | None:
@@ -154,6 +157,19 @@ def _tic(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return images[:, mask].astype(np.float64).mean(axis=1)
 
 
+def _levels(rows) -> dict[int, str]:
+    """Each slice's level (basal, mid, apical) by the AHA segments its table rows name."""
+    out: dict[int, str] = {}
+    for r in rows:
+        try:
+            seg, sl = int(r["segment"]), int(r["slice"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if 1 <= seg <= 16:
+            out.setdefault(sl, "basal" if seg <= 6 else "mid" if seg <= 12 else "apical")
+    return out
+
+
 def slice_views(result: StudyResult) -> list[SliceView]:
     """One :class:`SliceView` per slice of the study (high-res by index, then AIF).
 
@@ -171,6 +187,7 @@ def slice_views(result: StudyResult) -> list[SliceView]:
     pairs = sorted(
         zip(result.study.slices, moco), key=lambda p: (p[0].role is SliceRole.AIF, p[0].slice_index)
     )
+    levels = _levels(getattr(quant, "segments", None) or [])
     views = []
     for s, m in pairs:
         mask, centre, source = myocardium_roi(s, quant=quant)
@@ -192,6 +209,7 @@ def slice_views(result: StudyResult) -> list[SliceView]:
                 mbf=_get_map(getattr(quant, "mbf_maps", None), s.slice_index) if hi else None,
                 aha=_get_map(getattr(quant, "aha", None), s.slice_index) if hi else None,
                 flagged=_get_map(getattr(quant, "flagged", None), s.slice_index) if hi else None,
+                level=levels.get(s.slice_index, "") if hi else "",
             )
         )
     return views

@@ -26,6 +26,7 @@ __all__ = [
     "fit_gamma_variate",
     "heart_box",
     "maps_figure",
+    "mbf_vmax",
     "qc_strip",
     "save_png",
     "tic_figure",
@@ -271,13 +272,22 @@ def draw_map(ax, view: SliceView, *, vmax: float):
     return im
 
 
+def mbf_vmax(views: list[SliceView]) -> float:
+    """The top of a study's MBF colour scale (ml/min/g), shared by its maps and bullseye:
+    :data:`MBF_VMAX`, or the fitted pixels' 99th percentile where that is higher.
+    """
+    parts = [v.mbf[v.mbf_mask() & np.isfinite(v.mbf)] for v in views
+             if v.mbf is not None and v.mbf.shape == v.series.shape]
+    finite = np.concatenate(parts) if parts else np.zeros(0)
+    return max(MBF_VMAX, float(np.ceil(np.percentile(finite, 99)))) if finite.size else MBF_VMAX
+
+
 def maps_figure(views: list[SliceView]) -> Figure | None:
     """MBF maps of the high-resolution slices, with a colour bar (flagged pixels grey)."""
     with_map = [v for v in views if v.mbf is not None and v.mbf.shape == v.series.shape]
     if not with_map:
         return None
-    finite = np.concatenate([v.mbf[v.mbf_mask() & np.isfinite(v.mbf)] for v in with_map])
-    vmax = max(MBF_VMAX, float(np.ceil(np.percentile(finite, 99)))) if finite.size else MBF_VMAX
+    vmax = mbf_vmax(with_map)
     fig = Figure(figsize=(3.0 * len(with_map) + 0.8, 3.2), layout="constrained")
     axes = fig.subplots(1, len(with_map), squeeze=False)[0]
     im = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import html
 import logging
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -159,9 +160,12 @@ def _section_mbf(result: StudyResult, views: list[SliceView], assets: _Assets) -
     if fig is None:
         out.append(_missing("The quantification result holds no MBF map."))
     else:
+        counts = ", ".join(f"{v.name} {int(v.flagged.sum())}" for v in views
+                           if v.mbf is not None and v.flagged is not None)
         out.append(_img(assets.png(fig, "mbf_maps.png"), "MBF maps",
                         "Pixel-wise MBF (ml/min/g) in the myocardium over the peak frame; grey: "
-                        "pixels flagged unreliable by the quantification (not in the segments)."))
+                        "pixels flagged unreliable by the quantification (not in the segments)"
+                        + (f": {counts}." if counts else ".")))
     rows = list(getattr(quant, "segments", None) or [])
     if callable(getattr(quant, "ischemic_burden", None)):
         burden, n_px = quant.ischemic_burden()
@@ -178,17 +182,20 @@ def _section_mbf(result: StudyResult, views: list[SliceView], assets: _Assets) -
     values = segment_values(rows)
     if values:
         bull = bullseye_figure(values, title="median MBF per AHA segment (ml/min/g)",
-                               uncertain=uncertain_segments(rows))
+                               uncertain=uncertain_segments(rows),
+                               vmax=max(figures.mbf_vmax(views),  # the maps' scale
+                                        *[v for v in values.values() if math.isfinite(v)]))
         out.append(_img(assets.png(bull, "bullseye.png"), "AHA bullseye",
-                        "AHA 16-segment bullseye of median MBF; grey = no data; hatched, "
-                        "value marked ?: unreliable (the median's standard error or the "
-                        "share of failed pixel fits too large)."))
+                        "AHA 16-segment bullseye of median MBF, on the maps' colour scale; "
+                        "grey = no data; grey, hatched, value marked ?: unreliable (the "
+                        "median's standard error or the share of failed pixel fits too "
+                        "large)."))
         out.append(_table(
-            ["slice", "segment", "territory", "mean", "median", "SD", "SE of median",
-             "pixels", "reliable", "share below ischaemia MBF"],
-            [[r.get("slice", ""), r.get("segment", ""), r.get("territory", ""),
+            ["slice", "segment", "AHA name", "territory", "mean", "median", "SD",
+             "SE of median", "pixels", "reliable", "share below ischaemia MBF (%)"],
+            [[r.get("slice", ""), r.get("segment", ""), r.get("name", ""), r.get("territory", ""),
               _num(r.get("mean")), _num(r.get("median")), _num(r.get("sd")),
-              _num(r.get("se")), r.get("n", ""),
+              _num(r.get("se")), "" if r.get("n") is None else r["n"],
               "" if "reliable" not in r else ("yes" if r["reliable"] else
                                               "NO" + (f": {r['reason']}" if r.get("reason")
                                                       else "")),
@@ -198,6 +205,11 @@ def _section_mbf(result: StudyResult, views: list[SliceView], assets: _Assets) -
     else:
         out.append(_missing("No segment values: no bullseye."))
     return "".join(out)
+
+
+#: The correction methods as the page names them.
+_METHODS = {"dl": "deep learning (dl)", "iterative": "iterative, elastix (iterative)",
+            "none": "none"}
 
 
 def write_report(
@@ -259,7 +271,8 @@ def write_report(
         f"<h1>perfmoco QA report: {_e(title)}</h1>"
         f"<p>Study <b>{_e(result.study.study_id)}</b>: {n_hr} high-resolution slices"
         f"{' + AIF slice' if result.study.aif is not None else ', no AIF slice'}; motion "
-        f"correction <b>{_e(result.method.value)}</b>; "
+        f"correction <b>{_e(_METHODS.get(result.method.value, result.method.value))}</b>"
+        f"{f' (weights {_e(result.weights)})' if result.weights else ''}; "
         f"{state}. perfmoco {_e(__version__)}, {_e(stamp)}.</p>{body}</body></html>"
     )
     tmp = page.with_name(page.name + ".part")

@@ -9,7 +9,8 @@ pixels the fit flagged), and perhaps the report's own secondary captures
 (``report_series_index``, ignored).  Displacement fields and the AIF curve are
 not stored, so the rebuilt result has zero displacements and no AIF [Gd];
 QC flags, problems and timings come from a ``summary.json`` beside the file
-(batch output) when there is one.
+(batch output) when there is one; without it, from the images' meta (the corrected
+series' QC flags, the maps' messages, AIF, segment table and ischaemic burden).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 from perfmoco.config import Config, MrdConfig
 from perfmoco.io.files import read_mrd_images
-from perfmoco.io.mrd import images_to_study
+from perfmoco.io.mrd import MrdSource, images_to_study
 from perfmoco.io.mrd_meta import meta_list
 from perfmoco.moco.result import MocoResult
 from perfmoco.pipeline import Method, StudyResult
@@ -36,11 +37,26 @@ __all__ = ["LoadedQuant", "load_result"]
 log = logging.getLogger(__name__)
 
 _NUM = r"([-+0-9.eEnaNinf]+)"
-#: ``slice S seg G: mean M ml/min/g[, median D, se E][, unreliable[ (REASON)]]`` (older
-#: files: mean only, or no reason).
+#: ``slice S seg G: mean M ml/min/g[, median D, se E][, n N][, below B][, unreliable[
+#: (REASON)]][; NAME, TERRITORY]`` (older files: fewer of them).
 _SEGMENT_RE = re.compile(rf"slice\s+(\d+)\s+seg\s+(\d+):\s+mean\s+{_NUM}(?:\s*ml/min/g)?"
                          rf"(?:,\s*median\s+{_NUM},\s*se\s+{_NUM})?"
-                         rf"(,\s*unreliable(?:\s*\((.*)\))?)?")
+                         rf"(?:,\s*n\s+(\d+))?(?:,\s*below\s+{_NUM})?"
+                         rf"(,\s*unreliable(?:\s*\((.*)\))?)?"
+                         rf"(?:;\s*(.*),\s*(\w+))?\s*$")
+#: ``perfmoco_IschemicBurden``: ``SHARE of N pixels below T ml/min/g``.
+_BURDEN_RE = re.compile(rf"{_NUM}\s+of\s+(\d+)\s+pixels\s+below\s+{_NUM}")
+
+
+def _segment_row(m: re.Match) -> dict[str, Any]:
+    mean = float(m[3])
+    return {"slice": int(m[1]), "segment": int(m[2]), "mean": mean,
+            "median": float(m[4]) if m[4] else mean,
+            "se": float(m[5]) if m[5] else float("nan"),
+            "n": int(m[6]) if m[6] else None,
+            "below": float(m[7]) if m[7] else float("nan"),
+            "reliable": not m[8], "reason": m[9] or "",
+            "name": (m[10] or "").strip(), "territory": m[11] or "", "sd": float("nan")}
 
 
 @dataclasses.dataclass
@@ -52,7 +68,10 @@ class LoadedQuant:
     mbf_maps : dict of int to ndarray, shape (Y, X), float32, ml/min/g
         Per high-resolution ``slice_index``.
     segments : list of dict
-        ``{slice, segment, mean}`` rows from the maps' meta (other columns NaN).
+        The segment table's rows as the maps' meta keep them (``sd`` NaN), or a batch's
+        ``summary.json`` beside the file (whole rows).
+    myocardium : dict of int to ndarray, shape (Y, X), bool
+        The fitted myocardium: the pixels with a value on the MBF or the quality map.
     flagged : dict of int to ndarray, shape (Y, X), bool
         Pixels the fit flagged (0 on the quality map, not on the MBF map); only
         for slices whose quality map the file holds.
@@ -67,6 +86,12 @@ class LoadedQuant:
     warnings: list[str] = dataclasses.field(default_factory=list)
     saturation_efficiency: dict[str, float] = dataclasses.field(default_factory=dict)
     flagged: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
+    burden: tuple[float, int] | None = None
+    ischemia_mbf: float = 2.0
+
+    def ischemic_burden(self) -> tuple[float, int]:
+        """The study's ischaemic burden as the maps' meta gave it (``(nan, 0)``: none)."""
+        return self.burden or (float("nan"), 0)
 
     def summary_text(self) -> str:
         """One line per slice with its median map value."""
@@ -91,10 +116,28 @@ def _flagged(quality_images, maps: dict[int, np.ndarray]) -> dict[int, np.ndarra
     return out
 
 
+def _floats(meta, key: str) -> np.ndarray | None:
+    try:
+        values = np.array([float(v) for v in meta_list(meta, key)])
+    except ValueError:
+        return None
+    return values if values.size else None
+
+
+def _aif(meta) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The AIF a map was fitted with, on the acquisition clock (older files: already)."""
+    gd, t = _floats(meta, "perfmoco_AIF_mmol_l"), _floats(meta, "perfmoco_AIF_times_s")
+    if gd is None or t is None or gd.size != t.size:
+        return None, None
+    origin = _floats(meta, "perfmoco_AIF_time_origin_s")
+    return gd, t + (origin[0] if origin is not None else 0.0)
+
+
 def _maps(images, mrd: MrdConfig, quality_images=()) -> LoadedQuant | None:
     from perfmoco.io.outputs import MBF_SCALE
 
     maps, segments, eff = {}, [], {}
+    out = LoadedQuant(mbf_maps=maps, segments=segments, saturation_efficiency=eff)
     for img in images:
         meta = img.meta
         for text in meta_list(meta, "perfmoco_SaturationEfficiency"):
@@ -109,17 +152,25 @@ def _maps(images, mrd: MrdConfig, quality_images=()) -> LoadedQuant | None:
             scale = MBF_SCALE
         k = int(img.getHead().slice)
         maps[k] = np.asarray(img.data, np.float32)[0, 0] / (scale or 1.0)  # [cha, z, y, x]
-        for text in meta_list(meta, "perfmoco_Segments"):
-            m = _SEGMENT_RE.search(text)
-            if m:
-                mean = float(m[3])
-                segments.append({"slice": int(m[1]), "segment": int(m[2]), "mean": mean,
-                                 "median": float(m[4]) if m[4] else mean,
-                                 "se": float(m[5]) if m[5] else float("nan"),
-                                 "reliable": not m[6], "reason": m[7] or "",
-                                 "sd": float("nan"), "n": None})
-    return LoadedQuant(mbf_maps=maps, segments=segments, saturation_efficiency=eff,
-                       flagged=_flagged(quality_images, maps)) if maps else None
+        segments += [_segment_row(m) for text in meta_list(meta, "perfmoco_Segments")
+                     if (m := _SEGMENT_RE.search(text))]
+        burden = _BURDEN_RE.search(" ".join(meta_list(meta, "perfmoco_IschemicBurden")))
+        if burden:
+            out.burden = (float(burden[1]), int(burden[2]))
+            out.ischemia_mbf = float(burden[3])
+        if out.aif_gd is None:
+            out.aif_gd, out.aif_times_s = _aif(meta)
+        out.warnings += [w for w in meta_list(meta, "perfmoco_Messages")
+                         if w not in out.warnings]
+    if not maps:
+        return None
+    out.flagged = _flagged(quality_images, maps)
+    quality = {int(q.getHead().slice): np.asarray(q.data, np.float32)[0, 0]
+               for q in quality_images}
+    for k, m in maps.items():  # what the fit covered: a value on either map
+        q = quality.get(k)
+        out.myocardium[k] = (m != 0) | (q > 0 if q is not None and q.shape == m.shape else False)
+    return out
 
 
 #: The processing steps perfmoco adds to its outputs' ``GADGETRON_ImageProcessingHistory``.
@@ -166,6 +217,12 @@ def _summary(path: Path) -> dict[str, Any]:
         return json.loads(near.read_text()) if near.is_file() else {}
     except (OSError, ValueError):
         return {}
+
+
+def _from_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A segment row from ``summary.json`` (where NaN was written as null)."""
+    return {k: (float("nan") if v is None and k not in ("n", "reason", "name") else v)
+            for k, v in row.items()}
 
 
 def load_result(path: str | Path, *, config: Config | MrdConfig | None = None) -> StudyResult:
@@ -218,6 +275,9 @@ def load_result(path: str | Path, *, config: Config | MrdConfig | None = None) -
             if c is None or c.images.shape != s.images.shape:
                 continue
             flagged = qc_by_slice.get(s.slice_index)
+            if flagged is None and isinstance(c.source, MrdSource) and c.source.frames:
+                flagged = [int(v) for v in meta_list(c.source.frames[0].meta,
+                                                    "perfmoco_QCFlaggedDynamics") if v.isdigit()]
             qc = None
             if flagged is not None:
                 qc = np.zeros(s.n_dynamics, bool)
@@ -231,13 +291,15 @@ def load_result(path: str | Path, *, config: Config | MrdConfig | None = None) -
                 pd_corrected=c.pd_images,
                 pd_displacement=np.zeros((0, 2, y, x), np.float32),
             )
-    if not summary:
-        messages.append(f"report rebuilt from {path.name}: QC flags, the AIF curve, timings and "
-                        "the original run's messages are not stored in result files")
+    quant = _maps(groups["map"], mrd, groups["quality"])
+    if quant is not None and summary.get("segments"):  # a batch's: whole rows
+        quant.segments = [_from_json(r) for r in summary["segments"]]
+    if not summary and quant is not None:  # the maps carry the messages that concern them
+        messages += [w for w in quant.warnings if w not in messages]
     return StudyResult(
         study=study,
         moco=moco,
-        quant=_maps(groups["map"], mrd, groups["quality"]),
+        quant=quant,
         method=Method(summary["method"]) if summary.get("method") else _method(groups["moco"]),
         weights=summary.get("weights") or next(
             (w for img in groups["moco"][:1] for w in meta_list(img.meta, "perfmoco_Weights")), ""),
