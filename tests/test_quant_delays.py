@@ -64,6 +64,8 @@ def test_blood_in_the_myocardial_mask_is_warned_of():
     with pytest.warns(UserWarning, match="near-exponential response"):
         r = quantify_study(_blood_mixed(ph, 0.3), config=QuantConfig())
     assert any("(all slices)" in w and "MBF may be overestimated" in w for w in r.warnings)
+    assert all(not row["reliable"] and "looks like blood" in row["reason"]
+               for row in r.segments)  # every slice's: the study's fit is the one
 
 
 @pytest.mark.parametrize("fraction", [0.5, 0.7])
@@ -82,6 +84,10 @@ def test_a_slice_whose_mask_holds_blood_is_left_out_of_the_delay_fit(fraction):
         shape = [w for w in r.warnings if "near-exponential" in w]
         assert len(shape) == 1 and shape[0].startswith("slice 2")
         assert "(all slices)" not in shape[0]
+        # that slice's segments are marked unreliable for it, the others are not
+        for row in r.segments:
+            assert ("looks like blood" in row["reason"]) == (row["slice"] == 2)
+        assert not any(row["reliable"] for row in r.segments if row["slice"] == 2)
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 
 __all__ = ["MIN_TAU0_S", "PLAUSIBLE_EFFICIENCY", "coil_not_followed", "implausible_efficiency",
-           "implausible_shape", "warn"]
+           "implausible_shape", "suspect_segments", "warn"]
 
 log = logging.getLogger("perfmoco.quant")
 
@@ -72,20 +72,24 @@ def coil_not_followed(msgs: list[str], name: str, reason: str, *, aif: bool = Fa
 MIN_TAU0_S = 1.0
 
 
-def implausible_shape(msgs: list[str], delay_fits, names: dict) -> None:
+def implausible_shape(msgs: list[str], delay_fits, names: dict) -> set[int]:
     """Warn where a fit that set the delays is not a myocardial curve's.
 
     A near-exponential shape, or a curve ahead of the AIF by the delay grid's
     whole reach (:func:`perfmoco.quant.grouped.not_myocardium`).  ``delay_fits`` as
     :func:`perfmoco.quant.grouped.fit_fermi_grouped` fills it; ``names`` maps its
-    delay-group labels (slice indices) to slice names.
+    delay-group labels (slice indices) to slice names.  Returns the slices whose
+    MBF the warnings concern: those named, or all of ``names`` where the study's
+    fit (all slices) is the one.
     """
     # here, not above: the fit modules import this one's neighbours (aif -> spillover)
     from perfmoco.quant.fermi import MIN_DELAY_S
     from perfmoco.quant.grouped import not_myocardium
 
+    suspect: set[int] = set()
     for labels, fit in delay_fits:
         for j in np.flatnonzero(not_myocardium(fit, MIN_TAU0_S)):
+            suspect |= set(names) if labels is None else {int(labels[j])}
             where = ("the myocardium's mean curve (all slices)" if labels is None else
                      f"{names.get(int(labels[j]), labels[j])}: the myocardium's mean curve")
             tau0 = float(fit.tau0[j])
@@ -95,3 +99,17 @@ def implausible_shape(msgs: list[str], delay_fits, names: dict) -> None:
             effect = "overestimated" if tau0 < MIN_TAU0_S else "wrong"
             warn(msgs, f"{where} {what}: the myocardial mask may hold blood (a ring off the "
                        f"wall, residual motion); MBF may be {effect}")
+    return suspect
+
+
+def suspect_segments(rows: list[dict], slices: set[int]) -> None:
+    """Mark the segment rows of ``slices`` (:func:`implausible_shape`'s) unreliable, in
+    place: their slice's mean curve looks like blood, so their values may be wrong even
+    where their own spread is small (fresh 12490 a after the DL correction: its two
+    such slices' segments read +0.76 and +1.04 ml/min/g on average, the third +0.56).
+    """
+    why = "its slice's mean curve looks like blood (residual motion, a ring off the wall)"
+    for r in rows:
+        if int(r["slice"]) in slices:
+            r["reason"] = "; ".join(x for x in (r.get("reason"), why) if x)
+            r["reliable"] = False

@@ -20,6 +20,7 @@ from perfmoco.quant.messages import (
     coil_not_followed,
     implausible_efficiency,
     implausible_shape,
+    suspect_segments,
     warn,
 )
 from perfmoco.quant.pixels import core_pixels, delay_core, rim_pools
@@ -339,7 +340,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         group_blood=config.blood_spillover, delay_group_window_s=config.slice_delay_window_s,
         delay_fits=delay_fits, min_tau0_s=MIN_TAU0_S,
         group_shape_range=config.segment_shape_range or None, **px.fit_inputs())
-    implausible_shape(msgs, delay_fits, {s.slice_index: s.name for s in highres})
+    suspect = implausible_shape(msgs, delay_fits, {s.slice_index: s.name for s in highres})
     seg_keys = [(int(g) // 1000, int(g) % 1000) for g in gids]  # (slice, segment)
     # a segment fit on its bound did not converge on a flow (the table's fit says NaN)
     at_bound = gfit.mbf >= 0.999 * F_BOUNDS[1] * 60.0 / config.tissue_density
@@ -351,6 +352,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                          flagged=flagged,
                          max_se=config.segment_max_se,
                          max_flagged=config.segment_max_flagged, below=config.ischemia_mbf)
+    suspect_segments(rows, suspect)
     return QuantResult(
         mbf_maps=mbf_maps, fit_quality=quality, flagged=flagged,
         myocardium={k: w.myo for k, w in work.items()}, aha=aha_maps, rv_insertion=ins_out,
