@@ -57,8 +57,9 @@ def _truth_report(result, truth: dict) -> list[str]:
             myo = (truth[f"s{k}_aha"] > 0) & (est > 0)
             err = np.abs(est[myo] - truth[f"s{k}_mbf"][myo])
             lines.append(
-                f"  slice {k}: MBF median {np.median(est[myo]):.2f} ml/min/g "
-                f"(truth {np.median(truth[f's{k}_mbf'][myo]):.2f}), "
+                f"  slice {k}: MBF median {np.median(est[myo]):.2f} ml/min/g over the pixels "
+                f"in both its map and the true myocardium (truth there "
+                f"{np.median(truth[f's{k}_mbf'][myo]):.2f}), "
                 f"median |error| {np.median(err):.2f} ml/min/g"
             )
         burden, n_px = q.ischemic_burden()

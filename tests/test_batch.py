@@ -316,3 +316,8 @@ def test_the_cohort_table_gives_each_studys_ischaemic_burden(tmp_path):
     with write_cohort_tables([summary], tmp_path)[0].open() as f:
         row = next(csv.DictReader(f))
     assert float(row["ischemic_burden"]) == round(summary["ischemic_burden"], 4)
+    from perfmoco.report.cohort import write_cohort_index
+
+    page = write_cohort_index([summary], tmp_path).read_text()
+    assert f"<td>{100 * summary['ischemic_burden']:.0f}</td>" in page  # the burden, in %
+    assert f"<td>{summary['mbf']['mbf_median']:.2f}</td>" in page  # MBF to 2 decimals

@@ -118,6 +118,11 @@ _STATUS_COLOUR = {"ok": "#2e7d32", "warnings": "#ef6c00", "no_mbf": "#c62828",
                   "failed": "#c62828"}
 
 
+def _shown(value: Any, fmt: str) -> str:
+    """A table cell: a number to ``fmt``, anything else as it is."""
+    return format(value, fmt) if isinstance(value, (int, float)) else html.escape(str(value))
+
+
 def write_cohort_index(summaries: Sequence[dict[str, Any]], out_dir: str | Path) -> Path:
     """``OUT_DIR/index.html``: one row per study with its status and a link to its report.
 
@@ -135,10 +140,13 @@ def write_cohort_index(summaries: Sequence[dict[str, Any]], out_dir: str | Path)
         cell = f'<a href="{name}/{html.escape(link)}">{name}</a>' if link else name
         colour = _STATUS_COLOUR.get(s["status"], "#333")
         problems = html.escape(str(r["error"] or r["messages"]))
+        weak = sum(not g.get("reliable", True) for g in s.get("segments") or [])
         rows.append(
             f"<tr><td>{cell}</td><td style='color:{colour}'>{html.escape(s['status'])}</td>"
-            f"<td>{r['runtime_s']}</td><td>{r['qc_flagged_frames']}</td><td>{r['mbf_median']}</td>"
-            f"<td>{problems}</td></tr>"
+            f"<td>{_shown(r['runtime_s'], '.1f')}</td><td>{r['qc_flagged_frames']}</td>"
+            f"<td>{_shown(r['mbf_median'], '.2f')}</td>"
+            f"<td>{_shown(100 * r['ischemic_burden'] if r['ischemic_burden'] != '' else '', '.0f')}"
+            f"</td><td>{weak if s.get('segments') else ''}</td><td>{problems}</td></tr>"
         )
     page = (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>perfmoco cohort</title>"
@@ -147,8 +155,9 @@ def write_cohort_index(summaries: Sequence[dict[str, Any]], out_dir: str | Path)
         f"<h1>perfmoco cohort: {len(summaries)} studies</h1>"
         "<p>Tables: <a href='cohort.csv'>cohort.csv</a>, "
         "<a href='cohort_segments.csv'>cohort_segments.csv</a></p><table><tr><th>study</th>"
-        "<th>status</th><th>runtime (s)</th><th>QC-flagged frames</th>"
-        "<th>median MBF (ml/min/g)</th><th>problems</th></tr>"
+        "<th>status</th><th>runtime (s, with reading and writing)</th><th>QC-flagged frames</th>"
+        "<th>median MBF (ml/min/g)</th><th>ischaemic burden (%)</th>"
+        "<th>unreliable segments</th><th>problems</th></tr>"
         + "".join(rows)
         + "</table></body></html>"
     )

@@ -209,7 +209,9 @@ def aif_figure(quant: Any, views: list[SliceView]) -> tuple[Figure, str]:
         if fit is not None:
             ax.plot(t, np.asarray(fit, np.float64), "-", color="#333", lw=1.2, label=label)
         ax.set_ylabel("[Gd] (mmol/l)", fontsize=8)
-        caption = f"AIF from the quantification; peak {np.nanmax(gd):.2f} mmol/l."
+        caption = (f"AIF from the quantification; peak {np.nanmax(gd):.2f} mmol/l"
+                   + ("; the line is a gamma-variate fit of the first pass, a guide to the "
+                      "eye (the MBF fits use the measured points)." if label != "fit" else "."))
     else:
         aif = [v for v in views if v.series.role.value == "aif"]
         if not aif:
@@ -228,7 +230,8 @@ def aif_figure(quant: Any, views: list[SliceView]) -> tuple[Figure, str]:
             ax.plot(t, fit, "-", color="#333", lw=1.2, label="gamma-variate fit (first pass)")
         ax.set_ylabel("blood-pool enhancement (a.u.)", fontsize=8)
         caption = ("AIF slice blood-pool signal (no [Gd] curve: the quantification did not "
-                   "run or failed).")
+                   "run or failed); the line is a gamma-variate fit of the first pass, a guide "
+                   "to the eye.")
     ax.set_xlabel("time (s)", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7)

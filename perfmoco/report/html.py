@@ -111,7 +111,8 @@ def _section_runtime(result: StudyResult) -> str:
     if not result.timings_s:
         return _missing("No timings recorded.")
     rows = [[k, _num(v)] for k, v in result.timings_s.items()]
-    rows.append(["total", _num(sum(result.timings_s.values()))])
+    rows.append(["total (processing; a batch's cohort table adds reading and writing)",
+                 _num(sum(result.timings_s.values()))])
     return _table(["stage", "wall time (s)"], rows)
 
 
