@@ -140,6 +140,8 @@ def cmd_replay(args) -> int:
                          "settings with --set (the server applies those it allows)")
     config = _config(args)
     output_file(args.output, MRD_SUFFIXES)
+    if not args.verbose and not args.server:  # its problems come back as TEXT: printed below
+        logging.getLogger("perfmoco").setLevel(logging.ERROR)
     summary = replay(
         args.input, args.output, server=args.server, config_name=args.config_name,
         config=config, method=args.method, settings=_overrides(args) if args.server else None,

@@ -75,10 +75,13 @@ class ReplaySummary(NamedTuple):
 
     def __str__(self) -> str:
         series = ", ".join(f"{k}: {v}" for k, v in sorted(self.series.items())) or "none"
+        said = "\n".join(self.texts)  # a problem the summary repeats is printed once
         lines = [
             f"sent {self.images_sent} images, received {self.images_received} "
             f"(per series index {series}); wrote {self.out_path}",
-            *self.texts,
+            *[t for t in self.texts if not (
+                t.startswith("perfmoco WARNING: ") and (
+                    f"warning: {t[18:]}" in said or f"problem: {t[18:]}" in said))],
         ]
         if not self.closed_cleanly:
             lines.append("warning: the session did not end with CLOSE")

@@ -99,3 +99,14 @@ def test_cli_replay(study_file, tmp_path):
     out = tmp_path / "cli.h5"
     assert cli.main(["replay", str(study_file), "-o", str(out), "--method", "none"]) == 0
     assert _groups_have_one_matrix(out)
+
+
+def test_a_problem_the_summary_repeats_is_printed_once(tmp_path):
+    from perfmoco.replay import ReplaySummary
+
+    texts = ["perfmoco WARNING: slice 2: 40% of myocardial pixels flagged",
+             "perfmoco WARNING: the study's own problem",
+             "perfmoco: study s, method dl\n  warning: slice 2: 40% of myocardial pixels flagged"]
+    out = str(ReplaySummary(10, 20, {1: 10}, texts, tmp_path / "o.h5", True))
+    assert out.count("40% of myocardial pixels flagged") == 1
+    assert "perfmoco WARNING: the study's own problem" in out  # not in the summary: kept
