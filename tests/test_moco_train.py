@@ -117,3 +117,11 @@ def test_weights_filed_under_another_stage_are_refused(tmp_path):
     shutil.copy(WEIGHTS_DIR / "dense.pt", tmp_path / "affine1.pt")
     with pytest.raises(ValueError, match="affine1.pt holds the dense stage's weights"):
         MotionCorrector.load(tmp_path)
+
+
+@pytest.mark.skipif(not (WEIGHTS_DIR / "affine1.pt").is_file(), reason="no shipped weights")
+def test_a_later_stage_on_the_shipped_earlier_ones(tmp_path):
+    """A site retraining only affine2 takes the shipped affine1 for its inputs."""
+    path = train_main(_config(tmp_path, stage="affine2", previous_dir="shipped", steps=1,
+                              val_every=1))
+    assert networks.load(path)[1]["stage"] == "affine2"

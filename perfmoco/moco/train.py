@@ -43,8 +43,13 @@ __all__ = ["DEFAULTS", "load_train_config", "train_main"]
 log = logging.getLogger(__name__)
 
 def _corrector(cfg: dict, stage: str, device: torch.device) -> MotionCorrector:
-    """Earlier stages from ``previous_dir``, this and later stages identity."""
-    prev = Path(cfg["previous_dir"] or cfg["out_dir"])
+    """Earlier stages from ``previous_dir`` (``shipped``: the package's), this and later
+    stages identity.
+    """
+    from perfmoco.moco.pipeline import WEIGHTS_DIR
+
+    prev = (WEIGHTS_DIR if cfg["previous_dir"] == "shipped"
+            else Path(cfg["previous_dir"] or cfg["out_dir"]))
     models = {}
     for s in networks.STAGES:
         if networks.STAGES.index(s) < networks.STAGES.index(stage):

@@ -16,7 +16,7 @@ __all__ = ["DEFAULTS", "load_train_config"]
 DEFAULTS: dict[str, Any] = {
     "stage": "affine1",
     "out_dir": "runs/train",
-    "previous_dir": "",  # earlier stages' checkpoints; "" = out_dir
+    "previous_dir": "",  # earlier stages' checkpoints; "" = out_dir; "shipped": the package's
     "steps": 4000,
     "batch_size": 16,
     "lr": 1e-4,  # paper: 1e-5 over far longer runs
