@@ -125,3 +125,15 @@ def test_a_later_stage_on_the_shipped_earlier_ones(tmp_path):
     path = train_main(_config(tmp_path, stage="affine2", previous_dir="shipped", steps=1,
                               val_every=1))
     assert networks.load(path)[1]["stage"] == "affine2"
+
+
+def test_retraining_an_earlier_stage_says_the_later_ones_are_stale(tmp_path, caplog):
+    import logging
+
+    run = tmp_path / "run"
+    run.mkdir()
+    networks.save(run / "dense.pt", networks.RegNet(networks.default_spec("dense")),
+                  stage="dense")
+    with caplog.at_level(logging.WARNING, logger="perfmoco.moco.train"):
+        train_main(_config(tmp_path, steps=1, val_every=1))
+    assert "dense.pt, trained on the affine1 this run replaces" in caplog.text

@@ -219,6 +219,11 @@ def train_main(
         raise FileNotFoundError(f"--resume: no checkpoint {out / f'{stage}_state.pt'} to "
                                 f"continue from (train without --resume to start)")
     out.mkdir(parents=True, exist_ok=True)
+    later = [f"{s}.pt" for s in networks.STAGES[networks.STAGES.index(stage) + 1:]
+             if (out / f"{s}.pt").is_file()]
+    if later:  # their inputs came from this stage's earlier weights
+        log.warning("%s holds %s, trained on the %s this run replaces: train them again "
+                    "after it", out, " and ".join(later), stage)
     torch.manual_seed(cfg["seed"])
     if cfg["threads"]:
         torch.set_num_threads(int(cfg["threads"]))
