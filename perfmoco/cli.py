@@ -7,6 +7,7 @@ status 2 (never a traceback); ``--verbose`` shows the log.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import re
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from perfmoco import __version__
 from perfmoco.config import ConfigError, load_config
+from perfmoco.logs import quiet, shown
 from perfmoco.study import StudyError
 
 log = logging.getLogger("perfmoco")
@@ -140,12 +142,12 @@ def cmd_replay(args) -> int:
                          "settings with --set (the server applies those it allows)")
     config = _config(args)
     output_file(args.output, MRD_SUFFIXES)
-    if not args.verbose and not args.server:  # its problems come back as TEXT: printed below
-        logging.getLogger("perfmoco").setLevel(logging.ERROR)
-    summary = replay(
-        args.input, args.output, server=args.server, config_name=args.config_name,
-        config=config, method=args.method, settings=_overrides(args) if args.server else None,
-    )
+    with (quiet("perfmoco") if not args.verbose and not args.server  # its problems come
+          else contextlib.nullcontext()):  # back as TEXT lines, printed below
+        summary = replay(
+            args.input, args.output, server=args.server, config_name=args.config_name,
+            config=config, method=args.method, settings=_overrides(args) if args.server else None,
+        )
     print(summary)
     if args.report:
         from perfmoco.report.cli import make_reports
@@ -201,10 +203,9 @@ def cmd_train(args) -> int:
 
     if args.max_steps is not None and args.max_steps < 1:
         raise UsageError(f"--max-steps must be at least 1, got {args.max_steps}")
-    for name in ("perfmoco.moco.train", "perfmoco.moco.data"):  # its phases, without -v
-        logging.getLogger(name).setLevel(logging.INFO)
-    weights = train_main(args.config, out_dir=args.out, resume=args.resume,
-                         max_steps=args.max_steps)
+    with shown("perfmoco.moco.train", "perfmoco.moco.data"):  # its phases, without -v
+        weights = train_main(args.config, out_dir=args.out, resume=args.resume,
+                             max_steps=args.max_steps)
     print(f"wrote {weights} (its run folder holds the checkpoint, history and validation)")
     return 0
 

@@ -14,7 +14,7 @@ import contextvars
 import logging
 import sys
 
-__all__ = ["log_failure", "quiet", "study_named"]
+__all__ = ["log_failure", "quiet", "shown", "study_named"]
 
 #: The study whose work is being logged (``study_named``); None: none.
 _STUDY: contextvars.ContextVar[str | None] = contextvars.ContextVar("perfmoco_study",
@@ -44,6 +44,22 @@ def quiet(name: str, level: int = logging.ERROR):
         yield
     finally:
         logger.setLevel(before)
+
+
+@contextlib.contextmanager
+def shown(*names: str, level: int = logging.INFO):
+    """Loggers ``names`` at ``level`` for the block (a command's progress lines, which the
+    console otherwise leaves out), as they were after it.
+    """
+    loggers = [logging.getLogger(n) for n in names]
+    before = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(level)
+    try:
+        yield
+    finally:
+        for lg, b in zip(loggers, before):
+            lg.setLevel(b)
 
 
 def _named_records(make):

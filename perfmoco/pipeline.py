@@ -164,7 +164,7 @@ def _correct(study: PerfusionStudy, method: Method, config: Config, result: Stud
         from perfmoco.moco.iterative import correct_iterative as run
     else:
         corrector = _load_corrector(config)
-        run, result.weights = corrector.correct, corrector.weights_id
+        run, result.weights = corrector.correct, getattr(corrector, "weights_id", "")
     from perfmoco.moco.whole_study import correct_slices
 
     def failed(s, exc):
