@@ -103,19 +103,6 @@ class LoadedQuant:
         return "\n".join(lines)
 
 
-def _flagged(quality_images, maps: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-    """Per slice, the map pixels the fit flagged: valued on the MBF map, 0 on its quality
-    map (``perfmoco.io.outputs``).
-    """
-    out = {}
-    for img in quality_images:
-        k = int(img.getHead().slice)
-        q = np.asarray(img.data, np.float32)[0, 0]
-        if k in maps and maps[k].shape == q.shape:
-            out[k] = (q <= 0) & (maps[k] != 0)
-    return out
-
-
 def _floats(meta, key: str) -> np.ndarray | None:
     try:
         values = np.array([float(v) for v in meta_list(meta, key)])
@@ -164,12 +151,15 @@ def _maps(images, mrd: MrdConfig, quality_images=()) -> LoadedQuant | None:
                          if w not in out.warnings]
     if not maps:
         return None
-    out.flagged = _flagged(quality_images, maps)
     quality = {int(q.getHead().slice): np.asarray(q.data, np.float32)[0, 0]
                for q in quality_images}
-    for k, m in maps.items():  # what the fit covered: a value on either map
+    for k, m in maps.items():
         q = quality.get(k)
-        out.myocardium[k] = (m != 0) | (q > 0 if q is not None and q.shape == m.shape else False)
+        if q is None or q.shape != m.shape:
+            out.myocardium[k] = m != 0
+            continue
+        out.flagged[k] = (q <= 0) & (m != 0)  # valued on the MBF map, 0 on its quality map
+        out.myocardium[k] = (m != 0) | (q > 0)  # what the fit covered: a value on either
     return out
 
 
