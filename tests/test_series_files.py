@@ -53,6 +53,8 @@ def test_a_series_stored_with_time_last_is_refused(tmp_path):
         read_series(tmp_path / "yxt.npy", pixel_spacing_mm=2.0)
     np.save(tmp_path / "tyx.npy", arr)  # as it should be: read
     assert read_series(tmp_path / "tyx.npy", pixel_spacing_mm=2.0).images.shape == arr.shape
+    np.save(tmp_path / "many.npy", np.zeros((128, 128, 96), np.float32))  # 128 dynamics of
+    assert read_series(tmp_path / "many.npy", pixel_spacing_mm=2.0).n_dynamics == 128  # 128x96
 
 
 def _nifti(path, vol, zooms, unit):

@@ -97,11 +97,11 @@ def _nifti(path: Path, given: float | None):
 
 def _check_axes(path: Path, arr: np.ndarray, nifti: bool) -> None:
     """Refuse a series whose time axis looks stored in a spatial one's place: read as
-    ``(T, Y, X)``, a square image of fewer dynamics than rows would be many dynamics of a
-    narrow image (a ``(Y, X, T)`` array; a NIfTI volume stored ``(T, Y, X)``).
+    ``(T, Y, X)``, a square image of far fewer dynamics than rows would be many dynamics of
+    a narrow image (a ``(Y, X, T)`` array; a NIfTI volume stored ``(T, Y, X)``).
     """
     t, y, x = arr.shape
-    if t == y and x < t:
+    if t == y and x <= 0.7 * t:  # (a series of as many dynamics as rows, 128 x 96: let be)
         stored = arr.shape[::-1] if nifti else arr.shape
         want = "NIfTI series are (X, Y, T) or (X, Y, 1, T)" if nifti else (
             "store it as (T, Y, X), e.g. numpy.moveaxis(a, -1, 0)")
