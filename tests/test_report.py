@@ -72,7 +72,7 @@ def _links(html: str) -> list[str]:
 def test_page_has_every_section(page, phantom_result):
     html = page.read_text()
     for heading in ["Problems", "Before / after motion correction", "Time-intensity curves",
-                    "Arterial input function", "MBF", "QC-flagged frames", "Runtime"]:
+                    "Arterial input function", "MBF", "QC-flagged frames", "Runtime", "Terms"]:
         assert f"<h2>{heading}</h2>" in html
     links = _links(html)
     n_slices = len(phantom_result.study.slices)

@@ -208,6 +208,28 @@ def _section_mbf(result: StudyResult, views: list[SliceView], assets: _Assets) -
     return "".join(out)
 
 
+#: What the page's terms mean, for a reader who is not a physicist.
+_TERMS = _table(["term", "meaning"], [
+    ["MBF", "myocardial blood flow at stress, ml of blood per minute per g of tissue; "
+            "stress MBF below about 2 ml/min/g is taken as ischaemic here"],
+    ["ischaemic burden", "share of the fitted myocardium whose MBF (each pixel with its "
+                         "3 x 3 neighbours' median) lies below that threshold"],
+    ["SE of median", "standard error of a segment's median MBF, from the spread of its "
+                     "pixels: the median is uncertain by about twice this either way"],
+    ["unreliable", "a segment whose value should not be read: too uncertain (SE), too many "
+                   "failed pixel fits, too few pixels, or its slice's curve looked like blood"],
+    ["QC-flagged", "a dynamic the motion check found unlike its neighbours (a mistrigger, "
+                   "a lost frame): left out of the MBF fits"],
+    ["PD frames, M0", "the proton-density images acquired before the dynamics: they give "
+                      "each pixel's fully relaxed signal (M0), which corrects the surface "
+                      "coils' shading and converts signal to contrast concentration"],
+    ["AIF", "arterial input function: the contrast concentration in the LV blood over "
+            "time, from the low-resolution AIF slice; every MBF is fitted against it"],
+    ["flagged pixels", "pixels whose fit failed or gave an implausible MBF: grey on the "
+                       "maps, 0 on the quality map series, left out of the segments"],
+])
+
+
 #: The correction methods as the page names them.
 _METHODS = {"dl": "deep learning (dl)", "iterative": "iterative, elastix (iterative)",
             "none": "none"}
@@ -261,6 +283,7 @@ def write_report(
         ("MBF", _section_mbf(result, views, assets)),
         ("QC-flagged frames", _section_qc(views, assets)),
         ("Runtime", _section_runtime(result)),
+        ("Terms", _TERMS),
     ]
     body = "".join(f"<h2>{_e(name)}</h2>{content}" for name, content in sections)
     n_hr = len(result.study.highres)
