@@ -153,6 +153,9 @@ def test_a_scan_started_after_the_injection_is_named(ph, clean_study):
     with pytest.warns(UserWarning, match="pre-contrast frames"):
         r = quantify_study(study, config=QuantConfig())
     assert any("started after the injection" in w for w in r.warnings)
+    # and every segment says its value is doubtful for it
+    assert r.segments and all(not row["reliable"] and "pre-contrast frames" in row["reason"]
+                              for row in r.segments)
 
 
 def test_flat_aif_is_a_clear_error(clean_study):
@@ -188,6 +191,7 @@ def test_pd_frames_of_another_readout_are_named(ph, clean_study, clean_result):
         r = quantify_study(dark, config=QuantConfig())
     assert r.saturation_efficiency["highres"] < 0.6
     assert any("PD frames do not read as the dynamics' M0" in w for w in r.warnings)
+    assert all(not row["reliable"] and "quant.pd_scale" in row["reason"] for row in r.segments)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fixed = quantify_study(dark, config=dataclasses.replace(QuantConfig(), pd_scale=2.0))
@@ -197,6 +201,7 @@ def test_pd_frames_of_another_readout_are_named(ph, clean_study, clean_result):
         m = fixed.myocardium[k]
         np.testing.assert_allclose(fixed.mbf_maps[k][m], clean_result.mbf_maps[k][m],
                                    rtol=1e-3, atol=1e-3)
+    assert not any("quant.pd_scale" in row["reason"] for row in fixed.segments)
 
 
 def test_a_missing_saturation_time_is_named(clean_study, clean_result):

@@ -27,7 +27,7 @@ PLAUSIBLE_EFFICIENCY = (0.6, 1.1)
 
 
 def implausible_efficiency(msgs: list[str], measured: dict[str, float], *,
-                           pd_scale: float) -> None:
+                           pd_scale: float) -> bool:
     """Warn where the measured saturation efficiency says the PD frames are not ``M0``.
 
     ``measured``: per sequence (``"highres"``, ``"aif"``), the efficiency that the
@@ -39,7 +39,7 @@ def implausible_efficiency(msgs: list[str], measured: dict[str, float], *,
     at ``c`` 0.5, and every [Gd] is wrong (MBF off by 0.4 ml/min/g at ``c`` 0.7, most
     pixels saturated at 0.5, on phantom 12335 a).  Only gross mismatches are told
     apart from a sequence's own efficiency: ``c`` under about 0.55 where ``eta`` is
-    0.8.
+    0.8.  Returns whether it warned.
     """
     lo, hi = PLAUSIBLE_EFFICIENCY
     odd = {k: v for k, v in measured.items() if np.isfinite(v) and not lo <= v <= hi}
@@ -51,6 +51,7 @@ def implausible_efficiency(msgs: list[str], measured: dict[str, float], *,
                    f"pulse gives {lo:g}-{hi:g}. PD frames read out with another flip angle? "
                    f"Set quant.pd_scale (M0 / PD signal, now {pd_scale:g}) for this protocol; "
                    "until then [Gd] and MBF are wrong")
+    return bool(odd)
 
 
 def coil_not_followed(msgs: list[str], name: str, reason: str, *, aif: bool = False) -> None:
@@ -102,13 +103,16 @@ def implausible_shape(msgs: list[str], delay_fits, names: dict) -> set[int]:
     return suspect
 
 
-def suspect_segments(rows: list[dict], slices: set[int]) -> None:
-    """Mark the segment rows of ``slices`` (:func:`implausible_shape`'s) unreliable, in
-    place: their slice's mean curve looks like blood, so their values may be wrong even
-    where their own spread is small (fresh 12490 a after the DL correction: its two
+#: Why :func:`implausible_shape`'s slices' segments are not to be trusted.
+BLOOD_LIKE = "its slice's mean curve looks like blood (residual motion, a ring off the wall)"
+
+
+def suspect_segments(rows: list[dict], slices, why: str = BLOOD_LIKE) -> None:
+    """Mark the segment rows of ``slices`` unreliable for ``why``, in place: a problem the
+    study warned of makes their values doubtful even where their own spread is small
+    (:func:`implausible_shape`'s slices: fresh 12490 a after the DL correction, its two
     such slices' segments read +0.76 and +1.04 ml/min/g on average, the third +0.56).
     """
-    why = "its slice's mean curve looks like blood (residual motion, a ring off the wall)"
     for r in rows:
         if int(r["slice"]) in slices:
             r["reason"] = "; ".join(x for x in (r.get("reason"), why) if x)

@@ -10,7 +10,7 @@ import numpy as np
 
 from perfmoco.config import QuantConfig
 from perfmoco.frames import interpolate_frames
-from perfmoco.quant.aif import extract_aif
+from perfmoco.quant.aif import MIN_PRE_FRAMES, extract_aif
 from perfmoco.quant.anatomy import aha_labels, slice_anatomy
 from perfmoco.quant.fermi import F_BOUNDS
 from perfmoco.quant.grouped import fit_fermi_grouped
@@ -332,7 +332,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                        qc=qc.get(s.slice_index), msgs=msgs, efficiency=efficiency,
                        fields=(displacements, pd_displacements))
     measured = _efficiencies(efficiency, aif, aif_slice=src.role is SliceRole.AIF)
-    implausible_efficiency(msgs, measured, pd_scale=config.pd_scale)
+    pd_not_m0 = implausible_efficiency(msgs, measured, pd_scale=config.pd_scale)
     delay_fits: list = []
     fit, gfit, gids = fit_fermi_grouped(
         aif=aif_u, dt_s=dt, density=config.tissue_density, r2_min=config.r2_min,
@@ -353,6 +353,13 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                          max_se=config.segment_max_se,
                          max_flagged=config.segment_max_flagged, below=config.ischemia_mbf)
     suspect_segments(rows, suspect)
+    everyone = {int(r["slice"]) for r in rows}  # problems of the study's: all its segments
+    if pd_not_m0:
+        suspect_segments(rows, everyone, "the PD frames do not read as the dynamics' M0 "
+                                         "(quant.pd_scale)")
+    if not config.baseline_frames and aif.arrival_index <= MIN_PRE_FRAMES:
+        suspect_segments(rows, everyone, "the AIF's bolus left at most "
+                                         f"{MIN_PRE_FRAMES} pre-contrast frames")
     return QuantResult(
         mbf_maps=mbf_maps, fit_quality=quality, flagged=flagged,
         myocardium={k: w.myo for k, w in work.items()}, aha=aha_maps, rv_insertion=ins_out,
