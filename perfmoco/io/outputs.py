@@ -240,11 +240,12 @@ def _quality_images(result: StudyResult, maps: list[ismrmrd.Image],
         r2 = quality.get(k)
         if r2 is None or k not in myo:
             continue
-        good = np.asarray(myo[k], bool) & ~np.asarray(flagged.get(k, False), bool)
+        bad = np.asarray(myo[k], bool) & np.asarray(flagged.get(k, False), bool)
+        good = np.asarray(myo[k], bool) & ~bad
         pixels = np.where(good, np.clip(np.nan_to_num(r2), 0.0, 1.0) * QUALITY_SCALE, 0.0)
         meta = {key: img.meta[key] for key in img.meta.keys()
                 if key.startswith("GADGETRON_") or key == "perfmoco_Messages"}
-        n_flag = int((np.asarray(myo[k], bool) & ~good).sum())
+        n_flag = int(bad.sum())
         meta.update(
             GADGETRON_DataRole="Quality_Map",
             GADGETRON_ImageComment=["MBF fit r2", f"x{QUALITY_SCALE:g}",

@@ -107,13 +107,13 @@ def implausible_shape(msgs: list[str], delay_fits, names: dict) -> set[int]:
 BLOOD_LIKE = "its slice's mean curve looks like blood (residual motion, a ring off the wall)"
 
 
-def suspect_segments(rows: list[dict], slices, why: str = BLOOD_LIKE) -> None:
-    """Mark the segment rows of ``slices`` unreliable for ``why``, in place: a problem the
-    study warned of makes their values doubtful even where their own spread is small
+def suspect_segments(rows: list[dict], slices=None, why: str = BLOOD_LIKE) -> None:
+    """Mark the segment rows of ``slices`` (None: all) unreliable for ``why``, in place: a
+    problem the study warned of makes their values doubtful even where their own spread is small
     (:func:`implausible_shape`'s slices: fresh 12490 a after the DL correction, its two
     such slices' segments read +0.76 and +1.04 ml/min/g on average, the third +0.56).
     """
     for r in rows:
-        if int(r["slice"]) in slices:
+        if slices is None or int(r["slice"]) in slices:
             r["reason"] = "; ".join(x for x in (r.get("reason"), why) if x)
             r["reliable"] = False

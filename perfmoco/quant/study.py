@@ -353,13 +353,12 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                          max_se=config.segment_max_se,
                          max_flagged=config.segment_max_flagged, below=config.ischemia_mbf)
     suspect_segments(rows, suspect)
-    everyone = {int(r["slice"]) for r in rows}  # problems of the study's: all its segments
-    if pd_not_m0:
-        suspect_segments(rows, everyone, "the PD frames do not read as the dynamics' M0 "
-                                         "(quant.pd_scale)")
+    if pd_not_m0:  # problems of the study's: all its segments
+        suspect_segments(rows, why="the PD frames do not read as the dynamics' M0 "
+                                   "(quant.pd_scale)")
     if not config.baseline_frames and aif.arrival_index <= MIN_PRE_FRAMES:
-        suspect_segments(rows, everyone, "the AIF's bolus left at most "
-                                         f"{MIN_PRE_FRAMES} pre-contrast frames")
+        suspect_segments(rows, why=f"the AIF's bolus left at most {MIN_PRE_FRAMES} "
+                                   "pre-contrast frames")
     return QuantResult(
         mbf_maps=mbf_maps, fit_quality=quality, flagged=flagged,
         myocardium={k: w.myo for k, w in work.items()}, aha=aha_maps, rv_insertion=ins_out,

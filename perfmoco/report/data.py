@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from perfmoco.quant.segments import SEGMENT_NAMES
 from perfmoco.study import SliceRole, SliceSeries, StudyError
 
 if TYPE_CHECKING:
@@ -161,12 +162,10 @@ def _levels(rows) -> dict[int, str]:
     """Each slice's level (basal, mid, apical) by the AHA segments its table rows name."""
     out: dict[int, str] = {}
     for r in rows:
-        try:
-            seg, sl = int(r["segment"]), int(r["slice"])
+        try:  # the AHA name's first word: "basal anterior"
+            out.setdefault(int(r["slice"]), SEGMENT_NAMES[int(r["segment"])].split()[0])
         except (KeyError, TypeError, ValueError):
             continue
-        if 1 <= seg <= 16:
-            out.setdefault(sl, "basal" if seg <= 6 else "mid" if seg <= 12 else "apical")
     return out
 
 

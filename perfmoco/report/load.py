@@ -6,9 +6,9 @@ as received, the corrected series (``MrdConfig.moco_series_index``,
 (``map_series_index``, pixels = MBF x ``GADGETRON_ScaleRatio``) with the
 segment table in their meta, their fit quality (``quality_series_index``: the
 pixels the fit flagged), and perhaps the report's own secondary captures
-(``report_series_index``, ignored).  Displacement fields and the AIF curve are
-not stored, so the rebuilt result has zero displacements and no AIF [Gd];
-QC flags, problems and timings come from a ``summary.json`` beside the file
+(``report_series_index``, ignored).  Displacement fields are not stored, so the
+rebuilt result has zero displacements; QC flags, problems and timings come from a
+``summary.json`` beside the file
 (batch output) when there is one; without it, from the images' meta (the corrected
 series' QC flags, the maps' messages, AIF, segment table and ischaemic burden).
 """
