@@ -214,7 +214,11 @@ def process_study(
     config = config or Config()
     method = Method(method)
     step = progress or (lambda _msg: None)
+    study = study.with_finite_pixels()
     result = StudyResult(study=study, moco=[None] * len(study.slices), method=method)
+    for note in study.notes:  # what was done to the data as received
+        log.warning("%s", note)
+        result.messages.append(note)
     try:
         study.validate(min_dynamics=config.mrd.min_dynamics)
     except StudyError as exc:

@@ -152,6 +152,30 @@ class SliceSeries:
         """Copy with some fields replaced (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)
 
+    def with_finite_pixels(self) -> tuple[SliceSeries, str | None]:
+        """The series with its NaN / Inf pixels filled
+        (:func:`perfmoco.frames.fill_non_finite`), and a note naming them (``None``
+        and the series itself where there are none).
+        """
+        from perfmoco.frames import fill_non_finite
+
+        images, n = fill_non_finite(self.images)
+        pd, n_pd = fill_non_finite(self.pd_images)
+        if not (n.any() or n_pd.any()):
+            return self, None
+        where = []
+        if n.any():
+            frames = np.flatnonzero(n)
+            more = f" and {frames.size - 10} more" if frames.size > 10 else ""
+            where.append(f"{int(n.sum())} in every dynamic" if frames.size == n.size else
+                         f"{int(n.sum())} in dynamics {frames[:10].tolist()}{more}")
+        if n_pd.any():
+            where.append(f"{int(n_pd.sum())} in the PD frames")
+        note = (f"{self.name}: non-finite pixels (NaN/Inf), {' and '.join(where)}: filled "
+                "from the same pixel's nearest dynamics (0 where none has a value; a dynamic "
+                "without any is a lost frame); the outputs hold the filled values")
+        return self.replace(images=images, pd_images=pd), note
+
     def validate(self, *, min_dynamics: int = MIN_DYNAMICS) -> None:
         """Check the series can be processed; raise :class:`StudyError` if not.
 
@@ -252,11 +276,15 @@ class PerfusionStudy:
         The MRD XML header the study arrived with (used to write results).
     study_id : str
         Free-text identifier used in logs and reports.
+    notes : list of str
+        What was done to the data as received (e.g. non-finite pixels filled), for
+        the study's messages.
     """
 
     slices: list[SliceSeries]
     mrd_header: str | None = None
     study_id: str = "study"
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def highres(self) -> list[SliceSeries]:
@@ -292,6 +320,18 @@ class PerfusionStudy:
             raise StudyError("the study has no low-resolution AIF slice (needed for MBF)")
         for s in self.slices:
             s.validate(min_dynamics=min_dynamics)
+
+    def with_finite_pixels(self) -> PerfusionStudy:
+        """The study with every slice's NaN / Inf pixels filled
+        (:meth:`SliceSeries.with_finite_pixels`) and a note for each such slice (the
+        study itself where there are none).
+        """
+        done = [s.with_finite_pixels() for s in self.slices]
+        notes = [note for _, note in done if note]
+        if not notes:
+            return self
+        return dataclasses.replace(self, slices=[s for s, _ in done],
+                                   notes=[*self.notes, *notes])
 
     def replace_slices(self, slices: Sequence[SliceSeries]) -> PerfusionStudy:
         """Copy of the study with other slice series (same header and id)."""

@@ -90,6 +90,39 @@ def test_lost_frames_are_filled_flagged_and_sent_back_as_received(corrector):
     assert m["dice"] > 0.9 and m["dice"] > m["dice_none"] + 0.1
 
 
+def test_non_finite_pixels_are_filled_and_the_slice_still_corrected(corrector):
+    """Another program's series: NaN background outside a disc, NaN pixels on the
+    myocardium in three dynamics and one dynamic all NaN (lost): filled as the study's
+    notes say, corrected as well as a clean series, the lost dynamic QC-flagged."""
+    from perfmoco.moco.data import slice_truth
+    from perfmoco.moco.evaluate import truth_metrics
+    from perfmoco.phantom import generate_phantom
+    from perfmoco.study import PerfusionStudy
+
+    ph = generate_phantom(seed=9303, motion="breathing", n_dynamics=40)
+    s = ph.study.highres[1]
+    im = s.images.copy()
+    yy, xx = np.mgrid[:s.shape[0], :s.shape[1]]
+    im[:, (yy - s.shape[0] / 2) ** 2 + (xx - s.shape[1] / 2) ** 2 > (0.48 * s.shape[0]) ** 2] = (
+        np.nan)
+    myo = np.argwhere(ph.truth["s1_myo_masks"][20])[::7]
+    im[np.ix_([15, 16, 25], myo[:, 0], myo[:, 1])] = np.nan
+    im[33] = np.nan
+    study = PerfusionStudy(slices=[s.replace(images=im)]).with_finite_pixels()
+    assert "in every dynamic: filled" in study.notes[0], study.notes
+    r = corrector.correct(study.slices[0])
+    assert 33 in np.flatnonzero(r.qc) and np.isfinite(r.corrected).all()
+    keep = np.setdiff1d(np.arange(40), [33])
+    truth = slice_truth(ph.truth, s)
+    truth["myo_masks"] = truth["myo_masks"][keep]
+    truth["displacement"] = truth["displacement"][keep]
+    truth.pop("peak_index", None)
+    sub = r._replace(corrected=r.corrected[keep], displacement=r.displacement[keep],
+                     qc=r.qc[keep], reference_index=int(np.searchsorted(keep, r.reference_index)))
+    m = truth_metrics(sub, truth, s.replace(images=s.images[keep], times_s=s.times_s[keep]))
+    assert m["dice"] > 0.9 and m["dice"] > m["dice_none"] + 0.1, m
+
+
 def test_refinement_improves_on_the_networks_alone(corrector):
     from perfmoco.config import MocoConfig
     from perfmoco.moco.data import slice_truth

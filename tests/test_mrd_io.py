@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -183,10 +185,23 @@ def test_too_few_dynamics_is_refused(small_study):
         images_to_study(_images(small_study))
 
 
-def test_non_finite_pixels_are_refused(small_study):
-    small_study.slices[1].images[4, 3, 3] = np.nan
-    with pytest.raises(StudyError, match=r"slice 1 .*non-finite pixels .*\[4\]"):
-        images_to_study(_images(small_study))
+def test_non_finite_pixels_are_filled_and_named(small_study):
+    """A NaN pixel is filled from the same pixel's neighbouring dynamics, a pixel NaN in
+    every dynamic (a background masked by another program) with 0, a dynamic without a
+    finite pixel becomes a lost (blank) frame; the study's notes say so."""
+    im = small_study.slices[1].images
+    want = (im[3, 3, 3] + im[5, 3, 3]) / 2
+    im[4, 3, 3] = np.nan
+    im[:, 0, :4] = np.inf
+    im[7] = np.nan
+    study = images_to_study(_images(small_study))
+    got = study.slices[1].images
+    assert got[4, 3, 3] == pytest.approx(want, rel=1e-5)
+    assert (got[:, 0, :4] == 0).all() and (got[7] == 0).all() and np.isfinite(got).all()
+    assert len(study.notes) == 1
+    assert re.match(r"slice 1 \(highres\): non-finite pixels \(NaN/Inf\), \d+ in every "
+                    r"dynamic: filled", study.notes[0]), study.notes
+    np.testing.assert_array_equal(study.slices[0].images, small_study.slices[0].images)
 
 
 def test_missing_timing_is_refused(small_study):

@@ -146,6 +146,7 @@ def read_study(
                 s.pixel_spacing_mm = (pixel_spacing_mm, pixel_spacing_mm)
         return study
     series = read_series(path, pixel_spacing_mm=pixel_spacing_mm)
-    study = PerfusionStudy(slices=[series], study_id=path.name.split(".")[0])
+    study = PerfusionStudy(slices=[series],
+                           study_id=path.name.split(".")[0]).with_finite_pixels()
     study.validate(min_dynamics=(config or MrdConfig()).min_dynamics)
     return study

@@ -165,7 +165,8 @@ def images_to_study(
                      recon_by_encoding)
         for (is_aif, sl), frames in sorted(groups.items())
     ])
-    study = PerfusionStudy(slices=slices, mrd_header=strip_nul(header), study_id=study_id)
+    study = PerfusionStudy(slices=slices, mrd_header=strip_nul(header),
+                           study_id=study_id).with_finite_pixels()
     study.validate(min_dynamics=config.min_dynamics)
     return study
 

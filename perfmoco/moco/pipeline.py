@@ -23,7 +23,8 @@ PD frames are corrected with the same models: step 1 to the reference frame,
 steps 2-3 to the first frame of the synthetic reference (series start).
 
 Failure policy: images are never lost.  Bad input (fewer than 10 dynamics,
-NaN/Inf, a blank frame) and any failure inside the correction raise
+NaN/Inf: a study fills them first, :meth:`perfmoco.study.PerfusionStudy.with_finite_pixels`;
+a blank frame) and any failure inside the correction raise
 :class:`perfmoco.study.StudyError` with a message naming the slice; the
 caller passes the original frames through (``method="none"``).
 """
