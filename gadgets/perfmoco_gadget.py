@@ -140,7 +140,8 @@ def _tag(output: StudyOutput, pipeline: str) -> None:
 def _process(connection, images, header_xml, config, pipeline, study_no) -> None:
     t0 = time.perf_counter()
     study_id = f"gadget{study_no}"
-    output = run_study(images, header_xml, config=config, pipeline=pipeline, study_id=study_id)
+    output = run_study(images, header_xml, config=config, pipeline=pipeline, study_id=study_id,
+                       name_from_header=True)  # results named after the scan
     for text in output.problems:
         log.warning(kv("problem", study=study_id, text=text))
     if output.summary:

@@ -143,7 +143,7 @@ class MrdServer:
         sock.settimeout(cfg.idle_timeout_s)
         rfile, wfile = sock.makefile("rb"), sock.makefile("wb")
         session = StudySession(MessageWriter(wfile), config=self.config, runner=self._run,
-                               log=clog, study_id=f"conn{cid}")
+                               log=clog, study_id=f"conn{cid}", name_from_header=True)
         try:
             reader = MessageReader(rfile, max_message_bytes=cfg.max_message_bytes)
             for n, msg in enumerate(reader):

@@ -131,6 +131,7 @@ def run_study(
     config: Config,
     pipeline: str = "perfmoco",
     study_id: str = "study",
+    name_from_header: bool = False,
 ) -> StudyOutput:
     """Process one buffered study; never raises, never loses an original.
 
@@ -145,7 +146,10 @@ def run_study(
     pipeline : {'perfmoco', 'perfmoco-moco', 'passthrough'}, keyword-only
         Full pipeline, correction only, or originals only.
     study_id : str, keyword-only
-        Name used in logs and the result.
+        Name used in logs and the results.
+    name_from_header : bool, keyword-only
+        Name the results after the header's ``measurementID`` where it has one (a
+        stream's studies: the scan's own name), ``study_id`` otherwise.
 
     Returns
     -------
@@ -156,10 +160,13 @@ def run_study(
     if not correct:
         return StudyOutput(list(images), [], ok=True)
     from perfmoco.io.mrd import images_to_study
+    from perfmoco.io.mrd_header import header_measurement_id, parse_header
     from perfmoco.pipeline import process_study
 
     try:
         study = images_to_study(images, header, config=config.mrd, study_id=study_id)
+        if name_from_header:
+            study.study_id = header_measurement_id(parse_header(header)) or study_id
     except StudyError as exc:
         msg = f"perfmoco: study not processed: {exc}; the {len(images)} images are passed back"
         return StudyOutput(list(images), [msg], ok=False)
@@ -214,12 +221,15 @@ class StudySession:
         worker pool); default: call directly.
     log : logging.LoggerAdapter or Logger, keyword-only, optional
     study_id : str, keyword-only
+    name_from_header : bool, keyword-only
+        See :func:`run_study`.
     """
 
     def __init__(self, out: Outbox, *, config: Config, runner: Callable | None = None,
                  log: logging.Logger | logging.LoggerAdapter = log,
-                 study_id: str = "study") -> None:
+                 study_id: str = "study", name_from_header: bool = False) -> None:
         self.out, self.config, self.log, self.study_id = out, config, log, study_id
+        self.name_from_header = name_from_header
         self.runner = runner or (lambda fn, *a, **kw: fn(*a, **kw))
         self.pipeline = "perfmoco"
         self.header: str | None = None
@@ -319,7 +329,8 @@ class StudySession:
         else:
             try:
                 output = self.runner(run_study, self.images, self.header, config=self.config,
-                                     pipeline=self.pipeline, study_id=self.study_id)
+                                     pipeline=self.pipeline, study_id=self.study_id,
+                                     name_from_header=self.name_from_header)
             except Exception as exc:  # the pool is shut down, or similar
                 output = StudyOutput(self.images, [f"perfmoco: not processed ({exc})"], ok=False)
         for img in output.images:

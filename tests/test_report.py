@@ -170,6 +170,8 @@ def test_result_file_round_trip(phantom_result, tmp_path):
     write_mrd_images(path, study_header(phantom_result.study), images)
     back = load_result(path, config=cfg)
     assert len(back.study.slices) == len(phantom_result.study.slices)
+    # named as it was processed (not after the file or its folder)
+    assert back.study.study_id == phantom_result.study.study_id != tmp_path.name
     for a, b in zip(sorted(phantom_result.study.slices, key=lambda s: s.slice_index),
                     sorted(back.study.slices, key=lambda s: s.slice_index)):
         np.testing.assert_allclose(a.images, b.images, rtol=1e-6)

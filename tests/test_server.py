@@ -29,6 +29,7 @@ from streaming_helpers import (
 )
 
 from perfmoco.io.mrd import images_to_study
+from perfmoco.io.mrd_header import parse_header
 from perfmoco.io.stream import MessageId
 from perfmoco.pipeline import process_study
 from perfmoco.replay import stream_images
@@ -76,6 +77,10 @@ def test_full_pipeline_matches_in_process(study_msgs):
 
     assert untimed(res.texts[-1]) == untimed(expected.summary_text())
     assert all(f"perfmoco WARNING: {m}" in res.texts for m in expected.messages)
+    # results named after the scan (the header's measurementID), not the connection
+    scan = parse_header(header).measurementInformation.measurementID
+    named = {im.meta.get("perfmoco_Study") for im in res.images if "perfmoco_Study" in im.meta}
+    assert scan and named == {scan}
 
 
 def test_moco_only_and_passthrough(study_msgs):

@@ -52,6 +52,12 @@ def parse_header(text: str | bytes | None) -> xsd.ismrmrdHeader | None:
         ) from None
 
 
+def header_measurement_id(header: xsd.ismrmrdHeader | None) -> str:
+    """The scan's ``measurementInformation/measurementID`` ("" where the header has none)."""
+    info = getattr(header, "measurementInformation", None)
+    return str(getattr(info, "measurementID", None) or "").strip()
+
+
 def header_saturation_times_s(header: xsd.ismrmrdHeader | None) -> list[float]:
     """Saturation times in s per encoding from ``sequenceParameters/TI`` (ms), if any."""
     if header is None or header.sequenceParameters is None:

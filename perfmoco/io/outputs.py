@@ -102,6 +102,7 @@ def result_to_images(result: StudyResult, *, config: MrdConfig,
                 extra_meta={
                     "perfmoco_QCFlaggedDynamics": [str(i) for i in np.flatnonzero(m.qc)] or "none",
                     "GADGETRON_ImageComment": "MOCO",
+                    "perfmoco_Study": result.study.study_id,
                     **({"perfmoco_Weights": result.weights} if result.weights else {}),
                 },
                 append_meta={
@@ -186,6 +187,7 @@ def _map_images(result: StudyResult, config: MrdConfig) -> list[ismrmrd.Image]:
             t = np.asarray(quant.aif_times_s, float)  # from its first sample; that sample's
             meta["perfmoco_AIF_times_s"] = [f"{v:.3f}" for v in t - t[0]]  # clock beside
             meta["perfmoco_AIF_time_origin_s"] = f"{t[0]:.4f}"
+        meta["perfmoco_Study"] = result.study.study_id
         if result.weights:
             meta["perfmoco_Weights"] = result.weights
         eff = getattr(quant, "saturation_efficiency", None)

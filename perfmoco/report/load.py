@@ -248,7 +248,10 @@ def load_result(path: str | Path, *, config: Config | MrdConfig | None = None) -
     if not groups["orig"]:
         raise StudyError(f"{path}: no original images (only output series) in the file")
     summary = _summary(path)
-    study_id = summary.get("study") or (path.parent.name if path.stem == "result" else path.stem)
+    named = (n for img in groups["moco"][:1] + groups["map"][:1]
+             for n in meta_list(img.meta, "perfmoco_Study"))  # the name it was processed as
+    study_id = (summary.get("study") or next(named, "")
+                or (path.parent.name if path.stem == "result" else path.stem))
     study = images_to_study(groups["orig"], header, config=mrd, study_id=str(study_id))
     qc_by_slice = {int(s["slice"]): s.get("qc_flagged") for s in summary.get("slices", [])}
     moco: list[MocoResult | None] = [None] * len(study.slices)
