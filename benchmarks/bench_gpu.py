@@ -47,7 +47,7 @@ def inference(seed: int, threads: int, repeat: int, report: dict, gpu: str = "cu
     """CPU vs GPU on one study: agreement, accuracy, wall time."""
     from bench_moco import time_study  # the stack's LV location not timed (``locs``)
 
-    cfg = load_config()
+    cfg = load_config(overrides={"moco.threads": threads})
     ph = generate_phantom(seed=seed, motion="breathing", vendor="ab"[seed % 2])
     locs = stack_locations(ph.study, cfg)
     torch.set_num_threads(threads)

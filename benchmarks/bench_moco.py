@@ -11,7 +11,7 @@ the low-resolution AIF slice (whose row also shows 10 of its own pixels).
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_moco.py [--seeds 9100 9101] [--threads 2]
+    .venv/bin/python benchmarks/bench_moco.py [--seeds 9100 9101] [--threads 2] [--busy N]
         [--weights DIR] [--device cpu|cuda] [--json OUT.json] [--set moco.KEY=VALUE ...]
         [--fov full|corner|corner-bl] [--fov-margin-mm 10] [--heart-scale 1.0]
 
@@ -22,6 +22,10 @@ truth cut alike), so the crops of the correction leave the image;
 ``--fov corner-bl`` cuts below and to the left instead.  ``--heart-scale 1.35``
 makes every phantom's heart larger (cavity, wall and RV scaled alike).
 
+``--busy 1`` times the study beside another process that keeps a core busy (a host
+shared with other work); ``--threads 0`` lets the correction pick its threads from
+the cores left free (``moco.threads: 0``, the product's default).
+
 The speed part times the study uncompiled and, in the same run, with the
 networks compiled (``moco.compile``, as the server and the gadget run them
 after their warm-up; ``--no-compile`` skips that).
@@ -30,8 +34,10 @@ after their warm-up; ``--no-compile`` skips that).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import multiprocessing
 import time
 
 import numpy as np
@@ -86,6 +92,27 @@ def time_study(mc, study, config, repeat: int, locs=None) -> tuple[float, float]
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
     return float(np.median(walls)), float(np.median(cpus))
+
+
+def _spin(stop) -> None:
+    while not stop.is_set():
+        pass
+
+
+@contextlib.contextmanager
+def busy_processes(n: int):
+    """``n`` other processes, each keeping a core busy, while the block runs."""
+    stop = multiprocessing.Event()
+    procs = [multiprocessing.Process(target=_spin, args=(stop,), daemon=True)
+             for _ in range(n)]
+    for proc in procs:
+        proc.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join(5)
 
 
 def correct_study(mc, study, locs):
@@ -162,7 +189,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[9100, 9101])
     p.add_argument("--motion", default="breathing")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2,
+                   help="torch threads (moco.threads); 0: the cores other processes leave free")
+    p.add_argument("--busy", type=int, default=0, metavar="N",
+                   help="time the study with N other processes keeping a core busy each "
+                        "(a shared host: compare --threads 2 with --threads 0)")
     p.add_argument("--weights", default=None)
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     p.add_argument("--json", default=None)
@@ -179,8 +210,10 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="moco.KEY=VALUE",
                    help="settings as in the CLI, e.g. --set moco.refine_iterations=0")
     a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    cfg = load_config(overrides=dict(kv.split("=", 1) for kv in a.set))
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cfg = load_config(overrides={"moco.threads": a.threads,
+                                 **dict(kv.split("=", 1) for kv in a.set)})
     mc = MotionCorrector.load(a.weights, device=a.device, config=cfg.moco)
     rows = []
     for i, seed in enumerate([] if a.speed_only else a.seeds):
@@ -279,13 +312,16 @@ def main(argv=None) -> int:
     slices = ph.study.slices
     for s in slices:
         check_series(s)
-    wall, cpu = time_study(mc, ph.study, cfg, a.repeat)
+    with busy_processes(a.busy):
+        wall, cpu = time_study(mc, ph.study, cfg, a.repeat)
+    threads = a.threads or f"{torch.get_num_threads()} (auto)"
     compiled = None
     if not a.no_compile and not mc.config.compile:
         mcc = MotionCorrector(mc.models, device=mc.device,
                               config=dataclasses.replace(mc.config, compile=True))
         print(f"\ncompiling the networks (moco.compile): {mcc.compile_networks():.1f} s")
-        compiled = time_study(mcc, ph.study, cfg, a.repeat)
+        with busy_processes(a.busy):
+            compiled = time_study(mcc, ph.study, cfg, a.repeat)
     frames = sum(s.n_dynamics + s.pd_images.shape[0] for s in slices)
     flops = model_flops(mc)
     passes = {"affine1": cfg.moco.affine1_passes, "affine2": cfg.moco.affine2_passes,
@@ -293,7 +329,9 @@ def main(argv=None) -> int:
     total = sum(v * passes.get(k, 1) for k, v in flops.items()) * frames
     print(
         f"\nspeed: {len(slices)} slices x ~{slices[0].n_dynamics} dynamics (+PD), "
-        f"{a.threads} threads, {mc.device}: {wall:.2f} s wall (target < 4 s), {cpu:.2f} s CPU"
+        f"{threads} threads, {mc.device}"
+        + (f", {a.busy} other busy processes" if a.busy else "")
+        + f": {wall:.2f} s wall (target < 4 s), {cpu:.2f} s CPU"
         + (" (moco.compile)" if mc.config.compile else " (uncompiled)")
     )
     if compiled is not None:

@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     d = sub.add_parser("demo", help="phantom study -> correction -> MBF maps, with a summary")
-    d.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    d.add_argument("-o", "--out", default="out/demo", help="output folder (default out/demo)")
     d.add_argument("--method", default="dl", choices=["none", "dl", "iterative"])
     d.add_argument("--seed", type=int, default=2024, help="phantom seed")
     d.add_argument("--no-report", action="store_true", help="skip the QA report (HTML)")
@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train one motion-correction stage")
     t.add_argument("--config", required=True, type=Path, help="config/train/<stage>.yaml")
-    t.add_argument("--out", type=Path, default=None, help="run folder (default from config)")
+    t.add_argument("-o", "--out", type=Path, default=None, help="run folder (default from config)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     t.add_argument("--max-steps", type=int, default=None)
     t.set_defaults(func=cmd_train)
@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--studies", type=int, default=5)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--methods", default="none,dl", help="comma list of none,dl,iterative")
-    e.add_argument("--out", type=Path, default=Path("out/evaluate"))
+    e.add_argument("-o", "--out", type=Path, default=Path("out/evaluate"))
     e.add_argument("--workers", type=int, default=None, help="Dask workers (default 2)")
     e.add_argument("--cohort", type=Path, default=None,
                    help="read studies (*.h5 + *.truth.npz) from this folder instead")

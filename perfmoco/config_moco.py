@@ -216,7 +216,8 @@ class MocoConfig:
     #: the DL correction the segment MBF error is 0.37 ml/min/g bilinear, 0.25
     #: bicubic.  The networks' crops stay bilinear.
     resample: str = "bicubic"
-    #: Torch intra-op threads; 0 = torch's default.
+    #: Torch intra-op threads; 0: the cores other processes leave free, measured when
+    #: a slice's correction starts (:mod:`perfmoco.moco.cpu`; all cores on an idle host).
     threads: int = 0
 
     def disc_radius_mm(self, aif: bool) -> float:

@@ -163,6 +163,7 @@ def evaluate_study(
     import torch
 
     torch.set_num_threads(1)  # one worker = one core
+    config = config.with_overrides({"moco.threads": 1})
     study_id, study, truth = _load(spec, motion=motion, n_dynamics=n_dynamics)
     slices, segments, studies = [], [], []
     for name in methods:

@@ -51,6 +51,7 @@ from perfmoco.moco.checks import (
     restore_blank_dynamics,
     torch_device,
 )
+from perfmoco.moco.cpu import auto_threads
 from perfmoco.moco.decompose import pca_reference
 from perfmoco.moco.preprocess import LvLocation
 from perfmoco.moco.reference import anchored_off_flags, middle_reference, rebase
@@ -281,8 +282,9 @@ class MotionCorrector:
         if blank.any():  # lost frames: corrected with their neighbours' motion, QC-flagged
             return restore_blank_dynamics(self.correct(filled, lv=lv), series, blank)
         cfg = self.config
-        if cfg.threads > 0:
-            torch.set_num_threads(cfg.threads)
+        threads = cfg.threads or auto_threads()  # 0: the cores other work leaves free
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
         if self.device.type == "cpu":
             # trained networks produce denormal activations, ~7x slower on CPU;
             # flushing them to zero is process-wide and left on

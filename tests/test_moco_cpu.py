@@ -1,0 +1,63 @@
+"""Torch threads from the cores other processes leave free (perfmoco.moco.cpu)."""
+
+import os
+
+import pytest
+
+from perfmoco.moco import cpu
+
+
+def _stat_sequence(*lines):
+    it = iter(lines)
+    return lambda: next(it)
+
+
+def test_free_cores_counts_the_others_load(monkeypatch):
+    n = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(os, "cpu_count", lambda: n)
+    # over the window: 10 ticks per core, a quarter of them idle
+    busy = cpu.free_cores(0.0, stat=_stat_sequence((1000, 500), (1000 + 10 * n, 500 + 2.5 * n)))
+    assert busy == pytest.approx(0.25 * n)
+    idle = cpu.free_cores(0.0, stat=_stat_sequence((0, 0), (10 * n, 10 * n)))
+    assert idle == pytest.approx(n)
+    assert cpu.free_cores(0.0, stat=_stat_sequence((5, 0), (5, 0))) is None  # no ticks
+    assert cpu.free_cores(0.0, stat=lambda: (_ for _ in ()).throw(OSError("no /proc"))) is None
+
+
+def test_free_cores_reads_this_host():
+    free = cpu.free_cores()
+    assert free is None or 0.0 <= free <= len(os.sched_getaffinity(0))
+
+
+def test_auto_threads_rounds_keeps_one_and_reuses_its_measurement(monkeypatch):
+    monkeypatch.setattr(cpu, "_last", None)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+    assert cpu.auto_threads(now=0.0, measure=lambda: 2.6) == 3
+    assert cpu.auto_threads(now=1.0, measure=lambda: 0.0) == 3  # reused within REUSE_S
+    assert cpu.auto_threads(now=cpu.REUSE_S + 1, measure=lambda: 0.2) == 1  # never 0
+    monkeypatch.setattr(cpu, "_last", None)
+    assert cpu.auto_threads(now=0.0, measure=lambda: None) == 4  # not measurable: all
+
+
+def test_the_correction_runs_on_the_threads_chosen(monkeypatch):
+    """moco.threads 0: the measured free cores; a number: that many, as set."""
+    import torch
+
+    from perfmoco.config import MocoConfig
+    from perfmoco.moco import networks
+    from perfmoco.moco.pipeline import MotionCorrector
+    from perfmoco.moco.synthetic import synthetic_series
+
+    s, _, _ = synthetic_series(n_dynamics=12, shape=(64, 64), spacing_mm=2.0, seed=3)
+    torch.manual_seed(0)
+    models = {k: networks.RegNet(networks.default_spec(k)) for k in networks.STAGES}
+    before = torch.get_num_threads()
+    seen = []
+    monkeypatch.setattr("perfmoco.moco.pipeline.auto_threads", lambda: seen.append(1) or 1)
+    try:
+        MotionCorrector(models, config=MocoConfig(refine_iterations=0)).correct(s)
+        assert seen and torch.get_num_threads() == 1
+        MotionCorrector(models, config=MocoConfig(refine_iterations=0, threads=2)).correct(s)
+        assert len(seen) == 1 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
