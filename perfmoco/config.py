@@ -63,6 +63,11 @@ class MrdConfig:
     pd_frames: int = -1
 
 
+#: Native T1 of blood and myocardium at 1.5 T, s (Stanisz et al. 2005, MRM 54:507, the
+#: source of the 3 T defaults 1.932 / 1.471 s).
+T1_AT_1P5T_S = (1.441, 1.030)
+
+
 @dataclasses.dataclass(frozen=True)
 class QuantConfig:
     """Signal model and Fermi quantification (3T defaults)."""
@@ -172,6 +177,27 @@ class QuantConfig:
         """The saturation time (s) used where a header gives none, and its setting's name."""
         key = f"quant.saturation_time_{'aif' if aif else 'highres'}_s"
         return key, self.saturation_time_aif_s if aif else self.saturation_time_highres_s
+
+    def for_field_strength(self, tesla: float | None) -> tuple[QuantConfig, str | None]:
+        """These settings for a scan at ``tesla`` (its header's field strength), and what
+        changed: native T1s left at their 3 T defaults become the 1.5 T values of the
+        same source (:data:`T1_AT_1P5T_S`) on a 1.5 T scan; at another field they stay,
+        said.  (They matter where M0 comes from the baseline: no PD frames.)
+        """
+        three = QuantConfig()
+        if tesla is None or 2.7 <= tesla <= 3.3 or (
+                (self.t1_blood_s, self.t1_myocardium_s)
+                != (three.t1_blood_s, three.t1_myocardium_s)):
+            return self, None
+        if 1.3 <= tesla <= 1.7:
+            blood, myo = T1_AT_1P5T_S
+            return (dataclasses.replace(self, t1_blood_s=blood, t1_myocardium_s=myo),
+                    f"a {tesla:g} T scan: native T1 of blood {blood:g} s and myocardium "
+                    f"{myo:g} s (the 1.5 T values; quant.t1_blood_s / t1_myocardium_s set "
+                    "others)")
+        return self, (f"a {tesla:g} T scan with the native T1s of 3 T (quant.t1_blood_s, "
+                      "quant.t1_myocardium_s): set this field's, MBF without PD frames "
+                      "depends on them")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -102,7 +102,7 @@ class StudyResult:
                  + (f", weights {self.weights}" if self.weights else "")]
         for s, m in zip(self.study.slices, self.moco):
             state = "not corrected" if m is None else f"corrected, {int(m.qc.sum())} QC-flagged"
-            lines.append(f"  {s.name}: {s.n_dynamics} dynamics, {state}")
+            lines.append(f"  {s.name}: {_protocol(s)}, {state}")
         if self.quant is not None and hasattr(self.quant, "summary_text"):
             lines.append(self.quant.summary_text())
         for k, v in self.timings_s.items():
@@ -120,6 +120,17 @@ class StudyResult:
         from perfmoco.io.outputs import result_to_images
 
         return result_to_images(self, config=(config or Config()).mrd, originals=originals)
+
+
+def _protocol(s) -> str:
+    """A slice's dynamics, their interval, PD frames and saturation time (with its source)."""
+    dt = np.diff(s.times_s)
+    text = f"{s.n_dynamics} dynamics" + (f" every {np.median(dt):.2f} s" if dt.size else "")
+    text += f", {s.pd_images.shape[0]} PD frames"
+    if s.saturation_time_s:
+        text += f", TS {1000 * s.saturation_time_s:.3g} ms"
+        text += f" ({s.saturation_time_source})" if s.saturation_time_source else ""
+    return text
 
 
 def _load_corrector(config: Config):

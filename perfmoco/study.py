@@ -95,6 +95,8 @@ class SliceSeries:
         Acquisition times of the PD frames, s.
     saturation_time_s : float or None
         Saturation (recovery) time TS of the dynamics, s, when known.
+    saturation_time_source : str
+        Where it was read (e.g. ``"header TI"``; "" where not said).
     geometry : SliceGeometry or None
         Patient-space geometry, when known.
     acquired_spacing_mm : tuple of 2 float or None
@@ -117,6 +119,7 @@ class SliceSeries:
     )
     pd_times_s: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
     saturation_time_s: float | None = None
+    saturation_time_source: str = ""
     geometry: SliceGeometry | None = None
     acquired_spacing_mm: tuple[float, float] | None = None
     source: Any = None
@@ -277,14 +280,17 @@ class PerfusionStudy:
     study_id : str
         Free-text identifier used in logs and reports.
     notes : list of str
-        What was done to the data as received (e.g. non-finite pixels filled), for
-        the study's messages.
+        What was done to the data as received (e.g. non-finite pixels filled) or found
+        doubtful in it, for the study's messages.
+    field_strength_t : float or None
+        The scanner's field strength, T, where the header gives it.
     """
 
     slices: list[SliceSeries]
     mrd_header: str | None = None
     study_id: str = "study"
     notes: list[str] = dataclasses.field(default_factory=list)
+    field_strength_t: float | None = None
 
     @property
     def highres(self) -> list[SliceSeries]:

@@ -61,3 +61,18 @@ def test_in_range_edges_are_accepted():
                                  "moco.qc_threshold": "2"})
     assert cfg.quant.hematocrit == 0 and cfg.server.port == 0
     assert cfg.moco.refine_neighbour_mm == 0 and cfg.moco.qc_threshold == 2
+
+
+def test_native_t1s_follow_the_scans_field_strength():
+    from perfmoco.config import T1_AT_1P5T_S, QuantConfig
+
+    q = QuantConfig()
+    same, note = q.for_field_strength(3.0)
+    assert same is q and note is None
+    assert q.for_field_strength(None) == (q, None)
+    at15, note = q.for_field_strength(1.5)
+    assert (at15.t1_blood_s, at15.t1_myocardium_s) == T1_AT_1P5T_S and "1.5 T values" in note
+    own = QuantConfig(t1_blood_s=1.6)  # a site's own values are kept
+    assert own.for_field_strength(1.5) == (own, None)
+    kept, note = q.for_field_strength(0.55)
+    assert kept is q and "0.55 T scan" in note and "quant.t1_blood_s" in note

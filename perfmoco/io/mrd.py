@@ -27,6 +27,12 @@ from perfmoco.io.mrd_header import (
     strip_nul,
 )
 from perfmoco.io.mrd_meta import appended_meta, meta_float, meta_roles
+from perfmoco.io.protocol import (
+    check_interval,
+    check_saturation_order,
+    field_strength_t,
+    saturation_time,
+)
 from perfmoco.study import PerfusionStudy, SliceGeometry, SliceRole, SliceSeries, StudyError
 
 __all__ = [
@@ -160,13 +166,19 @@ def images_to_study(
         raise StudyError(f"AIF images arrived for several slices {slices}; expected one")
 
     recon_by_encoding = header_recon_spacing_mm(hdr)
+    notes: list[str] = []
     slices = _unique_indices([
         _make_series(frames, is_aif, sl, config, ts_by_encoding, acquired_by_encoding,
-                     recon_by_encoding)
+                     recon_by_encoding, notes)
         for (is_aif, sl), frames in sorted(groups.items())
     ])
-    study = PerfusionStudy(slices=slices, mrd_header=strip_nul(header),
-                           study_id=study_id).with_finite_pixels()
+    study = PerfusionStudy(slices=slices, mrd_header=strip_nul(header), study_id=study_id,
+                           field_strength_t=field_strength_t(hdr))
+    check_saturation_order(study.highres, study.aif, notes)
+    for s in slices:
+        check_interval(s, config.time_stamp_tick_s, notes)
+    study.notes.extend(notes)
+    study = study.with_finite_pixels()
     study.validate(min_dynamics=config.min_dynamics)
     return study
 
@@ -220,9 +232,10 @@ def _unique_indices(slices: list[SliceSeries]) -> list[SliceSeries]:
 
 
 def _make_series(frames, is_aif, sl, config, ts_by_encoding,
-                 acquired_by_encoding, recon_by_encoding=()) -> SliceSeries:
+                 acquired_by_encoding, recon_by_encoding=(), notes=None) -> SliceSeries:
     role = SliceRole.AIF if is_aif else SliceRole.HIGHRES
     name = f"slice {sl} ({role.value})"
+    notes = [] if notes is None else notes
     shapes = sorted({p.shape for _, p in frames})
     if len(shapes) > 1:
         raise StudyError(f"{name}: images of different matrix sizes {shapes} in one slice")
@@ -253,11 +266,9 @@ def _make_series(frames, is_aif, sl, config, ts_by_encoding,
     enc = 1 if is_aif else 0
     spacing = _spacing(fov, mat, recon_by_encoding[enc] if enc < len(recon_by_encoding)
                        else None, name)
-    ts = meta_float((dyn or frames)[0][0].meta, "SaturationTime_ms")  # PD frames may lack it
-    if ts is not None:
-        ts_s: float | None = ts / 1000.0
-    else:
-        ts_s = ts_by_encoding[enc] if enc < len(ts_by_encoding) else None
+    ts_s, ts_source = saturation_time(  # PD frames may lack the meta
+        name, meta_float((dyn or frames)[0][0].meta, "SaturationTime_ms"),
+        ts_by_encoding[enc] if enc < len(ts_by_encoding) else None, notes)
     acquired = acquired_by_encoding[enc] if enc < len(acquired_by_encoding) else None
     geometry = SliceGeometry(
         position=tuple(float(v) for v in h0.position),
@@ -286,6 +297,7 @@ def _make_series(frames, is_aif, sl, config, ts_by_encoding,
         pd_images=pd,
         pd_times_s=pd_times,
         saturation_time_s=ts_s,
+        saturation_time_source=ts_source,
         geometry=geometry,
         acquired_spacing_mm=acquired,
         source=MrdSource([i for i, _ in dyn], [i for i, _ in tagged]),

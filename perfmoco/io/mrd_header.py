@@ -58,12 +58,14 @@ def header_measurement_id(header: xsd.ismrmrdHeader | None) -> str:
     return str(getattr(info, "measurementID", None) or "").strip()
 
 
-def header_saturation_times_s(header: xsd.ismrmrdHeader | None) -> list[float]:
-    """Saturation times in s per encoding from ``sequenceParameters/TI`` (ms), if any."""
+def header_saturation_times_s(header: xsd.ismrmrdHeader | None) -> list[float | None]:
+    """Saturation times in s per encoding from ``sequenceParameters/TI`` (ms), if any; by
+    position (an entry of 0 is None, not dropped: the next encoding's stays its own).
+    """
     if header is None or header.sequenceParameters is None:
         return []
     ti = header.sequenceParameters.TI or []
-    return [float(v) / 1000.0 for v in ti if v and v > 0]
+    return [float(v) / 1000.0 if v and v > 0 else None for v in ti]
 
 
 def header_acquired_spacing_mm(header: xsd.ismrmrdHeader | None) -> list[tuple | None]:
@@ -150,7 +152,7 @@ def build_header(study: PerfusionStudy) -> str:
             sequenceName="perfmoco",
         ),
         acquisitionSystemInformation=xsd.acquisitionSystemInformationType(
-            systemVendor="perfmoco", systemFieldStrength_T=3.0
+            systemVendor="perfmoco", systemFieldStrength_T=study.field_strength_t or 3.0
         ),
         experimentalConditions=xsd.experimentalConditionsType(H1resonanceFrequency_Hz=123_200_000),
         encoding=encodings,

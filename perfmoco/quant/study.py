@@ -288,6 +288,12 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
     """
     study.validate()
     msgs: list[str] = []
+    given = config
+    config, field_note = config.for_field_strength(study.field_strength_t)
+    if field_note and config is not given:  # the T1s of the scan's field: said, no problem
+        log.info("%s", field_note)
+    elif field_note:
+        warn(msgs, field_note)
     qc = dict(qc or {}) if config.exclude_qc_frames else {}
     by_index = {s.slice_index: s for s in study.slices}
     for key, flags in qc.items():
