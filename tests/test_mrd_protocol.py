@@ -105,3 +105,27 @@ def test_the_field_strength_is_read(sent):
     images, header = sent
     assert images_to_study(images, _header(header, field_t=1.5)).field_strength_t == 1.5
     assert images_to_study(images, header).field_strength_t == 3.0
+
+
+def test_pd_frames_missed_on_the_tissue_slices_alone_are_named(sent):
+    """The tissue slices' untagged PD frames as bright as their dynamics (a low flip
+    angle): not found by brightness, while the AIF slice's are; mrd.pd_frames named."""
+    images, header = sent
+    out = []
+    for im in images:
+        meta = ismrmrd.Meta.deserialize(im.attribute_string)
+        pd = "PD" in str(meta.get("GADGETRON_DataRole", ""))
+        meta["GADGETRON_DataRole"] = "Image"
+        data = np.asarray(im.data).copy()
+        if pd and int(im.slice) != 3:
+            data = data * 0.3  # ~ the dynamics' brightness
+        c = ismrmrd.Image.from_array(data)
+        c.setHead(im.getHead())
+        c.attribute_string = meta.serialize()
+        out.append(c)
+    got = images_to_study(out, header)
+    assert got.aif.pd_images.shape[0] > 0
+    assert all(s.pd_images.shape[0] == 0 for s in got.highres)
+    assert [n for n in got.notes if "no PD frames found by brightness" in n
+            and "set mrd.pd_frames" in n]
+    assert not images_to_study(images, header).notes

@@ -27,12 +27,7 @@ from perfmoco.io.mrd_header import (
     strip_nul,
 )
 from perfmoco.io.mrd_meta import appended_meta, meta_float, meta_roles
-from perfmoco.io.protocol import (
-    check_interval,
-    check_saturation_order,
-    field_strength_t,
-    saturation_time,
-)
+from perfmoco.io.protocol import field_strength_t, protocol_notes, saturation_time
 from perfmoco.study import PerfusionStudy, SliceGeometry, SliceRole, SliceSeries, StudyError
 
 __all__ = [
@@ -174,10 +169,7 @@ def images_to_study(
     ])
     study = PerfusionStudy(slices=slices, mrd_header=strip_nul(header), study_id=study_id,
                            field_strength_t=field_strength_t(hdr))
-    check_saturation_order(study.highres, study.aif, notes)
-    for s in slices:
-        check_interval(s, config.time_stamp_tick_s, notes)
-    study.notes.extend(notes)
+    study.notes.extend(notes + protocol_notes(study, config))
     study = study.with_finite_pixels()
     study.validate(min_dynamics=config.min_dynamics)
     return study

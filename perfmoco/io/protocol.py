@@ -17,8 +17,10 @@ __all__ = [
     "INTERVAL_RANGE_S",
     "TS_RANGE_MS",
     "check_interval",
+    "check_pd_frames",
     "check_saturation_order",
     "field_strength_t",
+    "protocol_notes",
     "saturation_time",
 ]
 
@@ -96,3 +98,28 @@ def field_strength_t(header) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if value and 0.1 <= value <= 12.0 else None
+
+
+def check_pd_frames(highres, aif, pd_frames_setting: int, notes: list[str]) -> None:
+    """Note high-resolution slices without PD frames where the AIF slice has some and
+    they were looked for by brightness: PD frames read out with a low flip angle are
+    about as bright as the dynamics (the surface-coil correction is then lost).
+    """
+    n_aif = 0 if aif is None else aif.pd_images.shape[0]
+    missing = [s.name for s in highres if s.pd_images.shape[0] == 0]
+    if pd_frames_setting < 0 and n_aif and missing:
+        notes.append(f"{', '.join(missing)}: no PD frames found by brightness, the AIF slice "
+                     f"has {n_aif}: untagged PD frames as bright as the dynamics are not told "
+                     "apart; set mrd.pd_frames to their number")
+
+
+def protocol_notes(study, config) -> list[str]:
+    """What the checks of a received study's protocol found doubtful (``config``: its
+    :class:`perfmoco.config.MrdConfig`).
+    """
+    notes: list[str] = []
+    check_saturation_order(study.highres, study.aif, notes)
+    check_pd_frames(study.highres, study.aif, config.pd_frames, notes)
+    for s in study.slices:
+        check_interval(s, config.time_stamp_tick_s, notes)
+    return notes
