@@ -179,6 +179,7 @@ def _summarise(result, name: str) -> dict[str, Any]:
         "ischemic_burden": burden[0] if burden[1] else float("nan"),
         "segments": segments,
         "saturation_efficiency": dict(getattr(result.quant, "saturation_efficiency", {}) or {}),
+        "field_strength_t": result.study.field_strength_t,
     }
 
 

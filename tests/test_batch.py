@@ -127,6 +127,18 @@ def test_cohort_tables(cohort):
     assert int(rows["study01"]["qc_flagged_frames"]) >= 0
     # 10 dynamics: no quantification, so no measured saturation efficiency (empty cells)
     assert rows["study01"]["saturation_efficiency_highres"] == ""
+    # the protocol as the study file holds it
+    from perfmoco.io.files import read_study
+
+    study = read_study(root / "in" / "study01.h5")
+    hr = study.highres[0]
+    assert float(rows["study01"]["interval_s"]) == pytest.approx(
+        np.median(np.diff(hr.times_s)), abs=1e-4)
+    ts = rows["study01"]["saturation_time_ms_highres"]
+    assert (float(ts) == pytest.approx(1000 * hr.saturation_time_s, abs=1e-3)
+            if hr.saturation_time_s else ts == "")
+    assert int(rows["study01"]["pd_frames"]) == min(s.pd_images.shape[0] for s in study.slices)
+    assert float(rows["study01"]["field_strength_t"]) == study.field_strength_t == 3.0
     with res.segments_csv.open() as f:
         header = next(csv.reader(f))
     assert header[:3] == ["study", "slice", "segment"] and "median" in header

@@ -27,7 +27,9 @@ STUDY_COLUMNS = [
     "n_dynamics",
     "corrected_slices", "qc_flagged_frames", "qc_flagged_by_slice", "mbf_mean", "mbf_median",
     "mbf_sd", "mbf_n", "ischemic_burden", "tic_smoothness_before", "tic_smoothness_after",
-    "saturation_efficiency_highres", "saturation_efficiency_aif", "messages", "input", "result",
+    "saturation_efficiency_highres", "saturation_efficiency_aif", "interval_s",
+    "saturation_time_ms_highres", "saturation_time_ms_aif", "pd_frames", "field_strength_t",
+    "messages", "input", "result",
 ]
 SEGMENT_COLUMNS = ["study", "slice", "segment", "name", "territory", "mean", "median", "sd", "n",
                    "se", "reliable", "reason", "fit", "fit_vb", "below"]
@@ -57,6 +59,23 @@ def _mean(values: list) -> float:
     return sum(v) / len(v) if v else float("nan")
 
 
+def _protocol(slices: list[dict[str, Any]]) -> dict[str, Any]:
+    """The protocol as the study's slices read it: the high-resolution dynamics' median
+    interval (s), each sequence's saturation time (ms; the first slice's) and the fewest
+    PD frames of any slice.
+    """
+    high = [x for x in slices if x.get("role") != "aif"]
+    aif = [x for x in slices if x.get("role") == "aif"]
+    intervals = [x.get("interval_s") for x in high]
+    ok = sorted(v for v in intervals if isinstance(v, (int, float)) and math.isfinite(v))
+    return {
+        "interval_s": ok[len(ok) // 2] if ok else None,
+        "saturation_time_ms_highres": high[0].get("saturation_time_ms") if high else None,
+        "saturation_time_ms_aif": aif[0].get("saturation_time_ms") if aif else None,
+        "pd_frames": min((x.get("n_pd", 0) for x in slices), default=None),
+    }
+
+
 def _study_row(s: dict[str, Any]) -> dict[str, Any]:
     slices = s.get("slices") or []
     mbf = s.get("mbf") or {}
@@ -77,6 +96,7 @@ def _study_row(s: dict[str, Any]) -> dict[str, Any]:
         "tic_smoothness_after": _mean([x.get("tic_smoothness_after") for x in slices]),
         "saturation_efficiency_highres": eff.get("highres"),
         "saturation_efficiency_aif": eff.get("aif"),
+        **_protocol(slices), "field_strength_t": s.get("field_strength_t"),
         "messages": " | ".join(s.get("messages") or []), "input": s.get("input", ""),
         "result": s.get("result", ""),
     }

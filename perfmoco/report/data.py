@@ -235,14 +235,21 @@ def slice_metrics(view: SliceView) -> dict[str, Any]:
         ``slice``, ``role``, ``n_dynamics``, ``n_pd``, ``corrected``,
         ``qc_flagged`` (list of dynamics), ``tic_smoothness_before`` /
         ``_after`` (paper metric, lower is smoother; NaN when unknown) and
-        ``mbf_mean`` / ``mbf_median`` / ``mbf_sd`` (ml/min/g, NaN without a map).
+        ``mbf_mean`` / ``mbf_median`` / ``mbf_sd`` (ml/min/g, NaN without a map),
+        ``interval_s`` (the dynamics' median interval), ``saturation_time_ms`` (NaN:
+        not known) and ``saturation_time_source``.
     """
     s = view.series
+    dt = np.diff(s.times_s)
     out: dict[str, Any] = {
         "slice": s.slice_index,
         "role": s.role.value,
         "n_dynamics": s.n_dynamics,
         "n_pd": int(s.pd_images.shape[0]),
+        "interval_s": float(np.median(dt)) if dt.size else float("nan"),
+        "saturation_time_ms": 1000.0 * s.saturation_time_s if s.saturation_time_s
+        else float("nan"),
+        "saturation_time_source": s.saturation_time_source,
         "corrected": view.corrected is not None,
         "qc_flagged": [] if view.qc is None else np.flatnonzero(view.qc).tolist(),
         "myocardium": view.myo_source,
