@@ -226,7 +226,6 @@ def process_file(
     from perfmoco.io.files import SERIES_SUFFIXES, read_study, write_mrd_images
     from perfmoco.io.mrd import study_header
     from perfmoco.io.outputs import output_config
-    from perfmoco.io.series import spacing_assumed, spacing_note
     from perfmoco.pipeline import process_study
 
     t0 = time.perf_counter()
@@ -257,8 +256,6 @@ def process_file(
             for w in caught:
                 if str(w.message) not in result.messages:
                     result.messages.append(str(w.message))
-            if bare and spacing_assumed(study.slices[0], path, pixel_spacing_mm):
-                result.messages.append(spacing_note(path))
             images = result.to_images(config)
             if report:
                 try:  # a report that cannot be drawn must not lose the study's results

@@ -92,7 +92,6 @@ def cmd_correct(args) -> int:
         write_study,
     )
     from perfmoco.io.paths import output_file
-    from perfmoco.io.series import spacing_assumed, spacing_note
     from perfmoco.pipeline import process_study
 
     config = _config(args)
@@ -126,8 +125,6 @@ def cmd_correct(args) -> int:
                     fields[f"{s.name} PD"] = m.pd_displacement
             np.savez_compressed(args.displacement, **fields)
     print(result.summary_text())
-    if spacing_assumed(study.slices[0], args.input, args.pixel_spacing):
-        print(f"note: {spacing_note(args.input)}")
     print(f"wrote {out}" + (f" and {args.displacement}" if args.displacement else ""))
     return 0
 

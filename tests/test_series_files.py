@@ -97,11 +97,13 @@ def test_a_corrected_nifti_keeps_the_inputs_geometry(tmp_path):
 
 
 def test_a_series_without_spacing_takes_a_typical_one_and_says_so(tmp_path, caplog):
-    from perfmoco.io.series import ASSUMED_SPACING_MM, spacing_assumed
+    from perfmoco.io.series import ASSUMED_SPACING_MM
 
     np.save(tmp_path / "a.npy", np.ones((12, 20, 24), np.float32))
     s = read_series(tmp_path / "a.npy")
     assert s.pixel_spacing_mm == (ASSUMED_SPACING_MM,) * 2
-    assert "2 mm assumed" in caplog.text and spacing_assumed(s, tmp_path / "a.npy", None)
-    assert not spacing_assumed(read_series(tmp_path / "a.npy", pixel_spacing_mm=1.5),
-                               tmp_path / "a.npy", 1.5)
+    assert "2 mm assumed" in caplog.text
+    # a study's reader says it in the study's notes (its messages), once
+    study = read_study(tmp_path / "a.npy")
+    assert [n for n in study.notes if "a.npy: no pixel spacing given; 2 mm assumed" in n]
+    assert not read_study(tmp_path / "a.npy", pixel_spacing_mm=1.5).notes

@@ -145,8 +145,9 @@ def read_study(
             for s in study.slices:
                 s.pixel_spacing_mm = (pixel_spacing_mm, pixel_spacing_mm)
         return study
-    series = read_series(path, pixel_spacing_mm=pixel_spacing_mm)
-    study = PerfusionStudy(slices=[series],
-                           study_id=path.name.split(".")[0]).with_finite_pixels()
+    notes: list[str] = []  # an assumed pixel spacing
+    series = read_series(path, pixel_spacing_mm=pixel_spacing_mm, notes=notes)
+    study = PerfusionStudy(slices=[series], study_id=path.name.split(".")[0],
+                           notes=notes).with_finite_pixels()
     study.validate(min_dynamics=(config or MrdConfig()).min_dynamics)
     return study

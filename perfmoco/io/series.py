@@ -17,7 +17,7 @@ import numpy as np
 from perfmoco.io.paths import PIXEL_SPACING_RANGE_MM, check_pixel_spacing, input_file, suffix_of
 from perfmoco.study import SliceSeries, StudyError
 
-__all__ = ["ASSUMED_SPACING_MM", "NiftiSource", "load_npy", "read_series", "spacing_assumed",
+__all__ = ["ASSUMED_SPACING_MM", "NiftiSource", "load_npy", "read_series",
            "spacing_note", "write_series"]
 
 log = logging.getLogger(__name__)
@@ -111,13 +111,15 @@ def _check_axes(path: Path, arr: np.ndarray, nifti: bool) -> None:
 
 
 def read_series(
-    path: str | Path, *, pixel_spacing_mm: float | None = None, frame_interval_s: float = 1.0
+    path: str | Path, *, pixel_spacing_mm: float | None = None, frame_interval_s: float = 1.0,
+    notes: list[str] | None = None,
 ) -> SliceSeries:
     """A bare slice series from ``.npy`` ``(T, Y, X)`` or NIfTI ``(X, Y[, 1], T)``.
 
     Dynamics are taken ``frame_interval_s`` apart.  Pixel spacing: ``pixel_spacing_mm``
     where given, else a NIfTI header's (converted to mm from its unit; refused when out
-    of range), else :data:`ASSUMED_SPACING_MM` with a warning (:func:`spacing_note`).
+    of range), else :data:`ASSUMED_SPACING_MM`, said (:func:`spacing_note`) in
+    ``notes`` where given (a study's notes), else as a logged warning.
     """
     path = input_file(path)
     pixel_spacing_mm = check_pixel_spacing(pixel_spacing_mm)
@@ -139,7 +141,9 @@ def read_series(
     if not np.issubdtype(arr.dtype, np.number):
         raise StudyError(f"{path}: pixels must be numbers, got dtype {arr.dtype}")
     _check_axes(path, arr, nifti=suffix != ".npy")
-    if assumed:
+    if assumed and notes is not None:
+        notes.append(spacing_note(path))
+    elif assumed:
         log.warning("%s", spacing_note(path))
     times = np.arange(arr.shape[0]) * frame_interval_s
     return SliceSeries(images=arr, times_s=times, pixel_spacing_mm=spacing, source=source)
@@ -150,16 +154,6 @@ def spacing_note(path: str | Path) -> str:
     return (f"{Path(path).name}: no pixel spacing given; {ASSUMED_SPACING_MM:g} mm assumed "
             "(a typical perfusion pixel; give the true one with --pixel-spacing MM: the "
             "correction sees the heart at its size in mm)")
-
-
-def spacing_assumed(series: SliceSeries, path: str | Path,
-                    pixel_spacing_mm: float | None) -> bool:
-    """Whether ``series``, read from ``path``, has the assumed spacing (none was given)."""
-    if pixel_spacing_mm:
-        return False
-    if isinstance(series.source, NiftiSource):
-        return series.source.spacing_assumed
-    return str(path).lower().endswith(".npy")
 
 
 def write_series(path: str | Path, images: np.ndarray, *, pixel_spacing_mm=(1.0, 1.0),
