@@ -150,7 +150,8 @@ def _process(connection, images, header_xml, config, pipeline, study_no) -> None
     for img in output.images:
         connection.send(img)
     log.info(kv("study_sent", study=study_id, images_in=len(images),
-                images_out=len(output.images), seconds=time.perf_counter() - t0))
+                images_out=len(output.images), seconds=time.perf_counter() - t0,
+                **({"name": output.name} if output.name else {})))  # as its results name it
 
 
 def perfmoco(connection) -> None:

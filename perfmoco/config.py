@@ -180,24 +180,25 @@ class QuantConfig:
 
     def for_field_strength(self, tesla: float | None) -> tuple[QuantConfig, str | None]:
         """These settings for a scan at ``tesla`` (its header's field strength), and what
-        changed: native T1s left at their 3 T defaults become the 1.5 T values of the
+        changed: each native T1 left at its 3 T default becomes the 1.5 T value of the
         same source (:data:`T1_AT_1P5T_S`) on a 1.5 T scan; at another field they stay,
         said.  (They matter where M0 comes from the baseline: no PD frames.)
         """
         three = QuantConfig()
-        if tesla is None or 2.7 <= tesla <= 3.3 or (
-                (self.t1_blood_s, self.t1_myocardium_s)
-                != (three.t1_blood_s, three.t1_myocardium_s)):
+        default = {"t1_blood_s": self.t1_blood_s == three.t1_blood_s,
+                   "t1_myocardium_s": self.t1_myocardium_s == three.t1_myocardium_s}
+        if tesla is None or 2.7 <= tesla <= 3.3 or not any(default.values()):
             return self, None
         if 1.3 <= tesla <= 1.7:
-            blood, myo = T1_AT_1P5T_S
-            return (dataclasses.replace(self, t1_blood_s=blood, t1_myocardium_s=myo),
-                    f"a {tesla:g} T scan: native T1 of blood {blood:g} s and myocardium "
-                    f"{myo:g} s (the 1.5 T values; quant.t1_blood_s / t1_myocardium_s set "
-                    "others)")
-        return self, (f"a {tesla:g} T scan with the native T1s of 3 T (quant.t1_blood_s, "
-                      "quant.t1_myocardium_s): set this field's, MBF without PD frames "
-                      "depends on them")
+            values = dict(zip(default, T1_AT_1P5T_S))
+            changes = {k: v for k, v in values.items() if default[k]}
+            said = ", ".join(f"quant.{k} {v:g} s" for k, v in changes.items())
+            return (dataclasses.replace(self, **changes),
+                    f"a {tesla:g} T scan: the 1.5 T native T1s where the settings kept the "
+                    f"3 T defaults ({said})")
+        keys = " and ".join(f"quant.{k}" for k, kept in default.items() if kept)
+        return self, (f"a {tesla:g} T scan with the 3 T native T1s ({keys}): set this "
+                      "field's, MBF without PD frames depends on them")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -100,9 +100,11 @@ class StudyResult:
         """A short plain-text summary: what ran, how long, problems, MBF segments."""
         lines = [f"perfmoco: study {self.study.study_id}, method {self.method.value}"
                  + (f", weights {self.weights}" if self.weights else "")]
+        # a bare series file (one slice, no MRD header) has no times of its own
+        timed = self.study.mrd_header is not None or len(self.study.slices) > 1
         for s, m in zip(self.study.slices, self.moco):
             state = "not corrected" if m is None else f"corrected, {int(m.qc.sum())} QC-flagged"
-            lines.append(f"  {s.name}: {_protocol(s)}, {state}")
+            lines.append(f"  {s.name}: {_protocol(s, timed)}, {state}")
         if self.quant is not None and hasattr(self.quant, "summary_text"):
             lines.append(self.quant.summary_text())
         for k, v in self.timings_s.items():
@@ -122,14 +124,19 @@ class StudyResult:
         return result_to_images(self, config=(config or Config()).mrd, originals=originals)
 
 
-def _protocol(s) -> str:
-    """A slice's dynamics, their interval, PD frames and saturation time (with its source)."""
+def _protocol(s, timed: bool) -> str:
+    """A slice's dynamics, their interval (``timed``), PD frames and saturation time (with
+    its source).
+    """
     dt = np.diff(s.times_s)
-    text = f"{s.n_dynamics} dynamics" + (f" every {np.median(dt):.2f} s" if dt.size else "")
+    text = f"{s.n_dynamics} dynamics"
+    text += f" every {np.median(dt):.2f} s" if timed and dt.size else ""
     text += f", {s.pd_images.shape[0]} PD frames"
     if s.saturation_time_s:
         text += f", TS {1000 * s.saturation_time_s:.3g} ms"
         text += f" ({s.saturation_time_source})" if s.saturation_time_source else ""
+    elif timed:
+        text += ", no TS in the data (quantification names the default it used)"
     return text
 
 

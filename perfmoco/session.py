@@ -62,11 +62,14 @@ class StudyOutput:
         False when the study was not processed at all (originals only).
     summary : str or None
         :meth:`perfmoco.pipeline.StudyResult.summary_text` when the pipeline ran.
+    name : str
+        The study's name in its results ("" where it was not read).
     """
 
     def __init__(self, images: list[ismrmrd.Image], problems: list[str], ok: bool,
-                 summary: str | None = None) -> None:
+                 summary: str | None = None, name: str = "") -> None:
         self.images, self.problems, self.ok, self.summary = images, problems, ok, summary
+        self.name = name
 
     @property
     def texts(self) -> list[str]:
@@ -184,7 +187,8 @@ def run_study(
         text = f"perfmoco: processing failed ({exc}); images passed back"
         return StudyOutput(list(images), [text], ok=False)
     problems = [f"perfmoco WARNING: {m}" for m in result.messages]
-    return StudyOutput(out, problems, ok=True, summary=result.summary_text())
+    return StudyOutput(out, problems, ok=True, summary=result.summary_text(),
+                       name=study.study_id)
 
 
 def _settings(text: str) -> tuple[dict[str, Any], str | None, list[str]]:
@@ -340,8 +344,9 @@ class StudySession:
         self.closed = True
         self.out.close()
         why = {} if output.ok else {"reason": (output.texts or [self.problem or "?"])[0][:200]}
+        named = {"study": output.name} if output.name else {}  # as its results name it
         self.log.info(kv("study_done", ok=output.ok, images_out=len(output.images),
-                          seconds=time.perf_counter() - t0, **why))
+                          seconds=time.perf_counter() - t0, **named, **why))
         return output
 
     def abort(self, reason: str) -> None:

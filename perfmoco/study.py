@@ -163,21 +163,29 @@ class SliceSeries:
         from perfmoco.frames import fill_non_finite
 
         images, n = fill_non_finite(self.images)
-        pd, n_pd = fill_non_finite(self.pd_images)
-        if not (n.any() or n_pd.any()):
+        pd_lost = ~np.isfinite(self.pd_images).any(axis=(1, 2))  # no M0 in them: left out
+        pd, n_pd = fill_non_finite(self.pd_images[~pd_lost])
+        if not (n.any() or n_pd.any() or pd_lost.any()):
             return self, None
-        where = []
+        said = []
         if n.any():
             frames = np.flatnonzero(n)
             more = f" and {frames.size - 10} more" if frames.size > 10 else ""
-            where.append(f"{int(n.sum())} in every dynamic" if frames.size == n.size else
-                         f"{int(n.sum())} in dynamics {frames[:10].tolist()}{more}")
+            where = ("in every dynamic" if frames.size == n.size
+                     else f"in dynamics {frames[:10].tolist()}{more}")
+            said.append(f"{int(n.sum())} {where}: filled from the same pixel's nearest "
+                        "dynamics (0 where none has a value; a dynamic without any is a lost "
+                        "frame)")
         if n_pd.any():
-            where.append(f"{int(n_pd.sum())} in the PD frames")
-        note = (f"{self.name}: non-finite pixels (NaN/Inf), {' and '.join(where)}: filled "
-                "from the same pixel's nearest dynamics (0 where none has a value; a dynamic "
-                "without any is a lost frame); the outputs hold the filled values")
-        return self.replace(images=images, pd_images=pd), note
+            said.append(f"{int(n_pd.sum())} in the PD frames: filled from the same pixel's "
+                        "other PD frames (0 where none has a value)")
+        if pd_lost.any():
+            said.append(f"PD frames {np.flatnonzero(pd_lost).tolist()} without any: left out")
+        note = (f"{self.name}: non-finite pixels (NaN/Inf), {'; '.join(said)}; the outputs "
+                "hold the filled values")
+        return self.replace(images=images, pd_images=pd,
+                            pd_times_s=self.pd_times_s[~pd_lost]
+                            if self.pd_times_s.shape == pd_lost.shape else self.pd_times_s), note
 
     def validate(self, *, min_dynamics: int = MIN_DYNAMICS) -> None:
         """Check the series can be processed; raise :class:`StudyError` if not.

@@ -71,8 +71,11 @@ def test_native_t1s_follow_the_scans_field_strength():
     assert same is q and note is None
     assert q.for_field_strength(None) == (q, None)
     at15, note = q.for_field_strength(1.5)
-    assert (at15.t1_blood_s, at15.t1_myocardium_s) == T1_AT_1P5T_S and "1.5 T values" in note
-    own = QuantConfig(t1_blood_s=1.6)  # a site's own values are kept
+    assert (at15.t1_blood_s, at15.t1_myocardium_s) == T1_AT_1P5T_S and "1.5 T native" in note
+    own = QuantConfig(t1_blood_s=1.6, t1_myocardium_s=1.1)  # a site's own values are kept
     assert own.for_field_strength(1.5) == (own, None)
+    one, note = QuantConfig(t1_blood_s=1.6).for_field_strength(1.5)  # the other one moves
+    assert (one.t1_blood_s, one.t1_myocardium_s) == (1.6, T1_AT_1P5T_S[1])
+    assert "quant.t1_myocardium_s 1.03 s" in note and "t1_blood_s" not in note
     kept, note = q.for_field_strength(0.55)
     assert kept is q and "0.55 T scan" in note and "quant.t1_blood_s" in note

@@ -9,19 +9,39 @@ from perfmoco.moco import cpu
 
 def _stat_sequence(*lines):
     it = iter(lines)
-    return lambda: next(it)
+    return lambda _cpus: next(it)
 
 
-def test_free_cores_counts_the_others_load(monkeypatch):
-    n = len(os.sched_getaffinity(0))
-    monkeypatch.setattr(os, "cpu_count", lambda: n)
+def _no_own_use():
+    return 0.0
+
+
+def test_free_cores_counts_the_others_load_on_this_process_cores():
+    cpus = os.sched_getaffinity(0)
+    n = len(cpus)
     # over the window: 10 ticks per core, a quarter of them idle
-    busy = cpu.free_cores(0.0, stat=_stat_sequence((1000, 500), (1000 + 10 * n, 500 + 2.5 * n)))
+    busy = cpu.free_cores(0.0, stat=_stat_sequence([(1000, 500)] * n, [(1010, 502.5)] * n),
+                          own=_no_own_use)
     assert busy == pytest.approx(0.25 * n)
-    idle = cpu.free_cores(0.0, stat=_stat_sequence((0, 0), (10 * n, 10 * n)))
+    idle = cpu.free_cores(0.0, stat=_stat_sequence([(0, 0)] * n, [(10, 10)] * n),
+                          own=_no_own_use)
     assert idle == pytest.approx(n)
-    assert cpu.free_cores(0.0, stat=_stat_sequence((5, 0), (5, 0))) is None  # no ticks
-    assert cpu.free_cores(0.0, stat=lambda: (_ for _ in ()).throw(OSError("no /proc"))) is None
+    assert cpu.free_cores(0.0, stat=_stat_sequence([(5, 0)] * n, [(5, 0)] * n)) is None
+    # this process's own threads' use of the window counts as free
+    clock = iter([0.0, 1.0])
+    mine = cpu.free_cores(0.01, stat=_stat_sequence([(0, 0)] * n, [(10, 0)] * n),
+                          own=lambda: next(clock) * 0.01)
+    assert mine == pytest.approx(min(n, 1.0), abs=0.3)
+    assert cpu.free_cores(0.0, stat=lambda _c: (_ for _ in ()).throw(OSError("no /proc"))) is None
+
+
+def test_only_this_process_cores_are_read(tmp_path):
+    """A process pinned to two idle cores of a busy host has two free cores."""
+    stat = tmp_path / "stat"
+    lines = ["cpu  100 0 0 900 0 0 0 0 0 0"] + [
+        f"cpu{k} 10 0 0 90 0 0 0 0 0 0" for k in range(4)]
+    stat.write_text("\n".join(lines) + "\nintr 1 2 3\n")
+    assert cpu._stat_lines({1, 3}, str(stat)) == [(100, 90), (100, 90)]
 
 
 def test_free_cores_reads_this_host():
@@ -30,12 +50,21 @@ def test_free_cores_reads_this_host():
 
 
 def test_auto_threads_rounds_keeps_one_and_reuses_its_measurement(monkeypatch):
-    monkeypatch.setattr(cpu, "_last", None)
+    import threading
+
+    monkeypatch.setattr(cpu, "_last", threading.local())
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
     assert cpu.auto_threads(now=0.0, measure=lambda: 2.6) == 3
     assert cpu.auto_threads(now=1.0, measure=lambda: 0.0) == 3  # reused within REUSE_S
     assert cpu.auto_threads(now=cpu.REUSE_S + 1, measure=lambda: 0.2) == 1  # never 0
-    monkeypatch.setattr(cpu, "_last", None)
+    # another thread (a study started beside this one) measures for itself
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(
+        cpu.auto_threads(now=cpu.REUSE_S + 2, measure=lambda: 3.2)))
+    t.start()
+    t.join()
+    assert seen == [3]
+    monkeypatch.setattr(cpu, "_last", threading.local())
     assert cpu.auto_threads(now=0.0, measure=lambda: None) == 4  # not measurable: all
 
 

@@ -85,3 +85,13 @@ def test_the_quality_map_can_be_left_out(spoiled):
     images = result_to_images(result, config=config)
     assert not any(_role(im) == "Quality_Map" for im in images)
     assert sum(_role(im) == "Flow_Map" for im in images) == 3
+
+
+def test_a_message_naming_several_slices_goes_on_each_of_their_maps():
+    from perfmoco.io.outputs import _concerns
+
+    many = "slice 0 (highres), slice 2 (highres): no PD frames found by brightness"
+    assert [_concerns(many, k, 3) for k in (0, 1, 2)] == [True, False, True]
+    assert _concerns("slice 3 (aif): saturation time 100 ms is not shorter", 1, 3)
+    assert not _concerns("slice 1 (highres): LV found 49 mm from the other slices' LV", 2, 3)
+    assert _concerns("no PD frames in the study", 2, 3)

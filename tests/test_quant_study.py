@@ -422,3 +422,41 @@ def test_a_maps_warnings_ride_on_the_map(clean_study, clean_result):
     assert list(maps[0]["perfmoco_Messages"]) == [msgs[1], msgs[2], msgs[3]]
     assert list(maps[1]["perfmoco_Messages"]) == [msgs[0], msgs[2], msgs[3]]
     assert "2 warning(s)" in list(maps[2]["GADGETRON_ImageComment"])
+
+
+def test_lost_dynamics_and_pd_frames_are_left_out_whatever_the_correction(clean_study,
+                                                                         clean_result):
+    """Dynamics 35-37 of every slice and a PD frame of slice 0 lost (all NaN, as another
+    program leaves them): with no motion correction (which flags nothing) the fits leave
+    the lost dynamics out and M0 comes from the other PD frames; MBF reads as without
+    the loss (it had read 30 % low, slice 0's 7x high). Lost in the AIF's first pass
+    (14-16, its peak in 21), the study says so."""
+    from perfmoco.pipeline import process_study
+
+    slices = []
+    for s in clean_study.slices:
+        im, pd = s.images.copy(), s.pd_images.copy()
+        im[[35, 36, 37]] = np.nan
+        if s.slice_index == 0:
+            pd[1] = np.nan
+        slices.append(s.replace(images=im, pd_images=pd))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        r = process_study(clean_study.replace_slices(slices), method="none")
+    assert r.study.highres[0].pd_images.shape[0] == clean_study.highres[0].pd_images.shape[0] - 1
+    assert any("PD frames [1] without any: left out" in m for m in r.messages)
+    for k, m in clean_result.mbf_maps.items():
+        want = float(np.median(m[m > 0]))
+        got = r.quant.mbf_maps[k]
+        assert float(np.median(got[got > 0])) == pytest.approx(want, rel=0.05), k
+    aif = clean_study.aif
+    im = aif.images.copy()
+    im[[14, 15, 16]] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        r = process_study(clean_study.replace_slices(
+            [aif.replace(images=im) if s is aif else s for s in clean_study.slices]),
+            method="none")
+    assert any("lost dynamics [14, 15, 16] fall in the AIF's first pass" in m
+               for m in r.messages), r.messages
+    assert all(not row["reliable"] and "first pass" in row["reason"] for row in r.quant.segments)

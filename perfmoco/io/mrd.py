@@ -95,11 +95,16 @@ def _is_aif(info: FrameInfo, config: MrdConfig) -> bool | None:
     return None
 
 
+def _finite_mean(pixels: np.ndarray) -> float:
+    finite = pixels[np.isfinite(pixels)]
+    return float(finite.mean()) if finite.size else 0.0
+
+
 def _split_pd(frames: list[tuple[FrameInfo, np.ndarray]]) -> int:
     """Number of untagged leading PD frames, detected by their brightness."""
     if len(frames) < 8:
         return 0
-    means = np.array([float(np.mean(p)) for _, p in frames])
+    means = np.array([_finite_mean(p) for _, p in frames])  # NaN pixels: another's mask
     rest = np.median(means[MAX_PD_FRAMES : MAX_PD_FRAMES + 10])
     n = 0
     while n < MAX_PD_FRAMES and rest > 0 and means[n] > PD_BRIGHTNESS_RATIO * rest:

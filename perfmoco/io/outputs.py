@@ -140,8 +140,9 @@ def _concerns(message: str, slice_index: int, aif_index: int | None) -> bool:
     """Whether a study's message concerns the map of slice ``slice_index``: it names no
     slice, this slice or the AIF slice (whose curve every map is fitted with).
     """
-    m = re.match(r"slice (\d+)\b", message)
-    return m is None or int(m.group(1)) in (slice_index, aif_index)
+    head = re.match(r"(slice \d+\b[^:]*):", message)  # "slice 0 (highres), slice 1 ...:"
+    named = [int(n) for n in re.findall(r"slice (\d+)\b", head.group(1))] if head else []
+    return not named or bool({slice_index, aif_index} & set(named))
 
 
 def _map_images(result: StudyResult, config: MrdConfig) -> list[ismrmrd.Image]:

@@ -43,7 +43,7 @@ def saturation_time(name: str, meta_ms: float | None, header_s: float | None,
     header_ms = 1000.0 * header_s if header_s else None
     found = []
     for value, source in ((meta_ms, "image meta SaturationTime_ms"), (header_ms, "header TI")):
-        if value is None:
+        if value is None or not np.isfinite(value) or value <= 0:  # 0: none given
             continue
         if TS_RANGE_MS[0] <= value <= TS_RANGE_MS[1]:
             found.append((value, source))
@@ -82,7 +82,7 @@ def check_interval(series, tick_s: float, notes: list[str]) -> None:
     if t.size < 2:
         return
     dt = float(np.median(np.diff(t)))
-    if not INTERVAL_RANGE_S[0] <= dt <= INTERVAL_RANGE_S[1]:
+    if dt > 0 and not INTERVAL_RANGE_S[0] <= dt <= INTERVAL_RANGE_S[1]:  # <= 0: refused
         notes.append(f"{series.name}: a dynamic every {dt:.3g} s from the time stamps at "
                      f"{1000 * tick_s:g} ms a tick (mrd.time_stamp_tick_s): outside "
                      f"{INTERVAL_RANGE_S[0]:g}-{INTERVAL_RANGE_S[1]:g} s; check the "

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from perfmoco.config import QuantConfig
-from perfmoco.frames import interpolate_frames
+from perfmoco.frames import blank_frames, interpolate_frames
 from perfmoco.quant.aif import MIN_PRE_FRAMES, extract_aif
 from perfmoco.quant.anatomy import aha_labels, slice_anatomy
 from perfmoco.quant.fermi import F_BOUNDS
@@ -302,6 +302,10 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         if np.shape(flags) != (by_index[key].n_dynamics,):
             raise ValueError(f"qc flags of slice {key} must have shape "
                              f"({by_index[key].n_dynamics},), got {np.shape(flags)}")
+    for s in study.slices:  # lost frames (blank: sent as zeros) are never fitted
+        lost = blank_frames(s.images)
+        if lost.any():
+            qc[s.slice_index] = lost | np.asarray(qc.get(s.slice_index, lost), bool)
     highres = study.highres
     src = study.aif
     if src is None:
@@ -313,6 +317,12 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                       pd_displacement=(pd_displacements or {}).get(src.slice_index))
     for w in aif.warnings:
         msgs.append(w)
+    lost = np.flatnonzero(blank_frames(src.images))
+    first_pass = lost[(lost >= aif.arrival_index) & (lost <= aif.peak_index + 2)]
+    if first_pass.size:  # the bolus' shape there is made up by the interpolation
+        warn(msgs, f"{src.name}: lost dynamics {first_pass.tolist()} fall in the AIF's first "
+                   f"pass (dynamics {aif.arrival_index}-{aif.peak_index} to its peak): its "
+                   "curve is interpolated there, MBF may be wrong")
     _default_saturation_times(msgs, [*highres, src] if src.role is SliceRole.AIF else highres,
                               config)
     dt = float(np.median(np.diff(aif.times_s)))
@@ -365,6 +375,8 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
     if not config.baseline_frames and aif.arrival_index <= MIN_PRE_FRAMES:
         suspect_segments(rows, why=f"the AIF's bolus left at most {MIN_PRE_FRAMES} "
                                    "pre-contrast frames")
+    if first_pass.size:  # 3 upslope frames lost: +36 % (tests/test_quant_study.py)
+        suspect_segments(rows, why="the AIF lost dynamics in its first pass")
     return QuantResult(
         mbf_maps=mbf_maps, fit_quality=quality, flagged=flagged,
         myocardium={k: w.myo for k, w in work.items()}, aha=aha_maps, rv_insertion=ins_out,
