@@ -63,12 +63,25 @@ def test_breathing_phantom_dice_improves(corrector):
     assert m["tic"] < m["tic_none"]
 
 
+def _metrics_without(r, ph, s, lost):
+    """Truth metrics of correction ``r`` of slice ``s`` over its dynamics but ``lost``."""
+    from perfmoco.moco.data import slice_truth
+    from perfmoco.moco.evaluate import truth_metrics
+
+    keep = np.setdiff1d(np.arange(s.n_dynamics), lost)
+    truth = slice_truth(ph.truth, s)
+    truth["myo_masks"] = truth["myo_masks"][keep]
+    truth["displacement"] = truth["displacement"][keep]
+    truth.pop("peak_index", None)
+    sub = r._replace(corrected=r.corrected[keep], displacement=r.displacement[keep],
+                     qc=r.qc[keep], reference_index=int(np.searchsorted(keep, r.reference_index)))
+    return truth_metrics(sub, truth, s.replace(images=s.images[keep], times_s=s.times_s[keep]))
+
+
 def test_lost_frames_are_filled_flagged_and_sent_back_as_received(corrector):
     """Two dynamics lost before perfmoco (sent as zeros): the others are corrected as
     well as without them, the lost ones QC-flagged (left out of the fits) and returned
     as they came, nothing made up."""
-    from perfmoco.moco.data import slice_truth
-    from perfmoco.moco.evaluate import truth_metrics
     from perfmoco.phantom import generate_phantom
 
     ph = generate_phantom(seed=9302, motion="breathing", n_dynamics=40)
@@ -79,14 +92,7 @@ def test_lost_frames_are_filled_flagged_and_sent_back_as_received(corrector):
     r = corrector.correct(lost)
     assert {12, 30} <= set(np.flatnonzero(r.qc).tolist())
     assert (r.corrected[[12, 30]] == 0).all() and np.isfinite(r.corrected).all()
-    keep = np.setdiff1d(np.arange(40), [12, 30])
-    truth = slice_truth(ph.truth, s)
-    truth["myo_masks"] = truth["myo_masks"][keep]
-    truth["displacement"] = truth["displacement"][keep]
-    truth.pop("peak_index", None)
-    sub = r._replace(corrected=r.corrected[keep], displacement=r.displacement[keep],
-                     qc=r.qc[keep], reference_index=int(np.searchsorted(keep, r.reference_index)))
-    m = truth_metrics(sub, truth, s.replace(images=s.images[keep], times_s=s.times_s[keep]))
+    m = _metrics_without(r, ph, s, [12, 30])
     assert m["dice"] > 0.9 and m["dice"] > m["dice_none"] + 0.1
 
 
@@ -94,8 +100,6 @@ def test_non_finite_pixels_are_filled_and_the_slice_still_corrected(corrector):
     """Another program's series: NaN background outside a disc, NaN pixels on the
     myocardium in three dynamics and one dynamic all NaN (lost): filled as the study's
     notes say, corrected as well as a clean series, the lost dynamic QC-flagged."""
-    from perfmoco.moco.data import slice_truth
-    from perfmoco.moco.evaluate import truth_metrics
     from perfmoco.phantom import generate_phantom
     from perfmoco.study import PerfusionStudy
 
@@ -106,20 +110,13 @@ def test_non_finite_pixels_are_filled_and_the_slice_still_corrected(corrector):
     im[:, (yy - s.shape[0] / 2) ** 2 + (xx - s.shape[1] / 2) ** 2 > (0.48 * s.shape[0]) ** 2] = (
         np.nan)
     myo = np.argwhere(ph.truth["s1_myo_masks"][20])[::7]
-    im[np.ix_([15, 16, 25], myo[:, 0], myo[:, 1])] = np.nan
+    im[np.array([15, 16, 25])[:, None], myo[:, 0], myo[:, 1]] = np.nan
     im[33] = np.nan
     study = PerfusionStudy(slices=[s.replace(images=im)]).with_finite_pixels()
     assert "in every dynamic: filled" in study.notes[0], study.notes
     r = corrector.correct(study.slices[0])
     assert 33 in np.flatnonzero(r.qc) and np.isfinite(r.corrected).all()
-    keep = np.setdiff1d(np.arange(40), [33])
-    truth = slice_truth(ph.truth, s)
-    truth["myo_masks"] = truth["myo_masks"][keep]
-    truth["displacement"] = truth["displacement"][keep]
-    truth.pop("peak_index", None)
-    sub = r._replace(corrected=r.corrected[keep], displacement=r.displacement[keep],
-                     qc=r.qc[keep], reference_index=int(np.searchsorted(keep, r.reference_index)))
-    m = truth_metrics(sub, truth, s.replace(images=s.images[keep], times_s=s.times_s[keep]))
+    m = _metrics_without(r, ph, s, [33])
     assert m["dice"] > 0.9 and m["dice"] > m["dice_none"] + 0.1, m
 
 
