@@ -71,9 +71,16 @@ def _links(html: str) -> list[str]:
 
 def test_page_has_every_section(page, phantom_result):
     html = page.read_text()
-    for heading in ["Problems", "Before / after motion correction", "Time-intensity curves",
-                    "Arterial input function", "MBF", "QC-flagged frames", "Runtime", "Terms"]:
+    for heading in ["Problems", "Protocol", "Before / after motion correction",
+                    "Time-intensity curves", "Arterial input function", "MBF",
+                    "QC-flagged frames", "Runtime", "Terms"]:
         assert f"<h2>{heading}</h2>" in html
+    # each slice's protocol as the data give it
+    s0 = phantom_result.study.slices[0]
+    ts = f"{1000 * s0.saturation_time_s:.3g}" if s0.saturation_time_s else "not in the data"
+    assert (f"<tr><td>{s0.name}</td><td>{s0.n_dynamics}</td>"
+            f"<td>{np.median(np.diff(s0.times_s)):.2f}</td><td>{s0.pd_images.shape[0]}</td>"
+            f"<td>{ts}</td>") in html
     links = _links(html)
     n_slices = len(phantom_result.study.slices)
     assert sum(src.endswith(".gif") for src in links) == n_slices

@@ -116,6 +116,24 @@ def _section_runtime(result: StudyResult) -> str:
     return _table(["stage", "wall time (s)"], rows)
 
 
+def _section_protocol(result) -> str:
+    """Each slice's protocol as read from the data: what a physicist checks on a site's
+    first study (docs/deployment.md).
+    """
+    rows = []
+    for s in result.study.slices:
+        dt = np.diff(s.times_s)
+        ts = (f"{1000 * s.saturation_time_s:.3g}" if s.saturation_time_s else "not in the data")
+        rows.append([s.name, s.n_dynamics, _num(np.median(dt)) if dt.size else "",
+                     s.pd_images.shape[0], ts, s.saturation_time_source,
+                     " x ".join(_num(v) for v in s.pixel_spacing_mm),
+                     " x ".join(str(v) for v in s.shape)])
+    field = result.study.field_strength_t
+    note = (f"<p>Field strength {_num(field, 'g')} T (MRD header).</p>" if field else "")
+    return note + _table(["slice", "dynamics", "interval (s)", "PD frames", "TS (ms)",
+                          "TS from", "pixel (mm)", "matrix"], rows)
+
+
 def _section_animations(views: list[SliceView], assets: _Assets) -> str:
     parts = []
     for v in views:
@@ -214,6 +232,11 @@ _TERMS = _table(["term", "meaning"], [
             "stress MBF below about 2 ml/min/g is taken as ischaemic here"],
     ["ischaemic burden", "share of the fitted myocardium whose MBF (each pixel with its "
                          "3 x 3 neighbours' median) lies below that threshold"],
+    ["TS", "saturation time: from the saturation pulse to the readout's centre; the signal "
+           "model converts signal to contrast agent with it (read from the images' meta or "
+           "the MRD header's TI, else a default, said under Problems)"],
+    ["interval", "time between dynamics (one per heartbeat, or per two): check it against "
+                 "the heart rate; every MBF value scales with it"],
     ["SE of median", "standard error of a segment's median MBF, from the spread of its "
                      "pixels: the median is uncertain by about twice this either way"],
     ["unreliable", "a segment whose value should not be read: too uncertain (SE), too many "
@@ -274,6 +297,7 @@ def write_report(
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     sections = [
         ("Problems", _section_problems(result, views)),
+        ("Protocol", _section_protocol(result)),
         ("Before / after motion correction", _section_animations(views, assets)),
         ("Time-intensity curves", _img(
             assets.png(tic, "tics.png"), "TICs",
