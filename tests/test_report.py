@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from browser_helpers import find_chromium, load_page, screenshot
+from PIL import Image
 
 from perfmoco.config import Config
 from perfmoco.io.files import write_mrd_images
@@ -251,3 +252,23 @@ def test_browser_check_catches_a_broken_image(page):
     broken.write_text(page.read_text().replace("tics.png", "missing.png"))
     loaded = load_page(broken)
     assert loaded.images_loaded == loaded.images_total - 1
+
+
+def test_qc_sheet_cuts_to_the_heart_with_the_outline(phantom_result, tmp_path):
+    """One tile per flagged dynamic plus the median frame, cut around the LV (the
+    outline's red pixels near the tile's middle, none at its edges)."""
+    from perfmoco.report.data import slice_views
+    from perfmoco.report.qcsheet import qc_strip
+
+    views = slice_views(phantom_result)
+    path = qc_strip(views, tmp_path / "qc.png", panel_px=160)
+    flagged = [v for v in views if v.qc is not None and v.qc.any()]
+    with Image.open(path) as im:
+        sheet = np.asarray(im.convert("RGB")).astype(int)
+    cols = 1 + max(min(int(v.qc.sum()), 6) for v in flagged)
+    assert sheet.shape[1] == cols * (160 + 6) + 6
+    assert sheet.shape[0] == 2 * len(flagged) * (160 + 14 + 6) + 6
+    tile = sheet[6 + 14:6 + 14 + 160, 6:6 + 160]  # first slice, median original
+    red = (tile[..., 0] > 200) & (tile[..., 1] < 90) & (tile[..., 2] < 90)
+    yy, xx = np.nonzero(red)
+    assert red.sum() > 20 and abs(yy.mean() - 80) < 40 and abs(xx.mean() - 80) < 40

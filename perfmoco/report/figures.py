@@ -27,7 +27,6 @@ __all__ = [
     "heart_box",
     "maps_figure",
     "mbf_vmax",
-    "qc_strip",
     "save_png",
     "tic_figure",
 ]
@@ -299,35 +298,3 @@ def maps_figure(views: list[SliceView]) -> Figure | None:
         ax.set_title(v.name, fontsize=8)
     fig.colorbar(im, ax=list(axes), label="MBF (ml/min/g)", shrink=0.9)
     return fig
-
-
-def qc_strip(views: list[SliceView], path: Path, *, per_slice: int = 6,
-             panel_px: int = 128) -> Path | None:
-    """PNG of the QC-flagged dynamics: per slice a row of originals above the corrected ones.
-
-    Returns ``None`` (and writes nothing) when no frame is flagged.
-    """
-    flagged = [(v, np.flatnonzero(v.qc)[:per_slice]) for v in views
-               if v.qc is not None and v.qc.any()]
-    if not flagged:
-        return None
-    cols = max(len(idx) for _, idx in flagged)
-    gap, label = 4, 12
-    cell_w, cell_h = panel_px + gap, panel_px + label + gap
-    sheet = Image.new("RGB", (cols * cell_w + gap, 2 * len(flagged) * cell_h + gap), "white")
-    draw = ImageDraw.Draw(sheet)
-    for r, (v, idx) in enumerate(flagged):
-        lo, hi = _window(v.series.images)
-        for k, (stack, kind) in enumerate(((v.series.images, "orig"), (v.corrected, "corr"))):
-            if stack is None:
-                continue
-            y0 = (2 * r + k) * cell_h + gap
-            for c, t in enumerate(idx):
-                x0 = c * cell_w + gap
-                tile = Image.fromarray(_to_uint8(stack[t], lo, hi), mode="L")
-                tile.thumbnail((panel_px, panel_px))
-                sheet.paste(tile.convert("RGB"), (x0, y0 + label))
-                name = v.name.split(" (")[0]
-                draw.text((x0, y0), f"{name} dyn {t + 1} {kind}", fill=(0, 0, 0))
-    sheet.save(path, format="PNG")
-    return path

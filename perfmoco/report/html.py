@@ -23,6 +23,7 @@ from perfmoco import __version__
 from perfmoco.report import figures
 from perfmoco.report.bullseye import bullseye_figure, segment_values, uncertain_segments
 from perfmoco.report.data import SliceView, slice_views
+from perfmoco.report.qcsheet import qc_strip
 
 if TYPE_CHECKING:
     from perfmoco.pipeline import StudyResult
@@ -163,9 +164,11 @@ def _section_qc(views: list[SliceView], assets: _Assets) -> str:
             rows.append([v.name, str(len(idx)), ", ".join(map(str, idx)) or "none"])
     out = _table(["slice", "QC-flagged dynamics", "which (1-based)"], rows)
     path, link = assets.path("qc_frames.png")
-    if figures.qc_strip(views, path) is not None:
+    if qc_strip(views, path) is not None:
         out += _img(link, "QC-flagged frames",
-                    "QC-flagged dynamics: original (above) and corrected (below).")
+                    "QC-flagged dynamics, cut to the heart: originals (above) and corrected "
+                    "(below), the series' median frame first; red: the myocardium outline, "
+                    "yellow: the LV centre. A wall off the outline is a misaligned frame.")
     return out
 
 
