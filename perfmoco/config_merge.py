@@ -136,7 +136,8 @@ _CHECKS = {
     **{f"moco.{k}": _AT_LEAST_1 for k in (
         "reference_from_end", "pca_components", "affine1_passes", "refine_components")},
     **{f"moco.{k}": _NON_NEGATIVE for k in (
-        "affine2_passes", "refine_iterations", "refine_rounds", "refine_neighbour_mm",
+        "affine2_passes", "refine_iterations", "refine_rounds", "refine_extra_rounds",
+        "refine_neighbour_mm",
         "refine_coarse_rounds", "refine_shape_window", "baseline_refine_rounds",
         "coarse_align_mm", "stack_lv_tolerance_mm", "qc_outlier_ratio", "threads",
         "reference_search",

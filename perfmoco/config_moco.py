@@ -40,6 +40,9 @@ class MocoConfig:
     refine_iterations: int = 3
     #: Rounds of that refinement (the PCA reference is rebuilt each round).
     refine_rounds: int = 4
+    #: Up to this many more rounds while the frames still move (a round moving a tenth of
+    #: them more than 0.2 px of the refinement's grid: a deep breather's frames).
+    refine_extra_rounds: int = 4
     #: SD of its Gaussian window about the LV centre, mm.
     refine_window_mm: float = 30.0
     #: Principal components of its synthetic reference.

@@ -36,6 +36,7 @@ def test_overrides_are_typed_and_checked(tmp_path):
     ("moco.baseline_radius_mm", "0", r"moco.baseline_radius_mm must be > 0, got 0.0"),
     ("moco.aif_follow_spread_mm", "-1", r"moco.aif_follow_spread_mm must be > 0"),
     ("moco.refine_window_mm", "-5", r"moco.refine_window_mm must be > 0"),
+    ("moco.refine_extra_rounds", "-1", r"moco.refine_extra_rounds must be >= 0"),
     ("moco.reference_from_end", "0", r"moco.reference_from_end must be >= 1"),
     ("moco.dilation_max", "1", r"moco.dilation_max must be in \(0, 1\)"),
     ("moco.qc_threshold", "nan", r"moco.qc_threshold must be in \(0, 2\]"),

@@ -439,3 +439,32 @@ def test_normal_equations_equal_those_of_the_jacobian():
     hess, grad = normal_equations(iy, ix, r, win, coordinate_pairs(ys, xs))
     torch.testing.assert_close(hess, jw @ jac.transpose(1, 2))
     torch.testing.assert_close(grad, (jw @ r.reshape(t, -1, 1))[..., 0])
+
+
+def test_extra_rounds_run_only_while_the_frames_still_move(monkeypatch):
+    """Frames 3 px off a fixed reference with one Gauss-Newton step per round: one round
+    leaves them off, the extra rounds take them there; frames already in place take no
+    extra round (counted by the references built)."""
+    import perfmoco.moco.refine as refine
+
+    n, t = 64, 6
+    fixed = _blobs(n)[None].expand(t, n, n).contiguous()
+    yy, xx = identity_grid((n, n))
+    moving = sample(fixed, torch.stack([yy + 3.0, xx - 2.0])[None].expand(t, 2, n, n))
+    c = torch.tensor([(n - 1) / 2.0] * 2, dtype=torch.float64)
+
+    def err(est):  # where each frame's centre is sent, against the true (-3, 2) px
+        return float(((est[:, :, :2] @ c + est[:, :, 2]) - c - torch.tensor(
+            [-3.0, 2.0], dtype=torch.float64)).norm(dim=1).max())
+
+    kw = dict(window_sigma_px=12.0, fixed=fixed, rounds=1, iterations=1, max_step_px=1.5)
+    one, _ = refine_affine(moving, extra_rounds=0, **kw)
+    more, _ = refine_affine(moving, extra_rounds=6, **kw)
+    assert err(one) > 1.5 and err(more) < 0.3
+    built = []
+    real = refine.pca_reference
+    monkeypatch.setattr(refine, "pca_reference",
+                        lambda *a, **k: built.append(1) or real(*a, **k))
+    still = _blobs(n, seed=3)[None].expand(t, n, n) + 0.01 * torch.randn(t, n, n)
+    refine_affine(still, window_sigma_px=12.0, rounds=2, extra_rounds=6, iterations=3)
+    assert len(built) == 2

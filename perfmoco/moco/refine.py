@@ -74,6 +74,8 @@ def refine_affine(
     window_sigma_px: float,
     components: int = 4,
     rounds: int = 2,
+    extra_rounds: int = 0,
+    settle_px: float = 0.2,
     iterations: int = 6,
     max_step_px: float = 1.5,
     max_total_px: float = float("inf"),
@@ -98,6 +100,10 @@ def refine_affine(
         PCA components of the synthetic reference (rebuilt every round).
     rounds, iterations : int, keyword-only
         Reference rebuilds, and Gauss-Newton steps per rebuild.
+    extra_rounds, settle_px : keyword-only
+        Up to this many more rounds while the frames still move: while the last
+        round moved a tenth of them more than ``settle_px`` pixels (a deep breather's
+        frames reach the reference over more rounds than the usual ones need).
     max_step_px : float, keyword-only
         Largest change of a frame's window-centre position per step, pixels.
     max_total_px : float, keyword-only
@@ -177,7 +183,11 @@ def refine_affine(
         return sample(stack if sel is None else stack[sel], coords, padding="border")
 
     linear = torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0, 0.0], device=dev)  # (L00 L01 s0 L10 L11 s1)
-    for r_ in range(rounds):
+    moved = float("inf")  # the last round's 90th-percentile move, pixels
+    for r_ in range(rounds + extra_rounds):
+        if r_ >= rounds and moved < settle_px:  # settled: no extra round
+            break
+        before = shift.clone()
         # the parameters this round moves: shape only keeps the crop centre where it is;
         # the coarse rounds fit translation alone
         free = linear if not translate else torch.ones_like(linear)
@@ -235,6 +245,7 @@ def refine_affine(
             else:
                 lin[sel], shift[sel], best[sel], cur[sel] = upd
                 active[sel] = ok
+        moved = float(torch.quantile((shift - before).norm(dim=1).float(), 0.9))
     lin, shift, c = lin.double(), shift.double(), c.double()
     sv = torch.linalg.svdvals(lin)
     over = ((sv - 1.0).abs() > MAX_LINEAR + 1e-4).any(dim=1)  # (clamped each step)
@@ -402,6 +413,7 @@ def refine_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensity_range
         window_sigma_px=config.refine_window_mm / REFINE_SPACING_MM,
         components=components,
         rounds=config.refine_rounds,
+        extra_rounds=config.refine_extra_rounds,
         iterations=config.refine_iterations,
         max_total_px=config.refine_max_mm / REFINE_SPACING_MM,
         hold=hold,
