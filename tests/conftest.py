@@ -65,3 +65,36 @@ def ph_none():
     from perfmoco.phantom import generate_phantom
 
     return generate_phantom(seed=2, motion="none", n_dynamics=40)
+
+
+@pytest.fixture(scope="session")
+def ph_still():
+    """A motion-free phantom, vendor a (the quantification tests' study)."""
+    from perfmoco.phantom import generate_phantom
+
+    return generate_phantom(seed=0, motion="none")
+
+
+@pytest.fixture(scope="session")
+def clean_study(ph_still):
+    """``ph_still``'s study on its noise-free frames."""
+    def key(s):
+        return "aif" if s.role is SliceRole.AIF else f"s{s.slice_index}"
+
+    return ph_still.study.replace_slices([
+        s.replace(images=ph_still.noise_free[key(s)],
+                  pd_images=ph_still.noise_free[key(s) + "_pd"])
+        for s in ph_still.study.slices])
+
+
+@pytest.fixture(scope="session")
+def clean_result(clean_study):
+    """``clean_study`` quantified with the defaults; it gives no warning."""
+    import warnings
+
+    from perfmoco.config import QuantConfig
+    from perfmoco.quant import quantify_study
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return quantify_study(clean_study, config=QuantConfig())

@@ -1,0 +1,171 @@
+"""Quantification of studies with problems in their data: a missing AIF slice or PD
+frames, a late start, a flat AIF, unphysical signal, PD frames of another readout, no
+saturation time, QC-flagged and lost dynamics, no PD frames with a known efficiency."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pytest
+
+from perfmoco.config import QuantConfig
+from perfmoco.quant import quantify_study
+from perfmoco.study import SliceRole, StudyError
+
+phantom = pytest.importorskip("perfmoco.phantom")
+
+
+@pytest.fixture(scope="module")
+def ph(ph_still):
+    return ph_still
+
+
+def test_missing_aif_slice_warns_and_flags(clean_study):
+    study = clean_study.replace_slices([s for s in clean_study.slices
+                                        if s.role is not SliceRole.AIF])
+    with pytest.warns(UserWarning, match="no low-resolution AIF slice"):
+        r = quantify_study(study, config=QuantConfig())
+    assert any("AIF" in w for w in r.warnings)
+    assert all(np.isfinite(m).all() for m in r.mbf_maps.values())
+
+
+def test_missing_pd_frames_falls_back(clean_study):
+    study = clean_study.replace_slices([
+        s.replace(pd_images=np.zeros((0, *s.shape), np.float32), pd_times_s=np.zeros(0))
+        for s in clean_study.slices])
+    with pytest.warns(UserWarning, match="no PD frames"):
+        r = quantify_study(study, config=QuantConfig())
+    assert sum("no PD frames" in w for w in r.warnings) == 4
+    assert sorted(r.mbf_maps) == [0, 1, 2]
+    assert all(np.isfinite(m).all() for m in r.mbf_maps.values())
+
+
+def test_a_scan_started_after_the_injection_is_named(ph, clean_study):
+    """The AIF's bolus in the third dynamic leaves two baseline frames, which may hold its
+    foot: the study says so (the clean study as a whole gives no warning)."""
+    gd = ph.truth["aif_gd"]
+    cut = int(np.argmax(gd > 0.05 * gd.max())) - 2
+    study = clean_study.replace_slices([
+        s.replace(images=s.images[cut:], times_s=s.times_s[cut:]) for s in clean_study.slices])
+    with pytest.warns(UserWarning, match="pre-contrast frames"):
+        r = quantify_study(study, config=QuantConfig())
+    assert any("started after the injection" in w for w in r.warnings)
+    # and every segment says its value is doubtful for it
+    assert r.segments and all(not row["reliable"] and "pre-contrast frames" in row["reason"]
+                              for row in r.segments)
+
+
+def test_flat_aif_is_a_clear_error(clean_study):
+    aif = clean_study.aif
+    flat = np.repeat(aif.images[:1], aif.n_dynamics, axis=0)
+    study = clean_study.replace_slices([
+        s.replace(images=flat) if s.role is SliceRole.AIF else s for s in clean_study.slices])
+    with pytest.raises(StudyError, match="AIF|LV blood pool"):
+        quantify_study(study, config=QuantConfig())
+    # a bolus too small to be real
+    weak = aif.images[:1] + 1e-4 * (aif.images - aif.images[:1])
+    study = clean_study.replace_slices([
+        s.replace(images=weak) if s.role is SliceRole.AIF else s for s in clean_study.slices])
+    with pytest.raises(StudyError):
+        quantify_study(study, config=QuantConfig())
+
+
+def test_unphysical_signal_is_flagged(clean_study):
+    cfg = dataclasses.replace(QuantConfig(), pd_scale=0.2)  # M0 far too small: S/M0 > 1
+    with pytest.warns(UserWarning):
+        r = quantify_study(clean_study, config=cfg)
+    assert any("flagged" in w or "M0" in w for w in r.warnings)
+    assert any(r.flagged[k][r.myocardium[k]].mean() > 0.2 for k in r.flagged)
+
+
+def test_pd_frames_of_another_readout_are_named(ph, clean_study, clean_result):
+    """PD frames read out with a lower flip angle are darker than the dynamics' M0 (here
+    by half): the measured saturation efficiency says so, and the warning names the
+    setting; with the protocol's ratio set, the efficiency and the maps are the truth's."""
+    dark = clean_study.replace_slices([s.replace(pd_images=s.pd_images * 0.5)
+                                       for s in clean_study.slices])
+    with pytest.warns(UserWarning, match="quant.pd_scale"):
+        r = quantify_study(dark, config=QuantConfig())
+    assert r.saturation_efficiency["highres"] < 0.6
+    assert any("PD frames do not read as the dynamics' M0" in w for w in r.warnings)
+    assert all(not row["reliable"] and "quant.pd_scale" in row["reason"] for row in r.segments)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fixed = quantify_study(dark, config=dataclasses.replace(QuantConfig(), pd_scale=2.0))
+    assert abs(fixed.saturation_efficiency["highres"]
+               - float(ph.truth["saturation_efficiency"])) < 0.02
+    for k in range(3):
+        m = fixed.myocardium[k]
+        np.testing.assert_allclose(fixed.mbf_maps[k][m], clean_result.mbf_maps[k][m],
+                                   rtol=1e-3, atol=1e-3)
+    assert not any("quant.pd_scale" in row["reason"] for row in fixed.segments)
+
+
+def test_a_missing_saturation_time_is_named(clean_study, clean_result):
+    """Headers without the saturation time: the defaults (here the phantom's own, 100 /
+    25 ms) are used, and the settings are named, since [Gd] scales with them."""
+    bare = clean_study.replace_slices([s.replace(saturation_time_s=None)
+                                       for s in clean_study.slices])
+    with pytest.warns(UserWarning, match="quant.saturation_time_highres_s"):
+        r = quantify_study(bare, config=QuantConfig())
+    assert any("100 ms" in w and "25 ms (quant.saturation_time_aif_s)" in w for w in r.warnings)
+    for k in range(3):
+        m = r.myocardium[k]
+        np.testing.assert_allclose(r.mbf_maps[k][m], clean_result.mbf_maps[k][m], atol=1e-6)
+
+
+def test_qc_frames_are_excluded(ph, clean_study):
+    t_n = clean_study.highres[0].n_dynamics
+    bad = np.zeros(t_n, bool)
+    bad[[30, 31]] = True
+    hit = clean_study.replace_slices([
+        s.replace(images=s.images + np.where(bad[:, None, None], 500.0, 0.0).astype(np.float32))
+        if s.slice_index == 1 and s.role is SliceRole.HIGHRES else s
+        for s in clean_study.slices])
+    r = quantify_study(hit, config=QuantConfig(), qc={1: bad})
+    ref = quantify_study(clean_study, config=QuantConfig())
+    m = r.myocardium[1] & ref.myocardium[1]
+    assert np.median(np.abs(r.mbf_maps[1][m] - ref.mbf_maps[1][m])) < 0.1
+    assert r.flagged[1][r.myocardium[1]].mean() < 0.2
+    with pytest.raises(ValueError, match="qc flags"):
+        quantify_study(clean_study, config=QuantConfig(), qc={1: bad[:-1]})
+
+
+def test_lost_dynamics_and_pd_frames_are_left_out_whatever_the_correction(clean_study,
+                                                                         clean_result):
+    """Dynamics 35-37 of every slice and a PD frame of slice 0 lost (all NaN, as another
+    program leaves them): with no motion correction (which flags nothing) the fits leave
+    the lost dynamics out and M0 comes from the other PD frames; MBF reads as without
+    the loss (it had read 30 % low, slice 0's 7x high). Lost in the AIF's first pass
+    (14-16, its peak in 21), the study says so."""
+    from perfmoco.pipeline import process_study
+
+    slices = []
+    for s in clean_study.slices:
+        im, pd = s.images.copy(), s.pd_images.copy()
+        im[[35, 36, 37]] = np.nan
+        if s.slice_index == 0:
+            pd[1] = np.nan
+        slices.append(s.replace(images=im, pd_images=pd))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        r = process_study(clean_study.replace_slices(slices), method="none")
+    assert r.study.highres[0].pd_images.shape[0] == clean_study.highres[0].pd_images.shape[0] - 1
+    assert any("PD frames [1] without any: left out" in m for m in r.messages)
+    for k, m in clean_result.mbf_maps.items():
+        want = float(np.median(m[m > 0]))
+        got = r.quant.mbf_maps[k]
+        assert float(np.median(got[got > 0])) == pytest.approx(want, rel=0.05), k
+    aif = clean_study.aif
+    im = aif.images.copy()
+    im[[14, 15, 16]] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        r = process_study(clean_study.replace_slices(
+            [aif.replace(images=im) if s is aif else s for s in clean_study.slices]),
+            method="none")
+    assert any("lost dynamics [14, 15, 16] fall in the AIF's first pass" in m
+               for m in r.messages), r.messages
+    assert all(not row["reliable"] and "first pass" in row["reason"] for row in r.quant.segments)
