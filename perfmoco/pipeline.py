@@ -128,9 +128,8 @@ def _protocol(s, timed: bool) -> str:
     """A slice's dynamics, their interval (``timed``), PD frames and saturation time (with
     its source).
     """
-    dt = np.diff(s.times_s)
     text = f"{s.n_dynamics} dynamics"
-    text += f" every {np.median(dt):.2f} s" if timed and dt.size else ""
+    text += f" every {s.interval_s:.2f} s" if timed and s.n_dynamics > 1 else ""
     text += f", {s.pd_images.shape[0]} PD frames"
     if s.saturation_time_s:
         text += f", TS {1000 * s.saturation_time_s:.3g} ms"

@@ -143,6 +143,12 @@ class SliceSeries:
         return f"slice {self.slice_index} ({self.role.value})"
 
     @property
+    def interval_s(self) -> float:
+        """The dynamics' median interval, s (NaN with fewer than 2 dynamics)."""
+        dt = np.diff(self.times_s)
+        return float(np.median(dt)) if dt.size else float("nan")
+
+    @property
     def n_dynamics(self) -> int:
         return int(self.images.shape[0])
 

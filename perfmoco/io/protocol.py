@@ -78,10 +78,7 @@ def check_interval(series, tick_s: float, notes: list[str]) -> None:
     :data:`INTERVAL_RANGE_S`: the time stamps' tick is then likely not
     ``mrd.time_stamp_tick_s`` (every flow would be off by their ratio).
     """
-    t = np.asarray(series.times_s, float)
-    if t.size < 2:
-        return
-    dt = float(np.median(np.diff(t)))
+    dt = series.interval_s
     if dt > 0 and not INTERVAL_RANGE_S[0] <= dt <= INTERVAL_RANGE_S[1]:  # <= 0: refused
         notes.append(f"{series.name}: a dynamic every {dt:.3g} s from the time stamps at "
                      f"{1000 * tick_s:g} ms a tick (mrd.time_stamp_tick_s): outside "

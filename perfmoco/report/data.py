@@ -240,13 +240,12 @@ def slice_metrics(view: SliceView) -> dict[str, Any]:
         not known) and ``saturation_time_source``.
     """
     s = view.series
-    dt = np.diff(s.times_s)
     out: dict[str, Any] = {
         "slice": s.slice_index,
         "role": s.role.value,
         "n_dynamics": s.n_dynamics,
         "n_pd": int(s.pd_images.shape[0]),
-        "interval_s": float(np.median(dt)) if dt.size else float("nan"),
+        "interval_s": s.interval_s,
         "saturation_time_ms": 1000.0 * s.saturation_time_s if s.saturation_time_s
         else float("nan"),
         "saturation_time_source": s.saturation_time_source,

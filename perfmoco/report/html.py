@@ -123,9 +123,8 @@ def _section_protocol(result) -> str:
     """
     rows = []
     for s in result.study.slices:
-        dt = np.diff(s.times_s)
         ts = (f"{1000 * s.saturation_time_s:.3g}" if s.saturation_time_s else "not in the data")
-        rows.append([s.name, s.n_dynamics, _num(np.median(dt)) if dt.size else "",
+        rows.append([s.name, s.n_dynamics, _num(s.interval_s) if s.n_dynamics > 1 else "",
                      s.pd_images.shape[0], ts, s.saturation_time_source,
                      " x ".join(_num(v) for v in s.pixel_spacing_mm),
                      " x ".join(str(v) for v in s.shape)])
