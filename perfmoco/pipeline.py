@@ -191,9 +191,10 @@ def _correct(study: PerfusionStudy, method: Method, config: Config, result: Stud
 
     out = correct_slices(study, run, stack_locations(study, config), config=config.moco,
                          follow_tissue=method is Method.DL, failed=failed, step=step)
-    for s, m in zip(study.slices, out):  # lost frames, filled from their neighbours
+    for s, m in zip(study.slices, out):  # lost frames: QC-flagged whatever the method
         blank = np.flatnonzero(blank_frames(s.images))
         if blank.size and m is not None:
+            m.qc[blank] = True
             result.messages.append(f"{s.name}: blank (constant) dynamics {blank.tolist()} "
                                    "(frames lost before perfmoco): sent back as received, "
                                    "QC-flagged and left out of the fits")

@@ -153,6 +153,7 @@ def test_lost_dynamics_and_pd_frames_are_left_out_whatever_the_correction(clean_
         warnings.simplefilter("ignore", UserWarning)
         r = process_study(clean_study.replace_slices(slices), method="none")
     assert r.study.highres[0].pd_images.shape[0] == clean_study.highres[0].pd_images.shape[0] - 1
+    assert all(m.qc[[35, 36, 37]].all() for m in r.moco)  # said QC-flagged: so they are
     assert any("PD frames [1] without any: left out" in m for m in r.messages)
     for k, m in clean_result.mbf_maps.items():
         want = float(np.median(m[m > 0]))
