@@ -173,6 +173,19 @@ def stack_locations(study: PerfusionStudy, config: Config) -> list:
 
 
 def _correct(study: PerfusionStudy, method: Method, config: Config, result: StudyResult, step):
+    out = _corrections(study, method, config, result, step)
+    for s, m in zip(study.slices, out):  # lost frames: QC-flagged whatever the method
+        blank = np.flatnonzero(blank_frames(s.images))
+        if blank.size and m is not None:
+            m.qc[blank] = True
+            result.messages.append(f"{s.name}: blank (constant) dynamics {blank.tolist()} "
+                                   "(frames lost before perfmoco): sent back as received, "
+                                   "QC-flagged and left out of the fits")
+    return out
+
+
+def _corrections(study: PerfusionStudy, method: Method, config: Config, result: StudyResult,
+                 step) -> list:
     if method is Method.NONE:
         from perfmoco.moco.pipeline import correct_series
 
@@ -188,17 +201,8 @@ def _correct(study: PerfusionStudy, method: Method, config: Config, result: Stud
         result.messages.append(f"{s.name}: motion correction failed ({exc}); originals kept")
         log.warning("%s: motion correction failed: %s", s.name, exc)
 
-
-    out = correct_slices(study, run, stack_locations(study, config), config=config.moco,
-                         follow_tissue=method is Method.DL, failed=failed, step=step)
-    for s, m in zip(study.slices, out):  # lost frames: QC-flagged whatever the method
-        blank = np.flatnonzero(blank_frames(s.images))
-        if blank.size and m is not None:
-            m.qc[blank] = True
-            result.messages.append(f"{s.name}: blank (constant) dynamics {blank.tolist()} "
-                                   "(frames lost before perfmoco): sent back as received, "
-                                   "QC-flagged and left out of the fits")
-    return out
+    return correct_slices(study, run, stack_locations(study, config), config=config.moco,
+                          follow_tissue=method is Method.DL, failed=failed, step=step)
 
 
 def process_study(
