@@ -12,6 +12,7 @@ from perfmoco.config import QuantConfig
 from perfmoco.frames import blank_frames, interpolate_frames
 from perfmoco.quant.aif import MIN_PRE_FRAMES, extract_aif
 from perfmoco.quant.anatomy import aha_labels, slice_anatomy
+from perfmoco.quant.darkrim import dark_rim_segments, name_dark_rim
 from perfmoco.quant.fermi import F_BOUNDS
 from perfmoco.quant.grouped import fit_fermi_grouped
 from perfmoco.quant.levels import study_levels
@@ -104,6 +105,7 @@ class _Pixels:
     pools: list = dataclasses.field(default_factory=list)  # the pools' S / M0 on the grid
     pool_base: list = dataclasses.field(default_factory=list)  # ... at baseline
     saturated: dict = dataclasses.field(default_factory=dict)  # per slice, (N,) bool
+    dark: dict = dataclasses.field(default_factory=dict)  # per slice, (N,) bool: a dark rim
 
     def fit_inputs(self) -> dict:
         """Keyword arguments of :func:`~perfmoco.quant.grouped.fit_fermi_grouped`."""
@@ -172,6 +174,9 @@ def _add_slice(px: _Pixels, s, w, aha, on: _Grid, *, config: QuantConfig, qc, ms
     n_lv = _baseline_frames(im, w.lv_core, config)
     n_rv = _baseline_frames(im, rv_core, config) if (near == 1).any() else None
     n_base = n_lv if n_rv is None else np.where(near == 1, min(n_rv, n_lv), n_lv)
+    found, dark = dark_rim_segments(im, w.myo, aha, w.lv_core, n_lv, pixel_scale=w.pixel_scale)
+    name_dark_rim(msgs, s.name, found, int(dark.sum()))
+    px.dark[s.slice_index] = dark[w.myo]
     m0 = _slice_m0(s, w, im, near, n_lv, ts, config=config, msgs=msgs, efficiency=efficiency,
                    fields=fields)
     gd, sat = signal_to_gd(im[:, w.myo], m0=m0, ts_s=ts, relaxivity=config.relaxivity,
@@ -221,7 +226,8 @@ def _maps(fit, px: _Pixels, work, aha_maps, config: QuantConfig, msgs):
         pos += cur.shape[0]
         myo = work[sl].myo
         mbf, r2 = fit.mbf[part], fit.r2[part]  # rim pixels: per volume of their myocardium
-        bad = ~fit.ok[part] | ~np.isfinite(mbf) | (mbf > config.max_mbf) | px.saturated[sl]
+        artefact = px.saturated[sl] | px.dark[sl]
+        bad = ~fit.ok[part] | ~np.isfinite(mbf) | (mbf > config.max_mbf) | artefact
         mbf_maps[sl] = np.zeros(myo.shape, np.float32)
         mbf_maps[sl][myo] = np.nan_to_num(np.clip(mbf, 0.0, None))
         quality[sl] = np.zeros(myo.shape, np.float32)
@@ -229,13 +235,13 @@ def _maps(fit, px: _Pixels, work, aha_maps, config: QuantConfig, msgs):
         flagged[sl] = np.zeros(myo.shape, bool)
         flagged[sl][myo] = bad
         aha = aha_maps[sl][myo]
-        fitted = np.isfinite(mbf) & ~px.saturated[sl]  # the median is robust to the MBF flags
+        fitted = np.isfinite(mbf) & ~artefact  # the median is robust to the MBF flags
         use = segment_pixels(fitted, core, aha, display_angle(np.argwhere(myo), work[sl].centre))
         valid[sl] = np.zeros(myo.shape, bool)
         valid[sl][myo] = use
         if bad.mean() > 0.2:
             warn(msgs, f"slice {sl}: {100 * bad.mean():.0f}% of myocardial pixels flagged "
-                        "(poor fit, unphysical MBF or saturated signal)")
+                        "(poor fit, unphysical MBF, saturated signal or a dark rim)")
     return mbf_maps, quality, flagged, valid
 
 
