@@ -242,12 +242,13 @@ def _dl(study):
     from perfmoco.config import Config
     from perfmoco.moco.pipeline import MotionCorrector
     from perfmoco.moco.whole_study import correct_slices
-    from perfmoco.pipeline import stack_locations
+    from perfmoco.pipeline import StudyResult, stack_locations
 
     mc = MotionCorrector.load(device="cpu")
     out, fields, ref = [], {"displacements": {}, "pd_displacements": {}, "qc": {}}, {}
-    results = correct_slices(study, mc.correct, stack_locations(study, Config()),
-                             config=mc.config)
+    locs = stack_locations(study, Config())
+    results = correct_slices(study, mc.correct, locs, config=mc.config)
+    fields["lv_hints"] = StudyResult(study, results, lv_locations=locs).lv_hints()
     for s, r in zip(study.slices, results):
         out.append(s.replace(images=r.corrected, pd_images=r.pd_corrected))
         fields["displacements"][s.slice_index] = r.displacement

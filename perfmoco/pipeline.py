@@ -68,6 +68,9 @@ class StudyResult:
     messages: list[str] = dataclasses.field(default_factory=list)
     timings_s: dict[str, float] = dataclasses.field(default_factory=dict)
     weights: str = ""
+    #: Each slice's LV as the correction found it on the uncorrected series (its
+    #: ``LvLocation``, checked against the stack; None: not located).
+    lv_locations: list = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -91,6 +94,21 @@ class StudyResult:
             for s, m in zip(self.study.slices, self.moco)
             if m is not None and (s.role is SliceRole.HIGHRES or not highres_only)
         }
+
+    def lv_hints(self) -> dict[int, tuple[float, float]]:
+        """Per high-resolution ``slice_index``: where the correction found the LV, moved
+        into the corrected frame (pixels), for the quantification's own search.
+        """
+        out = {}
+        for s, m, loc in zip(self.study.slices, self.moco, self.lv_locations):
+            if m is None or loc is None or s.role is not SliceRole.HIGHRES:
+                continue
+            t = min(max(int(loc.peak_index), 0), m.displacement.shape[0] - 1)
+            iy, ix = (min(max(int(round(v)), 0), n - 1)
+                      for v, n in zip(loc.centre_yx, m.displacement.shape[2:]))
+            d = m.displacement[t, :, iy, ix]  # pull-back: corrected p shows raw p + d
+            out[s.slice_index] = (float(loc.centre_yx[0] - d[0]), float(loc.centre_yx[1] - d[1]))
+        return out
 
     def qc_flags(self) -> dict[int, np.ndarray]:
         """QC-flagged dynamics per high-resolution ``slice_index``."""
@@ -201,7 +219,8 @@ def _corrections(study: PerfusionStudy, method: Method, config: Config, result: 
         result.messages.append(f"{s.name}: motion correction failed ({exc}); originals kept")
         log.warning("%s: motion correction failed: %s", s.name, exc)
 
-    return correct_slices(study, run, stack_locations(study, config), config=config.moco,
+    result.lv_locations = stack_locations(study, config)
+    return correct_slices(study, run, result.lv_locations, config=config.moco,
                           follow_tissue=method is Method.DL, failed=failed, step=step)
 
 
@@ -271,6 +290,7 @@ def process_study(
                         qc=result.qc_flags() if config.quant.exclude_qc_frames else None,
                         displacements=result._per_slice("displacement"),
                         pd_displacements=result._per_slice("pd_displacement"),
+                        lv_hints=result.lv_hints(),
                     )
                 result.messages.extend(getattr(result.quant, "warnings", []) or [])
                 step("quantified MBF")

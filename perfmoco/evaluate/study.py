@@ -199,6 +199,7 @@ def evaluate_study(
 
 
 def _quantify(study: PerfusionStudy, results: Sequence[MocoResult], config: Config):
+    from perfmoco.pipeline import StudyResult, stack_locations
     from perfmoco.quant import quantify_study
 
     corrected = study.replace_slices([
@@ -217,6 +218,8 @@ def _quantify(study: PerfusionStudy, results: Sequence[MocoResult], config: Conf
                                for s, r in zip(study.slices, results)},
                 pd_displacements={s.slice_index: r.pd_displacement
                                   for s, r in zip(study.slices, results)},
+                lv_hints=StudyResult(study, list(results),
+                                     lv_locations=stack_locations(study, config)).lv_hints(),
             )
     except Exception as exc:
         log.warning("%s: quantification failed: %s\n%s", study.study_id, exc,

@@ -47,8 +47,11 @@ class SliceWork:
     pixel_scale: float = 1.0
 
 
-def stack_pools(highres, config: QuantConfig, msgs: list[str]) -> dict:
-    """Blood pools of every slice; an LV far from the other slices' searched again near them."""
+def stack_pools(highres, config: QuantConfig, msgs: list[str], hints=None) -> dict:
+    """Blood pools of every slice; an LV far from the other slices' searched again near them,
+    and one far from where the motion correction found it (``hints``, see
+    :func:`slice_anatomy`) searched again there.
+    """
     found = {}
     for s in highres:
         try:
@@ -56,6 +59,8 @@ def stack_pools(highres, config: QuantConfig, msgs: list[str]) -> dict:
                                                     spacing_mm=s.pixel_spacing_mm)
         except StudyError as exc:
             warn(msgs, f"{s.name}: {exc}; no MBF map for this slice")
+    for s in highres:  # first each slice against its own, independent finding
+        _near_hint(s, found, (hints or {}).get(s.slice_index), config, msgs)
     centres = [found[s.slice_index].lv_centre if s.slice_index in found else None
                for s in highres]
     far = stack_outliers(highres, centres, tolerance_mm=config.stack_lv_tolerance_mm)
@@ -73,11 +78,39 @@ def stack_pools(highres, config: QuantConfig, msgs: list[str]) -> dict:
     return found
 
 
+def _near_hint(s, found: dict, hint, config: QuantConfig, msgs: list[str]) -> None:
+    """Search ``s``'s LV again near ``hint`` where the one found lies further than the
+    stack tolerance from it (the corrected series' chest wall, sliding with deep breaths
+    against the aligned heart, can read as a bolus: 12642 a, two of three slices).
+    """
+    own = found.get(s.slice_index)
+    tol = config.stack_lv_tolerance_mm
+    if hint is None or own is None or tol <= 0:
+        return
+    sy, sx = s.pixel_spacing_mm
+    dist = float(np.hypot((own.lv_centre[0] - hint[0]) * sy, (own.lv_centre[1] - hint[1]) * sx))
+    if dist <= tol:
+        return
+    try:
+        again = find_blood_pools(s.images, times_s=s.times_s, spacing_mm=s.pixel_spacing_mm,
+                                 near_yx=hint, near_mm=tol)
+    except StudyError:
+        return
+    if accept(s, again.lv_centre, hint, dist):
+        found[s.slice_index] = again
+        warn(msgs, f"{s.name}: the LV found on the corrected series lay {dist:.0f} mm from "
+                   "where the motion correction found it; the pool near that was taken")
+
+
 def slice_anatomy(highres: list[SliceSeries], config: QuantConfig,
-                  msgs: list[str]) -> dict[int, SliceWork]:
-    """Pools, myocardium and RV insertion of every high-resolution slice that has them."""
+                  msgs: list[str], hints: dict | None = None) -> dict[int, SliceWork]:
+    """Pools, myocardium and RV insertion of every high-resolution slice that has them.
+
+    ``hints``: per ``slice_index``, where the motion correction found the LV (pixels of
+    the corrected series), or None.
+    """
     work: dict[int, SliceWork] = {}
-    found = stack_pools(highres, config, msgs)
+    found = stack_pools(highres, config, msgs, hints)
     for s in highres:
         pools = found.get(s.slice_index)
         if pools is None:

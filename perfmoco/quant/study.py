@@ -260,7 +260,8 @@ def _default_saturation_times(msgs, slices, config: QuantConfig) -> None:
 def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                    qc: dict[int, np.ndarray] | None = None,
                    displacements: dict[int, np.ndarray] | None = None,
-                   pd_displacements: dict[int, np.ndarray] | None = None) -> QuantResult:
+                   pd_displacements: dict[int, np.ndarray] | None = None,
+                   lv_hints: dict[int, tuple[float, float]] | None = None) -> QuantResult:
     """MBF maps and AHA segment table of a motion-corrected study.
 
     Parameters
@@ -280,6 +281,11 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         corrected pixel saw in each frame
         (:func:`perfmoco.quant.signal.coil_motion_factors`); without them
         breathing motion modulates ``S / M0`` by the fixed coil profile.
+    lv_hints : dict of int to (float, float), keyword-only, optional
+        Per ``slice_index``, where the motion correction found the LV on the
+        uncorrected series, in the corrected frame's pixels
+        (:meth:`perfmoco.pipeline.StudyResult.lv_hints`): an LV found on the corrected
+        series far from it is searched again there.
 
     Returns
     -------
@@ -340,7 +346,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
     grid, aif_u = resample_uniform(aif.times_s, aif.gd, dt_s=dt, t0_s=t0, n=n)
     aif_ok = _frame_mask(qc.get(src.slice_index), aif.times_s, grid)
     # 1. anatomy per slice; 2. AHA labels
-    work = slice_anatomy(highres, config, msgs)
+    work = slice_anatomy(highres, config, msgs, lv_hints)
     levels = study_levels(highres, work, config.slice_levels, msgs)
     aha_maps, ins_out = aha_labels(highres, work, levels, msgs)
     # 3. signal -> [Gd] -> uniform grid, every myocardial pixel of every slice
