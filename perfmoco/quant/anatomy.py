@@ -66,16 +66,25 @@ def stack_pools(highres, config: QuantConfig, msgs: list[str], hints=None) -> di
     far = stack_outliers(highres, centres, tolerance_mm=config.stack_lv_tolerance_mm)
     for i, (near, dist) in far.items():
         s = highres[i]
-        try:
-            again = find_blood_pools(s.images, times_s=s.times_s, spacing_mm=s.pixel_spacing_mm,
-                                     near_yx=near, near_mm=config.stack_lv_tolerance_mm)
-        except StudyError:
-            continue
-        if accept(s, again.lv_centre, near, dist):
-            found[s.slice_index] = again
-            warn(msgs, f"{s.name}: the LV found on its own lay {dist:.0f} mm from the other "
-                        "slices' LV; the pool near theirs was taken")
+        _search_near(s, found, near, dist, config, msgs,
+                     f"{s.name}: the LV found on its own lay {dist:.0f} mm from the other "
+                     "slices' LV; the pool near theirs was taken")
     return found
+
+
+def _search_near(s, found: dict, near, dist: float, config: QuantConfig, msgs: list[str],
+                 text: str) -> None:
+    """``s``'s LV searched again within the stack tolerance of ``near`` (pixels), taken
+    where clearly nearer than the one found (``dist`` mm off), and ``text`` said.
+    """
+    try:
+        again = find_blood_pools(s.images, times_s=s.times_s, spacing_mm=s.pixel_spacing_mm,
+                                 near_yx=near, near_mm=config.stack_lv_tolerance_mm)
+    except StudyError:
+        return
+    if accept(s, again.lv_centre, near, dist):
+        found[s.slice_index] = again
+        warn(msgs, text)
 
 
 def _near_hint(s, found: dict, hint, config: QuantConfig, msgs: list[str]) -> None:
@@ -89,17 +98,10 @@ def _near_hint(s, found: dict, hint, config: QuantConfig, msgs: list[str]) -> No
         return
     sy, sx = s.pixel_spacing_mm
     dist = float(np.hypot((own.lv_centre[0] - hint[0]) * sy, (own.lv_centre[1] - hint[1]) * sx))
-    if dist <= tol:
-        return
-    try:
-        again = find_blood_pools(s.images, times_s=s.times_s, spacing_mm=s.pixel_spacing_mm,
-                                 near_yx=hint, near_mm=tol)
-    except StudyError:
-        return
-    if accept(s, again.lv_centre, hint, dist):
-        found[s.slice_index] = again
-        warn(msgs, f"{s.name}: the LV found on the corrected series lay {dist:.0f} mm from "
-                   "where the motion correction found it; the pool near that was taken")
+    if dist > tol:
+        _search_near(s, found, hint, dist, config, msgs,
+                     f"{s.name}: the LV found on the corrected series lay {dist:.0f} mm from "
+                     "where the motion correction found it; the pool near that was taken")
 
 
 def slice_anatomy(highres: list[SliceSeries], config: QuantConfig,
