@@ -128,7 +128,7 @@ def _oracle(ph, study):
 
 
 def bench_phantoms(k, motion, corrections, seed0=0, vendor="a", warp_order=1, heart_scale=1.0,
-                   slice_delays=None):
+                   slice_delays=None, wall_scale=1.0):
     from scipy import ndimage
 
     from perfmoco.config import QuantConfig
@@ -138,7 +138,8 @@ def bench_phantoms(k, motion, corrections, seed0=0, vendor="a", warp_order=1, he
     cases = [(True, "none")] if motion == "none" else []
     cases += [(False, c) for c in corrections]
     phs = [generate_phantom(seed=seed, motion=motion, vendor=vendor, warp_order=warp_order,
-                            heart_scale=heart_scale, slice_delays_s=slice_delays)
+                            heart_scale=heart_scale, slice_delays_s=slice_delays,
+                            wall_scale=wall_scale)
            for seed in range(seed0, seed0 + k)]
     for clean, corr in cases:
         seg_err, pix_all, pix_core, aha_ok, sd_seg, t_q, cls = [], [], [], [], [], [], []
@@ -285,6 +286,9 @@ def main():
                          "published figure), 3 cubic B-spline (no frame-dependent blur)")
     ap.add_argument("--heart-scale", type=float, default=1.0,
                     help="the phantoms' heart size against the usual one (0.7-1.5)")
+    ap.add_argument("--wall-scale", type=float, default=1.0,
+                    help="the phantoms' LV wall thickness against the usual one (0.5-2.5; "
+                         "2: hypertrophied)")
     ap.add_argument("--slice-delays", type=lambda v: tuple(float(x) for x in v.split(",")),
                     default=None, metavar="B,M,A",
                     help="add these delays (s) to the basal, mid and apical slices' bolus "
@@ -298,7 +302,7 @@ def main():
         bench_speed(a.n, a.t, a.loop)
     if a.phantoms:
         bench_phantoms(a.phantoms, a.motion, a.corrections.split(","), a.seed0, a.vendor,
-                       a.warp_order, a.heart_scale, a.slice_delays)
+                       a.warp_order, a.heart_scale, a.slice_delays, a.wall_scale)
 
 
 if __name__ == "__main__":

@@ -135,7 +135,7 @@ def _ellipse(x, y, cx, cy, a, b, angle_deg=0.0):
 
 
 def draw_anatomy(rng: np.random.Generator, n_slices: int = 3, *,
-                 heart_scale: float = 1.0) -> list[SliceAnatomy]:
+                 heart_scale: float = 1.0, wall_scale: float = 1.0) -> list[SliceAnatomy]:
     """Draw seeded shapes for the basal-to-apical slices.
 
     Parameters
@@ -148,6 +148,9 @@ def draw_anatomy(rng: np.random.Generator, n_slices: int = 3, *,
         Scales the LV's cavity radius and wall thickness and the RV's size (1: the
         usual 25.5-28.5 mm basal endocardial radius; e.g. 1.35 for a large heart).
         The random draws are the same for every value.
+    wall_scale : float, keyword-only
+        Scales the LV wall's thickness alone (the cavity and the RV's distance from the
+        epicardium as they are).
 
     Returns
     -------
@@ -161,7 +164,7 @@ def draw_anatomy(rng: np.random.Generator, n_slices: int = 3, *,
     t_amp, t_phase = u(0.01, 0.04), u(0, 2 * np.pi)
     lv_c = (torso_c[0] + u(5, 30), torso_c[1] - torso_b + u(78, 98))
     psi = rng.normal(0.0, 10.0)  # heart rotation, degrees
-    r_endo0, thick0 = u(25.5, 28.5) * heart_scale, u(9.0, 11.0) * heart_scale
+    r_endo0, thick0 = u(25.5, 28.5) * heart_scale, u(9.0, 11.0) * heart_scale * wall_scale
     spine = (torso_c[0] + u(-25, -5), torso_c[1] + torso_b - u(38, 50), u(16, 20))
     aorta = (spine[0] + u(18, 30), spine[1] - u(22, 30), u(10, 13))
     pap = np.array([[u(35, 55), 0.0, 0.0], [u(250, 280), 0.0, 0.0]])

@@ -119,6 +119,7 @@ def generate_phantom(
     warp_order: int = 1,
     heart_scale: float = 1.0,
     slice_delays_s: tuple[float, float, float] | None = None,
+    wall_scale: float = 1.0,
 ) -> Phantom:
     """Generate a synthetic free-breathing dual-sequence stress perfusion study.
 
@@ -152,6 +153,10 @@ def generate_phantom(
         Added to the myocardium's bolus delay in the basal, mid and apical slice (s,
         each within +-2): slices whose delays truly differ (by default they share
         one).  The truth's ``slice_delays_s`` holds them (zeros by default).
+    wall_scale : float, keyword-only
+        The LV wall's thickness against the usual one (0.5-2.5; e.g. 2.0: a hypertrophied
+        wall of ~18-22 mm at the base, as hypertrophic cardiomyopathy or aortic stenosis
+        give it; 0.6: a thinned, dilated heart's).  The cavity is unchanged.
 
     Returns
     -------
@@ -162,12 +167,16 @@ def generate_phantom(
     Raises
     ------
     ValueError
-        For a bad seed, number of dynamics, motion kind, vendor, warp order or heart scale.
+        For a bad seed, number of dynamics, motion kind, vendor, warp order, heart or
+        wall scale.
     """
     _check_args(seed, n_dynamics, motion, vendor, saturation_efficiency)
     if (isinstance(heart_scale, bool) or not isinstance(heart_scale, numbers.Real)
             or not 0.7 <= heart_scale <= 1.5):
         raise ValueError(f"heart_scale must be in [0.7, 1.5], got {heart_scale!r}")
+    if (isinstance(wall_scale, bool) or not isinstance(wall_scale, numbers.Real)
+            or not 0.5 <= wall_scale <= 2.5):
+        raise ValueError(f"wall_scale must be in [0.5, 2.5], got {wall_scale!r}")
     offsets = np.zeros(3) if slice_delays_s is None else np.asarray(slice_delays_s, np.float64)
     if offsets.shape != (3,) or not np.all(np.abs(offsets) <= 2.0):
         raise ValueError(f"slice_delays_s must be 3 delays (s) within +-2, got {slice_delays_s!r}")
@@ -180,7 +189,8 @@ def generate_phantom(
         np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(6)
     )
     n_dyn = int(r_time.integers(60, 76)) if n_dynamics is None else int(n_dynamics)
-    anats = anatomy.draw_anatomy(r_anat, 3, heart_scale=float(heart_scale))
+    anats = anatomy.draw_anatomy(r_anat, 3, heart_scale=float(heart_scale),
+                                 wall_scale=float(wall_scale))
     beats = kinetics.draw_beats(r_time, n_dyn)
     peak_dyn = int(np.clip(np.rint(r_time.normal(25.0, 4.8)), 16, 36))  # 1-based, real 19-33
     peak_dyn = min(peak_dyn, max(int(0.45 * n_dyn), 3))
