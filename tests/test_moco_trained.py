@@ -243,32 +243,10 @@ def test_pd_frames_reach_the_reference_frame(corrector):
     assert np.median(err["on"]) < 0.5 * np.median(err["off"]), err
 
 
-def test_pd_frames_beyond_the_search_range_are_searched_again_wider(corrector, monkeypatch):
-    """A deep breather (12642 a) whose PD frames lie 17-19 mm from the reference frame: the
-    search about both starts (the networks' map, the acquired position) ended on its
-    12 mm edge for one of mid slice's frames, left 13 mm off (its M0 from the lung and
-    the chest wall); searched again over twice the range, every frame within ~2 mm."""
-    import perfmoco.moco.pdalign as pdalign
-    from perfmoco.phantom import generate_phantom
-
-    ph = generate_phantom(seed=12642, motion="breathing", vendor="a")
-    s, tr = ph.study.highres[1], ph.truth
-    at = np.argwhere(tr["s1_labels"] == 8).mean(axis=0)
-    r = corrector.correct(s)
-    wide = _pd_error_mm(r, tr, "s1", at, s.pixel_spacing_mm)
-    real = pdalign.block_offsets
-    monkeypatch.setattr(pdalign, "block_offsets",
-                        lambda *a, **kw: real(*a, **{**kw, "widen": False}))
-    narrow = _pd_error_mm(corrector.correct(s), tr, "s1", at, s.pixel_spacing_mm)
-    assert max(wide) < 3.0, wide
-    assert max(narrow) > 8.0, narrow
-
-
 def test_pd_frames_of_the_aif_slice_reach_the_reference_frame(corrector):
     """On the low-resolution AIF slice (4.5 mm pixels) the PD frames' search needs a wider
     disc: with the high-resolution slices' 40 mm this phantom's AIF PD frames ended ~8 mm
-    off (acquired ~14 mm off; one still 6.4 mm off since the search widens at its edge);
-    with moco.baseline_radius_aif_mm (60 mm) within ~1 mm."""
+    off (acquired ~14 mm off); with moco.baseline_radius_aif_mm (60 mm) within ~1 mm."""
     import dataclasses
 
     from perfmoco.phantom import generate_phantom
@@ -284,7 +262,7 @@ def test_pd_frames_of_the_aif_slice_reach_the_reference_frame(corrector):
         at = np.argwhere(tr["aif_myo_masks"][r.reference_index]).mean(axis=0)
         err[name] = _pd_error_mm(r, tr, "aif", at, s.pixel_spacing_mm)
     assert np.median(err["shipped"]) < 2.0, err
-    assert np.max(err["40 mm"]) > 4.0, err
+    assert np.median(err["40 mm"]) > 4.0, err
 
 
 def test_results_say_which_weights_ran(tmp_path):

@@ -16,11 +16,8 @@ against the mean of the corrected late dynamics (the reference frame's
 position, at the series' best SNR), twice: about where the networks put the
 frame and about where it was acquired (on some phantoms the networks left PD
 frames further off than uncorrected), keeping the result of higher mutual
-information.  A search whose optimum lies on its edge runs again over twice the
-range at the same steps (a deep breather, 12642 a, had PD frames 17-19 mm from the
-reference frame: one ended 13 mm off, its M0 from the lung and chest wall; 0.6 mm
-with the wider search); a frame still on the edge of both keeps the networks' map.
-Over 63 PD frames of 8 breathing phantoms: median 0.99 mm
+information.  A frame whose optimum lies on the edge of both searches keeps
+the networks' map.  Over 63 PD frames of 8 breathing phantoms: median 0.99 mm
 from the reference frame at the LV (networks alone 1.9-2.6 mm, uncorrected
 3.1 mm); 3 frames still beyond 3 mm.
 """
@@ -94,8 +91,7 @@ def align_pd_full_fov(images, pd_images, matrix, pd_matrix, centre_yx, pixel_spa
     # networks, trained on dynamics, can leave a PD frame further off than it came)
     for start in (pd_matrix.double(), eye):
         geo, crop = refine_crop(pd_images, start, centre_yx, pixel_spacing_mm, pd_range)
-        d, ok = block_offsets(crop, fixed, disc, max_px=max_px, bins=BINS, levels=LEVELS,
-                              widen=True)
+        d, ok = block_offsets(crop, fixed, disc, max_px=max_px, bins=BINS, levels=LEVELS)
         shift = eye.clone()
         shift[:, :, 2] = d.to(shift)
         moved = compose_affine(start, affine_crop_to_full(shift, geo))
