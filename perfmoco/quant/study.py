@@ -18,9 +18,11 @@ from perfmoco.quant.grouped import fit_fermi_grouped
 from perfmoco.quant.levels import study_levels
 from perfmoco.quant.messages import (
     MIN_TAU0_S,
+    ODD_M0,
     coil_not_followed,
     implausible_efficiency,
     implausible_shape,
+    odd_slice_efficiency,
     suspect_segments,
     warn,
 )
@@ -361,6 +363,11 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                        fields=(displacements, pd_displacements))
     measured = _efficiencies(efficiency, aif, aif_slice=src.role is SliceRole.AIF)
     pd_not_m0 = implausible_efficiency(msgs, measured, pd_scale=config.pd_scale)
+    odd_m0 = set() if pd_not_m0 else odd_slice_efficiency(
+        msgs, {s.slice_index: (s.name, efficiency.get(s.name, np.nan)) for s in highres})
+    for i, sl in enumerate(px.owners):  # its [Gd] off: not behind the study's delay
+        if sl in odd_m0:
+            px.dcores[i] = np.zeros_like(px.dcores[i])
     delay_fits: list = []
     fit, gfit, gids = fit_fermi_grouped(
         aif=aif_u, dt_s=dt, density=config.tissue_density, r2_min=config.r2_min,
@@ -381,6 +388,8 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                          max_se=config.segment_max_se,
                          max_flagged=config.segment_max_flagged, below=config.ischemia_mbf)
     suspect_segments(rows, suspect)
+    if odd_m0:
+        suspect_segments(rows, odd_m0, why=ODD_M0)
     if pd_not_m0:  # problems of the study's: all its segments
         suspect_segments(rows, why="the PD frames do not read as the dynamics' M0 "
                                    "(quant.pd_scale)")
