@@ -123,6 +123,9 @@ def test_quantify_names_and_flags_a_dark_rim(ph_still):
     assert not any("dark rim" in m for m in base.warnings)
     named = [m for m in r.warnings if "dark rim" in m]
     assert named and "not a perfusion defect" in named[0]
+    # the segment table says which segments, how deep (the cohort's dark_rim column)
+    assert 0 < sum(row["dark_rim"] > 0.05 for row in r.segments) < len(r.segments) + 1
+    assert all(row["dark_rim"] == 0 for row in base.segments)
     flagged, inner = [], []
     for s, m in r.myocardium.items():
         prof = rim_profile(tr[f"s{s}_labels"], tuple(tr["spacing_mm"]), 4.0)

@@ -32,7 +32,8 @@ def _truth_quant(truth: dict) -> SimpleNamespace:
                              "reliable": (k, int(s)) != (2, 13),
                              "reason": "" if (k, int(s)) != (2, 13)
                              else "52% of its pixel fits failed (a; b)",
-                             "below": float(np.mean(v < 2.0))})
+                             "below": float(np.mean(v < 2.0)),
+                             "dark_rim": 0.123 if (k, int(s)) in ((2, 13), (1, 7)) else 0.0})
     true_all = np.concatenate([truth[f"s{k}_mbf"][truth[f"s{k}_aha"] > 0] for k in range(3)])
     return SimpleNamespace(
         mbf_maps={k: truth[f"s{k}_mbf"] for k in range(3)},
@@ -97,8 +98,10 @@ def test_page_has_every_section(page, phantom_result):
     assert f"Ischaemic burden: <b>{100 * burden:.0f} %</b> of {n_px} fitted" in html
     assert ("Effective saturation efficiency, the pre-contrast signal against the PD frames' "
             "M0: aif 0.900, highres 0.812") in html
-    row = next(r for r in phantom_result.quant.segments if 0 < r["below"] < 1)
-    assert f"<td>{100 * row['below']:.0f}</td></tr>" in html
+    row = next(r for r in phantom_result.quant.segments
+               if 0 < r["below"] < 1 and not r["dark_rim"])
+    assert f"<td>{100 * row['below']:.0f}</td><td></td></tr>" in html
+    assert "<td>12</td></tr>" in html  # a dark rim's fall, %
     # each slice's level, by the segments the table gives it
     for level in ("slice 0 (highres), basal", "slice 1 (highres), mid",
                   "slice 2 (highres), apical"):
@@ -205,6 +208,8 @@ def test_result_file_round_trip(phantom_result, tmp_path):
             g = got[(r["slice"], r["segment"])]
             assert g["n"] == r["n"] and g["territory"] == r["territory"]
             assert g["below"] == pytest.approx(r["below"], abs=0.001)
+            assert g["dark_rim"] == pytest.approx(r["dark_rim"], abs=0.001)
+        assert got[(2, 13)]["reason"] == "52% of its pixel fits failed (a; b)"  # after the rim
         want = phantom_result.quant.ischemic_burden()
         assert back.quant.ischemic_burden()[0] == pytest.approx(want[0], abs=0.001)
         assert back.quant.ischemic_burden()[1] == want[1]

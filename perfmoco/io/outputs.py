@@ -152,6 +152,7 @@ def _map_images(result: StudyResult, config: MrdConfig) -> list[ismrmrd.Image]:
         f"median {r.get('median', float('nan')):.2f}, se {r.get('se', float('nan')):.2f}"
         + (f", n {r['n']}" if r.get("n") is not None else "")
         + (f", below {r['below']:.3f}" if r.get("below") is not None else "")
+        + (f", dark rim {r['dark_rim']:.3f}" if r.get("dark_rim") else "")
         + ("" if r.get("reliable", True) else ", unreliable"
            + (f" ({r['reason']})" if r.get("reason") else ""))
         + (f"; {r.get('name', '')}, {r['territory']}" if r.get("territory") else "")

@@ -108,6 +108,7 @@ class _Pixels:
     pool_base: list = dataclasses.field(default_factory=list)  # ... at baseline
     saturated: dict = dataclasses.field(default_factory=dict)  # per slice, (N,) bool
     dark: dict = dataclasses.field(default_factory=dict)  # per slice, (N,) bool: a dark rim
+    dark_found: dict = dataclasses.field(default_factory=dict)  # per slice: segment -> fall
 
     def fit_inputs(self) -> dict:
         """Keyword arguments of :func:`~perfmoco.quant.grouped.fit_fermi_grouped`."""
@@ -180,6 +181,7 @@ def _add_slice(px: _Pixels, s, w, aha, on: _Grid, *, config: QuantConfig, qc, ms
                                     cavity=w.blood & ~w.rv)
     name_dark_rim(msgs, s.name, found, int(dark.sum()))
     px.dark[s.slice_index] = dark[w.myo]
+    px.dark_found[s.slice_index] = found
     m0 = _slice_m0(s, w, im, near, n_lv, ts, config=config, msgs=msgs, efficiency=efficiency,
                    fields=fields)
     gd, sat = signal_to_gd(im[:, w.myo], m0=m0, ts_s=ts, relaxivity=config.relaxivity,
@@ -394,6 +396,8 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                          flagged=flagged, artefact=dark,
                          max_se=config.segment_max_se,
                          max_flagged=config.segment_max_flagged, below=config.ischemia_mbf)
+    for r in rows:  # the dark rim's deepest fall below the pre-contrast signal (0: none)
+        r["dark_rim"] = float(px.dark_found.get(r["slice"], {}).get(r["segment"], 0.0))
     suspect_segments(rows, suspect)
     if odd_m0:
         suspect_segments(rows, odd_m0, why=ODD_M0)

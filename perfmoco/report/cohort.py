@@ -32,7 +32,7 @@ STUDY_COLUMNS = [
     "messages", "input", "result",
 ]
 SEGMENT_COLUMNS = ["study", "slice", "segment", "name", "territory", "mean", "median", "sd", "n",
-                   "se", "reliable", "reason", "fit", "fit_vb", "below"]
+                   "se", "reliable", "reason", "fit", "fit_vb", "below", "dark_rim"]
 
 
 def json_safe(value: Any) -> Any:

@@ -213,14 +213,16 @@ def _section_mbf(result: StudyResult, views: list[SliceView], assets: _Assets) -
                         "large)."))
         out.append(_table(
             ["slice", "segment", "AHA name", "territory", "mean", "median", "SD",
-             "SE of median", "pixels", "reliable", "share below ischaemia MBF (%)"],
+             "SE of median", "pixels", "reliable", "share below ischaemia MBF (%)",
+             "dark rim (fall, %)"],
             [[r.get("slice", ""), r.get("segment", ""), r.get("name", ""), r.get("territory", ""),
               _num(r.get("mean")), _num(r.get("median")), _num(r.get("sd")),
               _num(r.get("se")), "" if r.get("n") is None else r["n"],
               "" if "reliable" not in r else ("yes" if r["reliable"] else
                                               "NO" + (f": {r['reason']}" if r.get("reason")
                                                       else "")),
-              "" if "below" not in r else _num(100 * float(r["below"]), ".0f")]
+              "" if "below" not in r else _num(100 * float(r["below"]), ".0f"),
+              _num(100 * float(r["dark_rim"]), ".0f") if r.get("dark_rim") else ""]
              for r in rows],
         ))
     else:

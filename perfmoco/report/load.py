@@ -37,11 +37,12 @@ __all__ = ["LoadedQuant", "load_result"]
 log = logging.getLogger(__name__)
 
 _NUM = r"([-+0-9.eEnaNinf]+)"
-#: ``slice S seg G: mean M ml/min/g[, median D, se E][, n N][, below B][, unreliable[
-#: (REASON)]][; NAME, TERRITORY]`` (older files: fewer of them).
+#: ``slice S seg G: mean M ml/min/g[, median D, se E][, n N][, below B][, dark rim R][,
+#: unreliable[ (REASON)]][; NAME, TERRITORY]`` (older files: fewer of them).
 _SEGMENT_RE = re.compile(rf"slice\s+(\d+)\s+seg\s+(\d+):\s+mean\s+{_NUM}(?:\s*ml/min/g)?"
                          rf"(?:,\s*median\s+{_NUM},\s*se\s+{_NUM})?"
                          rf"(?:,\s*n\s+(\d+))?(?:,\s*below\s+{_NUM})?"
+                         rf"(?:,\s*dark rim\s+(?P<rim>{_NUM}))?"
                          rf"(,\s*unreliable(?:\s*\((.*)\))?)?"
                          rf"(?:;\s*(.*),\s*(\w+))?\s*$")
 #: ``perfmoco_IschemicBurden``: ``SHARE of N pixels below T ml/min/g``.
@@ -55,8 +56,9 @@ def _segment_row(m: re.Match) -> dict[str, Any]:
             "se": float(m[5]) if m[5] else float("nan"),
             "n": int(m[6]) if m[6] else None,
             "below": float(m[7]) if m[7] else float("nan"),
-            "reliable": not m[8], "reason": m[9] or "",
-            "name": (m[10] or "").strip(), "territory": m[11] or "", "sd": float("nan")}
+            "dark_rim": float(m["rim"]) if m["rim"] else 0.0,
+            "reliable": not m[10], "reason": m[11] or "",
+            "name": (m[12] or "").strip(), "territory": m[13] or "", "sd": float("nan")}
 
 
 @dataclasses.dataclass
