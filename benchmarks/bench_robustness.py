@@ -6,34 +6,33 @@ and prints the segment MBF error, the defect/healthy split at 2.0 ml/min/g and
 the segments marked unreliable for each variant.  Real scans differ from the
 phantom in all of these ways; nothing here should move the figures much.
 
-Variants: ``base`` (as generated), ``scale`` (intensities x 0.013), ``uint12``
-(rounded to a 12-bit range, as DICOM magnitude images), ``zf2`` (zero-filled to
-twice the matrix in k-space, the encoded spacing given as an MRD header gives it)
-``zf2_noacq`` (the same without the header's encoded spacing: read from the
-images' spectrum), ``corner`` (each slice cut 10 mm above and right of its heart,
-as a tight field of view stores it: ``perfmoco.phantom.fov.fov_corner``),
-``transpose`` (rows and columns swapped, the header's read and phase directions
-with them: phase encoding along the other axis), ``rect`` (a rectangular field of
-view: the top and bottom eighth of every slice's rows cut off, the header's field
-of view with them), ``reversed`` (the slices numbered and stored apex
-first: their positions in the headers say which is basal) and ``skip`` (two
+Variants: ``base`` (as generated), ``scale`` (intensities x 0.013), ``uint12`` (rounded
+to a 12-bit range, as DICOM magnitude images), ``zf2`` (zero-filled to twice the matrix
+in k-space, the encoded spacing given as an MRD header gives it) ``zf2_noacq`` (the same
+without the header's encoded spacing: read from the images' spectrum), ``corner`` (each
+slice cut 10 mm above and right of its heart, as a tight field of view stores it:
+``perfmoco.phantom.fov.fov_corner``), ``transpose`` (rows and columns swapped, the
+header's read and phase directions with them: phase encoding along the other axis),
+``rect`` (a rectangular field of view: the top and bottom eighth of every slice's rows
+cut off, the header's field of view with them), ``reversed`` (the slices numbered and
+stored apex first: their positions in the headers say which is basal) and ``skip`` (two
 beats lost, dynamics 18 and 30 of every slice: missed ECG triggers leave gaps in the
 time grid), ``short`` (the first 45 dynamics only: a shorter scan, ending in the
 recirculation), ``nopd`` (no PD frames: a protocol without them, so no surface-coil
-correction) and ``noaif`` (no low-resolution AIF slice: a single-sequence protocol, the
-AIF then from the basal slice's LV) and ``spike`` (a k-space spike in dynamics 25, 40
-and 55 of every slice: a herringbone stripe pattern of a fifth of the brightest pixel's
-value over the whole image, as an RF spike makes it) and ``noisy`` (half the SNR: complex
-Gaussian noise of sqrt(3) times the phantom's SD added to every magnitude image, as a
-lower dose, a thinner slice or fewer coil elements give) and ``rr2`` (every other dynamic:
-one frame every ~1.1 s, as a slow heart or a protocol imaging every other beat gives) and
-``pd_low`` (PD frames at half the dynamics' M0, as a PD readout with a lower flip angle
-gives, ``quant.pd_scale`` left at 1: the maps are wrong, and the study's messages must say
-why; each line shows whether they did) and ``late`` (the first dynamics cut so that the
-AIF's bolus arrives in dynamic :data:`LATE_FOOT`, the RV's a frame or two in: a scan
-started after the injection) and ``rot90`` (every image turned a quarter counter-clockwise,
-the header's directions with it: another site's short-axis prescription) and ``pd1`` (one
-PD frame only).
+correction) and ``noaif`` (no low-resolution AIF slice: a single-sequence protocol; the
+product corrects the images and says it computes no MBF maps) and ``spike`` (a k-space
+spike in dynamics 25, 40 and 55 of every slice: a herringbone stripe pattern of a fifth
+of the brightest pixel's value over the whole image, as an RF spike makes it) and
+``noisy`` (half the SNR: complex Gaussian noise of sqrt(3) times the phantom's SD added
+to every magnitude image, as a lower dose, a thinner slice or fewer coil elements give)
+and ``rr2`` (every other dynamic: one frame every ~1.1 s, as a slow heart or a protocol
+imaging every other beat gives) and ``pd_low`` (PD frames at half the dynamics' M0, as a
+PD readout with a lower flip angle gives, ``quant.pd_scale`` left at 1: the maps are
+wrong, and the study's messages must say why; each line shows whether they did) and
+``late`` (the first dynamics cut so that the AIF's bolus arrives in dynamic
+:data:`LATE_FOOT`, the RV's a frame or two in: a scan started after the injection) and
+``rot90`` (every image turned a quarter counter-clockwise, the header's directions with
+it: another site's short-axis prescription) and ``pd1`` (one PD frame only).
 
 Usage::
 
