@@ -162,10 +162,13 @@ def evaluate_study(
     """
     import torch
 
+    from perfmoco.pipeline import stack_locations
+
     torch.set_num_threads(1)  # one worker = one core
     config = config.with_overrides({"moco.threads": 1})
     study_id, study, truth = _load(spec, motion=motion, n_dynamics=n_dynamics)
     slices, segments, studies = [], [], []
+    locations = stack_locations(study, config) if quantify else []  # once, for every method
     for name in methods:
         fn = custom.get(name) or _builtin(name, config)
         row = {"study": study_id, "method": name, "moco_s": float("nan"),
@@ -179,7 +182,7 @@ def evaluate_study(
             log.warning("%s: %s failed: %s", study_id, name, exc)
             row["error"] = f"correction failed: {type(exc).__name__}: {exc}"
         if results is not None and quantify:
-            quant, row["quant_s"], err = _quantify(study, results, config)
+            quant, row["quant_s"], err = _quantify(study, results, config, locations)
             row["error"] = err
         studies.append(row)
         for i, s in enumerate(study.slices):
@@ -198,8 +201,9 @@ def evaluate_study(
     return {"slices": slices, "segments": segments, "studies": studies}
 
 
-def _quantify(study: PerfusionStudy, results: Sequence[MocoResult], config: Config):
-    from perfmoco.pipeline import StudyResult, stack_locations
+def _quantify(study: PerfusionStudy, results: Sequence[MocoResult], config: Config,
+              locations: list):
+    from perfmoco.pipeline import StudyResult
     from perfmoco.quant import quantify_study
 
     corrected = study.replace_slices([
@@ -209,8 +213,7 @@ def _quantify(study: PerfusionStudy, results: Sequence[MocoResult], config: Conf
     ])
     qc = {s.slice_index: r.qc for s, r in zip(study.slices, results)}
     # the LV as the pipeline's correction locates it (process_study), outside the timing
-    hints = StudyResult(study, list(results),
-                        lv_locations=stack_locations(study, config)).lv_hints()
+    hints = StudyResult(study, list(results), lv_locations=locations).lv_hints()
     t0 = time.perf_counter()
     try:  # called as perfmoco.pipeline.process_study calls it
         with warnings.catch_warnings():

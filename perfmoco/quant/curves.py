@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from perfmoco.config import check_interpolation
 from perfmoco.quant.grouped import fit_fermi_grouped
-from perfmoco.quant.pixels import core_pixels, distance_to
+from perfmoco.quant.pixels import cavity_of, core_pixels, distance_to
 from perfmoco.quant.resolution import interpolation_factor
 
 __all__ = ["quantify_curves"]
@@ -121,7 +120,7 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
     out = np.zeros(m.shape, np.float32)
     if m.any():  # one group: delay from the mean curve, pixels within +-0.3 s of it
         curves = tis[:, m].T
-        cavity = ndimage.binary_fill_holes(m) & ~m
+        cavity = cavity_of(m)
         rim = (distance_to(cavity) <= round(int(rim_px) * f_px))[m]
         core = core_pixels(m, cavity, np.zeros(m.shape, int), f_px)[m]
         near = bool(spillover and rim.any())  # a ring: its cavity's blood

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from perfmoco.quant.messages import warn
-from perfmoco.quant.pixels import distance_to
+from perfmoco.quant.pixels import cavity_of, distance_to
 
 __all__ = ["dark_rim_segments", "name_dark_rim"]
 
@@ -66,7 +66,7 @@ def dark_rim_segments(images, myo, aha, lv_core, n_base: int, *, pixel_scale: fl
     none = ({}, np.zeros(myo.shape, bool))
     if n_base < 5 or lv_core is None or not lv_core.any() or not myo.any():
         return none
-    inside = _cavity(myo) if cavity is None else _cavity(myo) | np.asarray(cavity, bool)
+    inside = cavity_of(myo) | (False if cavity is None else np.asarray(cavity, bool))
     ring = myo & (distance_to(inside & ~myo) <= max(1, round(pixel_scale)))
     peak = int(np.argmax(images[:, lv_core].mean(axis=1)))
     stop = min(images.shape[0], peak + AFTER_PEAK + 1)
@@ -103,10 +103,3 @@ def name_dark_rim(msgs: list[str], name: str, found: dict[int, float], pixels: i
                f"artefact, not a perfusion defect; subendocardial MBF there reads low (its "
                f"{pixels} pixels flagged, left out of the segment table and the ischaemic "
                "burden)")
-
-
-def _cavity(myo: np.ndarray) -> np.ndarray:
-    """The LV cavity: what the myocardium encloses."""
-    from scipy import ndimage
-
-    return ndimage.binary_fill_holes(myo) & ~myo

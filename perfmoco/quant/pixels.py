@@ -12,8 +12,8 @@ from scipy import ndimage
 
 from perfmoco.config import QuantConfig
 
-__all__ = ["CORE_DIST_PX", "MIN_CORE_PX", "RV_DELAY_DIST_PX", "core_pixels", "delay_core",
-           "distance_to", "rim_pools"]
+__all__ = ["CORE_DIST_PX", "MIN_CORE_PX", "RV_DELAY_DIST_PX", "cavity_of", "core_pixels",
+           "delay_core", "distance_to", "rim_pools"]
 
 #: Pixels used for segment statistics and the delay fits lie at least this far
 #: from the blood pools (partial volume fakes an early foot and biases MBF).
@@ -42,13 +42,19 @@ def rim_pools(work, reach: int, config: QuantConfig) -> np.ndarray:
     """
     myo = work.myo
     near = np.full(int(myo.sum()), -1)
-    d_lv = distance_to(ndimage.binary_fill_holes(myo) & ~myo)[myo]
+    d_lv = distance_to(cavity_of(myo))[myo]
     d_rv = distance_to(work.rv)[myo]
     if config.blood_spillover:
         near[d_lv <= reach] = 0
     if config.rv_spillover:
         near[(d_rv <= reach) & ((d_rv < d_lv) | (not config.blood_spillover))] = 1
     return near
+
+
+def cavity_of(myo) -> np.ndarray:
+    """What a myocardial ring encloses (its LV cavity); empty where the ring has a gap."""
+    myo = np.asarray(myo, bool)
+    return ndimage.binary_fill_holes(myo) & ~myo
 
 
 def distance_to(region) -> np.ndarray:
