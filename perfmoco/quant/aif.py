@@ -226,10 +226,15 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
         if displacement is not None:  # the coil sensitivity each frame's pool was seen at
             yy, xx = np.nonzero(core)
             skipped: list[str] = []
+            # the profile measured where the pool's blood is the same in every frame
+            pre = np.arange(n_base)
+            if qc is not None and np.shape(qc) == (im.shape[0],):
+                pre = pre[~np.asarray(qc, bool)[:n_base]]
+            region = core | ndimage.binary_erosion(pools.lv_mask)
             m0 = m0 * coil_motion_factors(
                 series.pd_images, displacement, pixels=core, centre=(yy.mean(), xx.mean()),
                 spacing_mm=series.pixel_spacing_mm, pd_displacement=pd_displacement,
-                skipped=skipped,
+                skipped=skipped, baseline=(im[pre], np.asarray(displacement)[pre], region),
             ).mean(axis=1)
             if skipped:
                 coil_not_followed(msgs, series.name, skipped[0], aif=True)

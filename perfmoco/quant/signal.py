@@ -281,7 +281,7 @@ MAX_COIL_OFFSET = 0.15
 
 def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
                         pd_displacement=None, radius_mm: float = 100.0, degree: int = 2,
-                        exclude=None, skipped: list[str] | None = None):
+                        exclude=None, skipped: list[str] | None = None, baseline=None):
     """Change of the surface-coil sensitivity seen by motion-corrected pixels, per frame.
 
     The coil sensitivity stays put while the heart moves, so after motion
@@ -315,6 +315,12 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
     skipped : list of str, keyword-only, optional
         Where the factors are left at 1, the reason is appended here (for the
         study's messages).
+    baseline : tuple, keyword-only, optional
+        ``(frames, displacement, region)``: the corrected pre-contrast frames
+        ``(n, Y, X)``, their displacement ``(n, 2, Y, X)`` and the pixels whose
+        tissue they show aligned and unchanged ``(Y, X)``; the profile is then
+        measured from them as well (:func:`perfmoco.quant.coils.baseline_coefficients`:
+        combined with the PD frames' fit by their uncertainties).
 
     Returns
     -------
@@ -356,6 +362,14 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
         return np.ones((disp.shape[0], int(mask.sum())))
     coef, *_ = np.linalg.lstsq(_poly_terms(u[body], v[body], degree),
                                np.log(pd[body]), rcond=None)
+    if baseline is not None:
+        from perfmoco.quant.coils import baseline_coefficients
+
+        measured = baseline_coefficients(
+            *baseline[:2], region=baseline[2], prior=coef,
+            terms=lambda y, x: _poly_terms((y - centre[0]) * sy, (x - centre[1]) * sx, degree))
+        if measured is not None:
+            coef = measured
     d_pd = 0.0 if pd_displacement is None else np.asarray(pd_displacement).mean(axis=0)[:, mask]
     shift = disp[:, :, mask] - d_pd  # (T, 2, N), pixels
     base = _poly_terms(u[mask], v[mask], degree) @ coef
