@@ -82,9 +82,9 @@ def test_core_pixels_in_acquired_pixels():
 def test_mbf_on_a_zero_filled_study(ph, monkeypatch):
     """Maps of a noise-free study delivered at twice its acquired matrix: with the
     distances in acquired pixels the core behind the study's delay fit keeps off the
-    blood and the delay is right (0.445 s, truth 0.457 s); in display pixels it reads
-    early (0.135 s).  The segments (0.056 against 0.046 ml/min/g, median) and pixels
-    (3.3 against 1.8 %) are within the targets either way: since the delay fit keeps
+    blood and the delay is right (0.431 s, truth 0.457 s); in display pixels it reads
+    early (0.348 s; 0.135 s before the delay came from the core's interior).  The
+    segments and pixels are within the targets either way: since the delay fit keeps
     off the RV (``pixels.delay_core``) an early delay no longer costs the display-pixel
     setting its segments (0.079 before), other biases of this phantom offsetting it."""
     import perfmoco.quant.grouped as grouped
@@ -123,7 +123,7 @@ def test_mbf_on_a_zero_filled_study(ph, monkeypatch):
             tr[f"s{row['slice']}_mbf"][tr[f"s{row['slice']}_aha"] == row["segment"]]))
             for row in r.segments])
     truth = float(tr["fermi_delay_s"])
-    assert abs(delays[0] - truth) < 0.05 and delays[1] < truth - 0.2, (delays, truth)
+    assert abs(delays[0] - truth) < 0.05 and delays[1] < truth - 0.08, (delays, truth)
     assert max(pix.values()) < 0.045
     assert max(seg.values()) < 0.1
 
