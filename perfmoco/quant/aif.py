@@ -199,8 +199,8 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
     msgs: list[str] = []
     im = np.asarray(series.images, np.float64)
     pools = find_blood_pools(im, times_s=series.times_s, spacing_mm=series.pixel_spacing_mm)
-    core = blood_pool_core(im, pools.lv_mask, pools.peak_lv_index,
-                           scale=series_interpolation(series, config.interpolation))
+    scale = series_interpolation(series, config.interpolation)
+    core = blood_pool_core(im, pools.lv_mask, pools.peak_lv_index, scale=scale)
     sig = im[:, core].mean(axis=1)
     if qc is not None:
         bad = np.asarray(qc, bool)
@@ -230,7 +230,7 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
             pre = np.arange(n_base)
             if qc is not None and np.shape(qc) == (im.shape[0],):
                 pre = pre[~np.asarray(qc, bool)[:n_base]]
-            region = core | ndimage.binary_erosion(pools.lv_mask)
+            region = core | ndimage.binary_erosion(pools.lv_mask, iterations=max(1, round(scale)))
             m0 = m0 * coil_motion_factors(
                 series.pd_images, displacement, pixels=core, centre=(yy.mean(), xx.mean()),
                 spacing_mm=series.pixel_spacing_mm, pd_displacement=pd_displacement,

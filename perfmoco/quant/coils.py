@@ -19,26 +19,32 @@ profile's polynomial coefficients, whatever the tissue's PD or T1.  The pool's
 pre-contrast frames are fitted so (rows weighted by the signal:
 ``var log S ~ (sigma / S)^2``), their uncertainty taken from the frames
 themselves (leave one out), and combined with the PD fit (:data:`PRIOR_SD`)
-as a posterior: dark pre-contrast blood (TS 25 ms) leaves the measurement noisy.
+as a posterior: dark pre-contrast blood (TS 25 ms) leaves the measurement noisy,
+and directions the breathing did not explore keep the PD fit.  Anything else that
+changes the pool's pre-contrast signal in step with the breathing (inflow, a
+receiver gain) is read as coil too.
 
 Measured (segment error, median over the studies' segments, ml/min/g): the
-noise-free cases above -0.14 / -0.11 / +0.05 and +0.11 / -0.04 / +0.04; after
-the DL correction (noisy) on 14 studies 12680-12787 (among them the two worst
-of the last sessions) 0.293 -> 0.243 (12702 a 0.42 -> 0.18, 12780 a 0.53 ->
-0.30; the true coil factors 0.266: the frames also take out what residual
-motion modulates), fresh 12790-12799 0.247 -> 0.239 (5 studies better, 5
-worse, none by more than 0.07).  Its cost: with the exact correction on noisy
-seeds 0-5 (cubic warps), where the PD fit was right (true factors 0.137),
-0.148 -> 0.177.  On the high-resolution slices (myocardium and LV pool) the
-same measurement was not adopted: 0.244 -> 0.221 after the DL correction, but
-12702 a's mid slice +0.57 -> +1.17 with the exact correction, noise-free.
+noise-free cases above -0.13 / -0.05 / +0.17 and +0.08 / -0.04 / 0.00; after the
+DL correction (noisy; with the delay from the core's interior,
+:func:`perfmoco.quant.pixels.delay_core`), PD fit -> measured: 14 studies
+12680-12787 (among them the two worst of the last sessions) 0.277 -> 0.233
+(12702 a 0.36 -> 0.16, 12780 a 0.52 -> 0.30; the true coil factors 0.256: the
+frames also take out what residual motion modulates in the pool), fresh
+12790-12799 0.175 -> 0.174, held out of every choice here 12800-12807 0.176 ->
+0.159 (12802 a 0.63 -> 0.43; no study worse by more than 0.03).  Its cost: with
+the exact correction on noisy seeds 0-5 (cubic warps), where the PD fit was right,
+0.156 -> 0.166.  On the high-resolution slices (myocardium and LV pool) the same
+measurement was not adopted: 0.244 -> 0.221 after the DL correction (an earlier
+form), but 12702 a's mid slice +0.57 -> +1.17 with the exact correction, noise-free.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MIN_BASELINE_FRAMES", "MIN_SPREAD_PX", "baseline_coefficients"]
+__all__ = ["MIN_BASELINE_FRAMES", "MIN_PIXELS", "MIN_SPREAD_PX", "PRIOR_SD",
+           "baseline_coefficients"]
 
 #: Pre-contrast frames needed (fewer: the PD-frame fit alone).
 MIN_BASELINE_FRAMES = 3
@@ -82,7 +88,8 @@ def baseline_coefficients(frames, displacement, *, region, terms, prior):
     if f.shape[0] < MIN_BASELINE_FRAMES or d.shape[0] != f.shape[0]:
         return None
     s = f[:, m]  # (n, N)
-    ok = (s > 0).all(axis=0) & np.isfinite(s).all(axis=0)
+    finite = np.isfinite(d[:, 0][:, m]) & np.isfinite(d[:, 1][:, m])
+    ok = ((s > 0) & np.isfinite(s) & finite).all(axis=0)
     if int(ok.sum()) < MIN_PIXELS:
         return None
     s = s[:, ok]
@@ -96,28 +103,35 @@ def baseline_coefficients(frames, displacement, *, region, terms, prior):
     y = np.log(s)
     w = s.mean(axis=0)  # var log S ~ 1 / S^2: rows scaled by S
     try:
-        c = _solve(y, t, w)
-        # its uncertainty from the frames themselves (leave one out): image noise is
+        ata, atb = _normal_equations(y, t, w)
+        # the noise's scale from the frames themselves (leave one out): image noise is
         # correlated between neighbouring pixels (reconstruction, each resampling), so
-        # the residuals' spread would understate the uncertainty
+        # the residuals' spread would understate it; cov(c) ~ s2 (A'A)^-1
         n = y.shape[0]
-        jack = np.array([_solve(np.delete(y, i, 0), np.delete(t, i, 0), w) for i in range(n)])
-        cov = (n - 1) / n * (jack - jack.mean(axis=0)).T @ (jack - jack.mean(axis=0))
-        cov += 1e-12 * np.eye(c.size)
-        # combined with the PD fit (PRIOR_SD off) as a posterior
-        prec = np.linalg.inv(cov) + np.eye(c.size) / PRIOR_SD**2
-        c = np.linalg.solve(prec, np.linalg.solve(cov, c) + p[1:] / PRIOR_SD**2)
+        jack = np.array([_least_squares(*_normal_equations(np.delete(y, i, 0),
+                                                           np.delete(t, i, 0), w))
+                         for i in range(n)])
+        dev = jack - jack.mean(axis=0)
+        s2 = (n - 1) / n * float(np.trace(dev.T @ dev @ ata)) / ata.shape[0]
+        # combined with the PD fit (PRIOR_SD off) as a posterior: where the motion did
+        # not explore a direction the data say nothing and the PD fit stands
+        prec = ata / max(s2, 1e-300) + np.eye(ata.shape[0]) / PRIOR_SD**2
+        c = np.linalg.solve(prec, atb / max(s2, 1e-300) + p[1:] / PRIOR_SD**2)
     except np.linalg.LinAlgError:
         return None
-    return np.r_[p[0], c]
+    return np.r_[p[0], c] if np.isfinite(c).all() else None
 
 
-def _solve(y, t, w):
-    """Least squares of the frames' demeaned ``log S`` ``(n, N)`` on the demeaned terms
-    ``(n, N, K)``, pixel rows scaled by ``w`` ``(N,)``.
+def _normal_equations(y, t, w):
+    """``A'A`` and ``A'b`` of the frames' demeaned ``log S`` ``(n, N)`` on the demeaned
+    terms ``(n, N, K)``, pixel rows scaled by ``w`` ``(N,)``.
     """
     y = (y - y.mean(axis=0)) * w
     t = (t - t.mean(axis=0)) * w[:, None]
     a, b = t.reshape(-1, t.shape[-1]), y.reshape(-1)
-    ata = a.T @ a
-    return np.linalg.solve(ata + 1e-9 * np.trace(ata) * np.eye(ata.shape[0]), a.T @ b)
+    return a.T @ a, a.T @ b
+
+
+def _least_squares(ata, atb):
+    """The normal equations' solution (a whisker of ridge where a direction is unseen)."""
+    return np.linalg.solve(ata + 1e-9 * np.trace(ata) * np.eye(ata.shape[0]), atb)

@@ -320,7 +320,7 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
         ``(n, Y, X)``, their displacement ``(n, 2, Y, X)`` and the pixels whose
         tissue they show aligned and unchanged ``(Y, X)``; the profile is then
         measured from them as well (:func:`perfmoco.quant.coils.baseline_coefficients`:
-        combined with the PD frames' fit by their uncertainties).
+        combined with the PD frames' fit, their prior).
 
     Returns
     -------
