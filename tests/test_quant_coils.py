@@ -100,3 +100,6 @@ def test_too_little_to_measure_falls_back_to_the_pd_fit():
         np.testing.assert_array_equal(_factors(pd, frames, disp, pool, baseline=base), pd_only)
     assert baseline_coefficients(frames[:2], disp[:2], region=pool, prior=np.zeros(3),
                                  terms=lambda y, x: np.stack([y * 0 + 1, y, x], -1)) is None
+    with pytest.raises(ValueError, match="region"):
+        baseline_coefficients(frames, disp, region=pool[:10], prior=np.zeros(3),
+                              terms=lambda y, x: np.stack([y * 0 + 1, y, x], -1))

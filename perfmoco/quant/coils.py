@@ -81,11 +81,19 @@ def baseline_coefficients(frames, displacement, *, region, terms, prior):
     ndarray, shape (K,) or None
         The coefficients (the constant the prior's: it cancels), or None where
         too few frames, pixels or too little motion.
+
+    Raises
+    ------
+    ValueError
+        Frames, displacement and region that do not match.
     """
     f = np.asarray(frames, np.float64)
     d = np.asarray(displacement, np.float64)
     m = np.asarray(region, bool)
-    if f.shape[0] < MIN_BASELINE_FRAMES or d.shape[0] != f.shape[0]:
+    if f.ndim != 3 or d.shape != (f.shape[0], 2, *f.shape[1:]) or m.shape != f.shape[1:]:
+        raise ValueError(f"frames (n, Y, X), displacement (n, 2, Y, X) and region (Y, X) "
+                         f"expected, got {f.shape}, {d.shape} and {m.shape}")
+    if f.shape[0] < MIN_BASELINE_FRAMES:
         return None
     s = f[:, m]  # (n, N)
     finite = np.isfinite(d[:, 0][:, m]) & np.isfinite(d[:, 1][:, m])
