@@ -95,15 +95,12 @@ def baseline_coefficients(frames, displacement, *, region, terms, prior):
                          f"expected, got {f.shape}, {d.shape} and {m.shape}")
     if f.shape[0] < MIN_BASELINE_FRAMES:
         return None
-    s = f[:, m]  # (n, N)
-    finite = np.isfinite(d[:, 0][:, m]) & np.isfinite(d[:, 1][:, m])
-    ok = ((s > 0) & np.isfinite(s) & finite).all(axis=0)
+    s, dm = f[:, m], d[:, :, m]  # (n, N), (n, 2, N)
+    ok = ((s > 0) & np.isfinite(s) & np.isfinite(dm).all(axis=1)).all(axis=0)
     if int(ok.sum()) < MIN_PIXELS:
         return None
-    s = s[:, ok]
-    yy, xx = np.nonzero(m)
-    yy, xx = yy[ok].astype(np.float64), xx[ok].astype(np.float64)
-    dy, dx = d[:, 0][:, m][:, ok], d[:, 1][:, m][:, ok]
+    s, dy, dx = s[:, ok], dm[:, 0, ok], dm[:, 1, ok]
+    yy, xx = (v[ok].astype(np.float64) for v in np.nonzero(m))
     if float(np.median(np.hypot(dy.std(axis=0), dx.std(axis=0)))) < MIN_SPREAD_PX:
         return None
     p = np.asarray(prior, np.float64)

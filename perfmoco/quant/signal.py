@@ -21,6 +21,7 @@ import logging
 import numpy as np
 from scipy import ndimage
 
+from perfmoco.quant.coils import baseline_coefficients
 from perfmoco.quant.model import signal_to_r1
 
 __all__ = [
@@ -363,8 +364,6 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
     coef, *_ = np.linalg.lstsq(_poly_terms(u[body], v[body], degree),
                                np.log(pd[body]), rcond=None)
     if baseline is not None:
-        from perfmoco.quant.coils import baseline_coefficients
-
         measured = baseline_coefficients(
             *baseline[:2], region=baseline[2], prior=coef,
             terms=lambda y, x: _poly_terms((y - centre[0]) * sy, (x - centre[1]) * sx, degree))
