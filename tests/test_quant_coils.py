@@ -103,3 +103,48 @@ def test_too_little_to_measure_falls_back_to_the_pd_fit():
     with pytest.raises(ValueError, match="region"):
         baseline_coefficients(frames, disp, region=pool[:10], prior=np.zeros(3),
                               terms=lambda y, x: np.stack([y * 0 + 1, y, x], -1))
+
+
+def test_a_heart_near_the_image_edge_is_measured_from_the_frames_alone():
+    """The image cut 12 px (24 mm) above and left of the heart's centre (a tight field
+    of view): the PD frame's one-sided fit is not used (factors at 1 without the
+    frames), but the pre-contrast frames still measure the profile, about a flat one."""
+    pd, frames, disp, pool = _study()
+    cut = (slice(None), slice(20, None), slice(20, None))
+    pd_c, fr_c, pool_c = pd[cut], frames[cut], pool[20:, 20:]
+    disp_c = disp[:, :, 20:, 20:]
+    truth = _coil_at(disp)[:, pool] / np.exp(LOG_COIL[pool])
+    why: list[str] = []
+    kw = dict(pixels=pool_c, centre=(12, 12), spacing_mm=(2.0, 2.0), radius_mm=60.0)
+    alone = coil_motion_factors(pd_c, disp_c, skipped=why, **kw)
+    np.testing.assert_array_equal(alone, 1.0)
+    assert len(why) == 1 and "edge" in why[0]
+    why.clear()
+    measured = coil_motion_factors(pd_c, disp_c, skipped=why, baseline=(fr_c, disp_c, pool_c),
+                                   **kw)
+    assert why == []
+    assert np.abs(truth - 1).max() > 0.05  # the coil's change is there to be found
+    assert np.abs(measured / truth - 1).max() < 0.01
+
+
+def test_tissue_baseline_keeps_the_aligned_tissue_before_the_bolus():
+    """The frames before the LV's bolus less QC-flagged ones; the myocardium and LV
+    pool off their outer edge and away from the RV (its bolus comes first); distances
+    in acquired pixels (zero-filled images: twice as many display pixels)."""
+    from perfmoco.quant.coils import tissue_baseline
+
+    r = np.hypot(YY - 32, XX - 32)
+    lv_core, myo = r < 6, (r >= 6) & (r < 12)
+    rv = (np.hypot(YY - 32, XX - 48) < 5) & ~myo & ~lv_core
+    frames = np.arange(10.0)[:, None, None] * np.ones((10, N, N))
+    disp = np.zeros((10, 2, N, N))
+    qc = np.zeros(10, bool)
+    qc[2] = True
+    f, d, region = tissue_baseline(frames, disp, myo=myo, lv_core=lv_core, rv=rv, n_frames=6,
+                                   qc=qc)
+    assert f[:, 0, 0].tolist() == [0, 1, 3, 4, 5] and d.shape == (5, 2, N, N)
+    assert region[32, 32] and region[32, 22] and not region[32, 42]  # r = 10, the RV's side
+    assert not (region & (r >= 11)).any()  # the outer edge eroded
+    wide = tissue_baseline(frames, disp, myo=myo, lv_core=lv_core, rv=rv, n_frames=6,
+                           scale=2.0)[2]
+    assert wide.sum() < region.sum() and r[wide].max() < r[region].max()

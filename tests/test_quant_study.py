@@ -201,7 +201,9 @@ def test_the_maps_carry_the_ischaemic_burden(ph, clean_study, clean_result):
 
 def test_coil_factors_skipped_near_the_image_edge_are_reported(ph, clean_study):
     """Motion fields given, but the heart lies 10 mm from the image's edge (a tight field
-    of view): M0 cannot follow the coil through the motion, and the study says so."""
+    of view) and the fields do not move (nothing for the pre-contrast frames to measure
+    the profile from, tests/test_quant_coils.py): M0 cannot follow the coil through the
+    motion, and the study says so."""
     still = {s.slice_index: np.zeros((s.n_dynamics, 2, *s.shape), np.float32)
              for s in clean_study.slices}
     pd_still = {s.slice_index: np.zeros((s.pd_images.shape[0], 2, *s.shape), np.float32)

@@ -280,6 +280,32 @@ def pools_and_edges(pools, scale: float = 1.0) -> np.ndarray:
 MAX_COIL_OFFSET = 0.15
 
 
+def _disc(shape, centre, spacing_mm, radius_mm):
+    """Coordinates about ``centre`` in units of ``radius_mm``, and the disc they span."""
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
+    u = (yy - centre[0]) * spacing_mm[0] / radius_mm
+    v = (xx - centre[1]) * spacing_mm[1] / radius_mm
+    return u, v, np.hypot(u, v) < 1.0
+
+
+def _off_centre(u, v, region) -> bool:
+    return bool(not region.any() or np.hypot(u[region].mean(), v[region].mean())
+                > MAX_COIL_OFFSET)
+
+
+def near_image_edge(shape, centre, spacing_mm, radius_mm: float = 100.0) -> bool:
+    """Whether the image cuts :func:`coil_motion_factors`' fitting disc off-centre.
+
+    A fit of the PD frames from one side of the heart (the image's edge near it: a
+    tight field of view) extrapolates onto the other: fresh 11240-11247 a/b cut
+    10 mm from the heart (the disc's part in the image 0.23-0.36 of its radius off
+    the heart), segment error with the exact correction 0.38 with such factors,
+    0.30 without them.  True where the disc's part inside the image is centred
+    further than :data:`MAX_COIL_OFFSET` of its radius from ``centre``.
+    """
+    return _off_centre(*_disc(shape, centre, spacing_mm, radius_mm))
+
+
 def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
                         pd_displacement=None, radius_mm: float = 100.0, degree: int = 2,
                         exclude=None, skipped: list[str] | None = None, baseline=None):
@@ -321,7 +347,9 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
         ``(n, Y, X)``, their displacement ``(n, 2, Y, X)`` and the pixels whose
         tissue they show aligned and unchanged ``(Y, X)``; the profile is then
         measured from them as well (:func:`perfmoco.quant.coils.baseline_coefficients`:
-        combined with the PD frames' fit, their prior).
+        combined with the PD frames' fit, their prior; with the heart near the
+        image's edge, :func:`near_image_edge`, from them alone about a flat
+        profile).
 
     Returns
     -------
@@ -330,7 +358,8 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
         ``N`` selected pixels: multiply ``M0`` by it.  All ones where the
         fitting disc's part inside the image is centred off the heart (by
         more than :data:`MAX_COIL_OFFSET` of its radius: the heart near the
-        image's edge) or too few body pixels are found.
+        image's edge) and no ``baseline`` measures the profile, or too few
+        body pixels are found.
     """
     pd = np.asarray(pd_images, np.float64).mean(axis=0)
     disp = np.asarray(displacement, np.float64)
@@ -338,16 +367,11 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
     if disp.ndim != 4 or disp.shape[1:] != (2, *pd.shape) or mask.shape != pd.shape:
         raise ValueError(f"displacement (T, 2, {pd.shape}) and pixels {pd.shape} expected, "
                          f"got {disp.shape} and {mask.shape}")
-    yy, xx = np.mgrid[0 : pd.shape[0], 0 : pd.shape[1]].astype(np.float64)
     sy, sx = spacing_mm[0] / radius_mm, spacing_mm[1] / radius_mm
-    u, v = (yy - centre[0]) * sy, (xx - centre[1]) * sx
-    region = np.hypot(u, v) < 1.0
-    # a fit from one side of the heart (the image's edge near it: a tight field of view)
-    # extrapolates onto the other: fresh 11240-11247 a/b cut 10 mm from the heart (the
-    # disc's part in the image 0.23-0.36 of its radius off the heart), segment error with
-    # the exact correction 0.38 with such factors, 0.30 without them
+    u, v, region = _disc(pd.shape, centre, spacing_mm, radius_mm)
     reason = None
-    if not region.any() or np.hypot(u[region].mean(), v[region].mean()) > MAX_COIL_OFFSET:
+    edge = _off_centre(u, v, region)
+    if edge:
         reason = "the heart lies near the image's edge (a fit from one side only would guess)"
     else:
         body = region & (pd > 0.3 * np.percentile(pd[region], 95))
@@ -355,18 +379,26 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
             body &= ~np.asarray(exclude, bool)
         if body.sum() < 20:
             reason = f"only {int(body.sum())} body pixels near the heart in the PD frames"
+    def terms(y, x):
+        return _poly_terms((y - centre[0]) * sy, (x - centre[1]) * sx, degree)
+
+    coef = None
+    if edge and baseline is not None:  # no PD fit to lean on: measured about a flat profile
+        coef = baseline_coefficients(*baseline[:2], region=baseline[2], terms=terms,
+                                     prior=np.zeros(terms(0.0, 0.0).shape[-1]))
+        reason = None if coef is not None else reason
     if reason is not None:
         if skipped is not None:  # the caller reports it with the study's messages
             skipped.append(reason)
         else:
             log.info("M0 does not follow the coil sensitivity through the motion: %s", reason)
         return np.ones((disp.shape[0], int(mask.sum())))
-    coef, *_ = np.linalg.lstsq(_poly_terms(u[body], v[body], degree),
-                               np.log(pd[body]), rcond=None)
-    if baseline is not None:
-        measured = baseline_coefficients(
-            *baseline[:2], region=baseline[2], prior=coef,
-            terms=lambda y, x: _poly_terms((y - centre[0]) * sy, (x - centre[1]) * sx, degree))
+    if coef is None:
+        coef, *_ = np.linalg.lstsq(_poly_terms(u[body], v[body], degree),
+                                   np.log(pd[body]), rcond=None)
+    if baseline is not None and not edge:
+        measured = baseline_coefficients(*baseline[:2], region=baseline[2], prior=coef,
+                                         terms=terms)
         if measured is not None:
             coef = measured
     d_pd = 0.0 if pd_displacement is None else np.asarray(pd_displacement).mean(axis=0)[:, mask]

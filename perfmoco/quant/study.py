@@ -12,6 +12,7 @@ from perfmoco.config import QuantConfig
 from perfmoco.frames import blank_frames, interpolate_frames
 from perfmoco.quant.aif import MIN_PRE_FRAMES, extract_aif
 from perfmoco.quant.anatomy import aha_labels, slice_anatomy
+from perfmoco.quant.coils import tissue_baseline
 from perfmoco.quant.darkrim import dark_rim_segments, name_dark_rim
 from perfmoco.quant.fermi import F_BOUNDS
 from perfmoco.quant.grouped import fit_fermi_grouped
@@ -34,6 +35,7 @@ from perfmoco.quant.signal import (
     baseline_q,
     coil_motion_factors,
     m0_map,
+    near_image_edge,
     pools_and_edges,
     pre_contrast_frames,
     saturation_efficiency,
@@ -124,9 +126,10 @@ class _Pixels:
 
 
 def _slice_m0(s, w, im, near, n_lv: int, ts: float, *, config: QuantConfig, msgs, efficiency,
-              fields) -> np.ndarray:
+              fields, qc=None) -> np.ndarray:
     """Each myocardial pixel's ``M0``: its PD frames (following the coil through the
-    motion, ``fields``), else the baseline, the native T1 and the configured efficiency.
+    motion, ``fields``; ``qc``: frames the coil's measurement leaves out), else the
+    baseline, the native T1 and the configured efficiency.
     """
     key, eta = config.no_pd_efficiency(aif=False)
     if s.pd_images.shape[0] == 0:
@@ -144,11 +147,17 @@ def _slice_m0(s, w, im, near, n_lv: int, ts: float, *, config: QuantConfig, msgs
     displacements, pd_displacements = fields
     if displacements and s.slice_index in displacements:
         skipped: list[str] = []
+        disp = np.asarray(displacements[s.slice_index])
+        baseline = None  # the PD frames' fit one-sided: the frames measure the profile
+        if near_image_edge(w.myo.shape, w.centre, s.pixel_spacing_mm):
+            baseline = tissue_baseline(im, disp, myo=w.myo, lv_core=w.lv_core, rv=w.rv,
+                                       n_frames=n_lv, scale=w.pixel_scale, qc=qc)
         m0 = m0 * coil_motion_factors(
-            s.pd_images, displacements[s.slice_index], pixels=w.myo, centre=w.centre,
+            s.pd_images, disp, pixels=w.myo, centre=w.centre,
             spacing_mm=s.pixel_spacing_mm,
             pd_displacement=(pd_displacements or {}).get(s.slice_index),
-            exclude=pools_and_edges(w.blood, w.pixel_scale), skipped=skipped)
+            exclude=pools_and_edges(w.blood, w.pixel_scale), skipped=skipped,
+            baseline=baseline)
         if skipped:
             coil_not_followed(msgs, s.name, skipped[0])
     efficiency[s.name] = saturation_efficiency(im[:n_lv, w.myo], m0, ts_s=ts,
@@ -183,7 +192,7 @@ def _add_slice(px: _Pixels, s, w, aha, on: _Grid, *, config: QuantConfig, qc, ms
     px.dark[s.slice_index] = dark[w.myo]
     px.dark_found[s.slice_index] = found
     m0 = _slice_m0(s, w, im, near, n_lv, ts, config=config, msgs=msgs, efficiency=efficiency,
-                   fields=fields)
+                   fields=fields, qc=qc)
     gd, sat = signal_to_gd(im[:, w.myo], m0=m0, ts_s=ts, relaxivity=config.relaxivity,
                            baseline=n_base)
     px.saturated[s.slice_index] = sat
