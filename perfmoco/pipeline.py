@@ -204,6 +204,10 @@ def _correct(study: PerfusionStudy, method: Method, config: Config, result: Stud
 
 def _corrections(study: PerfusionStudy, method: Method, config: Config, result: StudyResult,
                  step) -> list:
+    """Every slice's :class:`MocoResult` by ``method``; on ``result`` it records the
+    weights used, the LV locations the slices were checked against (``lv_locations``,
+    for :meth:`StudyResult.lv_hints`) and a message for each slice that failed.
+    """
     if method is Method.NONE:
         from perfmoco.moco.pipeline import correct_series
 
