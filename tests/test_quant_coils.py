@@ -107,8 +107,8 @@ def test_too_little_to_measure_falls_back_to_the_pd_fit():
 
 def test_a_heart_near_the_image_edge_is_measured_from_the_frames_alone():
     """The image cut 12 px (24 mm) above and left of the heart's centre (a tight field
-    of view): the PD frame's one-sided fit is not used (factors at 1 without the
-    frames), but the pre-contrast frames still measure the profile, about a flat one."""
+    of view): the PD frame's one-sided fit is not used alone (factors at 1 without the
+    frames), but the pre-contrast frames measure the profile with it as their prior."""
     pd, frames, disp, pool = _study()
     cut = (slice(None), slice(20, None), slice(20, None))
     pd_c, fr_c, pool_c = pd[cut], frames[cut], pool[20:, 20:]

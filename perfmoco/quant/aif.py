@@ -18,6 +18,7 @@ from scipy import ndimage
 
 from perfmoco.anatomy import find_blood_pools
 from perfmoco.config import QuantConfig
+from perfmoco.quant.coils import unflagged
 from perfmoco.quant.messages import coil_not_followed, warn
 from perfmoco.quant.resolution import series_interpolation
 from perfmoco.quant.signal import (
@@ -227,9 +228,7 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
             yy, xx = np.nonzero(core)
             skipped: list[str] = []
             # the profile measured where the pool's blood is the same in every frame
-            pre = np.arange(n_base)
-            if qc is not None and np.shape(qc) == (im.shape[0],):
-                pre = pre[~np.asarray(qc, bool)[:n_base]]
+            pre = unflagged(n_base, qc, im.shape[0])
             region = core | ndimage.binary_erosion(pools.lv_mask, iterations=max(1, round(scale)))
             m0 = m0 * coil_motion_factors(
                 series.pd_images, displacement, pixels=core, centre=(yy.mean(), xx.mean()),

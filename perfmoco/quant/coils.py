@@ -1,4 +1,4 @@
-"""The surface coil's profile around the AIF's blood pool, measured from its pre-contrast frames.
+"""The surface coil's profile measured from a slice's aligned pre-contrast frames.
 
 Why: after motion correction a pixel's dynamics were acquired at different
 places under a fixed surface-coil profile, so its ``M0`` must follow the
@@ -35,8 +35,10 @@ frames also take out what residual motion modulates in the pool), fresh
 0.159 (12802 a 0.63 -> 0.43; no study worse by more than 0.03).  Its cost: with
 the exact correction on noisy seeds 0-5 (cubic warps), where the PD fit was right,
 0.156 -> 0.166.  On the high-resolution slices (myocardium and LV pool) the same
-measurement was not adopted: 0.244 -> 0.221 after the DL correction (an earlier
-form), but 12702 a's mid slice +0.57 -> +1.17 with the exact correction, noise-free.
+measurement is used only where their heart lies near the image's edge
+(:func:`tissue_baseline`): where the PD fit stands it was not adopted, 0.244 -> 0.221
+after the DL correction (an earlier form), but 12702 a's mid slice +0.57 -> +1.17
+with the exact correction, noise-free.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = ["MIN_BASELINE_FRAMES", "MIN_PIXELS", "MIN_SPREAD_PX", "PRIOR_SD",
-           "baseline_coefficients", "tissue_baseline"]
+           "baseline_coefficients", "tissue_baseline", "unflagged"]
 
 #: Pre-contrast frames needed (fewer: the PD-frame fit alone).
 MIN_BASELINE_FRAMES = 3
@@ -148,13 +150,15 @@ def tissue_baseline(images, displacement, *, myo, lv_core, rv, n_frames: int, sc
     """A high-resolution slice's ``baseline`` for :func:`.signal.coil_motion_factors`.
 
     Only where its heart lies near the image's edge: there the PD frames' fit is
-    one-sided and was not used at all (the factors left at 1), and the frames
-    before the LV's bolus measure the profile instead (about a flat one).  Where
-    the PD fit stands the tissue's frames were not adopted (module doc).  Tight
-    fields of view (``bench_robustness.py --variants corner``), mean of the
-    studies' segment errors: 12851-12862 0.255 -> 0.233, held out 12863-12868
-    0.230 -> 0.160 (the AIF's measurement alone: 0.244 and 0.187); 12856 a read
-    0.29 -> 0.45.
+    one-sided, and the factors used to be left at 1 (M0 not following the breathing
+    at all); the frames before the LV's bolus now measure the profile, that fit only
+    their prior.  Where the PD fit stands the tissue's frames were not adopted
+    (module doc).  Tight fields of view (``bench_robustness.py --variants corner``),
+    mean of the studies' segment errors, factors at 1 -> measured: 12851-12868 (18
+    studies, where the choices were made) 0.247 -> 0.188 (about a flat prior instead
+    of the one-sided fit 0.208; the AIF's measurement alone 0.225); held out
+    12900-12905 0.245 -> 0.195, 5 of 6 studies better, 12902 a 0.36 -> 0.61 (its mean
+    curve blood-like either way, every segment flagged unreliable).
 
     Parameters
     ----------
@@ -175,15 +179,23 @@ def tissue_baseline(images, displacement, *, myo, lv_core, rv, n_frames: int, sc
     -------
     tuple
         ``(frames (n, Y, X), displacement (n, 2, Y, X), region (Y, X))``: the
-        myocardium and LV pool off their outer edge, away from the RV (whose
-        bolus comes first).
+        myocardium and LV pool core eroded by one acquired pixel (their outer
+        edge, and the core's rim and holes at the endocardium), away from the RV
+        (whose bolus comes first) by two.
     """
-    pre = np.arange(min(int(n_frames), images.shape[0]))
-    if qc is not None and np.shape(qc) == (images.shape[0],):
-        pre = pre[~np.asarray(qc, bool)[pre]]
+    pre = unflagged(n_frames, qc, images.shape[0])
     k = max(1, round(scale))
     region = ndimage.binary_erosion(np.asarray(myo, bool) | np.asarray(lv_core, bool),
                                     iterations=k)
-    if np.any(rv):
-        region &= ~ndimage.binary_dilation(np.asarray(rv, bool), iterations=2 * k)
+    region &= ~ndimage.binary_dilation(np.asarray(rv, bool), iterations=2 * k)
     return images[pre], np.asarray(displacement)[pre], region
+
+
+def unflagged(n_frames: int, qc, n_total: int) -> np.ndarray:
+    """Indices of the first ``n_frames`` frames (at most ``n_total``) that motion QC
+    did not flag (``qc``: ``(n_total,)`` bool, or None; another shape is ignored).
+    """
+    pre = np.arange(max(0, min(int(n_frames), n_total)))
+    if qc is not None and np.shape(qc) == (n_total,):
+        pre = pre[~np.asarray(qc, bool)[pre]]
+    return pre

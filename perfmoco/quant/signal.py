@@ -348,8 +348,8 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
         tissue they show aligned and unchanged ``(Y, X)``; the profile is then
         measured from them as well (:func:`perfmoco.quant.coils.baseline_coefficients`:
         combined with the PD frames' fit, their prior; with the heart near the
-        image's edge, :func:`near_image_edge`, from them alone about a flat
-        profile).
+        image's edge, :func:`near_image_edge`, where the factors are otherwise
+        left at 1, the one-sided PD fit is only that prior).
 
     Returns
     -------
@@ -358,8 +358,8 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
         ``N`` selected pixels: multiply ``M0`` by it.  All ones where the
         fitting disc's part inside the image is centred off the heart (by
         more than :data:`MAX_COIL_OFFSET` of its radius: the heart near the
-        image's edge) and no ``baseline`` measures the profile, or too few
-        body pixels are found.
+        image's edge) and no ``baseline`` measures the profile, or (away from
+        the edge) too few body pixels are found.
     """
     pd = np.asarray(pd_images, np.float64).mean(axis=0)
     disp = np.asarray(displacement, np.float64)
@@ -369,38 +369,37 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
                          f"got {disp.shape} and {mask.shape}")
     sy, sx = spacing_mm[0] / radius_mm, spacing_mm[1] / radius_mm
     u, v, region = _disc(pd.shape, centre, spacing_mm, radius_mm)
-    reason = None
     edge = _off_centre(u, v, region)
+    body = region & (pd > 0.3 * np.percentile(pd[region], 95)) if region.any() else region
+    if exclude is not None:
+        body &= ~np.asarray(exclude, bool)
+    reason = None
     if edge:
         reason = "the heart lies near the image's edge (a fit from one side only would guess)"
-    else:
-        body = region & (pd > 0.3 * np.percentile(pd[region], 95))
-        if exclude is not None:
-            body &= ~np.asarray(exclude, bool)
-        if body.sum() < 20:
-            reason = f"only {int(body.sum())} body pixels near the heart in the PD frames"
+    elif body.sum() < 20:
+        reason = f"only {int(body.sum())} body pixels near the heart in the PD frames"
+
     def terms(y, x):
         return _poly_terms((y - centre[0]) * sy, (x - centre[1]) * sx, degree)
 
-    coef = None
-    if edge and baseline is not None:  # no PD fit to lean on: measured about a flat profile
-        coef = baseline_coefficients(*baseline[:2], region=baseline[2], terms=terms,
-                                     prior=np.zeros(terms(0.0, 0.0).shape[-1]))
-        reason = None if coef is not None else reason
+    coef = np.zeros(terms(0.0, 0.0).shape[-1])
+    if body.sum() >= 20:
+        coef, *_ = np.linalg.lstsq(_poly_terms(u[body], v[body], degree),
+                                   np.log(pd[body]), rcond=None)
+    if baseline is not None and (reason is None or edge):
+        # at the edge the one-sided PD fit is only the prior of the frames' measurement
+        measured = baseline_coefficients(*baseline[:2], region=baseline[2], prior=coef,
+                                         terms=terms)
+        if measured is not None:
+            coef, reason = measured, None
+        elif edge:
+            reason += ", and its pre-contrast frames do not measure it"
     if reason is not None:
         if skipped is not None:  # the caller reports it with the study's messages
             skipped.append(reason)
         else:
             log.info("M0 does not follow the coil sensitivity through the motion: %s", reason)
         return np.ones((disp.shape[0], int(mask.sum())))
-    if coef is None:
-        coef, *_ = np.linalg.lstsq(_poly_terms(u[body], v[body], degree),
-                                   np.log(pd[body]), rcond=None)
-    if baseline is not None and not edge:
-        measured = baseline_coefficients(*baseline[:2], region=baseline[2], prior=coef,
-                                         terms=terms)
-        if measured is not None:
-            coef = measured
     d_pd = 0.0 if pd_displacement is None else np.asarray(pd_displacement).mean(axis=0)[:, mask]
     shift = disp[:, :, mask] - d_pd  # (T, 2, N), pixels
     base = _poly_terms(u[mask], v[mask], degree) @ coef

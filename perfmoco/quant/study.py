@@ -148,8 +148,8 @@ def _slice_m0(s, w, im, near, n_lv: int, ts: float, *, config: QuantConfig, msgs
     if displacements and s.slice_index in displacements:
         skipped: list[str] = []
         disp = np.asarray(displacements[s.slice_index])
-        baseline = None  # the PD frames' fit one-sided: the frames measure the profile
-        if near_image_edge(w.myo.shape, w.centre, s.pixel_spacing_mm):
+        baseline = None
+        if near_image_edge(w.myo.shape, w.centre, s.pixel_spacing_mm):  # a one-sided PD fit
             baseline = tissue_baseline(im, disp, myo=w.myo, lv_core=w.lv_core, rv=w.rv,
                                        n_frames=n_lv, scale=w.pixel_scale, qc=qc)
         m0 = m0 * coil_motion_factors(
