@@ -147,7 +147,7 @@ def _least_squares(ata, atb):
 
 def tissue_baseline(images, displacement, *, myo, lv_core, rv, n_frames: int, scale: float = 1.0,
                     qc=None):
-    """A high-resolution slice's ``baseline`` for :func:`.signal.coil_motion_factors`.
+    """A high-resolution slice's ``edge_baseline`` for :func:`.signal.coil_motion_factors`.
 
     Only where its heart lies near the image's edge: there the PD frames' fit is
     one-sided, and the factors used to be left at 1 (M0 not following the breathing

@@ -280,20 +280,7 @@ def pools_and_edges(pools, scale: float = 1.0) -> np.ndarray:
 MAX_COIL_OFFSET = 0.15
 
 
-def _disc(shape, centre, spacing_mm, radius_mm):
-    """Coordinates about ``centre`` in units of ``radius_mm``, and the disc they span."""
-    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
-    u = (yy - centre[0]) * spacing_mm[0] / radius_mm
-    v = (xx - centre[1]) * spacing_mm[1] / radius_mm
-    return u, v, np.hypot(u, v) < 1.0
-
-
 def _off_centre(u, v, region) -> bool:
-    return bool(not region.any() or np.hypot(u[region].mean(), v[region].mean())
-                > MAX_COIL_OFFSET)
-
-
-def near_image_edge(shape, centre, spacing_mm, radius_mm: float = 100.0) -> bool:
     """Whether the image cuts :func:`coil_motion_factors`' fitting disc off-centre.
 
     A fit of the PD frames from one side of the heart (the image's edge near it: a
@@ -303,12 +290,14 @@ def near_image_edge(shape, centre, spacing_mm, radius_mm: float = 100.0) -> bool
     0.30 without them.  True where the disc's part inside the image is centred
     further than :data:`MAX_COIL_OFFSET` of its radius from ``centre``.
     """
-    return _off_centre(*_disc(shape, centre, spacing_mm, radius_mm))
+    return bool(not region.any() or np.hypot(u[region].mean(), v[region].mean())
+                > MAX_COIL_OFFSET)
 
 
 def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
                         pd_displacement=None, radius_mm: float = 100.0, degree: int = 2,
-                        exclude=None, skipped: list[str] | None = None, baseline=None):
+                        exclude=None, skipped: list[str] | None = None, baseline=None,
+                        edge_baseline=None):
     """Change of the surface-coil sensitivity seen by motion-corrected pixels, per frame.
 
     The coil sensitivity stays put while the heart moves, so after motion
@@ -348,8 +337,12 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
         tissue they show aligned and unchanged ``(Y, X)``; the profile is then
         measured from them as well (:func:`perfmoco.quant.coils.baseline_coefficients`:
         combined with the PD frames' fit, their prior; with the heart near the
-        image's edge, :func:`near_image_edge`, where the factors are otherwise
+        image's edge (:data:`MAX_COIL_OFFSET`), where the factors are otherwise
         left at 1, the one-sided PD fit is only that prior).
+    edge_baseline : tuple, keyword-only, optional
+        As ``baseline``, used only with the heart near the image's edge (where
+        the high-resolution slices' tissue measures the profile:
+        :func:`perfmoco.quant.coils.tissue_baseline`).
 
     Returns
     -------
@@ -368,8 +361,12 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
         raise ValueError(f"displacement (T, 2, {pd.shape}) and pixels {pd.shape} expected, "
                          f"got {disp.shape} and {mask.shape}")
     sy, sx = spacing_mm[0] / radius_mm, spacing_mm[1] / radius_mm
-    u, v, region = _disc(pd.shape, centre, spacing_mm, radius_mm)
+    yy, xx = np.mgrid[0 : pd.shape[0], 0 : pd.shape[1]].astype(np.float64)
+    u, v = (yy - centre[0]) * sy, (xx - centre[1]) * sx
+    region = np.hypot(u, v) < 1.0
     edge = _off_centre(u, v, region)
+    if edge and baseline is None:
+        baseline = edge_baseline
     body = region & (pd > 0.3 * np.percentile(pd[region], 95)) if region.any() else region
     if exclude is not None:
         body &= ~np.asarray(exclude, bool)

@@ -35,7 +35,6 @@ from perfmoco.quant.signal import (
     baseline_q,
     coil_motion_factors,
     m0_map,
-    near_image_edge,
     pools_and_edges,
     pre_contrast_frames,
     saturation_efficiency,
@@ -148,16 +147,13 @@ def _slice_m0(s, w, im, near, n_lv: int, ts: float, *, config: QuantConfig, msgs
     if displacements and s.slice_index in displacements:
         skipped: list[str] = []
         disp = np.asarray(displacements[s.slice_index])
-        baseline = None
-        if near_image_edge(w.myo.shape, w.centre, s.pixel_spacing_mm):  # a one-sided PD fit
-            baseline = tissue_baseline(im, disp, myo=w.myo, lv_core=w.lv_core, rv=w.rv,
-                                       n_frames=n_lv, scale=w.pixel_scale, qc=qc)
         m0 = m0 * coil_motion_factors(
             s.pd_images, disp, pixels=w.myo, centre=w.centre,
             spacing_mm=s.pixel_spacing_mm,
             pd_displacement=(pd_displacements or {}).get(s.slice_index),
             exclude=pools_and_edges(w.blood, w.pixel_scale), skipped=skipped,
-            baseline=baseline)
+            edge_baseline=tissue_baseline(im, disp, myo=w.myo, lv_core=w.lv_core, rv=w.rv,
+                                          n_frames=n_lv, scale=w.pixel_scale, qc=qc))
         if skipped:
             coil_not_followed(msgs, s.name, skipped[0])
     efficiency[s.name] = saturation_efficiency(im[:n_lv, w.myo], m0, ts_s=ts,
