@@ -194,6 +194,25 @@ def test_qc_frames_are_excluded(ph, clean_study):
         quantify_study(clean_study, config=QuantConfig(), qc={1: bad[:-1]})
 
 
+def test_motion_fields_that_do_not_fit_their_slice_are_a_clear_error(clean_study):
+    """A displacement of fewer frames than the slice's dynamics (or PD frames), of
+    another matrix, or naming a slice the study lacks: a ValueError that says which
+    (fewer frames had failed deep inside as a numpy broadcasting error, a PD field of
+    one frame for three had been taken silently)."""
+    s = clean_study.highres[0]
+    t_n, p_n, shape = s.n_dynamics, s.pd_images.shape[0], s.images.shape[1:]
+    fine = np.zeros((t_n, 2, *shape), np.float32)
+    for kw, match in (
+            (dict(displacements={s.slice_index: fine[:-3]}),
+             rf"displacements of slice {s.slice_index} must have shape \({t_n}, 2"),
+            (dict(displacements={s.slice_index: fine[:, :, :-5]}), "got"),
+            (dict(displacements={99: fine}), "names slice 99"),
+            (dict(pd_displacements={s.slice_index: fine[:1]}),
+             rf"pd_displacements of slice {s.slice_index} must have shape \({p_n}, 2")):
+        with pytest.raises(ValueError, match=match):
+            quantify_study(clean_study, config=QuantConfig(), **kw)
+
+
 def test_lost_dynamics_and_pd_frames_are_left_out_whatever_the_correction(clean_study,
                                                                          clean_result):
     """Dynamics 35-37 of every slice and a PD frame of slice 0 lost (all NaN, as another

@@ -269,6 +269,23 @@ def _default_saturation_times(msgs, slices, config: QuantConfig) -> None:
                f"{what} used; [Gd] and MBF scale with it, so set it for the protocol")
 
 
+def _check_fields(by_index, fields, name: str, *, pd: bool) -> None:
+    """A clear error where a slice's motion field is not ``(frames, 2, Y, X)`` of its
+    dynamics (``pd``: of its PD frames, where it has any).
+    """
+    for key, d in (fields or {}).items():
+        if key not in by_index:
+            raise ValueError(f"{name} names slice {key!r}, the study has {sorted(by_index)}")
+        s = by_index[key]
+        frames = s.pd_images.shape[0] if pd else s.n_dynamics
+        if d is None or frames == 0:
+            continue
+        want = (frames, 2, *s.images.shape[1:])
+        if np.shape(d) != want:
+            raise ValueError(f"{name} of slice {key} must have shape {want} (frames, 2, Y, X), "
+                             f"got {np.shape(d)}")
+
+
 def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                    qc: dict[int, np.ndarray] | None = None,
                    displacements: dict[int, np.ndarray] | None = None,
@@ -309,6 +326,9 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         Invalid study, no usable AIF (flat, no LV blood pool) or no slice
         with a myocardium.  Problems that still allow maps (missing AIF
         slice, missing PD frames, flagged pixels) are warnings instead.
+    ValueError
+        ``qc``, ``displacements`` or ``pd_displacements`` naming a slice the study
+        lacks, or of another shape than that slice's frames.
     """
     study.validate()
     msgs: list[str] = []
@@ -326,6 +346,8 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         if np.shape(flags) != (by_index[key].n_dynamics,):
             raise ValueError(f"qc flags of slice {key} must have shape "
                              f"({by_index[key].n_dynamics},), got {np.shape(flags)}")
+    _check_fields(by_index, displacements, "displacements", pd=False)
+    _check_fields(by_index, pd_displacements, "pd_displacements", pd=True)
     for s in study.slices:  # lost frames (blank: sent as zeros) are never fitted
         lost = blank_frames(s.images)
         if lost.any():
