@@ -245,3 +245,35 @@ def test_no_images_and_bad_files(tmp_path):
     write_mrd_images(empty, None, [])
     with pytest.raises(StudyError, match="no MRD dataset"):
         read_study(empty)
+
+
+def _damaged(small_study, tmp_path, damage):
+    """``small_study`` written to an MRD file, then its first image group damaged."""
+    import h5py
+
+    path = tmp_path / "study.h5"
+    write_study(small_study, path)
+    with h5py.File(path, "r+") as f:
+        group = f["dataset"]
+        name = sorted(n for n in group if n.startswith("image"))[0]
+        damage(group, name)
+    return path
+
+
+def _rewrite(group, name, key, data):
+    del group[name][key]
+    group[name][key] = data
+
+
+@pytest.mark.parametrize("damage, match", [
+    # ismrmrd's own reader raised a KeyError (a traceback) for a group without headers
+    (lambda g, n: g[n].__delitem__("header"), "has no header"),
+    (lambda g, n: g.create_dataset(n + "_x", data=np.zeros(3)), "is not a group"),
+    # fewer header rows than data rows: the images beyond them were dropped silently
+    (lambda g, n: _rewrite(g, n, "header", g[n]["header"][:5]), "rows: they must match"),
+    # data of one row per image: numpy spread it over every row of the matrix
+    (lambda g, n: _rewrite(g, n, "data", g[n]["data"][:, 0, 0, 0, :]), "holds data of shape"),
+])
+def test_damaged_mrd_image_groups_are_a_clear_error(small_study, tmp_path, damage, match):
+    with pytest.raises(StudyError, match=match):
+        read_study(_damaged(small_study, tmp_path, damage))

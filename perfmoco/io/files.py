@@ -48,6 +48,37 @@ def _groups(path: Path) -> list[str]:
         raise StudyError(f"{path}: not a readable HDF5 file ({exc})") from None
 
 
+def _image_group_problem(node) -> str | None:
+    """What makes an MRD ``image_*`` node unreadable as images, in words (None: nothing).
+
+    ismrmrd reads each image's header and attributes by index and copies its data with
+    numpy broadcasting: a ``data`` of other rows than ``header`` would drop or misplace
+    images, and one of another shape than the header's matrix would be spread over it.
+    """
+    if not isinstance(node, h5py.Group):
+        return "is not a group of header, data and attributes"
+    missing = [k for k in ("header", "data") if k not in node]
+    if missing:
+        return f"has no {' or '.join(missing)}"
+    header, data = node["header"], node["data"]
+    rows = {"header": header.shape[:1], "data": data.shape[:1]}
+    if "attributes" in node:
+        rows["attributes"] = node["attributes"].shape[:1]
+    if len(set(rows.values())) > 1:
+        return "holds " + ", ".join(f"{r[0] if r else 0} {k}" for k, r in rows.items()) + (
+            " rows: they must match, one per image")
+    try:
+        h = header[()]
+        shapes = {(int(c), *map(int, m[::-1]))
+                  for c, m in zip(h["channels"], h["matrix_size"])}
+    except (KeyError, ValueError, TypeError):
+        return "has a header that is not MRD's image header"
+    if shapes != {tuple(data.shape[1:])}:
+        return (f"holds data of shape {tuple(data.shape[1:])} per image where its headers say "
+                f"(channels, z, y, x) {sorted(shapes)}")
+    return None
+
+
 def read_mrd_images(
     path: str | Path, *, group: str | None = None
 ) -> tuple[str | None, list[ismrmrd.Image]]:
@@ -77,13 +108,19 @@ def read_mrd_images(
             raise StudyError(f"{path}: several groups {groups}; say which one to read")
     if group not in groups:
         raise StudyError(f"{path}: no group {group!r} (groups: {groups})")
+    with h5py.File(path, "r") as f:
+        names = sorted(n for n in f[group] if n.startswith("image"))
+        for name in names:
+            problem = _image_group_problem(f[group][name])
+            if problem:
+                raise StudyError(f"{path}: {group}/{name} {problem}")
     with ismrmrd.Dataset(str(path), group, create_if_needed=False, mode="r") as dset:
         try:
             header = strip_nul(dset.read_xml_header())
         except (KeyError, LookupError):
             header = None
         images = []
-        for name in sorted(n for n in dset.list() if n.startswith("image")):
+        for name in names:
             for i in range(dset.number_of_images(name)):
                 try:
                     images.append(dset.read_image(name, i))
