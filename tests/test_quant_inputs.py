@@ -250,3 +250,18 @@ def test_lost_dynamics_and_pd_frames_are_left_out_whatever_the_correction(clean_
     assert any("lost dynamics [14, 15, 16] fall in the AIF's first pass" in m
                for m in r.messages), r.messages
     assert all(not row["reliable"] and "first pass" in row["reason"] for row in r.quant.segments)
+
+
+def test_slice_indices_of_33_and_more_read_as_the_first_ones(clean_study, clean_result):
+    """MRD's ``slice`` counter runs to 65535: a study whose slices are numbered 40-43 reads
+    as numbered 0-3 (segment labels are int16: ``1000 * 40`` had overflowed them, and the
+    study had failed with "Python integer 40000 out of bounds for int16")."""
+    far = clean_study.replace_slices([s.replace(slice_index=s.slice_index + 40)
+                                      for s in clean_study.slices])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = quantify_study(far, config=QuantConfig())
+    assert sorted(r.mbf_maps) == [k + 40 for k in sorted(clean_result.mbf_maps)]
+    for k, m in clean_result.mbf_maps.items():
+        np.testing.assert_allclose(r.mbf_maps[k + 40], m, atol=1e-4)
+    assert {row["slice"] for row in r.segments} == {k + 40 for k in clean_result.mbf_maps}

@@ -199,7 +199,7 @@ def _add_slice(px: _Pixels, s, w, aha, on: _Grid, *, config: QuantConfig, qc, ms
     px.curves.append(gd_u)
     px.masks.append(np.broadcast_to(fm, gd_u.shape))
     px.owners.append(s.slice_index)
-    px.groups.append(1000 * s.slice_index + aha[w.myo])
+    px.groups.append(1000 * s.slice_index + aha[w.myo].astype(np.int64))  # int16 labels
     px.dgroups.append(np.full(gd_u.shape[0], s.slice_index))
     # pixels off the partial-volume borders (blood pools, epicardium); distances
     # in acquired pixels (the point-spread's reach), i.e. scaled for zero-filling
