@@ -42,6 +42,16 @@ def test_identity_networks_give_identity(series):
     np.testing.assert_allclose(res.corrected, series.images, rtol=1e-4, atol=1e-2)
 
 
+def test_a_signed_series_keeps_its_negative_values(series):
+    """The bicubic resampling keeps magnitude images off zero; a series of negative
+    values (signed or offset images) keeps them (it had come back all zeros)."""
+    neg = series.replace(images=-series.images, pd_images=-series.pd_images)
+    res = MotionCorrector(identity_models(), config=NETS_ONLY).correct(neg)
+    np.testing.assert_allclose(res.corrected, neg.images, rtol=1e-4, atol=1e-2)
+    # (moved by the PD alignment): not zeroed either
+    assert np.abs(res.pd_corrected).mean() > 0.9 * np.abs(neg.pd_images).mean()
+
+
 def test_known_affine_maps_exactly_through_crop_to_full_fov(series):
     """A step-1 net that always predicts a crop-pixel translation gives a constant
     full-FOV displacement of that translation times the crop/full pixel ratio."""

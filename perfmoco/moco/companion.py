@@ -145,8 +145,8 @@ def follow_tissue(aif: SliceSeries, result: MocoResult, centre_yx,
     moved = sample(d, grid + shift, padding="border") + shift  # d'(p) = s + d(p + s)
     images = torch.from_numpy(np.ascontiguousarray(aif.images[:n], np.float32))
     frames = sample(images, grid + moved, padding="border", mode=resample)
-    if resample == "bicubic":  # no overshoot below zero (magnitude images)
-        frames = frames.clamp_min(0.0)
+    if resample == "bicubic":  # no overshoot below zero (magnitude images) or below
+        frames = frames.clamp_min(min(0.0, float(images.min())))  # a signed series' least
     disp = result.displacement.copy()
     disp[:n] = moved.numpy()
     out = result.corrected.copy()

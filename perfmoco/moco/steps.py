@@ -313,8 +313,8 @@ def compose_and_resample(sc: SeriesCrops, m_full: torch.Tensor, d3: torch.Tensor
                                spacing_mm=sc.series.pixel_spacing_mm)
     disp = phi - identity_grid((ny, nx), device=dev)[None]
     corrected = sample(sc.imgs, phi, padding="border", mode=cfg.resample)
-    if cfg.resample == "bicubic":  # no overshoot below zero (magnitude images)
-        corrected = corrected.clamp_min(0.0)
+    if cfg.resample == "bicubic":  # no overshoot below zero (magnitude images) or below
+        corrected = corrected.clamp_min(min(0.0, float(sc.imgs.min())))  # a signed series' least
     return disp, corrected
 
 
