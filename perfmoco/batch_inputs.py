@@ -30,6 +30,9 @@ def find_inputs(in_dir: str | Path) -> list[Path]:
         When ``in_dir`` is not a folder or holds no study file.
     """
     in_dir = Path(in_dir)
+    if in_dir.is_file():
+        raise StudyError(f"input folder {in_dir}: is a file; give the folder that holds the "
+                         "studies")
     if not in_dir.is_dir():
         raise StudyError(f"input folder not found: {in_dir}")
     found = sorted(

@@ -98,10 +98,10 @@ def cmd_correct(args) -> int:
     study = read_study(args.input, config=config.mrd, pixel_spacing_mm=args.pixel_spacing)
     series_out = len(study.slices) == 1 and not args.output.lower().endswith(MRD_SUFFIXES)
     out = output_file(args.output, SERIES_SUFFIXES + MRD_SUFFIXES if len(study.slices) == 1
-                      else MRD_SUFFIXES)
+                      else MRD_SUFFIXES, inputs=(args.input,))
     if args.displacement:  # checked before the work, as the output
         output_file(args.displacement, (".npy",) if series_out else (".npz",),
-                    what="--displacement")
+                    what="--displacement", inputs=(args.input, args.output))
     bar, step = _progress(len(study.slices), f"correcting ({args.method})")
     result = process_study(study, config=config, method=args.method, quantify=False, progress=step)
     bar.close()
@@ -138,7 +138,7 @@ def cmd_replay(args) -> int:
         raise UsageError("--config is read here, not by the server; with --server give single "
                          "settings with --set (the server applies those it allows)")
     config = _config(args)
-    output_file(args.output, MRD_SUFFIXES)
+    output_file(args.output, MRD_SUFFIXES, inputs=(args.input,))
     with (quiet("perfmoco") if not args.verbose and not args.server  # its problems come
           else contextlib.nullcontext()):  # back as TEXT lines, printed below
         summary = replay(
@@ -174,7 +174,7 @@ def cmd_quantify(args) -> int:
     from perfmoco.quant import quantify_curves
 
     output_file(args.output, (".npy",))
-    mask = load_npy(args.mask).astype(bool) if args.mask else None
+    mask = load_npy(args.mask) if args.mask else None
     try:
         mbf = quantify_curves(
             load_npy(args.gd), load_npy(args.aif), dt_s=args.dt, mask=mask,

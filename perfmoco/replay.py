@@ -147,7 +147,12 @@ def stream_images(
     got_images: list[ismrmrd.Image] = []
     texts: list[str] = []
     state: dict[str, Any] = {"closed": False, "error": None}
-    with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
+    try:
+        sock = socket.create_connection((host, int(port)), timeout=timeout_s)
+    except OSError as exc:  # refused, unreachable, no such host: say which server
+        raise OSError(f"cannot reach the MRD server at {host}:{port} ({exc.strerror or exc})"
+                      ) from None
+    with sock:
         rfile, wfile = sock.makefile("rb"), sock.makefile("wb")
         reader = MessageReader(rfile, max_message_bytes=max_message_bytes)
         receiver = threading.Thread(

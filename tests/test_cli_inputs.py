@@ -173,6 +173,21 @@ def test_replay_says_when_the_study_was_not_processed(tmp_path, capsys):
     assert main(["replay", str(study), "-o", str(out), "--server", "127.0.0.1:9",
                  "--config", str(tmp_path / "c.yaml")]) == 2
     assert "--config is read here, not by the server" in _err(capsys)
+    # the output named as the input: refused before anything is written over it
+    size = study.stat().st_size
+    assert main(["replay", str(study), "-o", str(tmp_path / "." / "p.h5")]) == 2
+    assert "is the input" in _err(capsys)
+    assert main(["correct", str(study), "-o", str(study), "--method", "none"]) == 2
+    assert "is the input" in _err(capsys)
+    assert study.stat().st_size == size
+    # a server that is not there: which one, in one line
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["replay", str(study), "-o", str(out), "--server", f"127.0.0.1:{port}"]) == 2
+    assert f"cannot reach the MRD server at 127.0.0.1:{port}" in _err(capsys)
 
 
 def test_report_of_an_unreadable_file_is_one_line(tmp_path, capsys):
@@ -200,6 +215,8 @@ def test_batch_over_a_folder_without_studies(tmp_path, capsys):
     (tmp_path / "in" / "notes.txt").write_text("no study here")
     assert main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out")]) == 2
     assert "no study files" in _err(capsys)
+    assert main(["batch", str(tmp_path / "in" / "notes.txt"), "-o", str(tmp_path / "o")]) == 2
+    assert "is a file; give the folder that holds the studies" in _err(capsys)
 
 
 def test_result_folders_are_checked_before_the_work(tmp_path, capsys):

@@ -37,6 +37,21 @@ def test_quantify_curves_known_mbf_and_errors():
         quantify_curves(np.moveaxis(tis, -1, 0), aif, dt_s=dt, hematocrit=1.2)
     with pytest.raises(ValueError, match="flat"):
         quantify_curves(np.moveaxis(tis, -1, 0), np.zeros(n), dt_s=dt)
+    # curves a research user may hand in that are not [Gd] in mmol/l, or no mask
+    good = np.moveaxis(tis, -1, 0)
+    for args, kw, match in (
+            ((good[:0], aif[:0]), {}, "holds no data"),
+            ((good[:, :0], aif), {}, "holds no data"),
+            ((good * 1e-4, aif * 1e-4), {}, r"not \[Gd\] in mmol/l"),  # mol/l
+            ((good * 1e300, aif * 1e300), {}, r"not \[Gd\] in mmol/l"),
+            ((good * 1e3, aif), {}, r"not \[Gd\] in mmol/l"),
+            ((good.astype(complex), aif), {}, "complex"),
+            ((good, aif), {"mask": np.where(mask, 1.0, np.nan)}, "0/1 only"),
+            ((good, aif), {"mask": np.where(mask, 1.0, 0.5)}, "0/1 only")):
+        with pytest.raises(ValueError, match=match):
+            quantify_curves(*args, dt_s=dt, **kw)
+    np.testing.assert_array_equal(  # a mask of 0/1 numbers reads as its bools
+        quantify_curves(good, aif, dt_s=dt, mask=mask.astype(np.uint8)), out)
 
 
 

@@ -38,9 +38,11 @@ def input_file(path: str | Path) -> Path:
     return path
 
 
-def output_file(path: str | Path, suffixes: tuple[str, ...], *, what: str = "output") -> Path:
-    """``path`` checked as a file to write: a known extension, not a folder, a
-    writable folder (created if missing).
+def output_file(path: str | Path, suffixes: tuple[str, ...], *, what: str = "output",
+                inputs: tuple = ()) -> Path:
+    """``path`` checked as a file to write: a known extension, not a folder, not one of
+    the command's ``inputs`` (it would be overwritten), a writable folder (created if
+    missing).
 
     Parameters
     ----------
@@ -49,8 +51,13 @@ def output_file(path: str | Path, suffixes: tuple[str, ...], *, what: str = "out
         Accepted extensions, lower case with the dot (``".nii.gz"`` as one).
     what : str, keyword-only
         What the file is, for the message (e.g. ``"--displacement"``).
+    inputs : tuple of str or Path, keyword-only
+        The files the command reads.
     """
     path = Path(path)
+    if any(path.resolve() == Path(p).resolve() for p in inputs if p):
+        raise StudyError(f"{what} {path}: is the input; give another file name (it would "
+                         "be overwritten)")
     if suffix_of(path) not in suffixes:
         raise StudyError(f"{what} {path}: expected a {' / '.join(suffixes)} file name")
     if path.is_dir():

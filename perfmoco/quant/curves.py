@@ -18,6 +18,9 @@ DT_RANGE_S = (0.05, 10.0)
 #: The AIF's rise from its first three frames to its peak, as a share of the peak, below
 #: which it holds no bolus to deconvolve.
 MIN_AIF_RISE = 0.2
+#: The AIF's peak (mmol/l) outside which the curves are not [Gd] in mmol/l: a first-pass
+#: blood peak is about 2-20 mmol/l (0.025-0.1 mmol/kg); mol/l, or signal, lies outside.
+AIF_PEAK_RANGE_GD = (0.05, 200.0)
 
 
 def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=None,
@@ -74,9 +77,13 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
     Raises
     ------
     ValueError
-        For wrong shapes, NaN/Inf, a ``dt_s`` outside :data:`DT_RANGE_S`, an AIF
-        without a bolus (:data:`MIN_AIF_RISE`) or a bad ``hematocrit``.
+        For wrong shapes, empty, complex or NaN/Inf curves, a mask of other values
+        than 0/1, a ``dt_s`` outside :data:`DT_RANGE_S`, an AIF without a bolus
+        (:data:`MIN_AIF_RISE`), curves not in mmol/l (:data:`AIF_PEAK_RANGE_GD`) or a
+        bad ``hematocrit``.
     """
+    if np.iscomplexobj(tissue_gd) or np.iscomplexobj(aif_gd):
+        raise ValueError("tissue_gd and aif_gd must be real [Gd] in mmol/l, got complex values")
     tis = np.asarray(tissue_gd, np.float64)
     aif = np.asarray(aif_gd, np.float64)
     if aif.ndim == 2 and 1 in aif.shape:  # a column or row vector
@@ -88,7 +95,9 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
                 "numpy.moveaxis(a, -1, 0)") if aif.shape == (tis.shape[2],) else ""
         raise ValueError(f"aif_gd must be ({tis.shape[0]},) to match tissue_gd's "
                          f"{tis.shape[0]} frames, got {aif.shape}{hint}")
-    m = np.ones(tis.shape[1:], bool) if mask is None else np.asarray(mask, bool)
+    if tis.size == 0:
+        raise ValueError(f"tissue_gd holds no data (shape {tis.shape})")
+    m = np.ones(tis.shape[1:], bool) if mask is None else _bool_mask(mask)
     if m.shape != tis.shape[1:]:
         raise ValueError(f"mask must be {tis.shape[1:]}, got {m.shape}")
     if not m.any():
@@ -103,6 +112,11 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
         aif = aif / (1.0 - float(hematocrit))
     if float(aif.max()) <= 0:
         raise ValueError("aif_gd has no positive values (flat AIF)")
+    lo, hi = AIF_PEAK_RANGE_GD
+    if not lo <= float(aif.max()) <= hi or float(np.abs(tis[:, m]).max()) > hi:
+        raise ValueError(f"aif_gd peaks at {aif.max():.3g} and tissue_gd at "
+                         f"{np.abs(tis[:, m]).max():.3g}: not [Gd] in mmol/l (an AIF peaks at "
+                         f"{lo:g}-{hi:g}, tissue below it)")
     if float(aif.max() - np.median(aif[:3])) < MIN_AIF_RISE * float(aif.max()):
         raise ValueError(f"aif_gd does not rise from its first frames (median "
                          f"{np.median(aif[:3]):.3g}, peak {aif.max():.3g} mmol/l): no contrast "
@@ -149,3 +163,14 @@ def _check_baselines(tissue_mean: np.ndarray, aif: np.ndarray) -> None:
             raise ValueError(f"{name}: {what} starts at {base:.3g} mmol/l against a peak of "
                              f"{peak:.3g}: [Gd] curves start at 0 before the contrast arrives "
                              f"(subtract each curve's pre-contrast mean)")
+
+
+def _bool_mask(mask) -> np.ndarray:
+    """``mask`` as bool: True/False, or numbers that are all 0 or 1 (not NaN, not 0.5)."""
+    m = np.asarray(mask)
+    if m.dtype == bool:
+        return m
+    if not (np.issubdtype(m.dtype, np.number) and not np.iscomplexobj(m)
+            and np.isin(m, (0, 1)).all()):
+        raise ValueError("mask must hold True/False or 0/1 only (no NaN or other values)")
+    return m.astype(bool)
