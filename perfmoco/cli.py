@@ -310,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--method", default="dl", choices=["none", "dl", "iterative"])
     c.add_argument("--pixel-spacing", type=float, default=None, metavar="MM",
                    help="pixel size in mm of a series file (npy: it has none, 2 mm is "
-                        "assumed; NIfTI: instead of its header's)")
+                        "assumed; NIfTI: instead of its header's); of an MRD study's "
+                        "high-resolution slices, the AIF slice's scaled with it")
     _add_config_args(c)
     c.set_defaults(func=cmd_correct)
 

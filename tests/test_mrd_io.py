@@ -277,3 +277,19 @@ def _rewrite(group, name, key, data):
 def test_damaged_mrd_image_groups_are_a_clear_error(small_study, tmp_path, damage, match):
     with pytest.raises(StudyError, match=match):
         read_study(_damaged(small_study, tmp_path, damage))
+
+
+def test_a_pixel_spacing_given_for_an_mrd_study_keeps_the_aif_slices_ratio(small_study,
+                                                                          tmp_path):
+    """``--pixel-spacing`` on an MRD study sets the high-resolution slices' spacing and
+    scales the AIF slice's coarser one with it (it had been set to the same value), and
+    the study says so."""
+    path = tmp_path / "study.h5"
+    write_study(small_study, path)
+    hr, aif = small_study.highres[0].pixel_spacing_mm, small_study.aif.pixel_spacing_mm
+    back = read_study(path, pixel_spacing_mm=1.5)
+    for s in back.highres:
+        assert s.pixel_spacing_mm == (1.5, 1.5)
+    np.testing.assert_allclose(back.aif.pixel_spacing_mm,
+                               [1.5 * a / h for a, h in zip(aif, hr)])
+    assert any("--pixel-spacing" in n for n in back.notes)

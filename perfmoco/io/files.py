@@ -20,7 +20,7 @@ from perfmoco.io.mrd import group_by_series, images_to_study, study_header, stud
 from perfmoco.io.mrd_header import strip_nul
 from perfmoco.io.paths import check_pixel_spacing, input_file, suffix_of
 from perfmoco.io.series import load_npy, read_series, write_series
-from perfmoco.study import PerfusionStudy, StudyError
+from perfmoco.study import PerfusionStudy, SliceRole, StudyError
 
 __all__ = [
     "MRD_SUFFIXES",
@@ -166,6 +166,22 @@ def write_study(study: PerfusionStudy, path: str | Path) -> None:
     write_mrd_images(path, study_header(study), study_to_images(study))
 
 
+def _override_spacing(study: PerfusionStudy, mm: float) -> None:
+    """``--pixel-spacing`` on an MRD study: the high-resolution slices' spacing, the
+    others' (the AIF slice's coarser matrix) scaled with it, as the file has them.
+    """
+    ref = study.highres[0].pixel_spacing_mm if study.highres else None
+    for s in study.slices:
+        if ref and all(v > 0 for v in ref) and s.role is not SliceRole.HIGHRES:
+            s.pixel_spacing_mm = tuple(mm * v / r for v, r in zip(s.pixel_spacing_mm, ref))
+        else:
+            s.pixel_spacing_mm = (mm, mm)
+    if study.aif is not None:
+        study.notes.append(
+            f"pixel spacing {mm:g} mm set on the high-resolution slices (--pixel-spacing); "
+            f"the AIF slice's scaled with it to {study.aif.pixel_spacing_mm[0]:.3g} mm")
+
+
 def read_study(
     path: str | Path,
     *,
@@ -179,8 +195,7 @@ def read_study(
         header, images = read_mrd_images(path)
         study = images_to_study(images, header, config=config, study_id=path.stem)
         if check_pixel_spacing(pixel_spacing_mm):
-            for s in study.slices:
-                s.pixel_spacing_mm = (pixel_spacing_mm, pixel_spacing_mm)
+            _override_spacing(study, float(pixel_spacing_mm))
         return study
     notes: list[str] = []  # an assumed pixel spacing
     series = read_series(path, pixel_spacing_mm=pixel_spacing_mm, notes=notes)
