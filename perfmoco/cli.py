@@ -47,6 +47,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+_PHANTOM_OPTIONS = {"n_dynamics": "--dynamics", "heart_scale": "--heart-scale", "seed": "--seed"}
+
+
 def cmd_phantom(args) -> int:
     from perfmoco.io.files import MRD_SUFFIXES
     from perfmoco.io.paths import output_file
@@ -54,10 +57,15 @@ def cmd_phantom(args) -> int:
 
     output_file(args.out, MRD_SUFFIXES)
     t0 = time.perf_counter()
-    ph = generate_phantom(
-        seed=args.seed, n_dynamics=args.dynamics, motion=args.motion, vendor=args.vendor,
-        heart_scale=args.heart_scale,
-    )
+    try:
+        ph = generate_phantom(
+            seed=args.seed, n_dynamics=args.dynamics, motion=args.motion, vendor=args.vendor,
+            heart_scale=args.heart_scale,
+        )
+    except ValueError as exc:  # the library's argument names as the command's options
+        raise UsageError(re.sub(r"\b(n_dynamics|heart_scale|seed)\b",
+                                lambda m: _PHANTOM_OPTIONS[m[1]], str(exc)).replace(
+                                    " or None", "")) from None
     write_phantom(ph, args.out)
     study = ph.study
     print(

@@ -70,6 +70,10 @@ def test_output_paths_are_checked_before_the_work(tmp_path, capsys, series):
     assert (tmp_path / "new" / "o.npy").is_file() and (tmp_path / "d.npy").is_file()
     assert main(["phantom", str(tmp_path / "p.npy"), "--dynamics", "12"]) == 2
     assert "expected a .h5" in _err(capsys)
+    for option, value in (("--dynamics", "3"), ("--heart-scale", "9"), ("--seed", "-5")):
+        assert main(["phantom", str(tmp_path / "p.h5"), option, value]) == 2
+        err = _err(capsys)
+        assert f"error: {option} must be" in err and "None" not in err
 
 
 @pytest.mark.parametrize("spacing", ["0", "1e-9", "500"])
