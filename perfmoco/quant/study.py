@@ -16,6 +16,7 @@ from perfmoco.quant.coils import tissue_baseline
 from perfmoco.quant.darkrim import dark_rim_segments, name_dark_rim
 from perfmoco.quant.fermi import F_BOUNDS
 from perfmoco.quant.grouped import fit_fermi_grouped
+from perfmoco.quant.inputs import check_inputs
 from perfmoco.quant.levels import study_levels
 from perfmoco.quant.messages import (
     MIN_TAU0_S,
@@ -269,23 +270,6 @@ def _default_saturation_times(msgs, slices, config: QuantConfig) -> None:
                f"{what} used; [Gd] and MBF scale with it, so set it for the protocol")
 
 
-def _check_fields(by_index, fields, name: str, *, pd: bool) -> None:
-    """A clear error where a slice's motion field is not ``(frames, 2, Y, X)`` of its
-    dynamics (``pd``: of its PD frames, where it has any).
-    """
-    for key, d in (fields or {}).items():
-        if key not in by_index:
-            raise ValueError(f"{name} names slice {key!r}, the study has {sorted(by_index)}")
-        s = by_index[key]
-        frames = s.pd_images.shape[0] if pd else s.n_dynamics
-        if d is None or frames == 0:
-            continue
-        want = (frames, 2, *s.images.shape[1:])
-        if np.shape(d) != want:
-            raise ValueError(f"{name} of slice {key} must have shape {want} (frames, 2, Y, X), "
-                             f"got {np.shape(d)}")
-
-
 def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                    qc: dict[int, np.ndarray] | None = None,
                    displacements: dict[int, np.ndarray] | None = None,
@@ -340,14 +324,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         warn(msgs, field_note)
     qc = dict(qc or {}) if config.exclude_qc_frames else {}
     by_index = {s.slice_index: s for s in study.slices}
-    for key, flags in qc.items():
-        if key not in by_index:
-            raise ValueError(f"qc names slice {key!r}, the study has {sorted(by_index)}")
-        if np.shape(flags) != (by_index[key].n_dynamics,):
-            raise ValueError(f"qc flags of slice {key} must have shape "
-                             f"({by_index[key].n_dynamics},), got {np.shape(flags)}")
-    _check_fields(by_index, displacements, "displacements", pd=False)
-    _check_fields(by_index, pd_displacements, "pd_displacements", pd=True)
+    check_inputs(by_index, qc, displacements, pd_displacements)
     for s in study.slices:  # lost frames (blank: sent as zeros) are never fitted
         lost = blank_frames(s.images)
         if lost.any():
