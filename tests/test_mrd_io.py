@@ -293,3 +293,25 @@ def test_a_pixel_spacing_given_for_an_mrd_study_keeps_the_aif_slices_ratio(small
     np.testing.assert_allclose(back.aif.pixel_spacing_mm,
                                [1.5 * a / h for a, h in zip(aif, hr)])
     assert any("--pixel-spacing" in n for n in back.notes)
+
+
+def test_a_scan_across_midnight_keeps_its_timing(small_study):
+    """MRD's time stamps count ticks since midnight: a study whose stamps restart at 0
+    part-way (ticks of 2.5 ms) reads as the same study, its frames in order and its
+    times a day on after midnight (it had been refused: "acquisition times do not
+    increase"), and says so."""
+    ref = images_to_study(_images(small_study))
+    images = _images(small_study)
+    stamps = [int(img.getHead().acquisition_time_stamp) for img in images]
+    day = int(round(86400 / 0.0025))
+    shift = day - (min(stamps) + max(stamps)) // 2  # midnight half-way through the scan
+    for img in images:
+        h = img.getHead()
+        h.acquisition_time_stamp = (int(h.acquisition_time_stamp) + shift) % day
+        img.setHead(h)
+    back = images_to_study(images)
+    assert any("midnight" in n for n in back.notes)
+    for a, b in zip(ref.slices, back.slices):
+        np.testing.assert_array_equal(a.images, b.images)
+        np.testing.assert_allclose(np.diff(b.times_s), np.diff(a.times_s), atol=1e-6)
+        np.testing.assert_allclose(b.times_s - a.times_s, shift * 0.0025, atol=1e-6)

@@ -167,9 +167,10 @@ def images_to_study(
 
     recon_by_encoding = header_recon_spacing_mm(hdr)
     notes: list[str] = []
+    day = _midnight_wrap([info for info, _ in received], config.time_stamp_tick_s, notes)
     slices = _unique_indices([
         _make_series(frames, is_aif, sl, config, ts_by_encoding, acquired_by_encoding,
-                     recon_by_encoding, notes)
+                     recon_by_encoding, notes, day)
         for (is_aif, sl), frames in sorted(groups.items())
     ])
     study = PerfusionStudy(slices=slices, mrd_header=strip_nul(header), study_id=study_id,
@@ -228,8 +229,24 @@ def _unique_indices(slices: list[SliceSeries]) -> list[SliceSeries]:
     return out
 
 
+def _midnight_wrap(infos, tick_s: float, notes: list) -> int:
+    """Ticks to add to the time stamps of the frames acquired after midnight (0: none).
+
+    MRD's ``acquisition_time_stamp`` counts ticks since midnight, so a scan running
+    across it restarts near 0; stamps more than half a day apart can only be that.
+    """
+    stamps = [int(i.header.acquisition_time_stamp) for i in infos]
+    day = int(round(86400.0 / tick_s))
+    if not stamps or (max(stamps) - min(stamps)) * tick_s <= 43200.0:
+        return 0
+    notes.append("the acquisition time stamps pass midnight (they count from it): the frames "
+                 "after it are timed a day on")
+    return day
+
+
 def _make_series(frames, is_aif, sl, config, ts_by_encoding,
-                 acquired_by_encoding, recon_by_encoding=(), notes=None) -> SliceSeries:
+                 acquired_by_encoding, recon_by_encoding=(), notes=None,
+                 day: int = 0) -> SliceSeries:
     role = SliceRole.AIF if is_aif else SliceRole.HIGHRES
     name = f"slice {sl} ({role.value})"
     notes = [] if notes is None else notes
@@ -237,10 +254,12 @@ def _make_series(frames, is_aif, sl, config, ts_by_encoding,
     if len(shapes) > 1:
         raise StudyError(f"{name}: images of different matrix sizes {shapes} in one slice")
     tick = config.time_stamp_tick_s
-    frames = sorted(
-        frames,
-        key=lambda f: (int(f[0].header.repetition), int(f[0].header.acquisition_time_stamp)),
-    )
+
+    def stamp(info) -> int:  # after midnight (``day``): a day on
+        t = int(info.header.acquisition_time_stamp)
+        return t + day if day and t < day // 2 else t
+
+    frames = sorted(frames, key=lambda f: (int(f[0].header.repetition), stamp(f[0])))
     tagged = [f for f in frames if "PD" in meta_roles(f[0].meta)]
     dyn = [f for f in frames if "PD" not in meta_roles(f[0].meta)]
     if not tagged:
@@ -253,7 +272,7 @@ def _make_series(frames, is_aif, sl, config, ts_by_encoding,
             how = "by brightness" if config.pd_frames < 0 else "as mrd.pd_frames says"
             log.info("%s: %d untagged leading PD frames, %s", name, n_pd, how)
     reps = [int(f[0].header.repetition) for f in dyn]
-    stamps = {int(f[0].header.acquisition_time_stamp) for f in dyn}
+    stamps = {stamp(f[0]) for f in dyn}
     if len(set(reps)) != len(reps) and len(stamps) != len(dyn):
         dup = sorted({r for r in reps if reps.count(r) > 1})[:5]
         raise StudyError(f"{name}: repetitions {dup} arrived more than once")
@@ -280,7 +299,7 @@ def _make_series(frames, is_aif, sl, config, ts_by_encoding,
             return np.zeros((0, *shapes[0]), np.float32), np.zeros(0)
         return (
             np.stack([p for _, p in items]),
-            np.array([int(i.header.acquisition_time_stamp) * tick for i, _ in items]),
+            np.array([stamp(i) * tick for i, _ in items]),
         )
 
     images, times = stack(dyn)
