@@ -27,7 +27,12 @@ from perfmoco.io.mrd_header import (
     strip_nul,
 )
 from perfmoco.io.mrd_meta import appended_meta, meta_float, meta_roles
-from perfmoco.io.protocol import field_strength_t, protocol_notes, saturation_time
+from perfmoco.io.protocol import (
+    field_strength_t,
+    midnight_wrap,
+    protocol_notes,
+    saturation_time,
+)
 from perfmoco.study import PerfusionStudy, SliceGeometry, SliceRole, SliceSeries, StudyError
 
 __all__ = [
@@ -167,7 +172,8 @@ def images_to_study(
 
     recon_by_encoding = header_recon_spacing_mm(hdr)
     notes: list[str] = []
-    day = _midnight_wrap([info for info, _ in received], config.time_stamp_tick_s, notes)
+    day = midnight_wrap([int(i.header.acquisition_time_stamp) for i, _ in received],
+                        config.time_stamp_tick_s, notes)
     slices = _unique_indices([
         _make_series(frames, is_aif, sl, config, ts_by_encoding, acquired_by_encoding,
                      recon_by_encoding, notes, day)
@@ -227,21 +233,6 @@ def _unique_indices(slices: list[SliceSeries]) -> list[SliceSeries]:
             s = s.replace(slice_index=new)
         out.append(s)
     return out
-
-
-def _midnight_wrap(infos, tick_s: float, notes: list) -> int:
-    """Ticks to add to the time stamps of the frames acquired after midnight (0: none).
-
-    MRD's ``acquisition_time_stamp`` counts ticks since midnight, so a scan running
-    across it restarts near 0; stamps more than half a day apart can only be that.
-    """
-    stamps = [int(i.header.acquisition_time_stamp) for i in infos]
-    day = int(round(86400.0 / tick_s))
-    if not stamps or (max(stamps) - min(stamps)) * tick_s <= 43200.0:
-        return 0
-    notes.append("the acquisition time stamps pass midnight (they count from it): the frames "
-                 "after it are timed a day on")
-    return day
 
 
 def _make_series(frames, is_aif, sl, config, ts_by_encoding,

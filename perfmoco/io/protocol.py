@@ -1,5 +1,5 @@
 """What an MRD study says of its protocol, checked: saturation times, the dynamics'
-interval, the field strength.
+interval and time stamps, the field strength.
 
 Values a vendor stores elsewhere or in other units would bias every MBF value without
 a sign (a saturation time in microseconds: MBF off by orders of magnitude; the header's
@@ -20,6 +20,7 @@ __all__ = [
     "check_pd_frames",
     "check_saturation_order",
     "field_strength_t",
+    "midnight_wrap",
     "protocol_notes",
     "saturation_time",
 ]
@@ -120,3 +121,19 @@ def protocol_notes(study, config) -> list[str]:
     for s in study.slices:
         check_interval(s, config.time_stamp_tick_s, notes)
     return notes
+
+
+def midnight_wrap(stamps, tick_s: float, notes: list) -> int:
+    """Ticks to add to the time stamps of the frames acquired after midnight (0: none).
+
+    MRD's ``acquisition_time_stamp`` counts ticks since midnight, so a scan running
+    across it restarts near 0; ``stamps`` (every frame's, ticks) more than half a day
+    apart can only be that (a note is added to ``notes``).
+    """
+    stamps = [int(t) for t in stamps]
+    day = int(round(86400.0 / tick_s))
+    if not stamps or (max(stamps) - min(stamps)) * tick_s <= 43200.0:
+        return 0
+    notes.append("the acquisition time stamps pass midnight (they count from it): the frames "
+                 "after it are timed a day on")
+    return day
