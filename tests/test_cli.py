@@ -56,7 +56,7 @@ def test_phantom_with_a_larger_heart_and_a_bad_heart_scale(tmp_path, capsys):
     assert read_study(tmp_path / "p.h5").highres[0].n_dynamics == 12
     rc = main(["phantom", str(tmp_path / "q.h5"), "--heart-scale", "3"])
     assert rc == 2
-    assert "heart_scale must be in [0.7, 1.5]" in _err(capsys)
+    assert "--heart-scale must be in [0.7, 1.5]" in _err(capsys)  # the option, not the argument
     assert not (tmp_path / "q.h5").exists()
     assert "s0_labels" in truth
 
