@@ -265,3 +265,32 @@ def test_slice_indices_of_33_and_more_read_as_the_first_ones(clean_study, clean_
     for k, m in clean_result.mbf_maps.items():
         np.testing.assert_allclose(r.mbf_maps[k + 40], m, atol=1e-4)
     assert {row["slice"] for row in r.segments} == {k + 40 for k in clean_result.mbf_maps}
+
+
+def test_an_aif_without_pd_frames_and_no_site_efficiency_leaves_every_segment_unreliable(
+        ph, clean_study, clean_result):
+    """PD frames on the high-resolution slices but not on the AIF slice: at its short TS
+    the baseline M0 hangs on the saturation efficiency (default 1: the AIF read 0.35 mmol/l
+    at its peak against 3.5 on 12928 a), so every segment says why it is not
+    to be trusted; with the protocol's efficiency set, that reason goes (and the AIF is
+    right). Without any PD frames each slice's segments say it for their own scale."""
+    aif, eta = clean_study.aif, float(ph.truth["aif_saturation_efficiency"])
+    bare = aif.replace(pd_images=np.zeros((0, *aif.shape), np.float32), pd_times_s=np.zeros(0))
+    study = clean_study.replace_slices([bare if s is aif else s for s in clean_study.slices])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = quantify_study(study, config=QuantConfig())
+        set_ = quantify_study(study, config=QuantConfig(saturation_efficiency_aif=eta))
+    assert all(not row["reliable"] and "quant.saturation_efficiency_aif" in row["reason"]
+               for row in r.segments)
+    assert not any("saturation_efficiency" in row["reason"] for row in set_.segments)
+    peak = clean_result.aif_gd.max()
+    assert set_.aif_gd.max() == pytest.approx(peak, rel=0.1) and r.aif_gd.max() < 0.5 * peak
+    none = clean_study.replace_slices([
+        s.replace(pd_images=np.zeros((0, *s.shape), np.float32), pd_times_s=np.zeros(0))
+        for s in clean_study.slices])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = quantify_study(none, config=QuantConfig(saturation_efficiency_aif=eta))
+    assert all("quant.saturation_efficiency_highres" in row["reason"]
+               and "saturation_efficiency_aif" not in row["reason"] for row in r.segments)

@@ -9,7 +9,7 @@ import numpy as np
 
 __all__ = ["MIN_TAU0_S", "ODD_M0", "PLAUSIBLE_EFFICIENCY", "SLICE_EFFICIENCY_SPREAD",
            "coil_not_followed", "implausible_efficiency", "odd_slice_efficiency",
-           "implausible_shape", "suspect_segments", "warn"]
+           "implausible_shape", "suspect_segments", "unmeasured_scales", "warn"]
 
 log = logging.getLogger("perfmoco.quant")
 
@@ -163,3 +163,33 @@ def suspect_segments(rows: list[dict], slices=None, why: str = BLOOD_LIKE) -> No
         if slices is None or int(r["slice"]) in slices:
             r["reason"] = "; ".join(x for x in (r.get("reason"), why) if x)
             r["reliable"] = False
+
+
+def unmeasured_scales(aif_series, highres, config) -> list[tuple[str, set | None]]:
+    """``(why, slices)`` for :func:`suspect_segments` where a series without PD frames takes
+    its ``M0`` from its baseline and a saturation efficiency left at its default.
+
+    ``M0 = S_pre / (1 - eta exp(-TS / T1))``: at the AIF's short TS an efficiency off by a
+    tenth moves ``M0`` several-fold (12928 a noise-free, PD frames on the high-resolution
+    slices only: the AIF 0.35 mmol/l at its peak against 3.52, every pixel at the cap), at
+    the high-resolution slices' TS about two-fold (``bench_robustness.py`` ``nopd``: segment
+    error 3.18).  A site that sets ``quant.saturation_efficiency_*`` from its studies with PD
+    frames (their summary prints it) is not named.  ``aif_series``: the series the AIF came
+    from (all segments: None); ``highres``: the slices (their own segments).
+    """
+    def left_at_default(aif: bool) -> tuple[bool, str]:
+        key, eta = config.no_pd_efficiency(aif=aif)
+        return eta == type(config)().no_pd_efficiency(aif=aif)[1], key
+
+    out: list[tuple[str, set | None]] = []
+    if aif_series.pd_images.shape[0] == 0:
+        unset, key = left_at_default(aif_series.role.value == "aif")
+        if unset:
+            out.append((f"{aif_series.name} has no PD frames and {key} is not set for this "
+                        "protocol: the AIF's [Gd] scale, and every MBF, is not known", None))
+    bare = {s.slice_index for s in highres if s.pd_images.shape[0] == 0}
+    unset, key = left_at_default(False)
+    if bare and unset:
+        out.append((f"no PD frames and {key} not set for this protocol: the slice's [Gd] "
+                    "scale is not known", bare))
+    return out

@@ -26,6 +26,7 @@ from perfmoco.quant.messages import (
     implausible_shape,
     odd_slice_efficiency,
     suspect_segments,
+    unmeasured_scales,
     warn,
 )
 from perfmoco.quant.pixels import core_pixels, delay_core, rim_pools
@@ -413,6 +414,8 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                                    "pre-contrast frames")
     if first_pass.size:  # 3 upslope frames lost: +36 % (tests/test_quant_study.py)
         suspect_segments(rows, why="the AIF lost dynamics in its first pass")
+    for why, slices in unmeasured_scales(src, highres, config):
+        suspect_segments(rows, slices, why=why)
     return QuantResult(
         mbf_maps=mbf_maps, fit_quality=quality, flagged=flagged,
         myocardium={k: w.myo for k, w in work.items()}, aha=aha_maps, rv_insertion=ins_out,
