@@ -113,10 +113,10 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
     if float(aif.max()) <= 0:
         raise ValueError("aif_gd has no positive values (flat AIF)")
     lo, hi = AIF_PEAK_RANGE_GD
-    if not lo <= float(aif.max()) <= hi or float(np.abs(tis[:, m]).max()) > hi:
-        raise ValueError(f"aif_gd peaks at {aif.max():.3g} and tissue_gd at "
-                         f"{np.abs(tis[:, m]).max():.3g}: not [Gd] in mmol/l (an AIF peaks at "
-                         f"{lo:g}-{hi:g}, tissue below it)")
+    a_max, t_max = float(aif.max()), float(np.abs(tis[:, m]).max())
+    if not lo <= a_max <= hi or t_max > hi:
+        raise ValueError(f"aif_gd peaks at {a_max:.3g} and tissue_gd at {t_max:.3g}: not [Gd] "
+                         f"in mmol/l (an AIF peaks at {lo:g}-{hi:g}, tissue below it)")
     if float(aif.max() - np.median(aif[:3])) < MIN_AIF_RISE * float(aif.max()):
         raise ValueError(f"aif_gd does not rise from its first frames (median "
                          f"{np.median(aif[:3]):.3g}, peak {aif.max():.3g} mmol/l): no contrast "
