@@ -256,8 +256,11 @@ class MotionCorrector:
         ----------
         series : SliceSeries
             Any intensity scale, matrix, spacing; at least 10 dynamics.
-            On CPU this switches on ``torch.set_flush_denormal(True)``
-            (process-wide; denormal activations are otherwise ~7x slower).
+            On CPU this switches on ``torch.set_flush_denormal(True)`` while it
+            runs (denormal activations are otherwise ~7x slower) and off again
+            after it: with it on, LAPACK's SVD in the quantification's temporal
+            denoising returned NaN for a study of saturated curves that it
+            denoised without it.
         lv : LvLocation, keyword-only, optional
             The series' LV, when already found (e.g. checked against the
             other slices by :func:`perfmoco.moco.stack.locate_lv_stack`);
@@ -285,13 +288,21 @@ class MotionCorrector:
         threads = cfg.threads or auto_threads()  # 0: the cores other work leaves free
         if threads != torch.get_num_threads():
             torch.set_num_threads(threads)
-        if self.device.type == "cpu":
-            # trained networks produce denormal activations, ~7x slower on CPU;
-            # flushing them to zero is process-wide and left on
-            torch.set_flush_denormal(True)
+        flush = self.device.type == "cpu"
+        with self._lock:  # one at a time: another thread's end does not switch it off
+            if flush:  # trained networks produce denormal activations, ~7x slower on CPU
+                torch.set_flush_denormal(True)
+            try:
+                return self._oriented(series, lv)
+            finally:
+                if flush:  # what runs after (numpy, LAPACK) sees IEEE arithmetic again
+                    torch.set_flush_denormal(False)
+
+    def _oriented(self, series: SliceSeries, lv) -> MocoResult:
+        """:meth:`correct` of a series without blank dynamics, on the standard display."""
         orient = self._orientation(series, lv)
         try:
-            with self._lock, torch.inference_mode():
+            with torch.inference_mode():
                 if orient.identity:
                     return self._correct(series, lv=lv)
                 log.info("%s: networks run on the standard short-axis display (%s)",

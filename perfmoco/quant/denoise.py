@@ -86,6 +86,8 @@ def pca_denoise(curves) -> tuple[np.ndarray, int]:
         u, s, vt = np.linalg.svd((c - mean) / scale, full_matrices=False)
     except np.linalg.LinAlgError:
         return c, t_n
+    if not (np.isfinite(s).all() and np.isfinite(u).all() and np.isfinite(vt).all()):
+        return c, t_n  # LAPACK returned NaN (saturated curves, flush-to-zero on): as they are
     s = s * scale
     k = hard_threshold_rank(s, c.shape)
     if k >= s.size:  # every component stands out: nothing to remove
