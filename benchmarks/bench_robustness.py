@@ -32,7 +32,9 @@ wrong, and the study's messages must say why; each line shows whether they did) 
 ``late`` (the first dynamics cut so that the AIF's bolus arrives in dynamic
 :data:`LATE_FOOT`, the RV's a frame or two in: a scan started after the injection) and
 ``rot90`` (every image turned a quarter counter-clockwise, the header's directions with
-it: another site's short-axis prescription) and ``pd1`` (one PD frame only).
+it: another site's short-axis prescription) and ``pd1`` (one PD frame only) and
+``aifnopd`` (no PD frames on the AIF slice only, its efficiency not set: its M0 calibrated
+on the high-resolution slices' LV blood after the first pass).
 
 Usage::
 
@@ -51,7 +53,7 @@ import numpy as np
 
 VARIANTS = ("base", "scale", "uint12", "zf2", "zf2_noacq", "corner", "transpose", "rect",
             "reversed", "skip", "short", "nopd", "noaif",
-            "spike", "noisy", "rr2", "pd_low", "late", "rot90", "pd1")
+            "spike", "noisy", "rr2", "pd_low", "late", "rot90", "pd1", "aifnopd")
 #: Dynamics kept by the ``short`` variant.
 SHORT_DYNAMICS = 45
 #: The ``late`` variant's dynamic (0-based) in which the AIF's bolus reaches 5 % of its peak.
@@ -127,6 +129,9 @@ def variant(ph, name: str):
                 kw["acquired_spacing_mm"] = s.acquired_spacing_mm[::-1]
         elif name == "nopd":
             pd, kw = pd[:0], {"pd_times_s": s.pd_times_s[:0]}
+        elif name == "aifnopd":  # the high-resolution slices keep theirs
+            if s.role.value == "aif":
+                pd, kw = pd[:0], {"pd_times_s": s.pd_times_s[:0]}
         elif name == "spike":
             im = im.copy()
             yy, xx = np.mgrid[: im.shape[1], : im.shape[2]]

@@ -173,6 +173,10 @@ class QuantConfig:
         key = f"quant.saturation_efficiency_{'aif' if aif else 'highres'}"
         return key, self.saturation_efficiency_aif if aif else self.saturation_efficiency_highres
 
+    def no_pd_efficiency_set(self, *, aif: bool) -> bool:
+        """Whether that efficiency was set (differs from its default, 1)."""
+        return self.no_pd_efficiency(aif=aif)[1] != type(self)().no_pd_efficiency(aif=aif)[1]
+
     def default_saturation_time(self, *, aif: bool) -> tuple[str, float]:
         """The saturation time (s) used where a header gives none, and its setting's name."""
         key = f"quant.saturation_time_{'aif' if aif else 'highres'}_s"

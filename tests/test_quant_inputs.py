@@ -81,6 +81,24 @@ def test_unphysical_signal_is_flagged(clean_study):
     assert any(r.flagged[k][r.myocardium[k]].mean() > 0.2 for k in r.flagged)
 
 
+def test_unphysical_signal_is_flagged_with_denormals_flushed(clean_study):
+    """The same with denormals flushed to zero (as the networks run: a correction that
+    failed to switch it off again, or another library that switches it on): LAPACK's SVD of
+    the saturated curves returned NaN there, and the study failed with "curves and aif
+    must be finite"; the denoising now leaves such curves as they are."""
+    import torch
+
+    cfg = dataclasses.replace(QuantConfig(), pd_scale=0.2)
+    torch.set_flush_denormal(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = quantify_study(clean_study, config=cfg)
+    finally:
+        torch.set_flush_denormal(False)
+    assert any(r.flagged[k][r.myocardium[k]].mean() > 0.2 for k in r.flagged)
+
+
 def test_pd_frames_of_another_readout_are_named(ph, clean_study, clean_result):
     """PD frames read out with a lower flip angle are darker than the dynamics' M0 (here
     by half): the measured saturation efficiency says so, and the warning names the
@@ -267,13 +285,14 @@ def test_slice_indices_of_33_and_more_read_as_the_first_ones(clean_study, clean_
     assert {row["slice"] for row in r.segments} == {k + 40 for k in clean_result.mbf_maps}
 
 
-def test_an_aif_without_pd_frames_and_no_site_efficiency_leaves_every_segment_unreliable(
+def test_an_aif_without_pd_frames_takes_the_site_efficiency_else_a_calibrated_one(
         ph, clean_study, clean_result):
     """PD frames on the high-resolution slices but not on the AIF slice: at its short TS
     the baseline M0 hangs on the saturation efficiency (default 1: the AIF read 0.35 mmol/l
-    at its peak against 3.5 on 12928 a), so every segment says why it is not
-    to be trusted; with the protocol's efficiency set, that reason goes (and the AIF is
-    right). Without any PD frames each slice's segments say it for their own scale."""
+    at its peak against 3.5 on 12928 a).  With the protocol's efficiency set, that one is
+    used; without, M0 is calibrated on the high-resolution LV blood
+    (tests/test_quant_calibrate.py): both AIFs right, no segment marked for it.  Without
+    any PD frames each slice's segments say that their own scale is not known."""
     aif, eta = clean_study.aif, float(ph.truth["aif_saturation_efficiency"])
     bare = aif.replace(pd_images=np.zeros((0, *aif.shape), np.float32), pd_times_s=np.zeros(0))
     study = clean_study.replace_slices([bare if s is aif else s for s in clean_study.slices])
@@ -281,11 +300,12 @@ def test_an_aif_without_pd_frames_and_no_site_efficiency_leaves_every_segment_un
         warnings.simplefilter("ignore")
         r = quantify_study(study, config=QuantConfig())
         set_ = quantify_study(study, config=QuantConfig(saturation_efficiency_aif=eta))
-    assert all(not row["reliable"] and "quant.saturation_efficiency_aif" in row["reason"]
-               for row in r.segments)
-    assert not any("saturation_efficiency" in row["reason"] for row in set_.segments)
+    assert any("calibrated" in w for w in r.warnings)
+    assert not any("calibrated" in w for w in set_.warnings)
     peak = clean_result.aif_gd.max()
-    assert set_.aif_gd.max() == pytest.approx(peak, rel=0.1) and r.aif_gd.max() < 0.5 * peak
+    for res in (r, set_):
+        assert not any("saturation_efficiency" in row["reason"] for row in res.segments)
+        assert res.aif_gd.max() == pytest.approx(peak, rel=0.05)
     none = clean_study.replace_slices([
         s.replace(pd_images=np.zeros((0, *s.shape), np.float32), pd_times_s=np.zeros(0))
         for s in clean_study.slices])

@@ -18,6 +18,7 @@ from scipy import ndimage
 
 from perfmoco.anatomy import find_blood_pools
 from perfmoco.config import QuantConfig
+from perfmoco.quant.calibrate import AifCalibration, calibrate_aif_m0
 from perfmoco.quant.coils import unflagged
 from perfmoco.quant.messages import coil_not_followed, warn
 from perfmoco.quant.resolution import series_interpolation
@@ -59,7 +60,11 @@ class AifResult:
         Problems worth showing to a user (also issued as warnings).
     efficiency : float
         The sequence's effective saturation efficiency measured on the blood pool
-        (its baseline against its PD-frame ``M0``); NaN without PD frames.
+        (its baseline against its PD-frame ``M0``, or against the ``M0`` calibrated
+        without them); NaN without either.
+    calibrated : bool
+        Without PD frames: ``M0`` calibrated on the high-resolution slices' LV blood
+        (:mod:`perfmoco.quant.calibrate`).
     """
 
     gd: np.ndarray
@@ -70,6 +75,7 @@ class AifResult:
     slice_index: int
     warnings: list[str]
     efficiency: float = float("nan")
+    calibrated: bool = False
 
     @property
     def arrival_s(self) -> float:
@@ -167,7 +173,7 @@ def t2star_correct(gd, signal, *, m0, ts_s, relaxivity, te_s, r2star, baseline, 
 
 
 def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displacement=None,
-                pd_displacement=None) -> AifResult:
+                pd_displacement=None, blood_references=None) -> AifResult:
     """Automatic AIF in mmol/l from one (motion-corrected) slice series.
 
     Parameters
@@ -187,6 +193,10 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
         acquired at (:func:`perfmoco.quant.signal.coil_motion_factors`):
         without, breathing against a fixed surface-coil profile modulates the
         blood signal by several % and distorts the AIF's upslope.
+    blood_references : list of BloodReference, keyword-only, optional
+        Without PD frames: ``M0`` from these high-resolution slices' LV blood after
+        the first pass (:func:`perfmoco.quant.calibrate.calibrate_aif_m0`) instead of
+        the baseline and ``config``'s efficiency (the fallback, said, where that fails).
 
     Returns
     -------
@@ -217,7 +227,7 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
                     f"at most {arrival} pre-contrast frames (was the scan started after the "
                     "injection?): the baselines and MBF are uncertain")
     key, eta = config.no_pd_efficiency(aif=is_aif)
-    measured = float("nan")
+    measured, cal = float("nan"), None
     if series.pd_images.shape[0] > 0:
         m0 = float(np.asarray(series.pd_images, np.float64)[:, core].mean()) * config.pd_scale
         measured = saturation_efficiency(sig[:n_base], m0, ts_s=ts, t1_s=config.t1_blood_s)
@@ -238,11 +248,19 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
             if skipped:
                 coil_not_followed(msgs, series.name, skipped[0], aif=True)
     else:
-        m0 = float(baseline_m0(sig[:n_base].mean(), ts_s=ts, t1_s=config.t1_blood_s,
-                               efficiency=eta))
-        warn(msgs, f"{series.name}: no PD frames; AIF M0 from the baseline, the native blood "
-                    f"T1 ({config.t1_blood_s} s) and a saturation efficiency of {eta:g} "
-                    f"({key}): [Gd] may be biased")
+        if blood_references is not None:
+            cal = calibrate_aif_m0(sig, series.times_s, blood_references, n_base=n_base,
+                                   ts_s=ts, config=config)
+        if isinstance(cal, AifCalibration):
+            m0, measured = cal.m0, cal.efficiency
+            warn(msgs, cal.describe(series.name))
+        else:
+            m0 = float(baseline_m0(sig[:n_base].mean(), ts_s=ts, t1_s=config.t1_blood_s,
+                                   efficiency=eta))
+            why = "" if cal is None else f" ({cal})"
+            warn(msgs, f"{series.name}: no PD frames{why}; AIF M0 from the baseline, the native "
+                        f"blood T1 ({config.t1_blood_s} s) and a saturation efficiency of {eta:g} "
+                        f"({key}): [Gd] may be biased")
     gd, saturated = signal_to_gd(sig, m0=m0, ts_s=ts, relaxivity=config.relaxivity,
                                  baseline=n_base)
     if config.t2star_correction:
@@ -257,7 +275,9 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
         gd = gd / (1.0 - config.hematocrit)
     peak = int(np.argmax(gd))
     base_sd = float(np.std(gd[:n_base])) if n_base > 1 else 0.0
-    has_pd = series.pd_images.shape[0] > 0  # without PD the absolute scale is unknown
+    calibrated = isinstance(cal, AifCalibration)
+    # without PD frames (or a calibration) the absolute scale is unknown
+    has_pd = series.pd_images.shape[0] > 0 or calibrated
     if gd[peak] <= 0 or gd[peak] < 5.0 * base_sd or (has_pd and gd[peak] < config.min_aif_peak_gd):
         raise StudyError(
             f"{series.name}: flat AIF (peak {gd[peak]:.2f} mmol/l, baseline SD {base_sd:.2f}; "
@@ -268,4 +288,5 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
                     "signal saturates at this TS, so MBF is overestimated")
     return AifResult(gd=gd, times_s=np.asarray(series.times_s, np.float64),
                      arrival_index=arrival, peak_index=peak, mask=core,
-                     slice_index=series.slice_index, warnings=msgs, efficiency=measured)
+                     slice_index=series.slice_index, warnings=msgs, efficiency=measured,
+                     calibrated=calibrated)

@@ -165,7 +165,8 @@ def suspect_segments(rows: list[dict], slices=None, why: str = BLOOD_LIKE) -> No
             r["reliable"] = False
 
 
-def unmeasured_scales(aif_series, highres, config) -> list[tuple[str, set | None]]:
+def unmeasured_scales(aif_series, highres, config, *,
+                      aif_calibrated: bool = False) -> list[tuple[str, set | None]]:
     """``(why, slices)`` for :func:`suspect_segments` where a series without PD frames takes
     its ``M0`` from its baseline and a saturation efficiency left at its default.
 
@@ -174,22 +175,20 @@ def unmeasured_scales(aif_series, highres, config) -> list[tuple[str, set | None
     slices only: the AIF 0.35 mmol/l at its peak against 3.52, every pixel at the cap), at
     the high-resolution slices' TS about two-fold (``bench_robustness.py`` ``nopd``: segment
     error 3.18).  A site that sets ``quant.saturation_efficiency_*`` from its studies with PD
-    frames (their summary prints it) is not named.  ``aif_series``: the series the AIF came
-    from (all segments: None); ``highres``: the slices (their own segments).
+    frames (their summary prints it) is not named, nor an AIF whose ``M0`` was calibrated on
+    the high-resolution slices' blood (``aif_calibrated``, :mod:`perfmoco.quant.calibrate`).
+    ``aif_series``: the series the AIF came from (all segments: None); ``highres``: the
+    slices (their own segments).
     """
-    def left_at_default(aif: bool) -> tuple[bool, str]:
-        key, eta = config.no_pd_efficiency(aif=aif)
-        return eta == type(config)().no_pd_efficiency(aif=aif)[1], key
-
     out: list[tuple[str, set | None]] = []
-    if aif_series.pd_images.shape[0] == 0:
-        unset, key = left_at_default(aif_series.role.value == "aif")
-        if unset:
-            out.append((f"{aif_series.name} has no PD frames and {key} is not set for this "
-                        "protocol: the AIF's [Gd] scale, and every MBF, is not known", None))
+    is_aif = aif_series.role.value == "aif"
+    if aif_series.pd_images.shape[0] == 0 and not aif_calibrated \
+            and not config.no_pd_efficiency_set(aif=is_aif):
+        key = config.no_pd_efficiency(aif=is_aif)[0]
+        out.append((f"{aif_series.name} has no PD frames and {key} is not set for this "
+                    "protocol: the AIF's [Gd] scale, and every MBF, is not known", None))
     bare = {s.slice_index for s in highres if s.pd_images.shape[0] == 0}
-    unset, key = left_at_default(False)
-    if bare and unset:
-        out.append((f"no PD frames and {key} not set for this protocol: the slice's [Gd] "
-                    "scale is not known", bare))
+    if bare and not config.no_pd_efficiency_set(aif=False):
+        out.append((f"no PD frames and {config.no_pd_efficiency(aif=False)[0]} not set for "
+                    "this protocol: the slice's [Gd] scale is not known", bare))
     return out

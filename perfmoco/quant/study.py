@@ -12,6 +12,7 @@ from perfmoco.config import QuantConfig
 from perfmoco.frames import blank_frames, interpolate_frames
 from perfmoco.quant.aif import MIN_PRE_FRAMES, extract_aif
 from perfmoco.quant.anatomy import aha_labels, slice_anatomy
+from perfmoco.quant.calibrate import blood_references
 from perfmoco.quant.coils import tissue_baseline
 from perfmoco.quant.darkrim import dark_rim_segments, name_dark_rim
 from perfmoco.quant.fermi import F_BOUNDS
@@ -336,9 +337,12 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         warn(msgs, "the study has no low-resolution AIF slice; using the LV blood pool of "
                     f"{highres[0].name} instead (flagged: MBF overestimated)")
         src = highres[0]
+    # 1. anatomy per slice (its LV blood can calibrate an AIF slice without PD frames)
+    work = slice_anatomy(highres, config, msgs, lv_hints)
     aif = extract_aif(src, config=config, qc=qc.get(src.slice_index),
                       displacement=(displacements or {}).get(src.slice_index),
-                      pd_displacement=(pd_displacements or {}).get(src.slice_index))
+                      pd_displacement=(pd_displacements or {}).get(src.slice_index),
+                      blood_references=blood_references(src, highres, work, config, qc))
     for w in aif.warnings:
         msgs.append(w)
     lost = np.flatnonzero(blank_frames(src.images))
@@ -357,8 +361,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
         raise StudyError(f"the slices share only {n} time points on a {dt:.2f} s grid")
     grid, aif_u = resample_uniform(aif.times_s, aif.gd, dt_s=dt, t0_s=t0, n=n)
     aif_ok = _frame_mask(qc.get(src.slice_index), aif.times_s, grid)
-    # 1. anatomy per slice; 2. AHA labels
-    work = slice_anatomy(highres, config, msgs, lv_hints)
+    # 2. AHA labels
     levels = study_levels(highres, work, config.slice_levels, msgs)
     aha_maps, ins_out = aha_labels(highres, work, levels, msgs)
     # 3. signal -> [Gd] -> uniform grid, every myocardial pixel of every slice
@@ -414,7 +417,7 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                                    "pre-contrast frames")
     if first_pass.size:  # 3 upslope frames lost: +36 % (tests/test_quant_study.py)
         suspect_segments(rows, why="the AIF lost dynamics in its first pass")
-    for why, slices in unmeasured_scales(src, highres, config):
+    for why, slices in unmeasured_scales(src, highres, config, aif_calibrated=aif.calibrated):
         suspect_segments(rows, slices, why=why)
     return QuantResult(
         mbf_maps=mbf_maps, fit_quality=quality, flagged=flagged,
