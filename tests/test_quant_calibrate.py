@@ -8,7 +8,12 @@ import pytest
 
 from perfmoco.config import QuantConfig
 from perfmoco.quant import quantify_study
-from perfmoco.quant.calibrate import AifCalibration, BloodReference, calibrate_aif_m0
+from perfmoco.quant.calibrate import (
+    AifCalibration,
+    BloodReference,
+    calibrate_aif_m0,
+    tail_agreement,
+)
 from perfmoco.study import SliceRole
 
 CFG = QuantConfig()
@@ -107,3 +112,35 @@ def test_a_series_too_short_for_a_tail_stays_unreliable_and_says_why(ph_still, c
     assert any("after the first pass" in w and "no PD frames" in w for w in r.warnings)
     assert all(not row["reliable"] and "quant.saturation_efficiency_aif" in row["reason"]
                for row in r.segments)
+
+
+def test_an_aif_off_the_high_resolution_blood_after_the_first_pass_is_named():
+    """Closed form: the AIF's own [Gd] against the blood's, 1.1x agrees (None), 1.3x and
+    1/1.3x are named with their ratio."""
+    t = np.arange(70) * 0.9
+    gd = _blood(t)
+    sig = _signal(gd, m0=800.0, eta=0.9, ts=0.025)
+    refs = [_reference(t, gd)]
+    assert tail_agreement(1.1 * gd, sig, t, refs, n_base=8) is None
+    for f in (1.3, 1 / 1.3):
+        msg = tail_agreement(f * gd, sig, t, refs, n_base=8)
+        assert msg is not None and f"reads {f:.2f} x" in msg
+    assert tail_agreement(1.5 * gd, sig[:18], t[:18], refs, n_base=8) is None  # no tail
+
+
+def test_aif_pd_frames_that_do_not_read_as_its_m0_are_named(clean_study, clean_result):
+    """The AIF slice's PD frames at 0.7 of its M0 (another readout than the dynamics'; the
+    high-resolution slices' right): its [Gd] reads about 1.5x the LV blood's after the
+    first pass; the study says so and marks every segment (the AIF's scale or the slices'
+    is off: MBF either way); ``clean_result``, right, says nothing (no warning)."""
+    aif = clean_study.aif
+    dark = clean_study.replace_slices([s.replace(pd_images=s.pd_images * 0.7) if s is aif
+                                       else s for s in clean_study.slices])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = quantify_study(dark, config=QuantConfig())
+    said = [w for w in r.warnings if "after the first pass" in w and "reads" in w]
+    assert len(said) == 1
+    assert 1.4 < float(said[0].split("reads ")[1].split(" x")[0]) < 1.7
+    assert all(not row["reliable"] and "LV blood" in row["reason"] for row in r.segments)
+    assert not any("after the first pass" in w for w in clean_result.warnings)

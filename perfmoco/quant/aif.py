@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from perfmoco.anatomy import find_blood_pools
 from perfmoco.config import QuantConfig
-from perfmoco.quant.calibrate import AifCalibration, calibrate_aif_m0
+from perfmoco.quant.calibrate import AifCalibration, calibrate_aif_m0, tail_agreement
 from perfmoco.quant.coils import unflagged
 from perfmoco.quant.messages import coil_not_followed, warn
 from perfmoco.quant.resolution import series_interpolation
@@ -65,6 +65,9 @@ class AifResult:
     calibrated : bool
         Without PD frames: ``M0`` calibrated on the high-resolution slices' LV blood
         (:mod:`perfmoco.quant.calibrate`).
+    off_blood : str
+        With its own ``M0``: the message where its [Gd] after the first pass is off
+        that blood's (:func:`perfmoco.quant.calibrate.tail_agreement`), else empty.
     """
 
     gd: np.ndarray
@@ -76,6 +79,7 @@ class AifResult:
     warnings: list[str]
     efficiency: float = float("nan")
     calibrated: bool = False
+    off_blood: str = ""
 
     @property
     def arrival_s(self) -> float:
@@ -194,9 +198,12 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
         without, breathing against a fixed surface-coil profile modulates the
         blood signal by several % and distorts the AIF's upslope.
     blood_references : list of BloodReference, keyword-only, optional
-        Without PD frames: ``M0`` from these high-resolution slices' LV blood after
-        the first pass (:func:`perfmoco.quant.calibrate.calibrate_aif_m0`) instead of
-        the baseline and ``config``'s efficiency (the fallback, said, where that fails).
+        The high-resolution slices' LV blood.  Without PD frames and with
+        ``quant.saturation_efficiency_aif`` not set: ``M0`` from their [Gd] after the
+        first pass (:func:`perfmoco.quant.calibrate.calibrate_aif_m0`) instead of the
+        baseline and the default efficiency (the fallback, said, where that fails).
+        Otherwise the AIF is checked against them there
+        (:func:`perfmoco.quant.calibrate.tail_agreement`: a message where it is off).
 
     Returns
     -------
@@ -248,7 +255,7 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
             if skipped:
                 coil_not_followed(msgs, series.name, skipped[0], aif=True)
     else:
-        if blood_references is not None:
+        if blood_references is not None and not config.no_pd_efficiency_set(aif=is_aif):
             cal = calibrate_aif_m0(sig, series.times_s, blood_references, n_base=n_base,
                                    ts_s=ts, config=config)
         if isinstance(cal, AifCalibration):
@@ -266,6 +273,10 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
     if config.t2star_correction:
         gd = t2star_correct(gd, sig, m0=m0, ts_s=ts, relaxivity=config.relaxivity,
                             te_s=config.te_aif_s, r2star=config.r2star_blood, baseline=n_base)
+    off = None if blood_references is None or isinstance(cal, AifCalibration) else \
+        tail_agreement(gd, sig, series.times_s, blood_references, n_base=n_base)
+    if off:
+        warn(msgs, f"{series.name}: {off}")
     if saturated:
         warn(msgs, f"{series.name}: AIF signal reaches M0 (S/M0 >= 1); the peak is clipped "
                     "and MBF will be overestimated (check pd_scale / the PD frames)")
@@ -289,4 +300,4 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
     return AifResult(gd=gd, times_s=np.asarray(series.times_s, np.float64),
                      arrival_index=arrival, peak_index=peak, mask=core,
                      slice_index=series.slice_index, warnings=msgs, efficiency=measured,
-                     calibrated=calibrated)
+                     calibrated=calibrated, off_blood=off or "")

@@ -16,6 +16,7 @@ the efficiency it implies is what a site would set as
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 from scipy.optimize import brentq
@@ -24,8 +25,10 @@ from perfmoco.config import QuantConfig
 from perfmoco.frames import interpolate_frames
 from perfmoco.quant.signal import pre_contrast_frames, saturation_efficiency, signal_to_gd
 
+log = logging.getLogger(__name__)
+
 __all__ = ["AifCalibration", "BloodReference", "blood_references", "calibrate_aif_m0",
-           "lv_blood_reference"]
+           "lv_blood_reference", "tail_agreement"]
 
 #: High-resolution blood ``S / M0`` above this reads [Gd] too close to saturation to be used.
 MAX_RATIO = 0.8
@@ -34,6 +37,9 @@ MAX_RATIO = 0.8
 TAIL_FRACTION = 0.5
 #: Fewest tail frames a calibration rests on.
 MIN_TAIL_FRAMES = 5
+#: An AIF with its own M0 whose tail [Gd] is off the high-resolution blood's by more than
+#: this factor (either way) is named (:func:`tail_agreement`).
+AGREEMENT = 1.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,17 +91,70 @@ def lv_blood_reference(series, lv_core, config: QuantConfig, qc=None) -> BloodRe
 
 
 def blood_references(aif_series, highres, work, config: QuantConfig, qc: dict):
-    """The references :func:`calibrate_aif_m0` needs where the AIF slice has no PD frames
-    and ``quant.saturation_efficiency_aif`` is not set; None where it is not needed.
+    """The references of :func:`calibrate_aif_m0` (an AIF slice without PD frames and
+    ``quant.saturation_efficiency_aif`` not set) and :func:`tail_agreement` (else); None
+    where the AIF comes from a high-resolution slice.
 
     ``work``: each high-resolution slice's anatomy by ``slice_index``; ``qc``: QC flags by
     ``slice_index``.
     """
-    if aif_series.role.value != "aif" or aif_series.pd_images.shape[0] \
-            or config.no_pd_efficiency_set(aif=True):
+    if aif_series.role.value != "aif":
         return None
     return [lv_blood_reference(s, work[s.slice_index].lv_core, config, qc.get(s.slice_index))
             for s in highres if s.slice_index in work]
+
+
+def _tail(sig, times_s, references, n_base: int):
+    """``(tail, per_slice, refs)``: the AIF's frames after the first pass (bool, (T,)), each
+    reference's mean [Gd] over them and the references used; or why there are none.
+    """
+    t = np.asarray(times_s, np.float64)
+    refs = [r for r in references if r is not None]
+    if not refs:
+        return "no high-resolution slice with PD frames and an LV blood pool"
+    base = float(sig[:n_base].mean())
+    peak = int(np.argmax(sig))
+    rise = sig[peak] - base
+    gd = np.array([np.interp(t, r.times_s, r.gd, left=np.nan, right=np.nan) for r in refs])
+    ratio = np.array([np.interp(t, r.times_s, r.ratio, left=np.nan, right=np.nan)
+                      for r in refs])
+    tail = ((np.arange(sig.size) > peak) & (sig - base < TAIL_FRACTION * rise)
+            & np.isfinite(gd).all(axis=0) & (np.nan_to_num(ratio, nan=1.0) < MAX_RATIO).all(axis=0))
+    if not rise > 0 or tail.sum() < MIN_TAIL_FRAMES:
+        return (f"only {int(tail.sum())} dynamics after the first pass (need {MIN_TAIL_FRAMES}) "
+                "to calibrate it on the LV blood of the high-resolution slices")
+    per_slice = gd[:, tail].mean(axis=1)
+    if not per_slice.mean() > 0:
+        return "the high-resolution slices' LV blood shows no contrast after the first pass"
+    return tail, per_slice, refs
+
+
+def tail_agreement(gd, signal, times_s, references, *, n_base: int) -> str | None:
+    """A message where an AIF measured with its own M0 disagrees with the LV blood of the
+    high-resolution slices after the first pass by more than :data:`AGREEMENT`; None where
+    it agrees or there is nothing to compare with.
+
+    Both read the same blood, so the ratio of their [Gd] there is the AIF's scale error
+    (the phantom's studies: within 2 %).  Off: the AIF slice's PD frames do not read as its
+    ``M0`` (another readout, ``quant.pd_scale`` is one setting for both sequences), a
+    site's ``quant.saturation_efficiency_aif`` that is wrong, or a pool that holds other
+    tissue; every MBF scales with the AIF's error, inversely.
+    """
+    sig = np.asarray(signal, np.float64)
+    found = _tail(sig, times_s, references, n_base)
+    if isinstance(found, str):
+        return None
+    tail, per_slice, refs = found
+    ratio = float(np.asarray(gd, np.float64)[tail].mean() / per_slice.mean())
+    log.info("AIF after the first pass: %.3f x the LV blood of %s", ratio,
+             ", ".join(r.name for r in refs))
+    if abs(np.log(ratio)) <= np.log(AGREEMENT):
+        return None
+    idx = np.flatnonzero(tail)
+    return (f"the AIF's [Gd] after the first pass (dynamics {idx[0] + 1}-{idx[-1] + 1}) reads "
+            f"{ratio:.2f} x the LV blood of the high-resolution slices: its PD frames may not "
+            "read as its M0 (quant.pd_scale), a set quant.saturation_efficiency_aif may be "
+            f"wrong, or a pool holds other tissue; MBF may be off by about 1/{ratio:.2f}")
 
 
 def calibrate_aif_m0(signal, times_s, references, *, n_base: int, ts_s: float,
@@ -122,25 +181,11 @@ def calibrate_aif_m0(signal, times_s, references, *, n_base: int, ts_s: float,
         Why no calibration was possible (a clause for the study's messages).
     """
     sig = np.asarray(signal, np.float64)
-    t = np.asarray(times_s, np.float64)
-    refs = [r for r in references if r is not None]
-    if not refs:
-        return "no high-resolution slice with PD frames and an LV blood pool"
-    base = float(sig[:n_base].mean())
-    peak = int(np.argmax(sig))
-    rise = sig[peak] - base
-    gd = np.array([np.interp(t, r.times_s, r.gd, left=np.nan, right=np.nan) for r in refs])
-    ratio = np.array([np.interp(t, r.times_s, r.ratio, left=np.nan, right=np.nan)
-                      for r in refs])
-    tail = ((np.arange(sig.size) > peak) & (sig - base < TAIL_FRACTION * rise)
-            & np.isfinite(gd).all(axis=0) & (np.nan_to_num(ratio, nan=1.0) < MAX_RATIO).all(axis=0))
-    if not rise > 0 or tail.sum() < MIN_TAIL_FRAMES:
-        return (f"only {int(tail.sum())} dynamics after the first pass (need {MIN_TAIL_FRAMES}) "
-                "to calibrate it on the LV blood of the high-resolution slices")
-    per_slice = gd[:, tail].mean(axis=1)
+    tail = _tail(sig, times_s, references, n_base)
+    if isinstance(tail, str):
+        return tail
+    tail, per_slice, refs = tail
     target = float(per_slice.mean())
-    if not target > 0:
-        return "the high-resolution slices' LV blood shows no contrast after the first pass"
 
     def excess(m0: float) -> float:
         g, _ = signal_to_gd(sig, m0=m0, ts_s=ts_s, relaxivity=config.relaxivity, baseline=n_base)

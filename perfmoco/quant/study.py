@@ -417,6 +417,9 @@ def quantify_study(study: PerfusionStudy, *, config: QuantConfig,
                                    "pre-contrast frames")
     if first_pass.size:  # 3 upslope frames lost: +36 % (tests/test_quant_study.py)
         suspect_segments(rows, why="the AIF lost dynamics in its first pass")
+    if aif.off_blood:  # the AIF's scale or the slices': every MBF is off either way
+        suspect_segments(rows, why="the AIF's [Gd] after the first pass is off the "
+                                   "high-resolution slices' LV blood")
     for why, slices in unmeasured_scales(src, highres, config, aif_calibrated=aif.calibrated):
         suspect_segments(rows, slices, why=why)
     return QuantResult(
