@@ -22,7 +22,6 @@ import numpy as np
 from scipy.optimize import brentq
 
 from perfmoco.config import QuantConfig
-from perfmoco.frames import interpolate_frames
 from perfmoco.quant.signal import pre_contrast_frames, saturation_efficiency, signal_to_gd
 
 log = logging.getLogger(__name__)
@@ -80,7 +79,11 @@ def lv_blood_reference(series, lv_core, config: QuantConfig, qc=None) -> BloodRe
     core = None if lv_core is None else np.asarray(lv_core, bool)
     if series.pd_images.shape[0] == 0 or core is None or core.sum() < 4:
         return None
-    sig = interpolate_frames(np.asarray(series.images, np.float64), qc)[:, core].mean(axis=1)
+    sig = np.asarray(series.images)[:, core].mean(axis=1, dtype=np.float64)
+    bad = None if qc is None else np.asarray(qc, bool)
+    if bad is not None and bad.shape == sig.shape and bad.any() and (~bad).sum() >= 2:
+        idx = np.arange(sig.size)  # the pool's curve interpolated, not the whole series
+        sig = np.interp(idx, idx[~bad], sig[~bad])
     m0 = float(np.asarray(series.pd_images, np.float64)[:, core].mean()) * config.pd_scale
     if not (m0 > 0 and np.isfinite(sig).all() and sig.size >= 4):
         return None
