@@ -151,3 +151,21 @@ def test_iterative_fields_are_anchored_to_the_reference_frame_with_the_pd_frames
     np.testing.assert_allclose(p[inner][0], 0.0, atol=0.02)
     moved = d[inner][1].mean(axis=(1, 2))
     assert np.hypot(*moved) == pytest.approx(np.hypot(0.8, -0.5), abs=0.05)
+
+
+@needs_itk
+def test_itk_loads_without_its_swig_deprecation_notes():
+    """``--method iterative`` printed "sys:1: DeprecationWarning: builtin type swigvarlink
+    has no __module__ attribute" at every exit (Python's note on itk's SWIG types, given at
+    shutdown, after the import's own filter had ended)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-W", "default", "-c",
+         "import numpy as np; from perfmoco.moco.iterative import _itk; itk = _itk(); "
+         "itk.image_from_array(np.zeros((8, 8), np.float32)); itk.ParameterObject.New(); "
+         "print('loaded')"],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0 and "loaded" in run.stdout
+    assert "swig" not in run.stderr, run.stderr

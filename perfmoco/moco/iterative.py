@@ -82,6 +82,10 @@ def _itk():
             import itk
 
             itk.ElastixRegistrationMethod  # noqa: B018  (the elastix module is lazy-loaded)
+        # ... and the one Python gives for them at exit ("sys:1: DeprecationWarning: builtin
+        # type swigvarlink has no __module__ attribute"), after every iterative run
+        warnings.filterwarnings("ignore", message=r"builtin type swig\w* has no __module__",
+                                category=DeprecationWarning)
     except (ImportError, AttributeError) as exc:
         raise IterativeUnavailableError(
             f"the iterative method needs itk-elastix, which is not installed: {INSTALL_HINT}"
