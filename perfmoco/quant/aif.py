@@ -288,8 +288,9 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
     base_sd = float(np.std(gd[:n_base])) if n_base > 1 else 0.0
     calibrated = isinstance(cal, AifCalibration)
     # without PD frames (or a calibration) the absolute scale is unknown
-    has_pd = series.pd_images.shape[0] > 0 or calibrated
-    if gd[peak] <= 0 or gd[peak] < 5.0 * base_sd or (has_pd and gd[peak] < config.min_aif_peak_gd):
+    scale_known = series.pd_images.shape[0] > 0 or calibrated
+    low = scale_known and gd[peak] < config.min_aif_peak_gd
+    if gd[peak] <= 0 or gd[peak] < 5.0 * base_sd or low:
         raise StudyError(
             f"{series.name}: flat AIF (peak {gd[peak]:.2f} mmol/l, baseline SD {base_sd:.2f}; "
             f"need >= {config.min_aif_peak_gd} mmol/l): no contrast bolus in the LV blood pool?"
