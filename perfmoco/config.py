@@ -84,9 +84,10 @@ class QuantConfig:
     #: centre), used only without PD frames, where M0 comes from the baseline; 1 is
     #: ideal.  With PD frames it cancels and is logged per slice
     #: (``perfmoco.quant.signal.saturation_efficiency``): measure it there once for a
-    #: protocol whose other studies lack PD frames.
-    saturation_efficiency_highres: float = 1.0
-    saturation_efficiency_aif: float = 1.0
+    #: protocol whose other studies lack PD frames.  0: not measured (the ideal 1 is
+    #: used, and what rests on it is marked unreliable); a site's measured 1 is set.
+    saturation_efficiency_highres: float = 0.0
+    saturation_efficiency_aif: float = 0.0
     hematocrit: float = 0.45
     #: Myocardial tissue density, g/ml (converts flow per ml to per g).
     tissue_density: float = 1.05
@@ -169,13 +170,16 @@ class QuantConfig:
     slice_levels: str = "auto"
 
     def no_pd_efficiency(self, *, aif: bool) -> tuple[str, float]:
-        """The saturation efficiency used without PD frames and its setting's name."""
+        """The saturation efficiency used without PD frames (1 where not set), its name."""
         key = f"quant.saturation_efficiency_{'aif' if aif else 'highres'}"
-        return key, self.saturation_efficiency_aif if aif else self.saturation_efficiency_highres
+        return key, self._efficiency_setting(aif) or 1.0
 
     def no_pd_efficiency_set(self, *, aif: bool) -> bool:
-        """Whether that efficiency was set (differs from its default, 1)."""
-        return self.no_pd_efficiency(aif=aif)[1] != type(self)().no_pd_efficiency(aif=aif)[1]
+        """Whether that efficiency was set (a measured value; 0 is "not measured")."""
+        return self._efficiency_setting(aif) > 0
+
+    def _efficiency_setting(self, aif: bool) -> float:
+        return float(self.saturation_efficiency_aif if aif else self.saturation_efficiency_highres)
 
     def default_saturation_time(self, *, aif: bool) -> tuple[str, float]:
         """The saturation time (s) used where a header gives none, and its setting's name."""

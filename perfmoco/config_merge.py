@@ -160,8 +160,8 @@ _CHECKS = {
         "stack_lv_tolerance_mm", "slice_delay_window_s")},
     "quant.hematocrit": _range(0, 0.9, below=True),  # as quantify --hematocrit
     "quant.segment_shape_range": _off_or_at_least_1,
-    "quant.saturation_efficiency_highres": _range(0, 1, above=True),
-    "quant.saturation_efficiency_aif": _range(0, 1, above=True),
+    "quant.saturation_efficiency_highres": _range(0, 1),  # 0: not measured
+    "quant.saturation_efficiency_aif": _range(0, 1),
     "quant.r2_min": _range(None, 1),
     "quant.segment_max_flagged": _range(0, 1),
     "server.port": _range(0, 65535),

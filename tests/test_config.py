@@ -45,6 +45,10 @@ def test_overrides_are_typed_and_checked(tmp_path):
     ("quant.r2_min", "1.5", r"quant.r2_min must be <= 1"),
     ("quant.slice_delay_window_s", "-0.1", r"quant.slice_delay_window_s must be >= 0"),
     ("quant.segment_shape_range", "0.5", r"quant.segment_shape_range must be 0 \(off\) or >= 1"),
+    ("quant.saturation_efficiency_aif", "1.2",
+     r"quant.saturation_efficiency_aif must be in \[0, 1\]"),
+    ("quant.saturation_efficiency_highres", "-0.1",
+     r"quant.saturation_efficiency_highres must be in \[0, 1\]"),
     ("server.port", "70000", r"server.port must be in \[0, 65535\]"),
     ("server.workers", "0", r"server.workers must be >= 1"),
     ("mrd.min_dynamics", "2", r"mrd.min_dynamics must be >= 3"),
@@ -62,6 +66,21 @@ def test_in_range_edges_are_accepted():
                                  "moco.qc_threshold": "2"})
     assert cfg.quant.hematocrit == 0 and cfg.server.port == 0
     assert cfg.moco.refine_neighbour_mm == 0 and cfg.moco.qc_threshold == 2
+
+
+def test_a_measured_efficiency_of_1_counts_as_set():
+    """0 (the default) is "not measured": the ideal 1 is used but the studies that rest on
+    it are marked; a site's measured 1.0 (ideal saturation) is a setting like any other."""
+    from perfmoco.config import QuantConfig
+
+    unset = load_config().quant
+    assert unset.no_pd_efficiency(aif=True) == ("quant.saturation_efficiency_aif", 1.0)
+    assert not unset.no_pd_efficiency_set(aif=True) and not unset.no_pd_efficiency_set(aif=False)
+    one = load_config(overrides={"quant.saturation_efficiency_highres": "1.0"}).quant
+    assert one.no_pd_efficiency_set(aif=False) and not one.no_pd_efficiency_set(aif=True)
+    assert one.no_pd_efficiency(aif=False)[1] == 1.0
+    q = QuantConfig(saturation_efficiency_aif=0.85)
+    assert q.no_pd_efficiency(aif=True)[1] == 0.85 and q.no_pd_efficiency_set(aif=True)
 
 
 def test_native_t1s_follow_the_scans_field_strength():
