@@ -157,3 +157,18 @@ def test_factor_from_the_mrd_header(small_study):
     assert series_interpolation(back.aif, 0.0) == 1.0  # its own encoding: as acquired
     finer = back.aif.replace(acquired_spacing_mm=(0.5, 0.5))
     assert series_interpolation(finer, 0.0) == interpolation_factor(finer.images) == 1.0
+
+
+def test_pixel_distances_round_halves_up():
+    """Distances scaled by a zero-filling factor round halves up, as a reader would: a
+    blood pool's 2-acquired-pixel edge at a factor of 1.25 is 3 display pixels (Python's
+    round would take 2.5 to 2 and 3.5 to 4)."""
+    from perfmoco.quant.resolution import half_up
+    from perfmoco.quant.signal import pools_and_edges
+
+    assert [half_up(v) for v in (0.49, 0.5, 1.5, 2.5, 3.5, 4.0)] == [0, 1, 2, 3, 4, 4]
+    pool = np.zeros((21, 21), bool)
+    pool[10, 10] = True
+    for scale, reach in ((1.0, 2), (1.25, 3), (1.75, 4)):  # 2.5 -> 3, 3.5 -> 4
+        edge = pools_and_edges(pool, scale)
+        assert edge[10].sum() == 2 * reach + 1, scale

@@ -21,7 +21,7 @@ from perfmoco.config import QuantConfig
 from perfmoco.quant.calibrate import AifCalibration, calibrate_aif_m0, tail_agreement
 from perfmoco.quant.coils import unflagged
 from perfmoco.quant.messages import coil_not_followed, warn
-from perfmoco.quant.resolution import series_interpolation
+from perfmoco.quant.resolution import half_up, series_interpolation
 from perfmoco.quant.signal import (
     baseline_m0,
     bolus_arrival_index,
@@ -131,7 +131,7 @@ def blood_pool_core(images, lv_mask, peak_index: int, *, scale: float = 1.0) -> 
     """
     mask = np.asarray(lv_mask, bool)
     core = deepest_core(mask, tuple(d * scale for d in _CORE_DEPTHS_PX),
-                        round(_CORE_MIN_PX * scale**2))
+                        half_up(_CORE_MIN_PX * scale**2))
     if core is None:
         core = deepest_core(mask, (1.0,), 4)
     if core is None:
@@ -246,7 +246,7 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
             skipped: list[str] = []
             # the profile measured where the pool's blood is the same in every frame
             pre = unflagged(n_base, qc, im.shape[0])
-            region = core | ndimage.binary_erosion(pools.lv_mask, iterations=max(1, round(scale)))
+            region = core | ndimage.binary_erosion(pools.lv_mask, iterations=max(1, half_up(scale)))
             m0 = m0 * coil_motion_factors(
                 series.pd_images, displacement, pixels=core, centre=(yy.mean(), xx.mean()),
                 spacing_mm=series.pixel_spacing_mm, pd_displacement=pd_displacement,

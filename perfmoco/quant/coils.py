@@ -46,6 +46,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from perfmoco.quant.resolution import half_up
+
 __all__ = ["MIN_BASELINE_FRAMES", "MIN_PIXELS", "MIN_SPREAD_PX", "PRIOR_SD",
            "baseline_coefficients", "tissue_baseline", "unflagged"]
 
@@ -184,7 +186,7 @@ def tissue_baseline(images, displacement, *, myo, lv_core, rv, n_frames: int, sc
         (whose bolus comes first) by two.
     """
     pre = unflagged(n_frames, qc, images.shape[0])
-    k = max(1, round(scale))
+    k = max(1, half_up(scale))
     region = ndimage.binary_erosion(np.asarray(myo, bool) | np.asarray(lv_core, bool),
                                     iterations=k)
     region &= ~ndimage.binary_dilation(np.asarray(rv, bool), iterations=2 * k)

@@ -7,7 +7,7 @@ import numpy as np
 from perfmoco.config import check_interpolation
 from perfmoco.quant.grouped import fit_fermi_grouped
 from perfmoco.quant.pixels import cavity_of, core_pixels, distance_to
-from perfmoco.quant.resolution import interpolation_factor
+from perfmoco.quant.resolution import half_up, interpolation_factor
 
 __all__ = ["quantify_curves"]
 
@@ -135,7 +135,7 @@ def quantify_curves(tissue_gd, aif_gd, *, dt_s: float, mask=None, hematocrit=Non
     if m.any():  # one group: delay from the mean curve, pixels within +-0.3 s of it
         curves = tis[:, m].T
         cavity = cavity_of(m)
-        rim = (distance_to(cavity) <= round(int(rim_px) * f_px))[m]
+        rim = (distance_to(cavity) <= half_up(int(rim_px) * f_px))[m]
         core = core_pixels(m, cavity, np.zeros(m.shape, int), f_px)[m]
         near = bool(spillover and rim.any())  # a ring: its cavity's blood
         one = np.zeros(len(curves), int)  # (near: the delay, then the group with its blood)

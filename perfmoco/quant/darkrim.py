@@ -19,6 +19,7 @@ import numpy as np
 
 from perfmoco.quant.messages import warn
 from perfmoco.quant.pixels import cavity_of, distance_to
+from perfmoco.quant.resolution import half_up
 
 __all__ = ["dark_rim_segments", "name_dark_rim"]
 
@@ -67,7 +68,7 @@ def dark_rim_segments(images, myo, aha, lv_core, n_base: int, *, pixel_scale: fl
     if n_base < 5 or lv_core is None or not lv_core.any() or not myo.any():
         return none
     inside = cavity_of(myo) | (False if cavity is None else np.asarray(cavity, bool))
-    ring = myo & (distance_to(inside & ~myo) <= max(1, round(pixel_scale)))
+    ring = myo & (distance_to(inside & ~myo) <= max(1, half_up(pixel_scale)))
     peak = int(np.argmax(images[:, lv_core].mean(axis=1)))
     stop = min(images.shape[0], peak + AFTER_PEAK + 1)
     if stop - n_base < 3:

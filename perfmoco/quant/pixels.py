@@ -11,6 +11,7 @@ import numpy as np
 from scipy import ndimage
 
 from perfmoco.config import QuantConfig
+from perfmoco.quant.resolution import half_up
 
 __all__ = ["CORE_DIST_PX", "MIN_CORE_PX", "RV_DELAY_DIST_PX", "cavity_of", "core_pixels",
            "delay_core", "distance_to", "rim_pools"]
@@ -90,7 +91,7 @@ def core_pixels(myo, blood, labels, scale: float = 1.0) -> np.ndarray:
     to_blood = ndimage.distance_transform_edt(~blood) if blood.any() else np.full(myo.shape, np.inf)
     depth = ndimage.distance_transform_cdt(myo, metric="taxicab")
     scales = sorted({float(scale), (float(scale) + 1.0) / 2.0, 1.0}, reverse=True)
-    levels = [(depth >= 1 + round(f)) & (to_blood >= CORE_DIST_PX * f) & myo for f in scales]
+    levels = [(depth >= 1 + half_up(f)) & (to_blood >= CORE_DIST_PX * f) & myo for f in scales]
     if len(levels) == 1:
         return levels[0]
     core = np.zeros_like(myo)
@@ -127,5 +128,5 @@ def delay_core(core, myo, rv, scale: float = 1.0) -> np.ndarray:
     far = far if int(far.sum()) >= enough else core
     flat = np.zeros(myo.shape, bool)
     flat[myo] = core
-    inner = ndimage.binary_erosion(flat, iterations=max(1, round(scale)))[myo] & far
+    inner = ndimage.binary_erosion(flat, iterations=max(1, half_up(scale)))[myo] & far
     return inner if int(inner.sum()) >= enough else far

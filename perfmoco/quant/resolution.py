@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["interpolation_factor", "series_interpolation"]
+__all__ = ["half_up", "interpolation_factor", "series_interpolation"]
 
 #: Power just inside the band edge over the power beyond it, at least (a cliff).
 CLIFF = 100.0
@@ -35,6 +35,13 @@ MAX_FACTOR = 4.0
 _FRAMES = 16
 #: A header's acquired pixel this much smaller than the image's is not this series'.
 HEADER_MIN = 0.95
+
+
+def half_up(pixels: float) -> int:
+    """A distance or count in display pixels (acquired ones times the scale) as a whole
+    number, halves rounded up: Python's ``round`` takes 2.5 to 2 and 3.5 to 4.
+    """
+    return int(np.floor(float(pixels) + 0.5))
 
 
 def _band_edge(power: np.ndarray, axis: int) -> float:

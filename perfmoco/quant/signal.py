@@ -23,6 +23,7 @@ from scipy import ndimage
 
 from perfmoco.quant.coils import baseline_coefficients
 from perfmoco.quant.model import signal_to_r1
+from perfmoco.quant.resolution import half_up
 
 __all__ = [
     "baseline_m0",
@@ -271,7 +272,7 @@ def _poly_terms(u, v, degree):
 def pools_and_edges(pools, scale: float = 1.0) -> np.ndarray:
     """Blood-pool pixels and their partial-volume edge (2 acquired pixels), for ``exclude``."""
     mask = np.asarray(pools, bool)
-    reach = max(int(round(2 * scale)), 1)
+    reach = max(half_up(2 * scale), 1)
     return ndimage.binary_dilation(mask, iterations=reach) if mask.any() else mask
 
 

@@ -31,6 +31,7 @@ from perfmoco.quant.messages import (
     warn,
 )
 from perfmoco.quant.pixels import core_pixels, delay_core, rim_pools
+from perfmoco.quant.resolution import half_up
 from perfmoco.quant.result import QuantResult
 from perfmoco.quant.segments import display_angle, segment_pixels, segment_table
 from perfmoco.quant.signal import (
@@ -178,7 +179,7 @@ def _add_slice(px: _Pixels, s, w, aha, on: _Grid, *, config: QuantConfig, qc, ms
     im = interpolate_frames(np.asarray(s.images, np.float64), qc)  # QC frames: not fitted
     ts = s.saturation_time_s or config.default_saturation_time(aif=False)[1]
     # pixels within the point-spread's reach of the LV or RV cavity (acquired pixels)
-    near = rim_pools(w, round(config.spillover_rim_px * w.pixel_scale), config)
+    near = rim_pools(w, half_up(config.spillover_rim_px * w.pixel_scale), config)
     # pre-contrast frames: before the LV's bolus; pixels holding RV blood, before
     # the RV's (it comes seconds earlier)
     rv_core = pool_core(w.rv)
