@@ -162,7 +162,7 @@ def test_factor_from_the_mrd_header(small_study):
 def test_pixel_distances_round_halves_up():
     """Distances scaled by a zero-filling factor round halves up, as a reader would: a
     blood pool's 2-acquired-pixel edge at a factor of 1.25 is 3 display pixels (Python's
-    round would take 2.5 to 2 and 3.5 to 4)."""
+    round takes 2.5 to 2, to the even neighbour)."""
     from perfmoco.quant.resolution import half_up
     from perfmoco.quant.signal import pools_and_edges
 

@@ -39,7 +39,7 @@ HEADER_MIN = 0.95
 
 def half_up(pixels: float) -> int:
     """A distance or count in display pixels (acquired ones times the scale) as a whole
-    number, halves rounded up: Python's ``round`` takes 2.5 to 2 and 3.5 to 4.
+    number, halves rounded up (Python's ``round`` takes them to the even one: 2.5 to 2).
     """
     return int(np.floor(float(pixels) + 0.5))
 
