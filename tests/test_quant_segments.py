@@ -198,9 +198,9 @@ def test_a_segment_whose_core_is_one_spot_is_read_from_all_its_pixels():
     angles = np.concatenate([np.linspace(a, a + 59, 40) for a in (0.0, 60.0, 120.0)])
     fitted = np.ones(120, bool)
     core = np.zeros(120, bool)
-    core[:8] = True  # segment 1: 8 core pixels in one spot (0-12 degrees)
-    core[40:80:3] = True  # segment 2: a thin core along the whole arc
-    core[80:84] = True  # segment 3: 4 core pixels, fewer than 5
+    core[:12] = True  # segment 1: 12 core pixels in one spot (0-17 degrees)
+    core[40:80:3] = True  # segment 2: a thin core along the whole arc (14 pixels)
+    core[80:120:8] = True  # segment 3: 5 core pixels along its arc, fewer than 10
     use = segment_pixels(fitted, core, segments, angles)
     assert use[:40].all()  # the spot stands for nothing: all fitted pixels
     assert np.array_equal(use[40:80], core[40:80])  # the thin core is kept
@@ -208,4 +208,5 @@ def test_a_segment_whose_core_is_one_spot_is_read_from_all_its_pixels():
     fitted[100:] = False  # only fitted pixels are ever used
     assert not segment_pixels(fitted, core, segments, angles)[100:].any()
     # without angles only the count decides
-    assert np.array_equal(segment_pixels(np.ones(120, bool), core, segments)[:40], core[:40])
+    plain = segment_pixels(np.ones(120, bool), core, segments)
+    assert np.array_equal(plain[:40], core[:40]) and plain[80:].all()
