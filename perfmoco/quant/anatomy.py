@@ -18,7 +18,7 @@ from perfmoco.orientation import is_mirrored
 from perfmoco.quant.aif import blood_pool_core
 from perfmoco.quant.messages import warn
 from perfmoco.quant.resolution import series_interpolation
-from perfmoco.quant.segments import aha_segments, display_angle
+from perfmoco.quant.segments import aha_segments, display_angle, septum_direction
 from perfmoco.study import SliceSeries, StudyError
 
 __all__ = ["DEFAULT_ANTERIOR_DEG", "INSERTION_TOLERANCE_DEG", "SliceWork", "aha_labels",
@@ -196,10 +196,8 @@ def _rv_direction(w: SliceWork) -> float:
     the slice is mirrored).
     """
     ant, inf = (float(a) for a in display_angle(np.asarray(w.insertion, np.float64), w.centre))
-    arc = (inf - ant) % 360.0
-    if w.mirrored or (w.mirrored is None and arc > 180.0):
-        arc -= 360.0  # the septum runs clockwise from the anterior insertion
-    return (ant + arc / 2.0) % 360.0
+    sense = septum_direction(ant, inf, w.mirrored)
+    return (ant + sense * ((sense * (inf - ant)) % 360.0) / 2.0) % 360.0
 
 
 def _anterior_angle(w: SliceWork) -> float:

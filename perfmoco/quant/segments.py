@@ -32,6 +32,7 @@ __all__ = [
     "display_angle",
     "neighbourhood_median",
     "MIN_CORE_ARC",
+    "septum_direction",
     "SEGMENT_NAMES",
     "segment_pixels",
     "segment_table",
@@ -93,6 +94,16 @@ def display_angle(points, centre) -> np.ndarray:
     return np.mod(np.degrees(np.arctan2(-(p[..., 0] - centre[0]), p[..., 1] - centre[1])), 360.0)
 
 
+def septum_direction(ant_deg: float, inf_deg: float, mirrored: bool | None) -> float:
+    """How the septum runs from the anterior RV insertion to the inferior one as displayed:
+    ``1.0`` counter-clockwise, ``-1.0`` clockwise (a mirrored slice; where that is unknown,
+    one whose inferior insertion lies clockwise of the anterior one).
+    """
+    if mirrored is None:
+        mirrored = (inf_deg - ant_deg) % 360.0 > 180.0
+    return -1.0 if mirrored else 1.0
+
+
 def aha_segments(myo_mask, lv_centre, insertion, *, level: str,
                  mirrored: bool | None = None) -> np.ndarray:
     """AHA segment label of every myocardial pixel of one slice.
@@ -137,7 +148,7 @@ def aha_segments(myo_mask, lv_centre, insertion, *, level: str,
             raise ValueError(f"insertion must be (2, 2) points or an angle, got {pts.shape}")
         ant, inf = display_angle(pts, lv_centre)
         if mirrored is None:  # septum runs clockwise from the anterior point: mirrored
-            direction = -1.0 if (inf - ant) % 360.0 > 180.0 else 1.0
+            direction = septum_direction(ant, inf, None)
     yy, xx = np.mgrid[0 : myo.shape[0], 0 : myo.shape[1]]
     theta = display_angle(np.stack([yy, xx], axis=-1), lv_centre)
     rel = (direction * (theta - ant)) % 360.0
