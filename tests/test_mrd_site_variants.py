@@ -38,7 +38,8 @@ def test_slices_numbered_apex_first_are_ordered_by_their_positions(sent):
     assert [s.slice_index for s in got.highres] == [2, 1, 0]  # basal first, by position
     np.testing.assert_array_equal(got.highres[0].images, study.highres[0].images)
     msgs: list[str] = []
-    assert study_levels(got.highres, {}, "auto", msgs) == ["basal", "mid", "apical"]
+    with pytest.warns(UserWarning, match="order of their positions"):
+        assert study_levels(got.highres, {}, "auto", msgs) == ["basal", "mid", "apical"]
     assert any("order of their positions" in m and "slices 2, 1, 0" in m for m in msgs)
     msgs.clear()
     study_levels(study.highres, {}, "auto", msgs)  # numbered base first: nothing to say

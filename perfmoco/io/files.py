@@ -40,12 +40,33 @@ SERIES_SUFFIXES = (".npy", ".nii", ".nii.gz")
 MRD_SUFFIXES = (".h5", ".hdf5", ".mrd")
 
 
-def _groups(path: Path) -> list[str]:
+def _image_names(path: Path, group: str | None) -> tuple[str, list[str]]:
+    """The dataset group to read (``group``, else ``dataset`` or the file's only group)
+    and its ``image_*`` group names, each checked (:func:`_image_group_problem`).
+
+    One opening of the file with h5py, before ismrmrd reads it: ismrmrd would fail on
+    a damaged group with a message about its own internals, or misplace images.
+    """
     try:
         with h5py.File(path, "r") as f:
-            return [k for k in f if isinstance(f[k], h5py.Group)]
+            groups = [k for k in f if isinstance(f[k], h5py.Group)]
+            if not groups:
+                raise StudyError(f"{path}: the file holds no MRD dataset (no groups)")
+            if group is None:
+                group = ("dataset" if "dataset" in groups
+                         else groups[0] if len(groups) == 1 else None)
+                if group is None:
+                    raise StudyError(f"{path}: several groups {groups}; say which one to read")
+            if group not in groups:
+                raise StudyError(f"{path}: no group {group!r} (groups: {groups})")
+            names = sorted(n for n in f[group] if n.startswith("image"))
+            for name in names:
+                problem = _image_group_problem(f[group][name])
+                if problem:
+                    raise StudyError(f"{path}: {group}/{name} {problem}")
     except OSError as exc:
         raise StudyError(f"{path}: not a readable HDF5 file ({exc})") from None
+    return group, names
 
 
 def _image_group_problem(node) -> str | None:
@@ -99,21 +120,7 @@ def read_mrd_images(
         All images of all ``image_*`` groups, in file order.
     """
     path = input_file(path)
-    groups = _groups(path)
-    if not groups:
-        raise StudyError(f"{path}: the file holds no MRD dataset (no groups)")
-    if group is None:
-        group = "dataset" if "dataset" in groups else (groups[0] if len(groups) == 1 else None)
-        if group is None:
-            raise StudyError(f"{path}: several groups {groups}; say which one to read")
-    if group not in groups:
-        raise StudyError(f"{path}: no group {group!r} (groups: {groups})")
-    with h5py.File(path, "r") as f:
-        names = sorted(n for n in f[group] if n.startswith("image"))
-        for name in names:
-            problem = _image_group_problem(f[group][name])
-            if problem:
-                raise StudyError(f"{path}: {group}/{name} {problem}")
+    group, names = _image_names(path, group)
     with ismrmrd.Dataset(str(path), group, create_if_needed=False, mode="r") as dset:
         try:
             header = strip_nul(dset.read_xml_header())
