@@ -213,7 +213,9 @@ def _corrections(study: PerfusionStudy, method: Method, config: Config, result: 
 
         return [correct_series(s, method="none", config=config.moco) for s in study.slices]
     if method is Method.ITERATIVE:
-        from perfmoco.moco.iterative import correct_iterative as run
+        from perfmoco.moco.iterative import correct_iterative
+
+        run = functools.partial(correct_iterative, config=config.moco)
     else:
         corrector = _load_corrector(config)
         run, result.weights = corrector.correct, getattr(corrector, "weights_id", "")

@@ -100,6 +100,48 @@ def test_failing_method_is_recorded_not_fatal(tmp_path):
     assert all(np.isnan(r["dice_all"]) for r in broken_rows)
 
 
+def test_builtin_methods_correct_the_study_as_the_product_does(tmp_path, monkeypatch):
+    """The DL method with the LV stack's locations and the AIF slice's step after it
+    (``correct_slices``, as ``process_study``); the iterative one with the user's
+    settings; a custom method slice by slice."""
+    import perfmoco.moco.companion as companion
+    import perfmoco.moco.iterative as iterative
+    import perfmoco.pipeline as pipeline
+    from perfmoco.config import Config
+    from perfmoco.moco.pipeline import correct_series
+
+    seen = {"lv": [], "follow": 0, "iterative": [], "custom": 0}
+
+    class Identity:
+        def correct(self, series, *, lv=None):
+            seen["lv"].append(lv)
+            return correct_series(series, method="none")
+
+    def follow(slices, results, centres=None, *, config):
+        seen["follow"] += 1
+        return results
+
+    def iterative_run(series, *, config=None, threads=None, lv=None):
+        seen["iterative"].append((config.reference_from_end, threads))
+        return correct_series(series, method="none")
+
+    def custom(series):
+        seen["custom"] += 1
+        return correct_series(series, method="none")
+
+    monkeypatch.setattr(pipeline, "_load_corrector", lambda config: Identity())
+    monkeypatch.setattr(companion, "follow_tissue_study", follow)
+    monkeypatch.setattr(iterative, "correct_iterative", iterative_run)
+    config = Config().with_overrides({"moco.reference_from_end": 12})
+    res = evaluate(n_studies=1, seed=5, methods={"dl": None, "iterative": None, "mine": custom},
+                   config=config, out_dir=tmp_path, workers=0, progress=False,
+                   n_dynamics=N_DYN, quantify=False)
+    assert all(r["error"] == "" for r in res.study_rows)
+    assert len(seen["lv"]) == 4 and any(lv is not None for lv in seen["lv"])  # checked LVs
+    assert seen["follow"] == 1  # after the DL correction only
+    assert seen["iterative"] == [(12, 1)] * 4 and seen["custom"] == 4
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown method 'bogus'"):
         evaluate(n_studies=1, methods=("none", "bogus"), workers=0)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from perfmoco.anatomy.stack import in_plane_mm, pixel_of
+from perfmoco.config import Config
 from perfmoco.moco.preprocess import locate_lv
 from perfmoco.moco.stack import locate_lv_stack
 from perfmoco.orientation import Orientation
@@ -99,7 +100,6 @@ def test_without_geometry_the_checked_lv_orients_the_series():
     off the LV, and the RV beside that pool turned the series the wrong way for the
     networks (Dice 0.67 against 0.93 with the geometry). With the stack's LV both the
     crop and the orientation come from the right pool."""
-    from perfmoco.config import Config
     from perfmoco.moco.data import slice_truth
     from perfmoco.moco.evaluate import truth_metrics
     from perfmoco.moco.pipeline import MotionCorrector
@@ -196,12 +196,15 @@ def test_the_iterative_method_gets_the_checked_lv_too(aorta_at_apex, monkeypatch
 
     seen = {}
 
-    def recorder(series, *, lv=None, **kw):
+    def recorder(series, *, lv=None, config=None, **kw):
         seen[series.name] = lv
+        seen["config"] = config
         return correct_series(series, method="none")
 
     monkeypatch.setattr(iterative, "correct_iterative", recorder)
     ph = aorta_at_apex
-    assert process_study(ph.study, method="iterative", quantify=False).ok
+    config = Config().with_overrides({"moco.reference_from_end": 12})
+    assert process_study(ph.study, config=config, method="iterative", quantify=False).ok
+    assert seen["config"] == config.moco  # the user's settings, not the defaults
     apex = ph.study.slices[2]
     assert _error_mm(apex, seen[apex.name], ph.truth) < 5.0

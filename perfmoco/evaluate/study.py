@@ -6,6 +6,7 @@ picklable things (a seed or a path in, rows of numbers out).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import traceback
@@ -30,14 +31,40 @@ BUILTIN_METHODS = ("none", "dl", "iterative")
 SLICE_NAMES = {0: "basal", 1: "mid", 2: "apical"}
 
 
-def _builtin(name: str, config: Config) -> Callable[[SliceSeries], MocoResult]:
+def _builtin(name: str, config: Config) -> Callable[..., MocoResult]:
+    """``correct(series, lv=None)`` of a built-in method, as the product runs it.
+
+    The user's ``moco`` settings (one thread: one worker is one core), and for ``dl``
+    the corrector :func:`perfmoco.pipeline.process_study` loads.
+    """
     if name == "iterative":
         from perfmoco.moco.iterative import correct_iterative
 
-        return lambda s: correct_iterative(s, config=config.moco, threads=1)
+        return functools.partial(correct_iterative, config=config.moco, threads=1)
+    if name == "dl":
+        from perfmoco.pipeline import _load_corrector
+
+        return _load_corrector(config).correct
     from perfmoco.moco.pipeline import correct_series
 
-    return lambda s: correct_series(s, method=name, config=config.moco)
+    return lambda s, lv=None: correct_series(s, method=name, config=config.moco)
+
+
+def _correct_study(name: str, study: PerfusionStudy, custom, config: Config, locations):
+    """Every slice's correction by method ``name``.
+
+    A custom ``fn(series)`` slice by slice; a built-in method as the product runs it
+    (:func:`perfmoco.moco.whole_study.correct_slices`): with the LV stack's locations
+    and, after the DL correction, the AIF slice's pre-contrast frames moved with the
+    tissue slices.
+    """
+    fn = custom.get(name)
+    if fn is not None:
+        return [fn(s) for s in study.slices]
+    from perfmoco.moco.whole_study import correct_slices
+
+    return correct_slices(study, _builtin(name, config), locations, config=config.moco,
+                          follow_tissue=name == "dl")
 
 
 def _load(spec: Mapping, *, motion: str, n_dynamics: int | None,
@@ -168,15 +195,14 @@ def evaluate_study(
     config = config.with_overrides({"moco.threads": 1})
     study_id, study, truth = _load(spec, motion=motion, n_dynamics=n_dynamics)
     slices, segments, studies = [], [], []
-    locations = stack_locations(study, config) if quantify else []  # once, for every method
+    locations = stack_locations(study, config)  # once, for every method
     for name in methods:
-        fn = custom.get(name) or _builtin(name, config)
         row = {"study": study_id, "method": name, "moco_s": float("nan"),
                "quant_s": float("nan"), "error": ""}
         results, quant = None, None
         t0 = time.perf_counter()
         try:
-            results = [fn(s) for s in study.slices]
+            results = _correct_study(name, study, custom, config, locations)
             row["moco_s"] = time.perf_counter() - t0
         except Exception as exc:  # one failing method must not lose the others
             log.warning("%s: %s failed: %s", study_id, name, exc)
