@@ -74,6 +74,26 @@ def test_pre_contrast_frames_move_to_the_tissue_slices_track():
     np.testing.assert_array_equal(out.corrected[BLOCK:], res.corrected[BLOCK:])
 
 
+def test_qc_flags_of_the_moved_frames_follow_the_tissue_slices():
+    """The AIF slice's flags on its block judged its own placing of those frames, which
+    following replaces; a heartbeat the tissue slice flags too (a mistrigger) stays
+    flagged, and so do frames after the block."""
+    aif, res, truth, tissue = _aif_case()
+    own = np.zeros(T, bool)
+    own[[1, 4, 5, BLOCK + 3]] = True  # dark frames its correction could not place; a late one
+    t_series, t_res, c = tissue[0]
+    t_qc = np.zeros(T, bool)
+    t_qc[[5, 20]] = True  # a mistriggered heartbeat (5) and a late frame of its own
+    out = _follow(aif, res._replace(qc=own), [(t_series, t_res._replace(qc=t_qc), c)])
+    assert np.abs(out.displacement[:BLOCK, :, 24, 24] - truth[:BLOCK]).max() < 0.05
+    assert np.flatnonzero(out.qc).tolist() == [5, BLOCK + 3]
+    # nothing flagged on the block: the result's flags are passed on as they were
+    quiet = np.zeros(T, bool)
+    quiet[BLOCK + 3] = True
+    out = _follow(aif, res._replace(qc=quiet), tissue)
+    assert out.qc is quiet
+
+
 def test_a_tissue_slice_with_other_image_axes_is_turned_into_the_aifs():
     swapped = SliceGeometry(read_dir=(0.0, 1.0, 0.0), phase_dir=(1.0, 0.0, 0.0),
                             slice_dir=(0.0, 0.0, -1.0))

@@ -21,6 +21,11 @@ best over the late frames is used, and only where it agrees within
 ``moco.aif_follow_spread_mm`` (median distance): a slice that breathes
 otherwise (another part of the heart, an AIF slice at another angle) is not
 followed.  Same phantoms: that block's residual 1.82 -> 0.83 mm (mean).
+
+The moved frames' QC flags are then the tissue slice's for the same heartbeats: the
+AIF slice's own flags on them judged the placing that following replaces, and the
+surface-coil measurement of the AIF (:mod:`perfmoco.quant.coils`) leaves flagged
+pre-contrast frames out.
 """
 
 from __future__ import annotations
@@ -113,7 +118,8 @@ def follow_tissue(aif: SliceSeries, result: MocoResult, centre_yx,
     -------
     MocoResult
         ``result`` itself where nothing is followed; otherwise with the
-        pre-contrast frames' displacement and corrected images replaced.
+        pre-contrast frames' displacement and corrected images replaced, and their
+        QC flags kept only where the followed slice's are set too.
     """
     t = result.corrected.shape[0]
     corrected = torch.from_numpy(np.ascontiguousarray(result.corrected, np.float32))
@@ -131,13 +137,13 @@ def follow_tissue(aif: SliceSeries, result: MocoResult, centre_yx,
         offset = np.median((own - track)[_late(t)], axis=0)
         spread = float(np.median(np.linalg.norm((own - track - offset)[_late(t)], axis=1)))
         if best is None or spread < best[0]:
-            best = (spread, s.name, track + offset)
+            best = (spread, s.name, track + offset, r.qc)
     if best is None or best[0] > spread_mm:
         if best is not None:
             log.info("%s: pre-contrast frames not moved with %s (their late frames' tracks "
                      "differ by %.1f mm)", aif.name, best[1], best[0])
         return result
-    spread, name, target = best
+    spread, name, target, tissue_qc = best
     shift_px = ((target - own)[:n] @ _axes(aif).T) / np.asarray(aif.pixel_spacing_mm)[None]
     shift = torch.from_numpy(shift_px.astype(np.float32))[:, :, None, None]  # (n, 2, 1, 1)
     d = torch.from_numpy(np.ascontiguousarray(result.displacement[:n], np.float32))
@@ -155,7 +161,29 @@ def follow_tissue(aif: SliceSeries, result: MocoResult, centre_yx,
     log.info("%s: pre-contrast dynamics 0-%d moved by %.1f-%.1f mm with %s's breathing (their "
              "late frames' tracks agree within %.1f mm)", aif.name, n - 1, mm.min(), mm.max(),
              name, spread)
-    return result._replace(corrected=out, displacement=disp)
+    qc = _followed_qc(result.qc, tissue_qc, n)
+    if qc is not result.qc:
+        log.info("%s: QC flags of pre-contrast dynamics %s cleared: they now sit where %s's "
+                 "(unflagged) correction puts the heart", aif.name,
+                 np.flatnonzero(result.qc[:n] & ~qc[:n]).tolist(), name)
+    return result._replace(corrected=out, displacement=disp, qc=qc)
+
+
+def _followed_qc(qc, tissue_qc, n: int):
+    """The AIF slice's QC flags once its first ``n`` frames follow a tissue slice.
+
+    The flags of those frames judged the AIF slice's own alignment of them, which
+    following replaces (dark pre-contrast frames that its correction could not place:
+    12998 a, cut to a tight field of view, frames 0, 1, 4-6 flagged, 2-4 mm off before
+    and 0.1-0.8 mm after).  A frame stays flagged where the tissue slice's is flagged
+    too (a mistriggered heartbeat, the same for every slice); ``qc`` itself where
+    nothing changes.
+    """
+    if qc is None or tissue_qc is None or np.shape(tissue_qc) != np.shape(qc):
+        return qc
+    out = np.asarray(qc, bool).copy()
+    out[:n] &= np.asarray(tissue_qc, bool)[:n]
+    return qc if np.array_equal(out, qc) else out
 
 
 def follow_tissue_study(slices: Sequence[SliceSeries], results: Sequence[MocoResult | None],
