@@ -155,10 +155,11 @@ def _replace_where(fit: FermiFit, other: FermiFit, take: np.ndarray) -> FermiFit
     return dataclasses.replace(fit, **out)
 
 
-def _shape_tested(free: FermiFit, means, gfm, aif, init, *, shape_range: float, dt_s, **gkw):
+def _shape_tested(free: FermiFit, means, gfm, aif, init, *, shape_range: float, dt_s,
+                  min_tau0_s: float | None = None, **gkw):
     """Group fits whose shape stays within ``shape_range`` of their start (``init``,
     the study's shape) unless their free fit (``free``) is clearly better
-    (:data:`SHAPE_TEST_CHI2`).
+    (:data:`SHAPE_TEST_CHI2`) and, with ``min_tau0_s``, not near-exponential.
     """
     bound = fit_fermi(means, aif, dt_s=dt_s, frame_mask=gfm, init=init, fix_delay=True,
                       shape_range=shape_range, **gkw)
@@ -169,6 +170,8 @@ def _shape_tested(free: FermiFit, means, gfm, aif, init, *, shape_range: float, 
     n_par = 3 + int(bool(gkw.get("spillover")))  # F, tau0, k (+ vb); the delay is kept
     noise = sse_free / np.maximum(n_t - n_par, 1)
     keep_free = sse_bound - sse_free >= SHAPE_TEST_CHI2 * np.maximum(noise, 1e-30)
+    if min_tau0_s is not None:  # a near-exponential segment response is blood's, not its own
+        keep_free &= np.asarray(free.tau0) >= min_tau0_s
     if (~keep_free).any():
         log.debug("segment shapes: %d of %d within %.3g of the study's", int((~keep_free).sum()),
                   keep_free.size, shape_range)
@@ -264,11 +267,14 @@ def fit_fermi_grouped(
         With ``delay_groups``: each group is also fitted with its shape (``tau0``,
         ``k``) within this factor of its delay group's (the study's, with
         ``delay_group_window_s=0``), and that fit is kept unless the group's free
-        fit is clearly better (:data:`SHAPE_TEST_CHI2`); not where that shape is
-        near-exponential (below ``min_tau0_s``).  Shape, delay and ``F`` trade off
-        along a flat valley, so a noisy or mixed mean curve (a thin apical wall,
-        the liver or blood in its mask) moves a free shape far and ``F`` with it,
-        while a segment whose curve truly differs keeps its own.
+        fit is clearly better (:data:`SHAPE_TEST_CHI2`) and, with ``min_tau0_s``,
+        not itself near-exponential (below it: blood's response, which the group's
+        pixels would inherit: 12998 a motion-free, an apical segment without core
+        pixels, tau0 0.0 s, its pixels 4.1 against a true 2.9 ml/min/g); none of this
+        where the delay group's shape is near-exponential.  Shape, delay and ``F``
+        trade off along a flat valley, so a noisy or mixed mean curve (a thin apical
+        wall, the liver or blood in its mask) moves a free shape far and ``F`` with
+        it, while a segment whose curve truly differs keeps its own.
     **kwargs
         Further options of :func:`fit_fermi`.
 
@@ -321,6 +327,7 @@ def fit_fermi_grouped(
         if group_shape_range is not None and not (
                 min_tau0_s is not None and float(dp[:, 1].min()) < min_tau0_s):
             gfit = _shape_tested(gfit, means, gfm, aif, init, shape_range=group_shape_range,
+                                 min_tau0_s=min_tau0_s,
                                  dt_s=dt_s, **gkw)
     pfit = _pixel_fit(pc, c, aif, fm, gfit, means, gfm, inv, dt_s=dt_s, shape_range=shape_range,
                       delay_window_s=delay_window_s, spillover=spillover,
