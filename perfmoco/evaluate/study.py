@@ -63,7 +63,7 @@ def _correct_study(name: str, study: PerfusionStudy, custom, config: Config, loc
         return [fn(s) for s in study.slices]
     from perfmoco.moco.whole_study import correct_slices
 
-    return correct_slices(study, _builtin(name, config), locations, config=config.moco,
+    return correct_slices(study, _builtin(name, config), locations or None, config=config.moco,
                           follow_tissue=name == "dl")
 
 
@@ -195,7 +195,9 @@ def evaluate_study(
     config = config.with_overrides({"moco.threads": 1})
     study_id, study, truth = _load(spec, motion=motion, n_dynamics=n_dynamics)
     slices, segments, studies = [], [], []
-    locations = stack_locations(study, config)  # once, for every method
+    # once, for every method that takes them: the built-in corrections and the quantification
+    corrects = any(n in ("dl", "iterative") and custom.get(n) is None for n in methods)
+    locations = stack_locations(study, config) if quantify or corrects else []
     for name in methods:
         row = {"study": study_id, "method": name, "moco_s": float("nan"),
                "quant_s": float("nan"), "error": ""}
