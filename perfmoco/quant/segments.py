@@ -139,16 +139,15 @@ def aha_segments(myo_mask, lv_centre, insertion, *, level: str,
     myo = np.asarray(myo_mask, bool)
     if myo.ndim != 2:
         raise ValueError(f"myo_mask must be 2-D, got shape {myo.shape}")
-    direction = -1.0 if mirrored else 1.0
-    if np.ndim(insertion) == 0:
+    if np.ndim(insertion) == 0:  # an angle alone: not mirrored unless known to be
         ant = float(insertion)
+        direction = -1.0 if mirrored else 1.0
     else:
         pts = np.asarray(insertion, np.float64)
         if pts.shape != (2, 2):
             raise ValueError(f"insertion must be (2, 2) points or an angle, got {pts.shape}")
         ant, inf = display_angle(pts, lv_centre)
-        if mirrored is None:  # septum runs clockwise from the anterior point: mirrored
-            direction = septum_direction(ant, inf, None)
+        direction = septum_direction(ant, inf, mirrored)
     yy, xx = np.mgrid[0 : myo.shape[0], 0 : myo.shape[1]]
     theta = display_angle(np.stack([yy, xx], axis=-1), lv_centre)
     rel = (direction * (theta - ant)) % 360.0
