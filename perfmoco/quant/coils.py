@@ -38,7 +38,9 @@ the exact correction on noisy seeds 0-5 (cubic warps), where the PD fit was righ
 measurement is used only where their heart lies near the image's edge
 (:func:`tissue_baseline`): where the PD fit stands it was not adopted, 0.244 -> 0.221
 after the DL correction (an earlier form), but 12702 a's mid slice +0.57 -> +1.17
-with the exact correction, noise-free.
+with the exact correction, noise-free.  Away from the edge the high-resolution slices
+now measure it from more frames, before the bolus and after the first pass, with each
+frame's residual motion a nuisance (:mod:`perfmoco.quant.coil_frames`).
 """
 
 from __future__ import annotations
@@ -154,11 +156,12 @@ def tissue_baseline(images, displacement, *, myo, lv_core, rv, n_frames: int, sc
     Only where its heart lies near the image's edge: there the PD frames' fit is
     one-sided, and the factors used to be left at 1 (M0 not following the breathing
     at all); the frames before the LV's bolus now measure the profile, that fit only
-    their prior.  Where the PD fit stands the tissue's frames were not adopted
-    (module doc).  Tight fields of view (``bench_robustness.py --variants corner``),
-    mean of the studies' segment errors, factors at 1 -> measured: 12851-12868 (18
-    studies, where the choices were made) 0.247 -> 0.188 (about a flat prior instead
-    of the one-sided fit 0.208; the AIF's measurement alone 0.225); held out
+    their prior.  Away from the edge: :func:`perfmoco.quant.coil_frames.slow_frames`
+    (these frames alone were not adopted there, module doc).  Tight fields of view
+    (``bench_robustness.py --variants corner``), mean of the studies' segment errors,
+    factors at 1 -> measured: 12851-12868 (18 studies, where the choices were made)
+    0.247 -> 0.188 (about a flat prior instead of the one-sided fit 0.208; the AIF's
+    measurement alone 0.225); held out
     12900-12905 0.245 -> 0.195, 5 of 6 studies better, 12902 a 0.36 -> 0.61 (its mean
     curve blood-like either way, every segment flagged unreliable).
 

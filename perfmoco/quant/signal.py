@@ -332,17 +332,19 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
     skipped : list of str, keyword-only, optional
         Where the factors are left at 1, the reason is appended here (for the
         study's messages).
-    baseline : tuple, keyword-only, optional
+    baseline : tuple or SlowFrames, keyword-only, optional
         ``(frames, displacement, region)``: the corrected pre-contrast frames
         ``(n, Y, X)``, their displacement ``(n, 2, Y, X)`` and the pixels whose
         tissue they show aligned and unchanged ``(Y, X)``; the profile is then
         measured from them as well (:func:`perfmoco.quant.coils.baseline_coefficients`:
         combined with the PD frames' fit, their prior; with the heart near the
         image's edge (:data:`MAX_COIL_OFFSET`), where the factors are otherwise
-        left at 1, the one-sided PD fit is only that prior).
+        left at 1, the one-sided PD fit is only that prior).  Or a high-resolution
+        slice's slow frames (:class:`perfmoco.quant.coil_frames.SlowFrames`: before
+        the bolus and after the first pass, residual motion a nuisance).
     edge_baseline : tuple, keyword-only, optional
-        As ``baseline``, used only with the heart near the image's edge (where
-        the high-resolution slices' tissue measures the profile:
+        As ``baseline``, used instead of it with the heart near the image's edge
+        (the high-resolution slices' pre-contrast tissue:
         :func:`perfmoco.quant.coils.tissue_baseline`).
 
     Returns
@@ -366,7 +368,7 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
     u, v = (yy - centre[0]) * sy, (xx - centre[1]) * sx
     region = np.hypot(u, v) < 1.0
     edge = _off_centre(u, v, region)
-    if edge and baseline is None:
+    if edge and edge_baseline is not None:
         baseline = edge_baseline
     body = region & (pd > 0.3 * np.percentile(pd[region], 95)) if region.any() else region
     if exclude is not None:
@@ -386,8 +388,11 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
                                    np.log(pd[body]), rcond=None)
     if baseline is not None and (reason is None or edge):
         # at the edge the one-sided PD fit is only the prior of the frames' measurement
-        measured = baseline_coefficients(*baseline[:2], region=baseline[2], prior=coef,
-                                         terms=terms)
+        if hasattr(baseline, "coefficients"):  # a slice's slow frames (quant.coil_frames)
+            measured = baseline.coefficients(terms=terms, prior=coef)
+        else:
+            measured = baseline_coefficients(*baseline[:2], region=baseline[2], prior=coef,
+                                             terms=terms)
         if measured is not None:
             coef, reason = measured, None
         elif edge:

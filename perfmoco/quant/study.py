@@ -13,6 +13,7 @@ from perfmoco.frames import blank_frames, interpolate_frames
 from perfmoco.quant.aif import MIN_PRE_FRAMES, extract_aif
 from perfmoco.quant.anatomy import aha_labels, slice_anatomy
 from perfmoco.quant.calibrate import blood_references
+from perfmoco.quant.coil_frames import slow_frames
 from perfmoco.quant.coils import tissue_baseline
 from perfmoco.quant.darkrim import dark_rim_segments, name_dark_rim
 from perfmoco.quant.fermi import F_BOUNDS
@@ -156,6 +157,8 @@ def _slice_m0(s, w, im, near, n_lv: int, ts: float, *, config: QuantConfig, msgs
             spacing_mm=s.pixel_spacing_mm,
             pd_displacement=(pd_displacements or {}).get(s.slice_index),
             exclude=pools_and_edges(w.blood, w.pixel_scale), skipped=skipped,
+            baseline=slow_frames(im, disp, myo=w.myo, n_frames=n_lv, times_s=s.times_s,
+                                 scale=w.pixel_scale, qc=qc),
             edge_baseline=tissue_baseline(im, disp, myo=w.myo, lv_core=w.lv_core, rv=w.rv,
                                           n_frames=n_lv, scale=w.pixel_scale, qc=qc))
         if skipped:
