@@ -43,13 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from perfmoco.quant.coils import (
-    MIN_BASELINE_FRAMES,
-    MIN_PIXELS,
-    MIN_SPREAD_PX,
-    PRIOR_SD,
-    unflagged,
-)
+from perfmoco.quant.coils import MIN_BASELINE_FRAMES, measured_rows, posterior, unflagged
 from perfmoco.quant.resolution import half_up
 
 __all__ = ["MIN_TAIL_FRAMES", "TAIL_DEGREE", "TAIL_LAG_FRAMES", "SlowFrames", "slow_frames"]
@@ -88,36 +82,23 @@ class SlowFrames:
         """
         f = np.asarray(self.frames, np.float64)
         m = np.asarray(self.region, bool)
-        s, d = f[:, m], np.asarray(self.displacement, np.float64)[:, :, m]
-        ok = ((s > 0) & np.isfinite(s) & np.isfinite(d).all(axis=1)).all(axis=0)
-        if int(ok.sum()) < MIN_PIXELS:
+        rows = measured_rows(f, np.asarray(self.displacement, np.float64), m, terms)
+        if rows is None:
             return None
-        s, dy, dx = s[:, ok], d[:, 0, ok], d[:, 1, ok]
-        if float(np.median(np.hypot(dy.std(axis=0), dx.std(axis=0)))) < MIN_SPREAD_PX:
-            return None
-        yy, xx = (v[ok].astype(np.float64) for v in np.nonzero(m))
-        t = terms(yy[None] + dy, xx[None] + dx)[..., 1:]  # (n, N, K - 1): the constant cancels
-        y, w = np.log(s), s.mean(axis=0)  # var log S ~ 1 / S^2: rows scaled by S
-        p = np.asarray(prior, np.float64)
+        y, t, w, ok = rows
         g = _edge_regressors(f, self.basis, m)[:, ok] * w[:, None]
-        n = y.shape[0]
+        # the noise's scale from the frames themselves (groups of frames left out)
+        groups = np.arange(y.shape[0]) % min(y.shape[0], JACKKNIFE_GROUPS)
         try:
             ata, atb = _normal_equations(y, t, w, g, self.basis)
-            # the noise's scale from the frames themselves (groups of frames left out)
-            groups = np.arange(n) % min(n, JACKKNIFE_GROUPS)
-            k = groups.max() + 1
             jack = []
-            for i in range(k):
+            for i in range(groups.max() + 1):
                 keep = groups != i
                 a_i, b_i = _normal_equations(y[keep], t[keep], w, g[keep], self.basis[keep])
                 jack.append(np.linalg.solve(a_i + 1e-9 * np.trace(a_i) * np.eye(len(a_i)), b_i))
-            dev = np.array(jack) - np.mean(jack, axis=0)
-            s2 = (k - 1) / k * float(np.trace(dev.T @ dev @ ata)) / ata.shape[0]
-            prec = ata / max(s2, 1e-300) + np.eye(ata.shape[0]) / PRIOR_SD**2
-            c = np.linalg.solve(prec, atb / max(s2, 1e-300) + p[1:] / PRIOR_SD**2)
+            return posterior(ata, atb, np.array(jack), prior)
         except np.linalg.LinAlgError:
             return None
-        return np.r_[p[0], c] if np.isfinite(c).all() else None
 
 
 def _edge_regressors(frames, basis, region):

@@ -51,7 +51,8 @@ from scipy import ndimage
 from perfmoco.quant.resolution import half_up
 
 __all__ = ["MIN_BASELINE_FRAMES", "MIN_PIXELS", "MIN_SPREAD_PX", "PRIOR_SD",
-           "baseline_coefficients", "tissue_baseline", "unflagged"]
+           "baseline_coefficients", "measured_rows", "posterior", "tissue_baseline",
+           "unflagged"]
 
 #: Pre-contrast frames needed (fewer: the PD-frame fit alone).
 MIN_BASELINE_FRAMES = 3
@@ -102,18 +103,10 @@ def baseline_coefficients(frames, displacement, *, region, terms, prior):
                          f"expected, got {f.shape}, {d.shape} and {m.shape}")
     if f.shape[0] < MIN_BASELINE_FRAMES:
         return None
-    s, dm = f[:, m], d[:, :, m]  # (n, N), (n, 2, N)
-    ok = ((s > 0) & np.isfinite(s) & np.isfinite(dm).all(axis=1)).all(axis=0)
-    if int(ok.sum()) < MIN_PIXELS:
+    rows = measured_rows(f, d, m, terms)
+    if rows is None:
         return None
-    s, dy, dx = s[:, ok], dm[:, 0, ok], dm[:, 1, ok]
-    yy, xx = (v[ok].astype(np.float64) for v in np.nonzero(m))
-    if float(np.median(np.hypot(dy.std(axis=0), dx.std(axis=0)))) < MIN_SPREAD_PX:
-        return None
-    p = np.asarray(prior, np.float64)
-    t = terms(yy[None] + dy, xx[None] + dx)[..., 1:]  # (n, N, K - 1): the constant cancels
-    y = np.log(s)
-    w = s.mean(axis=0)  # var log S ~ 1 / S^2: rows scaled by S
+    y, t, w, _ = rows
     try:
         ata, atb = _normal_equations(y, t, w)
         # the noise's scale from the frames themselves (leave one out): image noise is
@@ -123,14 +116,44 @@ def baseline_coefficients(frames, displacement, *, region, terms, prior):
         jack = np.array([_least_squares(*_normal_equations(np.delete(y, i, 0),
                                                            np.delete(t, i, 0), w))
                          for i in range(n)])
-        dev = jack - jack.mean(axis=0)
-        s2 = (n - 1) / n * float(np.trace(dev.T @ dev @ ata)) / ata.shape[0]
-        # combined with the PD fit (PRIOR_SD off) as a posterior: where the motion did
-        # not explore a direction the data say nothing and the PD fit stands
-        prec = ata / max(s2, 1e-300) + np.eye(ata.shape[0]) / PRIOR_SD**2
-        c = np.linalg.solve(prec, atb / max(s2, 1e-300) + p[1:] / PRIOR_SD**2)
+        return posterior(ata, atb, jack, prior)
     except np.linalg.LinAlgError:
         return None
+
+
+def measured_rows(frames, displacement, region, terms):
+    """What the frames measure the profile from, or None (fewer than :data:`MIN_PIXELS`
+    usable pixels, or a displacement spread under :data:`MIN_SPREAD_PX`).
+
+    Returns ``(log S (n, N), terms (n, N, K - 1) at the pixels' acquired positions (the
+    constant cancels), weights (N,), usable pixels of the region (its pixel count,))``;
+    rows are weighted by the signal, as ``var log S ~ 1 / S^2``.
+    """
+    s, d = frames[:, region], displacement[:, :, region]  # (n, N), (n, 2, N)
+    ok = ((s > 0) & np.isfinite(s) & np.isfinite(d).all(axis=1)).all(axis=0)
+    if int(ok.sum()) < MIN_PIXELS:
+        return None
+    s, dy, dx = s[:, ok], d[:, 0, ok], d[:, 1, ok]
+    if float(np.median(np.hypot(dy.std(axis=0), dx.std(axis=0)))) < MIN_SPREAD_PX:
+        return None
+    yy, xx = (v[ok].astype(np.float64) for v in np.nonzero(region))
+    t = terms(yy[None] + dy, xx[None] + dx)[..., 1:]
+    return np.log(s), t, s.mean(axis=0), ok
+
+
+def posterior(ata, atb, jack, prior):
+    """The measurement combined with the PD fit (``prior``, :data:`PRIOR_SD` off) as a
+    posterior: where the motion did not explore a direction the data say nothing and
+    the PD fit stands.  ``jack``: the estimates with frames (or groups of them) left out
+    in turn, whose spread gives the noise's scale, ``cov(c) ~ s2 (A'A)^-1``.  The
+    coefficients with the prior's constant (it cancels), or None where not finite.
+    """
+    k = len(jack)
+    dev = jack - jack.mean(axis=0)
+    s2 = (k - 1) / k * float(np.trace(dev.T @ dev @ ata)) / ata.shape[0]
+    p = np.asarray(prior, np.float64)
+    prec = ata / max(s2, 1e-300) + np.eye(ata.shape[0]) / PRIOR_SD**2
+    c = np.linalg.solve(prec, atb / max(s2, 1e-300) + p[1:] / PRIOR_SD**2)
     return np.r_[p[0], c] if np.isfinite(c).all() else None
 
 
