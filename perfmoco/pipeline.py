@@ -25,7 +25,7 @@ from perfmoco.logs import log_failure
 from perfmoco.moco.result import MocoResult
 from perfmoco.study import PerfusionStudy, SliceRole, StudyError
 
-__all__ = ["Method", "StudyResult", "process_study", "stack_locations"]
+__all__ = ["Method", "StudyResult", "load_corrector", "process_study", "stack_locations"]
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def _protocol(s, timed: bool) -> str:
     return text
 
 
-def _load_corrector(config: Config):
+def load_corrector(config: Config):
     """The motion corrector of these settings, loaded once per process.
 
     A server or gadget reuses it from study to study: the weights are read once,
@@ -217,7 +217,7 @@ def _corrections(study: PerfusionStudy, method: Method, config: Config, result: 
 
         run = functools.partial(correct_iterative, config=config.moco)
     else:
-        corrector = _load_corrector(config)
+        corrector = load_corrector(config)
         run, result.weights = corrector.correct, getattr(corrector, "weights_id", "")
     from perfmoco.moco.whole_study import correct_slices
 

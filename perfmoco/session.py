@@ -119,9 +119,9 @@ def warm_up(config: Config | None = None) -> float:
             log.debug("warm-up: %s not imported (%s)", name, exc)
     if config is not None and config.moco.compile and config.server.method == "dl":
         try:
-            from perfmoco.pipeline import _load_corrector
+            from perfmoco.pipeline import load_corrector
 
-            _load_corrector(config).compile_networks()
+            load_corrector(config).compile_networks()
         except Exception as exc:  # reported again when a study needs the corrector
             log.warning("warm-up: networks not compiled (%s)", exc)
     return time.perf_counter() - t0

@@ -129,7 +129,7 @@ def test_builtin_methods_correct_the_study_as_the_product_does(tmp_path, monkeyp
         seen["custom"] += 1
         return correct_series(series, method="none")
 
-    monkeypatch.setattr(pipeline, "_load_corrector", lambda config: Identity())
+    monkeypatch.setattr(pipeline, "load_corrector", lambda config: Identity())
     monkeypatch.setattr(companion, "follow_tissue_study", follow)
     monkeypatch.setattr(iterative, "correct_iterative", iterative_run)
     config = Config().with_overrides({"moco.reference_from_end": 12})

@@ -208,7 +208,7 @@ def test_process_study_runs_the_step_after_the_dl_correction_only(monkeypatch, s
             raise ValueError("no LV found")  # a failure keeps the slices' own corrections
         return results
 
-    monkeypatch.setattr(pipeline, "_load_corrector", lambda config: Identity())
+    monkeypatch.setattr(pipeline, "load_corrector", lambda config: Identity())
     monkeypatch.setattr(companion, "follow_tissue_study", record)
     assert pipeline.process_study(small_study, quantify=False).ok
     assert calls == [[s.name for s in small_study.slices]]

@@ -54,11 +54,11 @@ def test_a_failing_compilation_falls_back_to_the_uncompiled_networks(series, eag
 
 def test_the_server_warm_up_compiles_the_corrector_its_studies_use():
     from perfmoco.config import load_config
-    from perfmoco.pipeline import _load_corrector
+    from perfmoco.pipeline import load_corrector
     from perfmoco.session import warm_up
 
     config = load_config(overrides={"moco.compile": True})
     assert warm_up(config) > 0
-    mc = _load_corrector(config)
-    assert mc is _load_corrector(config)  # one per process: compiled once
+    mc = load_corrector(config)
+    assert mc is load_corrector(config)  # one per process: compiled once
     assert set(mc._compiled) == {"affine1", "affine2", "dense"}

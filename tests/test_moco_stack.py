@@ -147,7 +147,7 @@ def test_process_study_corrects_each_slice_with_the_checked_lv(aorta_at_apex, mo
             seen[series.name] = lv
             return correct_series(series, method="none")
 
-    monkeypatch.setattr(pipeline, "_load_corrector", lambda config: Recorder())
+    monkeypatch.setattr(pipeline, "load_corrector", lambda config: Recorder())
     ph = aorta_at_apex
     result = pipeline.process_study(ph.study, quantify=False)
     assert result.ok, result.messages

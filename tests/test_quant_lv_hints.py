@@ -79,7 +79,7 @@ def test_process_study_hands_the_corrections_lv_to_the_quantification(still, mon
         seen.update(kw.get("lv_hints") or {})
         return real(study, **kw)
 
-    monkeypatch.setattr(pipeline, "_load_corrector", lambda config: Still())
+    monkeypatch.setattr(pipeline, "load_corrector", lambda config: Still())
     monkeypatch.setattr(quant, "quantify_study", recorder)
     result = pipeline.process_study(still.study)
     assert result.quant is not None

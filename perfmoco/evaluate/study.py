@@ -42,9 +42,9 @@ def _builtin(name: str, config: Config) -> Callable[..., MocoResult]:
 
         return functools.partial(correct_iterative, config=config.moco, threads=1)
     if name == "dl":
-        from perfmoco.pipeline import _load_corrector
+        from perfmoco.pipeline import load_corrector
 
-        return _load_corrector(config).correct
+        return load_corrector(config).correct
     from perfmoco.moco.pipeline import correct_series
 
     return lambda s, lv=None: correct_series(s, method=name, config=config.moco)
