@@ -206,6 +206,13 @@ def score(quant, truth) -> tuple[list[float], list[bool], int]:
     return errs, split, sum(not r["reliable"] for r in quant.segments)
 
 
+def _missing(errs) -> str:
+    """' (n of N segments without a value)' where some have none (all their fits failed,
+    each marked unreliable with its reason), else ''."""
+    n = int(np.isnan(errs).sum())
+    return f" ({n} of {len(errs)} segments without a value)" if n else ""
+
+
 def main(argv=None) -> int:
     from perfmoco.config import Config
     from perfmoco.phantom import generate_phantom
@@ -236,15 +243,17 @@ def main(argv=None) -> int:
             e, s, u = tally[name]
             tally[name] = (e + errs, s + split, u + unrel)
             named = any("pd_scale" in m for m in res.messages)
-            print(f"seed {seed} {name:10s} segment |error| median {np.median(errs):.2f} "
-                  f"max {np.max(errs):.2f} ml/min/g, split {sum(split)}/{len(split)}, "
+            print(f"seed {seed} {name:10s} segment |error| median {np.nanmedian(errs):.2f} "
+                  f"max {np.nanmax(errs):.2f} ml/min/g{_missing(errs)}, "
+                  f"split {sum(split)}/{len(split)}, "
                   f"unreliable {unrel}, {time.perf_counter() - t0:.1f} s"
                   + (", messages name quant.pd_scale" if named else ""), flush=True)
     print(f"\nover {len(a.seeds)} phantom(s), vendor {a.vendor}:")
     for name, (e, s, u) in tally.items():
         if e:
-            print(f"  {name:10s} segment |error| median {np.median(e):.2f} ml/min/g "
-                  f"(max {np.max(e):.2f}), split {sum(s)}/{len(s)}, unreliable {u}")
+            print(f"  {name:10s} segment |error| median {np.nanmedian(e):.2f} ml/min/g "
+                  f"(max {np.nanmax(e):.2f}){_missing(e)}, split {sum(s)}/{len(s)}, "
+                  f"unreliable {u}")
     return 0
 
 
