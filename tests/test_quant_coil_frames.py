@@ -144,3 +144,26 @@ def test_the_edge_takes_its_own_measurement_and_the_rest_the_slow_frames():
     assert asked == []
     _factors(pd, frames, disp, baseline=Spy(), edge_baseline=edge)
     assert asked == [True]
+
+
+def test_the_normal_equations_are_those_of_the_full_least_squares():
+    """Projecting out each pixel's contrast in time and each frame's translation along
+    its edges gives the same profile terms as one least-squares fit with all those
+    columns (a pixel's basis coefficients, a frame's two translations) spelled out."""
+    from perfmoco.quant.coil_frames import _normal_equations
+
+    rng = np.random.default_rng(1)
+    n, n_px, k = 14, 30, 3
+    y, t = rng.standard_normal((n, n_px)), rng.standard_normal((n, n_px, k))
+    w, g = rng.uniform(0.5, 2.0, n_px), rng.standard_normal((n, n_px, 2))
+    basis = np.zeros((n, 4))
+    basis[:5, 0] = 1.0
+    basis[5:, 1:] = np.polynomial.legendre.legvander(np.linspace(-1, 1, n - 5), 2)
+    a, b = _normal_equations(y, t, w, g, basis)
+    per_pixel = np.kron(basis, np.eye(n_px))  # rows (frame, pixel), columns (pixel, basis)
+    per_frame = np.zeros((n * n_px, 2 * n))
+    for i in range(n):
+        per_frame[i * n_px:(i + 1) * n_px, 2 * i:2 * i + 2] = g[i] / w[:, None]  # g is weighted
+    full = np.hstack([t.reshape(-1, k), per_pixel, per_frame]) * np.tile(w, n)[:, None]
+    sol = np.linalg.lstsq(full, (y * w).reshape(-1), rcond=None)[0]
+    np.testing.assert_allclose(np.linalg.solve(a, b), sol[:k], rtol=1e-8, atol=1e-10)
