@@ -147,9 +147,10 @@ _CHECKS = {
         "baseline_radius_aif_mm", "baseline_max_mm", "baseline_agreement_mm",
         "baseline_agreement_aif_mm", "aif_follow_spread_mm", "pd_align_max_mm",
         "dilation_radius_mm", "dilation_crop_mm", "max_motion_mm", "coarse_max_mm",
-        "qc_robust_z", "qc_window_mm")},
+        "qc_robust_z", "qc_window_mm", "first_pass_max_mm", "first_pass_agreement_mm")},
     "moco.dilation_max": _range(0, 1, above=True, below=True),
     "moco.refine_basis_share": _range(0, 1),
+    "moco.first_pass_rate": _range(0, 1),
     "moco.qc_threshold": _range(0, 2, above=True),
     **{f"quant.{k}": _POSITIVE for k in (
         "t1_blood_s", "t1_myocardium_s", "relaxivity", "saturation_time_highres_s",

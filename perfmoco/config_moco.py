@@ -138,6 +138,17 @@ class MocoConfig:
     #: Keep the pre-contrast block where the block alignment put it during that
     #: re-run (its PCA reference otherwise drags the block back part of the way).
     baseline_hold: bool = True
+    #: Move the first-pass frames of the high-resolution slices, as a group, onto the
+    #: late frames by normalised gradient fields (:mod:`perfmoco.moco.firstpass_align`):
+    #: the references of their own contrast follow wherever they sit.
+    first_pass_align: bool = True
+    #: Those frames: the ones whose mean under the refinement's window changes by more
+    #: than this share of its range a frame (:func:`perfmoco.moco.firstpass.fast_contrast`).
+    first_pass_rate: float = 0.08
+    #: Search range of that group's offset per axis, mm (an optimum on its edge: not moved).
+    first_pass_max_mm: float = 3.0
+    #: The group's even and odd frames must give offsets this close, mm.
+    first_pass_agreement_mm: float = 1.0
     #: Move the low-resolution AIF slice's pre-contrast dynamics with the breathing
     #: that a high-resolution slice's correction found in the same heartbeats
     #: (:mod:`perfmoco.moco.companion`): its own short-saturation pre-contrast frames

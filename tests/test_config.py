@@ -53,6 +53,7 @@ def test_overrides_are_typed_and_checked(tmp_path):
     ("server.workers", "0", r"server.workers must be >= 1"),
     ("mrd.min_dynamics", "2", r"mrd.min_dynamics must be >= 3"),
     ("mrd.pd_frames", "-2", r"mrd.pd_frames must be >= -1"),
+    ("moco.first_pass_rate", "1.5", r"moco.first_pass_rate must be"),
     ("mrd.quality_series_index", "-3", r"mrd.quality_series_index must be >= -1"),
 ])
 def test_out_of_range_settings_are_named(setting, value, message):

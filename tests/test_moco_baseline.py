@@ -168,7 +168,7 @@ def test_a_pre_contrast_block_beyond_the_search_range_is_found_by_a_wider_search
 
 
 def test_smoothing_keeps_a_flat_image_and_takes_the_noise_down():
-    from perfmoco.moco.baseline import _smooth
+    from perfmoco.moco.baseline import smooth_frames as _smooth
 
     flat = torch.full((2, 40, 40), 3.0)
     assert torch.allclose(_smooth(flat, 1.5), flat)

@@ -76,6 +76,7 @@ __all__ = [
     "block_offset",
     "block_offsets",
     "heart_disc",
+    "smooth_frames",
 ]
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,7 @@ def baseline_length(crop: torch.Tensor, disc: torch.Tensor, *, cnr: float = 6.0,
     return max(int(torch.nonzero(held)[0, 0]) - 1, 0)
 
 
-def _smooth(frames: torch.Tensor, sigma_px: float) -> torch.Tensor:
+def smooth_frames(frames: torch.Tensor, sigma_px: float) -> torch.Tensor:
     """Each frame ``(N, H, W)`` convolved with a Gaussian of SD ``sigma_px`` (edges replicated)."""
     r = max(1, int(round(3.0 * sigma_px)))
     x = torch.arange(-r, r + 1, dtype=frames.dtype, device=frames.device)
@@ -304,7 +305,7 @@ def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensi
         sigma = NGF_SMOOTH * min(pixel_spacing_mm) / FINE_SPACING_MM
         fdisc = heart_disc(config.disc_radius_mm(aif), device=images.device, size=FINE_CROP,
                            spacing_mm=FINE_SPACING_MM)
-        d, why = _block_search(_smooth(fine, sigma), fdisc, n, n_late, FINE_SPACING_MM, "ngf",
+        d, why = _block_search(smooth_frames(fine, sigma), fdisc, n, n_late, FINE_SPACING_MM, "ngf",
                                config, aif, name)
         if d is not None:
             found = (d, FINE_SPACING_MM, fgeo)

@@ -19,7 +19,7 @@ from perfmoco.moco.similarity import (
 )
 from perfmoco.moco.transforms import identity_grid, sample
 
-__all__ = ["BINS", "NGF_EPS", "block_offset", "block_offsets"]
+__all__ = ["BINS", "NGF_EPS", "block_offset", "block_offsets", "group_offset"]
 
 #: Parzen bins of the mutual information (means of many frames: smooth histograms).
 BINS = 32
@@ -140,4 +140,36 @@ def block_offsets(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor,
             given[far.to(given.device)], fixed, disc, max_px=max_px, levels=levels, bins=bins,
             start=origin[far], chunk=chunk, reach=2 * max(int(reach), 1),
             similarity=similarity, noise=noise)
+    return best, interior
+
+
+def group_offset(frames: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor, *,
+                 max_px: float, noise: tuple[float, float], start: torch.Tensor | None = None,
+                 levels: int = 3) -> tuple[torch.Tensor, bool]:
+    """One translation of several frames ``(N, H, W)`` of different contrast onto ``fixed``.
+
+    As :func:`block_offsets` with ``similarity="ngf"``, but every frame moves by the
+    same ``d`` and the score is the mean of their gradient fields' alignment: frames
+    that share no contrast (and so no mean image) still share their edges' directions.
+    ``noise`` is the SDs of one frame and of ``fixed``.  Returns ``(2,)`` float64 and
+    whether the coarse optimum lies inside the range.
+    """
+    g_disc = identity_grid(frames.shape[-2:], device=frames.device)[:, disc]  # (2, P)
+    moving = gradient_images(frames.float())
+    fix = gradient_images(fixed.float())[:, disc]
+    origin = torch.zeros(2, dtype=torch.float64) if start is None else start.double().cpu()
+    best = origin.clone()
+    ax = torch.arange(-4, 5, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(ax, ax, indexing="ij"), -1).reshape(-1, 2)
+    step, interior = max_px / 4.0, True
+    for level in range(levels):
+        cand = best[None] + grid * step  # (G, 2)
+        coords = g_disc[:, None, :] + cand.T.to(g_disc)[..., None]  # (2, G, P)
+        shifted = sample(moving, coords[None], padding="border")  # (N, 2, G, P)
+        score = sum(gradient_alignment(f.transpose(0, 1), fix, NGF_EPS * noise[0],
+                                       NGF_EPS * noise[1]) for f in shifted)
+        best = cand[int(torch.argmax(score))]
+        if level == 0:
+            interior = bool(((best - origin).abs() < max_px - 1e-9).all())
+        step /= 4.0
     return best, interior

@@ -35,6 +35,7 @@ from perfmoco.moco.coarse import agrees, centre_moves, centre_shift_mm, coarse_t
 from perfmoco.moco.crops import SeriesCrops
 from perfmoco.moco.decompose import pca_reference
 from perfmoco.moco.dilation import fit_dilation
+from perfmoco.moco.firstpass_align import align_first_pass_full_fov
 from perfmoco.moco.pdalign import align_pd_full_fov
 from perfmoco.moco.preprocess import (
     histogram_equalise,
@@ -222,6 +223,10 @@ def refine_dynamics(sc: SeriesCrops, m_full: torch.Tensor) -> torch.Tensor:
                 hold = torch.zeros(t_dyn, dtype=torch.bool, device=images.device)
                 hold[: found.n_frames] = True
             m_dyn = refine(m_dyn, cfg.baseline_refine_rounds, hold)
+    if cfg.first_pass_align and series.role is not SliceRole.AIF and t_dyn >= 2 * MIN_LATE:
+        m_dyn, _ = align_first_pass_full_fov(images, m_dyn, sc.centre_yx,
+                                             series.pixel_spacing_mm, (sc.lo, sc.hi), cfg,
+                                             name=series.name)
     shape_window = shape_window_mm(sc)
     if shape_window > 0:
         m_dyn = refine(m_dyn, 1, window_mm=shape_window, translate=False)
