@@ -67,7 +67,7 @@ from monai.networks.layers import separable_filtering
 
 from perfmoco.moco.blocksearch import block_offset, block_offsets
 from perfmoco.moco.refine import REFINE_CROP, REFINE_SPACING_MM, refine_crop
-from perfmoco.moco.transforms import affine_crop_to_full, compose_affine, identity_grid
+from perfmoco.moco.transforms import identity_grid, translate_frames
 
 __all__ = [
     "BaselineOffset",
@@ -322,12 +322,7 @@ def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensi
     d, spacing, geo = found
     mm = tuple(float(v) * spacing for v in d)
     m = n + _followers(crop, disc, n, d * spacing / SPACING_MM)
-    shift = torch.zeros(1, 2, 3, dtype=torch.float64, device=matrix.device)
-    shift[0, 0, 0] = shift[0, 1, 1] = 1.0
-    shift[0, :, 2] = d.to(matrix.device)
-    step = affine_crop_to_full(shift, geo)
-    out = matrix.double().clone()
-    out[:m] = compose_affine(out[:m], step.expand(m, -1, -1))
+    out = translate_frames(matrix, slice(0, m), d, geo)
     log.info("%s: pre-contrast dynamics 0-%d moved by (%.1f, %.1f) mm onto the late frames%s",
              name, n - 1, *mm, f" (and {n}-{m - 1}, still with them)" if m > n else "")
     return out, BaselineOffset(n, mm, True, "")

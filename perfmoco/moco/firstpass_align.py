@@ -41,7 +41,7 @@ from perfmoco.moco.blocksearch import group_offset
 from perfmoco.moco.firstpass import fast_contrast
 from perfmoco.moco.ncc import gaussian_window
 from perfmoco.moco.refine import REFINE_SPACING_MM, refine_crop
-from perfmoco.moco.transforms import affine_crop_to_full, compose_affine
+from perfmoco.moco.transforms import translate_frames
 
 __all__ = ["MIN_FRAMES", "align_first_pass_full_fov"]
 
@@ -110,13 +110,7 @@ def align_first_pass_full_fov(images, matrix, centre_yx, pixel_spacing_mm, inten
         log.info("%s: first-pass frames' offset (%.1f, %.1f) mm not applied: even and odd "
                  "frames disagree by %.1f mm", name, *mm, spread)
         return matrix, 0
-    shift = torch.zeros(1, 2, 3, dtype=torch.float64, device=matrix.device)
-    shift[0, 0, 0] = shift[0, 1, 1] = 1.0
-    shift[0, :, 2] = d.to(matrix.device)
-    step = affine_crop_to_full(shift, geo)
-    out = matrix.double().clone()
-    sel = idx.to(matrix.device)
-    out[sel] = compose_affine(out[sel], step.expand(idx.numel(), -1, -1))
+    out = translate_frames(matrix, idx.to(matrix.device), d, geo)
     log.info("%s: first-pass dynamics %d-%d moved by (%.2f, %.2f) mm onto the late frames",
              name, int(idx[0]), int(idx[-1]), *mm)
     return out, idx.numel()

@@ -40,6 +40,7 @@ __all__ = [
     "identity_grid",
     "map_points",
     "sample",
+    "translate_frames",
     "warp",
 ]
 
@@ -285,6 +286,23 @@ def compose_affine(first, second):
     """
     return (_hom(first) @ _hom(second))[:, :2]
 
+
+
+def translate_frames(matrix: torch.Tensor, frames, d: torch.Tensor,
+                     geometry: CropGeometry) -> torch.Tensor:
+    """Full-FOV maps ``(T, 2, 3)`` with ``frames`` (an index) moved by ``d``, crop pixels.
+
+    The pre-contrast block and the first pass's frames (:mod:`.baseline`,
+    :mod:`.firstpass_align`) are moved by one translation found on a crop; each of
+    their maps is composed with it, expressed in full-FOV pixels.  Returns a float64 copy.
+    """
+    shift = torch.eye(2, 3, dtype=torch.float64, device=matrix.device)[None].clone()
+    shift[0, :, 2] = d.to(matrix.device)
+    out = matrix.double().clone()
+    picked = out[frames]
+    out[frames] = compose_affine(picked, affine_crop_to_full(shift, geometry)
+                                 .expand(picked.shape[0], -1, -1))
+    return out
 
 def dense_crop_to_full(
     displacement: torch.Tensor,
