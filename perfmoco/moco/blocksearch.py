@@ -166,8 +166,9 @@ def group_offset(frames: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor, 
         cand = best[None] + grid * step  # (G, 2)
         coords = g_disc[:, None, :] + cand.T.to(g_disc)[..., None]  # (2, G, P)
         shifted = sample(moving, coords[None], padding="border")  # (N, 2, G, P)
-        score = sum(gradient_alignment(f.transpose(0, 1), fix, NGF_EPS * noise[0],
-                                       NGF_EPS * noise[1]) for f in shifted)
+        score = gradient_alignment(shifted.transpose(1, 2).reshape(-1, 2, shifted.shape[-1]),
+                                   fix, NGF_EPS * noise[0], NGF_EPS * noise[1])
+        score = score.reshape(len(frames), len(grid)).sum(0)
         best = cand[int(torch.argmax(score))]
         if level == 0:
             interior = bool(((best - origin).abs() < max_px - 1e-9).all())
