@@ -4,6 +4,7 @@ import numpy as np
 from scipy import ndimage
 
 from perfmoco.quant.coil_frames import MIN_TAIL_FRAMES, TAIL_LAG_FRAMES, slow_frames
+from perfmoco.quant.coils import PreContrastFrames
 from perfmoco.quant.signal import coil_motion_factors
 
 N = 64
@@ -140,7 +141,8 @@ def test_the_edge_takes_its_own_measurement_and_the_rest_the_slow_frames():
     cut = (slice(None), slice(20, None), slice(20, None))
     coil_motion_factors(pd[cut], disp[..., 20:, 20:], pixels=MYO[20:, 20:], centre=(12, 12),
                         spacing_mm=(2.0, 2.0), radius_mm=60.0, baseline=Spy(),
-                        edge_baseline=(frames[cut], disp[..., 20:, 20:], MYO[20:, 20:]))
+                        edge_baseline=PreContrastFrames(frames[cut], disp[..., 20:, 20:],
+                                                        MYO[20:, 20:]))
     assert asked == []
     _factors(pd, frames, disp, baseline=Spy(), edge_baseline=edge)
     assert asked == [True]

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from perfmoco.quant.coils import PreContrastFrames
 from perfmoco.quant.signal import coil_motion_factors
 
 N = 64
@@ -48,7 +49,7 @@ def test_the_frames_measure_the_profile_the_pd_contrast_hides():
     pd, frames, disp, pool = _study()
     truth = _coil_at(disp)[:, pool] / np.exp(LOG_COIL[pool])  # PD frame at rest
     pd_only = _factors(pd, frames, disp, pool)
-    measured = _factors(pd, frames, disp, pool, baseline=(frames, disp, pool))
+    measured = _factors(pd, frames, disp, pool, baseline=PreContrastFrames(frames, disp, pool))
     assert np.abs(pd_only / truth - 1).max() > 0.01
     assert np.abs(measured / truth - 1).max() < 0.002
 
@@ -62,7 +63,7 @@ def test_noisy_frames_stay_near_a_right_pd_fit():
         _, frames, disp, pool = _study(n_frames=8, noise=0.5, seed=seed)
         pd = (1000.0 * np.exp(LOG_COIL))[None]
         truth = _coil_at(disp)[:, pool] / np.exp(LOG_COIL[pool])
-        measured = _factors(pd, frames, disp, pool, baseline=(frames, disp, pool))
+        measured = _factors(pd, frames, disp, pool, baseline=PreContrastFrames(frames, disp, pool))
         errs.append(np.abs(measured / truth - 1).mean())
     assert np.mean(errs) < 0.02
 
@@ -97,7 +98,8 @@ def test_too_little_to_measure_falls_back_to_the_pd_fit():
     few = np.zeros_like(pool)
     few[32, 30:35] = True
     for base in ((frames[:2], disp[:2], pool), (frames, still, pool), (frames, disp, few)):
-        np.testing.assert_array_equal(_factors(pd, frames, disp, pool, baseline=base), pd_only)
+        np.testing.assert_array_equal(
+            _factors(pd, frames, disp, pool, baseline=PreContrastFrames(*base)), pd_only)
     assert baseline_coefficients(frames[:2], disp[:2], region=pool, prior=np.zeros(3),
                                  terms=lambda y, x: np.stack([y * 0 + 1, y, x], -1)) is None
     with pytest.raises(ValueError, match="region"):
@@ -120,8 +122,8 @@ def test_a_heart_near_the_image_edge_is_measured_from_the_frames_alone():
     np.testing.assert_array_equal(alone, 1.0)
     assert len(why) == 1 and "edge" in why[0]
     why.clear()
-    measured = coil_motion_factors(pd_c, disp_c, skipped=why, baseline=(fr_c, disp_c, pool_c),
-                                   **kw)
+    measured = coil_motion_factors(pd_c, disp_c, skipped=why,
+                                   baseline=PreContrastFrames(fr_c, disp_c, pool_c), **kw)
     assert why == []
     assert np.abs(truth - 1).max() > 0.05  # the coil's change is there to be found
     assert np.abs(measured / truth - 1).max() < 0.01

@@ -258,7 +258,7 @@ def test_near_the_image_edge_the_pre_contrast_frames_measure_the_coil(ph_a, monk
     frames measure the coil profile, and its segments read the truth (noise-free:
     median error 0.09 ml/min/g) where M0 not following the breathing read them 0.19
     low (0.29), with a message per slice."""
-    import perfmoco.quant.signal as signal
+    import perfmoco.quant.coils as coils
     from perfmoco.phantom import warp
 
     cut = fov_corner(ph_a, 10.0)
@@ -282,7 +282,7 @@ def test_near_the_image_edge_the_pre_contrast_frames_measure_the_coil(ph_a, monk
         return float(np.median(np.abs(e))), sum("surface-coil" in w for w in r.warnings)
 
     measured, said = errors()
-    monkeypatch.setattr(signal, "baseline_coefficients", lambda *a, **k: None)
+    monkeypatch.setattr(coils, "baseline_coefficients", lambda *a, **k: None)
     unmeasured, said_before = errors()
     assert said == 0 and said_before == 4  # three slices and the AIF
     assert measured < 0.15 and unmeasured > 1.5 * measured

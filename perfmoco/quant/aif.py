@@ -19,7 +19,7 @@ from scipy import ndimage
 from perfmoco.anatomy import find_blood_pools
 from perfmoco.config import QuantConfig
 from perfmoco.quant.calibrate import AifCalibration, calibrate_aif_m0, tail_agreement
-from perfmoco.quant.coils import unflagged
+from perfmoco.quant.coils import PreContrastFrames, unflagged
 from perfmoco.quant.messages import coil_not_followed, warn
 from perfmoco.quant.resolution import half_up, series_interpolation
 from perfmoco.quant.signal import (
@@ -250,7 +250,8 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
             m0 = m0 * coil_motion_factors(
                 series.pd_images, displacement, pixels=core, centre=(yy.mean(), xx.mean()),
                 spacing_mm=series.pixel_spacing_mm, pd_displacement=pd_displacement,
-                skipped=skipped, baseline=(im[pre], np.asarray(displacement)[pre], region),
+                skipped=skipped,
+                baseline=PreContrastFrames(im[pre], np.asarray(displacement)[pre], region),
             ).mean(axis=1)
             if skipped:
                 coil_not_followed(msgs, series.name, skipped[0], aif=True)

@@ -45,13 +45,16 @@ frame's residual motion a nuisance (:mod:`perfmoco.quant.coil_frames`).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from scipy import ndimage
 
 from perfmoco.quant.resolution import half_up
 
 __all__ = ["MIN_BASELINE_FRAMES", "MIN_PIXELS", "MIN_SPREAD_PX", "PRIOR_SD",
-           "baseline_coefficients", "measured_rows", "posterior", "tissue_baseline",
+           "PreContrastFrames", "baseline_coefficients", "measured_rows", "posterior",
+           "tissue_baseline",
            "unflagged"]
 
 #: Pre-contrast frames needed (fewer: the PD-frame fit alone).
@@ -66,6 +69,24 @@ MIN_PIXELS = 30
 #: combined with.
 PRIOR_SD = 0.3
 
+
+
+class PreContrastFrames(NamedTuple):
+    """Aligned pre-contrast frames that measure a coil profile (:func:`baseline_coefficients`).
+
+    :func:`perfmoco.quant.signal.coil_motion_factors` asks any measurement of the
+    profile for its ``coefficients`` (these frames, or a slice's slow frames:
+    :class:`perfmoco.quant.coil_frames.SlowFrames`).
+    """
+
+    frames: np.ndarray  #: (n, Y, X)
+    displacement: np.ndarray  #: (n, 2, Y, X), pixels
+    region: np.ndarray  #: (Y, X), bool
+
+    def coefficients(self, *, terms, prior):
+        """:func:`baseline_coefficients` of these frames."""
+        return baseline_coefficients(self.frames, self.displacement, region=self.region,
+                                     terms=terms, prior=prior)
 
 def baseline_coefficients(frames, displacement, *, region, terms, prior):
     """Log-profile coefficients from aligned pre-contrast frames.
@@ -205,7 +226,7 @@ def tissue_baseline(images, displacement, *, myo, lv_core, rv, n_frames: int, sc
 
     Returns
     -------
-    tuple
+    PreContrastFrames
         ``(frames (n, Y, X), displacement (n, 2, Y, X), region (Y, X))``: the
         myocardium and LV pool core eroded by one acquired pixel (their outer
         edge, and the core's rim and holes at the endocardium), away from the RV
@@ -216,7 +237,7 @@ def tissue_baseline(images, displacement, *, myo, lv_core, rv, n_frames: int, sc
     region = ndimage.binary_erosion(np.asarray(myo, bool) | np.asarray(lv_core, bool),
                                     iterations=k)
     region &= ~ndimage.binary_dilation(np.asarray(rv, bool), iterations=2 * k)
-    return images[pre], np.asarray(displacement)[pre], region
+    return PreContrastFrames(images[pre], np.asarray(displacement)[pre], region)
 
 
 def unflagged(n_frames: int, qc, n_total: int) -> np.ndarray:

@@ -21,7 +21,6 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from perfmoco.quant.coils import baseline_coefficients
 from perfmoco.quant.model import signal_to_r1
 from perfmoco.quant.resolution import half_up
 
@@ -332,17 +331,18 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
     skipped : list of str, keyword-only, optional
         Where the factors are left at 1, the reason is appended here (for the
         study's messages).
-    baseline : tuple or SlowFrames, keyword-only, optional
-        ``(frames, displacement, region)``: the corrected pre-contrast frames
-        ``(n, Y, X)``, their displacement ``(n, 2, Y, X)`` and the pixels whose
-        tissue they show aligned and unchanged ``(Y, X)``; the profile is then
+    baseline : PreContrastFrames or SlowFrames, keyword-only, optional
+        A measurement of the profile, asked for its ``coefficients``: the corrected
+        pre-contrast frames ``(n, Y, X)``, their displacement ``(n, 2, Y, X)`` and the
+        pixels whose tissue they show aligned and unchanged ``(Y, X)``
+        (:class:`perfmoco.quant.coils.PreContrastFrames`); the profile is then
         measured from them as well (:func:`perfmoco.quant.coils.baseline_coefficients`:
         combined with the PD frames' fit, their prior; with the heart near the
         image's edge (:data:`MAX_COIL_OFFSET`), where the factors are otherwise
         left at 1, the one-sided PD fit is only that prior).  Or a high-resolution
         slice's slow frames (:class:`perfmoco.quant.coil_frames.SlowFrames`: before
         the bolus and after the first pass, residual motion a nuisance).
-    edge_baseline : tuple, keyword-only, optional
+    edge_baseline : PreContrastFrames, keyword-only, optional
         As ``baseline``, used instead of it with the heart near the image's edge
         (the high-resolution slices' pre-contrast tissue:
         :func:`perfmoco.quant.coils.tissue_baseline`).
@@ -388,11 +388,7 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
                                    np.log(pd[body]), rcond=None)
     if baseline is not None and (reason is None or edge):
         # at the edge the one-sided PD fit is only the prior of the frames' measurement
-        if hasattr(baseline, "coefficients"):  # a slice's slow frames (quant.coil_frames)
-            measured = baseline.coefficients(terms=terms, prior=coef)
-        else:
-            measured = baseline_coefficients(*baseline[:2], region=baseline[2], prior=coef,
-                                             terms=terms)
+        measured = baseline.coefficients(terms=terms, prior=coef)
         if measured is not None:
             coef, reason = measured, None
         elif edge:
