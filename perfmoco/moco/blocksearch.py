@@ -29,6 +29,12 @@ BINS = 32
 NGF_EPS = 0.5
 
 
+def _square(k: int) -> torch.Tensor:
+    """The ``((2k + 1)^2, 2)`` points of a square grid about 0, in steps (float64)."""
+    ax = torch.arange(-k, k + 1, dtype=torch.float64)
+    return torch.stack(torch.meshgrid(ax, ax, indexing="ij"), -1).reshape(-1, 2)
+
+
 def block_offset(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor, *,
                  max_px: float, start: torch.Tensor | None = None, levels: int = 3,
                  bins: int = BINS, reach: int = 1, similarity: str = "mi",
@@ -107,14 +113,10 @@ def block_offsets(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor,
         fix = gradient_images(fixed.float())[:, disc]
     else:
         fix = fixed[disc].float()
-    def square(k):  # ((2k + 1)^2, 2) grid points, in steps
-        ax = torch.arange(-k, k + 1, dtype=torch.float64)
-        return torch.stack(torch.meshgrid(ax, ax, indexing="ij"), -1).reshape(-1, 2)
-
     step = max_px / 4.0
     interior = torch.ones(n, dtype=torch.bool)
     for level in range(levels):
-        grid = square(4 * max(int(reach), 1) if level == 0 else 4)
+        grid = _square(4 * max(int(reach), 1) if level == 0 else 4)
         for i0 in range(0, n, chunk):
             sel = slice(i0, min(i0 + chunk, n))
             cand = best[sel, None] + grid[None] * step  # (c, G, 2)
@@ -159,8 +161,7 @@ def group_offset(frames: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor, 
     fix = gradient_images(fixed.float())[:, disc]
     origin = torch.zeros(2, dtype=torch.float64) if start is None else start.double().cpu()
     best = origin.clone()
-    ax = torch.arange(-4, 5, dtype=torch.float64)
-    grid = torch.stack(torch.meshgrid(ax, ax, indexing="ij"), -1).reshape(-1, 2)
+    grid = _square(4)
     step, interior = max_px / 4.0, True
     for level in range(levels):
         cand = best[None] + grid * step  # (G, 2)
