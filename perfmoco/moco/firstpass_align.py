@@ -21,6 +21,10 @@ score is the mean of each frame's alignment (:func:`perfmoco.moco.blocksearch.gr
 Trusted only where the search's optimum lies inside its range and the even and odd
 frames of the group give offsets within ``moco.first_pass_agreement_mm``.  The
 high-resolution slices only (the AIF slice's ~4.5 mm pixels: see ``baseline``).
+
+Off by default (``moco.first_pass_align``): against the phantoms' true motion it brought
+motion-free studies' groups closer (12 slices, 0.47 -> 0.31 mm) but breathing ones further
+off (69 slices, 0.39 -> 0.50 mm; docs/motion-correction.md, twenty-sixth session).
 """
 
 from __future__ import annotations
