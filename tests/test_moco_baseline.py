@@ -189,12 +189,37 @@ def test_a_large_block_offset_needs_a_second_witness(monkeypatch, mi_mm, taken):
 
     ngf = torch.tensor([6.0, 0.0], dtype=torch.float64) / bl.FINE_SPACING_MM
     mi = None if mi_mm is None else torch.tensor(mi_mm, dtype=torch.float64) / bl.SPACING_MM
-    monkeypatch.setattr(bl, "_block_search", lambda *a, **k: (mi, "" if mi is not None else "x"))
+    monkeypatch.setattr(bl, "_block_search",
+                        lambda *a, **k: (mi, "" if mi is not None else "x", mi))
     d, spacing, geo = bl._confirmed((ngf, bl.FINE_SPACING_MM, "fine"), None, None, "coarse",
                                     10, 8, MocoConfig(), "s")
     assert (spacing, geo) == ((bl.FINE_SPACING_MM, "fine") if taken == "ngf"
                               else (bl.SPACING_MM, "coarse"))
     assert torch.equal(d, ngf if taken == "ngf" else mi)
+
+
+@pytest.mark.parametrize(("whole_mm", "kept"), [
+    ((5.0, 1.0), True),    # mutual information's halves disagreed, its block agrees: moved
+    ((1.9, 1.2), False),   # ... its block lies far from the move (13045 a): nothing moved
+    (None, True),          # its search ended at the edge: no witness against the move
+])
+def test_a_large_block_offset_is_refuted_by_the_other_similaritys_whole_block(
+        monkeypatch, whole_mm, kept):
+    import perfmoco.moco.baseline as bl
+
+    ngf = torch.tensor([6.0, 0.0], dtype=torch.float64) / bl.FINE_SPACING_MM
+    mm_other = None if whole_mm is None else torch.tensor(whole_mm, dtype=torch.float64)
+    whole = None if mm_other is None else mm_other / bl.SPACING_MM
+    monkeypatch.setattr(bl, "_block_search", lambda *a, **k: (None, "halves disagree", whole))
+    found = bl._confirmed((ngf, bl.FINE_SPACING_MM, "fine"), None, None, "coarse", 10, 8,
+                          MocoConfig(), "s")
+    assert (found is not None) == kept
+    # the other way round, as the mutual-information fallback checks its move
+    assert bl._refuted(ngf * bl.FINE_SPACING_MM, mm_other, MocoConfig(), "s", "x") == (not kept)
+    # a move within CONFIRM_MM is never refuted
+    small = torch.tensor([bl.CONFIRM_MM - 0.5, 0.0], dtype=torch.float64)
+    assert not bl._refuted(small, torch.tensor([-8.0, 0.0], dtype=torch.float64), MocoConfig(),
+                           "s", "x")
 
 
 def test_a_pre_contrast_block_with_few_edges_lands_on_the_anatomy():

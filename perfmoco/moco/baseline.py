@@ -26,7 +26,11 @@ the same offset; otherwise (e.g. the short-saturation AIF slice, whose
 pre-contrast frames are nearly noise) the series is left as it was.  Where the
 gradient fields' halves disagree, mutual information is tried instead; and an
 offset of more than :data:`CONFIRM_MM` by gradient fields is checked by mutual
-information, the smaller of the two taken where they disagree.
+information, the smaller of the two taken where they disagree.  A large offset by
+one similarity is not applied where the other's whole block lies further than
+``moco.baseline_agreement_mm`` from it, even with that one's halves disagreeing
+(:func:`_refuted`: two basal blocks of 24 fresh studies had been moved 7.6 and 11.4 mm
+onto false optima, the AIF slice with them).
 
 A block far off (a deep breath) is searched for again over twice and then three
 times the range, and the frames between it and the LV's bolus, which the steps
@@ -116,6 +120,10 @@ FARTHEST_REACH = 3
 HALVES_MM = 2.0
 
 
+#: Why a large block move was not applied: the other similarity found the block elsewhere.
+_REFUTED = "a large move the other similarity places elsewhere"
+
+
 class BaselineOffset(NamedTuple):
     """What the pre-contrast alignment found for one series."""
 
@@ -192,7 +200,8 @@ def smooth_frames(frames: torch.Tensor, sigma_px: float) -> torch.Tensor:
 
 def _block_search(crop, disc, n: int, n_late: int, spacing: float, similarity: str, config,
                   aif: bool, name: str):
-    """The block's offset (crop pixels) onto the late frames' mean, or ``(None, reason)``.
+    """The block's offset (crop pixels) onto the late frames' mean, or ``None``; why not;
+    and the whole block's offset even where its halves disagree (None at the search's edge).
 
     ``crop`` holds the block's ``n`` frames first and the ``n_late`` late ones last.
     """
@@ -219,7 +228,7 @@ def _block_search(crop, disc, n: int, n_late: int, spacing: float, similarity: s
                  name, config.baseline_max_mm, reach * config.baseline_max_mm,
                  "found" if ok else "again at the edge")
     if not ok:
-        return None, "offset at the edge of the search"
+        return None, "offset at the edge of the search", None
     # the halves, searched about the whole block's offset (further is disagreement)
     half = HALVES_MM / spacing
     d_even, ok_e = search(crop[0:n:2].mean(0), max_px=half, start=d, levels=2,
@@ -234,8 +243,8 @@ def _block_search(crop, disc, n: int, n_late: int, spacing: float, similarity: s
         mm = tuple(float(v) * spacing for v in d)
         log.info("%s: pre-contrast block offset (%.1f, %.1f) mm not applied: even and odd "
                  "frames disagree by %.1f mm", name, *mm, spread)
-        return None, f"halves disagree by {spread:.1f} mm"
-    return d, ""
+        return None, f"halves disagree by {spread:.1f} mm", d
+    return d, "", d
 
 
 def _confirmed(found, crop, disc, geo, n: int, n_late: int, config, name: str):
@@ -243,19 +252,47 @@ def _confirmed(found, crop, disc, geo, n: int, n_late: int, config, name: str):
 
     Where the two differ by more than ``baseline_agreement_mm``, the smaller
     offset is taken (the networks' own alignment of the block is seldom far off;
-    a false optimum far away is what either similarity can fall into).
+    a false optimum far away is what either similarity can fall into).  Where mutual
+    information's halves disagree, its whole block's offset still speaks against a
+    move it lies far from: None (nothing moved; 13045 a, breathing: gradient fields
+    took a basal block 11.4 mm along x, mutual information said 2.2 mm with halves 3.2
+    mm apart; the block sat 2.8 mm off and was left 8.6 mm off, the AIF slice with it).
     """
     d, spacing, _ = found
-    d_mi, _ = _block_search(crop, disc, n, n_late, SPACING_MM, "mi", config, False, name)
+    d_mi, _, whole = _block_search(crop, disc, n, n_late, SPACING_MM, "mi", config, False, name)
+    mm = d * spacing
     if d_mi is None:
-        return found
-    mm, mm_mi = d * spacing, d_mi * SPACING_MM
+        if whole is None or not _refuted(mm, whole * SPACING_MM, config, name, "gradient fields"):
+            return found
+        return None
+    mm_mi = d_mi * SPACING_MM
     if float((mm - mm_mi).norm()) <= config.baseline_agreement_mm or mm.norm() <= mm_mi.norm():
         return found
     log.info("%s: pre-contrast block offset by gradient fields (%.1f, %.1f) mm, by mutual "
              "information (%.1f, %.1f) mm: the smaller taken", name, *mm.tolist(),
              *mm_mi.tolist())
     return d_mi, SPACING_MM, geo
+
+
+def _refuted(mm, mm_other, config, name: str, by: str) -> bool:
+    """Whether a large block offset ``mm`` (by ``by``; mm) lies further than
+    ``baseline_agreement_mm`` from the other similarity's whole-block offset
+    ``mm_other`` (mm; None: that search ended at its edge and says nothing), found
+    where that one's own halves disagreed.  Moves of at most :data:`CONFIRM_MM` pass.
+
+    The other way round from :func:`_confirmed`: where the gradient fields' halves
+    disagree, mutual information alone once took a basal block 7.6 mm off where the
+    gradient fields said 9.5 mm elsewhere (13047 a, breathing and gasps: 6.7 mm off
+    after, 2.4 mm left unmoved).
+    """
+    if float(mm.norm()) <= CONFIRM_MM or mm_other is None:
+        return False
+    if float((mm - mm_other).norm()) <= config.baseline_agreement_mm:
+        return False
+    other = "mutual information" if by == "gradient fields" else "gradient fields"
+    log.info("%s: pre-contrast block offset by %s (%.1f, %.1f) mm not applied: %s found "
+             "(%.1f, %.1f) mm", name, by, *mm.tolist(), other, *mm_other.tolist())
+    return True
 
 
 def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensity_range,
@@ -296,7 +333,7 @@ def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensi
     n_late = max(MIN_LATE, t // 4)
     if n < MIN_FRAMES or t - n_late < n + 4:
         return matrix, BaselineOffset(n, (0.0, 0.0), False, "too few pre-contrast frames")
-    found = None
+    found, mm_ngf = None, None  # mm_ngf: the gradient fields' whole-block offset, mm
     if not aif and config.baseline_similarity == "ngf":
         # a finer crop of the frames that count (the block and the late ones), smoothed
         pick = torch.cat([torch.arange(n), torch.arange(t - n_late, t)]).to(images.device)
@@ -305,17 +342,23 @@ def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensi
         sigma = NGF_SMOOTH * min(pixel_spacing_mm) / FINE_SPACING_MM
         fdisc = heart_disc(config.disc_radius_mm(aif), device=images.device, size=FINE_CROP,
                            spacing_mm=FINE_SPACING_MM)
-        d, why = _block_search(smooth_frames(fine, sigma), fdisc, n, n_late, FINE_SPACING_MM, "ngf",
-                               config, aif, name)
+        d, why, whole = _block_search(smooth_frames(fine, sigma), fdisc, n, n_late,
+                                      FINE_SPACING_MM, "ngf", config, aif, name)
+        mm_ngf = None if whole is None else whole * FINE_SPACING_MM
         if d is not None:
             found = (d, FINE_SPACING_MM, fgeo)
             if float(d.norm()) * FINE_SPACING_MM > CONFIRM_MM:  # a large move: a second witness
                 found = _confirmed(found, crop, disc, geo, n, n_late, config, name)
+                if found is None:
+                    return matrix, BaselineOffset(n, (0.0, 0.0), False, _REFUTED)
         else:
             log.info("%s: pre-contrast block by gradient fields not trusted (%s); by mutual "
                      "information instead", name, why)
     if found is None:
-        d, why = _block_search(crop, disc, n, n_late, SPACING_MM, "mi", config, aif, name)
+        d, why, _ = _block_search(crop, disc, n, n_late, SPACING_MM, "mi", config, aif, name)
+        if d is not None and _refuted(d * SPACING_MM, mm_ngf, config, name,
+                                      "mutual information"):
+            d, why = None, _REFUTED
         if d is None:
             return matrix, BaselineOffset(n, (0.0, 0.0), False, why)
         found = (d, SPACING_MM, geo)
