@@ -5,7 +5,7 @@ from scipy import ndimage
 
 from perfmoco.quant.coil_frames import MIN_TAIL_FRAMES, TAIL_LAG_FRAMES, slow_frames
 from perfmoco.quant.coils import PreContrastFrames
-from perfmoco.quant.signal import coil_motion_factors
+from perfmoco.quant.signal import coil_motion_factors, heart_near_edge
 
 N = 64
 YY, XX = np.mgrid[0:N, 0:N].astype(float)
@@ -146,6 +146,9 @@ def test_the_edge_takes_its_own_measurement_and_the_rest_the_slow_frames():
     assert asked == []
     _factors(pd, frames, disp, baseline=Spy(), edge_baseline=edge)
     assert asked == [True]
+    # the same test for a caller that builds only the measurement to be used
+    assert heart_near_edge(pd[cut].shape[1:], (12, 12), (2.0, 2.0), radius_mm=60.0)
+    assert not heart_near_edge(pd.shape[1:], (32, 32), (2.0, 2.0), radius_mm=60.0)
 
 
 def test_the_normal_equations_are_those_of_the_full_least_squares():

@@ -29,6 +29,7 @@ __all__ = [
     "baseline_q",
     "bolus_arrival_index",
     "coil_motion_factors",
+    "heart_near_edge",
     "m0_map",
     "pools_and_edges",
     "pre_contrast_frames",
@@ -280,6 +281,26 @@ def pools_and_edges(pools, scale: float = 1.0) -> np.ndarray:
 MAX_COIL_OFFSET = 0.15
 
 
+#: Radius (mm) of :func:`coil_motion_factors`' fitting disc about the heart.
+COIL_RADIUS_MM = 100.0
+
+
+def _disc(shape, centre, spacing_mm, radius_mm: float):
+    """The fitting disc's coordinates ``u, v`` (in radii about ``centre``) and the disc."""
+    sy, sx = spacing_mm[0] / radius_mm, spacing_mm[1] / radius_mm
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
+    u, v = (yy - centre[0]) * sy, (xx - centre[1]) * sx
+    return u, v, np.hypot(u, v) < 1.0
+
+
+def heart_near_edge(shape, centre, spacing_mm, radius_mm: float = COIL_RADIUS_MM) -> bool:
+    """Whether :func:`coil_motion_factors` (same ``radius_mm``) sees the heart of an image of
+    ``shape`` near its edge, and so takes its ``edge_baseline``: for a caller that builds
+    only the measurement that will be used.
+    """
+    return _off_centre(*_disc(shape, centre, spacing_mm, radius_mm))
+
+
 def _off_centre(u, v, region) -> bool:
     """Whether the image cuts :func:`coil_motion_factors`' fitting disc off-centre.
 
@@ -295,7 +316,7 @@ def _off_centre(u, v, region) -> bool:
 
 
 def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
-                        pd_displacement=None, radius_mm: float = 100.0, degree: int = 2,
+                        pd_displacement=None, radius_mm: float = COIL_RADIUS_MM, degree: int = 2,
                         exclude=None, skipped: list[str] | None = None, baseline=None,
                         edge_baseline=None):
     """Change of the surface-coil sensitivity seen by motion-corrected pixels, per frame.
@@ -364,9 +385,7 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
         raise ValueError(f"displacement (T, 2, {pd.shape}) and pixels {pd.shape} expected, "
                          f"got {disp.shape} and {mask.shape}")
     sy, sx = spacing_mm[0] / radius_mm, spacing_mm[1] / radius_mm
-    yy, xx = np.mgrid[0 : pd.shape[0], 0 : pd.shape[1]].astype(np.float64)
-    u, v = (yy - centre[0]) * sy, (xx - centre[1]) * sx
-    region = np.hypot(u, v) < 1.0
+    u, v, region = _disc(pd.shape, centre, spacing_mm, radius_mm)
     edge = _off_centre(u, v, region)
     if edge and edge_baseline is not None:
         baseline = edge_baseline

@@ -39,6 +39,7 @@ from perfmoco.quant.signal import (
     baseline_m0,
     baseline_q,
     coil_motion_factors,
+    heart_near_edge,
     m0_map,
     pools_and_edges,
     pre_contrast_frames,
@@ -152,15 +153,16 @@ def _slice_m0(s, w, im, near, n_lv: int, ts: float, *, config: QuantConfig, msgs
     if displacements and s.slice_index in displacements:
         skipped: list[str] = []
         disp = np.asarray(displacements[s.slice_index])
+        frames = {"n_frames": n_lv, "scale": w.pixel_scale, "qc": qc}  # only the one used
+        measured = ({"edge_baseline": tissue_baseline(im, disp, myo=w.myo, lv_core=w.lv_core,
+                                                      rv=w.rv, **frames)}
+                    if heart_near_edge(w.myo.shape, w.centre, s.pixel_spacing_mm) else
+                    {"baseline": slow_frames(im, disp, myo=w.myo, times_s=s.times_s, **frames)})
         m0 = m0 * coil_motion_factors(
             s.pd_images, disp, pixels=w.myo, centre=w.centre,
             spacing_mm=s.pixel_spacing_mm,
             pd_displacement=(pd_displacements or {}).get(s.slice_index),
-            exclude=pools_and_edges(w.blood, w.pixel_scale), skipped=skipped,
-            baseline=slow_frames(im, disp, myo=w.myo, n_frames=n_lv, times_s=s.times_s,
-                                 scale=w.pixel_scale, qc=qc),
-            edge_baseline=tissue_baseline(im, disp, myo=w.myo, lv_core=w.lv_core, rv=w.rv,
-                                          n_frames=n_lv, scale=w.pixel_scale, qc=qc))
+            exclude=pools_and_edges(w.blood, w.pixel_scale), skipped=skipped, **measured)
         if skipped:
             coil_not_followed(msgs, s.name, skipped[0])
     efficiency[s.name] = saturation_efficiency(im[:n_lv, w.myo], m0, ts_s=ts,
