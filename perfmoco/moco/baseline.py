@@ -29,7 +29,7 @@ offset of more than :data:`CONFIRM_MM` by gradient fields is checked by mutual
 information, the smaller of the two taken where they disagree.  A large offset by
 one similarity is not applied where the other's whole block lies further than
 ``moco.baseline_agreement_mm`` from it, even with that one's halves disagreeing
-(:func:`_refuted`: two basal blocks of 24 fresh studies had been moved 7.6 and 11.4 mm
+(:func:`_refuted`: two basal blocks of 40 fresh studies had been moved 7.6 and 11.4 mm
 onto false optima, the AIF slice with them).
 
 A block far off (a deep breath) is searched for again over twice and then three
