@@ -287,7 +287,6 @@ def compose_affine(first, second):
     return (_hom(first) @ _hom(second))[:, :2]
 
 
-
 def translate_frames(matrix: torch.Tensor, frames, d: torch.Tensor,
                      geometry: CropGeometry) -> torch.Tensor:
     """Full-FOV maps ``(T, 2, 3)`` with ``frames`` (an index) moved by ``d``, crop pixels.
@@ -303,6 +302,7 @@ def translate_frames(matrix: torch.Tensor, frames, d: torch.Tensor,
     out[frames] = compose_affine(picked, affine_crop_to_full(shift, geometry)
                                  .expand(picked.shape[0], -1, -1))
     return out
+
 
 def dense_crop_to_full(
     displacement: torch.Tensor,
