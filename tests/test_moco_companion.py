@@ -236,3 +236,25 @@ def test_correct_slices_passes_over_a_failing_slice_or_raises(small_study):
     assert seen == [(bad, "blank frame")] and len(steps) == len(small_study.slices)
     with pytest.raises(ValueError, match="blank frame"):
         correct_slices(small_study, correct, config=MocoConfig())
+
+
+def test_a_short_pre_contrast_block_follows_with_its_margin_frame():
+    """A scan started three frames before the bolus (a block of two frames and the margin
+    frame, :func:`perfmoco.moco.baseline.block_length`): all three move to the tissue
+    slice's track, the frames from the bolus on stay as they were."""
+    cut = N_PRE - 3
+    aif, res, truth, [(tissue, t_res, c)] = _aif_case()
+
+    def shorter(s, r):
+        s = s.replace(images=s.images[cut:], times_s=s.times_s[cut:])
+        return s, r._replace(corrected=r.corrected[cut:], displacement=r.displacement[cut:],
+                             qc=r.qc[cut:], reference_index=r.reference_index - cut)
+
+    aif, res = shorter(aif, res)
+    tissue, t_res = shorter(tissue, t_res)
+    truth = truth[cut:]
+    out = _follow(aif, res, [(tissue, t_res, c)])
+    got = out.displacement[:, :, 24, 24]
+    assert np.abs(res.displacement[:3, :, 24, 24] - truth[:3]).max() > 0.3
+    assert np.abs(got[:3] - truth[:3]).max() < 0.05
+    np.testing.assert_array_equal(out.displacement[3:], res.displacement[3:])

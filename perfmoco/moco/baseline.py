@@ -32,6 +32,17 @@ one similarity is not applied where the other's whole block lies further than
 (:func:`_refuted`: two basal blocks of 40 fresh studies had been moved 7.6 and 11.4 mm
 onto false optima, the AIF slice with them).
 
+A scan started shortly before the bolus leaves a block too short to halve (fewer than
+:data:`MIN_FRAMES` frames; real protocols often have 2-5 pre-contrast beats where the
+phantom has 10-17).  Such a block takes its margin frame too
+(:func:`.precontrast.block_length`) and is moved where the two similarities are each
+other's witness: the gradient fields' offset, where mutual information's lies within the
+agreement (:func:`_short_block`).  The AIF slice's short block follows a tissue slice
+instead (:mod:`perfmoco.moco.companion`).  On fresh phantoms cut to start five dynamics
+before the AIF's bolus (13089-13094 a/b) the first five frames of the high-resolution
+slices had sat 1.56 mm off on average after the correction (frames 0-1 2.6 mm), now 0.85
+mm (1.0 mm), the AIF slice's 1.66 -> 1.05 mm.
+
 A block far off (a deep breath) is searched for again over twice and then three
 times the range, and the frames between it and the LV's bolus, which the steps
 before aligned with it, follow its move where they still sit with it
@@ -70,13 +81,25 @@ import torch
 from monai.networks.layers import separable_filtering
 
 from perfmoco.moco.blocksearch import block_offset, block_offsets
+from perfmoco.moco.precontrast import (
+    MIN_FRAMES,
+    MIN_LATE,
+    MIN_SHORT_FRAMES,
+    baseline_length,
+    block_length,
+    heart_disc,
+)
 from perfmoco.moco.refine import REFINE_CROP, REFINE_SPACING_MM, refine_crop
-from perfmoco.moco.transforms import identity_grid, translate_frames
+from perfmoco.moco.transforms import translate_frames
 
 __all__ = [
     "BaselineOffset",
     "align_baseline_full_fov",
+    "MIN_FRAMES",
+    "MIN_LATE",
+    "MIN_SHORT_FRAMES",
     "baseline_length",
+    "block_length",
     "block_offset",
     "block_offsets",
     "heart_disc",
@@ -88,13 +111,6 @@ log = logging.getLogger(__name__)
 #: Crop of this step: the refinement's (64 px of 2.5 mm about the LV centre).
 CROP = REFINE_CROP
 SPACING_MM = REFINE_SPACING_MM
-#: Fewest pre-contrast frames worth aligning as a block (each half needs 2).
-MIN_FRAMES = 4
-#: Late block: the last quarter of the dynamics, at least this many frames.
-MIN_LATE = 8
-#: The bolus starts the first run of enhanced frames: at least this many less one of the
-#: next this many (:func:`baseline_length`).
-RUN = 5
 #: The high-resolution slices' block search (``moco.baseline_similarity: ngf``): normalised
 #: gradient fields on a crop of this size and pixel spacing (the same 160 mm about the LV),
 #: each image's ``eps`` a share of its noise SD (:data:`perfmoco.moco.blocksearch.NGF_EPS`).
@@ -133,63 +149,6 @@ class BaselineOffset(NamedTuple):
     reason: str  #: why not applied, or "" when applied
 
 
-def heart_disc(radius_mm: float, *, device=None, size: int = CROP,
-               spacing_mm: float = SPACING_MM) -> torch.Tensor:
-    """The disc of ``radius_mm`` about the centre of a crop (default the refinement's), bool."""
-    g = identity_grid((size, size), device=device)
-    r = (((g[0] - (size - 1) / 2) ** 2 + (g[1] - (size - 1) / 2) ** 2).sqrt()) * spacing_mm
-    return r <= radius_mm
-
-
-def baseline_length(crop: torch.Tensor, disc: torch.Tensor, *, cnr: float = 6.0,
-                    fraction: float = 0.1) -> int:
-    """Number of frames before the first contrast enhancement in the disc.
-
-    Parameters
-    ----------
-    crop : Tensor, shape (T, H, W)
-        Aligned crop series.
-    disc : Tensor, shape (H, W), bool
-        Pixels that count (the heart).
-    cnr, fraction : float, keyword-only
-        A frame is enhanced when the 99th percentile of its difference to the
-        baseline (median of the first three frames), less the magnitude of its
-        1st percentile, exceeds ``cnr`` noise SDs (from the first four frames'
-        successive differences) and ``fraction`` of the largest such value over
-        the series.  A frame left a few mm off the first ones differs from them
-        at the edges in both directions alike; contrast arrival adds signal
-        only (the 99th percentile alone had read a deep breather's pre-contrast
-        frames 4-12, sitting 3.5 mm from frames 0-3, as enhanced: 11699 b).
-        Contrast, once it has come, stays: the first enhanced frame is the first
-        that starts a run of them (at least ``RUN - 1`` of ``RUN`` frames), not
-        one of a few beats that a deep breath brought nearer the surface coils
-        (11725 b's basal slice: frames 4-6 and 11-13 up to 10 % brighter, and
-        the block had ended at frame 3).
-
-    Returns
-    -------
-    int
-        The pre-contrast block is frames ``[0, n)``: the frames up to one
-        before the first enhanced one (a margin for the bolus foot).
-    """
-    x = crop[:, disc].double()
-    if x.shape[0] < 6:
-        return 0
-    base = x[:3].median(dim=0).values
-    diff = x[1:4] - x[:3]
-    noise = (diff.abs().median() / 0.6745 / 2**0.5).item()
-    q = torch.quantile(x - base, torch.tensor([0.01, 0.99], dtype=x.dtype), dim=1)
-    enh = q[1] + q[0]  # the positive tail beyond the negative one's size
-    above = enh > max(cnr * noise, fraction * enh.max().item())
-    # contrast stays: the first frame that starts a run of enhanced ones
-    run = min(RUN, above.numel())
-    held = above & (torch.nn.functional.pad(above.double(), (0, run - 1))
-                    .unfold(0, run, 1).sum(dim=1) >= run - 1)
-    if not held.any():
-        return 0
-    return max(int(torch.nonzero(held)[0, 0]) - 1, 0)
-
-
 def smooth_frames(frames: torch.Tensor, sigma_px: float) -> torch.Tensor:
     """Each frame ``(N, H, W)`` convolved with a Gaussian of SD ``sigma_px`` (edges replicated)."""
     r = max(1, int(round(3.0 * sigma_px)))
@@ -199,16 +158,19 @@ def smooth_frames(frames: torch.Tensor, sigma_px: float) -> torch.Tensor:
 
 
 def _block_search(crop, disc, n: int, n_late: int, spacing: float, similarity: str, config,
-                  aif: bool, name: str):
+                  aif: bool, name: str, *, halves: bool = True):
     """The block's offset (crop pixels) onto the late frames' mean, or ``None``; why not;
     and the whole block's offset even where its halves disagree (None at the search's edge).
 
     ``crop`` holds the block's ``n`` frames first and the ``n_late`` late ones last.
+    ``halves=False``: the whole block's offset alone (a block too short to halve).
     """
     late = crop[-n_late:].mean(0)
     max_px = config.baseline_max_mm / spacing
 
     def sd_of_mean(frames):  # the noise SD of the frames' mean, from their spread
+        if frames.shape[0] < 2:  # one frame: the late frames' noise, per frame
+            return sd_of_mean(crop[-n_late:]) * n_late ** 0.5
         return float(frames[:, disc].std(dim=0).median()) / frames.shape[0] ** 0.5
 
     sd_late = sd_of_mean(crop[-n_late:]) if similarity == "ngf" else 0.0
@@ -229,6 +191,8 @@ def _block_search(crop, disc, n: int, n_late: int, spacing: float, similarity: s
                  "found" if ok else "again at the edge")
     if not ok:
         return None, "offset at the edge of the search", None
+    if not halves:
+        return d, "", d
     # the halves, searched about the whole block's offset (further is disagreement)
     half = HALVES_MM / spacing
     d_even, ok_e = search(crop[0:n:2].mean(0), max_px=half, start=d, levels=2,
@@ -329,28 +293,90 @@ def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensi
     t = images.shape[0]
     geo, crop = refine_crop(images, matrix, centre_yx, pixel_spacing_mm, intensity_range)
     disc = heart_disc(config.disc_radius_mm(aif), device=images.device)
-    n = baseline_length(crop, disc)
+    found_n = baseline_length(crop, disc)
+    n, short = block_length(found_n), found_n < MIN_FRAMES
     n_late = max(MIN_LATE, t // 4)
-    if n < MIN_FRAMES or t - n_late < n + 4:
+    # the AIF slice's short block follows a tissue slice instead (.companion)
+    if n == 0 or (short and aif) or t - n_late < n + 4:
         return matrix, BaselineOffset(n, (0.0, 0.0), False, "too few pre-contrast frames")
+    # a finer crop of the frames that count (the block and the late ones), smoothed
+    pick = torch.cat([torch.arange(n), torch.arange(t - n_late, t)]).to(images.device)
+    fine = functools.partial(_fine_crop, images[pick], matrix[pick], centre_yx,
+                             pixel_spacing_mm, intensity_range, config, aif)
+    if short:
+        found = _short_block(fine, crop, disc, geo, n, n_late, config, name, aif)
+    else:
+        found = _long_block(fine, crop, disc, geo, n, n_late, config, name, aif)
+    if not isinstance(found, tuple):
+        return matrix, BaselineOffset(n, (0.0, 0.0), False, found)
+    d, spacing, geo = found
+    mm = tuple(float(v) * spacing for v in d)
+    m = n + _followers(crop, disc, n, d * spacing / SPACING_MM)
+    out = translate_frames(matrix, slice(0, m), d, geo)
+    log.info("%s: pre-contrast dynamics 0-%d moved by (%.1f, %.1f) mm onto the late frames%s",
+             name, n - 1, *mm, f" (and {n}-{m - 1}, still with them)" if m > n else "")
+    return out, BaselineOffset(n, mm, True, "")
+
+
+def _fine_crop(images, matrix, centre_yx, pixel_spacing_mm, intensity_range, config,
+               aif: bool):
+    """The gradient fields' crop (:data:`FINE_CROP` of :data:`FINE_SPACING_MM`) of the
+    given frames, smoothed (:data:`NGF_SMOOTH`): ``(geometry, frames, disc)``.
+    """
+    fgeo, fine = refine_crop(images, matrix, centre_yx, pixel_spacing_mm, intensity_range,
+                             size=FINE_CROP, spacing_mm=FINE_SPACING_MM)
+    sigma = NGF_SMOOTH * min(pixel_spacing_mm) / FINE_SPACING_MM
+    fdisc = heart_disc(config.disc_radius_mm(aif), device=images.device, size=FINE_CROP,
+                       spacing_mm=FINE_SPACING_MM)
+    return fgeo, smooth_frames(fine, sigma), fdisc
+
+
+def _short_block(fine, crop, disc, geo, n: int, n_late: int, config, name: str, aif: bool):
+    """A block of fewer than :data:`MIN_FRAMES` frames: ``(d, spacing, geo)``, or why not.
+
+    No halves to compare, so the two similarities are each other's witness: the
+    gradient fields' offset (fine crop) is taken where mutual information's (``crop``)
+    lies within the agreement (``moco.baseline_agreement_mm``, on the AIF slice
+    ``baseline_agreement_aif_mm``); nothing is moved where either search ends at its
+    edge.
+    """
+    fgeo, frames, fdisc = fine()
+    d, _, _ = _block_search(frames, fdisc, n, n_late, FINE_SPACING_MM, "ngf", config, aif,
+                            name, halves=False)
+    d_mi, _, _ = _block_search(crop, disc, n, n_late, SPACING_MM, "mi", config, aif, name,
+                               halves=False)
+    if d is None or d_mi is None:
+        return "offset at the edge of the search"
+    mm, mm_mi = d * FINE_SPACING_MM, d_mi * SPACING_MM
+    apart = float((mm - mm_mi).norm())
+    agreement = config.baseline_agreement_aif_mm if aif else config.baseline_agreement_mm
+    if apart > agreement:
+        log.info("%s: short pre-contrast block (%d frames) not moved: gradient fields (%.1f, "
+                 "%.1f) mm, mutual information (%.1f, %.1f) mm", name, n, *mm.tolist(),
+                 *mm_mi.tolist())
+        return f"a short block the two similarities place {apart:.1f} mm apart"
+    return d, FINE_SPACING_MM, fgeo
+
+
+def _long_block(fine, crop, disc, geo, n: int, n_late: int, config, name: str, aif: bool):
+    """A block of at least :data:`MIN_FRAMES` frames: ``(d, spacing, geo)``, or why not.
+
+    Gradient fields on the fine crop (high-resolution slices, ``moco.baseline_similarity:
+    ngf``), trusted where the block's halves agree and a large move is confirmed
+    (:func:`_confirmed`); else mutual information on ``crop``, unless refuted.
+    """
     found, mm_ngf = None, None  # mm_ngf: the gradient fields' whole-block offset, mm
     if not aif and config.baseline_similarity == "ngf":
-        # a finer crop of the frames that count (the block and the late ones), smoothed
-        pick = torch.cat([torch.arange(n), torch.arange(t - n_late, t)]).to(images.device)
-        fgeo, fine = refine_crop(images[pick], matrix[pick], centre_yx, pixel_spacing_mm,
-                                 intensity_range, size=FINE_CROP, spacing_mm=FINE_SPACING_MM)
-        sigma = NGF_SMOOTH * min(pixel_spacing_mm) / FINE_SPACING_MM
-        fdisc = heart_disc(config.disc_radius_mm(aif), device=images.device, size=FINE_CROP,
-                           spacing_mm=FINE_SPACING_MM)
-        d, why, whole = _block_search(smooth_frames(fine, sigma), fdisc, n, n_late,
-                                      FINE_SPACING_MM, "ngf", config, aif, name)
+        fgeo, frames, fdisc = fine()
+        d, why, whole = _block_search(frames, fdisc, n, n_late, FINE_SPACING_MM, "ngf", config,
+                                      aif, name)
         mm_ngf = None if whole is None else whole * FINE_SPACING_MM
         if d is not None:
             found = (d, FINE_SPACING_MM, fgeo)
             if float(d.norm()) * FINE_SPACING_MM > CONFIRM_MM:  # a large move: a second witness
                 found = _confirmed(found, crop, disc, geo, n, n_late, config, name)
                 if found is None:
-                    return matrix, BaselineOffset(n, (0.0, 0.0), False, _REFUTED)
+                    return _REFUTED
         else:
             log.info("%s: pre-contrast block by gradient fields not trusted (%s); by mutual "
                      "information instead", name, why)
@@ -360,15 +386,9 @@ def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensi
                                       "mutual information"):
             d, why = None, _REFUTED
         if d is None:
-            return matrix, BaselineOffset(n, (0.0, 0.0), False, why)
+            return why
         found = (d, SPACING_MM, geo)
-    d, spacing, geo = found
-    mm = tuple(float(v) * spacing for v in d)
-    m = n + _followers(crop, disc, n, d * spacing / SPACING_MM)
-    out = translate_frames(matrix, slice(0, m), d, geo)
-    log.info("%s: pre-contrast dynamics 0-%d moved by (%.1f, %.1f) mm onto the late frames%s",
-             name, n - 1, *mm, f" (and {n}-{m - 1}, still with them)" if m > n else "")
-    return out, BaselineOffset(n, mm, True, "")
+    return found
 
 
 def _followers(crop, disc, n: int, d) -> int:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from perfmoco.anatomy.stack import has_directions
-from perfmoco.moco.baseline import MIN_FRAMES, MIN_LATE, baseline_length
+from perfmoco.moco.precontrast import MIN_LATE, baseline_length, block_length
 from perfmoco.moco.result import MocoResult
 from perfmoco.moco.transforms import identity_grid, sample
 from perfmoco.study import SliceGeometry, SliceSeries
@@ -110,7 +110,7 @@ def follow_tissue(aif: SliceSeries, result: MocoResult, centre_yx,
         (``moco.aif_follow_spread_mm``).
     block_radius_mm : float, keyword-only
         Disc on the AIF slice's LV whose first enhancement ends the pre-contrast
-        block (``moco.baseline_radius_aif_mm``; :func:`.baseline.baseline_length`).
+        block (``moco.baseline_radius_aif_mm``; :func:`.precontrast.baseline_length`).
     resample : {"bicubic", "bilinear"}, keyword-only
         How the moved frames are resampled from the originals (``moco.resample``).
 
@@ -125,8 +125,8 @@ def follow_tissue(aif: SliceSeries, result: MocoResult, centre_yx,
     corrected = torch.from_numpy(np.ascontiguousarray(result.corrected, np.float32))
     disc = torch.from_numpy(_disc(corrected.shape[1:], centre_yx, aif.pixel_spacing_mm,
                                   block_radius_mm))
-    n = baseline_length(corrected, disc)
-    if n < MIN_FRAMES or t < n + 2 * MIN_LATE:
+    n = block_length(baseline_length(corrected, disc))
+    if n == 0 or t < n + 2 * MIN_LATE:
         return result
     own = heart_track_mm(aif, result.displacement, centre_yx, radius_mm=radius_mm)
     best = None
