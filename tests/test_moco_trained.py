@@ -265,6 +265,25 @@ def test_pd_frames_of_the_aif_slice_reach_the_reference_frame(corrector):
     assert np.median(err["40 mm"]) > 4.0, err
 
 
+def test_a_pd_frames_optimum_far_from_every_dynamics_heart_is_not_taken(corrector,
+                                                                        monkeypatch):
+    """13107 a, mid slice: the search from the networks' map found PD frame 0's optimum 14
+    mm off (its heart 5 mm from every dynamic's), the slice's M0 off the myocardium; such
+    an optimum is not taken (:data:`perfmoco.moco.pdalign.PD_REACH_MM`), the search from
+    where the frame was acquired is."""
+    from perfmoco.moco import pdalign
+    from perfmoco.phantom import generate_phantom
+
+    ph = generate_phantom(seed=13107, motion="breathing", vendor="a")
+    s, tr = ph.study.highres[1], ph.truth
+    at = np.argwhere(tr["s1_labels"] == 8).mean(axis=0)
+    shipped = _pd_error_mm(corrector.correct(s), tr, "s1", at, s.pixel_spacing_mm)
+    monkeypatch.setattr(pdalign, "PD_REACH_MM", float("inf"))
+    anywhere = _pd_error_mm(corrector.correct(s), tr, "s1", at, s.pixel_spacing_mm)
+    assert anywhere.max() > 8.0, anywhere
+    assert shipped.max() < 2.5, shipped
+
+
 def test_results_say_which_weights_ran(tmp_path):
     """An audit trail: the corrector names its weights (shipped, or a site's folder) and
     their files' hash; the corrected series carry it and a result file gives it back."""
