@@ -328,10 +328,10 @@ def test_a_short_block_the_similarities_place_apart_is_left(monkeypatch):
                         lambda crop, disc, n, n_late, spacing, sim, *a, **k:
                         (offsets[sim], "", offsets[sim]))
     fine = lambda: ("fine", None, None)  # noqa: E731
-    why = bl._short_block(fine, None, None, "coarse", 2, 8, MocoConfig(), "s", False)
+    why = bl._short_block(fine, None, None, "coarse", 2, 8, MocoConfig(), "s")
     assert isinstance(why, str) and "apart" in why
     offsets["mi"] = torch.tensor([1.0, 0.5], dtype=torch.float64) / bl.SPACING_MM  # 1.1 mm off
-    d, spacing, geo = bl._short_block(fine, None, None, "coarse", 2, 8, MocoConfig(), "s", False)
+    d, spacing, geo = bl._short_block(fine, None, None, "coarse", 2, 8, MocoConfig(), "s")
     assert (spacing, geo) == (bl.FINE_SPACING_MM, "fine") and torch.equal(d, offsets["ngf"])
 
 

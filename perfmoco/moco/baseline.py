@@ -84,7 +84,6 @@ from perfmoco.moco.blocksearch import block_offset, block_offsets
 from perfmoco.moco.precontrast import (
     MIN_FRAMES,
     MIN_LATE,
-    MIN_SHORT_FRAMES,
     baseline_length,
     block_length,
     heart_disc,
@@ -97,7 +96,6 @@ __all__ = [
     "align_baseline_full_fov",
     "MIN_FRAMES",
     "MIN_LATE",
-    "MIN_SHORT_FRAMES",
     "baseline_length",
     "block_length",
     "block_offset",
@@ -169,8 +167,6 @@ def _block_search(crop, disc, n: int, n_late: int, spacing: float, similarity: s
     max_px = config.baseline_max_mm / spacing
 
     def sd_of_mean(frames):  # the noise SD of the frames' mean, from their spread
-        if frames.shape[0] < 2:  # one frame: the late frames' noise, per frame
-            return sd_of_mean(crop[-n_late:]) * n_late ** 0.5
         return float(frames[:, disc].std(dim=0).median()) / frames.shape[0] ** 0.5
 
     sd_late = sd_of_mean(crop[-n_late:]) if similarity == "ngf" else 0.0
@@ -304,7 +300,7 @@ def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensi
     fine = functools.partial(_fine_crop, images[pick], matrix[pick], centre_yx,
                              pixel_spacing_mm, intensity_range, config, aif)
     if short:
-        found = _short_block(fine, crop, disc, geo, n, n_late, config, name, aif)
+        found = _short_block(fine, crop, disc, geo, n, n_late, config, name)
     else:
         found = _long_block(fine, crop, disc, geo, n, n_late, config, name, aif)
     if not isinstance(found, tuple):
@@ -331,26 +327,25 @@ def _fine_crop(images, matrix, centre_yx, pixel_spacing_mm, intensity_range, con
     return fgeo, smooth_frames(fine, sigma), fdisc
 
 
-def _short_block(fine, crop, disc, geo, n: int, n_late: int, config, name: str, aif: bool):
-    """A block of fewer than :data:`MIN_FRAMES` frames: ``(d, spacing, geo)``, or why not.
+def _short_block(fine, crop, disc, geo, n: int, n_late: int, config, name: str):
+    """A block of fewer than :data:`MIN_FRAMES` frames on a high-resolution slice:
+    ``(d, spacing, geo)``, or why not.
 
     No halves to compare, so the two similarities are each other's witness: the
     gradient fields' offset (fine crop) is taken where mutual information's (``crop``)
-    lies within the agreement (``moco.baseline_agreement_mm``, on the AIF slice
-    ``baseline_agreement_aif_mm``); nothing is moved where either search ends at its
-    edge.
+    lies within ``moco.baseline_agreement_mm``; nothing is moved where either search
+    ends at its edge.
     """
     fgeo, frames, fdisc = fine()
-    d, _, _ = _block_search(frames, fdisc, n, n_late, FINE_SPACING_MM, "ngf", config, aif,
+    d, _, _ = _block_search(frames, fdisc, n, n_late, FINE_SPACING_MM, "ngf", config, False,
                             name, halves=False)
-    d_mi, _, _ = _block_search(crop, disc, n, n_late, SPACING_MM, "mi", config, aif, name,
+    d_mi, _, _ = _block_search(crop, disc, n, n_late, SPACING_MM, "mi", config, False, name,
                                halves=False)
     if d is None or d_mi is None:
         return "offset at the edge of the search"
     mm, mm_mi = d * FINE_SPACING_MM, d_mi * SPACING_MM
     apart = float((mm - mm_mi).norm())
-    agreement = config.baseline_agreement_aif_mm if aif else config.baseline_agreement_mm
-    if apart > agreement:
+    if apart > config.baseline_agreement_mm:
         log.info("%s: short pre-contrast block (%d frames) not moved: gradient fields (%.1f, "
                  "%.1f) mm, mutual information (%.1f, %.1f) mm", name, n, *mm.tolist(),
                  *mm_mi.tolist())
