@@ -240,7 +240,7 @@ def test_correct_slices_passes_over_a_failing_slice_or_raises(small_study):
 
 def test_a_short_pre_contrast_block_follows_with_its_margin_frame():
     """A scan started three frames before the bolus (a block of two frames and the margin
-    frame, :func:`perfmoco.moco.baseline.block_length`): all three move to the tissue
+    frame, :func:`perfmoco.moco.precontrast.block_length`): all three move to the tissue
     slice's track, the frames from the bolus on stay as they were."""
     cut = N_PRE - 3
     aif, res, truth, [(tissue, t_res, c)] = _aif_case()

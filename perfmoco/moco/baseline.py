@@ -295,10 +295,12 @@ def align_baseline_full_fov(images, matrix, centre_yx, pixel_spacing_mm, intensi
     # the AIF slice's short block follows a tissue slice instead (.companion)
     if n == 0 or (short and aif) or t - n_late < n + 4:
         return matrix, BaselineOffset(n, (0.0, 0.0), False, "too few pre-contrast frames")
-    # a finer crop of the frames that count (the block and the late ones), smoothed
-    pick = torch.cat([torch.arange(n), torch.arange(t - n_late, t)]).to(images.device)
-    fine = functools.partial(_fine_crop, images[pick], matrix[pick], centre_yx,
-                             pixel_spacing_mm, intensity_range, config, aif)
+
+    def fine():  # the finer crop of the frames that count (block and late), where asked for
+        pick = torch.cat([torch.arange(n), torch.arange(t - n_late, t)]).to(images.device)
+        return _fine_crop(images[pick], matrix[pick], centre_yx, pixel_spacing_mm,
+                          intensity_range, config, aif)
+
     if short:
         found = _short_block(fine, crop, disc, geo, n, n_late, config, name)
     else:
