@@ -328,7 +328,15 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
     lung and air excluded, and ``exclude``: the blood pools, whose PD stands
     20-40 % above the wall's right where the gradient matters, so that the
     fit read part of that contrast as coil); a corrected pixel ``q`` of frame
-    ``t`` was acquired at ``q + d_t(q)``, its PD at ``q + d_pd(q)``.
+    ``t`` was acquired at ``q + d_t(q)``, its PD at ``q + d_pd(q)``, so its factor is
+    ``P(q + d_t) - P(q + d_pd)`` in the profile's log ``P``, taken in the scanner's
+    coordinates: the PD fit's pixels placed where they were acquired, as the frames'
+    measurement (``baseline``) places its own.  It was ``P(q + d_t - d_pd) - P(q)``:
+    right for a log-linear profile, or for a PD fit alone, but with a measured profile
+    off by the curvature's cross term.  With the exact correction (fresh 13131 a, 13126 b)
+    the factors' per-frame error against the phantom's true coil went 0.6-1.9 % -> 0.2-1.2
+    % and the segment error 0.29 -> 0.20, 0.30 -> 0.24 ml/min/g (13126 b started late,
+    1.05 -> 0.26); docs/quantification.md (twenty-eighth session).
 
     Parameters
     ----------
@@ -401,10 +409,17 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
     def terms(y, x):
         return _poly_terms((y - centre[0]) * sy, (x - centre[1]) * sx, degree)
 
+    d_pd = None if pd_displacement is None else np.asarray(pd_displacement, np.float64)
+
+    def acquired(pick, d):  # the profile's terms where ``pick``'s pixels were acquired
+        if d is None:
+            return _poly_terms(u[pick], v[pick], degree)
+        return _poly_terms(u[pick] + d[..., 0, :] * sy, v[pick] + d[..., 1, :] * sx, degree)
+
     coef = np.zeros(terms(0.0, 0.0).shape[-1])
-    if body.sum() >= 20:
-        coef, *_ = np.linalg.lstsq(_poly_terms(u[body], v[body], degree),
-                                   np.log(pd[body]), rcond=None)
+    if body.sum() >= 20:  # the PD frames' mean, where it was acquired (as the frames')
+        at = None if d_pd is None else d_pd.mean(axis=0)[:, body]
+        coef, *_ = np.linalg.lstsq(acquired(body, at), np.log(pd[body]), rcond=None)
     if baseline is not None and (reason is None or edge):
         # at the edge the one-sided PD fit is only the prior of the frames' measurement
         measured = baseline.coefficients(terms=terms, prior=coef)
@@ -418,8 +433,9 @@ def coil_motion_factors(pd_images, displacement, *, pixels, centre, spacing_mm,
         else:
             log.info("M0 does not follow the coil sensitivity through the motion: %s", reason)
         return np.ones((disp.shape[0], int(mask.sum())))
-    d_pd = 0.0 if pd_displacement is None else np.asarray(pd_displacement).mean(axis=0)[:, mask]
-    shift = disp[:, :, mask] - d_pd  # (T, 2, N), pixels
-    base = _poly_terms(u[mask], v[mask], degree) @ coef
-    moved = _poly_terms(u[mask] + shift[:, 0] * sy, v[mask] + shift[:, 1] * sx, degree) @ coef
+    # frame t's pixel q was seen at q + d_t(q), its M0 (the PD frames' mean) at q + d_pd(q)
+    moved = acquired(mask, disp[:, :, mask]) @ coef  # (T, N)
+    if d_pd is None:
+        return np.exp(moved - acquired(mask, None) @ coef)
+    base = np.log(np.exp(acquired(mask, d_pd[:, :, mask]) @ coef).mean(axis=0))
     return np.exp(moved - base)
