@@ -277,3 +277,26 @@ def test_the_delay_comes_from_the_cores_interior_not_its_blood_tinged_edge(scale
         err[name] = abs(float(np.median(pix.mbf[~edge])) / 3.0 - 1)
     assert err["interior"] < 0.03
     assert err["core"] > 2 * err["interior"]
+
+
+def test_a_group_without_delay_core_curves_keeps_the_studys_delay():
+    """With a window, a delay group none of whose curves is in the delay core (a slice
+    whose M0 is off: the study leaves its [Gd] out of the delay) keeps the study's delay
+    instead of fitting its own within the window (its curves here 1.2 s late): its pixels
+    then at most their own window (0.3 s) past the study's (before: 0.8 s past)."""
+    from curve_common import FINE, aif_fine
+
+    from perfmoco.quant.grouped import fit_fermi_grouped
+    from perfmoco.quant.model import tissue_curve
+
+    tf = np.arange(0, 43, FINE)
+    idx = np.round(np.arange(70) * 0.6 / FINE).astype(int)
+    curves = [tissue_curve(aif_fine(tf), dt_s=FINE, flow_per_s=0.04, tau0_s=4.0, k_per_s=1.0,
+                           delay_s=d)[idx] for d in (0.6, 0.6, 1.8)]
+    c = np.repeat(np.array(curves), 20, axis=0)
+    lab = np.repeat([0, 1, 2], 20)
+    for dcore, late in ((lab < 2, False), (np.ones(60, bool), True)):
+        fit, _, _ = fit_fermi_grouped(c, aif_fine(tf)[idx], groups=lab, delay_groups=lab,
+                                      dt_s=0.6, delay_group_window_s=0.5, delay_core=dcore)
+        d0, d2 = float(np.median(fit.delay[lab == 0])), float(np.median(fit.delay[lab == 2]))
+        assert d2 > d0 + 0.45 if late else d2 < d0 + 0.35

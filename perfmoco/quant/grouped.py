@@ -120,7 +120,9 @@ def _delay_params(pc, aif, dg, duse, fm, *, dt_s, window_s, delay_fits, min_tau0
 
     With ``window_s`` None (or one group) each group's own fit; otherwise one fit for
     all first (:func:`_study_delay_fit`) and, where ``window_s`` > 0, each group's own
-    within +-``window_s`` of it.  The fits are appended to ``delay_fits`` (when given).
+    within +-``window_s`` of it, except a group with no curve in ``duse`` (a slice whose
+    M0 is off has none), which keeps the study's.  The fits are appended to
+    ``delay_fits`` (when given).
     """
     over = kwargs.get("oversample", 2)
     d_ids, d_inv = np.unique(dg, return_inverse=True)
@@ -132,14 +134,18 @@ def _delay_params(pc, aif, dg, duse, fm, *, dt_s, window_s, delay_fits, min_tau0
                                 min_tau0_s=min_tau0_s, dt_s=dt_s, **kwargs)
         d_labels = None
         if window_s > 0:
-            init = _start_from(dmeans, dfm, aif, np.repeat(_params(dfit), d_ids.size, 0),
-                               np.arange(d_ids.size), dt_s=dt_s, oversample=over)
+            study = np.repeat(_params(dfit), d_ids.size, 0)
+            init = _start_from(dmeans, dfm, aif, study, np.arange(d_ids.size), dt_s=dt_s,
+                               oversample=over)
             dfit, d_labels = fit_fermi(dmeans, aif, dt_s=dt_s, frame_mask=dfm, init=init,
                                        shape_range=shape_range, delay_window_s=window_s,
                                        **kwargs), d_ids
     dp = _params(dfit)
     if d_labels is None:
         dp = np.repeat(dp, d_ids.size, axis=0)
+    elif window_s:  # groups without a delay-core curve: not their own (its [Gd] is off)
+        none = np.bincount(d_inv, weights=np.asarray(duse, float), minlength=d_ids.size) == 0
+        dp[none] = study[none]
     if delay_fits is not None:
         delay_fits.append((d_labels, dfit))
     return dp, d_inv
