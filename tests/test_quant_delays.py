@@ -300,3 +300,7 @@ def test_a_group_without_delay_core_curves_keeps_the_studys_delay():
                                       dt_s=0.6, delay_group_window_s=0.5, delay_core=dcore)
         d0, d2 = float(np.median(fit.delay[lab == 0])), float(np.median(fit.delay[lab == 2]))
         assert d2 > d0 + 0.45 if late else d2 < d0 + 0.35
+    one = np.zeros(20, int)  # one delay group (one slice) with a window: its own fit
+    fit, _, _ = fit_fermi_grouped(c[:20], aif_fine(tf)[idx], groups=one, delay_groups=one,
+                                  dt_s=0.6, delay_group_window_s=0.5)
+    assert np.median(fit.delay) == pytest.approx(0.6, abs=0.1)

@@ -127,6 +127,7 @@ def _delay_params(pc, aif, dg, duse, fm, *, dt_s, window_s, delay_fits, min_tau0
     over = kwargs.get("oversample", 2)
     d_ids, d_inv = np.unique(dg, return_inverse=True)
     dmeans, dfm = _group_means(pc, d_inv, d_ids.size, duse, fm)
+    study = None  # the study's parameters per group, where the groups' own are windowed
     if window_s is None or d_ids.size == 1:
         dfit, d_labels = fit_fermi(dmeans, aif, dt_s=dt_s, frame_mask=dfm, **kwargs), d_ids
     else:  # one delay for all first: the groups' own stay near it
@@ -143,7 +144,7 @@ def _delay_params(pc, aif, dg, duse, fm, *, dt_s, window_s, delay_fits, min_tau0
     dp = _params(dfit)
     if d_labels is None:
         dp = np.repeat(dp, d_ids.size, axis=0)
-    elif window_s:  # groups without a delay-core curve: not their own (its [Gd] is off)
+    elif study is not None:  # groups without a delay-core curve: the study's ([Gd] off)
         none = np.bincount(d_inv, weights=np.asarray(duse, float), minlength=d_ids.size) == 0
         dp[none] = study[none]
     if delay_fits is not None:
