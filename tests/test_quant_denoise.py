@@ -71,6 +71,27 @@ def test_flat_or_vanishing_curves_do_not_break_it():
     np.testing.assert_allclose(out, same, atol=1e-12)
 
 
+def test_frames_left_out_of_the_fits_take_no_components():
+    """QC-flagged frames (an RF spike's stripes) come back as measured, and the others
+    are denoised as if those frames were not there: no components of their own."""
+    c, _, _ = _population(600, seed=11)
+    rng = np.random.default_rng(12)
+    noisy = c + rng.normal(0, 0.03, c.shape)
+    bad = np.zeros(c.shape[1], bool)
+    bad[[12, 25, 40]] = True
+    hit = noisy.copy()
+    hit[:, bad] += rng.normal(0, 0.5, (c.shape[0], bad.sum()))
+    alone, rank_alone = pca_denoise(noisy[:, ~bad])
+    out, rank = pca_denoise(hit, ~bad)
+    assert rank == rank_alone <= 8
+    np.testing.assert_array_equal(out[:, bad], hit[:, bad])
+    np.testing.assert_allclose(out[:, ~bad], alone)
+    _, rank_all = pca_denoise(hit)
+    assert rank_all >= rank + 3  # each flagged frame would take a component
+    with pytest.raises(ValueError, match="frames"):
+        pca_denoise(hit, ~bad[1:])
+
+
 def test_threshold_rank_counts_values_above_the_noise_bulk():
     s = np.r_[100.0, 50.0, 20.0, np.full(57, 1.0)]
     assert hard_threshold_rank(s, (1000, 60)) == 3

@@ -56,13 +56,18 @@ def hard_threshold_rank(singular_values, shape) -> int:
     return int((s > omega * np.median(s)).sum())
 
 
-def pca_denoise(curves) -> tuple[np.ndarray, int]:
+def pca_denoise(curves, frames=None) -> tuple[np.ndarray, int]:
     """Project curves onto the temporal components that stand out of the noise.
 
     Parameters
     ----------
     curves : ndarray, shape (N, T), float
         One curve per row (e.g. every myocardial pixel of a study, mmol/l).
+    frames : ndarray, shape (T,), bool, optional
+        The frames the components come from (default all); the others are returned
+        as measured.  Frames left out of the fits (QC-flagged: an RF spike's stripes,
+        a mistriggered beat) would otherwise take components of their own and change
+        the noise threshold for the rest.
 
     Returns
     -------
@@ -70,11 +75,19 @@ def pca_denoise(curves) -> tuple[np.ndarray, int]:
         The mean curve plus the kept components; ``curves`` unchanged (as
         float64) when there are too few of them (:data:`MIN_CURVES`).
     rank : int
-        Components kept (``T`` when nothing was removed).
+        Components kept (the frames' number when nothing was removed).
     """
     c = np.asarray(curves, np.float64)
     if c.ndim != 2:
         raise ValueError(f"curves must be (N, T), got shape {c.shape}")
+    if frames is not None:
+        keep = np.asarray(frames, bool)
+        if keep.shape != c.shape[1:]:
+            raise ValueError(f"frames must have shape {c.shape[1:]}, got {keep.shape}")
+        if not keep.all():
+            out = c.copy()
+            out[:, keep], rank = pca_denoise(c[:, keep])
+            return out, rank
     n, t_n = c.shape
     if n < max(MIN_CURVES, 2 * t_n) or t_n < 4 or not np.isfinite(c).all():
         return c, t_n
