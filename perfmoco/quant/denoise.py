@@ -65,9 +65,11 @@ def pca_denoise(curves, frames=None) -> tuple[np.ndarray, int]:
         One curve per row (e.g. every myocardial pixel of a study, mmol/l).
     frames : ndarray, shape (T,), bool, optional
         The frames the components come from (default all); the others are returned
-        as measured.  Frames left out of the fits (QC-flagged: an RF spike's stripes,
-        a mistriggered beat) would otherwise take components of their own and change
-        the noise threshold for the rest.
+        as measured.  Frames left out of the fits (QC-flagged: an RF spike, a
+        mistriggered beat) would otherwise shape the components and the noise
+        threshold the others are denoised with: an artefact's values take components
+        of their own, and the pipeline's interpolated frames (two neighbours' mean)
+        change the threshold too (:func:`perfmoco.quant.grouped.fit_fermi_grouped`).
 
     Returns
     -------
