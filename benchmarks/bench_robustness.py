@@ -39,7 +39,9 @@ high-resolution slices acquired with a smaller matrix over the same field of vie
 k-space cut to :data:`COARSE_SHARE` of it and apodised as a scanner's k-space filter does,
 3.0 mm pixels for vendor a and 2.4 mm for b instead of 2.25 and 1.8, as sites with 2.5-3 mm
 perfusion protocols store them) and ``coarse_raw`` (the same cut bare, without the filter:
-Gibbs ringing about the bright blood, as an unfiltered reconstruction shows it).
+Gibbs ringing about the bright blood, as an unfiltered reconstruction shows it) and
+``aniso`` (the same filtered cut along the rows only: rectangular pixels, 3.0 x 2.25 mm
+for vendor a, as a reduced phase resolution stores them).
 
 Usage::
 
@@ -59,7 +61,7 @@ import numpy as np
 VARIANTS = ("base", "scale", "uint12", "zf2", "zf2_noacq", "corner", "transpose", "rect",
             "reversed", "skip", "short", "nopd", "noaif",
             "spike", "noisy", "rr2", "pd_low", "late", "rot90", "pd1", "aifnopd", "coarse",
-            "coarse_raw")
+            "coarse_raw", "aniso")
 #: Dynamics kept by the ``short`` variant.
 SHORT_DYNAMICS = 45
 #: The ``coarse`` variant's matrix, as a share of the high-resolution slices' own.
@@ -126,10 +128,12 @@ def variant(ph, name: str):
             kw = {"pixel_spacing_mm": tuple(v / 2 for v in s.pixel_spacing_mm)}
             if name == "zf2":
                 kw["acquired_spacing_mm"] = tuple(s.pixel_spacing_mm)
-        elif name in ("coarse", "coarse_raw"):  # the AIF slice as it was (low resolution)
+        elif name in ("coarse", "coarse_raw", "aniso"):  # the AIF slice as it was
             if s.role.value != "aif":
                 shape = tuple(2 * int(round(COARSE_SHARE * n / 2)) for n in s.shape)
-                filt = name == "coarse"
+                if name == "aniso":  # rows (phase encoding) only
+                    shape = (shape[0], s.shape[1])
+                filt = name != "coarse_raw"
                 im, pd = (kspace_cut(a, shape, filtered=filt) for a in (im, pd))
                 kw = {"pixel_spacing_mm": tuple(d * n / m for d, n, m in
                                                 zip(s.pixel_spacing_mm, s.shape, shape))}

@@ -77,6 +77,30 @@ def test_display_angle_convention():
     np.testing.assert_allclose(display_angle(pts, (CY, CX)), [90, 180, 270, 0])
 
 
+def test_rectangular_pixels_keep_the_segments_angles_of_the_wall():
+    """A round wall stored with 2 x 1 mm pixels (rows twice the columns' size: an ellipse
+    on the pixel grid): each basal segment holds a sixth of the wall, and its boundaries
+    lie at the patient's 60-degree angles, not the pixel grid's."""
+    sy, sx = 2.0, 1.0
+    yy, xx = np.mgrid[0:60, 0:120]
+    cy, cx = 30.0, 60.0
+    r = np.hypot((yy - cy) * sy, (xx - cx) * sx)  # mm
+    ring = (r >= 24) & (r < 40)
+    p = np.array([[cy - 16.0 / sy, cx + 16.0 / sx]])  # 45 degrees up-right, in mm
+    np.testing.assert_allclose(display_angle(p, (cy, cx), (sy, sx)), [45.0])
+    ant = 120.0
+    aha = aha_segments(ring, (cy, cx), ant, level="basal", spacing_mm=(sy, sx))
+    shares = np.bincount(aha[ring], minlength=7)[1:] / ring.sum()
+    np.testing.assert_allclose(shares, 1 / 6, atol=0.01)
+    on_grid = aha_segments(ring, (cy, cx), ant, level="basal")  # the pixel grid's angles
+    grid_shares = np.bincount(on_grid[ring], minlength=7)[1:] / ring.sum()
+    assert np.abs(grid_shares - 1 / 6).max() > 0.03
+    # a point 31 mm out at the anterior insertion + 55 degrees: still segment 2
+    a = np.deg2rad(ant + 55.0)
+    y, x = int(round(cy - 31 * np.sin(a) / sy)), int(round(cx + 31 * np.cos(a) / sx))
+    assert aha[y, x] == 2
+
+
 def test_territories_and_levels():
     assert [territory_of(s) for s in (1, 2, 3, 4, 5, 6)] == [
         "LAD", "LAD", "RCA", "RCA", "LCX", "LCX"]

@@ -46,6 +46,8 @@ class SliceWork:
     rv: np.ndarray
     #: display pixels per acquired pixel (:mod:`perfmoco.quant.resolution`)
     pixel_scale: float = 1.0
+    #: the slice's pixel spacing ``(dy, dx)``, mm: its angles are the patient's
+    spacing_mm: tuple[float, float] = (1.0, 1.0)
 
 
 def stack_pools(highres, config: QuantConfig, msgs: list[str], hints=None) -> dict:
@@ -135,7 +137,8 @@ def slice_anatomy(highres: list[SliceSeries], config: QuantConfig,
                                          blood_pool_core(s.images, pools.lv_mask,
                                                          pools.peak_lv_index, scale=scale),
                                          pools.peak_lv_index, pools.lv_mask | pools.rv_mask,
-                                         mirrored, pools.rv_mask, scale)
+                                         mirrored, pools.rv_mask, scale,
+                                         tuple(s.pixel_spacing_mm))
     if not work:
         raise StudyError("no high-resolution slice with a detectable LV and myocardium")
     return work
@@ -195,14 +198,15 @@ def _rv_direction(w: SliceWork) -> float:
     to its inferior RV insertion, the way :func:`aha_segments` runs (clockwise where
     the slice is mirrored).
     """
-    ant, inf = (float(a) for a in display_angle(np.asarray(w.insertion, np.float64), w.centre))
+    ant, inf = (float(a) for a in display_angle(np.asarray(w.insertion, np.float64), w.centre,
+                                                 w.spacing_mm))
     sense = septum_direction(ant, inf, w.mirrored)
     return (ant + sense * ((sense * (inf - ant)) % 360.0) / 2.0) % 360.0
 
 
 def _anterior_angle(w: SliceWork) -> float:
     """Display angle (degrees) of a slice's anterior RV insertion about its LV centre."""
-    return float(display_angle(w.insertion[0], w.centre))
+    return float(display_angle(w.insertion[0], w.centre, w.spacing_mm))
 
 
 def aha_labels(highres: list[SliceSeries], work: dict[int, SliceWork], levels: list[str],
@@ -240,5 +244,5 @@ def aha_labels(highres: list[SliceSeries], work: dict[int, SliceWork], levels: l
                 warn(msgs, f"{s.name}: no RV insertion found; anterior insertion at "
                             f"{ins_arg:.0f} deg (display angle) assumed for the AHA segments")
         aha_maps[s.slice_index] = aha_segments(w.myo, w.centre, ins_arg, level=lvl,
-                                               mirrored=w.mirrored)
+                                               mirrored=w.mirrored, spacing_mm=w.spacing_mm)
     return aha_maps, ins_out

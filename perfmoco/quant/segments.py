@@ -88,10 +88,18 @@ def slice_levels(n_slices: int) -> list[str]:
     return [LEVELS[min(2, (3 * i) // n_slices)] for i in range(n_slices)]
 
 
-def display_angle(points, centre) -> np.ndarray:
-    """Display angle (degrees, 0..360) of points ``(..., 2)`` ``(y, x)`` around ``centre``."""
+def display_angle(points, centre, spacing_mm=(1.0, 1.0)) -> np.ndarray:
+    """Display angle (degrees, 0..360) of points ``(..., 2)`` ``(y, x)`` around ``centre``.
+
+    ``spacing_mm``: the pixels' ``(dy, dx)``; the angle is the patient's, so that
+    rectangular pixels (a reduced phase resolution stored unsquared) keep 60-degree
+    segments 60 degrees of the wall (with 3.0 x 2.25 mm pixels a pixel-grid angle
+    is off by up to 8 degrees).
+    """
     p = np.asarray(points, np.float64)
-    return np.mod(np.degrees(np.arctan2(-(p[..., 0] - centre[0]), p[..., 1] - centre[1])), 360.0)
+    sy, sx = (float(v) for v in spacing_mm)
+    return np.mod(np.degrees(np.arctan2(-(p[..., 0] - centre[0]) * sy,
+                                        (p[..., 1] - centre[1]) * sx)), 360.0)
 
 
 def septum_direction(ant_deg: float, inf_deg: float, mirrored: bool | None) -> float:
@@ -105,7 +113,7 @@ def septum_direction(ant_deg: float, inf_deg: float, mirrored: bool | None) -> f
 
 
 def aha_segments(myo_mask, lv_centre, insertion, *, level: str,
-                 mirrored: bool | None = None) -> np.ndarray:
+                 mirrored: bool | None = None, spacing_mm=(1.0, 1.0)) -> np.ndarray:
     """AHA segment label of every myocardial pixel of one slice.
 
     Parameters
@@ -128,6 +136,9 @@ def aha_segments(myo_mask, lv_centre, insertion, *, level: str,
         can lie almost opposite each other, where the points' test is a coin
         toss (phantom 9965, apical slice: 181 degrees apart, the labels came
         out mirrored and agreed with the truth on 7 % of the pixels).
+    spacing_mm : tuple of 2 float, keyword-only
+        Pixel spacing ``(dy, dx)``: angles (and an angle given as ``insertion``) are
+        the patient's (:func:`display_angle`).
 
     Returns
     -------
@@ -146,10 +157,10 @@ def aha_segments(myo_mask, lv_centre, insertion, *, level: str,
         pts = np.asarray(insertion, np.float64)
         if pts.shape != (2, 2):
             raise ValueError(f"insertion must be (2, 2) points or an angle, got {pts.shape}")
-        ant, inf = display_angle(pts, lv_centre)
+        ant, inf = display_angle(pts, lv_centre, spacing_mm)
         direction = septum_direction(ant, inf, mirrored)
     yy, xx = np.mgrid[0 : myo.shape[0], 0 : myo.shape[1]]
-    theta = display_angle(np.stack([yy, xx], axis=-1), lv_centre)
+    theta = display_angle(np.stack([yy, xx], axis=-1), lv_centre, spacing_mm)
     rel = (direction * (theta - ant)) % 360.0
     order = _ORDER[level]
     width = 360.0 / order.size

@@ -255,7 +255,8 @@ def _maps(fit, px: _Pixels, work, aha_maps, config: QuantConfig, msgs):
         flagged[sl][myo] = bad
         aha = aha_maps[sl][myo]
         fitted = np.isfinite(mbf) & ~artefact  # the median is robust to the MBF flags
-        use = segment_pixels(fitted, core, aha, display_angle(np.argwhere(myo), work[sl].centre))
+        use = segment_pixels(fitted, core, aha, display_angle(np.argwhere(myo), work[sl].centre,
+                                                             work[sl].spacing_mm))
         valid[sl] = np.zeros(myo.shape, bool)
         valid[sl][myo] = use
         dark[sl] = np.zeros(myo.shape, bool)
