@@ -70,29 +70,28 @@ COARSE_SHARE = 0.75
 LATE_FOOT = 5
 
 
-def zero_fill_2x(images: np.ndarray) -> np.ndarray:
-    """Magnitude of a (T, Y, X) series zero-filled to twice its matrix in k-space."""
-    t, y, x = images.shape
-    k = np.fft.fftshift(np.fft.fft2(images), axes=(-2, -1))
-    big = np.zeros((t, 2 * y, 2 * x), complex)
-    big[:, y // 2 : y // 2 + y, x // 2 : x // 2 + x] = k
-    return (np.abs(np.fft.ifft2(np.fft.ifftshift(big, axes=(-2, -1)))) * 4).astype(np.float32)
-
-
-def kspace_cut(images: np.ndarray, shape, *, filtered: bool = True) -> np.ndarray:
-    """Magnitude of a (T, Y, X) series acquired with the smaller matrix ``shape`` over the
-    same field of view: its k-space's centre, intensities kept; ``filtered``: apodised
-    (a Tukey window, half its width tapered), else cut bare (Gibbs ringing)."""
+def kspace_resize(images: np.ndarray, shape, *, filtered: bool = False) -> np.ndarray:
+    """Magnitude of a (T, Y, X) series with its k-space's centre cut or zero-filled to the
+    matrix ``shape`` over the same field of view, intensities kept; ``filtered``: apodised
+    (a Tukey window over the new matrix, half its width tapered), else bare (a cut rings)."""
     from scipy.signal.windows import tukey
 
     t, y, x = images.shape
     ny, nx = shape
+    cy, cx = min(y, ny), min(x, nx)  # the part of k-space both hold
     k = np.fft.fftshift(np.fft.fft2(images), axes=(-2, -1))
-    k = k[:, (y - ny) // 2 : (y - ny) // 2 + ny, (x - nx) // 2 : (x - nx) // 2 + nx]
+    out = np.zeros((t, ny, nx), complex)
+    out[:, (ny - cy) // 2 : (ny - cy) // 2 + cy, (nx - cx) // 2 : (nx - cx) // 2 + cx] = \
+        k[:, (y - cy) // 2 : (y - cy) // 2 + cy, (x - cx) // 2 : (x - cx) // 2 + cx]
     if filtered:  # a scanner's k-space filter: no ringing about the bright blood
-        k = k * (tukey(ny, 0.5)[:, None] * tukey(nx, 0.5)[None, :])
-    small = np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)))
-    return (np.abs(small) * (ny * nx) / (y * x)).astype(np.float32)
+        out = out * (tukey(ny, 0.5)[:, None] * tukey(nx, 0.5)[None, :])
+    resized = np.fft.ifft2(np.fft.ifftshift(out, axes=(-2, -1)))
+    return (np.abs(resized) * (ny * nx) / (y * x)).astype(np.float32)
+
+
+def zero_fill_2x(images: np.ndarray) -> np.ndarray:
+    """Magnitude of a (T, Y, X) series zero-filled to twice its matrix in k-space."""
+    return kspace_resize(images, (2 * images.shape[1], 2 * images.shape[2]))
 
 
 def variant(ph, name: str):
@@ -134,7 +133,7 @@ def variant(ph, name: str):
                 if name == "aniso":  # rows (phase encoding) only
                     shape = (shape[0], s.shape[1])
                 filt = name != "coarse_raw"
-                im, pd = (kspace_cut(a, shape, filtered=filt) for a in (im, pd))
+                im, pd = (kspace_resize(a, shape, filtered=filt) for a in (im, pd))
                 kw = {"pixel_spacing_mm": tuple(d * n / m for d, n, m in
                                                 zip(s.pixel_spacing_mm, s.shape, shape))}
         elif name == "transpose":
