@@ -41,7 +41,10 @@ k-space cut to :data:`COARSE_SHARE` of it and apodised as a scanner's k-space fi
 perfusion protocols store them) and ``coarse_raw`` (the same cut bare, without the filter:
 Gibbs ringing about the bright blood, as an unfiltered reconstruction shows it) and
 ``aniso`` (the same filtered cut along the rows only: rectangular pixels, 3.0 x 2.25 mm
-for vendor a, as a reduced phase resolution stores them).
+for vendor a, as a reduced phase resolution stores them) and ``shading`` (a steeper
+surface-coil profile than the phantom's own: every image and PD frame times a gain rising
+:data:`SHADING_PER_100MM`-fold per 100 mm along the rows, as an anterior array without
+intensity normalisation shows the heart at 3T).
 
 Usage::
 
@@ -61,11 +64,13 @@ import numpy as np
 VARIANTS = ("base", "scale", "uint12", "zf2", "zf2_noacq", "corner", "transpose", "rect",
             "reversed", "skip", "short", "nopd", "noaif",
             "spike", "noisy", "rr2", "pd_low", "late", "rot90", "pd1", "aifnopd", "coarse",
-            "coarse_raw", "aniso")
+            "coarse_raw", "aniso", "shading")
 #: Dynamics kept by the ``short`` variant.
 SHORT_DYNAMICS = 45
 #: The ``coarse`` variant's matrix, as a share of the high-resolution slices' own.
 COARSE_SHARE = 0.75
+#: The ``shading`` variant's surface-coil gradient: signal times this per 100 mm along the rows.
+SHADING_PER_100MM = 2.5
 #: The ``late`` variant's dynamic (0-based) in which the AIF's bolus reaches 5 % of its peak.
 LATE_FOOT = 5
 
@@ -181,6 +186,10 @@ def variant(ph, name: str):
             sd = np.sqrt(3.0) * float(ph.truth["aif_noise_sd" if s.role is SliceRole.AIF
                                               else "noise_sd"])
             im, pd = add_rician_noise(rng, im, sd), add_rician_noise(rng, pd, sd)
+        elif name == "shading":  # static in the scanner: every frame and PD frame alike
+            y_mm = (np.arange(im.shape[1]) - (im.shape[1] - 1) / 2) * s.pixel_spacing_mm[0]
+            gain = np.exp(np.log(SHADING_PER_100MM) * y_mm / 100.0).astype(np.float32)
+            im, pd = im * gain[None, :, None], pd * gain[None, :, None]
         elif name == "rect":
             cut = im.shape[1] // 8
             im, pd = im[:, cut : im.shape[1] - cut].copy(), pd[:, cut : pd.shape[1] - cut].copy()

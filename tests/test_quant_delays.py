@@ -27,17 +27,19 @@ def _pixel_errors(ph, result):
 
 def test_a_window_follows_slices_whose_delays_truly_differ():
     """Noise-free, motion-free phantom whose apical bolus comes 0.5 s after the basal:
-    with one delay for the study (the default) the apical pixels, within +-0.3 s of it,
-    read 7.5 % off (median); with the slices' delays within 0.3 s of it, 1.9 %, and the
-    basal and mid slices within the 3 % target either way."""
+    with one delay for the study (the default) the end slices' pixels, +-0.25 s from it,
+    read up to 3.0 % off (median; 6.2 % apical before the pools were found without the
+    coils' shading, the study's delay nearer the basal then); with the slices' delays
+    within 0.3 s of it each slice within 2.5 % (1.1 / 1.9 / 2.0 %)."""
     ph = phantom.generate_phantom(seed=11931, motion="none", slice_delays_s=(-0.25, 0.0, 0.25))
     study = ph.study.replace_slices([
         s.replace(images=ph.noise_free[prefix(s)], pd_images=ph.noise_free[prefix(s) + "_pd"])
         for s in ph.study.slices])
     one, window = (_pixel_errors(ph, quantify_study(study, config=QuantConfig(
         slice_delay_window_s=w))) for w in (0.0, 0.3))
-    assert one[2] > 0.05 and window[2] < 0.6 * one[2]
-    assert max(window[0], window[1], one[0], one[1]) < 0.03
+    ends_one, ends_window = max(one[0], one[2]), max(window[0], window[2])
+    assert ends_one > 0.025 and ends_window < ends_one / 1.4
+    assert max(window.values()) < 0.025 and one[1] < 0.03
 
 
 def _blood_mixed(ph, fraction: float, slices=("s0", "s1", "s2")):

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from perfmoco.anatomy import find_blood_pools
+from perfmoco.anatomy.shading import flattened
 from perfmoco.config import MocoConfig
 from perfmoco.logs import log_failure
 from perfmoco.moco import networks
@@ -229,13 +230,13 @@ class MotionCorrector:
         pools = None
         if lv is not None:
             try:
-                pools = find_blood_pools(series.images, near_yx=lv.centre_yx,
+                pools = find_blood_pools(flattened(series), near_yx=lv.centre_yx,
                                          near_mm=NEAR_LV_MM, **kw)
             except StudyError:  # no pool there: the series' own pick
                 pass
         try:
             if pools is None:
-                pools = find_blood_pools(series.images, **kw)
+                pools = find_blood_pools(flattened(series), **kw)
         except Exception as exc:  # a heuristic failing must not stop the correction
             log.info("%s: no blood pools to orient the series by (%s); taken as stored",
                      series.name, exc)

@@ -107,12 +107,13 @@ def locate_lv(series: SliceSeries, *, near_yx=None, near_mm: float = 25.0) -> Lv
     """
     try:
         from perfmoco.anatomy import find_blood_pools
+        from perfmoco.anatomy.shading import flattened
     except ImportError:
-        find_blood_pools = _fallback_blood_pools
+        find_blood_pools, flattened = _fallback_blood_pools, lambda s: s.images
     try:
         kw = {} if near_yx is None else {"near_yx": near_yx, "near_mm": near_mm}
-        found = find_blood_pools(
-            series.images, times_s=series.times_s, spacing_mm=series.pixel_spacing_mm, **kw
+        found = find_blood_pools(  # the coils' shading taken out (PD frames' profile)
+            flattened(series), times_s=series.times_s, spacing_mm=series.pixel_spacing_mm, **kw
         )
         cy, cx = (float(v) for v in _get(found, "lv_centre"))
         peak = int(_get(found, "peak_lv_index"))

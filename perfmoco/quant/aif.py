@@ -17,7 +17,9 @@ import numpy as np
 from scipy import ndimage
 
 from perfmoco.anatomy import find_blood_pools
+from perfmoco.anatomy.shading import flattened
 from perfmoco.config import QuantConfig
+from perfmoco.frames import interpolate_frames
 from perfmoco.quant.calibrate import AifCalibration, calibrate_aif_m0, tail_agreement
 from perfmoco.quant.coils import PreContrastFrames, unflagged
 from perfmoco.quant.messages import coil_not_followed, warn
@@ -216,15 +218,18 @@ def extract_aif(series: SliceSeries, *, config: QuantConfig, qc=None, displaceme
     """
     msgs: list[str] = []
     im = np.asarray(series.images, np.float64)
-    pools = find_blood_pools(im, times_s=series.times_s, spacing_mm=series.pixel_spacing_mm)
+    bad = None if qc is None else np.asarray(qc, bool)
+    if bad is not None and not (bad.shape == im.shape[:1] and bad.any() and (~bad).sum() >= 5):
+        bad = None
+    # the pool found without the coils' shading, and on the frames the QC kept
+    flat = interpolate_frames(flattened(series), bad)
+    pools = find_blood_pools(flat, times_s=series.times_s, spacing_mm=series.pixel_spacing_mm)
     scale = series_interpolation(series, config.interpolation)
-    core = blood_pool_core(im, pools.lv_mask, pools.peak_lv_index, scale=scale)
+    core = blood_pool_core(flat, pools.lv_mask, pools.peak_lv_index, scale=scale)
     sig = im[:, core].mean(axis=1)
-    if qc is not None:
-        bad = np.asarray(qc, bool)
-        if bad.shape == sig.shape and bad.any() and (~bad).sum() >= 5:
-            idx = np.arange(sig.size)
-            sig = np.interp(idx, idx[~bad], sig[~bad])
+    if bad is not None:
+        idx = np.arange(sig.size)
+        sig = np.interp(idx, idx[~bad], sig[~bad])
     is_aif = series.role is SliceRole.AIF
     ts = series.saturation_time_s or config.default_saturation_time(aif=is_aif)[1]
     arrival = int(min(config.baseline_frames or bolus_arrival_index(sig), sig.size - 3))

@@ -12,6 +12,7 @@ import dataclasses
 import numpy as np
 
 from perfmoco.anatomy import find_blood_pools, rv_insertion_points, segment_myocardium
+from perfmoco.anatomy.shading import flattened
 from perfmoco.anatomy.stack import accept, has_directions, stack_outliers
 from perfmoco.config import QuantConfig
 from perfmoco.orientation import is_mirrored
@@ -116,6 +117,8 @@ def slice_anatomy(highres: list[SliceSeries], config: QuantConfig,
     the corrected series), or None.
     """
     work: dict[int, SliceWork] = {}
+    # found on the dynamics with the coils' shading taken out (their PD frames' profile)
+    highres = [s.replace(images=flattened(s)) for s in highres]
     found = stack_pools(highres, config, msgs, hints)
     for s in highres:
         pools = found.get(s.slice_index)

@@ -129,9 +129,11 @@ def myocardium_roi(
             yy, xx = np.nonzero(myo)
             return myo.astype(bool), (float(yy.mean()), float(xx.mean())), "quantification"
     from perfmoco.anatomy import find_blood_pools, segment_myocardium
+    from perfmoco.anatomy.shading import flattened
 
+    images = flattened(series)  # the coils' shading taken out (PD frames' profile)
     try:
-        pools = find_blood_pools(series.images, times_s=series.times_s,
+        pools = find_blood_pools(images, times_s=series.times_s,
                                  spacing_mm=series.pixel_spacing_mm)
     except (StudyError, ValueError) as exc:
         log.info("%s: no LV found (%s); ring around the image centre", series.name, exc)
@@ -141,7 +143,7 @@ def myocardium_roi(
     if series.role is SliceRole.AIF:  # the AIF slice: the LV blood pool itself
         return pools.lv_mask, pools.lv_centre, "LV blood pool (automatic)"
     try:
-        myo = segment_myocardium(series.images, pools, spacing_mm=series.pixel_spacing_mm)
+        myo = segment_myocardium(images, pools, spacing_mm=series.pixel_spacing_mm)
         if myo.any():
             return myo, pools.lv_centre, "automatic (blood pools)"
     except (StudyError, ValueError) as exc:
