@@ -34,7 +34,8 @@ def test_the_rv_is_not_a_neighbour_that_peaks_with_the_lv():
     run together into such a region (fresh 13210 a's mid slice, its frames divided by
     the coils' profile: an "RV" over the aorta and the wall, RV Dice 0.98 -> 0.78, the
     myocardium stopped where it began, 317 -> 214 pixels). The RV's blood peaks beats
-    before the LV's; the neighbour that does so is taken."""
+    before the LV's (``RV_PEAK_LEAD_FRAMES`` or more); the neighbour that does so is taken,
+    and one peaking a frame before the LV's is not either."""
     from perfmoco.anatomy.pools import _choose_rv, _Component
 
     t = np.arange(40, dtype=float)
@@ -53,3 +54,5 @@ def test_the_rv_is_not_a_neighbour_that_peaks_with_the_lv():
     comps = [lv, merged, rv]
     assert _choose_rv(0, comps, (2.0, 2.0)) is rv
     assert _choose_rv(0, [lv, merged], (2.0, 2.0)) is None  # no RV rather than that
+    close = comp(25, bolus(25), 2000.0, 11, 21.5)  # peaks a frame before the LV
+    assert _choose_rv(0, [lv, close, rv], (2.0, 2.0)) is rv

@@ -234,6 +234,9 @@ ARRIVAL_SCALE_FRAMES = 3.0
 NEIGHBOUR_FRAMES = 4
 #: The RV blood pool lies within this distance (mm) of the LV blood pool.
 RV_LV_GAP_MM = 25.0
+#: An RV's curve peaks at least this many frames before the LV's (the pulmonary transit:
+#: 3-8 s; a region peaking with the LV is the RV run together with the aorta or the wall).
+RV_PEAK_LEAD_FRAMES = 2
 
 
 def _frame_components(e, top, px_area, pace: float = 1.0):
@@ -293,16 +296,18 @@ def _lv_plausible(c: _Component) -> bool:
 def _earlier_neighbours(k, comps, sp):
     """Components that fill clearly earlier than ``comps[k]`` and lie next to it (RV-like).
 
-    They peak before the candidate's frame (the RV's blood beats before the LV's: a region
-    peaking with the LV is the RV run together with the aorta or the wall at a low level,
-    fresh 13210 a) and are seen in its frame or in the few frames before it (by the LV's
-    peak frame the RV has often washed out).  A region that
+    Their curves peak :data:`RV_PEAK_LEAD_FRAMES` or more before the candidate's (the RV's
+    blood peaks beats before the LV's: a region peaking with the LV, or a frame before
+    it, is the RV run together with the aorta or the wall at a low level, fresh 13210 a)
+    and they are seen in its frame or in the few frames before it (by the LV's peak frame
+    the RV has often washed out).  A region that
     shares pixels with the candidate, or that holds a later-filling pool
     of its own frame (pools run together at low levels), is not one.
     """
     c = comps[k]
     near = [j for j, o in enumerate(comps) if c.frame - NEIGHBOUR_FRAMES <= o.frame <= c.frame
-            and o.arrival <= c.arrival - MIN_LEAD_FRAMES and int(np.argmax(o.curve)) < c.frame
+            and o.arrival <= c.arrival - MIN_LEAD_FRAMES
+            and int(np.argmax(o.curve)) <= int(np.argmax(c.curve)) - RV_PEAK_LEAD_FRAMES
             and o.area >= max(RV_AREA_MM2[0], 0.25 * c.area)
             and (o.mask & c.mask).sum() < 0.2 * o.mask.sum()]
     near = [j for j in near if not _holds_later_pool(j, comps)]
