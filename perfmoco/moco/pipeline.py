@@ -227,16 +227,15 @@ class MotionCorrector:
         if not cfg.orientation_from_anatomy:
             return orient
         kw = {"times_s": series.times_s, "spacing_mm": series.pixel_spacing_mm}
-        pools = None
+        flat, pools = flattened(series), None  # the coils' shading taken out, once
         if lv is not None:
             try:
-                pools = find_blood_pools(flattened(series), near_yx=lv.centre_yx,
-                                         near_mm=NEAR_LV_MM, **kw)
+                pools = find_blood_pools(flat, near_yx=lv.centre_yx, near_mm=NEAR_LV_MM, **kw)
             except StudyError:  # no pool there: the series' own pick
                 pass
         try:
             if pools is None:
-                pools = find_blood_pools(flattened(series), **kw)
+                pools = find_blood_pools(flat, **kw)
         except Exception as exc:  # a heuristic failing must not stop the correction
             log.info("%s: no blood pools to orient the series by (%s); taken as stored",
                      series.name, exc)
