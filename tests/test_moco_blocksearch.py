@@ -6,7 +6,7 @@ import pytest
 import torch
 from heart_common import heart as _heart
 
-from perfmoco.moco.blocksearch import block_offset
+from perfmoco.moco.blocksearch import block_offset, peak_prominence
 from perfmoco.moco.similarity import gradient_alignment, gradient_images, noise_sd
 from perfmoco.moco.transforms import identity_grid
 
@@ -194,3 +194,24 @@ def test_offsets_of_many_frames_at_once_are_those_of_each_frame():
         assert bool(interior[k]) == ik
     np.testing.assert_allclose(d[:3].numpy(), shifts[:3], atol=0.2)
     assert interior[:3].all() and not interior[3]
+
+
+@pytest.mark.parametrize("similarity", ["ngf", "mi"])
+def test_an_optimum_on_a_ridge_of_the_score_does_not_stand_out(similarity):
+    """A pre-contrast mean with no edge but a straight one (a chest wall): its score
+    against the late heart is a ridge along that edge, and wherever the search stops on it
+    the optimum stands out of its 2.5-px ring by nothing; the heart with its blood pool,
+    ring and lung is placed at a clear peak."""
+    y = identity_grid((64, 64))[0]
+    wall = (y > 48).float() * 0.4 + 0.2
+    fixed = _heart(blood=0.95, myo=0.60, lung=0.05) * (y <= 48) + wall * (y > 48)
+    place = _heart(blood=0.30, myo=0.45, lung=0.05, shift=(1.3, -0.7)) * (y <= 48)
+    disc = (identity_grid((64, 64)) - 31.5).norm(dim=0) < 24
+    kw = dict(max_px=6.0, similarity=similarity,
+              noise=(0.01, 0.01) if similarity == "ngf" else None)
+    share = {}
+    for name, moving in (("ridge", wall), ("place", place + wall * (y > 48))):
+        d, _ = block_offset(moving, fixed, disc, **kw)
+        share[name] = peak_prominence(moving, fixed, disc, d, ring_px=2.5, **kw)
+    assert share["ridge"] < 0.01
+    assert share["place"] > 0.15

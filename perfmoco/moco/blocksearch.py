@@ -19,7 +19,7 @@ from perfmoco.moco.similarity import (
 )
 from perfmoco.moco.transforms import identity_grid, sample
 
-__all__ = ["BINS", "NGF_EPS", "block_offset", "block_offsets", "group_offset"]
+__all__ = ["BINS", "NGF_EPS", "block_offset", "block_offsets", "group_offset", "peak_prominence"]
 
 #: Parzen bins of the mutual information (means of many frames: smooth histograms).
 BINS = 32
@@ -175,3 +175,39 @@ def group_offset(frames: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor, 
             interior = bool(((best - origin).abs() < max_px - 1e-9).all())
         step /= 4.0
     return best, interior
+
+
+def peak_prominence(moving: torch.Tensor, fixed: torch.Tensor, disc: torch.Tensor,
+                    offset: torch.Tensor, *, max_px: float, ring_px: float,
+                    similarity: str = "ngf", noise: tuple[float, float] | None = None,
+                    bins: int = BINS) -> float:
+    """How far the optimum ``offset`` of :func:`block_offset` stands out of its surroundings.
+
+    The score (``similarity`` and ``noise`` as :func:`block_offset` takes them) at
+    ``offset`` less the best of the 8 points ``ring_px`` about it, as a share of the
+    score's range over the search's coarse grid (9 x 9 over ``+-max_px`` about 0, and
+    ``offset`` itself).  Near 0: the optimum is a ridge or a plateau (a mean image with
+    few edges, whose score hardly changes with the offset), not a place; negative: a
+    better point lies on the ring.
+    """
+    g_disc = identity_grid(moving.shape[-2:], device=moving.device)[:, disc]  # (2, P)
+    at = offset.double().cpu().reshape(1, 2)
+    cand = torch.cat([at, at + _square(1)[[0, 1, 2, 3, 5, 6, 7, 8]] * ring_px,
+                      _square(4) * (max_px / 4.0)])  # (1 + 8 + 81, 2)
+    coords = g_disc[:, None, :] + cand.T.to(g_disc)[..., None]  # (2, G, P)
+    if similarity == "ngf":
+        if noise is None:
+            noise = (noise_sd(moving, disc), noise_sd(fixed, disc))
+        shifted = sample(gradient_images(moving.float())[None], coords[None],
+                         padding="border")[0]  # (2, G, P)
+        score = gradient_alignment(shifted.transpose(0, 1), gradient_images(fixed.float())[:, disc],
+                                   NGF_EPS * noise[0], NGF_EPS * noise[1])
+    elif similarity == "mi":
+        shifted = sample(moving.float()[None], coords[None], padding="border")[0]  # (G, P)
+        score = mutual_information(shifted, fixed[disc].float(), bins)
+    else:
+        raise ValueError(f"similarity must be 'mi' or 'ngf', got {similarity!r}")
+    score = score.double()
+    top, ring, grid = score[0], score[1:9].max(), score[9:].min()
+    span = float(top - min(grid, top))
+    return float(top - ring) / span if span > 0 else 0.0
